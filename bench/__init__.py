@@ -1,0 +1,1 @@
+"""sockbench's load generator, runner, monitors and reports (``bench`` command)."""

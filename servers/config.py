@@ -1,0 +1,61 @@
+"""The knobs every server model takes, in one place.
+
+:class:`ServerOptions` is the single description of a server's settings. The
+command line of ``python -m servers`` is generated from its fields, the
+scenario files of ``bench run`` validate their ``server:`` section against it,
+and the runner turns a validated instance back into a command line with
+:meth:`ServerOptions.to_argv`. Nothing else lists these options.
+
+Defaults are the standard library's where the standard library has one:
+``backlog`` is ``socketserver.BaseServer.request_queue_size`` (5) and
+``max_children`` is ``socketserver.ForkingMixIn.max_children`` (40), so a user
+who changes nothing sees exactly what the stdlib does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import socketserver
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SERVICES = ("echo", "file")
+LOOPS = ("asyncio", "uvloop")
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """Settings shared by every model. ``help`` metadata feeds ``--help``."""
+
+    host: str = field(default="127.0.0.1", metadata={"help": "address to listen on"})
+    port: int = field(default=0, metadata={"help": "port; 0 lets the OS pick one (read it from the ready line)"})
+    backlog: int = field(
+        default=socketserver.TCPServer.request_queue_size,
+        metadata={"help": "listen queue length, passed to listen(); the stdlib default is 5"},
+    )
+    root: Path | None = field(default=None, metadata={"help": "directory served by the file service (required for it)"})
+    cpu_work_us: int = field(
+        default=0,
+        metadata={"help": "burn this many microseconds of pure-Python CPU per chunk received (GIL-bound work)"},
+    )
+    sendfile: bool = field(default=True, metadata={"help": "stream files with sendfile (off: a read/send loop)"})
+    max_children: int = field(
+        default=socketserver.ForkingMixIn.max_children,
+        metadata={"help": "forking only: at most this many children; at the limit the accept loop waits for one to exit"},
+    )
+    loop: str = field(default="asyncio", metadata={"help": "asyncio only: event loop, asyncio or uvloop"})
+
+    def to_argv(self) -> list[str]:
+        """Command-line arguments for ``python -m servers MODEL SERVICE`` that reproduce these options."""
+        argv: list[str] = []
+        defaults = ServerOptions()
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value == getattr(defaults, f.name):
+                continue
+            flag = "--" + f.name.replace("_", "-")
+            if f.type in ("bool",) or isinstance(value, bool):
+                argv.append(flag if value else "--no-" + f.name.replace("_", "-"))
+            else:
+                argv += [flag, str(value)]
+        return argv
