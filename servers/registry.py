@@ -1,0 +1,45 @@
+"""Registry of server models: a name maps to a small module with one entry point.
+
+Every model module exposes the same two names:
+
+``SERVICES``
+    tuple of the service names it implements (``"echo"``, ``"file"``).
+``serve(service, options, ready)``
+    bind and listen according to ``options`` (a :class:`servers.config.ServerOptions`),
+    call ``ready(host, port)`` once listening, then serve until SIGTERM or SIGINT,
+    stop, and return.
+
+Modules are imported only when asked for, so listing the models costs nothing
+and an optional dependency of one model (uvloop) never breaks another.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+#: name -> module path. The order is the order models appear in figures.
+MODELS: dict[str, str] = {
+    "sequential": "servers.models.sequential",
+    "threading": "servers.models.thread_per_conn",
+    "forking": "servers.models.fork_per_conn",
+    "selectors": "servers.models.selector_loop",
+    "asyncio": "servers.models.asyncio_streams",
+    "c-reference": "servers.models.c_reference",
+}
+
+#: The five Python models (c-reference is the machine's ceiling, echo only).
+PYTHON_MODELS = ("sequential", "threading", "forking", "selectors", "asyncio")
+
+
+class UnknownModel(ValueError):
+    """Raised for a model name not in :data:`MODELS`; the message lists the valid names."""
+
+
+def get_model(name: str) -> ModuleType:
+    """Import and return the module implementing model ``name``."""
+    try:
+        path = MODELS[name]
+    except KeyError:
+        raise UnknownModel(f"unknown model {name!r}; valid models: {', '.join(MODELS)}") from None
+    return importlib.import_module(path)
