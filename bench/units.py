@@ -1,0 +1,152 @@
+"""Sizes and durations as people write them in scenario files: ``256MiB``, ``100ms``.
+
+A scenario says ``file_bytes: 256MiB`` and ``duration: 10s``; everything
+behind it works in plain bytes (``int``) and seconds (``float``). This module
+is the one place that converts between the two spellings, in both
+directions, so that a scenario written back to disk (``scenario.yaml`` in a
+results folder) reads the way a person would have written it and loads again
+to exactly the same numbers.
+
+Design
+------
+* Both binary (``KiB`` = 1024) and decimal (``KB`` = 1000) size units are
+  accepted, because both are in common use and they differ by 7% at ``GB``;
+  each spelling means exactly one thing. Units are case-sensitive: ``Mb``
+  usually means megabits, so guessing would be wrong more often than right.
+* Numbers are parsed with :class:`fractions.Fraction`, not ``float``: ``1.5KiB``
+  is exactly 1536 bytes and ``1100ms`` is the same float as ``1.1s``, so
+  formatting and parsing again always gives the identical value.
+* A bare number is bytes for a size and seconds for a duration: the units the
+  rest of the project uses.
+
+Error handling
+--------------
+Every parser raises :class:`UnitError` (a ``ValueError``, so pydantic reports
+it as a validation error of the field it came from). Its message names the
+offending text and lists the allowed units, so the user can fix the file
+without reading any code.
+"""
+
+from __future__ import annotations
+
+import re
+from fractions import Fraction
+
+#: Size units, bytes per unit. Parsing matches the whole suffix exactly;
+#: this order is the order listed in error messages.
+SIZE_UNITS: dict[str, int] = {
+    "B": 1,
+    "KiB": 1024,
+    "MiB": 1024**2,
+    "GiB": 1024**3,
+    "KB": 1000,
+    "MB": 1000**2,
+    "GB": 1000**3,
+}
+
+#: Duration units, seconds per unit (exact fractions so parsing is exact).
+DURATION_UNITS: dict[str, Fraction] = {
+    "us": Fraction(1, 1_000_000),
+    "ms": Fraction(1, 1000),
+    "s": Fraction(1),
+    "m": Fraction(60),
+}
+
+# A number (optionally with a fraction part or exponent), optional spaces,
+# an optional unit made of letters. Signs are accepted here so that "-1s"
+# is reported as "negative" rather than as "not a number".
+_QUANTITY = re.compile(r"^\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*([A-Za-z]*)\s*$")
+
+
+class UnitError(ValueError):
+    """A size or duration that could not be understood; the message says why and what is allowed."""
+
+
+def _split(text: str, kind: str, units: dict) -> tuple[Fraction, str]:
+    """Split ``"1.5 MiB"`` into ``(Fraction(3, 2), "MiB")``; raise :class:`UnitError` if malformed."""
+    allowed = ", ".join(units)
+    match = _QUANTITY.match(text)
+    if not match:
+        raise UnitError(f"{text!r} is not a {kind}: write a number followed by one of {allowed} (e.g. {_example(kind)})")
+    number, unit = match.groups()
+    if unit and unit not in units:
+        raise UnitError(f"unknown {kind} unit {unit!r} in {text!r}; allowed units: {allowed}")
+    return Fraction(number), unit
+
+
+def _example(kind: str) -> str:
+    return "256MiB" if kind == "size" else "100ms"
+
+
+def _exact(value: int | float, kind: str) -> Fraction:
+    """A YAML number as an exact fraction; ``.inf``/``.nan`` are rejected."""
+    # bool is a subclass of int: `file_bytes: yes` must not become 1 byte.
+    if isinstance(value, bool):
+        raise UnitError(f"expected a {kind}, got {value!r}")
+    try:
+        return Fraction(value)
+    except (ValueError, OverflowError):
+        raise UnitError(f"expected a finite {kind}, got {value!r}") from None
+
+
+def parse_size(value: object) -> int:
+    """Bytes from ``1024``, ``"1024"``, ``"1KiB"``, ``"1.5 MiB"`` or ``"10MB"`` (decimal).
+
+    The result must be a whole, non-negative number of bytes.
+    """
+    if isinstance(value, (int, float)):
+        amount = _exact(value, "size")
+    elif isinstance(value, str):
+        number, unit = _split(value, "size", SIZE_UNITS)
+        amount = number * SIZE_UNITS[unit or "B"]
+    else:
+        raise UnitError(f"expected a size such as 1024 or 256MiB, got {type(value).__name__}")
+    if amount < 0:
+        raise UnitError(f"a size cannot be negative: {value!r}")
+    if amount.denominator != 1:
+        raise UnitError(f"{value!r} is not a whole number of bytes ({float(amount)} B)")
+    return int(amount)
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from ``2``, ``0.5``, ``"2s"``, ``"100ms"``, ``"250us"`` or ``"1m"``.
+
+    A bare number is seconds. The result is never negative.
+    """
+    if isinstance(value, (int, float)):
+        amount = _exact(value, "duration")
+    elif isinstance(value, str):
+        number, unit = _split(value, "duration", DURATION_UNITS)
+        amount = number * DURATION_UNITS[unit or "s"]
+    else:
+        raise UnitError(f"expected a duration such as 2s or 100ms, got {type(value).__name__}")
+    if amount < 0:
+        raise UnitError(f"a duration cannot be negative: {value!r}")
+    return float(amount)
+
+
+def format_size(nbytes: int) -> str | int:
+    """The shortest exact spelling: ``1048576 -> "1MiB"``; a plain ``int`` when no binary unit fits (``1000``).
+
+    Only binary units are used on output: sizes in this project are powers of
+    two far more often than powers of ten, and an exact integer is always
+    available as the fallback, so output never loses precision.
+    """
+    for unit in ("GiB", "MiB", "KiB"):
+        factor = SIZE_UNITS[unit]
+        if nbytes and nbytes % factor == 0:
+            return f"{nbytes // factor}{unit}"
+    return nbytes
+
+
+def format_duration(seconds: float) -> str:
+    """An exact spelling that parses back to the same float: ``0.5 -> "500ms"``, ``10.0 -> "10s"``."""
+    micro = round(seconds * 1_000_000)
+    if float(Fraction(micro, 1_000_000)) == seconds:
+        if micro % 1_000_000 == 0:
+            return f"{micro // 1_000_000}s"
+        if micro % 1000 == 0:
+            return f"{micro // 1000}ms"
+        return f"{micro}us"
+    # Finer than a microsecond: repr() of a float round-trips exactly.
+    return f"{seconds!r}s"
