@@ -21,6 +21,16 @@ Units are in the column names: ``_us`` microseconds, ``_s`` seconds,
 
 from __future__ import annotations
 
+import csv
+import datetime as _dt
+import errno
+import io
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
 #: Bumped whenever a column changes meaning or a file changes shape.
 RESULTS_VERSION = 1
 
@@ -112,3 +122,145 @@ PARAMETER_COLUMNS = [
     "clients", "message_bytes", "file_bytes", "backlog", "cpu_work_us", "max_children",
     "requests_per_connection", "rate", "sendfile", "mode",
 ]
+
+
+# --------------------------------------------------------------------------
+# Writing
+
+
+#: Histogram kinds a run may save, one .hlog file each.
+HIST_KINDS = ("latency", "ttfb", "connect", "latency_uncorrected")
+
+
+class DiskFull(OSError):
+    """Raised when a result could not be written for lack of space; earlier results are intact."""
+
+
+def new_results_dir(root: Path, scenario_name: str, now: _dt.datetime | None = None) -> Path:
+    """Create and return a fresh ``<root>/<UTC timestamp>-<name>`` folder; never reuses one."""
+    now = now or _dt.datetime.now(_dt.timezone.utc)
+    stamp = now.strftime("%Y%m%dT%H%M%SZ")
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", scenario_name).strip("-") or "scenario"
+    root.mkdir(parents=True, exist_ok=True)
+    for suffix in [""] + [f"-{i}" for i in range(2, 1000)]:
+        path = root / f"{stamp}-{safe}{suffix}"
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(f"could not find a free results folder name under {root}")
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(round(value, 6)) if value == value else ""
+    return value
+
+
+def _append_atomically(path: Path, text: str) -> None:
+    """Append ``text`` to ``path`` whole or not at all.
+
+    Error handling: on ENOSPC (or EDQUOT) the file is truncated back to its
+    previous length, so the rows already there stay readable, and
+    :class:`DiskFull` is raised.
+    """
+    data = text.encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                os.ftruncate(fd, size)
+                raise DiskFull(exc.errno, f"disk full while writing {path}") from exc
+            raise
+    finally:
+        os.close(fd)
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` via a temporary file and rename (never a half-written file)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFull(exc.errno, f"disk full while writing {path}") from exc
+        raise
+
+
+class ResultsWriter:
+    """Writes one results folder incrementally.
+
+    Each :meth:`add_run` appends one complete row to ``runs.csv`` and the
+    run's timeline rows, and writes its histogram logs, before returning: a
+    finished run is on disk before the next one starts.
+
+    Resource handling: files are opened per write and closed at once, so an
+    interrupted scenario leaves nothing open and nothing half-written.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.runs_csv = path / "runs.csv"
+        self.timeline_csv = path / "timeline.csv"
+        self.hist_dir = path / "hist"
+        self.logs_dir = path / "logs"
+        self.hist_dir.mkdir(exist_ok=True)
+        self.logs_dir.mkdir(exist_ok=True)
+        self.rows_written = 0
+
+    def write_json(self, name: str, data: Mapping[str, Any]) -> None:
+        write_text_atomically(self.path / name, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+    def write_text(self, name: str, text: str) -> None:
+        write_text_atomically(self.path / name, text)
+
+    @staticmethod
+    def _csv_text(columns: Iterable[str], rows: Iterable[Mapping[str, Any]], header: bool) -> str:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+        if header:
+            writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _cell(row.get(k)) for k in writer.fieldnames})
+        return buf.getvalue()
+
+    def add_run(self, row: Mapping[str, Any], timeline: Iterable[Mapping[str, Any]] = (),
+                histograms: Mapping[str, Any] | None = None) -> None:
+        """Persist one run: histograms first, then timeline, then its runs.csv row (the commit point)."""
+        run_id = row["run_id"]
+        for kind, hist in (histograms or {}).items():
+            if hist is not None and hist.get_total_count() > 0:
+                write_text_atomically(self.hist_dir / f"{run_id}.{kind}.hlog", encode_hlog(hist, kind))
+        rows = [dict(r, run_id=run_id) for r in timeline]
+        if rows:
+            _append_atomically(self.timeline_csv, self._csv_text(
+                TIMELINE_COLUMNS, rows, header=not self.timeline_csv.exists()))
+        _append_atomically(self.runs_csv, self._csv_text(RUN_COLUMNS, [row], header=not self.runs_csv.exists()))
+        self.rows_written += 1
+
+
+def encode_hlog(hist: Any, kind: str) -> str:
+    """One histogram as an HdrHistogram log (format 1.2); values are microseconds."""
+    from hdrh.log import HistogramLogWriter
+
+    buf = io.StringIO()
+    writer = HistogramLogWriter(buf)
+    writer.output_comment(f"[sockbench {kind} histogram, values in microseconds]")
+    writer.output_log_format_version()
+    writer.output_legend()
+    start_ms = hist.get_start_time_stamp() or 1  # the writer treats 0 as "unset"
+    end_ms = hist.get_end_time_stamp() or start_ms
+    writer.output_interval_histogram(hist, start_ms / 1000.0, end_ms / 1000.0, max_value_unit_ratio=1.0)
+    return buf.getvalue()

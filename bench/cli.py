@@ -1,0 +1,261 @@
+"""``bench``: the command line of sockbench.
+
+Subcommands::
+
+    bench run SCENARIO.yaml [--set FIELD=VALUE ...]   run a scenario, save, plot, report
+    bench validate SCENARIO.yaml ...                  check scenario files without running
+    bench serve MODEL SERVICE [options]               start one server (as python -m servers)
+    bench load SERVICE HOST:PORT [options]            drive any running server
+    bench calibrate                                   measure the machine's and generator's ceilings
+    bench plot RESULTS_DIR                            (re)draw the figures of a results folder
+    bench report RESULTS_DIR                          (re)write its self-contained HTML report
+    bench compare DIR_A DIR_B [...]                   compare result sets of the same scenario
+
+Options of a run live in the scenario file alone; ``--set`` overrides a field
+of it (``--set load.clients=[1,10] --set duration=2s``) and is validated like
+the file, so no option exists in two places.
+
+Exit status: 0 success, 1 a run failed or a finding needs attention where the
+subcommand says so, 2 bad input (the message names the file, line and field),
+130 interrupted by Ctrl-C (finished runs are kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+# --------------------------------------------------------------------------
+# bench run
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    from bench.scenario import add_override_argument
+
+    parser.add_argument("scenario", type=Path, help="scenario file (see scenarios/)")
+    add_override_argument(parser)
+    parser.add_argument("--results", type=Path, default=Path("results"),
+                        help="folder that receives the new results folder (default: results)")
+    parser.add_argument("--no-plots", action="store_true",
+                        help="skip figures and report at the end (bench plot / bench report later)")
+
+
+def _fmt_rate(value: Any) -> str:
+    try:
+        return f"{float(value):,.0f}"
+    except (TypeError, ValueError):
+        return "-"
+
+
+def _fmt_us(value: Any) -> str:
+    try:
+        us = float(value)
+    except (TypeError, ValueError):
+        return "-"
+    if us != us:
+        return "-"
+    if us >= 1e6:
+        return f"{us / 1e6:.2f} s"
+    if us >= 1e3:
+        return f"{us / 1e3:.1f} ms"
+    return f"{us:.0f} us"
+
+
+def _fmt_mib(value: Any) -> str:
+    try:
+        return f"{float(value) / 2**20:.1f} MiB"
+    except (TypeError, ValueError):
+        return "-"
+
+
+def run_line(plan: Any, row: dict[str, Any]) -> str:
+    """The one line printed when a run finishes: its headline figures and flags."""
+    head = f"{plan.model:<11} {plan.point.label():<28} r{plan.repetition}"
+    if row.get("status") != "ok":
+        first = (row.get("error") or "").splitlines()[0:1]
+        return f"{head}  {row.get('status', '?').upper()}: {first[0] if first else ''}"
+    conn_bad = sum(int(row.get(k) or 0) for k in
+                   ("conn_refused", "conn_reset", "conn_timeout", "conn_emfile", "conn_eaddrnotavail", "conn_other"))
+    mem = row.get("mem_pss_peak_bytes") or row.get("mem_rss_peak_bytes")
+    parts = [
+        f"{_fmt_rate(row.get('req_per_s'))} req/s",
+        f"p50 {_fmt_us(row.get('lat_p50_us'))}",
+        f"p99 {_fmt_us(row.get('lat_p99_us'))}",
+        f"errors {int(row.get('errors') or 0)}",
+        f"failed connects {conn_bad}",
+        f"{'PSS' if row.get('mem_pss_peak_bytes') else 'RSS'} {_fmt_mib(mem)}",
+        f"procs {row.get('procs_peak', '-')} threads {row.get('threads_peak', '-')}",
+    ]
+    if row.get("generator_bound"):
+        parts.append("[GENERATOR-BOUND]")
+    return f"{head}  " + "  ".join(parts)
+
+
+def _summary_table(results_dir: Path) -> Any:
+    """A rich table: per model and point, the median figures and their flags."""
+    from rich.table import Table
+
+    from bench.stats import load_results
+
+    results = load_results(results_dir)
+    runs = results.runs
+    table = Table(title=f"Summary: {results_dir}")
+    swept = [c for c in results.swept if c in runs.columns]
+    for col in ["model", *swept, "runs", "req/s (median)", "p50", "p99", "failed connects", "peak PSS", "peak RSS",
+                "procs/threads", "flags"]:
+        table.add_column(col, justify="left" if col == "model" else "right")
+    if runs.empty:
+        return table
+    conn_cols = [c for c in ("conn_refused", "conn_reset", "conn_timeout", "conn_emfile", "conn_eaddrnotavail",
+                             "conn_other") if c in runs.columns]
+    for (model, point), group in runs.groupby(["model", "point"], sort=False):
+        ok = group[group["status"] == "ok"]
+        first = group.iloc[0]
+        flags = []
+        if len(ok) < len(group):
+            flags.append(f"{len(group) - len(ok)} failed")
+        if ok["generator_bound"].astype(str).str.lower().eq("true").any():
+            flags.append("generator-bound")
+        med = ok["req_per_s"].median() if len(ok) else None
+        if len(ok) >= 2 and med:
+            cv = ok["req_per_s"].std(ddof=1) / ok["req_per_s"].mean()
+            if cv > 0.10:
+                flags.append(f"unstable (CV {cv:.0%})")
+        table.add_row(
+            str(model), *[str(first[c]) for c in swept], str(len(group)),
+            _fmt_rate(med), _fmt_us(ok["lat_p50_us"].median() if len(ok) else None),
+            _fmt_us(ok["lat_p99_us"].median() if len(ok) else None),
+            str(int(ok[conn_cols].sum(axis=1).max())) if len(ok) and conn_cols else "-",
+            _fmt_mib(ok["mem_pss_peak_bytes"].max() if len(ok) else None),
+            _fmt_mib(ok["mem_rss_peak_bytes"].max() if len(ok) else None),
+            f"{ok['procs_peak'].max():.0f}/{ok['threads_peak'].max():.0f}" if len(ok) else "-",
+            ", ".join(flags),
+        )
+    return table
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from bench.runner import Interrupted, ScenarioRefused, run_scenario
+    from bench.scenario import ScenarioError, load_scenario
+
+    console = Console(stderr=False)
+    try:
+        scenario = load_scenario(args.scenario, args.overrides)
+    except ScenarioError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=False)
+    task = None
+
+    def on_start(results_dir: Path, plans: list[Any]) -> None:
+        nonlocal task
+        console.print(f"[bold]{scenario.name}[/]: {len(plans)} runs, about {scenario.estimate_s():.0f} s; "
+                      f"results in {results_dir}")
+        task = progress.add_task(scenario.name, total=len(plans))
+
+    def on_run(plan: Any, row: dict[str, Any], done: int, total: int) -> None:
+        progress.console.print(run_line(plan, row), markup=False, highlight=False)
+        progress.update(task, completed=done)
+
+    def warn(message: str) -> None:
+        progress.console.print(f"[yellow]warning:[/] {message}")
+
+    try:
+        with progress:
+            results_dir = run_scenario(scenario, results_root=args.results, on_start=on_start, on_run=on_run,
+                                       finish=not args.no_plots, warn=warn)
+    except ScenarioRefused as exc:
+        print(f"error: {args.scenario}: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except Interrupted as exc:
+        console.print(f"[yellow]Interrupted.[/] Every finished run is saved in {exc.results_dir}")
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        console.print("[yellow]Interrupted before the first run.[/]")
+        return EXIT_INTERRUPTED
+    console.print(_summary_table(results_dir))
+    _print_warnings(console, results_dir)
+    console.print(f"Results: {results_dir}")
+    if not args.no_plots:
+        console.print(f"Report:  {results_dir / 'report.html'}")
+    return 0
+
+
+def _print_warnings(console: Any, results_dir: Path) -> None:
+    import json
+
+    try:
+        summary = json.loads((results_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return
+    for warning in summary.get("warnings", []):
+        console.print(f"[yellow]warning:[/] {warning}", markup=True, highlight=False)
+
+
+# --------------------------------------------------------------------------
+# bench serve: the servers' own command line, reached from bench
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    from servers.cli import main as servers_main
+
+    return servers_main(args.server_args)
+
+
+# --------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from bench import calibrate, compare, plots, report, scenario
+    from bench.loadgen import cli as load_cli
+
+    parser = argparse.ArgumentParser(prog="bench", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help_text: str, add_args: Callable[[argparse.ArgumentParser], None],
+            handler: Callable[[argparse.Namespace], int], **kwargs: Any) -> None:
+        p = sub.add_parser(name, help=help_text, description=help_text, **kwargs)
+        add_args(p)
+        p.set_defaults(handler=handler)
+
+    add("run", "run a scenario: start each server, drive it, measure, save, plot, report",
+        _add_run_arguments, run_command)
+    add("validate", "check scenario files without running them",
+        scenario.add_validate_arguments, scenario.validate_command)
+    add("serve", "start one server model (the same as python -m servers; see bench serve -h)",
+        lambda p: p.add_argument("server_args", nargs=argparse.REMAINDER), serve_command, add_help=False)
+    add("load", "drive a running server (any RFC 862 echo server works) and print what was measured",
+        load_cli.add_arguments, load_cli.run)
+    add("calibrate", "measure the machine's ceilings and the load generator's own",
+        calibrate.add_arguments, calibrate.run)
+    add("plot", "draw the figures of a results folder", plots.add_plot_arguments, plots.plot_command)
+    add("report", "write the self-contained HTML report of a results folder",
+        report.add_report_arguments, report.report_command)
+    add("compare", "compare result sets of the same scenario (ratios, significance, overlays)",
+        compare.add_compare_arguments, compare.compare_command)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["serve"]:
+        # Everything after "serve" belongs to the servers' own parser, --help included.
+        return serve_command(argparse.Namespace(server_args=argv[1:]))
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
