@@ -1,0 +1,35 @@
+"""sockbench's servers: two services, five Python concurrency models, one command line.
+
+The package separates two questions that a network server answers, the way
+``socketserver`` separates request handlers from server classes:
+
+*Service*: what does one connection get?
+    ``echo`` (RFC 862: every byte back, in order, until the client closes) and
+    ``file`` (a request line naming a file under a root; ``OK <size>\\n`` and the
+    bytes, or ``ERR <code> <reason>\\n``). The wire protocol, its limits and
+    its path-safety rules live in :mod:`servers.protocol`; the per-connection
+    settings (root, sendfile, calibrated CPU work) in :mod:`servers.service`
+    and :mod:`servers.work`.
+
+*Concurrency model*: how are many connections served at once?
+    ``sequential``, ``threading`` and ``forking`` are the standard library's
+    ``TCPServer``, ``ThreadingTCPServer`` and ``ForkingTCPServer`` running the
+    *same* handler classes (:mod:`servers.handlers`, glue in
+    :mod:`servers.blocking`), so any difference between them is the model
+    alone. ``selectors`` (:mod:`servers.models.selector_loop`) is a
+    hand-written non-blocking loop, ``asyncio``
+    (:mod:`servers.models.asyncio_streams`) the idiomatic streams server. Each
+    model is a small module in :mod:`servers.models` with the same two names,
+    ``SERVICES`` and ``serve(service, options, ready)``, found through
+    :mod:`servers.registry`.
+
+Every model takes the same :class:`servers.config.ServerOptions`, from which
+the command line (:mod:`servers.cli`, ``python -m servers MODEL SERVICE``) is
+generated. A server announces readiness with one JSON line on stdout, writes
+one line on stderr per failed connection, and stops on SIGTERM/SIGINT within
+5 s leaving no thread or process behind. :mod:`servers.launch` is how tests and
+the benchmark runner start one as a subprocess and make sure it is gone again.
+
+Defaults are the standard library's where it has one (listen backlog 5,
+``max_children`` 40): sockbench measures what a user who changes nothing gets.
+"""

@@ -1,0 +1,5 @@
+"""``python -m servers MODEL SERVICE [options]``: see :mod:`servers.cli`."""
+
+from servers.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,223 @@
+"""``python -m servers MODEL SERVICE [options]`` (also ``bench serve``).
+
+The options are generated from the fields of :class:`servers.config.ServerOptions`
+(name, type, default, ``help`` metadata), so the command line, the scenario
+files and :meth:`ServerOptions.to_argv` can never disagree: a field added there
+appears here, and ``to_argv`` output parses back to the same options.
+
+Output contract: once listening, exactly one JSON line on stdout, flushed::
+
+    {"event": "ready", "model": "forking", "service": "echo", "host": "127.0.0.1",
+     "port": 40123, "pid": 4242, "backlog": 5}
+
+and nothing else on stdout, ever (``sys.stdout`` is pointed at stderr after
+that line, so a stray ``print`` cannot corrupt the stream a launcher reads).
+Errors of single connections are one line each on stderr.
+
+Error handling
+--------------
+Bad input (an unknown model, a service the model lacks, ``file`` without
+``--root``, ``--loop uvloop`` without uvloop, an option out of range) prints
+one ``servers: error: ...`` line that names the problem and the fix, and
+:func:`main` returns 2 without a traceback. A failure to listen (port in use)
+returns 1 the same way. A clean stop on SIGTERM/SIGINT returns 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from servers import registry
+from servers.config import LOOPS, SERVICES, ServerOptions
+from servers.service import SetupError
+
+PROG = "python -m servers"
+
+DESCRIPTION = """\
+Run one sockbench server: MODEL decides how connections are served
+concurrently, SERVICE what each connection gets. Prints one JSON "ready" line
+on stdout once listening; stops cleanly on SIGTERM or Ctrl-C."""
+
+EPILOG = """\
+models:
+  sequential    socketserver.TCPServer: one client at a time
+  threading     socketserver.ThreadingTCPServer: a thread per connection
+  forking       socketserver.ForkingTCPServer: a process per connection
+                (at --max-children the accept loop waits for a child to exit)
+  selectors     hand-written single-threaded non-blocking selectors loop
+  asyncio       asyncio.start_server streams (--loop uvloop if installed)
+  c-reference   a small C echo server: the machine's ceiling (echo only)
+
+services:
+  echo          RFC 862: every byte sent back until the client closes
+  file          request "PATH\\n", answer "OK SIZE\\n" + bytes or "ERR CODE REASON\\n"
+
+example:
+  python -m servers threading echo --port 7000 &   then:   nc 127.0.0.1 7000"""
+
+#: Exit status for bad input, as argparse uses.
+EXIT_USAGE = 2
+#: Exit status when the server could not start (e.g. the port is taken).
+EXIT_FAILURE = 1
+
+#: Lower bounds of numeric options (inclusive).
+MINIMUM = {"port": 0, "backlog": 0, "cpu_work_us": 0, "max_children": 1}
+MAXIMUM = {"port": 65535}
+
+
+class UsageError(Exception):
+    """Bad command-line input; the message names the problem and the fix."""
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _bounded_int(name: str) -> Callable[[str], int]:
+    low, high = MINIMUM.get(name), MAXIMUM.get(name)
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if low is not None and value < low:
+            raise argparse.ArgumentTypeError(f"{value} is below the minimum {low}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"{value} is above the maximum {high}")
+        return value
+
+    parse.__name__ = "integer"  # argparse names the type in its messages
+    return parse
+
+
+def _add_option(group: argparse._ArgumentGroup, field: dataclasses.Field[Any], kind: Any) -> None:
+    """One option generated from one ServerOptions field."""
+    help_text = field.metadata.get("help", "")
+    default = field.default
+    if kind is bool:
+        group.add_argument(
+            _flag(field.name),
+            action=argparse.BooleanOptionalAction,
+            default=default,
+            help=f"{help_text} (default: {'on' if default else 'off'})",
+        )
+        return
+    arguments: dict[str, Any] = {"default": default, "dest": field.name}
+    if kind is int:
+        arguments["type"] = _bounded_int(field.name)
+        arguments["metavar"] = "N"
+    elif kind in (Path, Path | None):
+        arguments["type"] = Path
+        arguments["metavar"] = "DIR"
+    else:
+        arguments["type"] = str
+        if field.name == "loop":
+            arguments["choices"] = LOOPS
+    shown = "none" if default is None else default
+    group.add_argument(_flag(field.name), help=f"{help_text} (default: {shown})", **arguments)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``python -m servers``; its options are generated from :class:`ServerOptions`."""
+    parser = argparse.ArgumentParser(
+        prog=PROG, description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("model", metavar="MODEL", help=f"one of: {', '.join(registry.MODELS)}")
+    parser.add_argument("service", metavar="SERVICE", choices=SERVICES, help=f"one of: {', '.join(SERVICES)}")
+    group = parser.add_argument_group("server options (the same for every model)")
+    hints = typing.get_type_hints(ServerOptions)
+    for field in dataclasses.fields(ServerOptions):
+        _add_option(group, field, hints[field.name])
+    return parser
+
+
+def options_from_namespace(namespace: argparse.Namespace) -> ServerOptions:
+    """The :class:`ServerOptions` an argparse namespace of :func:`build_parser` describes."""
+    return ServerOptions(**{f.name: getattr(namespace, f.name) for f in dataclasses.fields(ServerOptions)})
+
+
+def check(model_name: str, service: str, options: ServerOptions) -> ModuleType:
+    """Validate the combination before listening; returns the model's module or raises :class:`UsageError`."""
+    try:
+        model = registry.get_model(model_name)
+    except registry.UnknownModel as exc:
+        raise UsageError(str(exc)) from None
+    except ImportError as exc:
+        raise UsageError(f"model {model_name!r} cannot be loaded ({exc}); is it installed/built?") from None
+    if service not in model.SERVICES:
+        raise UsageError(
+            f"model {model_name!r} does not provide the {service!r} service; it provides: {', '.join(model.SERVICES)}"
+        )
+    if service == "file":
+        if options.root is None:
+            raise UsageError("the file service needs a directory to serve: add --root DIR")
+        if not Path(options.root).is_dir():
+            raise UsageError(f"--root {options.root}: not a directory; pass an existing directory to serve")
+    if options.loop != "asyncio" and model_name != "asyncio":
+        raise UsageError(f"--loop {options.loop} only applies to the asyncio model, not {model_name!r}")
+    if model_name == "asyncio":
+        from servers.models.asyncio_streams import check_loop
+
+        try:
+            check_loop(options, service)
+        except SetupError as exc:
+            raise UsageError(str(exc)) from None
+    return model
+
+
+def ready_printer(model: str, service: str, options: ServerOptions) -> Callable[[str, int], None]:
+    """The ``ready`` callback given to a model: print the ready line, then keep stdout for it alone."""
+
+    def ready(host: str, port: int) -> None:
+        line = {
+            "event": "ready",
+            "model": model,
+            "service": service,
+            "host": host,
+            "port": port,
+            "pid": os.getpid(),
+            "backlog": options.backlog,
+        }
+        sys.stdout.write(json.dumps(line) + "\n")
+        sys.stdout.flush()
+        sys.stdout = sys.stderr
+
+    return ready
+
+
+def error(message: str) -> None:
+    print(f"servers: error: {message}", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``python -m servers`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    parser = build_parser()
+    try:
+        namespace = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse has printed usage and the problem (or --help)
+        return int(exc.code or 0)
+    options = options_from_namespace(namespace)
+    try:
+        model = check(namespace.model, namespace.service, options)
+    except UsageError as exc:
+        error(str(exc))
+        return EXIT_USAGE
+    stdout = sys.stdout
+    try:
+        model.serve(namespace.service, options, ready_printer(namespace.model, namespace.service, options))
+    except SetupError as exc:
+        error(str(exc))
+        return EXIT_FAILURE
+    finally:
+        sys.stdout = stdout
+    return 0

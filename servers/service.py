@@ -1,0 +1,96 @@
+"""What every model shares about the service it runs: settings, error lines, addresses.
+
+A model decides *how* connections run concurrently; :class:`Service` carries
+*what* each connection gets: which service, the served root, sendfile or not,
+and the calibrated per-chunk CPU work. Models build one with
+:func:`make_service` before listening, so calibration never delays a client.
+
+Error handling
+--------------
+A failing connection costs exactly one line on stderr (:meth:`Service.log_error`),
+never a traceback and never the server. :class:`SetupError` is raised for
+problems found before serving (cannot listen, bad root) with a message that
+names the problem and the fix; the command line prints it and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from servers import protocol
+from servers.config import ServerOptions
+from servers.work import CpuWork, cpu_work
+
+
+class SetupError(Exception):
+    """The server cannot start as asked (bad option, cannot listen). The message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Service:
+    """Per-connection settings shared by every model."""
+
+    model: str
+    name: str
+    root: Path | None
+    sendfile: bool
+    work: CpuWork
+
+    def log_error(self, peer: object, error: BaseException | str) -> None:
+        """Write one line about a failed connection to stderr."""
+        if isinstance(error, BaseException):
+            detail = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        else:
+            detail = error
+        detail = " ".join(detail.split())
+        print(f"{self.model} {self.name} {format_peer(peer)}: {detail}", file=sys.stderr, flush=True)
+
+
+def make_service(model: str, name: str, options: ServerOptions) -> Service:
+    """Check ``options`` for ``name`` and build the :class:`Service` (calibrating CPU work if asked)."""
+    root = None
+    if name == "file":
+        root = check_root(options.root)
+    return Service(model=model, name=name, root=root, sendfile=options.sendfile, work=cpu_work(options.cpu_work_us))
+
+
+def check_root(root: Path | None) -> Path:
+    """The served root, resolved; :class:`SetupError` when missing or not a directory."""
+    if root is None:
+        raise SetupError("the file service needs a directory to serve: add --root DIR")
+    if not Path(root).is_dir():
+        raise SetupError(f"--root {root}: not a directory; pass an existing directory to serve")
+    return protocol.prepare_root(Path(root))
+
+
+def format_peer(peer: object) -> str:
+    """``host:port`` (``[host]:port`` for IPv6) of a socket address, or ``str(peer)``."""
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        host, port = peer[0], peer[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return str(peer) if peer else "?"
+
+
+def address_family(host: str, port: int) -> socket.AddressFamily:
+    """The address family to listen on ``host`` with (IPv4 or IPv6), or :class:`SetupError`."""
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise SetupError(f"--host {host}: cannot resolve ({exc.strerror}); use an address such as 127.0.0.1 or ::1") from None
+    return infos[0][0]
+
+
+def listen_error(host: str, port: int, exc: OSError) -> SetupError:
+    """A clear :class:`SetupError` for a failure to bind or listen."""
+    hint = "pick another --port, or 0 to let the OS choose" if port else "check --host"
+    return SetupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; {hint}")
+
+
+#: ``send`` flag that holds a short header back until the data behind it is
+#: queued, so header and file leave in the same segment. Without it, Nagle's
+#: algorithm holds a small file behind the unacknowledged header until the
+#: client's delayed ACK (up to 40 ms on Linux). 0 where the flag does not exist.
+MSG_MORE: int = getattr(socket, "MSG_MORE", 0)

@@ -1,0 +1,131 @@
+"""``python -m servers``: options generated from ServerOptions, clear errors for bad input."""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from servers import cli, registry
+from servers.config import ServerOptions
+from servers.launch import ServerStartError, run_server, server_command
+
+ROUND_TRIP_CASES = [
+    ServerOptions(),
+    ServerOptions(
+        host="::1",
+        port=40123,
+        backlog=1,
+        root=Path("/srv/files"),
+        cpu_work_us=250,
+        sendfile=False,
+        max_children=2,
+        loop="uvloop",
+    ),
+    ServerOptions(backlog=0, sendfile=True, root=Path("relative/dir")),
+]
+
+
+@pytest.mark.parametrize("options", ROUND_TRIP_CASES)
+def test_to_argv_round_trips_through_the_parser(options: ServerOptions) -> None:
+    namespace = cli.build_parser().parse_args(["asyncio", "file", *options.to_argv()])
+    assert cli.options_from_namespace(namespace) == options
+
+
+def test_every_field_is_exactly_one_option_with_its_help() -> None:
+    parser = cli.build_parser()
+    help_text = " ".join(parser.format_help().split())
+    flags = [flag for action in parser._actions for flag in action.option_strings]
+    assert len(flags) == len(set(flags))
+    for field in dataclasses.fields(ServerOptions):
+        flag = "--" + field.name.replace("_", "-")
+        assert flags.count(flag) == 1, flag
+        assert " ".join(field.metadata["help"].split()) in help_text
+    assert "--no-sendfile" in flags
+    assert "the accept loop waits" in help_text
+
+
+def test_defaults_are_the_stdlib_defaults() -> None:
+    namespace = cli.build_parser().parse_args(["sequential", "echo"])
+    options = cli.options_from_namespace(namespace)
+    assert options == ServerOptions()
+    assert options.backlog == 5 and options.max_children == 40
+
+
+def _run_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    status = cli.main(argv)
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_unknown_model_lists_the_valid_ones(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, err = _run_main(["quantum", "echo"], capsys)
+    assert status == 2 and out == ""
+    assert "unknown model 'quantum'" in err
+    for name in registry.MODELS:
+        assert name in err
+
+
+def test_service_the_model_lacks(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    echo_only = types.SimpleNamespace(SERVICES=("echo",), serve=None)
+    monkeypatch.setattr(registry, "get_model", lambda name: echo_only)
+    status, _, err = _run_main(["echo-only", "file", "--root", "."], capsys)
+    assert status == 2
+    assert "does not provide the 'file' service" in err and "echo" in err
+
+
+def test_unknown_service_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    status, _, err = _run_main(["sequential", "chat"], capsys)
+    assert status == 2 and "invalid choice: 'chat'" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["threading", "file"], "add --root DIR"),
+        (["threading", "file", "--root", "/nonexistent/dir"], "not a directory"),
+        (["forking", "echo", "--loop", "uvloop"], "only applies to the asyncio model"),
+        (["forking", "echo", "--max-children", "0"], "below the minimum 1"),
+        (["forking", "echo", "--port", "70000"], "above the maximum 65535"),
+        (["forking", "echo", "--cpu-work-us", "lots"], "not a whole number"),
+    ],
+)
+def test_bad_input_is_a_clear_error(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, err = _run_main(argv, capsys)
+    assert status == 2 and out == ""
+    assert message in err and "Traceback" not in err
+
+
+def test_uvloop_missing(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # makes `import uvloop` fail as if not installed
+    status, _, err = _run_main(["asyncio", "echo", "--loop", "uvloop"], capsys)
+    assert status == 2
+    assert "uvloop is not installed" in err and "--loop asyncio" in err
+
+
+def test_command_line_errors_have_no_traceback() -> None:
+    result = subprocess.run(
+        server_command("quantum", "echo", ServerOptions()), capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert "valid models" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("model", registry.PYTHON_MODELS)
+def test_port_in_use_is_a_clear_error(model: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ServerStartError) as info:
+            with run_server(model, "echo", ServerOptions(port=port)):
+                pass
+    message = str(info.value)
+    assert "exit status 1" in message and f"cannot listen on 127.0.0.1:{port}" in message
+    assert "Traceback" not in message
