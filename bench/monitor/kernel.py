@@ -1,0 +1,214 @@
+"""What the kernel says about listening sockets: counters, queue depth, sysctls.
+
+A full accept queue is invisible from user space: Linux never refuses a
+connection because of it (ECONNREFUSED only comes when nothing listens); it
+drops SYNs or final ACKs silently and lets clients retry after 1 s, 3 s...
+The only witnesses are kernel counters and the queue itself:
+
+* ``/proc/net/netstat`` TcpExt counters (:class:`KernelCounters`):
+  ``ListenOverflows`` (a SYN or ACK arrived while the accept queue was full),
+  ``ListenDrops`` (every drop at a listener, overflows included),
+  ``TCPReqQFullDrop`` / ``TCPReqQFullDoCookies`` (SYN queue full: dropped, or
+  answered with a SYN cookie), ``SyncookiesSent``. They count the whole
+  network namespace: any other listener overflowing during a run adds to
+  them. :data:`NAMESPACE_NOTE` says so in the results.
+* The accept queue of one listening socket (:func:`accept_queue`): its
+  current length (``sk_ack_backlog``) and the backlog the kernel applied
+  (``sk_max_ack_backlog`` = ``min(backlog, somaxconn)``) -- what ``ss -ltn``
+  shows as Recv-Q / Send-Q for a listener. They are asked of the kernel's
+  sock_diag netlink interface, as ``ss`` does: the kernel walks only the
+  listening sockets. ``/proc/net/tcp`` is the fallback where netlink is
+  unavailable; it has the current length (``rx_queue`` of a LISTEN line) but
+  *not* the backlog (its ``tx_queue`` is ``write_seq - snd_una``, always 0
+  for a listener), so the backlog is then None.
+* The sysctls that shape all this (:func:`read_sysctls`).
+
+Cost: a sock_diag query asking for LISTEN sockets only never touches the
+established and TIME-WAIT sockets; in the /proc fallback, the kernel lists
+listening sockets first, so reading stops at the first other socket. A
+connection-churn run leaves >100k sockets in TIME-WAIT; reading them all
+(tens of MB) ten times a second would make the monitor the busiest process
+on the machine.
+
+Error handling:
+    Nothing here raises for a missing or unreadable file: counters absent
+    from this kernel are absent from the snapshot and their deltas are None;
+    an unreadable sysctl is None; a port with no listener gives None; if
+    sock_diag fails, /proc/net/tcp is read instead. Only an invalid port
+    number raises (ValueError).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+NETSTAT = "/proc/net/netstat"
+TCP_TABLES = ("/proc/net/tcp", "/proc/net/tcp6")
+
+#: TcpExt counter name -> runs.csv column of its delta.
+COUNTER_COLUMNS: dict[str, str] = {
+    "ListenOverflows": "k_listen_overflows",
+    "ListenDrops": "k_listen_drops",
+    "TCPReqQFullDrop": "k_reqq_full_drop",
+    "TCPReqQFullDoCookies": "k_reqq_full_do_cookies",
+    "SyncookiesSent": "k_syncookies_sent",
+}
+
+#: Sysctl name -> file.
+SYSCTLS: dict[str, str] = {
+    "net.core.somaxconn": "/proc/sys/net/core/somaxconn",
+    "net.ipv4.tcp_syncookies": "/proc/sys/net/ipv4/tcp_syncookies",
+    "net.ipv4.tcp_abort_on_overflow": "/proc/sys/net/ipv4/tcp_abort_on_overflow",
+    "net.ipv4.tcp_max_syn_backlog": "/proc/sys/net/ipv4/tcp_max_syn_backlog",
+}
+
+NAMESPACE_NOTE = (
+    "kernel counters (k_* columns, /proc/net/netstat TcpExt) count every socket of the network "
+    "namespace, not only the server's: other traffic in the namespace during a run adds to them"
+)
+
+# /proc/net/tcp "st" column values (include/net/tcp_states.h)
+_TCP_LISTEN = "0A"
+_TCP_SYN_RECV = "03"  # kernels before 4.4 listed pending requests under their listener
+
+
+class KernelCounters:
+    """Snapshots and deltas of the TcpExt listen-queue counters."""
+
+    @staticmethod
+    def snapshot() -> dict[str, int]:
+        """Current values of the counters in :data:`COUNTER_COLUMNS` that this kernel has."""
+        try:
+            text = Path(NETSTAT).read_text()
+        except OSError:
+            return {}
+        return {name: value for name, value in _parse_netstat(text, "TcpExt").items() if name in COUNTER_COLUMNS}
+
+    @staticmethod
+    def delta(before: dict, after: dict) -> dict:
+        """``after - before`` per counter under its runs.csv column name;
+        None where either snapshot lacks the counter."""
+        return {
+            column: (after[name] - before[name]) if name in before and name in after else None
+            for name, column in COUNTER_COLUMNS.items()
+        }
+
+
+def _parse_netstat(text: str, section: str) -> dict[str, int]:
+    """One section of /proc/net/netstat: a header line of names followed by a line of values."""
+    prefix = section + ":"
+    lines = [line.split() for line in text.splitlines() if line.startswith(prefix)]
+    values: dict[str, int] = {}
+    for header, numbers in zip(lines[0::2], lines[1::2]):
+        for name, number in zip(header[1:], numbers[1:]):
+            try:
+                values[name] = int(number)
+            except ValueError:
+                continue
+    return values
+
+
+def read_sysctls() -> dict[str, int | None]:
+    """The listen-queue sysctls of this network namespace (None if unreadable)."""
+    values: dict[str, int | None] = {}
+    for name, path in SYSCTLS.items():
+        try:
+            values[name] = int(Path(path).read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            values[name] = None
+    return values
+
+
+def accept_queue(port: int) -> tuple[int, int | None] | None:
+    """(current accept-queue depth, backlog) of the LISTEN socket(s) on local ``port``.
+
+    Several listeners on the port (IPv4 and IPv6, SO_REUSEPORT) are added up.
+    None if nothing listens on the port. The backlog is None only when the
+    sock_diag netlink interface is unavailable and /proc/net/tcp{,6} had to
+    be read instead (see the module docstring).
+    """
+    if not 0 < port < 65536:
+        raise ValueError(f"port must be 1-65535, got {port}")
+    listeners: list[tuple[int, int | None]] = []
+    for family, table in zip((socket.AF_INET, socket.AF_INET6), TCP_TABLES):
+        try:
+            listeners += [(depth, limit) for lport, depth, limit in _diag_listeners(family) if lport == port]
+        except OSError:  # no sock_diag for this family (module missing, no IPv6...)
+            listeners += [(depth, None) for depth in _proc_listeners(table, port)]
+    if not listeners:
+        return None
+    depth = sum(d for d, _ in listeners)
+    limits = [limit for _, limit in listeners]
+    return depth, None if None in limits else sum(limits)
+
+
+# --- sock_diag netlink (linux/netlink.h, linux/sock_diag.h, linux/inet_diag.h)
+_NETLINK_SOCK_DIAG = 4
+_SOCK_DIAG_BY_FAMILY = 20
+_NLM_F_REQUEST, _NLM_F_DUMP = 0x1, 0x300
+_NLMSG_ERROR, _NLMSG_DONE = 2, 3
+_TCP_LISTEN_STATE = 10
+_NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
+# inet_diag_req_v2: family, protocol, ext, pad, states, inet_diag_sockid (48 bytes, zero = any)
+_REQ_V2 = struct.Struct("=BBBBI48x")
+# inet_diag_msg: family, state, timer, retrans, sockid(sport be16, dport, src[16], dst[16], if, cookie[8]),
+# expires, rqueue, wqueue, uid, inode
+_DIAG_MSG = struct.Struct("=BBBBH2x16x16xI8xIIIII")
+# Why 64 KiB: the kernel fills dump messages up to 32 KiB; a larger receive
+# buffer would cross glibc's mmap threshold and cost an mmap per call.
+_NETLINK_RECV = 65536
+# Why 1 s: the kernel answers a dump at once; this only guards against a hang.
+_NETLINK_TIMEOUT_S = 1.0
+
+
+def _diag_listeners(family: int) -> list[tuple[int, int, int]]:
+    """(local port, accept-queue depth, backlog) of every TCP listener of one address family."""
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG) as nl:
+        nl.settimeout(_NETLINK_TIMEOUT_S)
+        request = _REQ_V2.pack(family, socket.IPPROTO_TCP, 0, 0, 1 << _TCP_LISTEN_STATE)
+        header = _NLMSGHDR.pack(_NLMSGHDR.size + len(request), _SOCK_DIAG_BY_FAMILY,
+                                _NLM_F_REQUEST | _NLM_F_DUMP, 1, 0)
+        nl.sendto(header + request, (0, 0))
+        found: list[tuple[int, int, int]] = []
+        while True:
+            data = nl.recv(_NETLINK_RECV)
+            offset = 0
+            while offset + _NLMSGHDR.size <= len(data):
+                length, kind = _NLMSGHDR.unpack_from(data, offset)[:2]
+                if kind == _NLMSG_DONE:
+                    return found
+                if kind == _NLMSG_ERROR:
+                    code = -struct.unpack_from("=i", data, offset + _NLMSGHDR.size)[0]
+                    raise OSError(code, f"sock_diag: {os.strerror(code)}")
+                if kind == _SOCK_DIAG_BY_FAMILY:
+                    msg = _DIAG_MSG.unpack_from(data, offset + _NLMSGHDR.size)
+                    sport = socket.ntohs(msg[4])
+                    found.append((sport, msg[7], msg[8]))
+                if length < _NLMSGHDR.size:
+                    raise OSError("sock_diag: malformed netlink message")
+                offset += (length + 3) & ~3  # NLMSG_ALIGN
+
+
+def _proc_listeners(table: str, port: int) -> Iterator[int]:
+    """Yield rx_queue (accept-queue depth) of LISTEN sockets on ``port`` in one /proc table."""
+    try:
+        handle = open(table, "rb")
+    except OSError:
+        return
+    with handle:
+        handle.readline()  # header
+        for line in handle:
+            fields = line.split()
+            if len(fields) < 5:
+                continue
+            state = fields[3].decode()
+            if state != _TCP_LISTEN:
+                if state == _TCP_SYN_RECV:
+                    continue
+                return  # listeners come first: the rest are connections
+            if int(fields[1].rsplit(b":", 1)[1], 16) == port:
+                yield int(fields[4].split(b":")[1], 16)
