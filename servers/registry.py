@@ -7,7 +7,9 @@ Every model module exposes the same two names:
 ``serve(service, options, ready)``
     bind and listen according to ``options`` (a :class:`servers.config.ServerOptions`),
     call ``ready(host, port)`` once listening, then serve until SIGTERM or SIGINT,
-    stop, and return.
+    stop, and return. (``c-reference`` is the exception that proves the
+    contract: its ``serve`` replaces the process with the C program, which
+    prints the same ready line itself, so ``ready`` is never called.)
 
 Modules are imported only when asked for, so listing the models costs nothing
 and an optional dependency of one model (uvloop) never breaks another.
