@@ -1,0 +1,530 @@
+"""``bench compare DIR_A DIR_B [...]``: one scenario across result sets.
+
+Typical questions: Python 3.11 against 3.12, backlog 5 against 128, sendfile
+on against off. The first folder is the baseline *A*; every other folder *B*
+is compared with it, model by model and point by point, on throughput
+(req/s, and MB/s for the file service) and on p50 and p99 latency:
+
+* the **ratio** B/A of the medians over repetitions;
+* a **significance test** over the repetitions: Welch's t-test
+  (``scipy.stats.ttest_ind(equal_var=False)``) at the 5% level. Welch rather
+  than Mann-Whitney U because a benchmark usually has three repetitions, and
+  with 3 against 3 the smallest two-sided p-value Mann-Whitney can reach is
+  0.1: it could never call anything significant. Welch does not assume equal
+  variances (a noisier set is common). With fewer than two successful
+  repetitions on either side nothing is tested and the table says "too few
+  repetitions to test"; a difference that does not pass is called "not
+  significant", plainly.
+
+Scenarios must match to be compared: the same service, the same swept
+parameters and the same points. A mismatch is refused with a message that
+names each difference, unless ``force`` (``--force``), in which case points
+are matched by their parameter values and what cannot be matched is listed.
+Differences that are the point of the comparison (a non-swept parameter such
+as the backlog, the Python version) are reported and used as labels.
+
+Error handling: a folder that is not a results folder, or mismatched
+scenarios, give a one-line error and exit status 2. Resource handling: the
+output folder is created fresh (never overwritten), figures are built without
+pyplot and dropped after saving.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as _dt
+import math
+import sys
+import warnings as _warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from bench.results import PARAMETER_COLUMNS
+from bench.stats import NotAResultsFolder, Results, format_param, load_results
+
+#: Metrics compared, with the direction that counts as better.
+METRICS: dict[str, tuple[str, bool]] = {
+    "req_per_s": ("req/s", True),
+    "mb_per_s": ("MB/s", True),
+    "lat_p50_us": ("p50", False),
+    "lat_p99_us": ("p99", False),
+}
+#: Significance level of the test; the conventional 5%.
+ALPHA = 0.05
+#: Line styles of result sets A, B, C, ... in overlay figures (colour stays the model's).
+SET_STYLES = ["-", "--", ":", "-."]
+
+
+class ScenarioMismatch(ValueError):
+    """The result sets ran different scenarios; the message names each difference."""
+
+
+@dataclass
+class ComparisonResult:
+    """The comparison of result sets: labels, the ratio table, notes, and figure builders.
+
+    ``table`` has one row per other set x model x point x metric with columns
+    ``set, baseline, model, point_label, <swept params>, metric, a_median,
+    b_median, ratio, n_a, n_b, p_value, significant, verdict``.
+    """
+
+    dirs: list[Path]
+    labels: list[str]
+    results: list[Results] = field(repr=False)
+    table: pd.DataFrame
+    swept: list[str]
+    notes: list[str]          # differences that are allowed (non-swept params, environment)
+    mismatches: list[str]     # differences that needed --force
+
+    facet: str = ""           # set on a one-service view (see figures)
+
+    def figures(self) -> dict[str, Figure]:
+        """Overlay figures (throughput, latency) and the ratio figure, per service when there are several."""
+        from bench.plots import style
+        from matplotlib import rc_context
+
+        services = self.results[0].services
+        views = [self] if len(services) == 1 else [
+            dataclasses.replace(self, results=[r.subset(svc) for r in self.results],
+                                table=self.table[self.table["service"] == svc] if len(self.table) else self.table,
+                                swept=self.results[0].subset(svc).swept, facet=svc)
+            for svc in services]
+        out: dict[str, Figure | None] = {}
+        with rc_context({"svg.hashsalt": "sockbench", "svg.fonttype": "path", "font.size": 9}):
+            for v in views:
+                suffix = f"_{v.facet}" if v.facet else ""
+                out["throughput" + suffix] = _overlay_figure(v, style, ["mb_per_s" if v.service == "file" else "req_per_s"])
+                out["latency" + suffix] = _overlay_figure(v, style, ["lat_p50_us", "lat_p99_us"])
+                out["ratios" + suffix] = _ratio_figure(v, style)
+        return {k: fig for k, fig in out.items() if fig is not None}
+
+    @property
+    def service(self) -> str:
+        return self.results[0].service
+
+    def write(self, out_dir: Path, formats: Sequence[str] = ("png", "svg")) -> list[Path]:
+        """Write comparison.csv and the overlay figures into ``out_dir`` (created); return the files."""
+        from bench.plots import save_figure
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        written = []
+        csv_path = out_dir / "comparison.csv"
+        self.table.to_csv(csv_path, index=False)
+        written.append(csv_path)
+        for name, fig in self.figures().items():
+            written += save_figure(fig, out_dir / name, formats)
+        notes = out_dir / "README.txt"
+        notes.write_text("\n".join(
+            ["bench compare", *[f"  {lab}: {d}" for lab, d in zip(self.labels, self.dirs)], "",
+             *[f"note: {n}" for n in self.notes], *[f"forced past: {m}" for m in self.mismatches]]) + "\n",
+            encoding="utf-8")
+        written.append(notes)
+        return written
+
+
+# --------------------------------------------------------------------------
+# Matching scenarios
+
+
+def _point_keys(results: Results, swept: Sequence[str]) -> dict[tuple, int]:
+    """(service, swept-parameter values...) -> point index: what makes two points the same point."""
+    keys = {}
+    for row in results.points.to_dict("records"):
+        keys[(row.get("service"), *(format_param(row.get(p)) for p in swept))] = int(row["point"])
+    return keys
+
+
+def scenario_differences(results: Sequence[Results]) -> tuple[list[str], list[str]]:
+    """(mismatches that block a comparison, allowed differences worth saying) between result sets."""
+    a = results[0]
+    blocking, allowed = [], []
+    for b in results[1:]:
+        pair = f"{a.path.name} vs {b.path.name}"
+        if a.services != b.services:
+            blocking.append(f"service differs: {' and '.join(a.services)} vs {' and '.join(b.services)} ({pair})")
+        if a.swept != b.swept:
+            blocking.append(f"swept parameters differ: {', '.join(a.swept) or 'none'} vs "
+                            f"{', '.join(b.swept) or 'none'} ({pair})")
+        else:
+            ka, kb = _point_keys(a, a.swept), _point_keys(b, b.swept)
+            if list(ka) != list(kb):
+                several = len({k[0] for k in (*ka, *kb)}) > 1
+                only_a = [_key_text(k, a.swept, several) for k in ka if k not in kb]
+                only_b = [_key_text(k, a.swept, several) for k in kb if k not in ka]
+                what = "; ".join(filter(None, [f"only in {a.path.name}: {', '.join(only_a)}" if only_a else "",
+                                               f"only in {b.path.name}: {', '.join(only_b)}" if only_b else ""]))
+                blocking.append(f"points differ: {what or 'same values in another order'} ({pair})")
+        ma, mb = set(a.models), set(b.models)
+        if ma != mb:
+            allowed.append(f"models differ, compared on the common ones: only in {a.path.name}: "
+                           f"{', '.join(sorted(ma - mb)) or '-'}; only in {b.path.name}: {', '.join(sorted(mb - ma)) or '-'}")
+        for p in PARAMETER_COLUMNS:
+            if p in a.swept or p in b.swept:
+                continue
+            va, vb = _fixed_value(a, p), _fixed_value(b, p)
+            if va != vb:
+                allowed.append(f"{p}: {va} vs {vb}")
+        pa, pb = python_version(a), python_version(b)
+        if pa and pb and pa != pb:
+            allowed.append(f"Python {pa} vs {pb}")
+    return blocking, list(dict.fromkeys(allowed))
+
+
+def _key_text(key: tuple, swept: Sequence[str], with_service: bool = True) -> str:
+    """'clients=10', or 'file, clients=10' when the folders hold several services."""
+    parts = ([str(key[0])] if with_service else []) + [f"{p}={v}" for p, v in zip(swept, key[1:])]
+    return ", ".join(parts) or "all"
+
+
+def _fixed_value(results: Results, param: str) -> str:
+    values = results.runs[param].dropna().unique() if param in results.runs else []
+    return ", ".join(format_param(v) for v in values) or "-"
+
+
+def python_version(results: Results) -> str:
+    """The Python version recorded in environment.json, whatever its exact layout."""
+    env = results.environment
+    for path in (("python", "version"), ("python_version",), ("python",), ("versions", "python")):
+        cur: Any = env
+        for k in path:
+            cur = cur.get(k) if isinstance(cur, dict) else None
+        if isinstance(cur, str) and cur:
+            return cur.split()[0]
+    return ""
+
+
+def make_labels(results: Sequence[Results]) -> list[str]:
+    """A short label per set: what differs (Python version, a fixed parameter), else the folder name."""
+    pythons = [python_version(r) for r in results]
+    labels = [""] * len(results)
+    if len(set(pythons)) == len(results) and all(pythons):
+        labels = [f"Python {p}" for p in pythons]
+    else:
+        swept = set().union(*(r.swept for r in results))
+        differing = [p for p in PARAMETER_COLUMNS if p not in swept
+                     and len({_fixed_value(r, p) for r in results}) == len(results)]
+        if differing:
+            labels = [", ".join(f"{p}={_fixed_value(r, p)}" for p in differing[:2]) for r in results]
+    if len(set(labels)) != len(labels) or not all(labels):
+        labels = [r.path.name for r in results]
+    if len(set(labels)) != len(labels):
+        labels = [f"{chr(65 + i)}: {lab}" for i, lab in enumerate(labels)]
+    return labels
+
+
+# --------------------------------------------------------------------------
+# The comparison
+
+
+def compare(dirs: list[Path], force: bool = False) -> ComparisonResult:
+    """Compare every folder of ``dirs[1:]`` with ``dirs[0]``.
+
+    Error handling: raises :class:`NotAResultsFolder` for a folder that is not
+    one, :class:`ScenarioMismatch` for different scenarios unless ``force``,
+    and ValueError for fewer than two folders.
+    """
+    if len(dirs) < 2:
+        raise ValueError("bench compare needs at least two results folders (the first is the baseline)")
+    results = [load_results(Path(d)) for d in dirs]
+    blocking, allowed = scenario_differences(results)
+    if blocking and not force:
+        raise ScenarioMismatch("the result sets ran different scenarios: " + "; ".join(blocking)
+                               + ". Compare runs of the same scenario, or pass --force to compare "
+                               "the points they share")
+    labels = make_labels(results)
+    swept = results[0].swept
+    metrics = [m for m in METRICS if m != "mb_per_s" or "file" in results[0].services]
+    rows = []
+    base = results[0]
+    base_keys = _point_keys(base, swept)
+    several = len(base.services) > 1
+    for label, other in zip(labels[1:], results[1:]):
+        other_keys = _point_keys(other, swept) if other.swept == swept else {}
+        for model in [m for m in base.models if m in other.models]:
+            for key, pa in base_keys.items():
+                if key not in other_keys:
+                    continue
+                pb = other_keys[key]
+                if base.runs_at(model, pa, ok_only=False).empty and other.runs_at(model, pb, ok_only=False).empty:
+                    continue  # the model does not run at this point (c-reference has no file service)
+                va, vb = base.runs_at(model, pa), other.runs_at(model, pb)
+                for metric in metrics:
+                    if metric == "mb_per_s" and key[0] != "file":
+                        continue  # MB/s is the file service's throughput; echo compares req/s
+                    rows.append(_compare_metric(label, labels[0], model, key, swept, metric,
+                                                va[metric].to_numpy(dtype=float), vb[metric].to_numpy(dtype=float),
+                                                several))
+    table = pd.DataFrame(rows)
+    return ComparisonResult(dirs=[Path(d) for d in dirs], labels=labels, results=results, table=table,
+                            swept=swept, notes=allowed, mismatches=blocking)
+
+
+def _compare_metric(label: str, base_label: str, model: str, key: tuple, swept: Sequence[str], metric: str,
+                    a: np.ndarray, b: np.ndarray, with_service: bool = False) -> dict[str, Any]:
+    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    name, higher_better = METRICS[metric]
+    row: dict[str, Any] = {"set": label, "baseline": base_label, "model": model, "service": key[0],
+                           "point_label": _key_text(key, swept, with_service)}
+    row.update({p: v for p, v in zip(swept, key[1:])})
+    ma = float(np.median(a)) if a.size else math.nan
+    mb = float(np.median(b)) if b.size else math.nan
+    ratio = mb / ma if a.size and b.size and ma != 0 else math.nan
+    p_value, test = significance(a, b)
+    significant = p_value is not None and p_value < ALPHA
+    change_text = "-"
+    if math.isfinite(ratio):
+        change = ratio - 1.0
+        better = (change > 0) == higher_better
+        # under half a percent the direction is noise in the last digit, not better or worse
+        direction = "" if abs(change) < 0.005 else (" better" if better else " worse")
+        change_text = f"{change:+.1%}{direction}"
+    row.update(metric=metric, metric_label=name, a_median=ma, b_median=mb, ratio=ratio, n_a=int(a.size),
+               n_b=int(b.size), p_value=p_value, significant=significant, change=change_text, test=test,
+               verdict=f"{change_text}, {test}")
+    return row
+
+
+def significance(a: np.ndarray, b: np.ndarray) -> tuple[float | None, str]:
+    """Welch's t-test of two sets of repetitions: (p-value or None, plain-language verdict)."""
+    if a.size < 2 or b.size < 2:
+        return None, f"too few repetitions to test ({a.size} vs {b.size})"
+    if np.ptp(a) == 0 and np.ptp(b) == 0:
+        if a[0] == b[0]:
+            return 1.0, "not significant (identical values)"
+        return None, "cannot test: no variation within either set"
+    from scipy.stats import ttest_ind
+
+    with _warnings.catch_warnings():
+        _warnings.simplefilter("ignore")
+        p = float(ttest_ind(a, b, equal_var=False).pvalue)
+    if not math.isfinite(p):
+        return None, "cannot test"
+    if p < ALPHA:
+        return p, f"significant, p={p:.2g}"
+    return p, f"not significant, p={p:.2g}"
+
+
+# --------------------------------------------------------------------------
+# Figures
+
+
+def _set_series(cmp: ComparisonResult, res: Results, model: str, metric: str) -> tuple[list[Any], np.ndarray, np.ndarray, np.ndarray]:
+    agg = res.aggregate
+    rows = agg[agg["model"] == model]
+    x_param = cmp.swept[0] if cmp.swept else None
+    if x_param:
+        rows = rows.sort_values(x_param)
+    xs = list(rows[x_param]) if x_param else [0]
+    return (xs, rows[f"{metric}_median"].to_numpy(dtype=float), rows[f"{metric}_min"].to_numpy(dtype=float),
+            rows[f"{metric}_max"].to_numpy(dtype=float))
+
+
+def _overlay_figure(cmp: ComparisonResult, style: Any, metrics: Sequence[str]) -> Figure | None:
+    from bench.plots.figures import PARAM_TEXT, make_x_axis
+
+    models = [m for m in cmp.results[0].models if all(m in r.models for r in cmp.results)]
+    if not models:
+        return None
+    n = len(metrics)
+    fig, axes = style.new_figure(1, n, width=style.PANEL_W * n + 2.6, sharey=n > 1)
+    x_param = cmp.swept[0] if cmp.swept else None
+    xa = make_x_axis(x_param, pd.concat([r.points[x_param] for r in cmp.results]).dropna()) if x_param else None
+    values: list[float] = []
+    for ax, metric in zip(axes.flat, metrics):
+        for si, res in enumerate(cmp.results):
+            for mi, model in enumerate(models):
+                xs, med, lo, hi = _set_series(cmp, res, model, metric)
+                if xa:
+                    pos = np.array([xa.pos(_k(v)) for v in xs])
+                else:
+                    pos = np.array([mi + (si - (len(cmp.results) - 1) / 2) * 0.8 / len(cmp.results)])
+                kw = style.model_style(model)
+                # the model keeps colour and marker; the set is told by line style and a hollow marker
+                kw.update(linestyle=SET_STYLES[si % len(SET_STYLES)])
+                if si > 0:
+                    kw.update(markerfacecolor="white")
+                ax.plot(pos, med, zorder=3, **kw)
+                if xa:
+                    ax.fill_between(pos, lo, hi, color=kw["color"], alpha=0.10, linewidth=0)
+                else:
+                    ax.errorbar(pos, med, yerr=[med - lo, hi - med], color=kw["color"], capsize=3, linestyle="none")
+                values += [v for v in np.concatenate([lo, hi]) if np.isfinite(v)]
+        if xa:
+            xa.apply(ax)
+        else:
+            ax.set_xticks(range(len(models)), models, rotation=20, ha="right")
+        name, _ = METRICS[metric]
+        ax.set_title({"req_per_s": "throughput", "mb_per_s": "throughput",
+                      "lat_p50_us": "median (p50) latency", "lat_p99_us": "p99 latency"}[metric], fontsize=10)
+    for ax, metric in zip(axes.flat, metrics):
+        if metric.startswith("lat_"):
+            style.time_axis(ax, "y", values)
+        else:
+            style.count_axis(ax, values)
+    first = metrics[0]
+    axes[0, 0].set_ylabel({"req_per_s": "throughput (requests/s)", "mb_per_s": "throughput (MB/s)"}.get(
+        first, "request latency (log scale)"))
+    handles = style.model_handles(models)
+    handles += [Line2D([], [], color="#555555", linestyle=SET_STYLES[i % 4], marker="o",
+                       markerfacecolor="#555555" if i == 0 else "white",
+                       label=f"{chr(65 + i)}: {lab}") for i, lab in enumerate(cmp.labels)]
+    style.legend_right(fig, handles)
+    what = "throughput" if not first.startswith("lat_") else "latency"
+    grow = PARAM_TEXT.get(x_param, ("", ""))[0] if x_param else ""
+    style.titles(fig, f"Does {what} change between {' and '.join(cmp.labels)}?" + _facet(cmp),
+                 (f"median over repetitions, band = min-max; line style = result set {grow}".strip() if xa else
+                  "median over repetitions, whisker = min-max; filled = A, hollow = B (and later sets)"))
+    return fig
+
+
+def _facet(cmp: ComparisonResult) -> str:
+    return f" ({cmp.facet} service)" if cmp.facet else ""
+
+
+def _k(v: Any) -> Any:
+    from bench.plots.figures import _key
+
+    return _key(v)
+
+
+def _ratio_figure(cmp: ComparisonResult, style: Any) -> Figure | None:
+    """B/A ratio of throughput per model and point; filled = significant, hollow = not."""
+    from bench.plots.figures import PARAM_TEXT, make_x_axis
+
+    t = cmp.table
+    metric = "mb_per_s" if cmp.service == "file" else "req_per_s"
+    if t.empty or not (t["metric"] == metric).any():
+        return None
+    t = t[(t["metric"] == metric) & t["ratio"].notna()]
+    if t.empty:
+        return None
+    x_param = cmp.swept[0] if cmp.swept else None
+    fig, axes = style.new_figure(1, 1, width=style.PANEL_W + 3.0)
+    ax = axes[0, 0]
+    xa = make_x_axis(x_param, t[x_param]) if x_param else None
+    models = [m for m in cmp.results[0].models if m in set(t["model"])]
+    sets = list(dict.fromkeys(t["set"]))
+    for si, set_label in enumerate(sets):
+        for mi, model in enumerate(models):
+            rows = t[(t["set"] == set_label) & (t["model"] == model)]
+            if rows.empty:
+                continue
+            if xa:
+                pos = np.array([xa.pos(_k(v)) for v in rows[x_param]])
+            else:
+                pos = np.array([mi + si * 0.15])
+            colour = style.model_colour(model)
+            ax.plot(pos, rows["ratio"], color=colour, linestyle=SET_STYLES[(si + 1) % 4], linewidth=1.2, zorder=2)
+            sig = rows["significant"].to_numpy(dtype=bool)
+            ax.plot(pos[sig], rows["ratio"].to_numpy()[sig], linestyle="none", marker=style.model_marker(model),
+                    markersize=8, color=colour, zorder=3)
+            ax.plot(pos[~sig], rows["ratio"].to_numpy()[~sig], linestyle="none", marker=style.model_marker(model),
+                    markersize=8, markerfacecolor="white", markeredgecolor=colour, zorder=3)
+    ax.axhline(1.0, color="#333333", linewidth=1, zorder=1)
+    if xa:
+        xa.apply(ax)
+    else:
+        ax.set_xticks(range(len(models)), models, rotation=20, ha="right")
+    ax.set_ylabel(f"{METRICS[metric][0]} ratio (set / {cmp.labels[0]})")
+    handles = style.model_handles(models) + [
+        Line2D([], [], marker="o", color="#555555", linestyle="none", label="significant (p < 0.05)"),
+        Line2D([], [], marker="o", color="#555555", markerfacecolor="white", linestyle="none", label="not significant / not testable")]
+    style.legend_right(fig, handles)
+    grow = PARAM_TEXT.get(x_param, ("", ""))[0] if x_param else ""
+    style.titles(fig, f"How much does throughput change against {cmp.labels[0]}?" + _facet(cmp),
+                 " ".join(filter(None, ["median ratio per model", grow])) + f"; above 1 = more "
+                 f"{'MB/s' if metric == 'mb_per_s' else 'requests/s'} than {cmp.labels[0]}; Welch t-test over "
+                 "repetitions")
+    return fig
+
+
+# --------------------------------------------------------------------------
+# Command line
+
+
+def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``bench compare``."""
+    parser.add_argument("dirs", nargs="+", type=Path, metavar="DIR",
+                        help="results folders; the first is the baseline the others are compared with")
+    parser.add_argument("--force", action="store_true",
+                        help="compare even if the scenarios differ (only the points they share)")
+    parser.add_argument("--output", "-o", type=Path, default=None,
+                        help="folder for the table (CSV) and figures (default: results/compare-<UTC time>/)")
+    parser.add_argument("--format", dest="formats", action="append", choices=("png", "svg", "pdf"),
+                        help="figure format; repeat for several (default: png and svg)")
+
+
+def default_output_dir(root: Path = Path("results")) -> Path:
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    path = root / f"compare-{stamp}"
+    i = 2
+    while path.exists():  # never reuse a folder
+        path = root / f"compare-{stamp}-{i}"
+        i += 1
+    return path
+
+
+def compare_command(args: argparse.Namespace) -> int:
+    """Run ``bench compare``: print the table, write CSV and figures; returns the exit status."""
+    if len(args.dirs) < 2:
+        print("bench compare: give at least two results folders (the first is the baseline)", file=sys.stderr)
+        return 2
+    try:
+        result = compare(args.dirs, force=args.force)
+    except (NotAResultsFolder, ScenarioMismatch) as exc:
+        print(f"bench compare: {exc}", file=sys.stderr)
+        return 2
+    out_dir = args.output or default_output_dir()
+    print_table(result)
+    paths = result.write(out_dir, tuple(args.formats or ("png", "svg")))
+    print(f"wrote {len(paths)} files to {out_dir}")
+    return 0
+
+
+def print_table(result: ComparisonResult, file: Any = None) -> None:
+    """The ratio table with rich (plain text when not a terminal)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(file=file or sys.stdout)
+    if not console.is_terminal:
+        console.width = 160  # a file or a pipe has no width to respect; don't fold the table
+    for i, (label, d) in enumerate(zip(result.labels, result.dirs)):
+        console.print(f"{chr(65 + i)}{' (baseline)' if i == 0 else ''}: {label}  [dim]{d}[/dim]")
+    for note in result.notes:
+        console.print(f"[dim]differs: {note}[/dim]")
+    for m in result.mismatches:
+        console.print(f"[yellow]forced past a mismatch: {m}[/yellow]")
+    if result.table.empty:
+        console.print("no common model and point to compare")
+        return
+    for set_label, t in result.table.groupby("set", sort=False):
+        table = Table(title=f"B = {set_label} against A = {result.labels[0]} (median over repetitions)")
+        for col, kw in (("model", {"no_wrap": True}), ("point", {"no_wrap": True}), ("metric", {}),
+                        ("A", {"justify": "right"}), ("B", {"justify": "right"}), ("B/A", {"justify": "right"}),
+                        ("change", {"no_wrap": True}), ("Welch t-test over repetitions", {})):
+            table.add_column(col, **kw)
+        for _, r in t.iterrows():
+            fmt = _fmt_value(r["metric"])
+            style = "" if not r["significant"] else ("green" if r["change"].endswith("better") else "red")
+            table.add_row(r["model"], r["point_label"], r["metric_label"], fmt(r["a_median"]), fmt(r["b_median"]),
+                          "-" if not math.isfinite(r["ratio"]) else f"{r['ratio']:.3f}",
+                          r["change"], r["test"], style=style)
+        console.print(table)
+
+
+def _fmt_value(metric: str):
+    from bench.plots.style import fmt_count, fmt_time_us
+
+    if metric.startswith("lat_"):
+        return fmt_time_us
+    if metric == "mb_per_s":
+        return lambda v: "-" if not math.isfinite(v) else (f"{v:,.0f}" if v >= 100 else f"{v:.3g}")
+    return fmt_count

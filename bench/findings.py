@@ -1,0 +1,527 @@
+"""Findings: sentences computed from a results folder, each with its numbers.
+
+The report states what the data shows in plain sentences, for example
+"forking held 20 connections in 24.5 MiB PSS over 21 processes; summed RSS
+says 155 MiB". Every sentence is computed here from the medians of the
+repetitions, and a sentence appears **only when the data supports it**: no
+memory sentence without both PSS and RSS, no SYN-retry sentence unless
+connects really took a second or more, no ranking with a single model.
+Flagged points are named as such inside the sentence (a generator-bound
+ceiling is "at least" that high; an unstable median is said to be unstable).
+
+Each checker is a small function ``(view, ctx) -> list[Finding]`` over one
+service of the folder; :func:`compute_findings` runs them all. Checkers never
+raise on odd data: a value that is missing simply produces no sentence.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import pandas as pd
+
+from bench.stats import CONN_OUTCOMES, Results, format_param, unresolved_connects
+
+MIB = 2**20
+#: The Python models (c-reference is the machine's ceiling, not a contender).
+CEILING_MODEL = "c-reference"
+#: A connect this slow (microseconds) was a dropped SYN retried by the client, not a slow accept:
+#: the first retransmission comes after 1 s; 0.9 s leaves room for timer slack.
+SYN_RETRY_US = 900_000
+#: p99 / p50 above this is worth a sentence: most requests are fast, a few wait much longer.
+TAIL_RATIO = 3.0
+#: summed RSS / PSS above this is worth a sentence about shared pages.
+RSS_PSS_RATIO = 1.3
+#: Below this relative change, "grew" and "fell" are noise: say "stayed".
+FLAT = 0.25
+#: At most this many sentences of one repetitive kind (connection failures, SYN retries).
+MAX_PER_KIND = 4
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One sentence about the data. ``topic`` groups them (throughput, memory, connections, ...)."""
+
+    topic: str
+    text: str
+
+
+# --------------------------------------------------------------------------
+# Formatting
+
+
+def fmt_rate(v: float, unit: str = "req/s") -> str:
+    """3 significant digits with thousands separators: 69,800 req/s."""
+    if v is None or not math.isfinite(v):
+        return "-"
+    if v >= 100:
+        digits = int(math.floor(math.log10(v))) - 2
+        return f"{round(v, -digits):,.0f} {unit}"
+    return f"{v:.3g} {unit}"
+
+
+def fmt_mib(b: float) -> str:
+    if b is None or not math.isfinite(b):
+        return "-"
+    if b >= 2**30:
+        return f"{b / 2**30:.3g} GiB"
+    if b >= MIB:
+        return f"{b / MIB:.3g} MiB"
+    return f"{b / 1024:.3g} KiB"
+
+
+def fmt_us(us: float) -> str:
+    from bench.plots.style import fmt_time_us
+
+    return fmt_time_us(us)
+
+
+def _n(v: Any) -> float:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return math.nan
+    return f
+
+
+def _int(v: Any) -> str:
+    f = _n(v)
+    return "-" if not math.isfinite(f) else f"{f:,.0f}"
+
+
+# --------------------------------------------------------------------------
+# Context of one service view
+
+
+@dataclass
+class _Ctx:
+    view: Results
+    agg: pd.DataFrame
+    metric: str        # req_per_s or mb_per_s
+    unit: str
+    largest: int | None  # point index of the largest x (or the single point)
+
+    def where(self, point: int) -> str:
+        """'at clients=100' / 'at 20 clients' / 'on file at 20 clients'."""
+        rows = self.view.points[self.view.points["point"] == point]
+        prefix = f"on {self.view.facet}, " if self.view.facet else ""
+        if self.view.swept and len(rows):
+            return f"{prefix}at {rows['label'].iloc[0]}"
+        clients = self.row_value(point, "clients")
+        return f"{prefix}at {format_param(clients)} clients" if math.isfinite(_n(clients)) else prefix.rstrip(", ")
+
+    def row_value(self, point: int, column: str) -> Any:
+        rows = self.view.points[self.view.points["point"] == point]
+        return rows[column].iloc[0] if len(rows) and column in rows else math.nan
+
+    def row(self, model: str, point: int) -> pd.Series | None:
+        rows = self.agg[(self.agg["model"] == model) & (self.agg["point"] == point)]
+        return rows.iloc[0] if len(rows) else None
+
+    def at(self, point: int) -> pd.DataFrame:
+        return self.agg[self.agg["point"] == point]
+
+    def fixed(self) -> str:
+        """' (backlog=128)': the other swept parameters a trend was read at, empty without a grid."""
+        if self.largest is None or len(self.view.swept) < 2:
+            return ""
+        return " (" + ", ".join(f"{p}={format_param(self.row_value(self.largest, p))}"
+                                for p in self.view.swept[1:]) + ")"
+
+    def line(self, model: str) -> pd.DataFrame:
+        """``model``'s rows along the x parameter, the other swept parameters fixed as at the largest point.
+
+        In a grid (clients x backlog) a trend is only a trend along one line:
+        mixing backlog 5 and 128 would compare unlike with unlike.
+        """
+        rows = self.agg[self.agg["model"] == model]
+        x = self.view.x_param
+        if x is None:
+            return rows
+        if self.largest is not None:
+            for other in self.view.swept[1:]:
+                value = self.row_value(self.largest, other)
+                rows = rows[rows[other].map(format_param) == format_param(value)]
+        return rows.sort_values(x)
+
+
+def largest_point(view: Results) -> int | None:
+    """The point with the largest x value (the last point when nothing is swept): where findings look."""
+    pts = view.points
+    if pts.empty:
+        return None
+    x = view.x_param
+    if x and pd.api.types.is_numeric_dtype(pts[x]):
+        return int(pts.sort_values([x, "point"])["point"].iloc[-1])
+    return int(pts["point"].max())
+
+
+def _flag_note(row: pd.Series) -> str:
+    notes = []
+    if row.get("n_generator_bound", 0):
+        notes.append("generator-bound")
+    if row.get("unstable", False):
+        notes.append("unstable")
+    return f" ({', '.join(notes)})" if notes else ""
+
+
+# --------------------------------------------------------------------------
+# Checkers
+
+
+def _throughput_ranking(ctx: _Ctx) -> list[Finding]:
+    if ctx.largest is None:
+        return []
+    rows = ctx.at(ctx.largest)
+    rows = rows[rows[f"{ctx.metric}_median"].notna() & (rows["model"] != CEILING_MODEL)]
+    if len(rows) < 2:
+        return []
+    rows = rows.sort_values(f"{ctx.metric}_median", ascending=False)
+    best, worst = rows.iloc[0], rows.iloc[-1]
+    b, w = best[f"{ctx.metric}_median"], worst[f"{ctx.metric}_median"]
+    text = (f"{ctx.where(ctx.largest).capitalize()}, {best['model']} served the most: "
+            f"{fmt_rate(b, ctx.unit)}{_flag_note(best)} (median of {int(best['n_ok'])}); {worst['model']} the least: "
+            f"{fmt_rate(w, ctx.unit)}{_flag_note(worst)}, {w / b:.2f}x of it.")
+    return [Finding("throughput", text)]
+
+
+def _ceiling(ctx: _Ctx) -> list[Finding]:
+    if ctx.largest is None:
+        return []
+    ref = ctx.row(CEILING_MODEL, ctx.largest)
+    if ref is None or not math.isfinite(_n(ref[f"{ctx.metric}_median"])):
+        return []
+    rows = ctx.at(ctx.largest)
+    rows = rows[rows[f"{ctx.metric}_median"].notna() & (rows["model"] != CEILING_MODEL)]
+    if rows.empty:
+        return []
+    c = ref[f"{ctx.metric}_median"]
+    parts = ", ".join(f"{r['model']} {r[f'{ctx.metric}_median'] / c:.0%}"
+                      for _, r in rows.sort_values(f"{ctx.metric}_median", ascending=False).iterrows())
+    if ref["n_generator_bound"]:
+        lead = (f"{CEILING_MODEL} served {fmt_rate(c, ctx.unit)} {ctx.where(ctx.largest)}, but the load generator "
+                f"was saturated in {int(ref['n_generator_bound'])} of its runs, so the machine's ceiling is at "
+                f"least that; as a share of it")
+    else:
+        lead = f"{CEILING_MODEL}, the machine's ceiling, served {fmt_rate(c, ctx.unit)} {ctx.where(ctx.largest)}; as a share of it"
+    return [Finding("ceiling", f"{lead}: {parts}.")]
+
+
+def _sequential(ctx: _Ctx) -> list[Finding]:
+    out = []
+    if ctx.largest is not None:
+        seq, thr = ctx.row("sequential", ctx.largest), ctx.row("threading", ctx.largest)
+        if seq is not None and thr is not None:
+            s, t = _n(seq[f"{ctx.metric}_median"]), _n(thr[f"{ctx.metric}_median"])
+            if math.isfinite(s) and math.isfinite(t) and t > 0:
+                out.append(Finding("throughput", f"sequential served {fmt_rate(s, ctx.unit)} {ctx.where(ctx.largest)} "
+                                                 f"vs threading {fmt_rate(t, ctx.unit)} ({s / t:.2f}x)."))
+    x = ctx.view.x_param
+    if x == "clients":
+        rows = ctx.line("sequential")
+        vals = rows[f"{ctx.metric}_median"].dropna()
+        if len(vals) >= 2 and vals.min() > 0 and vals.max() / vals.min() < 1 + FLAT:
+            lo, hi = fmt_rate(vals.min(), ctx.unit), fmt_rate(vals.max(), ctx.unit)
+            span = f"at about {lo}" if lo == hi else f"between {lo} and {hi}"
+            out.append(Finding("throughput", (
+                f"sequential stayed {span} "
+                f"from {format_param(rows['clients'].iloc[0])} to {format_param(rows['clients'].iloc[-1])} clients: "
+                "it serves one connection at a time, so more clients add no throughput.")))
+    return out
+
+
+def _scaling(ctx: _Ctx) -> list[Finding]:
+    x = ctx.view.x_param
+    if x != "clients":
+        return []
+    parts = []
+    lo_c = hi_c = None
+    for model in ctx.view.models:
+        rows = ctx.line(model)
+        rows = rows[rows[f"{ctx.metric}_median"].notna()]
+        if len(rows) < 2:
+            continue
+        a, b = rows[f"{ctx.metric}_median"].iloc[0], rows[f"{ctx.metric}_median"].iloc[-1]
+        if a > 0:
+            parts.append(f"{model} {b / a:.1f}x")
+            lo_c, hi_c = rows["clients"].iloc[0], rows["clients"].iloc[-1]
+    if len(parts) < 2:
+        return []
+    return [Finding("throughput", f"From {format_param(lo_c)} to {format_param(hi_c)} clients{ctx.fixed()}, "
+                                  f"throughput changed: {', '.join(parts)}.")]
+
+
+def _memory(ctx: _Ctx) -> list[Finding]:
+    out = []
+    for model in ctx.view.models:
+        rows = ctx.agg[ctx.agg["model"] == model]
+        rows = rows[rows["procs_peak_median"] > 1] if "procs_peak_median" in rows else rows.iloc[0:0]
+        rows = rows[rows["mem_pss_peak_bytes_median"].notna() & rows["mem_rss_peak_bytes_median"].notna()]
+        if rows.empty:
+            continue
+        row = rows.sort_values(["procs_peak_median", "point"]).iloc[-1]
+        pss, rss = row["mem_pss_peak_bytes_median"], row["mem_rss_peak_bytes_median"]
+        if not (pss > 0 and rss / pss > RSS_PSS_RATIO):
+            continue
+        procs = _int(row["procs_peak_median"])
+        held = _n(row.get("conn_ok_median"))
+        per_conn = _n(row.get("requests_per_connection"))
+        if math.isfinite(held) and per_conn == 0:
+            lead = f"{model} held {held:,.0f} connections in {fmt_mib(pss)} PSS over {procs} processes"
+        else:
+            lead = f"{model} used {fmt_mib(pss)} PSS over {procs} processes"
+        out.append(Finding("memory", (
+            f"{lead} ({ctx.where(int(row['point']))}); summed RSS says {fmt_mib(rss)}, {rss / pss:.1f}x as much: "
+            "it counts the pages the processes share copy-on-write once per process.")))
+    return out
+
+
+def _memory_per_client(ctx: _Ctx) -> list[Finding]:
+    if ctx.view.x_param != "clients":
+        return []
+    parts = []
+    for model in ctx.view.models:
+        rows = ctx.line(model)
+        rows = rows[rows["mem_pss_peak_bytes_median"].notna()]
+        if len(rows) < 2:
+            continue
+        dc = rows["clients"].iloc[-1] - rows["clients"].iloc[0]
+        dm = rows["mem_pss_peak_bytes_median"].iloc[-1] - rows["mem_pss_peak_bytes_median"].iloc[0]
+        if dc > 0:
+            parts.append((dm / dc, model))
+    if len(parts) < 2:
+        return []
+    parts.sort()
+    text = ", ".join(f"{model} {fmt_mib(max(0.0, per))}" for per, model in parts)
+    return [Finding("memory", f"Each additional client cost, in PSS (largest minus smallest point, per client"
+                              f"{ctx.fixed().replace(' (', ', ').rstrip(')')}): {text}.")]
+
+
+def _max_children(ctx: _Ctx) -> list[Finding]:
+    out = []
+    rows = ctx.agg[ctx.agg["model"] == "forking"]
+    for _, row in rows.sort_values("point", ascending=False).iterrows():
+        clients, mc, procs = _n(row.get("clients")), _n(row.get("max_children")), _n(row.get("procs_peak_max"))
+        if all(map(math.isfinite, (clients, mc, procs))) and clients > mc and procs <= mc + 1:
+            out.append(Finding("processes", (
+                f"forking never ran more than {procs:.0f} processes {ctx.where(int(row['point']))} "
+                f"(max_children={mc:.0f} plus the parent) although {clients:.0f} clients connected: "
+                "at the limit ForkingMixIn waits for a child to exit before it accepts again.")))
+            break
+    return out
+
+
+def _threads(ctx: _Ctx) -> list[Finding]:
+    if ctx.largest is None:
+        return []
+    row = ctx.row("threading", ctx.largest)
+    if row is None:
+        return []
+    threads, procs, clients = _n(row.get("threads_peak_median")), _n(row.get("procs_peak_median")), _n(row.get("clients"))
+    if not all(map(math.isfinite, (threads, clients))) or clients < 2 or threads < clients:
+        return []
+    return [Finding("threads", (
+        f"threading ran {threads:.0f} threads in {_int(procs)} process{'es' if procs != 1 else ''} "
+        f"{ctx.where(ctx.largest)}: one thread per connection (plus the main one)."))]
+
+
+def _connection_failures(ctx: _Ctx) -> list[Finding]:
+    items = []
+    for _, row in ctx.agg.iterrows():
+        timeout, reset, refused = (_n(row.get(f"conn_{k}_median")) for k in ("timeout", "reset", "refused"))
+        pending = unresolved_connects(row)
+        bad = [(v, what) for v, what in ((timeout, "timed out"), (reset, "were reset"), (refused, "were refused"),
+                                         (pending, "were still waiting to connect when the run ended"))
+               if math.isfinite(v) and v > 0]
+        if not bad:
+            continue
+        attempts = np.nansum([_n(row.get(f"{c}_median")) for c in CONN_OUTCOMES]) + pending
+        what = "; ".join(f"{v:,.0f} of {attempts:,.0f} connection attempts {w}" for v, w in bad)
+        backlog = _n(row.get("backlog"))
+        lead = f"{ctx.where(int(row['point'])).capitalize()}"
+        if math.isfinite(backlog) and "backlog" not in lead:
+            lead += f" (backlog {backlog:.0f})"
+        text = f"{lead}, {row['model']}: {what} (median per run)"
+        overflows = _n(row.get("k_listen_overflows_median"))
+        if math.isfinite(overflows) and overflows > 0:
+            text += f"; ListenOverflows rose by {overflows:,.0f} (a machine-wide counter)"
+        if refused > 0:
+            text += "; a refusal means nothing was listening: Linux does not refuse on a full queue"
+        items.append((sum(v for v, _ in bad), Finding("connections", text + ".")))
+    items.sort(key=lambda t: -t[0])
+    out = [f for _, f in items[:MAX_PER_KIND]]
+    if len(items) > MAX_PER_KIND:
+        out.append(Finding("connections", f"Connection attempts failed at {len(items) - MAX_PER_KIND} more model "
+                                          "and point combinations (see the table)."))
+    return out
+
+
+def _syn_retries(ctx: _Ctx) -> list[Finding]:
+    items = []
+    for _, row in ctx.agg.iterrows():
+        ids = ctx.view.runs_at(row["model"], int(row["point"]))["run_id"]
+        hist = ctx.view.merged_histogram(ids, "connect")
+        if hist is None:
+            continue
+        total = hist.get_total_count()
+        slow = sum(it.count_added_in_this_iter_step for it in hist.get_recorded_iterator()
+                   if it.value_iterated_to >= SYN_RETRY_US)
+        if slow:
+            items.append((slow / total, row, slow, total, hist.get_max_value()))
+    items.sort(key=lambda t: -t[0])
+    out = []
+    for share, row, slow, total, mx in items[:MAX_PER_KIND]:
+        # Linux retransmits a SYN 1 s, 3 s, 7 s after the first: name only the retries the data reached
+        retries = "1 s" if mx < 2.9e6 else ("1 s and 3 s" if mx < 6.9e6 else "1, 3 and 7 s")
+        out.append(Finding("connections", (
+            f"{ctx.where(int(row['point'])).capitalize()}, {slow:,} of {total:,} connects of {row['model']} "
+            f"({share:.0%}, all repetitions) took 1 s or more, the slowest {fmt_us(mx)}: SYNs dropped by a full "
+            f"listen queue and retransmitted by the client after {retries}.")))
+    return out
+
+
+def _tail(ctx: _Ctx) -> list[Finding]:
+    if ctx.largest is None:
+        return []
+    rows = ctx.at(ctx.largest)
+    rows = rows[(rows["lat_p50_us_median"] > 0) & rows["lat_p99_us_median"].notna()]
+    if rows.empty:
+        return []
+    ratio = rows["lat_p99_us_median"] / rows["lat_p50_us_median"]
+    i = ratio.idxmax()
+    if ratio[i] < TAIL_RATIO:
+        return []
+    row = rows.loc[i]
+    return [Finding("latency", (
+        f"{row['model']}'s p99 latency {ctx.where(ctx.largest)} is {ratio[i]:.1f}x its median "
+        f"({fmt_us(row['lat_p99_us_median'])} vs {fmt_us(row['lat_p50_us_median'])}): most requests are quick, "
+        "one in a hundred waits much longer."))]
+
+
+CHECKERS: list[Callable[[_Ctx], list[Finding]]] = [
+    _throughput_ranking, _ceiling, _sequential, _scaling, _tail, _memory, _memory_per_client, _threads,
+    _max_children, _connection_failures, _syn_retries,
+]
+
+
+def compute_findings(results: Results, calibration: Any = None) -> list[Finding]:
+    """Every finding the data supports, service by service, in a stable order."""
+    out: list[Finding] = []
+    for view in results.facets():
+        agg = view.aggregate
+        if agg.empty:
+            continue
+        file_service = view.service == "file" and agg["mb_per_s_median"].notna().any()
+        ctx = _Ctx(view=view, agg=agg, metric="mb_per_s" if file_service else "req_per_s",
+                   unit="MB/s" if file_service else "req/s", largest=largest_point(view))
+        for check in CHECKERS:
+            try:
+                out += check(ctx)
+            except (KeyError, ValueError, TypeError, ZeroDivisionError, IndexError):
+                continue  # odd data gives no sentence, never a broken report
+        out += _calibration(ctx, calibration)
+    return out
+
+
+# --------------------------------------------------------------------------
+# Calibration (bench.calibrate, optional)
+
+
+@dataclass(frozen=True)
+class Ceiling:
+    """The machine's ceiling matching one point: compare ``metric`` (req_per_s or mb_per_s) with ``value``."""
+
+    value: float
+    metric: str
+    label: str
+
+
+def load_calibration() -> dict[str, Any] | None:
+    """The latest saved calibration (``bench calibrate``), or None (module missing, never run, unreadable)."""
+    try:
+        from bench.calibrate import load_latest  # optional: another part of the project
+    except ImportError:
+        return None
+    try:
+        return load_latest()
+    except Exception:  # noqa: BLE001 - a broken calibration file must not break the report
+        return None
+
+
+def results_placement(results: Results) -> str:
+    """The CPU placement policy the runs used (environment.json), e.g. 'split'."""
+    placement = results.environment.get("placement")
+    policy = placement.get("policy") if isinstance(placement, dict) else placement
+    return str(policy or "split")
+
+
+def ceiling_for(calibration: Any, service: str, params: dict[str, Any] | pd.Series,
+                placement: str = "split") -> Ceiling | None:
+    """The calibrated ceiling that matches a point exactly, or None (never a stretched guess).
+
+    * echo, one connection per client for the run: the C client's round
+      trips/s at the same number of connections and message size;
+    * echo, one request per connection: the C client's connect+request+close rate;
+    * file: one loopback TCP stream's bulk throughput, as MB/s.
+
+    Ceilings were measured with the ``split`` or ``shared`` placement; a run
+    with another policy (unpinned) is compared with ``split`` and the label
+    says so.
+    """
+    if not isinstance(calibration, dict):
+        return None
+    places = {r.get("placement") for key in ("echo", "connect") for r in calibration.get(key) or []
+              if isinstance(r, dict)}
+    use = placement if placement in places else "split"
+    note = "" if use == placement else f"; runs were {placement}"
+    clients, size = _n(params.get("clients")), _n(params.get("message_bytes"))
+    per_conn = _n(params.get("requests_per_connection"))
+    if service == "echo" and size == _n(calibration.get("message_bytes")):
+        if per_conn == 0:
+            for row in calibration.get("echo") or []:
+                if (isinstance(row, dict) and _n(row.get("clients")) == clients and row.get("placement") == use
+                        and "error" not in row and _n(row.get("rt_per_s")) > 0):
+                    return Ceiling(float(row["rt_per_s"]), "req_per_s",
+                                   f"C client, {clients:.0f} connections, {use}{note}")
+        elif per_conn == 1:
+            for row in calibration.get("connect") or []:
+                if (isinstance(row, dict) and row.get("placement") == use and "error" not in row
+                        and _n(row.get("rt_per_s")) > 0):
+                    return Ceiling(float(row["rt_per_s"]), "req_per_s", f"C connect+request+close, {use}{note}")
+    if service == "file":
+        bulk = calibration.get("bulk") or {}
+        for row in bulk.get("points") or [] if isinstance(bulk, dict) else []:
+            if isinstance(row, dict) and row.get("placement") == use and _n(row.get("gbit_per_s")) > 0:
+                mb = float(row["gbit_per_s"]) * 1e9 / 8 / 1e6  # Gbit/s -> MB/s (decimal, like mb_per_s)
+                return Ceiling(mb, "mb_per_s", f"one TCP stream ({bulk.get('tool') or 'bulk'}), {use}{note}")
+    return None
+
+
+def _calibration(ctx: _Ctx, calibration: Any) -> list[Finding]:
+    if calibration is None or ctx.largest is None:
+        return []
+    rows = ctx.at(ctx.largest)
+    if rows.empty:
+        return []
+    ceiling = ceiling_for(calibration, ctx.view.service, rows.iloc[0], results_placement(ctx.view))
+    if ceiling is None:
+        return []
+    col = f"{ceiling.metric}_median"
+    rows = rows[rows[col].notna()]
+    if rows.empty:
+        return []
+    unit = "MB/s" if ceiling.metric == "mb_per_s" else "req/s"
+    parts = ", ".join(f"{r['model']} {r[col] / ceiling.value:.0%}"
+                      for _, r in rows.sort_values(col, ascending=False).iterrows())
+    return [Finding("ceiling", f"Against the calibrated ceiling ({ceiling.label}: {fmt_rate(ceiling.value, unit)}) "
+                               f"{ctx.where(ctx.largest)}: {parts}.")]
+
+
+def findings_by_topic(findings: Iterable[Finding]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for f in findings:
+        out.setdefault(f.topic, []).append(f.text)
+    return out

@@ -1,0 +1,254 @@
+"""One look for every sockbench figure: model colours, flag markers, axes, units.
+
+A model keeps one colour in every figure, report and comparison: colours are
+assigned from :data:`servers.registry.MODELS` order, not from the models a
+particular results folder happens to contain. The palette is Okabe-Ito
+(colour-blind safe); its yellow is left out because it vanishes on white.
+Each model also has its own marker, so a grey-scale print still tells them
+apart, and ``c-reference`` (the machine's ceiling) is drawn dashed.
+
+Flagged points are drawn over the data with shapes no model uses at that
+size, and each flag gets its own legend entry:
+
+* generator-bound: a large hollow square;
+* unstable (CV > 10%): a large hollow circle;
+* failed: a black X (at the bottom of the axes when no repetition succeeded).
+
+Figures are built with :class:`matplotlib.figure.Figure` directly, never with
+``pyplot``: no global figure registry (nothing to leak or close), no GUI
+backend, and rendering goes through Agg for PNG and the SVG backend for SVG.
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from typing import Any, Iterable, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # never a GUI backend, even if pyplot gets imported elsewhere
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, LogLocator, MultipleLocator, NullFormatter
+
+#: Okabe-Ito colours in registry order (sequential, threading, forking, selectors, asyncio, c-reference).
+_OKABE_ITO = ["#E69F00", "#56B4E9", "#009E73", "#0072B2", "#D55E00", "#000000"]
+#: For models not in the registry: Okabe-Ito's reddish purple, then greys.
+_EXTRA = ["#CC79A7", "#999999", "#666666", "#BBBBBB"]
+_MARKERS = ["o", "s", "^", "D", "v", "P", "*", "<", ">", "p"]
+
+#: Flag name -> (legend label, marker style).
+FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
+    "generator-bound": ("generator-bound (load generator >90% CPU)",
+                        dict(marker="s", markersize=14, markerfacecolor="none", markeredgecolor="black",
+                             markeredgewidth=1.6, linestyle="none")),
+    "unstable": ("unstable (CV > 10% across repetitions)",
+                 dict(marker="o", markersize=17, markerfacecolor="none", markeredgecolor="#CC79A7",
+                      markeredgewidth=2.0, linestyle="none")),
+    "failed": ("failed run (see report)",
+               dict(marker="X", markersize=11, markerfacecolor="black", markeredgecolor="white",
+                    markeredgewidth=0.8, linestyle="none")),
+}
+
+#: Figure width for one panel, inches; the legend goes to the right of it.
+PANEL_W, PANEL_H = 6.4, 4.0
+DPI = 110  # PNG resolution: sharp on screen, files stay under ~150 KB
+
+
+def _registry_models() -> list[str]:
+    try:
+        from servers.registry import MODELS
+
+        return list(MODELS)
+    except Exception:  # noqa: BLE001 - colours must never break a figure
+        return ["sequential", "threading", "forking", "selectors", "asyncio", "c-reference"]
+
+
+def model_colour(model: str) -> str:
+    """The fixed colour of ``model`` (registry order; unknown models get stable extra colours)."""
+    names = _registry_models()
+    if model in names:
+        i = names.index(model)
+        return _OKABE_ITO[i] if i < len(_OKABE_ITO) else _EXTRA[(i - len(_OKABE_ITO)) % len(_EXTRA)]
+    return _EXTRA[sum(map(ord, model)) % len(_EXTRA)]
+
+
+def model_marker(model: str) -> str:
+    names = _registry_models()
+    i = names.index(model) if model in names else sum(map(ord, model))
+    return _MARKERS[i % len(_MARKERS)]
+
+
+def model_style(model: str) -> dict[str, Any]:
+    """Line2D keyword arguments for ``model``'s line."""
+    return dict(color=model_colour(model), marker=model_marker(model), markersize=5,
+                linestyle="--" if model == "c-reference" else "-", linewidth=1.8)
+
+
+def new_figure(nrows: int = 1, ncols: int = 1, *, width: float | None = None, height: float | None = None,
+               sharex: bool | str = False, sharey: bool | str = False,
+               height_ratios: Sequence[float] | None = None) -> tuple[Figure, np.ndarray]:
+    """A Figure and a 2-D array of Axes (always 2-D, so callers index ``axes[r, c]``)."""
+    fig = Figure(figsize=(width or PANEL_W * ncols, height or PANEL_H * nrows), dpi=DPI,
+                 layout="constrained")
+    gs_kw = {"height_ratios": height_ratios} if height_ratios else None
+    axes = fig.subplots(nrows, ncols, sharex=sharex, sharey=sharey, squeeze=False, gridspec_kw=gs_kw)
+    for ax in axes.flat:
+        ax.grid(True, which="major", color="#dddddd", linewidth=0.7)
+        ax.set_axisbelow(True)
+        for side in ("top", "right"):
+            ax.spines[side].set_visible(False)
+    return fig, axes
+
+
+def titles(fig: Figure, question: str, subtitle: str = "") -> None:
+    """The question as the figure title, the how-to-read note under it."""
+    # Constrained layout reserves room for the suptitle only, so the subtitle's
+    # lines are reserved as blank suptitle lines and the subtitle drawn over them.
+    chars_per_line = int(fig.get_figwidth() * 13)  # ~13 characters of 9 pt text per inch
+    lines = textwrap.wrap(subtitle, chars_per_line) if subtitle else []
+    top = 0.98  # matplotlib's default suptitle position (passing y would stop the layout reserving room)
+    # linespacing 1.6 over-reserves the blank lines a little: a gap under the subtitle
+    fig.suptitle(question + "\n" * len(lines), fontsize=13, fontweight="bold", linespacing=1.6)
+    if lines:
+        first_line = 13 * 1.6 / 72 / fig.get_figheight()  # one 13 pt title line, in figure fraction
+        fig.text(0.5, top - first_line, "\n".join(lines), ha="center", va="top", fontsize=9,
+                 color="#444444", linespacing=1.3)
+
+
+def flag_handles(flags: Iterable[str]) -> list[Line2D]:
+    """Legend handles for the flags present, in a fixed order."""
+    present = set(flags)
+    return [Line2D([], [], label=FLAGS[f][0], **FLAGS[f][1]) for f in FLAGS if f in present]
+
+
+def model_handles(models: Iterable[str]) -> list[Line2D]:
+    return [Line2D([], [], label=m, **model_style(m)) for m in models]
+
+
+def legend_right(fig: Figure, handles: list[Any], title: str | None = None) -> None:
+    """One legend for the whole figure, outside the plots on the right (never covers data)."""
+    if handles:
+        fig.legend(handles=handles, loc="outside right center", frameon=False, fontsize=9,
+                   title=title, title_fontsize=9)
+
+
+def draw_flags(ax: Axes, x: float, y: float | None, flags: Iterable[str], slot: int = 0) -> None:
+    """Overlay the flag markers at (x, y); with no y (nothing measured) put them at the bottom."""
+    for f in flags:
+        style = dict(FLAGS[f][1])
+        if y is None or not np.isfinite(y):
+            # no value: stack at the bottom of the axes, one slot per model so they don't overlap
+            ax.plot([x], [0.04 + 0.06 * slot], transform=ax.get_xaxis_transform(), clip_on=False,
+                    zorder=6, **style)
+        else:
+            # not clipped: a flag on a point at the edge of the axes stays whole
+            ax.plot([x], [y], zorder=6, clip_on=False, **style)
+
+
+# --------------------------------------------------------------------------
+# Units
+
+
+def fmt_time_us(us: float) -> str:
+    """A duration given in microseconds, with a readable unit: 55 µs, 1.2 ms, 3 s."""
+    if us is None or not np.isfinite(us):
+        return "-"
+    if us == 0:
+        return "0"
+    a = abs(us)
+    if a >= 1e6:
+        return f"{us / 1e6:.3g} s"
+    if a >= 1e3:
+        return f"{us / 1e3:.3g} ms"
+    return f"{us:.3g} µs"
+
+
+def fmt_bytes(b: float) -> str:
+    if b is None or not np.isfinite(b):
+        return "-"
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(b) >= size:
+            return f"{b / size:.3g} {unit}"
+    return f"{b:.0f} B"
+
+
+def fmt_count(v: float) -> str:
+    """12345 -> 12.3k, 1.5e6 -> 1.5M (tick labels for throughput)."""
+    if v is None or not np.isfinite(v):
+        return "-"
+    a = abs(v)
+    if a >= 1e6:
+        return f"{v / 1e6:.3g}M"
+    if a >= 1e3:
+        return f"{v / 1e3:.3g}k"
+    return f"{v:.3g}"
+
+
+def time_axis(ax: Axes, which: str = "y", span: Sequence[float] = (), log: bool = True) -> None:
+    """Log (or linear) axis of durations in microseconds, labelled with units (µs, ms, s).
+
+    ``span`` (values the axis will show) decides the tick density: 1-2-5 steps
+    for up to 3 decades, one tick per decade beyond, so labels never collide.
+    """
+    axis = ax.yaxis if which == "y" else ax.xaxis
+    if not log:
+        axis.set_major_formatter(FuncFormatter(lambda v, _pos: fmt_time_us(v)))
+        return
+    (ax.set_yscale if which == "y" else ax.set_xscale)("log")
+    wide = spans_decades(span, 1e3)
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0,) if wide else (1.0, 2.0, 5.0), numticks=12))
+    axis.set_major_formatter(FuncFormatter(lambda v, _pos: fmt_time_us(v)))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def count_axis(ax: Axes, values: Sequence[float], which: str = "y") -> None:
+    """Linear or log (when values span more than ~1.5 decades) axis with 12k-style labels."""
+    axis = ax.yaxis if which == "y" else ax.xaxis
+    if spans_decades(values, 30):
+        (ax.set_yscale if which == "y" else ax.set_xscale)("log")
+        axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0), numticks=12))
+        axis.set_minor_formatter(NullFormatter())
+    axis.set_major_formatter(FuncFormatter(lambda v, _pos: fmt_count(v)))
+
+
+def bytes_axis(ax: Axes, values: Sequence[float], which: str = "y") -> None:
+    """An axis of byte counts labelled in KiB/MiB/GiB at power-of-two steps, log when values span decades.
+
+    With ``values`` given, the limits are set from them (so axes that share a
+    scale, PSS beside RSS, show every bar whole).
+    """
+    axis = ax.yaxis if which == "y" else ax.xaxis
+    set_lim = ax.set_ylim if which == "y" else ax.set_xlim
+    arr = np.asarray([v for v in values if v is not None], dtype=float)
+    arr = arr[np.isfinite(arr) & (arr > 0)]
+    if spans_decades(values, 30):
+        (ax.set_yscale if which == "y" else ax.set_xscale)("log")
+        axis.set_major_locator(LogLocator(base=2, numticks=14))
+        axis.set_minor_formatter(NullFormatter())
+        set_lim(arr.min() / 1.5, arr.max() * 1.5)
+    elif arr.size:
+        # about 5 ticks at a power-of-two step: 16 MiB, 32 MiB, ... rather than 47.7 MiB
+        step = 2.0 ** math.ceil(math.log2(max(arr.max() / 5, 1)))
+        axis.set_major_locator(MultipleLocator(step))
+        set_lim(0, arr.max() * 1.08)
+    axis.set_major_formatter(FuncFormatter(lambda v, _pos: "0" if v == 0 else fmt_bytes(v)))
+
+
+def spans_decades(values: Sequence[float], ratio: float) -> bool:
+    """True if the positive finite values span more than ``ratio`` (max/min)."""
+    arr = np.asarray([v for v in values if v is not None], dtype=float)
+    arr = arr[np.isfinite(arr) & (arr > 0)]
+    return arr.size > 1 and arr.max() / arr.min() > ratio
+
+
+def finite_or_none(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None

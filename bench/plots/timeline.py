@@ -1,0 +1,130 @@
+"""One figure per run: what happened second by second.
+
+Five panels share the time axis (seconds since the measured window started;
+the warmup, at negative times, is shaded): throughput and p99 latency as the
+load generator saw them, server memory (PSS and summed RSS), processes and
+threads, and the listening socket's accept-queue depth next to the backlog
+it may not exceed. A run that failed, was generator-bound or belongs to an
+unstable point says so in its title, in the flag's legend marker.
+
+Timelines are many (one per model x point x repetition), so they go to
+``figures/timelines/`` and the report embeds only a selection.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from bench.plots import style
+
+MIB = 2**20
+#: Second line of a panel (summed RSS, threads): dark grey, so it never passes for another model.
+SECOND = "#555555"
+from bench.stats import Results, first_line, format_param, where_phrase
+
+
+def run_flags(results: Results, run: pd.Series) -> list[str]:
+    flags = []
+    if run.get("generator_bound") is True:
+        flags.append("generator-bound")
+    agg = results.aggregate
+    row = agg[(agg["model"] == run["model"]) & (agg["point"] == run["point"])]
+    if len(row) and bool(row["unstable"].iloc[0]):
+        flags.append("unstable")
+    if run.get("status") in ("failed", "interrupted"):
+        flags.append("failed")
+    return flags
+
+
+def timeline_figure(results: Results, run_id: str) -> Figure | None:
+    """The timeline of ``run_id``, or None when the run left no timeline samples."""
+    tl = results.timeline[results.timeline["run_id"] == run_id]
+    if tl.empty:
+        return None
+    runs = results.runs[results.runs["run_id"] == run_id]
+    run = runs.iloc[0] if len(runs) else pd.Series({"model": run_id, "point": -1, "repetition": 0})
+    load = tl[tl["source"] == "load"].sort_values("t_s")
+    server = tl[tl["source"] == "server"].sort_values("t_s")
+    model = str(run.get("model", ""))
+    colour = style.model_colour(model)
+    fig, axes = style.new_figure(5, 1, width=style.PANEL_W + 3.0, height=9.0, sharex=True)
+    ax_x, ax_lat, ax_mem, ax_proc, ax_q = axes[:, 0]
+
+    _line(ax_x, load, "req_per_s", colour, "throughput")
+    ax_x.set_ylabel("requests/s")
+    style.count_axis(ax_x, [])
+    ax_x.set_ylim(bottom=0)
+
+    if load["lat_p99_us"].notna().any():
+        _line(ax_lat, load, "lat_p99_us", colour, "p99")
+        # log only when p99 moves by more than 10x (a stall); otherwise linear reads better
+        log = style.spans_decades(load["lat_p99_us"].tolist(), 10)
+        style.time_axis(ax_lat, "y", load["lat_p99_us"].tolist(), log=log)
+        if not log:
+            ax_lat.set_ylim(bottom=0)
+    ax_lat.set_ylabel("p99 latency")
+
+    mib = server[["t_s"]].assign(pss=server["mem_pss_bytes"] / MIB, rss=server["mem_rss_bytes"] / MIB)
+    _line(ax_mem, mib, "pss", colour, "PSS")
+    _line(ax_mem, mib, "rss", SECOND, "summed RSS", linestyle="--")
+    ax_mem.set_ylabel("memory (MiB)")
+    ax_mem.set_ylim(bottom=0)
+
+    _line(ax_proc, server, "procs", colour, "processes", drawstyle="steps-post")
+    _line(ax_proc, server, "threads", SECOND, "threads", linestyle="--", drawstyle="steps-post")
+    ax_proc.set_ylabel("count")
+    ax_proc.set_ylim(bottom=0)
+    ax_proc.yaxis.set_major_locator(MaxNLocator(integer=True))  # processes come whole
+
+    _line(ax_q, server, "accept_queue", colour, "accept queue", drawstyle="steps-post")
+    backlog = style.finite_or_none(run.get("backlog"))
+    if backlog is not None:
+        # Linux holds up to backlog + 1 established connections in the accept queue
+        ax_q.axhline(backlog + 1, color="#aa0000", linestyle=":", linewidth=1.2, label=f"full (backlog {backlog:g} + 1)")
+    ax_q.set_ylabel("accept queue\n(connections)")
+    ax_q.set_ylim(bottom=0)
+    ax_q.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax_q.set_xlabel("time since the measured window started (s)")
+
+    t_min = float(tl["t_s"].min())
+    flag_handles = style.flag_handles(run_flags(results, run))
+    for i, ax in enumerate(axes[:, 0]):
+        if t_min < 0:
+            ax.axvspan(t_min, 0, color="#eeeeee", zorder=0)
+        handles, _labels = ax.get_legend_handles_labels()
+        if i == 0:
+            handles += flag_handles  # the run's flags head the legend column
+        if handles:  # beside the panel, never over the data
+            ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    ax_x.text(t_min if t_min < 0 else 0, 0.02, " warmup" if t_min < 0 else "", transform=ax_x.get_xaxis_transform(),
+              fontsize=8, color="#777777")
+
+    flags = run_flags(results, run)
+    subtitle = f"{model} {_point_text(results, run)}, repetition {run.get('repetition', '?')}"
+    if "failed" in flags:
+        subtitle += f" - {run.get('status', 'failed').upper()}: {first_line(run.get('error', ''))[:90]}"
+    elif flags:
+        subtitle += " - " + ", ".join(flags)
+    style.titles(fig, f"What happened during run {run_id}?", subtitle)
+    return fig
+
+
+def _point_text(results: Results, run: pd.Series) -> str:
+    """'at clients=10', 'on echo' or 'at 20 clients' for the run's point."""
+    rows = results.points[results.points["point"] == run.get("point")]
+    label = rows["label"].iloc[0] if len(rows) else ""
+    if label in ("", "all"):
+        clients = run.get("clients")
+        return f"at {format_param(clients)} clients" if clients == clients and clients is not None else ""
+    return where_phrase(label, str(run.get("service", "")))
+
+
+def _line(ax: Any, df: pd.DataFrame, col: str, colour: str, label: str, **kw: Any) -> None:
+    data = df[["t_s", col]].dropna()
+    if data.empty:
+        return
+    ax.plot(data["t_s"], data[col], color=colour, label=label, linewidth=1.5, **kw)

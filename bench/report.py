@@ -1,0 +1,548 @@
+"""``bench report RESULTS_DIR``: one self-contained HTML file a reader can open offline.
+
+``results_dir/report.html`` holds, in order: the scenario's name and teaching
+text, what was run, the warnings (generator-bound points, a busy machine,
+failed and unstable points), the findings (sentences computed from the data
+by :mod:`bench.findings`), the headline table (per model and point: req/s
+median with its 95% confidence interval, p50, p99, connection outcomes, PSS
+and RSS peaks, processes/threads, flags, and the share of the calibrated
+ceiling where a calibration exists), the figures, a selection of run
+timelines, and the environment.
+
+Self-contained means: every figure is embedded as a ``data:`` URI (SVG for
+the question figures, which stay sharp when zoomed, PNG for the timelines,
+which are many), the CSS is inline, there is no script and no external
+reference, so the file renders the same from a mail attachment, a USB stick
+or a browser without network. Figure SVGs are embedded as images rather
+than inline ``<svg>`` elements so their internal ids can never collide.
+
+Error handling: a path that is not a results folder gives a one-line error
+(exit status 2). A figure that cannot be drawn is left out with a note in its
+place rather than failing the report. Resource handling: figures are rendered
+to memory and released; the report is written atomically (temporary file,
+then rename), so a reader never sees half a report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime as _dt
+import html
+import io
+import json
+import math
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+
+from bench.findings import Finding, compute_findings, findings_by_topic, fmt_mib, fmt_rate, load_calibration
+from bench.stats import CV_THRESHOLD, METRIC_LABELS, NotAResultsFolder, Results, load_results, unresolved_connects
+
+#: At most this many run timelines are embedded (the rest are in figures/timelines/).
+MAX_TIMELINES = 12
+
+#: How to read each figure (its title already states the question).
+FIGURE_CAPTIONS = {
+    "throughput": "Higher is better. The dashed c-reference line, where present, is a C epoll server: "
+                  "the most this machine and this load generator reach.",
+    "latency": "Lower is better. p50: the typical request; p99: the slowest one in a hundred.",
+    "latency_spectrum": "Read along the x axis: the value above 99% is the latency 99 requests in 100 beat. "
+                        "Every repetition's histogram at this point merged.",
+    "connections": "Every connect attempt of a run by outcome. On Linux a full accept queue silently drops "
+                   "SYNs, so an overloaded listener shows timeouts, not refusals.",
+    "connect_time": "How many attempts had connected by time t. Vertical steps near 1 s and 3 s are SYNs the "
+                    "kernel dropped and the client sent again; a curve that ends below 100% never connected.",
+    "memory": "PSS splits each shared page between the processes that map it: the honest total for a process "
+              "tree. Summed RSS counts a shared page once per process, so it overstates forking.",
+}
+
+_TOPIC_TITLES = {
+    "throughput": "Throughput", "ceiling": "Against the ceiling", "latency": "Latency", "memory": "Memory",
+    "threads": "Threads", "processes": "Processes", "connections": "Connections",
+}
+
+_CSS = """
+:root { --fg: #1a1a1a; --muted: #5a5a5a; --line: #d9d9d9; --warn: #8a4b00; --warnbg: #fff6e5;
+        --bad: #9b1c1c; --badbg: #fdecec; --ok: #1d6b38; }
+* { box-sizing: border-box; }
+body { font: 15px/1.5 -apple-system, "Segoe UI", Roboto, "DejaVu Sans", Arial, sans-serif; color: var(--fg);
+       margin: 0 auto; max-width: 1200px; padding: 24px 28px 64px; }
+h1 { font-size: 28px; margin: 0 0 4px; }
+h2 { font-size: 21px; margin: 36px 0 10px; border-bottom: 2px solid var(--line); padding-bottom: 4px; }
+h3 { font-size: 16px; margin: 20px 0 6px; }
+p, li { max-width: 75em; }
+.meta { color: var(--muted); font-size: 13px; margin: 0 0 16px; }
+.description { background: #f6f8fa; border-left: 4px solid #0072B2; padding: 10px 18px; margin: 12px 0; }
+.description ul { padding-left: 20px; }
+ul.warnings { list-style: none; padding: 0; }
+ul.warnings li { background: var(--warnbg); border-left: 4px solid #E69F00; padding: 6px 12px; margin: 6px 0; }
+ul.warnings li.failed, ul.warnings li.interrupted { background: var(--badbg); border-color: var(--bad); }
+.tag { display: inline-block; font-size: 11px; font-weight: 700; text-transform: uppercase; letter-spacing: .03em;
+       padding: 1px 6px; border-radius: 3px; margin-right: 6px; color: #fff; background: var(--warn); }
+.tag.failed, .tag.interrupted { background: var(--bad); }
+.tag.unstable { background: #9c4d84; }
+.tag.generator-bound { background: #333; }
+.tag.busy { background: #7a5c00; }
+.findings li { margin: 4px 0; }
+table { border-collapse: collapse; font-size: 13px; margin: 8px 0 4px; }
+th, td { border-bottom: 1px solid var(--line); padding: 4px 8px; text-align: right; vertical-align: top;
+         white-space: nowrap; }
+th { background: #f0f0f0; position: sticky; top: 0; }
+td.text, th.text { text-align: left; }
+td.flags { text-align: left; white-space: normal; min-width: 10em; }
+td.flags .tag { text-transform: none; font-weight: 600; margin: 1px 4px 1px 0; }
+tr.flagged td { background: #fffaf0; }
+tr.failedrow td { background: #fdf3f3; }
+.swatch { display: inline-block; width: 10px; height: 10px; border-radius: 2px; margin-right: 5px; }
+.ci { color: var(--muted); font-size: 12px; }
+.tablewrap { overflow-x: auto; max-width: 100%; }
+figure { margin: 18px 0 28px; }
+figure img { max-width: 100%; height: auto; display: block; border: 1px solid #eee; }
+figcaption { color: var(--muted); font-size: 13px; margin-top: 4px; }
+details { margin: 8px 0; }
+summary { cursor: pointer; font-weight: 600; }
+pre { background: #f6f8fa; padding: 8px 12px; overflow-x: auto; font-size: 12px; white-space: pre-wrap; }
+dl.env { display: grid; grid-template-columns: max-content 1fr; gap: 2px 16px; font-size: 14px; }
+dl.env dt { color: var(--muted); }
+dl.env dd { margin: 0; }
+.note { color: var(--muted); font-size: 13px; }
+footer { margin-top: 48px; color: var(--muted); font-size: 12px; }
+@media print { figure { break-inside: avoid; } th { position: static; } }
+"""
+
+
+def _e(text: Any) -> str:
+    return html.escape("" if text is None else str(text), quote=True)
+
+
+# --------------------------------------------------------------------------
+# Sections
+
+
+def _description_html(text: str) -> str:
+    """The scenario's teaching text: blank lines separate paragraphs, '- ' lines become a list."""
+    if not text.strip():
+        return ""
+    out: list[str] = []
+    items: list[str] = []
+    para: list[str] = []
+
+    def flush_para() -> None:
+        if para:
+            out.append(f"<p>{_e(' '.join(para))}</p>")
+            para.clear()
+
+    def flush_items() -> None:
+        if items:
+            out.append("<ul>" + "".join(f"<li>{_e(i)}</li>" for i in items) + "</ul>")
+            items.clear()
+
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line:
+            flush_para()
+            flush_items()
+        elif line.startswith(("- ", "* ")):
+            flush_para()
+            items.append(line[2:])
+        elif items and raw.startswith((" ", "\t")):
+            items[-1] += " " + line  # continuation of a list item
+        else:
+            flush_items()
+            para.append(line)
+    flush_para()
+    flush_items()
+    return f'<div class="description">{"".join(out)}</div>'
+
+
+def _meta_html(results: Results) -> str:
+    runs = results.runs
+    counts = runs["status"].value_counts().to_dict() if len(runs) else {}
+    reps = int(runs["repetition"].max()) if len(runs) else 0
+    swept = ", ".join(results.swept) or "nothing (a single load level)"
+    services = " and ".join(results.services)
+    parts = [
+        f"{len(runs)} runs ({', '.join(f'{v} {k}' for k, v in counts.items()) or 'none'})",
+        f"models: {', '.join(results.models)}",
+        f"service: {services}",
+        f"swept: {swept}",
+        f"up to {reps} repetitions per point",
+    ]
+    env = results.environment
+    machine = ", ".join(str(v) for v in (
+        " ".join(filter(None, [_get(env, "python", "implementation"), _get(env, "python", "version")])),
+        f"Linux {_get(env, 'platform', 'kernel_release')}" if _get(env, "platform", "kernel_release") else None,
+        f"{_get(env, 'cpu', 'logical')} CPUs" if _get(env, "cpu", "logical") else None,
+        f"placement {_get(env, 'placement', 'policy')}" if _get(env, "placement", "policy") else None,
+    ) if v)
+    measured = f"<br>measured with {_e(machine)} (see <a href='#environment'>environment</a>)" if machine else ""
+    return (f'<p class="meta">{_e(" · ".join(parts))}{measured}<br>folder: <code>{_e(results.path)}</code></p>')
+
+
+def _warning_kind(text: str) -> str:
+    return text.split(":", 1)[0].strip().replace(" ", "-") if ":" in text else "warning"
+
+
+def _warnings_html(results: Results) -> str:
+    warnings = results.warnings
+    if not warnings:
+        return ("<h2 id='warnings'>Warnings</h2><p class='note'>None: no failed, generator-bound or unstable "
+                "point, and the machine was idle before every run.</p>")
+    items = []
+    for w in warnings:
+        kind = _warning_kind(w)
+        label = {"busy-machine": "busy"}.get(kind, kind)
+        body = w.split(":", 1)[1].strip() if ":" in w else w
+        items.append(f'<li class="{_e(label)}"><span class="tag {_e(label)}">{_e(label)}</span>{_e(body)}</li>')
+    failed = results.runs[results.runs["status"].isin(["failed", "interrupted"])]
+    details = ""
+    if len(failed):
+        blocks = "".join(f"<h3>{_e(r['run_id'])} ({_e(r['status'])})</h3><pre>{_e(r['error'] or 'no error recorded')}</pre>"
+                         for _, r in failed.iterrows())
+        details = f"<details><summary>Errors of failed runs, in full ({len(failed)})</summary>{blocks}</details>"
+    return f"<h2 id='warnings'>Warnings</h2><ul class='warnings'>{''.join(items)}</ul>{details}"
+
+
+def _findings_html(findings: Sequence[Finding]) -> str:
+    if not findings:
+        return ("<h2 id='findings'>Findings</h2><p class='note'>The data supports no finding sentence "
+                "(too few successful runs).</p>")
+    parts = ["<h2 id='findings'>Findings</h2>",
+             "<p class='note'>Computed from the medians over repetitions; each appears only when the data "
+             "supports it.</p>"]
+    for topic, texts in findings_by_topic(findings).items():
+        parts.append(f"<h3>{_e(_TOPIC_TITLES.get(topic, topic.title()))}</h3><ul class='findings'>"
+                     + "".join(f"<li>{_e(t)}</li>" for t in texts) + "</ul>")
+    return "".join(parts)
+
+
+# --------------------------------------------------------------------------
+# Headline table
+
+
+def _num(v: Any) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _fmt_us(v: Any) -> str:
+    from bench.plots.style import fmt_time_us
+
+    f = _num(v)
+    return fmt_time_us(f) if math.isfinite(f) else "-"
+
+
+def _fmt_plain_rate(v: Any) -> str:
+    f = _num(v)
+    return fmt_rate(f, "").strip() if math.isfinite(f) else "-"
+
+
+def _ci_text(row: pd.Series, metric: str) -> str:
+    lo, hi = _num(row.get(f"{metric}_ci_low")), _num(row.get(f"{metric}_ci_high"))
+    if math.isfinite(lo) and math.isfinite(hi):
+        return f"[{_fmt_plain_rate(lo)}–{_fmt_plain_rate(hi)}]"
+    n = int(_num(row.get(f"{metric}_n")) or 0) if math.isfinite(_num(row.get(f"{metric}_n"))) else 0
+    return f"no CI (n={n})" if n else ""
+
+
+def _conn_text(row: pd.Series) -> str:
+    parts = []
+    for key, name in (("ok", "ok"), ("timeout", "timeout"), ("reset", "reset"), ("refused", "refused")):
+        v = _num(row.get(f"conn_{key}_median"))
+        if math.isfinite(v) and (v > 0 or key == "ok"):
+            parts.append(f"{v:,.0f} {name}")
+    other = sum(v for v in (_num(row.get(f"conn_{k}_median")) for k in ("other", "emfile", "eaddrnotavail"))
+                if math.isfinite(v))
+    if other:
+        parts.append(f"{other:,.0f} other")
+    pending = unresolved_connects(row)
+    if pending:
+        parts.append(f"{pending:,.0f} still connecting at the end")
+    return ", ".join(parts) or "-"
+
+
+def _flags_html(row: pd.Series) -> str:
+    tags = []
+    if row["n_failed"] or row["n_interrupted"]:
+        bad = int(row["n_failed"] + row["n_interrupted"])
+        tags.append(("failed", f"failed {bad}/{int(row['n_runs'])}"))
+    if row["n_generator_bound"]:
+        tags.append(("generator-bound", f"generator-bound {int(row['n_generator_bound'])}/{int(row['n_runs'])}"))
+    if row["unstable"]:
+        cvs = [f"{METRIC_LABELS.get(m, m)} CV {row[f'{m}_cv']:.0%}" for m in row["unstable_metrics"].split(",") if m]
+        tags.append(("unstable", "unstable: " + ", ".join(cvs)))
+    if row["n_busy"]:
+        tags.append(("busy", f"busy machine {int(row['n_busy'])}/{int(row['n_runs'])}"))
+    return " ".join(f'<span class="tag {k}">{_e(t)}</span>' for k, t in tags)
+
+
+def _table_html(results: Results, calibration: Any) -> str:
+    from bench.findings import ceiling_for, results_placement
+    from bench.plots.style import model_colour
+
+    out = ["<h2 id='table'>Headline table</h2>",
+           "<p class='note'>Medians over successful repetitions; [95% bootstrap confidence interval of the median]. "
+           f"A point is <em>unstable</em> when req/s or p50 varies more than {CV_THRESHOLD:.0%} "
+           "(coefficient of variation) across repetitions. Connections: attempts per run by outcome; \"still "
+           "connecting\" counts clients whose only connect had no outcome when the run ended (SYN retries). "
+           "Memory: peak over the server's whole process tree."
+           + (" % of ceiling: the median against the calibrated ceiling measured by <code>bench calibrate</code> "
+              "for the same point (hover for which)." if calibration is not None else "") + "</p>"]
+    for view in results.facets():
+        agg = view.aggregate
+        if agg.empty:
+            continue
+        file_service = view.service == "file"
+        metric = "mb_per_s" if file_service else "req_per_s"
+        placement = results_placement(results)
+        ceilings = {int(r["point"]): ceiling_for(calibration, view.service, r, placement)
+                    for _, r in agg.drop_duplicates("point").iterrows()} if calibration is not None else {}
+        show_ceiling = any(ceilings.values())
+        one_point = agg["point"].nunique() == 1  # then the point column says nothing
+        head = ["model"] + ([] if one_point else ["point"]) + [
+            "MB/s" if file_service else "req/s", "p50", "p99", "connections", "PSS peak", "RSS peak",
+            "procs / threads"]
+        if show_ceiling:
+            head.append("% of ceiling")
+        head.append("flags")
+        rows_html = []
+        for _, row in agg.iterrows():
+            med = _num(row[f"{metric}_median"])
+            value = (f"{_fmt_plain_rate(med)} <span class='ci'>{_e(_ci_text(row, metric))}</span>"
+                     if math.isfinite(med) else "-")
+            cells = [
+                f"<td class='text'><span class='swatch' style='background:{model_colour(row['model'])}'></span>{_e(row['model'])}</td>",
+                *([] if one_point else [f"<td class='text'>{_e(row['label'])}</td>"]),
+                f"<td>{value}</td>",
+                f"<td>{_e(_fmt_us(row['lat_p50_us_median']))}</td>",
+                f"<td>{_e(_fmt_us(row['lat_p99_us_median']))}</td>",
+                f"<td class='text'>{_e(_conn_text(row))}</td>",
+                f"<td>{_e(fmt_mib(_num(row['mem_pss_peak_bytes_median'])))}</td>",
+                f"<td>{_e(fmt_mib(_num(row['mem_rss_peak_bytes_median'])))}</td>",
+                f"<td>{_e(_count(row['procs_peak_median']))} / {_e(_count(row['threads_peak_median']))}</td>",
+            ]
+            if show_ceiling:
+                found = ceilings.get(int(row["point"]))
+                value = _num(row.get(f"{found.metric}_median")) if found else math.nan
+                share = f"{value / found.value:.0%}" if found and math.isfinite(value) else "-"
+                cells.append(f"<td title='{_e(found.label) if found else 'no matching calibration'}'>{_e(share)}</td>")
+            cells.append(f"<td class='flags'>{_flags_html(row)}</td>")
+            cls = "failedrow" if row["n_ok"] == 0 else ("flagged" if _flags_html(row) else "")
+            rows_html.append(f"<tr class='{cls}'>{''.join(cells)}</tr>")
+        title = f"<h3>{_e(view.facet)} service</h3>" if view.facet else ""
+        header = "".join(f"<th class='{'text' if h in ('model', 'point', 'connections', 'flags') else ''}'>{_e(h)}</th>"
+                         for h in head)
+        out.append(f"{title}<div class='tablewrap'><table><thead><tr>{header}</tr></thead>"
+                   f"<tbody>{''.join(rows_html)}</tbody></table></div>")
+    return "".join(out)
+
+
+def _count(v: Any) -> str:
+    f = _num(v)
+    return f"{f:,.0f}" if math.isfinite(f) else "-"
+
+
+# --------------------------------------------------------------------------
+# Figures
+
+
+def _fig_data_uri(fig: Any, fmt: str) -> tuple[str, int, int]:
+    """Render a figure to a data: URI; returns (uri, width px, height px)."""
+    import matplotlib
+
+    buf = io.BytesIO()
+    with matplotlib.rc_context({"svg.hashsalt": "sockbench", "svg.fonttype": "path", "font.size": 9}):
+        fig.savefig(buf, format=fmt, bbox_inches="tight", pad_inches=0.15,
+                    metadata={"Date": None} if fmt == "svg" else {"Software": "sockbench"})
+    data = buf.getvalue()
+    mime = "image/svg+xml" if fmt == "svg" else "image/png"
+    width, height = _image_size(data, fmt, fig)
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}", width, height
+
+
+def _image_size(data: bytes, fmt: str, fig: Any) -> tuple[int, int]:
+    if fmt == "png" and data[:8] == b"\x89PNG\r\n\x1a\n":
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    w, h = fig.get_size_inches()
+    return int(w * 96), int(h * 96)  # CSS pixels; the SVG's own size is in points, close enough
+
+
+def _figures_html(results: Results, calibration: Any = None) -> str:
+    from bench.plots import build_figures
+
+    out = ["<h2 id='figures'>Figures</h2>",
+           "<p class='note'>The same figures are in <code>figures/</code> as PNG and SVG. Markers: hollow square = "
+           "generator-bound, pink circle = unstable (CV &gt; 10%), X = failed run.</p>"]
+    try:
+        figures = build_figures(results, calibration=calibration)
+    except Exception as exc:  # noqa: BLE001 - the rest of the report is still worth having
+        return "".join(out) + f"<p class='note'>The figures could not be drawn: {_e(type(exc).__name__)}: {_e(exc)}</p>"
+    if not figures:
+        out.append("<p class='note'>No figure: no successful run.</p>")
+    for name, fig in figures.items():
+        base = name
+        for service in results.services if len(results.services) > 1 else ():
+            if name.endswith(f"_{service}"):
+                base = name[: -len(service) - 1]  # throughput_file -> throughput
+        caption = FIGURE_CAPTIONS.get(base, "")
+        question = fig.get_suptitle().split("\n")[0] if hasattr(fig, "get_suptitle") else base
+        uri, w, h = _fig_data_uri(fig, "svg")
+        out.append(f"<figure id='fig-{_e(name)}'><img src='{uri}' width='{w}' height='{h}' alt='{_e(question)}'>"
+                   f"<figcaption>{_e(caption)} <code>figures/{_e(name)}.svg</code></figcaption></figure>")
+    return "".join(out)
+
+
+def _chosen_timelines(results: Results) -> list[str]:
+    """Run ids worth a timeline in the report: every flagged run, then one per model at each facet's largest point."""
+    runs = results.runs
+    with_tl = set(results.timeline["run_id"])
+    chosen: list[str] = []
+    flagged = runs[(runs["generator_bound"] == True) | runs["status"].isin(["failed", "interrupted"])]  # noqa: E712
+    chosen += [r for r in flagged["run_id"] if r in with_tl]
+    for view in results.facets():
+        if view.points.empty:
+            continue
+        from bench.findings import largest_point
+
+        point = largest_point(view)
+        for model in view.models:
+            ids = view.runs_at(model, point)["run_id"].tolist()
+            ids = [i for i in ids if i in with_tl]
+            if ids:
+                chosen.append(ids[0])
+    return list(dict.fromkeys(chosen))[:MAX_TIMELINES]
+
+
+def _timelines_html(results: Results) -> str:
+    from bench.plots import timeline_figure
+
+    ids = _chosen_timelines(results)
+    if not ids:
+        return ""
+    total = results.timeline["run_id"].nunique()
+    blocks = []
+    for run_id in ids:
+        try:
+            fig = timeline_figure(results, run_id)
+        except Exception:  # noqa: BLE001
+            fig = None
+        if fig is None:
+            continue
+        uri, w, h = _fig_data_uri(fig, "png")
+        blocks.append(f"<figure><img src='{uri}' width='{w}' height='{h}' alt='timeline of {_e(run_id)}' "
+                      f"style='max-width:{min(w, 1000)}px'><figcaption>Run {_e(run_id)}</figcaption></figure>")
+    return (f"<h2 id='timelines'>Run timelines</h2><p class='note'>{len(blocks)} of {total} runs: every flagged run, "
+            f"then one run per model at the largest point. All runs: <code>figures/timelines/</code> "
+            f"(<code>bench plot</code>).</p><details open><summary>Timelines</summary>{''.join(blocks)}</details>")
+
+
+# --------------------------------------------------------------------------
+# Environment
+
+
+def _get(d: Any, *path: str) -> Any:
+    for k in path:
+        d = d.get(k) if isinstance(d, dict) else None
+    return d
+
+
+def _environment_html(results: Results, calibration: Any) -> str:
+    env = results.environment
+    if not env:
+        return "<h2 id='environment'>Environment</h2><p class='note'>environment.json is missing.</p>"
+    sysctls = env.get("sysctls") or env.get("sysctl") or {}
+    placement = env.get("placement") or {}
+    rows = [
+        ("Python", " ".join(filter(None, [str(_get(env, "python", "implementation") or ""),
+                                          str(_get(env, "python", "version") or "")]))),
+        ("kernel", _get(env, "platform", "kernel_release") or _get(env, "platform", "kernel")),
+        ("CPU", f"{_get(env, 'cpu', 'model') or '?'} × {_get(env, 'cpu', 'logical') or _get(env, 'cpu', 'count') or '?'}"),
+        ("memory", fmt_mib(_num(env.get("memory_total_bytes"))) if env.get("memory_total_bytes") else None),
+        ("CPU placement", ", ".join(f"{k}={v}" for k, v in placement.items()) if isinstance(placement, dict) else placement),
+        ("listen queue sysctls", ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in sysctls.items()
+                                           if any(s in k for s in ("somaxconn", "syncookies", "abort_on_overflow",
+                                                                   "max_syn_backlog")))),
+        ("load average", ", ".join(map(str, env["load_average"])) if isinstance(env.get("load_average"), list)
+         else env.get("load_average")),
+        ("sockbench", " ".join(str(v) for v in (_get(env, "sockbench", "version"), _get(env, "sockbench", "commit"))
+                               if v) + (" (uncommitted changes)" if _get(env, "sockbench", "dirty") else "")),
+        ("host", env.get("hostname")),
+        ("calibration", "loaded: the table shows % of ceiling" if calibration is not None
+         else "none found: run bench calibrate to see each model against the machine's ceiling"),
+    ]
+    dl = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in rows if v not in (None, "", "?"))
+    raw = json.dumps(env, indent=2, sort_keys=True, default=str)
+    return (f"<h2 id='environment'>Environment</h2><dl class='env'>{dl}</dl>"
+            f"<details><summary>environment.json</summary><pre>{_e(raw)}</pre></details>")
+
+
+# --------------------------------------------------------------------------
+# The report
+
+
+def render_report(results: Results, calibration: Any = None) -> str:
+    """The report's HTML text."""
+    findings = compute_findings(results, calibration)
+    generated = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    sections = [
+        f"<h1>{_e(results.name)}</h1>",
+        _meta_html(results),
+        _description_html(results.description),
+        _warnings_html(results),
+        _findings_html(findings),
+        _table_html(results, calibration),
+        _figures_html(results, calibration),
+        _timelines_html(results),
+        _environment_html(results, calibration),
+        f"<footer>sockbench report, generated {generated}. Regenerate with <code>bench report "
+        f"{_e(results.path)}</code>.</footer>",
+    ]
+    nav = ("<p class='meta'>" + " · ".join(f"<a href='#{a}'>{t}</a>" for a, t in (
+        ("warnings", "warnings"), ("findings", "findings"), ("table", "table"), ("figures", "figures"),
+        ("timelines", "timelines"), ("environment", "environment"))) + "</p>")
+    sections.insert(2, nav)
+    return ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+            "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+            "<link rel='icon' href='data:,'>"  # an empty icon: browsers would otherwise fetch favicon.ico
+            f"<title>{_e(results.name)}: sockbench report</title><style>{_CSS}</style></head><body>"
+            + "\n".join(s for s in sections if s) + "</body></html>\n")
+
+
+def write_report(results_dir: Path) -> Path:
+    """Write ``results_dir/report.html`` (atomically) and return its path."""
+    results_dir = Path(results_dir)
+    results = load_results(results_dir)
+    text = render_report(results, load_calibration())
+    target = results_dir / "report.html"
+    fd, tmp = tempfile.mkstemp(prefix=".report.", suffix=".tmp", dir=results_dir)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def add_report_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``bench report``."""
+    parser.add_argument("results_dir", type=Path, metavar="RESULTS_DIR", help="a results folder written by `bench run`")
+
+
+def report_command(args: argparse.Namespace) -> int:
+    """Run ``bench report``; returns the exit status."""
+    try:
+        path = write_report(args.results_dir)
+    except NotAResultsFolder as exc:
+        print(f"bench report: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, self-contained: open it in any browser)")
+    return 0

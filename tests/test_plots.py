@@ -1,0 +1,129 @@
+"""Figures: files written for a results folder, flags marked, one colour per model, bars for one point."""
+
+from __future__ import annotations
+
+import argparse
+import xml.etree.ElementTree as ET
+
+import pytest
+from matplotlib.colors import to_hex
+from matplotlib.patches import Rectangle
+
+from bench.plots import FIGURES, add_plot_arguments, build_figures, plot_command, plot_results
+from bench.plots.style import FLAGS, model_colour
+from bench.stats import load_results
+from fake_results import write_fake_results
+
+MODELS = ("sequential", "threading", "forking", "c-reference")
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def fake(tmp_path_factory):
+    return write_fake_results(tmp_path_factory.mktemp("plots") / "r", models=MODELS,
+                              sweep=("clients", (1, 10, 50)), repetitions=3)
+
+
+@pytest.fixture(scope="module")
+def figures(fake):
+    return build_figures(load_results(fake))
+
+
+def _legend_texts(fig) -> list[str]:
+    return [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+
+
+def test_plot_results_writes_every_figure_as_png_and_svg(tmp_path):
+    # small on purpose: every timeline is drawn twice (PNG, SVG), the slow part
+    fake = write_fake_results(tmp_path / "r", models=("forking", "c-reference"), sweep=("clients", (1, 50)),
+                              repetitions=2)
+    paths = plot_results(fake)
+    names = {p.name for p in paths if p.parent.name == "figures"}
+    assert names == {f"{n}.{ext}" for n in FIGURES for ext in ("png", "svg")}
+    for p in paths:
+        data = p.read_bytes()
+        assert len(data) > 10_000, p  # a real figure, not an empty canvas
+        if p.suffix == ".png":
+            assert data.startswith(PNG_MAGIC)
+        else:
+            assert ET.fromstring(data).tag.endswith("svg")
+    runs = load_results(fake).runs
+    ok_runs = set(runs.loc[runs["status"] == "ok", "run_id"])
+    timelines = {p.stem for p in paths if p.parent.name == "timelines" and p.suffix == ".png"}
+    assert timelines == ok_runs  # the failed run left no timeline samples
+
+
+def test_flags_are_marked_with_a_legend_entry(figures):
+    expected = {FLAGS[f][0] for f in ("generator-bound", "unstable", "failed")}
+    for name in ("throughput", "latency", "memory", "connections", "connect_time"):
+        assert expected <= set(_legend_texts(figures[name])), name
+    # the failed point (forking, 50 clients) carries an X marker at its x
+    ax = figures["throughput"].axes[0]
+    xs = [x for line in ax.get_lines() if line.get_marker() == "X" for x in line.get_xdata()]
+    assert 50.0 in xs
+
+
+def test_no_flag_entries_when_nothing_is_flagged(tmp_path):
+    folder = write_fake_results(tmp_path / "clean", models=("threading", "selectors"), sweep=("clients", (1, 10)),
+                                failed=False, generator_bound=False, unstable=False, busy=False)
+    figs = build_figures(load_results(folder))
+    flag_labels = {label for label, _ in FLAGS.values()}
+    assert not flag_labels & set(_legend_texts(figs["throughput"]))
+    assert {"threading", "selectors"} <= set(_legend_texts(figs["throughput"]))
+
+
+def test_a_model_keeps_its_colour_in_every_figure(figures):
+    for name in ("throughput", "latency", "memory"):
+        fig = figures[name]
+        by_label = {h.get_label(): to_hex(h.get_color()) for legend in fig.legends for h in legend.legend_handles
+                    if h.get_label() in MODELS}
+        assert by_label == {m: to_hex(model_colour(m)) for m in MODELS}, name
+    assert len({model_colour(m) for m in MODELS}) == len(MODELS)
+
+
+def test_titles_ask_the_question_and_axes_have_units(figures):
+    fig = figures["throughput"]
+    assert fig.get_suptitle().startswith("Which model keeps throughput as clients grow?")
+    ax = fig.axes[0]
+    assert "requests/s" in ax.get_ylabel() and "clients" in ax.get_xlabel()
+    assert ax.get_xscale() == "log"  # 1..50 clients span more than a decade
+    assert "MiB" in " ".join(t.get_text() for t in figures["memory"].axes[0].get_yticklabels())
+
+
+def test_single_point_gives_bar_charts(tmp_path):
+    folder = write_fake_results(tmp_path / "one", models=("sequential", "forking", "asyncio"), sweep=None,
+                                repetitions=2, failed=False)
+    fig = build_figures(load_results(folder))["throughput"]
+    bars = [p for p in fig.axes[0].patches if isinstance(p, Rectangle) and p.get_height() > 0]
+    assert len(bars) == 3
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["sequential", "forking", "asyncio"]
+
+
+def test_several_services_get_a_figure_each(tmp_path):
+    folder = write_fake_results(tmp_path / "two", models=("threading", "c-reference"), sweep=None,
+                                service=("echo", "file"), repetitions=2, timeline=False)
+    figs = build_figures(load_results(folder))
+    assert {"throughput_echo", "throughput_file", "memory_echo", "memory_file"} <= set(figs)
+    assert "MB/s" in figs["throughput_file"].axes[0].get_ylabel()
+    assert "(file service)" in figs["throughput_file"].get_suptitle()
+
+
+def test_plot_command_rejects_a_folder_without_runs(tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    add_plot_arguments(parser)
+    assert plot_command(parser.parse_args([str(tmp_path)])) == 2
+    err = capsys.readouterr().err
+    assert "not a sockbench results folder" in err and "Traceback" not in err
+
+
+def test_a_grid_sweep_draws_a_line_per_model_and_other_value(tmp_path):
+    folder = write_fake_results(tmp_path / "grid", models=("threading", "selectors"), sweep=("clients", (1, 10)),
+                                sweep2=("backlog", (5, 128)), repetitions=2, hlogs=False, timeline=False)
+    results = load_results(folder)
+    assert results.swept == ["clients", "backlog"]
+    fig = build_figures(results)["throughput"]
+    labels = set(_legend_texts(fig))
+    assert {"threading (backlog=5)", "threading (backlog=128)", "selectors (backlog=5)",
+            "selectors (backlog=128)"} <= labels
+    lines = [line for line in fig.axes[0].get_lines() if line.get_xdata().size == 2]
+    assert len(lines) == 4 and len({line.get_linestyle() for line in lines}) == 2

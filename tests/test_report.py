@@ -1,0 +1,268 @@
+"""The HTML report: self-contained, says what the data says, and renders in a real browser."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import fcntl
+import json
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.findings import compute_findings, fmt_mib
+from bench.report import add_report_arguments, report_command, write_report
+from bench.stats import load_results
+from fake_results import write_fake_results
+
+MODELS = ("sequential", "threading", "forking", "c-reference")
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def fake(tmp_path_factory):
+    return write_fake_results(tmp_path_factory.mktemp("report") / "r", models=MODELS,
+                              sweep=("clients", (1, 10, 50)), repetitions=3)
+
+
+@pytest.fixture(scope="module")
+def report(fake):
+    return write_report(fake)
+
+
+# --------------------------------------------------------------------------
+# Content
+
+
+def test_report_is_self_contained(report):
+    text = report.read_text(encoding="utf-8")
+    refs = re.findall(r"""(?:src|href)\s*=\s*["']([^"']*)["']""", text, flags=re.I)
+    assert refs, "the report embeds figures"
+    external = [r for r in refs if re.match(r"(?i)(https?:|//|ftp:)", r)]
+    assert external == []
+    assert all(r.startswith(("data:", "#")) for r in refs), [r[:40] for r in refs if not r.startswith(("data:", "#"))]
+    assert "<script" not in text.lower() and "@import" not in text and "url(" not in text
+
+
+def test_report_embeds_decodable_figures(report):
+    text = report.read_text(encoding="utf-8")
+    svgs = re.findall(r"data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)", text)
+    pngs = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", text)
+    assert len(svgs) >= 6 and pngs  # every question figure, some timelines
+    assert all(base64.b64decode(s).lstrip().startswith((b"<?xml", b"<svg")) for s in svgs)
+    assert all(base64.b64decode(p).startswith(b"\x89PNG") for p in pngs)
+
+
+def test_report_shows_scenario_warnings_table_and_findings(fake, report):
+    text = report.read_text(encoding="utf-8")
+    assert "clients-sweep" in text and "How do the server models cope" in text  # name, teaching text
+    for tag in ("generator-bound", "unstable", "failed", "busy"):
+        assert f'class="tag {tag}"' in text, tag
+    assert "Too many open files" in text  # the failed run's error
+    assert "Python 3.11.7" in text.replace("CPython 3.11.7", "Python 3.11.7")
+    results = load_results(fake)
+    forking = results.aggregate[(results.aggregate["model"] == "forking") & (results.aggregate["point"] == 2)].iloc[0]
+    pss, rss = fmt_mib(forking["mem_pss_peak_bytes_median"]), fmt_mib(forking["mem_rss_peak_bytes_median"])
+    assert f"PSS over 41 processes" in text and f"summed RSS says {rss}" in text and pss in text
+
+
+def test_findings_follow_the_data(fake, tmp_path):
+    texts = [f.text for f in compute_findings(load_results(fake))]
+    assert any("summed RSS says" in t for t in texts)
+    assert any("timed out" in t and "sequential" in t for t in texts)
+    assert any("took 1 s or more" in t for t in texts)
+    assert any(t.startswith("sequential served") and "vs threading" in t for t in texts)
+    # no forking, a backlog that holds every client: no memory, timeout or SYN-retry sentence
+    calm = write_fake_results(tmp_path / "calm", models=("threading", "selectors"), sweep=("clients", (1, 50)),
+                              backlog=512, timeline=False)
+    calm_texts = [f.text for f in compute_findings(load_results(calm))]
+    assert calm_texts and not [t for t in calm_texts if "summed RSS" in t or "timed out" in t or "1 s or more" in t]
+
+
+def test_report_command_rejects_a_non_results_folder(tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    add_report_arguments(parser)
+    assert report_command(parser.parse_args([str(tmp_path)])) == 2
+    err = capsys.readouterr().err
+    assert "not a sockbench results folder" in err and "Traceback" not in err
+
+
+# --------------------------------------------------------------------------
+# Rendering in headless Chromium, driven over the DevTools protocol (pipe transport)
+
+
+_LAUNCHER = """
+import os, sys
+cmd, out = int(sys.argv[1]), int(sys.argv[2])
+os.dup2(cmd, 3)
+os.dup2(out, 4)
+os.close(cmd)
+os.close(out)
+os.execv(sys.argv[3], sys.argv[3:])
+"""
+
+
+def _above_nine(fd: int) -> int:
+    high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
+    os.close(fd)
+    return high
+
+
+class DevTools:
+    """A minimal Chrome DevTools Protocol client over --remote-debugging-pipe (fd 3 in, fd 4 out).
+
+    Resource handling: the browser runs in its own session (process group);
+    :meth:`close` asks it to quit, then kills the group and reaps it.
+    """
+
+    def __init__(self, profile: Path):
+        cmd_r, self._cmd_w = os.pipe()
+        self._out_r, out_w = os.pipe()
+        # above 9, so that moving them to 3 and 4 never overwrites one of them by accident
+        cmd_r, out_w = _above_nine(cmd_r), _above_nine(out_w)
+        flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}",
+                 "--remote-debugging-pipe", "--window-size=1280,2000", "about:blank"]
+        # a tiny launcher moves our pipe ends to fds 3 and 4, where Chromium expects them, and execs it
+        self.proc = subprocess.Popen([sys.executable, "-c", _LAUNCHER, str(cmd_r), str(out_w), CHROMIUM, *flags],
+                                     pass_fds=(cmd_r, out_w),
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, start_new_session=True)
+        os.close(cmd_r)
+        os.close(out_w)
+        self._buf = b""
+        self._next_id = 0
+        self.events: list[dict[str, Any]] = []
+
+    def send(self, method: str, params: dict | None = None, session: str | None = None,
+             timeout: float = 30.0) -> dict[str, Any]:
+        self._next_id += 1
+        msg: dict[str, Any] = {"id": self._next_id, "method": method, "params": params or {}}
+        if session:
+            msg["sessionId"] = session
+        os.write(self._cmd_w, json.dumps(msg).encode() + b"\0")
+        reply = self._wait(lambda m: m.get("id") == self._next_id, timeout)
+        if "error" in reply:
+            raise RuntimeError(f"{method}: {reply['error']}")
+        return reply.get("result", {})
+
+    def wait_event(self, method: str, timeout: float = 30.0) -> dict[str, Any]:
+        for ev in self.events:
+            if ev.get("method") == method:
+                return ev
+        return self._wait(lambda m: m.get("method") == method, timeout)
+
+    def _wait(self, match, timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            while b"\0" in self._buf:
+                raw, self._buf = self._buf.split(b"\0", 1)
+                msg = json.loads(raw)
+                if "method" in msg:
+                    self.events.append(msg)
+                if match(msg):
+                    return msg
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no answer from Chromium")
+            ready, _, _ = select.select([self._out_r], [], [], left)
+            if ready:
+                chunk = os.read(self._out_r, 1 << 20)
+                if not chunk:
+                    raise RuntimeError("Chromium closed the DevTools pipe")
+                self._buf += chunk
+
+    def close(self) -> None:
+        try:
+            self.send("Browser.close", timeout=10)
+        except (OSError, RuntimeError, TimeoutError):
+            pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # leftovers of the group we started
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=10)
+        os.close(self._cmd_w)
+        os.close(self._out_r)
+
+
+_CHECK_IMAGES = """JSON.stringify(Array.from(document.images).map(i => {
+  const r = i.getBoundingClientRect();
+  return {src: i.src.slice(0, 24), complete: i.complete, w: i.naturalWidth, h: i.naturalHeight,
+          rw: r.width, rh: r.height};
+}))"""
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"Chromium is not installed at {CHROMIUM} "
+                                                        "(Debian: apt-get install chromium)")
+def test_report_renders_in_headless_chromium(report, tmp_path):
+    browser = DevTools(tmp_path / "profile")
+    try:
+        target = browser.send("Target.createTarget", {"url": "about:blank"})["targetId"]
+        session = browser.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        for domain in ("Runtime", "Log", "Network", "Page"):
+            browser.send(f"{domain}.enable", session=session)
+        browser.send("Page.navigate", {"url": report.resolve().as_uri()}, session=session)
+        browser.wait_event("Page.loadEventFired", timeout=60)
+        images = json.loads(browser.send("Runtime.evaluate", {"expression": _CHECK_IMAGES, "returnByValue": True},
+                                         session=session)["result"]["value"])
+        shot = browser.send("Page.captureScreenshot", {"format": "png"}, session=session)
+        (tmp_path / "report.png").write_bytes(base64.b64decode(shot["data"]))
+    finally:
+        browser.close()
+
+    assert len(images) >= 6
+    not_shown = [i for i in images if not (i["complete"] and i["w"] > 0 and i["h"] > 0 and i["rw"] > 0 and i["rh"] > 0)]
+    assert not_shown == []
+    methods = [e["method"] for e in browser.events]
+    assert "Runtime.exceptionThrown" not in methods
+    errors = [e["params"] for e in browser.events
+              if (e["method"] == "Runtime.consoleAPICalled" and e["params"].get("type") in ("error", "assert"))
+              or (e["method"] == "Log.entryAdded" and e["params"]["entry"].get("level") == "error")]
+    assert errors == []
+    failed = [e["params"] for e in browser.events if e["method"] == "Network.loadingFailed"]
+    assert failed == []
+    fetched = [e["params"]["request"]["url"][:60] for e in browser.events if e["method"] == "Network.requestWillBeSent"]
+    assert [u for u in fetched if not u.startswith(("file:", "data:", "about:"))] == []
+    assert (tmp_path / "report.png").read_bytes().startswith(b"\x89PNG")
+
+
+def _calibration(*clients: int) -> dict:
+    """A saved calibration (bench.calibrate's layout) with a C-client ceiling at these connection counts."""
+    return {"version": 1, "message_bytes": 1024,
+            "echo": [{"clients": c, "placement": "split", "message_bytes": 1024, "rt_per_s": 200_000.0} for c in clients],
+            "connect": [], "bulk": {"tool": "iperf3", "points": []}}
+
+
+def test_calibrated_ceiling_gives_a_share_only_where_it_matches(fake):
+    results = load_results(fake)
+    agg = results.aggregate
+    threading = agg[(agg["model"] == "threading") & (agg["point"] == 2)]["req_per_s_median"].iloc[0]
+    texts = [f.text for f in compute_findings(results, _calibration(1, 10, 50))]
+    ceiling = [t for t in texts if t.startswith("Against the calibrated ceiling (C client, 50 connections")]
+    assert len(ceiling) == 1 and f"threading {threading / 200_000:.0%}" in ceiling[0]
+    # the largest point (50 clients) not calibrated: no sentence rather than a stretched comparison
+    assert not [t for t in compute_findings(results, _calibration(1, 10, 100)) if "calibrated ceiling" in t.text]
+
+
+def test_report_table_shows_share_of_ceiling(fake):
+    from bench.report import _table_html
+
+    results = load_results(fake)
+    table = _table_html(results, _calibration(10))
+    agg = results.aggregate
+    threading = agg[(agg["model"] == "threading") & (agg["point"] == 1)]["req_per_s_median"].iloc[0]
+    assert "% of ceiling" in table and f">{threading / 200_000:.0%}</td>" in table
+    assert "% of ceiling" not in _table_html(results, None)

@@ -1,0 +1,170 @@
+"""Repetition statistics, aggregation, summary.json and the results-folder reader."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bench.results import RESULTS_VERSION
+from bench.stats import (
+    NotAResultsFolder,
+    aggregate,
+    build_summary,
+    load_results,
+    summarize_point,
+    write_summary,
+)
+from fake_results import write_fake_results
+
+MODELS = ("sequential", "threading", "forking", "c-reference")
+
+
+@pytest.fixture(scope="module")
+def fake(tmp_path_factory):
+    return write_fake_results(tmp_path_factory.mktemp("stats") / "r", models=MODELS, sweep=("clients", (1, 10, 50)),
+                              hlogs=False)
+
+
+# --------------------------------------------------------------------------
+# summarize_point
+
+
+def test_median_min_max_cv_of_known_values():
+    s = summarize_point([10.0, 12.0, 11.0])
+    assert (s["n"], s["median"], s["min"], s["max"]) == (3, 11.0, 10.0, 12.0)
+    assert s["cv"] == pytest.approx(1.0 / 11.0)  # sample std 1, mean 11
+    assert s["unstable"] is False
+    assert s["ci_low"] <= 11.0 <= s["ci_high"]
+    assert 10.0 <= s["ci_low"] and s["ci_high"] <= 12.0
+
+
+def test_cv_above_ten_percent_is_unstable():
+    s = summarize_point([70.0, 100.0, 130.0])
+    assert s["cv"] == pytest.approx(0.3)
+    assert s["unstable"] is True
+
+
+def test_no_ci_below_three_values_and_it_says_so():
+    s = summarize_point([5.0, 7.0])
+    assert s["ci_low"] is None and s["ci_high"] is None
+    assert "no confidence interval" in s["note"]
+    assert s["median"] == 6.0 and s["cv"] is not None
+    one = summarize_point([5.0])
+    assert one["cv"] is None and one["ci_low"] is None and one["unstable"] is False
+
+
+def test_nan_values_are_ignored_and_empty_gives_nothing():
+    s = summarize_point([1.0, float("nan"), 3.0, 2.0])
+    assert s["n"] == 3 and s["median"] == 2.0
+    empty = summarize_point([float("nan")])
+    assert empty["n"] == 0 and empty["median"] is None and "no successful" in empty["note"]
+
+
+def test_bootstrap_ci_is_narrower_than_range_and_reproducible():
+    values = list(np.arange(1.0, 31.0))
+    a, b = summarize_point(values), summarize_point(values)
+    assert (a["ci_low"], a["ci_high"]) == (b["ci_low"], b["ci_high"])
+    assert 1.0 < a["ci_low"] < 15.5 < a["ci_high"] < 30.0
+
+
+def test_identical_values_give_a_point_interval():
+    s = summarize_point([4.0, 4.0, 4.0])
+    assert (s["ci_low"], s["ci_high"], s["cv"]) == (4.0, 4.0, 0.0)
+
+
+# --------------------------------------------------------------------------
+# aggregate and summary
+
+
+def _row(agg: pd.DataFrame, model: str, point: int) -> pd.Series:
+    rows = agg[(agg["model"] == model) & (agg["point"] == point)]
+    assert len(rows) == 1
+    return rows.iloc[0]
+
+
+def test_aggregate_counts_runs_and_flags(fake):
+    runs = load_results(fake).runs
+    agg = aggregate(runs)
+    assert len(agg) == len(MODELS) * 3
+    forking = _row(agg, "forking", 2)
+    assert (forking["n_runs"], forking["n_ok"], forking["n_failed"]) == (3, 2, 1)
+    assert any("Too many open files" in e for e in forking["errors"])
+    assert forking["req_per_s_n"] == 2 and pd.isna(forking["req_per_s_ci_low"])
+    assert _row(agg, "c-reference", 2)["n_generator_bound"] == 1
+    assert _row(agg, "c-reference", 1)["n_generator_bound"] == 0
+    threading = _row(agg, "threading", 2)
+    assert threading["unstable"] and "req_per_s" in threading["unstable_metrics"]
+    assert not _row(agg, "threading", 1)["unstable"]
+    assert _row(agg, "sequential", 0)["n_busy"] == 1
+    assert list(agg["model"].unique()) == list(MODELS)  # registry order
+
+
+def test_aggregate_median_is_the_middle_repetition(fake):
+    runs = load_results(fake).runs
+    agg = aggregate(runs)
+    rows = runs[(runs["model"] == "threading") & (runs["point"] == 1)].sort_values("req_per_s")
+    middle = rows["req_per_s"].iloc[1]
+    row = _row(agg, "threading", 1)
+    assert row["req_per_s_median"] == middle
+    assert row["req_per_s_min"] == rows["req_per_s"].iloc[0]
+    assert row["req_per_s_max"] == rows["req_per_s"].iloc[2]
+    assert row["clients"] == 10 and row["label"] == "clients=10"
+
+
+def test_summary_has_version_points_and_warnings(fake):
+    summary = build_summary(fake)
+    assert summary["results_version"] == RESULTS_VERSION
+    assert summary["swept"] == ["clients"] and summary["x"] == "clients"
+    assert len(summary["points"]) == len(MODELS) * 3
+    assert summary["runs"]["failed"] == 1 and summary["runs"]["generator_bound"] == 1
+    kinds = {w.split(":", 1)[0] for w in summary["warnings"]}
+    assert {"generator-bound", "unstable", "failed", "busy machine", "no confidence interval"} <= kinds
+    failed = [w for w in summary["warnings"] if w.startswith("failed")]
+    assert "forking-p2-r2" in failed[0] and "Too many open files" in failed[0]
+    point = next(p for p in summary["points"] if p["model"] == "threading" and p["point"] == 2)
+    assert point["unstable"] and point["metrics"]["req_per_s"]["cv"] > 0.10
+
+
+def test_write_summary_is_atomic_valid_json(fake):
+    path = write_summary(fake)
+    assert path == fake / "summary.json"
+    data = json.loads(path.read_text())  # allow_nan=False when written: strict JSON
+    assert data["results_version"] == RESULTS_VERSION
+    assert not [p for p in fake.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_no_busy_warning_on_an_idle_machine(tmp_path):
+    folder = write_fake_results(tmp_path / "r", models=("selectors",), sweep=("clients", (1, 10)), busy=False,
+                                failed=False, generator_bound=False, unstable=False, hlogs=False, timeline=False)
+    assert load_results(folder).warnings == []
+
+
+def test_load_results_rejects_what_is_not_a_results_folder(tmp_path):
+    with pytest.raises(NotAResultsFolder, match="not a folder"):
+        load_results(tmp_path / "missing")
+    with pytest.raises(NotAResultsFolder, match="no runs.csv"):
+        load_results(tmp_path)
+
+
+def test_load_results_tolerates_missing_columns_and_files(tmp_path):
+    (tmp_path / "runs.csv").write_text("run_id,model,service,point,repetition,status,clients,req_per_s\n"
+                                       "a-p0-r1,asyncio,echo,0,1,ok,5,100\n"
+                                       "a-p0-r2,asyncio,echo,0,2,ok,5,120\n")
+    results = load_results(tmp_path)
+    assert results.timeline.empty and results.environment == {} and results.histogram("a-p0-r1", "latency") is None
+    row = results.aggregate.iloc[0]
+    assert row["req_per_s_median"] == 110 and pd.isna(row["lat_p99_us_median"])
+    assert results.summary["points"][0]["metrics"]["lat_p99_us"]["note"].startswith("not measured")
+
+
+def test_several_services_label_points_with_their_service(tmp_path):
+    folder = write_fake_results(tmp_path / "q", models=("sequential", "asyncio"), sweep=None,
+                                service=("echo", "file"), repetitions=2, hlogs=False, timeline=False)
+    results = load_results(folder)
+    assert results.services == ["echo", "file"]
+    assert set(results.aggregate["label"]) == {"echo", "file"}
+    assert [v.facet for v in results.facets()] == ["echo", "file"]
+    assert set(results.subset("file").runs["service"]) == {"file"}
