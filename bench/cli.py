@@ -98,43 +98,36 @@ def run_line(plan: Any, row: dict[str, Any]) -> str:
 
 
 def _summary_table(results_dir: Path) -> Any:
-    """A rich table: per model and point, the median figures and their flags."""
+    """A rich table of :func:`bench.stats.aggregate`: the same figures and flags as the report."""
     from rich.table import Table
 
     from bench.stats import load_results
 
-    results = load_results(results_dir)
-    runs = results.runs
-    table = Table(title=f"Summary: {results_dir}")
-    swept = [c for c in results.swept if c in runs.columns]
-    for col in ["model", *swept, "runs", "req/s (median)", "p50", "p99", "failed connects", "peak PSS", "peak RSS",
-                "procs/threads", "flags"]:
-        table.add_column(col, justify="left" if col == "model" else "right")
-    if runs.empty:
-        return table
-    conn_cols = [c for c in ("conn_refused", "conn_reset", "conn_timeout", "conn_emfile", "conn_eaddrnotavail",
-                             "conn_other") if c in runs.columns]
-    for (model, point), group in runs.groupby(["model", "point"], sort=False):
-        ok = group[group["status"] == "ok"]
-        first = group.iloc[0]
+    agg = load_results(results_dir).aggregate()
+    table = Table(title=f"Summary (medians over repetitions): {results_dir}")
+    for col in ["model", "point", "runs", "req/s", "95% CI", "p50", "p99", "connect timeouts", "errors",
+                "peak PSS", "peak RSS", "procs/threads", "flags"]:
+        table.add_column(col, justify="left" if col in ("model", "point", "flags") else "right")
+    for row in agg.to_dict("records"):
         flags = []
-        if len(ok) < len(group):
-            flags.append(f"{len(group) - len(ok)} failed")
-        if ok["generator_bound"].astype(str).str.lower().eq("true").any():
+        if row["n_failed"]:
+            flags.append(f"{row['n_failed']} failed")
+        if row["n_generator_bound"]:
             flags.append("generator-bound")
-        med = ok["req_per_s"].median() if len(ok) else None
-        if len(ok) >= 2 and med:
-            cv = ok["req_per_s"].std(ddof=1) / ok["req_per_s"].mean()
-            if cv > 0.10:
-                flags.append(f"unstable (CV {cv:.0%})")
+        if row["unstable"]:
+            flags.append(f"unstable ({row['unstable_metrics']})")
+        if row["n_busy"]:
+            flags.append("busy machine")
+        ci = (f"{_fmt_rate(row['req_per_s_ci_low'])}-{_fmt_rate(row['req_per_s_ci_high'])}"
+              if row["req_per_s_ci_low"] is not None and row["req_per_s_ci_low"] == row["req_per_s_ci_low"]
+              else "-")
         table.add_row(
-            str(model), *[str(first[c]) for c in swept], str(len(group)),
-            _fmt_rate(med), _fmt_us(ok["lat_p50_us"].median() if len(ok) else None),
-            _fmt_us(ok["lat_p99_us"].median() if len(ok) else None),
-            str(int(ok[conn_cols].sum(axis=1).max())) if len(ok) and conn_cols else "-",
-            _fmt_mib(ok["mem_pss_peak_bytes"].max() if len(ok) else None),
-            _fmt_mib(ok["mem_rss_peak_bytes"].max() if len(ok) else None),
-            f"{ok['procs_peak'].max():.0f}/{ok['threads_peak'].max():.0f}" if len(ok) else "-",
+            str(row["model"]), str(row["label"] or "-"), f"{row['n_ok']}/{row['n_runs']}",
+            _fmt_rate(row["req_per_s_median"]), ci,
+            _fmt_us(row["lat_p50_us_median"]), _fmt_us(row["lat_p99_us_median"]),
+            _fmt_rate(row["conn_timeout_median"]), _fmt_rate(row["errors_median"]),
+            _fmt_mib(row["mem_pss_peak_bytes_median"]), _fmt_mib(row["mem_rss_peak_bytes_median"]),
+            f"{_fmt_rate(row['procs_peak_median'])}/{_fmt_rate(row['threads_peak_median'])}",
             ", ".join(flags),
         )
     return table
@@ -144,6 +137,7 @@ def run_command(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from bench.results import DiskFull
     from bench.runner import Interrupted, ScenarioRefused, run_scenario
     from bench.scenario import ScenarioError, load_scenario
 
@@ -156,9 +150,11 @@ def run_command(args: argparse.Namespace) -> int:
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=False)
     task = None
+    started: list[Path] = []
 
     def on_start(results_dir: Path, plans: list[Any]) -> None:
         nonlocal task
+        started.append(results_dir)
         console.print(f"[bold]{scenario.name}[/]: {len(plans)} runs, about {scenario.estimate_s():.0f} s; "
                       f"results in {results_dir}")
         task = progress.add_task(scenario.name, total=len(plans))
@@ -177,11 +173,16 @@ def run_command(args: argparse.Namespace) -> int:
     except ScenarioRefused as exc:
         print(f"error: {args.scenario}: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except DiskFull as exc:
+        where = f" in {started[0]}" if started else ""
+        print(f"error: {exc}. Every run finished before it is saved{where}; free some space and "
+              f"run `bench plot` / `bench report` on the folder.", file=sys.stderr)
+        return 1
     except Interrupted as exc:
         console.print(f"[yellow]Interrupted.[/] Every finished run is saved in {exc.results_dir}")
         return EXIT_INTERRUPTED
     except KeyboardInterrupt:
-        console.print("[yellow]Interrupted before the first run.[/]")
+        console.print("[yellow]Interrupted[/] before the results folder was written.")
         return EXIT_INTERRUPTED
     console.print(_summary_table(results_dir))
     _print_warnings(console, results_dir)

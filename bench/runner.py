@@ -308,19 +308,21 @@ def run_scenario(scenario: Any, *, results_root: Path = Path("results"),
     if on_start:
         on_start(results_dir, plans)
     with ExitStack() as stack:
-        file_root, targets = None, {}
-        sizes = [p.point.load.file_bytes for p in plans if p.point.service == "file"]
-        if sizes:
-            file_root, targets = make_file_root(sizes)
-            stack.callback(shutil.rmtree, file_root, ignore_errors=True)
-        for done, plan in enumerate(plans, start=1):
-            try:
+        try:
+            file_root, targets = None, {}
+            sizes = [p.point.load.file_bytes for p in plans if p.point.service == "file"]
+            if sizes:
+                file_root, targets = make_file_root(sizes)
+                stack.callback(shutil.rmtree, file_root, ignore_errors=True)
+            for done, plan in enumerate(plans, start=1):
                 row = execute_run(scenario, plan, writer, file_root=file_root, targets=targets)
-            except KeyboardInterrupt:
-                _finish(results_dir, write_summary, plots=False, warn=warn)
-                raise Interrupted(results_dir) from None
-            if on_run:
-                on_run(plan, row, done, len(plans))
+                if on_run:
+                    on_run(plan, row, done, len(plans))
+        except KeyboardInterrupt:
+            # Wherever Ctrl-C lands (a run, its callback, the file root),
+            # what is on disk stays and gets its summary.
+            _finish(results_dir, write_summary, plots=False, warn=warn)
+            raise Interrupted(results_dir) from None
     if finish:
         _finish(results_dir, write_summary, plots=True, warn=warn)
     return results_dir

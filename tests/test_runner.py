@@ -1,0 +1,153 @@
+"""The runner end to end: results on disk, Ctrl-C, a server that dies, no process left."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import psutil
+import pytest
+
+from bench.results import RUN_COLUMNS, TIMELINE_COLUMNS
+from bench.runner import plan_runs, run_scenario
+from bench.scenario import parse_scenario
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def tiny_scenario(**overrides: str) -> str:
+    fields = {
+        "name": "tiny",
+        "service": "echo",
+        "models": "[threading, selectors]",
+        "duration": "1s",
+        "warmup": "200ms",
+        "repetitions": "1",
+        "placement": "none",
+    }
+    fields.update(overrides)
+    body = "\n".join(f"{k}: {v}" for k, v in fields.items())
+    return body + textwrap.dedent("""
+        description: a tiny scenario for the runner's tests
+        load:
+          clients: 4
+          message_bytes: 512
+        monitor:
+          idle_wait: 1s
+          idle_threshold_pct: 100
+        """)
+
+
+def session_processes(sid: int) -> list[int]:
+    """PIDs still alive in session ``sid`` (the one a test started its command in)."""
+    alive = []
+    for proc in psutil.process_iter():
+        try:
+            if os.getsid(proc.pid) == sid and proc.status() != psutil.STATUS_ZOMBIE:
+                alive.append(proc.pid)
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return alive
+
+
+def test_repetitions_are_interleaved_across_models():
+    scenario = parse_scenario(tiny_scenario(repetitions="2"))
+    order = [(p.repetition, p.model) for p in plan_runs(scenario)]
+    assert order == [(1, "threading"), (1, "selectors"), (2, "threading"), (2, "selectors")]
+
+
+def test_run_writes_a_complete_results_folder(tmp_path):
+    scenario = parse_scenario(tiny_scenario())
+    results = run_scenario(scenario, results_root=tmp_path)
+    runs = pd.read_csv(results / "runs.csv")
+    assert list(runs.columns) == list(RUN_COLUMNS)
+    assert sorted(runs["model"]) == ["selectors", "threading"]
+    assert (runs["status"] == "ok").all(), runs["error"].tolist()
+    # every echo came back intact and the server was really measured
+    assert (runs["requests"] > 0).all()
+    assert (runs["err_corrupt"] == 0).all()
+    assert (runs["conn_ok"] >= 4).all()
+    assert (runs["mem_rss_peak_bytes"] > 1_000_000).all()
+    assert (runs.loc[runs.model == "threading", "threads_peak"] >= 5).all()  # main + 4 handlers
+    assert (runs.loc[runs.model == "selectors", "threads_peak"] == 1).all()
+    assert (runs["server_exit"] == 0).all()
+    timeline = pd.read_csv(results / "timeline.csv")
+    assert list(timeline.columns) == list(TIMELINE_COLUMNS)
+    assert set(timeline["source"]) == {"server", "load"}
+    assert (results / "hist" / f"{runs.run_id[0]}.latency.hlog").exists()
+    summary = json.loads((results / "summary.json").read_text())
+    assert summary["results_version"] >= 1
+    assert (results / "scenario.yaml").read_text().startswith("#")
+    env = json.loads((results / "environment.json").read_text())
+    assert env["placement"]["policy"] == "none"
+    assert (results / "report.html").exists()
+
+
+def test_a_server_killed_mid_run_is_recorded_as_failed(tmp_path):
+    scenario = parse_scenario(tiny_scenario(models="[threading]", duration="4s"))
+    me = psutil.Process()
+    killed: list[int] = []
+
+    def kill_server() -> None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not killed:
+            for child in me.children():
+                try:
+                    cmd = child.cmdline()
+                except psutil.Error:
+                    continue
+                if cmd[1:3] == ["-m", "servers"]:
+                    time.sleep(1.0)  # let the measured window start
+                    os.kill(child.pid, signal.SIGKILL)
+                    killed.append(child.pid)
+                    return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_server)
+    killer.start()
+    results = run_scenario(scenario, results_root=tmp_path, finish=False)
+    killer.join()
+    assert killed, "the test never found the server to kill"
+    runs = pd.read_csv(results / "runs.csv")
+    assert runs["status"].tolist() == ["failed"]
+    assert "server died" in runs["error"][0]
+    assert "-9" in runs["error"][0]
+
+
+@pytest.mark.timeout(90)
+def test_sigint_keeps_finished_runs_and_exits_130(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(tiny_scenario(repetitions="5", duration="1s"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench", "run", str(path), "--results", str(tmp_path / "out"), "--no-plots"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, start_new_session=True)
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith(("threading", "selectors")):
+                break  # one run is finished and on disk
+        else:
+            pytest.fail("bench run ended before finishing a run:\n" + "".join(lines))
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 130, "".join(lines) + rest
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert "saved" in rest
+    (folder,) = (tmp_path / "out").iterdir()
+    runs = pd.read_csv(folder / "runs.csv")
+    assert (runs["status"] == "ok").sum() >= 1
+    assert len(runs) < 10  # it stopped early
+    assert (folder / "summary.json").exists()
+    assert session_processes(proc.pid) == []
