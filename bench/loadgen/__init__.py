@@ -1,0 +1,28 @@
+"""sockbench's load generator: drive an echo or file server and measure it honestly.
+
+Public API (others depend on exactly these names)::
+
+    from bench.loadgen import FileTarget, LoadSpec, LoadResult, run_load, LoadGenError
+    result = run_load(LoadSpec(service="echo", host="127.0.0.1", port=port,
+                               clients=100, duration_s=10, warmup_s=2))
+    result.row["req_per_s"], result.histograms["latency"], result.warnings
+
+Design in one paragraph: the parent (:mod:`bench.loadgen.driver`) splits the
+clients over worker processes (:mod:`bench.loadgen.worker`), one per CPU,
+each running one event loop (uvloop if installed) whose clients are
+``asyncio.BufferedProtocol`` connections (:mod:`bench.loadgen.clients`)
+started either as soon as they are free (closed loop) or on a fixed-rate
+schedule (open loop, :mod:`bench.loadgen.schedule`). Workers start together
+at a wall-clock instant chosen by the parent, count only what completes in the
+measured window, record latencies into HdrHistogram buckets
+(:mod:`bench.loadgen.recording`, :mod:`bench.loadgen.histograms`) and report
+one JSON document each; the parent merges them (:mod:`bench.loadgen.merge`)
+into a :class:`LoadResult` whose ``row`` holds runs.csv columns. Each worker
+measures its own CPU; one above 90% of a core marks the run generator-bound.
+``bench load`` is :mod:`bench.loadgen.cli`.
+"""
+
+from bench.loadgen.driver import LoadGenError, run_load
+from bench.loadgen.spec import FileTarget, LoadResult, LoadSpec
+
+__all__ = ["FileTarget", "LoadGenError", "LoadResult", "LoadSpec", "run_load"]

@@ -1,0 +1,245 @@
+"""``bench load``: run the load generator alone against any running server.
+
+    bench load echo 127.0.0.1:7000 --clients 100 --duration 10 --warmup 2
+    bench load file 127.0.0.1:7001 --clients 10 --duration 5 --files-root /srv/files
+    bench load echo [::1]:7000 --clients 50 --duration 10 --rate 20000 --json
+
+``add_arguments`` fills an :class:`argparse.ArgumentParser` (the lead's
+``bench`` command mounts it as a subcommand) and ``run`` executes parsed
+arguments. ``python -m bench.loadgen.cli ...`` works the same way.
+
+A rate (``--rate``) selects the open loop; without it the run is closed loop.
+File targets come either from ``--file NAME --file-size N`` pairs (sizes are
+checked; checksums cannot be, since the content is unknown) or from
+``--files-root DIR``, which computes size and SHA-256 of each ``--file`` under
+DIR, or of every regular file under DIR when no ``--file`` is given.
+
+Error handling: bad input (an unparsable value, a non-loopback target without
+``--allow-remote``, a missing file) prints one ``bench load: error: ...`` line
+naming the problem and the fix, and exits 2; a failed worker exits 1; Ctrl-C
+exits 130 after every worker is reaped. No traceback for any of these.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench.loadgen.driver import LoadGenError, run_load
+from bench.loadgen.spec import LOOPS, FileTarget, LoadResult, LoadSpec
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 10**6, "mb": 10**6,
+               "mib": 1024**2, "g": 10**9, "gb": 10**9, "gib": 1024**3}
+#: Bytes hashed per read when computing file checksums: 1 MiB keeps the
+#: number of reads low without holding a large file in memory.
+_HASH_CHUNK = 1024 * 1024
+
+
+def parse_seconds(text: str) -> float:
+    """``"10"``, ``"2.5"``, ``"10s"``, ``"500ms"`` -> seconds."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(ms|s)?\s*", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration; give seconds, e.g. 10, 2.5, 10s or 500ms")
+    value = float(m.group(1))
+    return value / 1000 if m.group(2) == "ms" else value
+
+
+def parse_size(text: str) -> int:
+    """``"1024"``, ``"1KiB"``, ``"256MiB"``, ``"1MB"`` -> bytes."""
+    m = re.fullmatch(r"\s*([0-9]+)\s*([A-Za-z]*)\s*", text)
+    unit = m.group(2).lower() if m else None
+    if not m or unit not in _SIZE_UNITS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size; give bytes, e.g. 1024, 1KiB, 256MiB or 1MB")
+    return int(m.group(1)) * _SIZE_UNITS[unit]
+
+
+def parse_cpus(text: str) -> set[int]:
+    """``"0,1"``, ``"0-3"``, ``"0-1,3"`` -> a set of CPU numbers."""
+    cpus: set[int] = set()
+    for part in text.split(","):
+        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if not m or (m.group(2) and int(m.group(2)) < int(m.group(1))):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a CPU list; give e.g. 0,1 or 0-3")
+        lo = int(m.group(1))
+        cpus.update(range(lo, int(m.group(2) or lo) + 1))
+    return cpus
+
+
+def parse_target(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[V6ADDR]:PORT`` -> (host, port)."""
+    m = re.fullmatch(r"\[([^\]]+)\]:(\d+)|([^:\[\]]+):(\d+)", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT; give e.g. 127.0.0.1:7000 or [::1]:7000")
+    host, port = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
+    return host, int(port)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be an integer >= 1")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be an integer >= 0")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``bench load``'s arguments to ``parser``."""
+    parser.add_argument("service", choices=["echo", "file"], help="protocol the server speaks")
+    parser.add_argument("target", type=parse_target, metavar="HOST:PORT", help="server address (loopback unless --allow-remote)")
+    parser.add_argument("--clients", type=_positive_int, required=True, metavar="N", help="concurrent connections")
+    parser.add_argument("--duration", type=parse_seconds, required=True, metavar="S", help="measured window, seconds")
+    parser.add_argument("--warmup", type=parse_seconds, default=0.0, metavar="S", help="seconds of load before the window (not counted)")
+    parser.add_argument("--message-bytes", type=parse_size, default=1024, metavar="N", help="echo message size (default 1024)")
+    parser.add_argument("--file", action="append", default=[], metavar="NAME", help="file to request (repeatable)")
+    parser.add_argument("--file-size", action="append", type=parse_size, default=[], metavar="N",
+                        help="size of the matching --file (when --files-root is not given)")
+    parser.add_argument("--files-root", type=Path, metavar="DIR",
+                        help="compute sizes and SHA-256 of --file names (or of every file) under DIR")
+    parser.add_argument("--rate", type=float, metavar="R", help="open loop: total requests/s (without it: closed loop)")
+    parser.add_argument("--requests-per-connection", type=_non_negative_int, default=0, metavar="N",
+                        help="reconnect after N requests (0: one connection all run)")
+    parser.add_argument("--workers", type=_positive_int, metavar="N", help="generator processes (default: one per CPU)")
+    parser.add_argument("--cpus", type=parse_cpus, metavar="LIST", help="pin generator workers to these CPUs, e.g. 1 or 0-1")
+    parser.add_argument("--loop", choices=LOOPS, default="auto", help="event loop (auto: uvloop if installed)")
+    parser.add_argument("--connect-timeout", type=parse_seconds, default=3.0, metavar="S", help="seconds (default 3)")
+    parser.add_argument("--request-timeout", type=parse_seconds, default=10.0, metavar="S", help="seconds (default 10)")
+    parser.add_argument("--checksum-sample", type=float, default=0.05, metavar="F",
+                        help="fraction of file replies whose SHA-256 is verified (default 0.05)")
+    parser.add_argument("--json", action="store_true", help="print the full result as JSON")
+    parser.add_argument("--allow-remote", action="store_true", help="allow a non-loopback target")
+
+
+def file_targets(names: list[str], sizes: list[int], root: Path | None) -> list[FileTarget]:
+    """Targets from the command line; raise ValueError with the fix on bad input."""
+    if root is None:
+        if len(names) != len(sizes):
+            raise ValueError(f"give one --file-size per --file ({len(names)} files, {len(sizes)} sizes), "
+                             f"or --files-root DIR to compute sizes and checksums")
+        return [FileTarget(n, s, "") for n, s in zip(names, sizes)]
+    if not root.is_dir():
+        raise ValueError(f"--files-root {root} is not a directory")
+    paths = [root / n for n in names] if names else sorted(p for p in root.rglob("*") if p.is_file())
+    targets = []
+    for p in paths:
+        if not p.is_file():
+            raise ValueError(f"{p} is not a file under --files-root {root}")
+        digest = hashlib.sha256()
+        with p.open("rb") as f:
+            while chunk := f.read(_HASH_CHUNK):
+                digest.update(chunk)
+        targets.append(FileTarget(p.relative_to(root).as_posix(), p.stat().st_size, digest.hexdigest()))
+    if not targets:
+        raise ValueError(f"--files-root {root} holds no files")
+    return targets
+
+
+def spec_from_args(args: argparse.Namespace) -> LoadSpec:
+    """Build the :class:`LoadSpec` the arguments describe."""
+    host, port = args.target
+    files = file_targets(args.file, args.file_size, args.files_root) if args.service == "file" else []
+    return LoadSpec(
+        service=args.service, host=host, port=port, clients=args.clients,
+        duration_s=args.duration, warmup_s=args.warmup, message_bytes=args.message_bytes,
+        files=files, requests_per_connection=args.requests_per_connection,
+        mode="open" if args.rate is not None else "closed", rate=args.rate,
+        connect_timeout_s=args.connect_timeout, request_timeout_s=args.request_timeout,
+        workers=args.workers, cpus=args.cpus, checksum_sample=args.checksum_sample,
+        loop=args.loop, allow_remote=args.allow_remote,
+    )
+
+
+def _fmt(value: Any, unit: str = "") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.1f}{unit}"
+    return f"{value:,}{unit}"
+
+
+def print_table(spec: LoadSpec, result: LoadResult) -> None:
+    """A short human summary of ``result`` on stdout."""
+    from rich.console import Console
+    from rich.table import Table
+
+    r = result.row
+    table = Table(title=f"bench load {spec.service} {spec.host}:{spec.port}, {spec.clients} clients, "
+                        f"{spec.mode} loop" + (f" at {spec.rate:g}/s" if spec.mode == "open" else ""))
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    failed = sum(r[f"conn_{k}"] for k in ("refused", "reset", "timeout", "emfile", "eaddrnotavail", "other"))
+    rows = [
+        ("requests in window", f"{r['requests']:,} in {r['duration_s']:g} s"),
+        ("throughput", f"{r['req_per_s']:,.0f} req/s, {r['mb_per_s']:,.2f} MB/s"),
+        ("latency p50 / p90 / p99", f"{_fmt(r['lat_p50_us'])} / {_fmt(r['lat_p90_us'])} / {_fmt(r['lat_p99_us'])} us"),
+        ("latency p99.9 / max", f"{_fmt(r['lat_p999_us'])} / {_fmt(r['lat_max_us'])} us"),
+        ("time to first byte p50 / p99", f"{_fmt(r['ttfb_p50_us'])} / {_fmt(r['ttfb_p99_us'])} us"),
+    ]
+    if spec.mode == "open":
+        rows.append(("uncorrected p99, late starts", f"{_fmt(r['lat_uncorrected_p99_us'])} us, {_fmt(r['late_starts'])}"))
+    rows += [
+        ("connects ok / failed", f"{r['conn_ok']:,} / {failed:,}"),
+        ("connect p50 / p99 / max", f"{_fmt(r['connect_p50_us'])} / {_fmt(r['connect_p99_us'])} / {_fmt(r['connect_max_us'])} us"),
+        ("errors", ", ".join(f"{k} {r['err_' + k]:,}" for k in ("reset", "timeout", "closed_early", "short", "corrupt")
+                             if r["err_" + k]) or "none"),
+        ("generator workers, loop", f"{r['gen_workers']}, {result.loop}"),
+        ("generator CPU (busiest worker)", f"{_fmt(r['gen_cpu_pct_max'], '%')} of a core"
+                                           + (" GENERATOR-BOUND" if r["generator_bound"] else "")),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    console = Console()
+    console.print(table)
+    for k in ("refused", "reset", "timeout", "emfile", "eaddrnotavail", "other"):
+        if r[f"conn_{k}"]:
+            extra = f" {result.conn_other_errnos}" if k == "other" else ""
+            console.print(f"connects {k}: {r[f'conn_{k}']:,}{extra}")
+    for w in result.warnings:
+        console.print(f"[yellow]warning:[/yellow] {w}", highlight=False)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Execute ``bench load`` for parsed ``args``; return the exit status."""
+    try:
+        spec = spec_from_args(args)
+        result = run_load(spec)
+    except ValueError as exc:
+        print(f"bench load: error: {exc}", file=sys.stderr)
+        return 2
+    except LoadGenError as exc:
+        print(f"bench load: the load generator failed: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("bench load: interrupted", file=sys.stderr)
+        return 130
+    if args.json:
+        print(result.to_json())
+    else:
+        print_table(spec, result)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Standalone entry point (``python -m bench.loadgen.cli``)."""
+    parser = argparse.ArgumentParser(prog="bench load", description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

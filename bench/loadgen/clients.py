@@ -1,0 +1,412 @@
+"""Client protocols: one TCP connection carrying one request at a time, and the client that owns it.
+
+A *client* (:class:`Client`) is one unit of offered load: it keeps one
+connection up, reconnecting when it fails or after ``requests_per_connection``
+requests, and hands the connection to a *dispatcher* whenever it is free (see
+:mod:`bench.loadgen.schedule`: closed loop sends at once, open loop sends on
+a schedule). A *connection* (:class:`EchoConnection`, :class:`FileConnection`)
+is an :class:`asyncio.BufferedProtocol` that sends one request, checks the
+reply as it arrives and reports the outcome.
+
+Why BufferedProtocol, not streams or ``Protocol.data_received``
+----------------------------------------------------------------
+Streams add a future and a coroutine switch per read. ``data_received`` on
+Python 3.11's selector transport allocates a fresh 256 KiB ``bytes`` per
+recv, above glibc's mmap threshold, so every read costs an mmap and munmap:
+that alone capped a client process at ~40k round trips/s on the reference
+machine. With ``get_buffer`` the transport ``recv_into``-s a buffer we own.
+All connections of a worker share *one* buffer: both asyncio and uvloop call
+``buffer_updated`` right after filling it, before any other connection
+reads, and each reply chunk is consumed (compared, hashed or counted) inside
+``buffer_updated``. One 256 KiB buffer serves 10k connections where
+per-connection buffers would take 2.5 GiB.
+
+Reply checks
+------------
+Echo: every byte is compared with the message sent (``bytearray.startswith``
+on the chunk is a memcmp); a byte too many is corrupt. File: the header must
+be ``OK <size>`` with the expected size, then exactly ``size`` bytes; a
+sampled fraction of replies is SHA-256 hashed and compared. ``ERR`` replies
+are counted as corrupt (the target exists, so the server answered wrongly)
+and their text is kept for the warnings.
+
+Error handling
+--------------
+Connect failures are classified by :func:`classify_connect_error` and
+retried after :data:`RETRY_DELAY_S` until the run stops. After connect, a
+failure ends the connection (a stream in an unknown state cannot carry
+another request) and the client reconnects at once:
+
+- reset: the connection was lost with an error (ECONNRESET, EPIPE, ...);
+- closed_early: the server closed before the first reply byte;
+- short: the server closed in the middle of a reply;
+- corrupt: wrong bytes, wrong size, bad header, checksum mismatch, ERR;
+- timeout: no whole reply within ``request_timeout_s`` (found by the
+  worker's sweeper, :meth:`Client.check_timeout`).
+
+A connection lost while idle (open loop between requests) is no request
+failure; it is noted and reported as a warning.
+
+Resource handling
+-----------------
+A connection is closed exactly once: retiring it (:meth:`Client._retire`)
+marks it dead and closes or aborts its transport; its later
+``connection_lost`` is then ignored. At the end of a run the worker calls
+:meth:`Client.stop`, which cancels a pending connect (asyncio closes the
+half-open socket) and closes the transport with a FIN, so the server sees an
+ordinary end of connection rather than a reset; a request still in flight is
+abandoned (it completes after the window and would not count anyway).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import hashlib
+import random
+import socket
+from time import monotonic
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from bench.loadgen.recording import WorkerStats
+
+#: Pause before retrying a failed connect: a closed port refuses in ~30 us,
+#: so retrying at once would spin a core measuring nothing; 10 ms keeps load
+#: offered within a blink while costing nothing.
+RETRY_DELAY_S = 0.01
+#: A file reply header is "OK <size>\n" or "ERR <code> <reason>\n"; 512 bytes
+#: leaves room for any reason text while catching a server that sends no header.
+MAX_HEADER = 512
+
+_CONNECT_ERRNOS = {
+    errno.ECONNREFUSED: "refused",
+    errno.ECONNRESET: "reset",
+    errno.ECONNABORTED: "reset",
+    errno.EPIPE: "reset",
+    errno.ETIMEDOUT: "timeout",
+    errno.EMFILE: "emfile",
+    errno.EADDRNOTAVAIL: "eaddrnotavail",
+}
+
+
+def classify_connect_error(exc: BaseException) -> tuple[str, str | None]:
+    """Map a failed connect to ``(outcome, errno name for "other" or None)``."""
+    if isinstance(exc, TimeoutError) and getattr(exc, "errno", None) in (None, errno.ETIMEDOUT):
+        return "timeout", None
+    code = getattr(exc, "errno", None)
+    if code in _CONNECT_ERRNOS:
+        return _CONNECT_ERRNOS[code], None
+    if code is not None:
+        return "other", errno.errorcode.get(code, str(code))
+    return "other", type(exc).__name__
+
+
+class Shared:
+    """Per-worker state every client and connection uses: settings, buffer, stats, dispatcher."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, stats: WorkerStats, ip: str, port: int,
+                 job: dict[str, Any], buffer_bytes: int) -> None:
+        spec = job["spec"]
+        self.loop = loop
+        self.stats = stats
+        self.ip = ip
+        self.port = port
+        self.connect_timeout = spec["connect_timeout_s"]
+        self.request_timeout = spec["request_timeout_s"]
+        self.rpc = spec["requests_per_connection"]
+        self.buffer = bytearray(buffer_bytes)
+        self.view = memoryview(self.buffer)
+        self.stopping = False
+        self.dispatcher: Any = None
+        self.service = spec["service"]
+        # Random bytes (seeded per worker) so a server that mangles any byte is caught.
+        self.message = random.Random(job["seed"]).randbytes(spec["message_bytes"]) if self.service == "echo" else b""
+        self.message_view = memoryview(self.message)
+        self.files = [(f["name"].encode("utf-8") + b"\n", f["size"], f["sha256"]) for f in spec["files"]]
+        self.sample = float(spec["checksum_sample"])
+        self.sample_acc = 1.0  # so the first reply of each worker is verified
+        self.connection_class = EchoConnection if self.service == "echo" else FileConnection
+
+    def take_sample(self) -> bool:
+        """Decide whether the next file reply is hashed: exactly ``sample`` of them, evenly spread."""
+        if self.sample <= 0.0:
+            return False
+        self.sample_acc += self.sample
+        if self.sample_acc >= 1.0:
+            self.sample_acc -= 1.0
+            return True
+        return False
+
+
+class _Connection(asyncio.BufferedProtocol):
+    """Common part of a client connection: state of the request in flight, loss handling."""
+
+    __slots__ = ("client", "shared", "stats", "ready", "recycle_after", "transport", "busy", "dead", "served",
+                 "t_int", "t_sent", "t_first", "got")
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.shared = client.shared
+        self.stats = client.shared.stats
+        # What to call with this connection when it is free; resolved once
+        # (closed loop: our own start, saving a call per request).
+        self.ready = client.shared.dispatcher.ready_function(type(self))
+        self.recycle_after = client.shared.rpc
+        self.transport: Any = None
+        self.busy = False
+        self.dead = False
+        self.served = 0
+        self.t_int = self.t_sent = self.t_first = 0.0
+        self.got = 0
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass  # not TCP (never here) or already closing: nothing to tune
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.shared.view
+
+    def eof_received(self) -> bool:
+        return False  # let the transport close; connection_lost classifies it
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.dead:
+            self.dead = True
+            self.client.lost(self, exc)
+
+    def _finish(self, t: float, nbytes: int) -> None:
+        self.busy = False
+        self.served += 1
+        self.stats.complete(self.t_int, self.t_sent, self.t_first, t, nbytes)
+        if self.recycle_after and self.served >= self.recycle_after:
+            self.client.recycle(self)
+        else:
+            self.ready(self)
+
+    def start(self, t_intended: float | None = None) -> None:
+        """Send the next request; ``t_intended`` is its scheduled start (None: now)."""
+        raise NotImplementedError
+
+
+class EchoConnection(_Connection):
+    """RFC 862 echo: send the message, expect exactly the same bytes back."""
+
+    __slots__ = ("msg", "msg_view", "msg_len", "buf")
+
+    def __init__(self, client: Client) -> None:
+        super().__init__(client)
+        self.msg = self.shared.message
+        self.msg_view = self.shared.message_view
+        self.msg_len = len(self.msg)
+        self.buf = self.shared.buffer
+
+    def start(self, t_intended: float | None = None) -> None:
+        t = monotonic()
+        self.t_int = t if t_intended is None else t_intended
+        self.t_sent = t
+        self.got = 0
+        self.busy = True
+        self.transport.write(self.msg)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        t = monotonic()
+        got = self.got
+        if got == 0 and nbytes == self.msg_len and self.busy and self.buf.startswith(self.msg):
+            self.t_first = t  # the usual case: the whole reply in one read
+            self._finish(t, nbytes)
+            return
+        if not self.busy:
+            self.client.fail(self, "corrupt", t)  # bytes nobody asked for
+            return
+        if got == 0:
+            self.t_first = t
+        end = got + nbytes
+        if end > self.msg_len or not self.buf.startswith(self.msg_view[got:end]):
+            self.client.fail(self, "corrupt", t)
+            return
+        if end == self.msg_len:
+            self._finish(t, end)
+        else:
+            self.got = end
+
+
+class FileConnection(_Connection):
+    """File service: send ``<name>\\n``, expect ``OK <size>\\n`` and exactly ``size`` bytes."""
+
+    __slots__ = ("header", "left", "size", "sha", "hasher")
+
+    def __init__(self, client: Client) -> None:
+        super().__init__(client)
+        self.header: bytearray | None = None
+        self.left = self.size = 0
+        self.sha = ""
+        self.hasher: Any = None
+
+    def start(self, t_intended: float | None = None) -> None:
+        line, size, sha = self.client.next_file()
+        self.size = size
+        self.sha = sha
+        self.hasher = hashlib.sha256() if sha and self.shared.take_sample() else None
+        self.header = bytearray()
+        t = monotonic()
+        self.t_int = t if t_intended is None else t_intended
+        self.t_sent = t
+        self.got = 0
+        self.busy = True
+        self.transport.write(line)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        t = monotonic()
+        if not self.busy:
+            self.client.fail(self, "corrupt", t)
+            return
+        if self.got == 0:
+            self.t_first = t
+        self.got += nbytes
+        pos = 0
+        if self.header is not None:
+            pos = self._read_header(nbytes, t)
+            if pos < 0:
+                return
+        body = nbytes - pos
+        if body > self.left:
+            self.client.fail(self, "corrupt", t)  # more bytes than announced
+            return
+        if body and self.hasher is not None:
+            self.hasher.update(self.shared.view[pos:nbytes])
+        self.left -= body
+        if self.left == 0 and self.header is None:
+            if self.hasher is not None and self.hasher.hexdigest() != self.sha:
+                self.client.fail(self, "corrupt", t)
+                return
+            self._finish(t, self.size)
+
+    def _read_header(self, nbytes: int, t: float) -> int:
+        """Consume header bytes; return where the body starts in the buffer, or -1 (wait/failed)."""
+        buf = self.shared.buffer
+        nl = buf.find(b"\n", 0, nbytes)
+        assert self.header is not None
+        if nl < 0:
+            self.header += buf[:nbytes]
+            if len(self.header) > MAX_HEADER:
+                self.client.fail(self, "corrupt", t)
+            return -1
+        self.header += buf[:nl]
+        head = bytes(self.header)
+        self.header = None
+        parts = head.split()
+        if len(parts) == 2 and parts[0] == b"OK" and parts[1].isdigit() and int(parts[1]) == self.size:
+            self.left = self.size
+            return nl + 1
+        if parts and parts[0] == b"ERR":
+            self.stats.err_reply(head.decode("utf-8", "replace")[:80])
+        self.client.fail(self, "corrupt", t)
+        return -1
+
+
+class Client:
+    """One unit of offered load: keeps a connection and feeds it to the dispatcher. See module docstring."""
+
+    def __init__(self, shared: Shared, index: int) -> None:
+        self.shared = shared
+        self.conn: _Connection | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.connecting = False
+        self.file_pos = index % len(shared.files) if shared.files else 0
+
+    # ------------------------------------------------------------ connecting
+    def start(self) -> None:
+        """Begin connecting (and keep a connection up until :meth:`stop`)."""
+        if not self.shared.stopping:
+            self.task = self.shared.loop.create_task(self._connect())
+
+    async def _connect(self) -> None:
+        sh = self.shared
+        cls = sh.connection_class
+        while not sh.stopping:
+            t0 = monotonic()
+            self.connecting = True
+            try:
+                async with asyncio.timeout(sh.connect_timeout):
+                    _, conn = await sh.loop.create_connection(lambda: cls(self), sh.ip, sh.port)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # every connect failure is data, classified
+                self.connecting = False
+                sh.stats.connect_failed(*classify_connect_error(exc))
+                await asyncio.sleep(RETRY_DELAY_S)
+                continue
+            self.connecting = False
+            sh.stats.connect_ok(monotonic() - t0)
+            if conn.dead:  # lost before we got it (e.g. reset right after accept)
+                sh.stats.note("idle_lost")
+                continue
+            self.task = None
+            self.conn = conn
+            sh.dispatcher.ready(conn)
+            return
+
+    # ------------------------------------------------------------ events from the connection
+    def next_file(self) -> tuple[bytes, int, str]:
+        """The next file request (line, size, sha256), cycling through the targets."""
+        files = self.shared.files
+        item = files[self.file_pos]
+        self.file_pos = (self.file_pos + 1) % len(files)
+        return item
+
+    def recycle(self, conn: _Connection) -> None:
+        """``conn`` carried its ``requests_per_connection``: close it (FIN) and connect anew."""
+        self._retire(conn, abort=False)
+        self.start()
+
+    def fail(self, conn: _Connection, kind: str, t: float) -> None:
+        """The request in flight failed with ``kind``: count it, drop the connection, reconnect."""
+        self.shared.stats.request_error(kind, t)
+        self._retire(conn, abort=True)
+        self.start()
+
+    def lost(self, conn: _Connection, exc: Exception | None) -> None:
+        """The transport of ``conn`` is gone (called once, from connection_lost)."""
+        if conn is not self.conn:
+            return
+        self.conn = None
+        stats = self.shared.stats
+        if conn.busy:
+            if exc is not None:
+                kind = "reset"
+            elif conn.got == 0:
+                kind = "closed_early"
+            else:
+                kind = "short"
+            stats.request_error(kind, monotonic())
+        else:
+            stats.note("idle_lost")
+        self.start()
+
+    def check_timeout(self, now: float) -> None:
+        """Fail the request in flight if it has waited longer than the request timeout."""
+        conn = self.conn
+        if conn is not None and conn.busy and now - conn.t_sent > self.shared.request_timeout:
+            self.fail(conn, "timeout", now)
+
+    # ------------------------------------------------------------ teardown
+    def _retire(self, conn: _Connection, abort: bool) -> None:
+        conn.dead = True
+        conn.busy = False
+        if self.conn is conn:
+            self.conn = None
+        if conn.transport is not None:
+            conn.transport.abort() if abort else conn.transport.close()
+
+    def stop(self) -> None:
+        """End of run: cancel a pending connect, close the connection (FIN, as a real client would)."""
+        if self.task is not None:
+            self.task.cancel()
+        if self.conn is not None:
+            self._retire(self.conn, abort=False)

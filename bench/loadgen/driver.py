@@ -1,0 +1,308 @@
+"""The parent side: plan the workers, start them together, collect and merge. :func:`run_load`.
+
+Why processes
+-------------
+One Python event loop tops out around 120-160k round trips/s on the
+reference machine (uvloop, or asyncio with a sane read buffer) and uses a
+whole core doing so; to load a server harder, or to leave headroom so the
+generator is not the bottleneck, the clients are spread over worker
+processes, one per CPU by default. Threads would share one GIL.
+
+Plan
+----
+``W = spec.workers`` or one per CPU of ``spec.cpus`` (else per CPU this
+process may run on), never more than there are clients. Clients are split
+as evenly as possible; in open loop each worker gets the rate share of its
+clients, and worker *i*'s schedule is shifted by *i* / rate so the merged
+schedule is evenly spaced. With ``spec.cpus`` worker *i* is pinned to the
+*i*-th CPU (round robin), so placement is reproducible.
+
+Start
+-----
+Workers are started, handed their job, and waited for (each writes a byte to
+a pipe when its loop is ready: imports alone take ~0.2 s). Only then does the
+parent pick the shared wall-clock start, :data:`START_MARGIN_S` ahead, and
+send it to all: every worker starts its warmup and its measured window at
+the same instant, and the window the runner aligns server samples with is
+the one the workers measured.
+
+Error handling
+--------------
+Bad specs raise :class:`ValueError` before any process starts (see
+:func:`bench.loadgen.spec.validate`, :func:`bench.loadgen.spec.resolve_target`).
+A worker that fails, or does not finish in time, raises :class:`LoadGenError`
+with its error and the tail of its stderr.
+
+Resource handling
+-----------------
+:class:`WorkerPool` is a context manager: on leaving it, normally or by any
+exception including KeyboardInterrupt, every worker still running is killed
+(SIGKILL to its own process group) and every worker is reaped, then the
+exception propagates. Workers run in their own session, so a Ctrl-C at the
+terminal reaches only the parent, which then does exactly that. Each worker
+also stops by itself at its deadline and has an alarm as a backstop; the
+parent's hard timeout (:data:`PARENT_GRACE_S`) is longer than the worker's.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from time import monotonic
+from types import TracebackType
+from typing import Any
+
+from bench.loadgen.merge import merge_reports
+from bench.loadgen.spec import LoadResult, LoadSpec, resolve_target, validate
+
+#: Time a worker may take past its planned end (teardown, encoding) before
+#: its own SIGALRM kills it: both take well under a second even with 10k
+#: connections; 20 s covers a machine saturated by the server under test.
+WORKER_GRACE_S = 20.0
+#: Time allowed for all workers to import and set up. Idle, it takes ~0.2 s;
+#: 30 s covers a machine saturated by the server under test.
+READY_TIMEOUT_S = 30.0
+#: How far ahead the shared start is set once all are ready: a worker blocked
+#: in readline wakes within a scheduler tick; 50 ms covers a busy machine.
+START_MARGIN_S = 0.05
+#: Parent's hard timeout beyond the planned end; longer than the worker's own
+#: alarm so a worker normally reports its own failure first.
+PARENT_GRACE_S = WORKER_GRACE_S + 10.0
+#: Bytes of a worker's stderr kept for error messages.
+STDERR_TAIL = 4096
+
+
+class LoadGenError(RuntimeError):
+    """A worker failed or did not finish; the message says which and why."""
+
+
+def worker_count(spec: LoadSpec) -> int:
+    """Number of worker processes for ``spec`` (see module docstring)."""
+    if spec.workers is not None:
+        n = spec.workers
+    elif spec.cpus:
+        n = len(spec.cpus)
+    else:
+        n = len(os.sched_getaffinity(0))
+    return max(1, min(n, spec.clients))
+
+
+def plan_jobs(spec: LoadSpec, ip: str) -> list[dict[str, Any]]:
+    """One job (the worker's stdin line 1) per worker."""
+    n = worker_count(spec)
+    cpus = sorted(spec.cpus) if spec.cpus else None
+    base, extra = divmod(spec.clients, n)
+    jobs, offset = [], 0
+    for i in range(n):
+        clients = base + (1 if i < extra else 0)
+        jobs.append({
+            "index": i,
+            "spec": spec.to_dict(),
+            "ip": ip,
+            "clients": clients,
+            "client_offset": offset,
+            "rate": spec.rate * clients / spec.clients if spec.rate else None,
+            "phase_s": i / spec.rate if spec.rate else 0.0,
+            "cpu": cpus[i % len(cpus)] if cpus else None,
+            "seed": i + 1,
+            "grace_s": WORKER_GRACE_S,
+        })
+        offset += clients
+    return jobs
+
+
+class WorkerPool:
+    """Worker processes of one run: start, handshake, collect, and always kill/reap. See module docstring."""
+
+    def __init__(self, jobs: list[dict[str, Any]]) -> None:
+        self.jobs = jobs
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.sel = selectors.DefaultSelector()
+        self.ready: set[int] = set()
+        self.ready_eof: set[int] = set()
+        self.out_eof: set[int] = set()
+        self.out: dict[int, bytearray] = {}
+        self.err: dict[int, bytearray] = {}
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.kill_all()
+
+    # ------------------------------------------------------------ phases
+    def start(self) -> None:
+        """Spawn every worker and hand it its job."""
+        env = dict(os.environ)
+        root = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        for i, job in enumerate(self.jobs):
+            r, w = os.pipe()
+            try:
+                p = subprocess.Popen(
+                    [sys.executable, "-m", "bench.loadgen.worker", str(w)],
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                    pass_fds=(w,), start_new_session=True, env=env,
+                )
+            except BaseException:
+                os.close(r)
+                raise
+            finally:
+                os.close(w)
+            self.procs.append(p)
+            self.out[i], self.err[i] = bytearray(), bytearray()
+            self.sel.register(r, selectors.EVENT_READ, (i, "ready"))
+            assert p.stdout is not None and p.stderr is not None and p.stdin is not None
+            self.sel.register(p.stdout, selectors.EVENT_READ, (i, "out"))
+            self.sel.register(p.stderr, selectors.EVENT_READ, (i, "err"))
+            self._send(p, json.dumps(job))
+
+    def wait_ready(self, timeout: float) -> None:
+        """Block until every worker is set up; raise :class:`LoadGenError` if one fails or time runs out."""
+        deadline = monotonic() + timeout
+        while len(self.ready) < len(self.procs):
+            failed = self.ready_eof - self.ready
+            if failed:
+                i = min(failed)
+                self._drain(i, monotonic() + 5.0)  # why 5 s: a failing worker writes its error at once
+                raise LoadGenError(f"load worker {i} failed during setup: {self._describe(i)}")
+            remaining = deadline - monotonic()
+            if remaining <= 0:
+                raise LoadGenError(f"load workers were not ready within {timeout:.0f} s")
+            self._pump(remaining)
+
+    def go(self, start_wall: float) -> None:
+        """Send the shared start time to every worker and close their stdin."""
+        for p in self.procs:
+            self._send(p, json.dumps({"start_wall": start_wall}))
+            try:
+                p.stdin.close()  # type: ignore[union-attr]
+            except OSError:
+                pass  # already dead; collect() reports it
+
+    def collect(self, deadline: float) -> list[dict[str, Any]]:
+        """Read every worker's report (by monotonic ``deadline``) and return them in worker order.
+
+        A worker that reports failure raises at once (the others are killed on
+        leaving the pool) rather than after the rest finish their window.
+        """
+        reports: dict[int, dict[str, Any]] = {}
+        while len(reports) < len(self.procs):
+            for i in sorted(self.out_eof - reports.keys()):
+                reports[i] = self._report(i, deadline)
+            if len(reports) == len(self.procs):
+                break
+            remaining = deadline - monotonic()
+            if remaining <= 0:
+                late = sorted(set(range(len(self.procs))) - self.out_eof)
+                raise LoadGenError(f"load workers {late} did not finish by their hard timeout")
+            self._pump(min(remaining, 1.0))
+        return [reports[i] for i in range(len(self.procs))]
+
+    def _report(self, i: int, deadline: float) -> dict[str, Any]:
+        """Parse worker ``i``'s report once its stdout is closed; raise if it failed."""
+        p = self.procs[i]
+        try:
+            p.wait(timeout=max(0.1, deadline - monotonic()))
+        except subprocess.TimeoutExpired:
+            raise LoadGenError(f"load worker {i} closed its output but did not exit") from None
+        try:
+            report = json.loads(bytes(self.out[i]))
+        except ValueError as exc:
+            raw = bytes(self.out[i])
+            raise LoadGenError(f"load worker {i} (exit {p.returncode}) sent no valid report ({exc}; "
+                               f"{len(raw)} bytes: {raw[:120]!r}...{raw[-120:]!r}); stderr: {self._describe(i)}") from None
+        if not report.get("ok"):
+            raise LoadGenError(f"load worker {i} failed: {report.get('error')}\n{report.get('traceback', '')}")
+        return report
+
+    def kill_all(self) -> None:
+        """Kill (SIGKILL, whole process group) every worker still running, reap all, close pipes."""
+        for key in list(self.sel.get_map().values()):
+            self.sel.unregister(key.fileobj)
+            if key.data[1] == "ready":
+                os.close(key.fd)
+        self.sel.close()
+        for p in self.procs:
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)  # own session: pgid == pid
+                except ProcessLookupError:
+                    pass  # exited between poll and kill; reaped below
+        for p in self.procs:
+            p.wait()
+            for f in (p.stdin, p.stdout, p.stderr):
+                if f is not None:
+                    try:
+                        f.close()
+                    except OSError:
+                        pass  # broken pipe on flush: nothing left to deliver
+
+    # ------------------------------------------------------------ plumbing
+    @staticmethod
+    def _send(p: subprocess.Popen[bytes], line: str) -> None:
+        try:
+            p.stdin.write(line.encode() + b"\n")  # type: ignore[union-attr]
+            p.stdin.flush()  # type: ignore[union-attr]
+        except OSError:
+            pass  # the worker died; its missing ready byte or report says so
+
+    def _pump(self, timeout: float) -> None:
+        for key, _ in self.sel.select(timeout):
+            i, kind = key.data
+            data = os.read(key.fd, 65536)
+            if not data:
+                self.sel.unregister(key.fileobj)
+                if kind == "ready":
+                    os.close(key.fd)
+                    self.ready_eof.add(i)
+                elif kind == "out":
+                    self.out_eof.add(i)
+            elif kind == "ready":
+                self.ready.add(i)
+            elif kind == "out":
+                self.out[i] += data
+            else:
+                self.err[i] = (self.err[i] + data)[-STDERR_TAIL:]
+
+    def _drain(self, i: int, deadline: float) -> None:
+        while i not in self.out_eof and monotonic() < deadline:
+            self._pump(deadline - monotonic())
+
+    def _describe(self, i: int) -> str:
+        try:
+            report = json.loads(bytes(self.out[i]))
+            return str(report.get("error"))
+        except ValueError:
+            return self.err[i].decode("utf-8", "replace").strip()[-1000:] or "(no output)"
+
+
+def run_load(spec: LoadSpec) -> LoadResult:
+    """Run the load described by ``spec`` and return the merged result.
+
+    Raises :class:`ValueError` for a bad spec or a non-loopback target without
+    ``allow_remote`` (before starting anything), :class:`LoadGenError` if a
+    worker fails. Workers are always killed and reaped before this returns or
+    raises (KeyboardInterrupt included).
+    """
+    validate(spec)
+    if spec.loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        raise ValueError("loop 'uvloop' asked for but uvloop is not installed: pip install uvloop, or use --loop asyncio")
+    ip = resolve_target(spec.host, spec.port, spec.allow_remote)
+    jobs = plan_jobs(spec, ip)
+    with WorkerPool(jobs) as pool:
+        pool.start()
+        pool.wait_ready(READY_TIMEOUT_S)
+        start_wall = time.time() + START_MARGIN_S
+        pool.go(start_wall)
+        deadline = monotonic() + START_MARGIN_S + spec.warmup_s + spec.duration_s + PARENT_GRACE_S
+        reports = pool.collect(deadline)
+    return merge_reports(spec, reports, start_wall + spec.warmup_s)

@@ -1,0 +1,171 @@
+"""Merging worker reports into one :class:`~bench.loadgen.spec.LoadResult`.
+
+Counters add up. Histograms are decoded from their base64 transport form and
+added bucket by bucket (:func:`bench.loadgen.histograms.merge`), so merged
+percentiles are exact at the histogram's precision, never an average of
+per-worker percentiles. The timeline is merged per interval the same way:
+workers send ``{counts index: count}`` per interval and the merged interval's
+p99 comes from the summed buckets.
+
+Everything a reader should know but cannot see in the numbers becomes a
+warning string: a generator worker above :data:`GENERATOR_BOUND_PCT` of a
+core, workers that started late, connects or scheduled requests left over at
+the end, ERR replies, files whose checksum could not be verified, and errors
+inside the generator itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.loadgen import histograms
+from bench.loadgen.recording import CONNECT_OUTCOMES, REQUEST_ERRORS
+from bench.loadgen.spec import ROW_COLUMNS, LoadResult, LoadSpec
+
+#: A worker using more than this percent of one core is the likely
+#: bottleneck: its loop has no idle time left to notice replies promptly.
+GENERATOR_BOUND_PCT = 90.0
+#: Workers starting later than this after the shared start make the windows
+#: disagree by more than timer noise; said in a warning.
+START_LATE_WARN_S = 0.05
+
+
+def _sum_dicts(dicts: list[dict[str, int]]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for d in dicts:
+        for k, v in d.items():
+            total[k] = total.get(k, 0) + v
+    return total
+
+
+def merge_histograms(reports: list[dict[str, Any]]) -> dict[str, histograms.HdrHistogram]:
+    """Decode and add up each kind of histogram over all worker reports."""
+    kinds = sorted({k for r in reports for k in r["histograms"]})
+    return {k: histograms.merge([histograms.decode(r["histograms"][k]) for r in reports if k in r["histograms"]])
+            for k in kinds}
+
+
+def merge_timeline(reports: list[dict[str, Any]], interval: float, warmup_s: float,
+                   duration_s: float) -> list[dict[str, Any]]:
+    """One row per interval from warmup start to window end: t_s, req_per_s, lat_p99_us."""
+    n_by_k: dict[int, int] = {}
+    lat_by_k: dict[int, dict[int, int]] = {}
+    for r in reports:
+        tl = r["timeline"]
+        for j, (n, lat) in enumerate(zip(tl["n"], tl["lat"])):
+            k = tl["k0"] + j
+            n_by_k[k] = n_by_k.get(k, 0) + n
+            merged = lat_by_k.setdefault(k, {})
+            for idx, c in lat.items():
+                merged[int(idx)] = merged.get(int(idx), 0) + c
+    rows = []
+    for k in sorted(n_by_k):
+        lo = max(k * interval, -warmup_s)
+        hi = min((k + 1) * interval, duration_s)
+        if hi <= lo:
+            continue
+        rows.append({
+            "t_s": round(k * interval, 6),
+            "req_per_s": n_by_k[k] / (hi - lo),
+            "lat_p99_us": histograms.sparse_percentile(lat_by_k[k], 99.0),
+        })
+    return rows
+
+
+def _warnings(spec: LoadSpec, reports: list[dict[str, Any]], notes: dict[str, int],
+              err_replies: dict[str, int]) -> list[str]:
+    out: list[str] = []
+    if not sum(r["requests"] for r in reports):
+        out.append("no request completed in the measured window: see the connect outcomes and errors")
+    for r in reports:
+        out.extend(r.get("warnings", []))
+        if r["cpu_pct"] > GENERATOR_BOUND_PCT:
+            out.append(
+                f"generator-bound: load worker {r['index']} used {r['cpu_pct']:.0f}% of a core "
+                f"(> {GENERATOR_BOUND_PCT:.0f}%); the figures may show the generator's limit, not the server's. "
+                f"Give the generator more CPUs (--workers/--cpus) or fewer clients per worker"
+            )
+        if r["start_late_s"] > START_LATE_WARN_S:
+            out.append(f"load worker {r['index']} started {r['start_late_s'] * 1000:.0f} ms late (busy machine)")
+        if r["loop_errors"]:
+            out.append(f"load worker {r['index']} hit {r['loop_errors']} unexpected errors in its event loop "
+                       f"(a generator bug; figures suspect): {'; '.join(r['loop_error_samples'])}")
+    if any(r.get("coarse_timer") for r in reports):
+        out.append("open loop ran on the event loop's millisecond timers (no timerfd): requests went out up to "
+                   "~1 ms after their due time, and that delay is in the corrected latency")
+    connecting = sum(r["connecting_at_end"] for r in reports)
+    if connecting:
+        out.append(f"{connecting} connection attempts were still in progress when the run ended "
+                   f"(counted in no conn_* column); connect timeout {spec.connect_timeout_s} s")
+    unstarted = sum(r["unstarted"] for r in reports)
+    # A handful released in the last instant with every connection busy is
+    # normal; more than 0.1% of the schedule means the queue really grew.
+    if unstarted > max(1.0, 0.001 * (spec.rate or 0.0) * spec.duration_s):
+        out.append(f"open loop: {unstarted} scheduled requests never got a free connection before the end; "
+                   f"the server (or {spec.clients} connections) could not keep up with {spec.rate} requests/s, "
+                   f"and their waiting time is missing from the corrected latency")
+    if notes.get("idle_lost"):
+        out.append(f"{notes['idle_lost']} idle connections were closed by the server between requests")
+    for text, n in sorted(err_replies.items()):
+        out.append(f"{n} file replies were errors ({text!r}); counted in err_corrupt")
+    unknown = [f.name for f in spec.files if not f.sha256] if spec.service == "file" else []
+    if unknown:
+        out.append(f"checksums not verified for {len(unknown)} file(s) with unknown SHA-256 (size still checked)")
+    return out
+
+
+def _pcts(h: histograms.HdrHistogram, names: dict[str, float]) -> dict[str, int | None]:
+    values = histograms.percentiles(h, list(names.values()))
+    return {col: values[p] for col, p in names.items()}
+
+
+def merge_reports(spec: LoadSpec, reports: list[dict[str, Any]], window_start: float) -> LoadResult:
+    """Combine worker reports (see :mod:`bench.loadgen.worker`) into a :class:`LoadResult`."""
+    hists = merge_histograms(reports)
+    errors = _sum_dicts([r["errors"] for r in reports])
+    connects = _sum_dicts([r["connects"] for r in reports])
+    requests = sum(r["requests"] for r in reports)
+    payload = sum(r["payload_bytes"] for r in reports)
+    duration = spec.duration_s
+    cpu = [round(r["cpu_pct"], 1) for r in reports]
+    open_loop = spec.mode == "open"
+    lat = hists["latency"]
+    row: dict[str, Any] = {
+        "duration_s": duration,
+        "requests": requests,
+        "errors": sum(errors[k] for k in REQUEST_ERRORS),
+        "req_per_s": requests / duration,
+        "mb_per_s": payload / duration / 1e6,
+    }
+    row.update(_pcts(lat, {"lat_p50_us": 50.0, "lat_p90_us": 90.0, "lat_p99_us": 99.0,
+                           "lat_p999_us": 99.9, "lat_max_us": 100.0}))
+    row["lat_mean_us"] = round(lat.get_mean_value(), 1) if lat.get_total_count() else None
+    row.update(_pcts(hists["ttfb"], {"ttfb_p50_us": 50.0, "ttfb_p99_us": 99.0}))
+    if open_loop:
+        row["lat_uncorrected_p99_us"] = _pcts(hists["latency_uncorrected"], {"p": 99.0})["p"]
+        row["late_starts"] = sum(r["late_starts"] for r in reports)
+    else:
+        row["lat_uncorrected_p99_us"] = None
+        row["late_starts"] = None
+    for outcome in CONNECT_OUTCOMES:
+        row[f"conn_{outcome}"] = connects[outcome]
+    row.update(_pcts(hists["connect"], {"connect_p50_us": 50.0, "connect_p99_us": 99.0, "connect_max_us": 100.0}))
+    for kind in REQUEST_ERRORS:
+        row[f"err_{kind}"] = errors[kind]
+    row["gen_workers"] = len(reports)
+    row["gen_cpu_pct_max"] = max(cpu) if cpu else None
+    row["generator_bound"] = any(c > GENERATOR_BOUND_PCT for c in cpu)
+    assert tuple(row) == ROW_COLUMNS, "row columns drifted from ROW_COLUMNS"
+    loops = sorted({r["loop"] for r in reports})
+    return LoadResult(
+        row=row,
+        histograms=hists,
+        timeline=merge_timeline(reports, spec.timeline_interval_s, spec.warmup_s, duration),
+        window_start=window_start,
+        window_end=window_start + duration,
+        conn_other_errnos=_sum_dicts([r["other_errnos"] for r in reports]),
+        worker_cpu_pct=cpu,
+        loop=",".join(loops),
+        warnings=_warnings(spec, reports, _sum_dicts([r["notes"] for r in reports]),
+                           _sum_dicts([r["err_replies"] for r in reports])),
+    )

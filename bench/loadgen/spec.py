@@ -1,0 +1,244 @@
+"""What a load run is asked to do (:class:`LoadSpec`) and what it found (:class:`LoadResult`).
+
+A :class:`LoadSpec` is plain data: it crosses a process boundary as JSON
+(the parent hands one to every worker on stdin), so every field is a JSON
+type or a list of :class:`FileTarget`. :func:`validate` checks a spec once,
+up front, and raises :class:`ValueError` with a message that names the field,
+the bad value and what would be accepted; nothing downstream re-checks.
+
+:class:`LoadResult` is what :func:`bench.loadgen.run_load` returns: one row
+of ``runs.csv`` columns (see :data:`bench.results.RUN_COLUMNS`), the merged
+HdrHistograms, a timeline, and the side facts the runner needs (the wall-clock
+window, per-worker CPU, which event loop ran, warnings). It round-trips
+through JSON with histograms in HdrHistogram's standard base64 encoding.
+
+Loopback only
+-------------
+The generator can saturate a link, so by default it refuses any target that
+is not loopback (127.0.0.0/8, ::1, or a name resolving only to those).
+:func:`resolve_target` enforces this unless ``allow_remote`` is set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import json
+import os
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+from hdrh.histogram import HdrHistogram
+
+from bench.loadgen import histograms
+
+SERVICES = ("echo", "file")
+MODES = ("closed", "open")
+LOOPS = ("auto", "asyncio", "uvloop")
+#: The file protocol caps a request line at 4096 bytes, newline included.
+MAX_REQUEST_LINE = 4096
+#: Columns of the ``row`` dict, in runs.csv order (a subset of RUN_COLUMNS).
+ROW_COLUMNS = (
+    "duration_s", "requests", "errors", "req_per_s", "mb_per_s",
+    "lat_p50_us", "lat_p90_us", "lat_p99_us", "lat_p999_us", "lat_max_us", "lat_mean_us",
+    "ttfb_p50_us", "ttfb_p99_us", "lat_uncorrected_p99_us", "late_starts",
+    "conn_ok", "conn_refused", "conn_reset", "conn_timeout", "conn_emfile",
+    "conn_eaddrnotavail", "conn_other", "connect_p50_us", "connect_p99_us", "connect_max_us",
+    "err_reset", "err_timeout", "err_closed_early", "err_short", "err_corrupt",
+    "gen_workers", "gen_cpu_pct_max", "generator_bound",
+)
+
+
+@dataclass
+class FileTarget:
+    """One file the file service is asked for: its path relative to the server root.
+
+    ``sha256`` is the hex digest of the content; an empty string means
+    "unknown": then only the size of each reply is checked.
+    """
+
+    name: str
+    size: int
+    sha256: str
+
+
+@dataclass
+class LoadSpec:
+    """One load run. See the module docstring of :mod:`bench.loadgen` for the semantics."""
+
+    service: str                     # "echo" | "file"
+    host: str
+    port: int
+    clients: int
+    duration_s: float
+    warmup_s: float = 0.0
+    message_bytes: int = 1024        # echo
+    files: list[FileTarget] = field(default_factory=list)   # file service: requests cycle through these
+    requests_per_connection: int = 0  # 0 = keep each connection all run; N = reconnect after N requests
+    mode: str = "closed"             # "closed" | "open"
+    rate: float | None = None        # open loop: total requests/s across all clients
+    connect_timeout_s: float = 3.0
+    request_timeout_s: float = 10.0
+    workers: int | None = None       # None: one per CPU in `cpus` (or per online CPU)
+    cpus: set[int] | None = None     # pin workers to these CPUs (os.sched_setaffinity)
+    checksum_sample: float = 0.05    # fraction of file replies whose SHA-256 is verified (size always checked)
+    loop: str = "auto"               # "auto" (uvloop if importable) | "asyncio" | "uvloop"
+    timeline_interval_s: float = 0.5
+    allow_remote: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (``cpus`` as a sorted list)."""
+        d = dataclasses.asdict(self)
+        d["cpus"] = sorted(self.cpus) if self.cpus is not None else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LoadSpec:
+        """Inverse of :meth:`to_dict`."""
+        d = dict(d)
+        d["files"] = [FileTarget(**f) for f in d.get("files", [])]
+        if d.get("cpus") is not None:
+            d["cpus"] = set(d["cpus"])
+        return cls(**d)
+
+
+def _need(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+def validate(spec: LoadSpec) -> None:
+    """Check every field of ``spec``; raise :class:`ValueError` naming the first bad one."""
+    _need(spec.service in SERVICES, f"service must be one of {', '.join(SERVICES)}, got {spec.service!r}")
+    _need(isinstance(spec.port, int) and 1 <= spec.port <= 65535, f"port must be 1..65535, got {spec.port!r}")
+    _need(isinstance(spec.clients, int) and spec.clients >= 1, f"clients must be an integer >= 1, got {spec.clients!r}")
+    _need(spec.duration_s > 0, f"duration must be > 0 seconds, got {spec.duration_s!r}")
+    _need(spec.warmup_s >= 0, f"warmup must be >= 0 seconds, got {spec.warmup_s!r}")
+    _need(spec.mode in MODES, f"mode must be one of {', '.join(MODES)}, got {spec.mode!r}")
+    _need(spec.loop in LOOPS, f"loop must be one of {', '.join(LOOPS)}, got {spec.loop!r}")
+    if spec.mode == "open":
+        _need(spec.rate is not None and spec.rate > 0, f"open loop needs a rate > 0 requests/s (--rate), got {spec.rate!r}")
+    _need(spec.requests_per_connection >= 0,
+          f"requests_per_connection must be >= 0 (0 = one connection all run), got {spec.requests_per_connection!r}")
+    _need(spec.connect_timeout_s > 0, f"connect timeout must be > 0 seconds, got {spec.connect_timeout_s!r}")
+    _need(spec.request_timeout_s > 0, f"request timeout must be > 0 seconds, got {spec.request_timeout_s!r}")
+    _need(0.0 <= spec.checksum_sample <= 1.0, f"checksum_sample must be within 0..1, got {spec.checksum_sample!r}")
+    _need(spec.timeline_interval_s > 0, f"timeline interval must be > 0 seconds, got {spec.timeline_interval_s!r}")
+    if spec.workers is not None:
+        _need(isinstance(spec.workers, int) and spec.workers >= 1, f"workers must be an integer >= 1, got {spec.workers!r}")
+    if spec.cpus is not None:
+        allowed = os.sched_getaffinity(0)
+        _need(len(spec.cpus) > 0, "cpus must name at least one CPU")
+        bad = sorted(set(spec.cpus) - allowed)
+        _need(not bad, f"cpus {bad} are not available to this process; available: {sorted(allowed)}")
+    if spec.service == "echo":
+        _need(isinstance(spec.message_bytes, int) and spec.message_bytes >= 1,
+              f"message_bytes must be an integer >= 1, got {spec.message_bytes!r}")
+    else:
+        _validate_files(spec.files)
+
+
+def _validate_files(files: list[FileTarget]) -> None:
+    _need(len(files) > 0, "the file service needs at least one file target (--file NAME --file-size N, or --files-root DIR)")
+    for f in files:
+        line = f.name.encode("utf-8") + b"\n"
+        _need(bool(f.name) and "\n" not in f.name and "\r" not in f.name,
+              f"file name {f.name!r} must be non-empty and contain no newline")
+        _need(len(line) <= MAX_REQUEST_LINE,
+              f"file name {f.name[:40]!r}... is {len(line)} bytes with its newline; the protocol allows {MAX_REQUEST_LINE}")
+        _need(isinstance(f.size, int) and f.size >= 0, f"file {f.name!r}: size must be an integer >= 0, got {f.size!r}")
+        _need(f.sha256 == "" or (len(f.sha256) == 64 and all(c in "0123456789abcdef" for c in f.sha256.lower())),
+              f"file {f.name!r}: sha256 must be 64 hex digits (or empty for unknown), got {f.sha256!r}")
+
+
+def resolve_target(host: str, port: int, allow_remote: bool) -> str:
+    """Return the numeric address to connect to, refusing non-loopback targets.
+
+    A name is resolved once here (workers never resolve). IPv4 is preferred
+    when a name has both families, because servers here bind 127.0.0.1 by
+    default while ``localhost`` often resolves to ``::1`` first.
+
+    Error handling: an unresolvable name, or a non-loopback address without
+    ``allow_remote``, raises :class:`ValueError` with the fix in the message.
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ValueError(f"cannot resolve host {host!r}: {exc.strerror}") from None
+    addrs = [info[4][0] for info in infos]
+    v4 = [a for a in addrs if ":" not in a]
+    chosen = (v4 or addrs)[0]
+    if not allow_remote:
+        remote = [a for a in addrs if not ipaddress.ip_address(a.split("%")[0]).is_loopback]
+        if remote:
+            raise ValueError(
+                f"refusing to send load to {host} ({', '.join(sorted(set(remote)))}): not a loopback address "
+                f"(127.0.0.0/8, ::1, localhost). Load tests of other machines must be explicit: "
+                f"pass --allow-remote (LoadSpec.allow_remote=True)."
+            )
+    return chosen
+
+
+# ---------------------------------------------------------------- results
+
+@dataclass
+class LoadResult:
+    """What a load run measured.
+
+    ``row``
+        exactly :data:`ROW_COLUMNS` (runs.csv names and units; None where not
+        applicable, e.g. percentiles with nothing recorded, ``late_starts`` and
+        ``lat_uncorrected_p99_us`` in closed loop). ``duration_s`` is the
+        window every worker counted in: completions are time-stamped and only
+        those inside it count, so it is exact even if a worker started late
+        (which is then warned about).
+    ``histograms``
+        merged HdrHistograms in microseconds: ``latency`` (from the intended
+        start in open loop), ``ttfb`` (from the actual send), ``connect``
+        (successful connects, whole run) and, open loop only,
+        ``latency_uncorrected`` (from the actual send).
+    ``timeline``
+        rows ``{t_s, req_per_s, lat_p99_us}``, one per ``timeline_interval_s``
+        from the start of warmup; ``t_s`` is the interval's start in seconds
+        since the measured window began (negative in warmup).
+    ``window_start`` / ``window_end``
+        the measured window in ``time.time()`` seconds, to align server samples.
+    ``conn_other_errnos``
+        errno (or exception) names behind ``conn_other``.
+    ``worker_cpu_pct``, ``loop``, ``warnings``
+        each worker's CPU over the window (percent of one core), which event
+        loop ran, and what a reader must know that the numbers do not say.
+    """
+
+    row: dict[str, Any]
+    histograms: dict[str, HdrHistogram]
+    timeline: list[dict[str, Any]]
+    window_start: float
+    window_end: float
+    conn_other_errnos: dict[str, int] = field(default_factory=dict)
+    worker_cpu_pct: list[float] = field(default_factory=list)
+    loop: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        """Serialise, histograms in HdrHistogram's base64 (V2, compressed) encoding."""
+        d = {
+            "row": self.row,
+            "histograms": {k: histograms.encode(h) for k, h in self.histograms.items()},
+            "timeline": self.timeline,
+            "window_start": self.window_start,
+            "window_end": self.window_end,
+            "conn_other_errnos": self.conn_other_errnos,
+            "worker_cpu_pct": self.worker_cpu_pct,
+            "loop": self.loop,
+            "warnings": self.warnings,
+        }
+        return json.dumps(d)
+
+    @classmethod
+    def from_json(cls, text: str) -> LoadResult:
+        """Inverse of :meth:`to_json`."""
+        d = json.loads(text)
+        d["histograms"] = {k: histograms.decode(v) for k, v in d["histograms"].items()}
+        return cls(**d)

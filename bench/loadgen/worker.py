@@ -1,0 +1,241 @@
+"""A load generator worker process: ``python -m bench.loadgen.worker READY_FD``.
+
+One worker runs one event loop driving its share of the clients. The parent
+(:mod:`bench.loadgen.driver`) starts one per CPU and talks to each like so:
+
+1. parent -> stdin, line 1: the *job* as JSON (the :class:`~bench.loadgen.spec.LoadSpec`
+   as a dict, plus this worker's client count, first client index, rate
+   share, CPU, the resolved address and the seed of the echo message);
+2. the worker sets itself up (CPU affinity, open-files limit, event loop)
+   and writes one byte to ``READY_FD``, a pipe inherited from the parent;
+3. parent -> stdin, line 2: ``{"start_wall": T}``, a ``time.time()`` shared
+   by all workers; the worker converts it to its monotonic clock once and
+   starts its clients at that instant, so every worker's warmup and measured
+   window line up;
+4. at the end of the window the worker drops everything in flight, closes its
+   connections and writes exactly ONE JSON document on stdout (its counters,
+   histograms in HdrHistogram base64, timeline, CPU), then exits 0. On any
+   error it writes ``{"ok": false, "error": ...}`` instead and exits 1.
+
+Nothing else is written on stdout: ``sys.stdout`` is pointed at stderr while
+the worker runs, so a stray print cannot corrupt the result.
+
+CPU
+---
+The worker measures its own CPU over the measured window:
+``time.process_time()`` delta / wall-time delta, in percent of one core. A
+worker above 90% is the bottleneck, not the server; the parent flags it.
+
+Resource handling
+-----------------
+Every worker stops by itself at the end of its window. As a backstop against
+a wedged loop, ``signal.alarm`` kills it ``job["grace_s"]`` seconds after
+the planned end (the parent's :data:`~bench.loadgen.driver.WORKER_GRACE_S`);
+the parent enforces its own, longer, hard timeout too. If the
+parent goes away before sending the start line, stdin reaches EOF and the
+worker exits without running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import resource
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from time import monotonic
+from typing import Any
+
+from bench.loadgen.clients import Client, Shared
+from bench.loadgen.recording import WorkerStats
+from bench.loadgen.schedule import ClosedLoop, OpenLoop
+
+#: File descriptors a worker needs besides one per client: stdio, the ready
+#: pipe, epoll and the loop's self-pipe, plus sockets still closing while
+#: their replacements connect.
+FD_SLACK = 64
+#: Read buffer for echo: 64 KiB holds any usual message in one read and stays
+#: below glibc's mmap threshold (see machine-facts: a 256 KiB read buffer
+#: reallocated per recv cost asyncio 3x throughput; ours is allocated once).
+ECHO_BUFFER = 64 * 1024
+#: Read buffer for the file service: 256 KiB cuts the callbacks per MiB of
+#: body fourfold; allocated once per worker, so its size costs nothing per read.
+FILE_BUFFER = 256 * 1024
+#: How many unexpected loop errors are kept verbatim for the warnings.
+MAX_KEPT_ERRORS = 3
+
+
+def pick_loop(name: str) -> tuple[str, Callable[[], asyncio.AbstractEventLoop] | None]:
+    """Resolve ``auto|asyncio|uvloop`` to (the loop's name, a loop factory or None for asyncio's)."""
+    if name in ("auto", "uvloop"):
+        try:
+            import uvloop
+        except ImportError:
+            if name == "uvloop":
+                raise RuntimeError("uvloop was asked for but is not installed: pip install uvloop, or use --loop asyncio") from None
+        else:
+            return "uvloop", uvloop.new_event_loop
+    return "asyncio", None
+
+
+def raise_nofile(needed: int, warnings: list[str]) -> None:
+    """Raise the soft RLIMIT_NOFILE toward the hard limit if ``needed`` fds exceed it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if needed <= soft:
+        return
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if target < needed:
+        warnings.append(
+            f"a worker needs {needed} open files for its clients but the hard limit is {hard}: "
+            f"connects beyond it fail with EMFILE (conn_emfile); raise it (ulimit -Hn) or use more workers"
+        )
+
+
+async def _sweep(clients: list[Client], period: float) -> None:
+    """Fail requests that exceeded the request timeout, checking every ``period`` seconds."""
+    while True:
+        await asyncio.sleep(period)
+        now = monotonic()
+        for c in clients:
+            c.check_timeout(now)
+
+
+async def run_clients(job: dict[str, Any], run_start: float) -> dict[str, Any]:
+    """Drive this worker's clients from ``run_start`` (monotonic) to the window end; return its report."""
+    spec = job["spec"]
+    loop = asyncio.get_running_loop()
+    loop_errors: list[str] = []
+
+    def on_error(_loop: Any, context: dict[str, Any]) -> None:
+        loop_errors.append(f"{context.get('message')}: {context.get('exception')!r}")
+
+    loop.set_exception_handler(on_error)
+    window_start = run_start + spec["warmup_s"]
+    window_end = window_start + spec["duration_s"]
+    open_loop = spec["mode"] == "open"
+    stats = WorkerStats(run_start, window_start, window_end, spec["timeline_interval_s"], open_loop)
+    shared = Shared(loop, stats, job["ip"], spec["port"], job,
+                    ECHO_BUFFER if spec["service"] == "echo" else FILE_BUFFER)
+    clients = [Client(shared, job["client_offset"] + i) for i in range(job["clients"])]
+    dispatcher: ClosedLoop | OpenLoop
+    if open_loop:
+        dispatcher = OpenLoop(loop, stats, job["rate"], run_start + job["phase_s"], window_end)
+    else:
+        dispatcher = ClosedLoop()
+    shared.dispatcher = dispatcher
+
+    await asyncio.sleep(max(0.0, run_start - monotonic()))
+    start_late = monotonic() - run_start
+    cpu_mark: dict[str, float] = {}
+
+    def mark_window_start() -> None:
+        cpu_mark["cpu"], cpu_mark["wall"] = time.process_time(), monotonic()
+
+    if spec["warmup_s"] > 0:
+        loop.call_later(max(0.0, window_start - monotonic()), mark_window_start)
+    else:
+        mark_window_start()
+    for c in clients:
+        c.start()
+    if isinstance(dispatcher, OpenLoop):
+        dispatcher.start()
+    # Check timeouts ten times per timeout (10% detection error), between
+    # every 10 ms and every 1 s so 10k clients cost little.
+    period = min(1.0, max(0.01, spec["request_timeout_s"] / 10))
+    sweeper = loop.create_task(_sweep(clients, period))
+
+    await asyncio.sleep(max(0.0, window_end - monotonic()))
+    # The window-start mark ran before this: its timer is due earlier and the
+    # loop runs timers in deadline order.
+    cpu_end, wall_end = time.process_time(), monotonic()
+    shared.stopping = True
+    if isinstance(dispatcher, OpenLoop):
+        dispatcher.stop()
+    connecting = sum(1 for c in clients if c.connecting)
+    for c in clients:
+        c.stop()
+    sweeper.cancel()
+    await asyncio.gather(sweeper, *(c.task for c in clients if c.task is not None), return_exceptions=True)
+    await asyncio.sleep(0)  # let closed transports deliver connection_lost
+
+    wall = max(1e-9, wall_end - cpu_mark["wall"])
+    report = stats.to_json()
+    report.update(
+        cpu_s=cpu_end - cpu_mark["cpu"],
+        window_wall_s=wall,
+        cpu_pct=100.0 * (cpu_end - cpu_mark["cpu"]) / wall,
+        start_late_s=start_late,
+        connecting_at_end=connecting,
+        unstarted=dispatcher.unstarted(),
+        coarse_timer=isinstance(dispatcher, OpenLoop) and not dispatcher.timer.precise,
+        loop_errors=len(loop_errors),
+        loop_error_samples=loop_errors[:MAX_KEPT_ERRORS],
+    )
+    return report
+
+
+def run_job(job: dict[str, Any], ready_fd: int | None) -> dict[str, Any]:
+    """Set up, signal readiness, wait for the start line, run, and return the report."""
+    spec = job["spec"]
+    warnings: list[str] = []
+    if job.get("cpu") is not None:
+        os.sched_setaffinity(0, {job["cpu"]})
+    raise_nofile(job["clients"] + FD_SLACK, warnings)
+    loop_name, factory = pick_loop(spec["loop"])
+    if ready_fd is not None:
+        os.write(ready_fd, b"r")
+        os.close(ready_fd)
+    line = sys.stdin.readline()
+    if not line:
+        raise RuntimeError("the parent closed stdin before sending the start time")
+    start_wall = float(json.loads(line)["start_wall"])
+    run_start = monotonic() + (start_wall - time.time())
+    until_end = max(0.0, start_wall - time.time()) + spec["warmup_s"] + spec["duration_s"]
+    signal.alarm(math.ceil(until_end + job["grace_s"]))
+    with asyncio.Runner(loop_factory=factory) as runner:
+        report = runner.run(run_clients(job, run_start))
+    signal.alarm(0)
+    report.update(ok=True, index=job["index"], loop=loop_name, warnings=warnings)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; see the module docstring for the protocol."""
+    argv = sys.argv[1:] if argv is None else argv
+    ready_fd = int(argv[0]) if argv else None
+    out = sys.stdout
+    sys.stdout = sys.stderr
+    try:
+        job = json.loads(sys.stdin.readline())
+        result = run_job(job, ready_fd)
+    except BaseException as exc:  # report every failure as the one JSON document
+        result = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+    out.flush()
+    write_all(out.fileno(), json.dumps(result).encode())
+    return 0 if result.get("ok") else 1
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd``, blocking until the parent has read it.
+
+    Why not ``sys.stdout.write``: if anything in the process has left the
+    pipe non-blocking, a report larger than the pipe (64 KiB; a long run's
+    timeline is several times that) is silently cut at a pipe-full boundary
+    by the buffered text layer, and the process still exits 0. Observed
+    here. So the fd is put back in blocking mode and written with ``os.write``
+    until every byte is out.
+    """
+    os.set_blocking(fd, True)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

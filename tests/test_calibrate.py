@@ -1,0 +1,185 @@
+"""``bench calibrate``: the pieces alone, a quick whole run, and a run without a C compiler.
+
+Only functional assertions: figures are positive and consistent with each
+other, files hold what was returned; no assertion on speed (the machine is
+shared).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+from pathlib import Path
+
+import psutil
+import pytest
+
+from bench import calibrate as cal_mod
+from servers import native
+
+try:
+    import bench.loadgen  # noqa: F401
+
+    HAVE_LOADGEN = True
+except ImportError:
+    HAVE_LOADGEN = False
+
+
+def _no_children_left() -> None:
+    children = psutil.Process().children(recursive=True)
+    assert children == [], f"processes left behind: {children}"
+
+
+def _check_saved(result: dict, out: Path) -> None:
+    saved = Path(result["saved_as"])
+    assert saved.parent == out and saved.name != "latest.json"
+    on_disk = json.loads(saved.read_text())
+    assert on_disk == json.loads((out / "latest.json").read_text())
+    assert cal_mod.load_latest(out) == on_disk
+    assert on_disk == {k: v for k, v in result.items() if k != "saved_as"}
+
+
+@pytest.mark.skipif(not native.available(), reason=native.why_unavailable() or "no C compiler")
+def test_quick_calibration_with_c_programs(tmp_path: Path) -> None:
+    lines: list[str] = []
+    result = cal_mod.calibrate(tmp_path, quick=True, progress=lines.append)
+    _no_children_left()
+    assert result["quick"] and result["c_programs"]["available"]
+    places = cal_mod.placements()
+    expected_points = {(clients, place.name) for clients, place in cal_mod._echo_points(places)}
+    assert {(r["clients"], r["placement"]) for r in result["echo"]} == expected_points
+    for row in result["echo"]:
+        assert "error" not in row, row
+        assert row["rt_per_s"] > 0 and row["round_trips"] > 0 and row["errors"] == 0
+        assert row["p50_us"] <= row["p99_us"]
+    if HAVE_LOADGEN:
+        assert {(r["clients"], r["placement"]) for r in result["generator"]} == expected_points
+        c_by_point = {(r["clients"], r["placement"]): r for r in result["echo"]}
+        for row in result["generator"]:
+            assert "error" not in row, row
+            c = c_by_point[(row["clients"], row["placement"])]
+            assert row["c_rt_per_s"] == c["rt_per_s"]
+            assert row["rt_ratio"] == pytest.approx(row["rt_per_s"] / c["rt_per_s"])
+            assert row["p50_ratio"] == pytest.approx(row["p50_us"] / c["p50_us"])
+        assert result["goal"]["verdict"] in ("PASS", "MISS")
+    assert {r["placement"] for r in result["connect"]} == set(places)
+    for row in result["connect"]:
+        assert row["mode"] == "connect" and row["rt_per_s"] > 0
+    assert result["bulk"]["tool"]
+    assert all(p["gbit_per_s"] > 0 for p in result["bulk"]["points"])
+    assert any("C client" in line for line in lines) and any("bulk" in line for line in lines)
+    _check_saved(result, tmp_path)
+
+
+def test_without_a_compiler_c_parts_are_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    iperf3 = shutil.which("iperf3")
+    if iperf3:  # keep iperf3 reachable; cc, gcc and clang are not
+        (bin_dir / "iperf3").symlink_to(iperf3)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    monkeypatch.delenv("CC", raising=False)
+    out = tmp_path / "out"
+    result = cal_mod.calibrate(out, quick=True)
+    _no_children_left()
+    assert result["c_programs"]["available"] is False
+    assert "no C compiler" in result["c_programs"]["note"]
+    assert any("no C compiler" in note for note in result["notes"])
+    assert result["echo"] == [] and result["generator"] == [] and result["connect"] == []
+    assert result["goal"]["verdict"] == "NOT MEASURED"
+    assert result["bulk"]["points"] and all(p["gbit_per_s"] > 0 for p in result["bulk"]["points"])
+    assert result["bulk"]["tool"].startswith("iperf") == bool(iperf3)
+    _check_saved(result, out)
+
+
+def test_python_bulk_pair(tmp_path: Path) -> None:
+    place = next(iter(cal_mod.placements().values()))
+    r = cal_mod.measure_bulk(place, 0.3, cal_mod.PYTHON_BULK_TOOL)
+    _no_children_left()
+    assert r["bytes"] > 0 and r["duration_s"] > 0
+    assert r["gbit_per_s"] == pytest.approx(r["bytes"] * 8 / r["duration_s"] / 1e9)
+
+
+@pytest.mark.skipif(shutil.which("iperf3") is None, reason="iperf3 not installed")
+def test_iperf3_bulk() -> None:
+    place = next(iter(cal_mod.placements().values()))
+    assert cal_mod.bulk_tool().startswith("iperf 3")
+    r = cal_mod.measure_bulk(place, 1.0, cal_mod.bulk_tool())
+    _no_children_left()
+    assert r["gbit_per_s"] > 0 and r["bytes"] > 0
+
+
+def _gen_row(clients: int, place: str, rt_ratio: float | None, p50_ratio: float | None) -> dict:
+    return {"clients": clients, "placement": place, "rt_ratio": rt_ratio, "p50_ratio": p50_ratio}
+
+
+@pytest.mark.parametrize(
+    ("rt", "p50", "verdict"),
+    [(0.95, 1.05, "PASS"), (0.85, 1.05, "MISS"), (0.95, 1.2, "MISS"), (None, 1.0, "NOT MEASURED")],
+)
+def test_goal_verdict(rt: float | None, p50: float | None, verdict: str) -> None:
+    rows = [_gen_row(1, "split", 2.0, p50), _gen_row(1, "shared", 0.1, 9.0), _gen_row(100, "split", rt, 3.0)]
+    goal = cal_mod.goal_verdict({"generator": rows})
+    assert goal["verdict"] == verdict and goal["placement"] == "split"
+    assert goal["rt_ratio_at_100"] == rt and goal["p50_ratio_at_1"] == p50
+
+
+def test_ratio_and_echo_ceiling() -> None:
+    assert cal_mod.ratio(90, 100) == pytest.approx(0.9)
+    assert cal_mod.ratio(None, 100) is None and cal_mod.ratio(5, 0) is None
+    cal = {"echo": [{"clients": 1, "placement": "split", "rt_per_s": 5.0},
+                    {"clients": 1, "placement": "shared", "error": "boom"}]}
+    assert cal_mod.echo_ceiling(cal, 1)["rt_per_s"] == 5.0
+    assert cal_mod.echo_ceiling(cal, 1, "shared") is None
+    assert cal_mod.echo_ceiling(None, 1) is None
+
+
+def test_load_latest_missing_or_corrupt(tmp_path: Path) -> None:
+    assert cal_mod.load_latest(tmp_path) is None
+    (tmp_path / "latest.json").write_text("{not json")
+    assert cal_mod.load_latest(tmp_path) is None
+
+
+def test_save_keeps_both_of_two_saves_in_one_second(tmp_path: Path) -> None:
+    first = cal_mod.save({"version": cal_mod.CALIBRATION_VERSION, "n": 1}, tmp_path)
+    second = cal_mod.save({"version": cal_mod.CALIBRATION_VERSION, "n": 2}, tmp_path)
+    assert first != second and first.exists() and second.exists()
+    assert cal_mod.load_latest(tmp_path)["n"] == 2
+
+
+def test_placements_are_distinct_cpus() -> None:
+    places = cal_mod.placements()
+    shared = places["shared"]
+    assert shared.server_cpus == shared.client_cpus
+    if len(os.sched_getaffinity(0)) >= 2:
+        split = places["split"]
+        assert split.server_cpus.isdisjoint(split.client_cpus)
+
+
+def test_run_rejects_bad_duration(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser()
+    cal_mod.add_arguments(parser)
+    args = parser.parse_args(["--duration", "0"])
+    assert cal_mod.run(args) == 2
+    assert "--duration" in capsys.readouterr().err
+
+
+def test_render_prints_tables_and_goal(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    cal = {
+        "message_bytes": 1024,
+        "echo": [{"clients": 1, "placement": "split", "rt_per_s": 17000.0, "p50_us": 55.0, "p99_us": 80.0}],
+        "generator": [{"clients": 1, "placement": "split", "rt_per_s": 16000.0, "p50_us": 58.0, "rt_ratio": 16 / 17,
+                       "p50_ratio": 58 / 55, "gen_cpu_pct_max": 40.0, "loop": "uvloop"}],
+        "connect": [], "bulk": {"tool": "iperf 3.12", "points": [{"placement": "split", "gbit_per_s": 30.0}]},
+        "placements": {"split": {"description": "server on CPU 0, client on CPU 1"}},
+        "goal": {"verdict": "NOT MEASURED", "placement": "split"}, "notes": ["a note"],
+    }
+    console = Console(record=True, width=100)
+    cal_mod.render(cal, console)
+    text = console.export_text()
+    assert "17,000" in text and "16,000" in text and "0.94" in text and "30.0 Gbit/s" in text
+    assert "NOT MEASURED" in text and "a note" in text and "iperf 3.12" in text
