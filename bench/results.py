@@ -72,6 +72,7 @@ RUN_COLUMNS: dict[str, str] = {
     # connection attempts over the whole run (warmup included: bursts happen at the start)
     "conn_ok": "", "conn_refused": "", "conn_reset": "", "conn_timeout": "", "conn_emfile": "",
     "conn_eaddrnotavail": "", "conn_other": "",
+    "conn_pending": "attempts still in progress (e.g. in SYN retries) when the run ended",
     "connect_p50_us": "", "connect_p99_us": "", "connect_max_us": "",
     # failures after connect, in the measured window
     "err_reset": "", "err_timeout": "", "err_closed_early": "", "err_short": "", "err_corrupt": "",

@@ -59,7 +59,7 @@ DEFAULT_METRICS: tuple[str, ...] = (
     "req_per_s", "mb_per_s", "lat_p50_us", "lat_p90_us", "lat_p99_us", "lat_p999_us", "lat_max_us",
     "ttfb_p50_us", "ttfb_p99_us", "connect_p50_us", "connect_p99_us", "connect_max_us",
     "conn_ok", "conn_refused", "conn_reset", "conn_timeout", "conn_emfile", "conn_eaddrnotavail",
-    "conn_other", "errors", "k_listen_overflows", "k_listen_drops", "k_reqq_full_drop",
+    "conn_other", "conn_pending", "errors", "k_listen_overflows", "k_listen_drops", "k_reqq_full_drop",
     "k_syncookies_sent", "accept_queue_max",
     "mem_pss_peak_bytes", "mem_rss_peak_bytes", "mem_uss_peak_bytes",
     "procs_peak", "threads_peak", "fds_peak", "server_cpu_pct", "gen_cpu_pct_max",
@@ -411,23 +411,9 @@ CONN_OUTCOMES = ("conn_ok", "conn_refused", "conn_reset", "conn_timeout", "conn_
 
 
 def unresolved_connects(row: Mapping[str, Any], suffix: str = "_median") -> float:
-    """Clients whose connect had no outcome when the run ended (0 if unknown).
-
-    With one connection per client for the whole run (requests_per_connection
-    0) every client makes exactly one attempt, so clients minus the counted
-    outcomes are attempts still waiting (typically in SYN retries) when the
-    window closed. With reconnecting clients the attempt count is unknown and
-    nothing is inferred.
-    """
-    try:
-        clients, per_conn = float(row.get("clients")), float(row.get("requests_per_connection"))
-    except (TypeError, ValueError):
-        return 0.0
-    counts = [row.get(f"{c}{suffix}") for c in CONN_OUTCOMES]
-    counted = [float(c) for c in counts if c is not None and not _is_missing(c)]
-    if per_conn != 0 or not counted or math.isnan(clients):
-        return 0.0
-    return max(0.0, clients - sum(counted))
+    """Connection attempts still in progress when the run ended (``conn_pending``; 0 if unknown)."""
+    value = row.get(f"conn_pending{suffix}")
+    return 0.0 if value is None or _is_missing(value) else float(value)
 
 
 def where_phrase(label: str, service: str) -> str:

@@ -212,7 +212,7 @@ def _run_row(model: str, point: int, rep: int, params: dict[str, Any], noise: fl
         lat_p999_us=p50 * tail * 1.6, lat_max_us=p50 * tail * 4, lat_mean_us=p50 * 1.15,
         ttfb_p50_us=p50 * 0.9, ttfb_p99_us=p50 * tail * 0.9,
         conn_ok=conn["ok"], conn_refused=0, conn_reset=0, conn_timeout=conn["timeout"], conn_emfile=0,
-        conn_eaddrnotavail=0, conn_other=0,
+        conn_eaddrnotavail=0, conn_other=0, conn_pending=conn.get("pending", 0),
         connect_p50_us=float(np.nanpercentile(times, 50)), connect_p99_us=float(np.nanpercentile(times, 99)),
         connect_max_us=float(np.nanmax(times)),
         err_reset=0, err_timeout=0, err_closed_early=0, err_short=0, err_corrupt=0,

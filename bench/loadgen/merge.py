@@ -96,7 +96,7 @@ def _warnings(spec: LoadSpec, reports: list[dict[str, Any]], notes: dict[str, in
     connecting = sum(r["connecting_at_end"] for r in reports)
     if connecting:
         out.append(f"{connecting} connection attempts were still in progress when the run ended "
-                   f"(counted in no conn_* column); connect timeout {spec.connect_timeout_s} s")
+                   f"(column conn_pending); connect timeout {spec.connect_timeout_s} s")
     unstarted = sum(r["unstarted"] for r in reports)
     # A handful released in the last instant with every connection busy is
     # normal; more than 0.1% of the schedule means the queue really grew.
@@ -149,6 +149,7 @@ def merge_reports(spec: LoadSpec, reports: list[dict[str, Any]], window_start: f
         row["late_starts"] = None
     for outcome in CONNECT_OUTCOMES:
         row[f"conn_{outcome}"] = connects[outcome]
+    row["conn_pending"] = sum(r["connecting_at_end"] for r in reports)
     row.update(_pcts(hists["connect"], {"connect_p50_us": 50.0, "connect_p99_us": 99.0, "connect_max_us": 100.0}))
     for kind in REQUEST_ERRORS:
         row[f"err_{kind}"] = errors[kind]

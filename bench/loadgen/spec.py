@@ -44,7 +44,7 @@ ROW_COLUMNS = (
     "lat_p50_us", "lat_p90_us", "lat_p99_us", "lat_p999_us", "lat_max_us", "lat_mean_us",
     "ttfb_p50_us", "ttfb_p99_us", "lat_uncorrected_p99_us", "late_starts",
     "conn_ok", "conn_refused", "conn_reset", "conn_timeout", "conn_emfile",
-    "conn_eaddrnotavail", "conn_other", "connect_p50_us", "connect_p99_us", "connect_max_us",
+    "conn_eaddrnotavail", "conn_other", "conn_pending", "connect_p50_us", "connect_p99_us", "connect_max_us",
     "err_reset", "err_timeout", "err_closed_early", "err_short", "err_corrupt",
     "gen_workers", "gen_cpu_pct_max", "generator_bound",
 )

@@ -31,7 +31,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter, NullLocator
 
 from bench.plots import style
-from bench.stats import Results, format_param, unresolved_connects
+from bench.stats import Results, format_param
 
 #: Words for the swept parameter, used in titles ("as clients grow") and x labels.
 PARAM_TEXT: dict[str, tuple[str, str]] = {
@@ -55,8 +55,7 @@ OUTCOMES: list[tuple[str, Sequence[str], str, str]] = [
     ("reset", ("conn_reset",), "#8c8c8c", "xx"),
     ("refused", ("conn_refused",), "#ffffff", ".."),
     ("other", ("conn_other", "conn_emfile", "conn_eaddrnotavail"), "#ffffff", "\\\\"),
-    # not a column: clients whose only attempt had no outcome when the run ended (see unresolved_connects)
-    ("still connecting at the end", (), "#fff3c4", "oo"),
+    ("still connecting at the end", ("conn_pending",), "#fff3c4", "oo"),
 ]
 
 
@@ -482,8 +481,8 @@ def connections_figure(results: Results) -> Figure | None:
         labels, bottoms, positions = [], None, np.arange(len(rows))
         shares = []
         for _, row in rows.iterrows():
-            counts = [sum(np.nan_to_num(row.get(f"{c}_median", np.nan)) for c in cols) if cols
-                      else unresolved_connects(row) for _, cols, _, _ in OUTCOMES]
+            counts = [sum(np.nan_to_num(row.get(f"{c}_median", np.nan)) for c in cols)
+                      for _, cols, _, _ in OUTCOMES]
             total = sum(counts)
             shares.append([100.0 * c / total if total else 0.0 for c in counts])
             any_failure |= total > 0 and counts[0] < total
@@ -543,7 +542,6 @@ def connect_time_figure(results: Results) -> Figure | None:
             if hist is None:
                 continue
             attempts = sum(np.nansum(ok[c].to_numpy(dtype=float)) for _, cols, _, _ in OUTCOMES for c in cols)
-            attempts += sum(unresolved_connects(r, suffix="") for r in ok.to_dict("records"))
             curves.append((model, hist, attempts))
         if curves:
             panels.append((point, curves))
