@@ -82,13 +82,14 @@ def run_line(plan: Any, row: dict[str, Any]) -> str:
         return f"{head}  {row.get('status', '?').upper()}: {first[0] if first else ''}"
     conn_bad = sum(int(row.get(k) or 0) for k in
                    ("conn_refused", "conn_reset", "conn_timeout", "conn_emfile", "conn_eaddrnotavail", "conn_other"))
+    pending = int(row.get("conn_pending") or 0)
     mem = row.get("mem_pss_peak_bytes") or row.get("mem_rss_peak_bytes")
     parts = [
         f"{_fmt_rate(row.get('req_per_s'))} req/s",
         f"p50 {_fmt_us(row.get('lat_p50_us'))}",
         f"p99 {_fmt_us(row.get('lat_p99_us'))}",
         f"errors {int(row.get('errors') or 0)}",
-        f"failed connects {conn_bad}",
+        f"failed connects {conn_bad}" + (f" (+{pending} still connecting)" if pending else ""),
         f"{'PSS' if row.get('mem_pss_peak_bytes') else 'RSS'} {_fmt_mib(mem)}",
         f"procs {row.get('procs_peak', '-')} threads {row.get('threads_peak', '-')}",
     ]
@@ -103,9 +104,9 @@ def _summary_table(results_dir: Path) -> Any:
 
     from bench.stats import load_results
 
-    agg = load_results(results_dir).aggregate()
+    agg = load_results(results_dir).aggregate
     table = Table(title=f"Summary (medians over repetitions): {results_dir}")
-    for col in ["model", "point", "runs", "req/s", "95% CI", "p50", "p99", "connect timeouts", "errors",
+    for col in ["model", "point", "runs", "req/s", "95% CI", "p50", "p99", "connects timed out/pending", "errors",
                 "peak PSS", "peak RSS", "procs/threads", "flags"]:
         table.add_column(col, justify="left" if col in ("model", "point", "flags") else "right")
     for row in agg.to_dict("records"):
@@ -125,7 +126,8 @@ def _summary_table(results_dir: Path) -> Any:
             str(row["model"]), str(row["label"] or "-"), f"{row['n_ok']}/{row['n_runs']}",
             _fmt_rate(row["req_per_s_median"]), ci,
             _fmt_us(row["lat_p50_us_median"]), _fmt_us(row["lat_p99_us_median"]),
-            _fmt_rate(row["conn_timeout_median"]), _fmt_rate(row["errors_median"]),
+            f"{_fmt_rate(row['conn_timeout_median'])}/{_fmt_rate(row['conn_pending_median'])}",
+            _fmt_rate(row["errors_median"]),
             _fmt_mib(row["mem_pss_peak_bytes_median"]), _fmt_mib(row["mem_rss_peak_bytes_median"]),
             f"{_fmt_rate(row['procs_peak_median'])}/{_fmt_rate(row['threads_peak_median'])}",
             ", ".join(flags),
@@ -141,7 +143,9 @@ def run_command(args: argparse.Namespace) -> int:
     from bench.runner import Interrupted, ScenarioRefused, run_scenario
     from bench.scenario import ScenarioError, load_scenario
 
-    console = Console(stderr=False)
+    # Written to a file or pipe, rich would assume 80 columns and fold the
+    # summary table; 200 keeps one row per line for logs.
+    console = Console(width=None if sys.stdout.isatty() else 200)
     try:
         scenario = load_scenario(args.scenario, args.overrides)
     except ScenarioError as exc:
@@ -160,7 +164,8 @@ def run_command(args: argparse.Namespace) -> int:
         task = progress.add_task(scenario.name, total=len(plans))
 
     def on_run(plan: Any, row: dict[str, Any], done: int, total: int) -> None:
-        progress.console.print(run_line(plan, row), markup=False, highlight=False)
+        # soft_wrap: one run, one line, even when stdout is a file or a narrow terminal
+        progress.console.print(run_line(plan, row), markup=False, highlight=False, soft_wrap=True)
         progress.update(task, completed=done)
 
     def warn(message: str) -> None:

@@ -11,3 +11,25 @@ import os
 def pytest_report_header() -> str:
     # Timing-sensitive failures are easier to read knowing how many CPUs the run had.
     return f"sockbench: {len(os.sched_getaffinity(0))} CPU(s) available to the tests"
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    """No test may leave a process behind: every server, child and worker is reaped.
+
+    Checked once, after the whole session, on the test process's own
+    descendants (never by name). A leftover turns a green run red.
+    """
+    import psutil
+
+    leftovers = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if child.status() == psutil.STATUS_ZOMBIE:
+                leftovers.append(f"{child.pid} (zombie)")
+            else:
+                leftovers.append(f"{child.pid} {' '.join(child.cmdline())[:120]}")
+        except psutil.NoSuchProcess:
+            continue
+    if leftovers:
+        print("\nprocesses left behind by the tests:\n  " + "\n  ".join(leftovers))
+        session.exitstatus = 1
