@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Regenerate the figures of docs/guide.md on this machine.
+#
+# Runs each shipped scenario the guide uses once (about 20 minutes in all), then
+# copies the figures the guide shows into docs/figures/ under their guide names
+# (<lesson>-<figure>.png). The full results folders, with runs.csv,
+# summary.json and report.html, stay under $RESULTS_ROOT for reading the
+# numbers that the captions quote.
+#
+# Run it from anywhere inside the repository, with `bench` on PATH (the
+# project's venv activated), or name a Python that has the project installed
+# with PYTHON=/path/to/python (used as `python -m bench`); without either it
+# tries .venv/bin/python, then python3. Keep the machine
+# otherwise idle: a busy neighbour changes the results 2-4x.
+set -euo pipefail
+shopt -s inherit_errexit  # a failure inside $(...) stops the script too
+
+cd "$(dirname "$0")/.."
+
+if [[ -n ${PYTHON:-} ]]; then
+    BENCH=("$PYTHON" -m bench)
+elif command -v bench >/dev/null 2>&1; then
+    BENCH=(bench)
+elif [[ -x .venv/bin/python ]]; then
+    BENCH=(.venv/bin/python -m bench)
+else
+    BENCH=(python3 -m bench)
+fi
+
+# One fresh folder per invocation, so each scenario's results folder is the
+# only match of its glob below.
+RESULTS_ROOT=${RESULTS_ROOT:-results/guide-$(date -u +%Y%m%dT%H%M%SZ)}
+FIGURES=docs/figures
+mkdir -p "$RESULTS_ROOT" "$FIGURES"
+
+# run SCENARIO: run scenarios/SCENARIO.yaml and print its results folder.
+run() {
+    local scenario=$1
+    if ! "${BENCH[@]}" run "scenarios/$scenario.yaml" --results "$RESULTS_ROOT" >&2; then
+        echo "error: bench run scenarios/$scenario.yaml failed; see its output above" >&2
+        exit 1
+    fi
+    local dirs=("$RESULTS_ROOT"/*-"$scenario")
+    if [[ ${#dirs[@]} -ne 1 || ! -d ${dirs[0]} ]]; then
+        echo "error: expected one results folder for $scenario in $RESULTS_ROOT, found: ${dirs[*]}" >&2
+        exit 1
+    fi
+    echo "${dirs[0]}"
+}
+
+# take DIR FIGURE NAME: copy DIR/figures/FIGURE to docs/figures/NAME.
+take() {
+    cp "$1/figures/$2" "$FIGURES/$3"
+    echo "docs/figures/$3  <-  $1/figures/$2"
+}
+
+# Lesson 1 (sequential), lesson 3 (PSS vs RSS)
+dir=$(run quick)
+take "$dir" throughput_echo.png                sequential-throughput_echo.png
+take "$dir" connections_echo.png               sequential-connections_echo.png
+take "$dir" timelines/sequential-p0-r1.png     sequential-timeline.png
+take "$dir" memory_echo.png                    forking-memory_echo.png
+
+# Lessons 2 and 4 (the GIL; one slow handler stalls all)
+dir=$(run cpu-bound)
+take "$dir" throughput.png                     threading-throughput.png
+take "$dir" latency.png                        eventloop-latency.png
+
+# Lessons 2, 3 and 4 (threads at 1000 clients, max_children, memory per connection)
+dir=$(run many-clients)
+take "$dir" timelines/threading-p3-r1.png      threading-timeline-1000.png
+take "$dir" timelines/forking-p2-r1.png        forking-timeline-100.png
+take "$dir" memory.png                         eventloop-memory.png
+
+# Lesson 3 (fork cost per connection)
+dir=$(run connection-churn)
+take "$dir" throughput.png                     forking-churn-throughput.png
+
+# Lesson 5 (the listen backlog)
+dir=$(run small-backlog)
+take "$dir" connect_time.png                   backlog-connect_time.png
+take "$dir" latency_spectrum.png               backlog-latency_spectrum-128.png
+# The spectrum at backlog 5 (point 1): re-plot a copy, so the results folder
+# keeps its default figures.
+copy=$(mktemp -d)
+trap 'rm -rf "$copy"' EXIT
+cp -r "$dir" "$copy/"
+"${BENCH[@]}" plot "$copy/$(basename "$dir")" --point 1 --no-timelines --format png >&2
+take "$copy/$(basename "$dir")" latency_spectrum.png backlog-latency_spectrum-5.png
+
+# Lesson 6 (sendfile)
+dir=$(run large-files)
+take "$dir" throughput.png                     sendfile-throughput.png
+
+echo "Figures regenerated in $FIGURES; results in $RESULTS_ROOT"
