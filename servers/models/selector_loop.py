@@ -134,6 +134,9 @@ class FileConnection(Connection):
 
     def __init__(self, sock: socket.socket, peer: object, service: Service) -> None:
         super().__init__(sock, peer, service)
+        # As the blocking models' FileHandler.disable_nagle_algorithm: without
+        # it the body's last partial segment waits for the client's delayed ACK.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.inbuf = bytearray()
         self.file: BinaryIO | None = None
         self.offset = 0
