@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import pandas as pd
 
+from bench.monitor.kernel import syn_retry_times
 from bench.stats import CONN_OUTCOMES, Results, format_param, unresolved_connects
 
 MIB = 2**20
@@ -103,6 +104,11 @@ class _Ctx:
     metric: str        # req_per_s or mb_per_s
     unit: str
     largest: int | None  # point index of the largest x (or the single point)
+
+    @property
+    def syn_retries(self) -> list[float]:
+        """Seconds after the first SYN at which this run's kernel retransmits it."""
+        return syn_retry_times(self.view.environment.get("sysctls", {}))
 
     def where(self, point: int) -> str:
         """'at clients=100' / 'at 20 clients' / 'on file at 20 clients'."""
@@ -374,8 +380,9 @@ def _syn_retries(ctx: _Ctx) -> list[Finding]:
     items.sort(key=lambda t: -t[0])
     out = []
     for share, row, slow, total, mx in items[:MAX_PER_KIND]:
-        # Linux retransmits a SYN 1 s, 3 s, 7 s after the first: name only the retries the data reached
-        retries = "1 s" if mx < 2.9e6 else ("1 s and 3 s" if mx < 6.9e6 else "1, 3 and 7 s")
+        # name only the retransmissions (this kernel's schedule) the data reached
+        reached = [t for t in ctx.syn_retries if t * 1e6 <= mx * 1.05] or ctx.syn_retries[:1]
+        retries = ", ".join(f"{t:g}" for t in reached) + " s"
         out.append(Finding("connections", (
             f"{ctx.where(int(row['point'])).capitalize()}, {slow:,} of {total:,} connects of {row['model']} "
             f"({share:.0%}, all repetitions) took 1 s or more, the slowest {fmt_us(mx)}: SYNs dropped by a full "

@@ -55,8 +55,8 @@ FIGURE_CAPTIONS = {
                         "Every repetition's histogram at this point merged.",
     "connections": "Every connect attempt of a run by outcome. On Linux a full accept queue silently drops "
                    "SYNs, so an overloaded listener shows timeouts, not refusals.",
-    "connect_time": "How many attempts had connected by time t. Vertical steps near 1 s and 3 s are SYNs the "
-                    "kernel dropped and the client sent again; a curve that ends below 100% never connected.",
+    "connect_time": "How many attempts had connected by time t. Steps at the dotted lines (whole seconds) are SYNs "
+                    "the kernel dropped and the client sent again; a curve that ends below 100% never connected.",
     "memory": "PSS splits each shared page between the processes that map it: the honest total for a process "
               "tree. Summed RSS counts a shared page once per process, so it overstates forking.",
 }

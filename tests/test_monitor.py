@@ -32,6 +32,7 @@ from bench.monitor import (
     format_cpu_busy,
 
     read_sysctls,
+    syn_retry_times,
     wait_for_idle,
 )
 from bench.monitor import kernel
@@ -636,9 +637,18 @@ def test_read_sysctls():
     assert set(values) == {
         "net.core.somaxconn", "net.ipv4.tcp_syncookies",
         "net.ipv4.tcp_abort_on_overflow", "net.ipv4.tcp_max_syn_backlog",
+        "net.ipv4.tcp_syn_retries", "net.ipv4.tcp_syn_linear_timeouts",
     }
     with open("/proc/sys/net/core/somaxconn") as f:
         assert values["net.core.somaxconn"] == int(f.read())
+
+
+def test_syn_retry_times_follow_the_kernel_schedule():
+    # kernels without linear timeouts: RTO 1 s doubling -> 1, 3, 7, 15 ... s
+    assert syn_retry_times({"net.ipv4.tcp_syn_retries": 4}) == [1.0, 3.0, 7.0, 15.0]
+    # with 4 linear timeouts the first five RTOs are 1 s, then doubling
+    linear = {"net.ipv4.tcp_syn_retries": 7, "net.ipv4.tcp_syn_linear_timeouts": 4}
+    assert syn_retry_times(linear) == [1.0, 2.0, 3.0, 4.0, 5.0, 7.0, 11.0]
 
 
 # ---------------------------------------------------------------- the machine

@@ -23,7 +23,7 @@ A typical point::
     row.update(KernelCounters.delta(counters, KernelCounters.snapshot()))
 """
 
-from bench.monitor.kernel import NAMESPACE_NOTE, KernelCounters, accept_queue, read_sysctls
+from bench.monitor.kernel import NAMESPACE_NOTE, KernelCounters, accept_queue, read_sysctls, syn_retry_times
 from bench.monitor.machine import CpuBusy, format_cpu_busy, wait_for_idle
 from bench.monitor.proctree import SUMMARY_KEYS, TIMELINE_KEYS, ServerMonitor
 
@@ -37,5 +37,6 @@ __all__ = [
     "accept_queue",
     "format_cpu_busy",
     "read_sysctls",
+    "syn_retry_times",
     "wait_for_idle",
 ]

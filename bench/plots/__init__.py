@@ -7,7 +7,7 @@
 ``latency``                 p50 and p99 against the parameter
 ``latency_spectrum``        percentile spectrum per model at one point
 ``connections``             connection outcomes (ok/timeout/reset/refused/other)
-``connect_time``            connect-time CDF, where dropped SYNs show at 1 s / 3 s
+``connect_time``            connect-time CDF, where dropped SYNs show as steps at the SYN retry times
 ``memory``                  PSS beside summed RSS, processes, threads
 ``timelines/<run_id>``      one per run: throughput, p99, memory, tasks, queue
 ==========================  ==================================================

@@ -31,6 +31,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter, NullLocator
 
 from bench.plots import style
+from bench.monitor.kernel import syn_retry_times
 from bench.stats import Results, format_param
 
 #: Words for the swept parameter, used in titles ("as clients grow") and x labels.
@@ -552,6 +553,7 @@ def connect_time_figure(results: Results) -> Figure | None:
     fig, axes = style.new_figure(nrows, ncols, width=5.2 * ncols + 2.6, height=3.4 * nrows + 0.9,
                                  sharex=True, sharey=True)
     agg = results.aggregate
+    retries = syn_retry_times(results.environment.get("sysctls", {}))
     lo, hi = np.inf, 0.0
     for ax, (point, curves) in zip(axes.flat, panels):
         for slot, (model, hist, attempts) in enumerate(curves):
@@ -561,15 +563,16 @@ def connect_time_figure(results: Results) -> Figure | None:
             row = agg[(agg["model"] == model) & (agg["point"] == point)]
             if len(row):
                 style.draw_flags(ax, xs[-1], ys[-1], row_flags(row.iloc[0]), slot)
-        # Linux retransmits a dropped SYN 1 s, 3 s and 7 s after the first attempt
-        for t, text in ((1e6, "SYN retry\n1 s"), (3e6, "3 s"), (7e6, "7 s")):
-            ax.axvline(t, color="#999999", linestyle=":", linewidth=1, zorder=1)
-            ax.text(t, 2, text, fontsize=7, color="#555555", ha="left", va="bottom")
+        # where the client retransmits a dropped SYN, from this run's sysctls
+        for i, t in enumerate(retries[:4]):
+            ax.axvline(t * 1e6, color="#999999", linestyle=":", linewidth=1, zorder=1)
+            ax.text(t * 1e6, 2, ("SYN retry\n" if i == 0 else "") + f"{t:g} s", fontsize=7, color="#555555",
+                    ha="left", va="bottom")
         ax.set_title(_point_label(results, point), fontsize=10)
         ax.set_ylim(0, 104)
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
-    xlim = (max(1.0, lo / 2), max(hi * 2, 1e7))  # always show the 1, 3 and 7 s retry marks
+    xlim = (max(1.0, lo / 2), max(hi * 2, 1e7))  # always show the first SYN retry marks
     for ax in axes.flat:
         style.time_axis(ax, "x", xlim)
         ax.set_xlim(*xlim)
@@ -582,7 +585,8 @@ def connect_time_figure(results: Results) -> Figure | None:
     style.legend_right(fig, handles + style.flag_handles(all_flags(results)))
     _titles(results, fig, "How long does connecting take?",
                  "cumulative share of all connect attempts; a curve ending below 100% = attempts that "
-                 "never connected; steps at 1, 3, 7 s = dropped SYNs retried by the client")
+                 "never connected; steps at the dotted lines = dropped SYNs retransmitted by the client "
+                 f"({', '.join(f'{t:g}' for t in retries[:4])} s after the first, on this kernel)")
     return fig
 
 
