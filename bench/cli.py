@@ -84,6 +84,7 @@ def run_line(plan: Any, row: dict[str, Any]) -> str:
                    ("conn_refused", "conn_reset", "conn_timeout", "conn_emfile", "conn_eaddrnotavail", "conn_other"))
     pending = int(row.get("conn_pending") or 0)
     mem = row.get("mem_pss_peak_bytes") or row.get("mem_rss_peak_bytes")
+    oldest = float(row.get("req_pending_oldest_s") or 0)
     parts = [
         f"{_fmt_rate(row.get('req_per_s'))} req/s",
         f"p50 {_fmt_us(row.get('lat_p50_us'))}",
@@ -93,6 +94,8 @@ def run_line(plan: Any, row: dict[str, Any]) -> str:
         f"{'PSS' if row.get('mem_pss_peak_bytes') else 'RSS'} {_fmt_mib(mem)}",
         f"procs {row.get('procs_peak', '-')} threads {row.get('threads_peak', '-')}",
     ]
+    if oldest >= 1.0:  # far above any answered request on loopback: these clients were ignored
+        parts.append(f"{int(row.get('req_pending') or 0)} requests unanswered at the end (oldest {oldest:.1f} s)")
     if row.get("generator_bound"):
         parts.append("[GENERATOR-BOUND]")
     return f"{head}  " + "  ".join(parts)

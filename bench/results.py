@@ -76,6 +76,8 @@ RUN_COLUMNS: dict[str, str] = {
     "connect_p50_us": "", "connect_p99_us": "", "connect_max_us": "",
     # failures after connect, in the measured window
     "err_reset": "", "err_timeout": "", "err_closed_early": "", "err_short": "", "err_corrupt": "",
+    "req_pending": "requests sent but unanswered when the window closed (closed loop: up to one per client)",
+    "req_pending_oldest_s": "how long the oldest of those had waited: near a whole run = a client the server ignores",
     # kernel counters: deltas over the run, for the whole network namespace
     "k_listen_overflows": "TcpExt ListenOverflows delta",
     "k_listen_drops": "TcpExt ListenDrops delta",

@@ -231,7 +231,7 @@ def test_counts_equal_record_value() -> None:
 def _report(stats: WorkerStats, index: int, cpu_pct: float) -> dict[str, object]:
     r = stats.to_json()
     r.update(ok=True, index=index, loop="asyncio", warnings=[], cpu_pct=cpu_pct, cpu_s=0.0, window_wall_s=1.0,
-             start_late_s=0.0, connecting_at_end=0, unstarted=0, loop_errors=0, loop_error_samples=[])
+             start_late_s=0.0, connecting_at_end=0, pending_requests=0, pending_oldest_s=0.0, unstarted=0, loop_errors=0, loop_error_samples=[])
     return r
 
 
@@ -371,6 +371,22 @@ def test_resetting_server_counts_resets(server: Callable[..., ThreadServer]) -> 
     srv = server(reset_handler)
     row = run_load(spec(srv.port, duration_s=0.5, workers=1)).row
     assert row["conn_ok"] > 0 and row["err_reset"] > 0 and row["requests"] == 0
+
+
+def test_unanswered_requests_are_counted_with_their_age(server: Callable[..., ThreadServer]) -> None:
+    """A server that accepts and never answers: every client ends the window waiting, for about the whole run."""
+    srv = server(lambda conn, _srv: hold(conn))
+    row = run_load(spec(srv.port, clients=3, duration_s=1.0, warmup_s=0.3, workers=1)).row
+    assert row["requests"] == 0 and row["err_timeout"] == 0  # the 30 s request timeout never fired
+    assert row["req_pending"] == 3
+    assert 1.0 <= row["req_pending_oldest_s"] < 10.0
+
+
+def test_answered_requests_leave_nothing_old_pending(server: Callable[..., ThreadServer]) -> None:
+    srv = server(echo_handler, message_bytes=1024)
+    row = run_load(spec(srv.port, clients=2, duration_s=0.5, workers=1)).row
+    assert row["requests"] > 0
+    assert row["req_pending"] <= 2 and row["req_pending_oldest_s"] < 0.5
 
 
 # ----------------------------------------------------------------- open loop

@@ -153,6 +153,8 @@ def merge_reports(spec: LoadSpec, reports: list[dict[str, Any]], window_start: f
     row.update(_pcts(hists["connect"], {"connect_p50_us": 50.0, "connect_p99_us": 99.0, "connect_max_us": 100.0}))
     for kind in REQUEST_ERRORS:
         row[f"err_{kind}"] = errors[kind]
+    row["req_pending"] = sum(r.get("pending_requests", 0) for r in reports)
+    row["req_pending_oldest_s"] = round(max((r.get("pending_oldest_s", 0.0) for r in reports), default=0.0), 3)
     row["gen_workers"] = len(reports)
     row["gen_cpu_pct_max"] = max(cpu) if cpu else None
     row["generator_bound"] = any(c > GENERATOR_BOUND_PCT for c in cpu)

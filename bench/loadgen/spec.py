@@ -46,6 +46,7 @@ ROW_COLUMNS = (
     "conn_ok", "conn_refused", "conn_reset", "conn_timeout", "conn_emfile",
     "conn_eaddrnotavail", "conn_other", "conn_pending", "connect_p50_us", "connect_p99_us", "connect_max_us",
     "err_reset", "err_timeout", "err_closed_early", "err_short", "err_corrupt",
+    "req_pending", "req_pending_oldest_s",
     "gen_workers", "gen_cpu_pct_max", "generator_bound",
 )
 

@@ -158,6 +158,11 @@ async def run_clients(job: dict[str, Any], run_start: float) -> dict[str, Any]:
     if isinstance(dispatcher, OpenLoop):
         dispatcher.stop()
     connecting = sum(1 for c in clients if c.connecting)
+    # Requests sent and not yet answered when the window closes: a closed loop
+    # always has some in flight, but an old one is a client the server ignores
+    # (e.g. accepted by SYN cookies, or queued behind a busy sequential server).
+    now = monotonic()
+    waiting = [now - c.conn.t_sent for c in clients if c.conn is not None and c.conn.busy]
     for c in clients:
         c.stop()
     sweeper.cancel()
@@ -172,6 +177,8 @@ async def run_clients(job: dict[str, Any], run_start: float) -> dict[str, Any]:
         cpu_pct=100.0 * (cpu_end - cpu_mark["cpu"]) / wall,
         start_late_s=start_late,
         connecting_at_end=connecting,
+        pending_requests=len(waiting),
+        pending_oldest_s=max(waiting, default=0.0),
         unstarted=dispatcher.unstarted(),
         coarse_timer=isinstance(dispatcher, OpenLoop) and not dispatcher.timer.precise,
         loop_errors=len(loop_errors),
