@@ -59,7 +59,7 @@ DEFAULT_METRICS: tuple[str, ...] = (
     "req_per_s", "mb_per_s", "lat_p50_us", "lat_p90_us", "lat_p99_us", "lat_p999_us", "lat_max_us",
     "ttfb_p50_us", "ttfb_p99_us", "connect_p50_us", "connect_p99_us", "connect_max_us",
     "conn_ok", "conn_refused", "conn_reset", "conn_timeout", "conn_emfile", "conn_eaddrnotavail",
-    "conn_other", "conn_pending", "errors", "k_listen_overflows", "k_listen_drops", "k_reqq_full_drop",
+    "conn_other", "conn_pending", "errors", "req_pending", "req_pending_oldest_s", "k_listen_overflows", "k_listen_drops", "k_reqq_full_drop",
     "k_syncookies_sent", "accept_queue_max",
     "mem_pss_peak_bytes", "mem_rss_peak_bytes", "mem_uss_peak_bytes",
     "procs_peak", "threads_peak", "fds_peak", "server_cpu_pct", "gen_cpu_pct_max",
