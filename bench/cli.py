@@ -53,25 +53,23 @@ def _fmt_rate(value: Any) -> str:
         return "-"
 
 
-def _fmt_us(value: Any) -> str:
+def _number(value: Any) -> float | None:
     try:
-        us = float(value)
+        return float(value)
     except (TypeError, ValueError):
-        return "-"
-    if us != us:
-        return "-"
-    if us >= 1e6:
-        return f"{us / 1e6:.2f} s"
-    if us >= 1e3:
-        return f"{us / 1e3:.1f} ms"
-    return f"{us:.0f} us"
+        return None
+
+
+def _fmt_us(value: Any) -> str:
+    from bench.plots.style import fmt_time_us
+
+    return fmt_time_us(_number(value))
 
 
 def _fmt_mib(value: Any) -> str:
-    try:
-        return f"{float(value) / 2**20:.1f} MiB"
-    except (TypeError, ValueError):
-        return "-"
+    from bench.plots.style import fmt_bytes
+
+    return fmt_bytes(_number(value))
 
 
 def run_line(plan: Any, row: dict[str, Any]) -> str:
