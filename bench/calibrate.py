@@ -90,7 +90,7 @@ from servers import native
 CALIBRATION_VERSION = 1
 #: Where ``bench calibrate`` saves, relative to the current folder (like results/ of bench run).
 DEFAULT_DIR = Path("results") / "calibration"
-#: The message size of every echo figure: the size the notes and scenarios use.
+#: The message size of every echo figure: the size the guide and scenarios use.
 MESSAGE_BYTES = 1024
 #: Client counts of the generator-versus-C comparison (the issue's points).
 CLIENTS = (1, 10, 100)

@@ -254,7 +254,7 @@ class LoadSpec(_Section):
     """``load:``: what the load generator does."""
 
     # 10, not 1: at one connection the machine's CPU placement is measured,
-    # not the server (machine-facts: models differ from ~10 connections on).
+    # not the server (measured here: models differ from ~10 connections on).
     clients: sweep(Count) = Field(10, description="concurrent client connections")
     message_bytes: Optional[sweep(PositiveSize)] = Field(None, description="echo: size of each message (required for echo)")
     file_bytes: Optional[sweep(Size)] = Field(None, description="file: size of the file requested (required for file)")

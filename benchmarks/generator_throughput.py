@@ -12,7 +12,7 @@ ceiling, to compare the Python generator with.
     python benchmarks/generator_throughput.py --connections 100 --duration 10 --c-client
     python benchmarks/generator_throughput.py --server-cpus 0 --gen-cpus 1
 
-Read with machine-facts in mind: at one connection the figure is mostly CPU
+Mind CPU placement when reading it: at one connection the figure is mostly
 placement (client and server on one CPU or on two), not anyone's speed. On a
 2-core machine the server and the generator share the cores: every bit of
 CPU the generator saves goes to the server, so the figure at 100 connections

@@ -50,7 +50,7 @@ from importlib import resources
 from pathlib import Path
 
 #: Optimisation as a user building by hand would choose; -O2 is what the
-#: figures in the notes were measured with.
+#: figures in docs/guide.md were measured with.
 CFLAGS: tuple[str, ...] = ("-O2", "-std=gnu11", "-Wall", "-Wextra")
 
 #: Compilers tried in order when $CC is not set.

