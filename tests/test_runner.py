@@ -151,3 +151,16 @@ def test_sigint_keeps_finished_runs_and_exits_130(tmp_path):
     assert len(runs) < 10  # it stopped early
     assert (folder / "summary.json").exists()
     assert session_processes(proc.pid) == []
+
+
+def test_c_reference_is_left_out_without_a_compiler(tmp_path, monkeypatch):
+    from servers import native
+
+    monkeypatch.setattr(native, "compiler", lambda: None)
+    warnings: list[str] = []
+    scenario = parse_scenario(tiny_scenario(models="[selectors, c-reference]", duration="0.5s"))
+    results = run_scenario(scenario, results_root=tmp_path, finish=False, warn=warnings.append)
+    runs = pd.read_csv(results / "runs.csv")
+    assert runs["model"].tolist() == ["selectors"]
+    assert any("c-reference left out" in w and "compiler" in w for w in warnings)
+
