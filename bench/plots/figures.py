@@ -564,10 +564,13 @@ def connect_time_figure(results: Results) -> Figure | None:
             if len(row):
                 style.draw_flags(ax, xs[-1], ys[-1], row_flags(row.iloc[0]), slot)
         # where the client retransmits a dropped SYN, from this run's sysctls
+        labelled = 0.0
         for i, t in enumerate(retries[:4]):
             ax.axvline(t * 1e6, color="#999999", linestyle=":", linewidth=1, zorder=1)
-            ax.text(t * 1e6, 2, ("SYN retry\n" if i == 0 else "") + f"{t:g} s", fontsize=7, color="#555555",
-                    ha="left", va="bottom")
+            if t >= 2 * labelled:  # on a log axis closer marks would print over each other
+                ax.text(t * 1e6, 2, ("SYN retry\n" if i == 0 else "") + f"{t:g} s", fontsize=7,
+                        color="#555555", ha="left", va="bottom")
+                labelled = t
         ax.set_title(_point_label(results, point), fontsize=10)
         ax.set_ylim(0, 104)
     for ax in list(axes.flat)[len(panels):]:
