@@ -78,7 +78,8 @@ def syn_retry_times(sysctls: dict[str, int | None]) -> list[float]:
 
     The first ``tcp_syn_linear_timeouts`` retransmissions (a sysctl of newer
     kernels; absent = 0) wait the initial 1 s RTO each, later ones double it,
-    for ``tcp_syn_retries`` retransmissions in all (default 6). Kernels
+    for ``tcp_syn_retries`` retransmissions (default 6; kernels with linear
+    timeouts may allow that many more, which only adds later marks). Kernels
     without linear timeouts give 1, 3, 7, 15 ... s; with 4 linear timeouts,
     1, 2, 3, 4, 5, 7 ... s. These are where connect times pile up when a full
     accept queue drops SYNs.
