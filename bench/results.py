@@ -13,6 +13,8 @@ Layout::
     runs.csv            one row per model x point x repetition (RUN_COLUMNS)
     timeline.csv        one row per sample per run (TIMELINE_COLUMNS)
     hist/<run_id>.<kind>.hlog   HdrHistogram logs (standard log encoding)
+    logs/<run_id>.stderr        the server's stderr (one line per connection error)
+    logs/<run_id>.load-warnings.txt   the load generator's caveats about that run, if any
     summary.json        versioned aggregate: points with median/min/max/CI
 
 Units are in the column names: ``_us`` microseconds, ``_s`` seconds,

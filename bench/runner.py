@@ -234,6 +234,8 @@ def execute_run(scenario: Any, plan: RunPlan, writer: ResultsWriter, *, file_roo
             kernel_before = KernelCounters.snapshot()
             cpu_busy.start()
             result = run_load(_load_spec(scenario, plan, server.host, server.port, gen_cpus, targets))
+            if result.warnings:  # the generator's own caveats about this run, kept beside its stderr
+                (writer.logs_dir / f"{plan.run_id}.load-warnings.txt").write_text("\n".join(result.warnings) + "\n")
             busy_by_cpu = cpu_busy.stop()
             kernel_after = KernelCounters.snapshot()
             monitor.stop()
