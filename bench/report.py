@@ -48,7 +48,7 @@ MAX_TIMELINES = 12
 
 #: How to read each figure (its title already states the question).
 FIGURE_CAPTIONS = {
-    "throughput": "Higher is better. The dashed c-reference line, where present, is a C epoll server: "
+    "throughput": "Higher is better. c-reference (black: a hatched bar, or a dashed line when a parameter is swept), where present, is a C epoll server: "
                   "the most this machine and this load generator reach.",
     "latency": "Lower is better. p50: the typical request; p99: the slowest one in a hundred.",
     "latency_spectrum": "Read along the x axis: the value above 99% is the latency 99 requests in 100 beat. "
