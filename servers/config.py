@@ -33,7 +33,13 @@ class ServerOptions:
         default=socketserver.TCPServer.request_queue_size,
         metadata={"help": "listen queue length, passed to listen(); the stdlib default is 5"},
     )
-    root: Path | None = field(default=None, metadata={"help": "directory served by the file service (required for it)"})
+    root: Path | None = field(
+        default=None,
+        metadata={
+            "help": "directory served by the file service (required for it); opened once at start-up and every "
+            "request opened beneath it: symlinks are refused (403) even when they point inside, hard links are served"
+        },
+    )
     cpu_work_us: int = field(
         default=0,
         metadata={"help": "burn this many microseconds of pure-Python CPU per chunk received (GIL-bound work)"},

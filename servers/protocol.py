@@ -7,8 +7,8 @@ Request and answer::
         or: ERR <code> <reason>\\n
 
 Codes: ``400`` malformed request (empty, contains NUL, not UTF-8, too long),
-``403`` refused (absolute path, ``..`` leaving the root, a symlink resolving
-outside it, not a regular file, not readable), ``404`` not found. The
+``403`` refused (absolute path, ``..`` leaving the root, a symlink anywhere
+on the path, not a regular file, not readable), ``404`` not found. The
 connection stays open for the next request after ``OK`` and after an error,
 except after an over-long line: ``ERR 400`` and then the server closes,
 because it can no longer tell where the next request would begin.
@@ -38,14 +38,41 @@ safe to pipeline: several requests may arrive in one ``recv``.
 
 Safety of paths
 ---------------
-:func:`resolve` resolves the request against the root with every symlink
-followed, then checks the result is still inside the root, so ``..`` and
-symlinks are judged by where they lead, not by how they are spelled
-(``sub/../a`` is fine, ``../x`` and a link to ``/etc`` are not). The file is
-then opened with ``O_NOFOLLOW`` on the already-resolved path and checked with
-``fstat`` on the open descriptor, so what is served is what was checked even if
-the tree changes in between, and a FIFO is never opened for a blocking read
-(``O_NONBLOCK`` on open).
+Nothing outside the served root is ever served, whatever the client does to
+the tree while the server runs. A check of the path followed by an open of
+the path cannot promise that: between the two, a client able to write inside
+the root (an upload folder, a shared directory) swaps a directory on the path
+for a symlink to ``/``, and the open follows it. So no path is ever checked
+and then opened. The root is opened once, at start-up, as a directory
+descriptor (:class:`ServedRoot`), and every request is opened *relative to
+that descriptor* by a lookup that itself refuses to leave it:
+
+* on Linux >= 5.6, one ``openat2`` call with ``RESOLVE_BENEATH`` (no ``..``
+  above the root, no absolute path), ``RESOLVE_NO_SYMLINKS`` (no symlink
+  anywhere on the path) and ``RESOLVE_NO_MAGICLINKS`` (no ``/proc`` fd links):
+  the kernel enforces all three during the lookup itself, atomically;
+* where ``openat2`` is missing or refused (an older kernel, a seccomp filter
+  answering ENOSYS or EPERM; probed once at start-up), a walk: each directory
+  on the path is opened with ``O_DIRECTORY | O_NOFOLLOW`` relative to the one
+  before, ``..`` steps back to the descriptor opened before it (and is refused
+  at the root), the last component is opened with ``O_NOFOLLOW``.
+
+Either way the last open adds ``O_NONBLOCK`` (a FIFO would otherwise block the
+open until a writer came) and the descriptor is checked with ``fstat``: only a
+regular file is served, and what is served is exactly what was checked.
+
+Choices this implies, on purpose:
+
+* **Every symlink is refused (403)**, also one that points to a file inside
+  the root. Telling a harmless link from a harmful one means following it,
+  and following is what the race exploits. Put the file itself, or a hard
+  link, where it should be served.
+* **A hard link is served**: a hard link inside the root *is* a file of the
+  root (the kernel cannot tell it from the original). Whoever can create one
+  to an outside file can already read that file; whether such links exist is
+  the operator's choice.
+* Replacing or renaming the root directory itself after start-up does not
+  change what is served: the server keeps serving the directory it opened.
 
 Error handling
 --------------
@@ -56,14 +83,18 @@ into :func:`error_line` and carry on. Nothing here writes to a socket.
 Resource handling
 -----------------
 :func:`open_request` returns an open file (the caller closes it, a ``with``
-block is the norm); on any error no descriptor is left open.
+block is the norm); on any error no descriptor is left open, the walk's
+intermediate directories included. The root's descriptor lives as long as
+the server process (it is closed by the exit).
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import stat
+import sys
 from pathlib import Path
 from typing import BinaryIO
 
@@ -167,39 +198,171 @@ def parse_request_line(line: bytes) -> str:
         raise RequestError(BAD_REQUEST, "path is not valid UTF-8") from None
 
 
-def resolve(root: Path, requested: str) -> Path:
-    """Return the real path ``requested`` names under ``root``, or raise :class:`RequestError`.
+class ServedRoot:
+    """The served directory, held open as a descriptor for the server's life.
 
-    ``root`` must already be absolute and resolved (see :func:`prepare_root`).
-    403 for an absolute path or a path that resolves outside ``root`` (through
-    ``..`` or a symlink); 404 when nothing exists there.
+    Every request is opened *relative to this descriptor* (:meth:`open`), so
+    renaming or replacing the root's path, or anything on the way to it, after
+    start-up changes nothing about what is served. ``path`` is kept for
+    messages only. Forked children inherit the descriptor and use it as is:
+    ``openat`` reads no file offset, so sharing it is safe.
     """
-    if os.path.isabs(requested):
-        raise RequestError(FORBIDDEN, "absolute paths are not served; ask for a path relative to the root")
-    real = Path(os.path.realpath(root / requested))
-    if real != root and root not in real.parents:
-        raise RequestError(FORBIDDEN, "path leads outside the served root")
-    return real
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(os.path.abspath(path))
+        self.fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.use_openat2 = _openat2_works(self.fd)
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __repr__(self) -> str:
+        return f"ServedRoot({str(self.path)!r}, fd={self.fd}, openat2={self.use_openat2})"
+
+    def open(self, requested: str) -> int:
+        """A descriptor for the regular-file candidate ``requested`` names beneath the root (not yet fstat-checked).
+
+        Raises :class:`RequestError` (403/404/400) for anything refused.
+        """
+        if os.path.isabs(requested):
+            raise RequestError(FORBIDDEN, "absolute paths are not served; ask for a path relative to the root")
+        try:
+            if self.use_openat2:
+                for _ in range(OPENAT2_RETRIES):
+                    try:
+                        return _openat2(self.fd, requested, FILE_FLAGS, OPENAT2_RESOLVE)
+                    except BlockingIOError:  # EAGAIN: a rename raced a ".." lookup; the kernel asks for a retry
+                        continue
+            return _open_by_walk(self.fd, requested)
+        except OSError as exc:
+            raise _open_error(exc) from None
 
 
-def prepare_root(root: Path) -> Path:
-    """The absolute, symlink-free form of ``root`` that :func:`resolve` compares against."""
-    return Path(os.path.realpath(root))
+def prepare_root(root: Path) -> ServedRoot:
+    """Open ``root`` for serving (see :class:`ServedRoot`); ``OSError`` if it cannot be opened as a directory."""
+    return ServedRoot(root)
 
 
-def open_request(root: Path, line: bytes) -> tuple[BinaryIO, int]:
-    """Parse ``line``, resolve it under ``root`` and open the file: returns ``(file, size)``.
+#: Flags of the final open. O_NOFOLLOW: a symlink as the last component is
+#: refused (ELOOP). O_NONBLOCK: opening a FIFO for reading would otherwise
+#: block until a writer came (it is then refused by the fstat check).
+FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+# openat2(2) resolve flags, from linux/openat2.h.
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_NO_SYMLINKS = 0x04
+RESOLVE_BENEATH = 0x08
+#: Never leave the root (``..`` above it and absolute symlinks: EXDEV), follow
+#: no symlink at all (ELOOP), and no /proc "magic" links either.
+OPENAT2_RESOLVE = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS
+
+#: openat2's syscall number: 437 in the shared table every architecture has
+#: used for new calls since Linux 5.1; alpha alone numbers its calls apart.
+OPENAT2_SYSCALL = {"alpha": 547}.get(os.uname().machine, 437) if sys.platform == "linux" else None
+
+#: RESOLVE_BENEATH makes the kernel answer EAGAIN when a rename anywhere on
+#: the system races a ``..`` lookup. A few retries ride out a burst; after
+#: that the component walk (which never needs a retry) answers instead.
+OPENAT2_RETRIES = 3
+
+#: Errors meaning "openat2 is not available here": an old kernel or libc
+#: (ENOSYS), a seccomp filter that refuses unknown calls (ENOSYS or EPERM,
+#: depending on the container runtime), a kernel that rejects the struct
+#: (EINVAL, E2BIG).
+OPENAT2_UNAVAILABLE = (errno.ENOSYS, errno.EPERM, errno.EINVAL, errno.E2BIG)
+
+
+class _OpenHow(ctypes.Structure):
+    """``struct open_how`` of linux/openat2.h (version 0, 24 bytes)."""
+
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+_libc: ctypes.CDLL | None = None
+
+
+def _openat2(dir_fd: int, path: str, flags: int, resolve: int) -> int:
+    """``openat2(dir_fd, path, {flags, 0, resolve})`` through ``syscall(2)``; raises ``OSError``."""
+    global _libc
+    if OPENAT2_SYSCALL is None:
+        raise OSError(errno.ENOSYS, "openat2 exists on Linux only")
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    how = _OpenHow(flags, 0, resolve)
+    fd = _libc.syscall(
+        ctypes.c_long(OPENAT2_SYSCALL), ctypes.c_int(dir_fd), ctypes.c_char_p(os.fsencode(path)),
+        ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)),
+    )
+    if fd < 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), path)
+    return int(fd)
+
+
+def _openat2_works(root_fd: int) -> bool:
+    """Whether openat2 can be used here: tried once, at start-up, on the root itself."""
+    try:
+        os.close(_openat2(root_fd, ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, OPENAT2_RESOLVE))
+    except OSError as exc:
+        if exc.errno in OPENAT2_UNAVAILABLE:
+            return False
+        raise
+    return True
+
+
+def _open_by_walk(root_fd: int, requested: str) -> int:
+    """Open ``requested`` one component at a time, each relative to the directory opened before it.
+
+    Directories are opened with ``O_DIRECTORY | O_NOFOLLOW``, the last
+    component with :data:`FILE_FLAGS`: no symlink is followed anywhere, so no
+    rename can redirect the walk outside the root. ``..`` is applied to the
+    walk itself (back to the descriptor opened before), never looked up in
+    the file system, where a directory moved out of the root would lead
+    outside; above the root it is refused.
+    """
+    parts = [part for part in requested.split("/") if part not in ("", ".")]
+    if not parts:
+        parts = ["."]  # the root itself: opened, then refused by fstat as not a regular file
+    opened: list[int] = []  # descriptors of the directories walked into, innermost last
+    try:
+        for part in parts[:-1]:
+            if part == "..":
+                if not opened:
+                    raise OSError(errno.EXDEV, "path leads outside the served root", requested)
+                os.close(opened.pop())
+                continue
+            here = opened[-1] if opened else root_fd
+            try:
+                opened.append(os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=here))
+            except NotADirectoryError:
+                # O_DIRECTORY | O_NOFOLLOW says ENOTDIR for a symlink too: tell them apart (for the code only).
+                if stat.S_ISLNK(os.stat(part, dir_fd=here, follow_symlinks=False).st_mode):
+                    raise OSError(errno.ELOOP, "symlink on the path", requested) from None
+                raise
+        last = parts[-1]
+        if last == "..":
+            if not opened:
+                raise OSError(errno.EXDEV, "path leads outside the served root", requested)
+            os.close(opened.pop())
+            last = "."
+        return os.open(last, FILE_FLAGS, dir_fd=opened[-1] if opened else root_fd)
+    finally:
+        for fd in opened:
+            os.close(fd)
+
+
+def open_request(root: ServedRoot, line: bytes) -> tuple[BinaryIO, int]:
+    """Parse ``line``, open the file it names beneath ``root``: returns ``(file, size)``.
 
     The caller owns the returned file. Raises :class:`RequestError` for every
     client mistake (400/403/404); no descriptor is left open when it does.
     """
-    real = resolve(root, parse_request_line(line))
-    # O_NOFOLLOW: ``real`` has no symlink left; if one appears now, refuse it.
-    # O_NONBLOCK: opening a FIFO for reading would otherwise block until a writer came.
-    try:
-        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as exc:
-        raise _open_error(exc) from None
+    fd = root.open(parse_request_line(line))
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
@@ -217,7 +380,9 @@ def _open_error(exc: OSError) -> RequestError:
     if exc.errno in (errno.EACCES, errno.EPERM):
         return RequestError(FORBIDDEN, "permission denied")
     if exc.errno == errno.ELOOP:
-        return RequestError(FORBIDDEN, "symlinks changed while opening")
+        return RequestError(FORBIDDEN, "symlinks are not served")
+    if exc.errno == errno.EXDEV:
+        return RequestError(FORBIDDEN, "path leads outside the served root")
     if exc.errno == errno.ENAMETOOLONG:
         return RequestError(BAD_REQUEST, "path too long")
     return RequestError(FORBIDDEN, f"cannot open: {os.strerror(exc.errno or 0)}")

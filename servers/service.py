@@ -35,7 +35,7 @@ class Service:
 
     model: str
     name: str
-    root: Path | None
+    root: protocol.ServedRoot | None
     sendfile: bool
     work: CpuWork
 
@@ -57,13 +57,16 @@ def make_service(model: str, name: str, options: ServerOptions) -> Service:
     return Service(model=model, name=name, root=root, sendfile=options.sendfile, work=cpu_work(options.cpu_work_us))
 
 
-def check_root(root: Path | None) -> Path:
-    """The served root, resolved; :class:`SetupError` when missing or not a directory."""
+def check_root(root: Path | None) -> protocol.ServedRoot:
+    """The served root, opened; :class:`SetupError` when missing or not a directory."""
     if root is None:
         raise SetupError("the file service needs a directory to serve: add --root DIR")
     if not Path(root).is_dir():
         raise SetupError(f"--root {root}: not a directory; pass an existing directory to serve")
-    return protocol.prepare_root(Path(root))
+    try:
+        return protocol.prepare_root(Path(root))
+    except OSError as exc:
+        raise SetupError(f"--root {root}: cannot open ({exc.strerror}); pass a directory this user can read") from None
 
 
 def format_peer(peer: object) -> str:

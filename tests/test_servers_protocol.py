@@ -6,6 +6,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -52,23 +53,39 @@ def test_wire_format() -> None:
     assert protocol.error_line(protocol.RequestError(404, "no\nsuch  file")) == b"ERR 404 no such file\n"
 
 
-@pytest.fixture
-def tree(tmp_path: Path) -> Path:
+@pytest.fixture(params=["openat2", "walk"])
+def tree(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[protocol.ServedRoot]:
+    """A served root, opened both ways: with openat2 (where the kernel has it) and by the component walk."""
     root = tmp_path / "root"
     (root / "dir").mkdir(parents=True)
     (root / "dir" / "a.txt").write_bytes(b"a")
     (tmp_path / "outside.txt").write_bytes(b"secret")
     (root / "out").symlink_to(tmp_path / "outside.txt")
     (root / "in").symlink_to("dir/a.txt")
+    (root / "dirlink").symlink_to("dir")
+    (root / "outdir").symlink_to(tmp_path)
+    os.link(tmp_path / "outside.txt", root / "hard")
     os.mkfifo(root / "fifo")
-    return protocol.prepare_root(root)
+    served = protocol.prepare_root(root)
+    if request.param == "openat2" and not served.use_openat2:
+        served.close()
+        pytest.skip("openat2 is not available here")
+    served.use_openat2 = request.param == "openat2"
+    yield served
+    served.close()
 
 
-@pytest.mark.parametrize("path", ["dir/a.txt", "in", "dir/../dir/./a.txt"])
-def test_open_request_serves_files_inside(tree: Path, path: str) -> None:
+@pytest.mark.parametrize("path", ["dir/a.txt", "dir/../dir/./a.txt", "./dir//a.txt"])
+def test_open_request_serves_files_inside(tree: protocol.ServedRoot, path: str) -> None:
     file, size = protocol.open_request(tree, path.encode() + b"\n")
     with file:
         assert size == 1 and file.read() == b"a"
+
+
+def test_a_hard_link_is_a_file_of_the_root(tree: protocol.ServedRoot) -> None:
+    file, size = protocol.open_request(tree, b"hard\n")
+    with file:
+        assert file.read() == b"secret"  # documented: hard links are the operator's choice
 
 
 @pytest.mark.parametrize(
@@ -76,27 +93,42 @@ def test_open_request_serves_files_inside(tree: Path, path: str) -> None:
     [
         ("nothing", 404),
         ("dir/a.txt/x", 404),
+        ("dir/nothing/x", 404),
         ("../outside.txt", 403),
         ("dir/../../outside.txt", 403),
+        ("..", 403),
         ("out", 403),
+        ("in", 403),  # a symlink inside the root is refused too (documented)
+        ("dirlink/a.txt", 403),  # ... also as a directory on the path
+        ("outdir/outside.txt", 403),
         ("dir", 403),
+        (".", 403),
+        ("dir/..", 403),  # the root itself: not a regular file
         ("fifo", 403),  # and must not block waiting for a writer
         ("/etc/hostname", 403),
     ],
 )
-def test_open_request_refuses(tree: Path, path: str, code: int) -> None:
+def test_open_request_refuses(tree: protocol.ServedRoot, path: str, code: int) -> None:
     before = len(os.listdir("/proc/self/fd"))
     with pytest.raises(protocol.RequestError) as info:
         protocol.open_request(tree, path.encode() + b"\n")
-    assert info.value.code == code and not info.value.close
+    assert info.value.code == code and not info.value.close, info.value
     assert len(os.listdir("/proc/self/fd")) == before  # no descriptor leaked
 
 
-def test_unreadable_file_is_forbidden(tree: Path) -> None:
+def test_the_root_is_held_open_not_looked_up_again(tree: protocol.ServedRoot, tmp_path: Path) -> None:
+    (tmp_path / "root").rename(tmp_path / "moved")
+    (tmp_path / "root").mkdir()  # a new, empty directory under the old name
+    file, _ = protocol.open_request(tree, b"dir/a.txt\n")
+    with file:
+        assert file.read() == b"a"
+
+
+def test_unreadable_file_is_forbidden(tree: protocol.ServedRoot) -> None:
     if os.geteuid() == 0:
         pytest.skip("root reads everything")
-    (tree / "locked").write_bytes(b"x")
-    (tree / "locked").chmod(0)
+    (tree.path / "locked").write_bytes(b"x")
+    (tree.path / "locked").chmod(0)
     with pytest.raises(protocol.RequestError) as info:
         protocol.open_request(tree, b"locked\n")
     assert info.value.code == 403

@@ -1,0 +1,182 @@
+"""What a hostile client or a dying parent must not achieve, against real server processes.
+
+* A client that can write inside the served root swaps a directory on the
+  requested path for a symlink to a directory outside it, over and over,
+  while it asks for the path: no reply may ever carry a byte from outside
+  the root, and every request gets an answer (``OK`` or ``ERR``), never a
+  dropped connection. The swap is ``renameat2(RENAME_EXCHANGE)``, atomic, so
+  the path always exists as one or the other.
+
+Each loop is bounded in time and in count, so a regression fails in seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import socket
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from servers import protocol
+from servers.config import ServerOptions
+from servers.launch import ServerProcess, run_server
+from servers.registry import PYTHON_MODELS
+
+#: How long each model is raced. The unsafe open leaked hundreds of replies
+#: per model in this time; the bound keeps the five models under ~15 s.
+RACE_S = 2.0
+#: ... and at most this many requests, so a very fast machine still stops.
+RACE_MAX_REQUESTS = 50_000
+#: Socket timeout of the racing client: a reply that takes this long is a hang.
+IO_TIMEOUT_S = 10.0
+
+INSIDE = b"inside the root\n"
+OUTSIDE = b"OUTSIDE THE ROOT\n"
+
+#: renameat2's flag that swaps two names atomically (linux/fs.h).
+RENAME_EXCHANGE = 2
+AT_FDCWD = -100
+
+
+def _libc_renameat2() -> object | None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    return getattr(libc, "renameat2", None)
+
+
+class Swapper(threading.Thread):
+    """Swap ``a`` and ``b`` until stopped: atomically with renameat2, else by renaming a symlink over ``a``.
+
+    The fallback keeps ``a`` a symlink that points alternately inside and
+    outside the root: weaker (an open that refuses every symlink never sees
+    the outside), but still a check-then-open race for a path-based server.
+    """
+
+    def __init__(self, a: Path, b: Path, inside_target: str, outside_target: Path) -> None:
+        super().__init__(name="swapper", daemon=True)
+        self.a, self.b = a, b
+        self.inside_target, self.outside_target = inside_target, outside_target
+        self.stop = threading.Event()
+        self.swaps = 0
+        self.renameat2 = _libc_renameat2()
+
+    def _exchange(self) -> bool:
+        if self.renameat2 is None:
+            return False
+        result = self.renameat2(AT_FDCWD, bytes(self.a), AT_FDCWD, bytes(self.b), RENAME_EXCHANGE)  # type: ignore[operator]
+        if result == 0:
+            return True
+        if ctypes.get_errno() in (errno.ENOSYS, errno.EINVAL):  # old libc/kernel or a filesystem without it
+            self.renameat2 = None
+            return False
+        raise OSError(ctypes.get_errno(), "renameat2")
+
+    def run(self) -> None:
+        spare = self.a.with_name(self.a.name + ".new")
+        while not self.stop.is_set():
+            if not self._exchange():
+                target = self.outside_target if self.swaps % 2 else self.inside_target
+                if self.a.is_dir() and not self.a.is_symlink():
+                    self.a.rename(self.a.with_name("real-dir"))
+                spare.unlink(missing_ok=True)
+                spare.symlink_to(target)
+                spare.replace(self.a)
+            self.swaps += 1
+
+
+def _race_tree(base: Path) -> tuple[Path, Path, Path]:
+    """root/d is a directory holding f; root/l a symlink to a directory outside holding its own f."""
+    root, outside = base / "root", base / "outside"
+    (root / "d").mkdir(parents=True)
+    (root / "d" / "f").write_bytes(INSIDE)
+    outside.mkdir()
+    (outside / "f").write_bytes(OUTSIDE)
+    (root / "l").symlink_to(outside)
+    return root, outside, root / "l"
+
+
+def race_requests(server: ServerProcess, deadline: float) -> Counter[str]:
+    """Ask for ``d/f`` until ``deadline``: count replies by kind (a dropped connection reconnects)."""
+    counts: Counter[str] = Counter()
+    sock: socket.socket | None = None
+    reader = None
+    try:
+        while time.monotonic() < deadline and sum(counts.values()) < RACE_MAX_REQUESTS:
+            if sock is None:
+                sock = socket.create_connection(server.address, timeout=IO_TIMEOUT_S)
+                reader = sock.makefile("rb")
+            assert reader is not None
+            try:
+                sock.sendall(b"d/f\n")
+                header = reader.readline()
+                if header.startswith(b"OK "):
+                    body = reader.read(int(header[3:]))
+                    counts["outside" if OUTSIDE in body else "inside" if body == INSIDE else "short"] += 1
+                    continue
+                if header.startswith(b"ERR "):
+                    counts[header.split()[1].decode()] += 1
+                    continue
+                counts["dropped"] += 1
+            except ConnectionError:
+                counts["dropped"] += 1
+            reader.close()
+            sock.close()
+            sock = reader = None
+    finally:
+        if reader is not None:
+            reader.close()
+        if sock is not None:
+            sock.close()
+    return counts
+
+
+@pytest.mark.parametrize("model", PYTHON_MODELS)
+def test_symlink_swap_race_never_serves_outside_the_root(model: str, tmp_path: Path) -> None:
+    root, outside, link = _race_tree(tmp_path)
+    swapper = Swapper(root / "d", link, "real-dir", outside)
+    with run_server(model, "file", ServerOptions(root=root)) as server:
+        swapper.start()
+        try:
+            counts = race_requests(server, time.monotonic() + RACE_S)
+        finally:
+            swapper.stop.set()
+            swapper.join(IO_TIMEOUT_S)
+        stderr = server.stderr_tail()
+    print(f"{model}: {swapper.swaps} swaps, replies {dict(counts)}")
+    assert swapper.swaps > 100, "the swapper hardly ran: the race was not exercised"
+    assert sum(counts.values()) > 100, counts
+    assert counts["outside"] == 0, f"{counts['outside']} replies carried a file from outside the root: {dict(counts)}"
+    assert counts["dropped"] == 0 and counts["short"] == 0, f"replies that were not OK or ERR: {dict(counts)}\n{stderr}"
+    assert set(counts) <= {"inside", "403", "404"}, dict(counts)
+
+
+def test_component_walk_under_the_same_race(tmp_path: Path) -> None:
+    """The fallback used where openat2 is missing (old kernels, seccomp) holds under the race too."""
+    root, outside, link = _race_tree(tmp_path)
+    served = protocol.prepare_root(root)
+    served.use_openat2 = False
+    swapper = Swapper(root / "d", link, "real-dir", outside)
+    counts: Counter[str] = Counter()
+    swapper.start()
+    try:
+        deadline = time.monotonic() + RACE_S / 2
+        while time.monotonic() < deadline and sum(counts.values()) < RACE_MAX_REQUESTS:
+            try:
+                file, _ = protocol.open_request(served, b"d/f\n")
+            except protocol.RequestError as error:
+                counts[str(error.code)] += 1
+                continue
+            with file:
+                counts["outside" if OUTSIDE in file.read() else "inside"] += 1
+    finally:
+        swapper.stop.set()
+        swapper.join(IO_TIMEOUT_S)
+        served.close()
+    assert swapper.swaps > 100 and counts["inside"] > 0, (swapper.swaps, counts)
+    assert counts["outside"] == 0 and set(counts) <= {"inside", "403", "404"}, dict(counts)
+
