@@ -9,7 +9,10 @@ used as the standard library ships them, defaults included. The additions of
   the options; both default to the stdlib's own values (5 and 40);
 * the address family follows ``--host`` (IPv4 or IPv6);
 * a failing connection is one line on stderr instead of a traceback;
-* open connections are tracked so that a stop can end them.
+* open connections are tracked so that a stop can end them;
+* a forked child closes its copy of the listening socket at once and dies
+  with the parent (:func:`die_with_parent`): a SIGKILLed forking server
+  leaves no child holding its port, accepting connections nobody serves.
 
 Stopping
 --------
@@ -43,6 +46,7 @@ Listener, connections, threads and children are all released before
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
@@ -139,8 +143,15 @@ class ForkingServer(ServiceServerMixin, socketserver.ForkingTCPServer):
 
     def __init__(self, service: Service, options: ServerOptions, handler: type[socketserver.BaseRequestHandler]) -> None:
         self.max_children = options.max_children
+        self.parent_pid = os.getpid()
         _reset_signals_in_children()
         super().__init__(service, options, handler)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        # ForkingMixIn calls this in the child only, right after fork().
+        self.socket.close()  # the listener is the parent's: a child holding it keeps the port bound
+        die_with_parent(self.parent_pid)
+        super().finish_request(request, client_address)
 
     def stop_children(self, sig: int = signal.SIGTERM) -> None:
         for pid in list(self.active_children or ()):
@@ -159,6 +170,36 @@ class ForkingServer(ServiceServerMixin, socketserver.ForkingTCPServer):
             super().server_close()
         finally:
             watchdog.cancel()
+
+
+#: Linux prctl(2) option: a signal delivered to this process when its parent dies.
+PR_SET_PDEATHSIG = 1
+
+#: The signal a forked child gets when the server dies without stopping it
+#: (SIGKILL of the server, a crash). SIGKILL, not SIGTERM: a clean stop
+#: already sends SIGTERM and escalates to SIGKILL after CHILD_KILL_AFTER_S,
+#: but a dead parent can escalate nothing, so the one signal must be the one
+#: that cannot be caught, blocked or ignored. The child loses nothing by it:
+#: the client's connection is cut either way, and the kernel closes it.
+PARENT_DEATH_SIGNAL = signal.SIGKILL
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """In a forked child: be killed when ``parent_pid`` dies; exit now if it already has (Linux only).
+
+    The kernel sends the signal when the *thread* that forked exits; the
+    forking server forks from its main thread, whose end is the process's end.
+    Between ``fork()`` and ``prctl()`` the parent may already have died, in
+    which case no signal will ever come: the child was reparented, so
+    ``getppid()`` no longer names the parent, and it exits by itself.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, int(PARENT_DEATH_SIGNAL), 0, 0, 0) != 0:
+        return  # cannot fail on Linux for a valid signal; without it the stop still ends children
+    if os.getppid() != parent_pid:
+        os._exit(1)
 
 
 _children_reset_registered = False

@@ -6,6 +6,8 @@
   the root, and every request gets an answer (``OK`` or ``ERR``), never a
   dropped connection. The swap is ``renameat2(RENAME_EXCHANGE)``, atomic, so
   the path always exists as one or the other.
+* SIGKILL of the forking parent (no handler runs, nothing is cleaned up)
+  must not leave its children holding the listening port.
 
 Each loop is bounded in time and in count, so a regression fails in seconds.
 """
@@ -15,12 +17,16 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import os
+import signal
 import socket
+import struct
 import threading
 import time
 from collections import Counter
 from pathlib import Path
 
+import psutil
 import pytest
 
 from servers import protocol
@@ -180,3 +186,74 @@ def test_component_walk_under_the_same_race(tmp_path: Path) -> None:
     assert swapper.swaps > 100 and counts["inside"] > 0, (swapper.swaps, counts)
     assert counts["outside"] == 0 and set(counts) <= {"inside", "403", "404"}, dict(counts)
 
+
+#: prctl options for the test's own process (linux/prctl.h).
+PR_SET_CHILD_SUBREAPER = 36
+#: The promise: this soon after the parent's death nothing listens any more.
+PORT_FREED_WITHIN_S = 1.0
+
+
+def _set_child_subreaper(on: bool) -> None:
+    """Orphans of our descendants become our children (so this test can reap them), or stop doing so."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) != 0:
+        pytest.skip(f"prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(ctypes.get_errno())}")
+
+
+def _listeners(pids: list[int], port: int) -> list[int]:
+    found = []
+    for pid in pids:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.ZombieProcess):
+            for conn in psutil.Process(pid).net_connections(kind="tcp"):
+                if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port:
+                    found.append(pid)
+    return found
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+            probe.listen()
+        except OSError:
+            return False
+        return True
+
+
+@pytest.mark.skipif(not os.uname().sysname == "Linux", reason="PR_SET_PDEATHSIG is Linux's")
+def test_sigkill_of_the_forking_parent_frees_the_port() -> None:
+    _set_child_subreaper(True)
+    children: list[int] = []
+    try:
+        with run_server("forking", "echo") as server, contextlib.ExitStack() as stack:
+            clients = []
+            for _ in range(3):
+                sock = stack.enter_context(socket.create_connection(server.address, timeout=IO_TIMEOUT_S))
+                sock.sendall(b"live")
+                assert sock.recv(16) == b"live"
+                clients.append(sock)
+            children = [child.pid for child in psutil.Process(server.pid).children()]
+            assert len(children) == 3, children
+            os.kill(server.pid, signal.SIGKILL)
+            server.popen.wait(IO_TIMEOUT_S)
+            deadline = time.monotonic() + PORT_FREED_WITHIN_S
+            for sock in clients:
+                sock.settimeout(PORT_FREED_WITHIN_S)
+                with contextlib.suppress(ConnectionError):
+                    assert sock.recv(16) == b"", "a child kept serving after its parent died"
+                # Abort (RST): the server's side of a cut connection would otherwise sit in
+                # FIN-WAIT/TIME-WAIT, and socketserver binds without SO_REUSEADDR.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.close()
+            while (busy := not _port_free(server.host, server.port)) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            listening = _listeners(server.leftover_processes(), server.port)
+            assert not busy and not listening, f"port {server.port} still bound; listening: {listening}"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            for pid in children:
+                os.kill(pid, signal.SIGKILL)  # only matters when the test fails: otherwise they are gone
+        for pid in children:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)  # reparented to us as the subreaper: reap them
+        _set_child_subreaper(False)
