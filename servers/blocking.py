@@ -58,7 +58,7 @@ from types import FrameType
 from typing import Any
 
 from servers.config import ServerOptions
-from servers.service import Service, SetupError, address_family, listen_error
+from servers.service import Service, SetupError, accepted, address_family, listen_error
 
 #: After SIGTERM, a forked child gets this long before SIGKILL. A child only
 #: ignores SIGTERM if it was signalled in the instant between fork() and
@@ -95,6 +95,7 @@ class ServiceServerMixin:
 
     def get_request(self) -> tuple[socket.socket, Any]:
         sock, address = super().get_request()  # type: ignore[misc]
+        accepted(sock)
         with self._connections_lock:
             self._connections.add(sock)
         return sock, address

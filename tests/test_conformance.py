@@ -256,6 +256,34 @@ def test_echo_returns_every_byte(echo_server: ServerProcess, size: int) -> None:
         assert echo(sock, payload[::-1]) == payload[::-1]  # and again on the same connection
 
 
+#: Nagle check: message size (the size at which the stall was found), round
+#: trips per model and the latency that marks a stall. Without TCP_NODELAY a
+#: reply's small tail waits for the client's delayed ACK, >= 40 ms on Linux,
+#: in a few of every thousand round trips on an idle machine; with it a
+#: loopback round trip of 300 KiB takes about a millisecond.
+NAGLE_MESSAGE = 300 * 1024
+NAGLE_ROUND_TRIPS = 1500
+NAGLE_STALL_S = 0.035
+#: Stalls tolerated as machine noise (a descheduled server on a busy 2-CPU machine).
+NAGLE_NOISE = 1
+
+
+def test_large_echo_never_waits_for_a_delayed_ack(echo_server: ServerProcess) -> None:
+    payload = b"n" * NAGLE_MESSAGE
+    latencies = []
+    deadline = time.monotonic() + IO_TIMEOUT_S
+    with connect(echo_server) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # so only the server can stall
+        while len(latencies) < NAGLE_ROUND_TRIPS and time.monotonic() < deadline:
+            start = time.perf_counter()
+            sock.sendall(payload)
+            assert len(recv_exactly(sock, len(payload))) == len(payload)
+            latencies.append(time.perf_counter() - start)
+    stalls = sorted(round(t * 1000, 1) for t in latencies if t >= NAGLE_STALL_S)
+    assert len(latencies) >= NAGLE_ROUND_TRIPS // 2, f"only {len(latencies)} round trips in {IO_TIMEOUT_S} s"
+    assert len(stalls) <= NAGLE_NOISE, f"{len(stalls)} of {len(latencies)} round trips stalled: {stalls} ms"
+
+
 @pytest.mark.parametrize("size", [1, 1024 * 1024], ids=["1B", "1MiB"])
 def test_echo_half_close_like_nc(echo_server: ServerProcess, size: int) -> None:
     """``nc -N``: send everything, shut down the sending side, read until the server closes."""

@@ -56,7 +56,7 @@ from typing import BinaryIO
 from servers import protocol
 from servers.config import ServerOptions
 from servers.handlers import FileShrankError
-from servers.service import MSG_MORE, Service, address_family, listen_error, make_service
+from servers.service import MSG_MORE, Service, accepted, address_family, listen_error, make_service
 
 SERVICES = ("echo", "file")
 
@@ -81,7 +81,7 @@ class Connection:
     """State of one client. Subclasses implement a service."""
 
     def __init__(self, sock: socket.socket, peer: object, service: Service) -> None:
-        self.sock = sock
+        self.sock = accepted(sock)
         self.peer = peer
         self.service = service
         self.eof = False
@@ -134,9 +134,6 @@ class FileConnection(Connection):
 
     def __init__(self, sock: socket.socket, peer: object, service: Service) -> None:
         super().__init__(sock, peer, service)
-        # As the blocking models' FileHandler.disable_nagle_algorithm: without
-        # it the body's last partial segment waits for the client's delayed ACK.
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.inbuf = bytearray()
         self.file: BinaryIO | None = None
         self.offset = 0
