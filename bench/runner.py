@@ -45,6 +45,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Callable
 
+from bench import cpuwork
 from bench.results import ResultsWriter, new_results_dir
 from servers import native
 
@@ -195,7 +196,7 @@ def _fmt_cpus(cpus: set[int] | None) -> str:
 
 
 def execute_run(scenario: Any, plan: RunPlan, writer: ResultsWriter, *, file_root: Path | None,
-                targets: dict[int, Any]) -> dict[str, Any]:
+                targets: dict[int, Any], cpu_work: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run one plan and persist it; returns the runs.csv row written.
 
     KeyboardInterrupt is recorded as an ``interrupted`` row and re-raised.
@@ -220,6 +221,7 @@ def execute_run(scenario: Any, plan: RunPlan, writer: ResultsWriter, *, file_roo
     options = plan.point.server
     if plan.point.service == "file":
         options = dataclasses.replace(options, root=file_root)
+    options = cpuwork.with_iterations(options, cpu_work)
     stderr_path = writer.logs_dir / f"{plan.run_id}.stderr"
     monitor = None
     try:
@@ -245,6 +247,7 @@ def execute_run(scenario: Any, plan: RunPlan, writer: ResultsWriter, *, file_roo
             row.update(result.row)
             row.update(monitor.summary(result.window_start, result.window_end))
             row.update(KernelCounters.delta(kernel_before, kernel_after))
+            row.update(cpuwork.check_row(row, server.ready, cpu_work))
             row["cpu_busy_pct"] = format_cpu_busy(busy_by_cpu)
             row["started_at"] = dt.datetime.fromtimestamp(result.window_start, dt.timezone.utc).isoformat()
             row["server_exit"] = exit_status
@@ -304,15 +307,23 @@ def run_scenario(scenario: Any, *, results_root: Path = Path("results"),
         plans = [p for p in plans if p.model != "c-reference"]
         warn(f"c-reference left out: {native.why_unavailable()}")
     ensure_fd_limit(max(p.point.load.clients for p in plans) if plans else 0)
+    server_cpus, gen_cpus = placement_cpus(scenario.placement)
+    cpu_work = None
+    if cpuwork.needs_calibration([p.point.server for p in plans]):
+        try:
+            cpu_work = cpuwork.calibrate(server_cpus)
+        except cpuwork.CalibrationError as exc:
+            raise ScenarioRefused(str(exc)) from None
     results_dir = new_results_dir(results_root, scenario.name)
     writer = ResultsWriter(results_dir)
     writer.write_text("scenario.yaml", scenario.to_yaml())
-    server_cpus, gen_cpus = placement_cpus(scenario.placement)
-    writer.write_json("environment.json", collect_environment({
+    environment = collect_environment({
         "policy": scenario.placement,
         "server_cpus": sorted(server_cpus) if server_cpus else None,
         "generator_cpus": sorted(gen_cpus) if gen_cpus else None,
-    }))
+    })
+    environment["cpu_work_calibration"] = cpu_work  # None: no run burns CPU work
+    writer.write_json("environment.json", environment)
     if on_start:
         on_start(results_dir, plans)
     with ExitStack() as stack:
@@ -323,7 +334,7 @@ def run_scenario(scenario: Any, *, results_root: Path = Path("results"),
                 file_root, targets = make_file_root(sizes)
                 stack.callback(shutil.rmtree, file_root, ignore_errors=True)
             for done, plan in enumerate(plans, start=1):
-                row = execute_run(scenario, plan, writer, file_root=file_root, targets=targets)
+                row = execute_run(scenario, plan, writer, file_root=file_root, targets=targets, cpu_work=cpu_work)
                 if on_run:
                     on_run(plan, row, done, len(plans))
         except KeyboardInterrupt:

@@ -89,7 +89,7 @@ _HEADLINE_METRICS = ("req_per_s", "mb_per_s", "lat_p50_us", "lat_p99_us")
 #: Stats columns produced per metric by :func:`aggregate`.
 STAT_FIELDS = ("n", "median", "min", "max", "ci_low", "ci_high", "cv", "unstable")
 
-_BOOL_COLUMNS = ("generator_bound", "sendfile")
+_BOOL_COLUMNS = ("generator_bound", "sendfile", "cpu_work_short")
 _STRING_COLUMNS = ("run_id", "model", "service", "status", "error", "started_at", "mode",
                    "mem_note", "server_cpus", "gen_cpus", "cpu_busy_pct")
 
@@ -388,6 +388,13 @@ def summary_warnings(results: "Results") -> list[str]:
         err = first_line(run["error"]) or "no error recorded"
         out.append(f"{run['status']}: run {run['run_id']} ({run['model']}, repetition "
                    f"{run['repetition']}): {err}")
+    short = runs[runs["cpu_work_short"].fillna(False).astype(bool)] if len(runs) else runs
+    if len(short):
+        ids = ", ".join(short["run_id"].head(5)) + (", ..." if len(short) > 5 else "")
+        out.append(f"CPU work not accounted for: in {len(short)} run{'s' if len(short) != 1 else ''} ({ids}) the "
+                   "server's CPU time was less than requests x cpu_work_us: the server did less work per request "
+                   "than the label says, or part of its CPU was not counted; do not read those runs as "
+                   "cpu_work_us of work per request")
     busy = runs[runs["idle_busy_pct"] > BUSY_THRESHOLD_PCT]
     if len(busy):
         worst = busy["idle_busy_pct"].max()

@@ -10,7 +10,9 @@ Output contract: once listening, exactly one JSON line on stdout, flushed::
     {"event": "ready", "model": "forking", "service": "echo", "host": "127.0.0.1",
      "port": 40123, "pid": 4242, "backlog": 5}
 
-and nothing else on stdout, ever (``sys.stdout`` is pointed at stderr after
+(with ``--cpu-work-us`` also ``"cpu_work_us"``, ``"cpu_work_iterations"``, the
+loop count each chunk runs, and ``"cpu_work_source"``: ``"given"`` by
+``--cpu-work-iterations`` or ``"calibrated"`` at start-up), and nothing else on stdout, ever (``sys.stdout`` is pointed at stderr after
 that line, so a stray ``print`` cannot corrupt the stream a launcher reads).
 Errors of single connections are one line each on stderr.
 
@@ -39,6 +41,7 @@ from typing import Any
 from servers import registry
 from servers.config import LOOPS, SERVICES, ServerOptions
 from servers.service import SetupError
+from servers.work import cpu_work
 
 PROG = "python -m servers"
 
@@ -70,7 +73,7 @@ EXIT_USAGE = 2
 EXIT_FAILURE = 1
 
 #: Lower bounds of numeric options (inclusive).
-MINIMUM = {"port": 0, "backlog": 0, "cpu_work_us": 0, "max_children": 1}
+MINIMUM = {"port": 0, "backlog": 0, "cpu_work_us": 0, "cpu_work_iterations": 0, "max_children": 1}
 MAXIMUM = {"port": 65535}
 
 
@@ -163,6 +166,11 @@ def check(model_name: str, service: str, options: ServerOptions) -> ModuleType:
             raise UsageError("the file service needs a directory to serve: add --root DIR")
         if not Path(options.root).is_dir():
             raise UsageError(f"--root {options.root}: not a directory; pass an existing directory to serve")
+    if options.cpu_work_iterations and not options.cpu_work_us:
+        raise UsageError(
+            f"--cpu-work-iterations {options.cpu_work_iterations}: a positive count that goes with --cpu-work-us "
+            "(the iterations that make up those microseconds); leave it 0 to calibrate at start-up"
+        )
     if options.loop != "asyncio" and model_name != "asyncio":
         raise UsageError(f"--loop {options.loop} only applies to the asyncio model, not {model_name!r}")
     if model_name == "asyncio":
@@ -175,7 +183,21 @@ def check(model_name: str, service: str, options: ServerOptions) -> ModuleType:
     return model
 
 
-def ready_printer(model: str, service: str, options: ServerOptions) -> Callable[[str, int], None]:
+def resolve_cpu_work(options: ServerOptions) -> tuple[ServerOptions, str]:
+    """Fix the loop count of ``--cpu-work-us`` before serving; returns the options and where the count came from.
+
+    ``"given"`` when ``--cpu-work-iterations`` was passed, ``"calibrated"``
+    when this process calibrated it now (before listening, so no client
+    waits for it), ``""`` when there is no CPU work.
+    """
+    if not options.cpu_work_us:
+        return options, ""
+    if options.cpu_work_iterations:
+        return options, "given"
+    return dataclasses.replace(options, cpu_work_iterations=cpu_work(options.cpu_work_us).iterations), "calibrated"
+
+
+def ready_printer(model: str, service: str, options: ServerOptions, work_source: str = "") -> Callable[[str, int], None]:
     """The ``ready`` callback given to a model: print the ready line, then keep stdout for it alone."""
 
     def ready(host: str, port: int) -> None:
@@ -188,6 +210,11 @@ def ready_printer(model: str, service: str, options: ServerOptions) -> Callable[
             "pid": os.getpid(),
             "backlog": options.backlog,
         }
+        if options.cpu_work_us:
+            # The CPU work every chunk costs, as loop iterations, and who
+            # calibrated them: what the run's server CPU must account for.
+            line.update(cpu_work_us=options.cpu_work_us, cpu_work_iterations=options.cpu_work_iterations,
+                        cpu_work_source=work_source)
         sys.stdout.write(json.dumps(line) + "\n")
         sys.stdout.flush()
         sys.stdout = sys.stderr
@@ -212,9 +239,10 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         error(str(exc))
         return EXIT_USAGE
+    options, work_source = resolve_cpu_work(options)
     stdout = sys.stdout
     try:
-        model.serve(namespace.service, options, ready_printer(namespace.model, namespace.service, options))
+        model.serve(namespace.service, options, ready_printer(namespace.model, namespace.service, options, work_source))
     except SetupError as exc:
         error(str(exc))
         return EXIT_FAILURE

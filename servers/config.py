@@ -44,6 +44,13 @@ class ServerOptions:
         default=0,
         metadata={"help": "burn this many microseconds of pure-Python CPU per chunk received (GIL-bound work)"},
     )
+    cpu_work_iterations: int = field(
+        default=0,
+        metadata={
+            "help": "with --cpu-work-us: loop iterations that make up that work, instead of calibrating at start-up "
+            "(0); bench run calibrates once per scenario and passes the count, so every server does the same work"
+        },
+    )
     sendfile: bool = field(default=True, metadata={"help": "stream files with sendfile (off: a read/send loop)"})
     max_children: int = field(
         default=socketserver.ForkingMixIn.max_children,

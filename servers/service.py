@@ -54,7 +54,7 @@ def make_service(model: str, name: str, options: ServerOptions) -> Service:
     root = None
     if name == "file":
         root = check_root(options.root)
-    return Service(model=model, name=name, root=root, sendfile=options.sendfile, work=cpu_work(options.cpu_work_us))
+    return Service(model=model, name=name, root=root, sendfile=options.sendfile, work=cpu_work(options.cpu_work_us, options.cpu_work_iterations))
 
 
 def check_root(root: Path | None) -> protocol.ServedRoot:

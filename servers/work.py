@@ -9,12 +9,22 @@ request. The work must be *work*, not time:
   clock runs on regardless, and the spin ends having done less work. Threads
   would then appear to parallelise, which is exactly what the GIL prevents.
 
-So the server measures once, at start-up and alone, how many iterations of a
-small pure-Python loop one microsecond of its own CPU time buys
-(:func:`calibrate`, using ``time.thread_time``, which counts only this thread's
-CPU), and afterwards each chunk runs that fixed number of iterations. Ten
-threads doing it at once then take ten times as long on one GIL, as real
-Python work would. Forked children inherit the calibration.
+So the work is a fixed number of iterations of a small pure-Python loop,
+and a calibration says how many iterations one microsecond of CPU time buys
+(:func:`calibrate`, using ``time.thread_time``, which counts only this
+thread's CPU). Each chunk runs that fixed number of iterations. Ten threads
+doing it at once then take ten times as long on one GIL, as real Python work
+would. Forked children inherit the count.
+
+Who calibrates: ``bench run`` calibrates once per scenario (``python -m
+servers.work``, pinned to the server's CPUs, best of
+:data:`SHARED_CALIBRATION_ATTEMPTS`) and gives every server the count with
+``--cpu-work-iterations``, so every run of a scenario does the same work and
+the count is on record. A server started by hand with ``--cpu-work-us``
+alone calibrates itself at start-up, before listening; its ready line says
+which count it used and where it came from. Separate calibrations of one
+machine differ (by 10% on an idle machine, far more on a busy one), which is
+why a comparison must not rest on one per server.
 
 Trade-offs: the calibration reflects the CPU speed at start-up; frequency
 changes or a noisy neighbour make a "microsecond" of work a little shorter or
@@ -55,10 +65,15 @@ def spin(iterations: int) -> int:
     return state
 
 
-def calibrate() -> float:
-    """Iterations of :func:`spin` per microsecond of this thread's CPU time."""
-    best = 0.0
-    for _ in range(CALIBRATION_ATTEMPTS):
+def calibrate(attempts: int = CALIBRATION_ATTEMPTS) -> float:
+    """Iterations of :func:`spin` per microsecond of this thread's CPU time: the best of ``attempts``."""
+    return max(calibration_attempts(attempts))
+
+
+def calibration_attempts(attempts: int) -> list[float]:
+    """Iterations of :func:`spin` per microsecond of this thread's CPU time, once per attempt."""
+    rates = []
+    for _ in range(attempts):
         iterations = CALIBRATION_START_ITERATIONS
         while True:
             start = time.thread_time()
@@ -67,8 +82,8 @@ def calibrate() -> float:
             if elapsed >= CALIBRATION_MIN_S:
                 break
             iterations *= 2
-        best = max(best, iterations / (elapsed * 1e6))
-    return best
+        rates.append(iterations / (elapsed * 1e6))
+    return rates
 
 
 @dataclass(frozen=True)
@@ -83,10 +98,48 @@ class CpuWork:
             spin(self.iterations)
 
 
-def cpu_work(microseconds: int) -> CpuWork:
-    """Build the per-chunk work for ``--cpu-work-us microseconds``; calibrates only when it is > 0."""
+def cpu_work(microseconds: int, iterations: int = 0) -> CpuWork:
+    """Build the per-chunk work for ``--cpu-work-us microseconds``.
+
+    ``iterations`` > 0 is the loop count to use (calibrated elsewhere, once
+    for every server of a scenario); 0 calibrates here. Nothing is
+    calibrated when ``microseconds`` is 0.
+    """
     if microseconds < 0:
         raise ValueError(f"cpu work must be >= 0 microseconds, got {microseconds}")
+    if iterations < 0:
+        raise ValueError(f"cpu work iterations must be >= 0, got {iterations}")
     if microseconds == 0:
         return CpuWork(0, 0)
+    if iterations:
+        return CpuWork(microseconds, iterations)
     return CpuWork(microseconds, max(1, round(calibrate() * microseconds)))
+
+
+#: Attempts of a shared calibration (:func:`main`): more than a server's own
+#: three, because one number now sets the work of every run of a scenario.
+SHARED_CALIBRATION_ATTEMPTS = 9
+
+
+def main() -> None:
+    """``python -m servers.work``: calibrate (best of several) and print one JSON line.
+
+    The runner calls it once per scenario, pinned to the server's CPUs, and
+    passes ``round(iterations_per_us * cpu_work_us)`` to every server.
+    """
+    import json
+    import os
+
+    rates = calibration_attempts(SHARED_CALIBRATION_ATTEMPTS)
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    print(json.dumps({
+        "iterations_per_us": max(rates),
+        "attempts": len(rates),
+        "worst_per_us": min(rates),
+        "min_cpu_s_per_attempt": CALIBRATION_MIN_S,
+        "cpus": cpus,
+    }))
+
+
+if __name__ == "__main__":
+    main()

@@ -39,6 +39,7 @@ from servers.config import ServerOptions
 from servers.launch import ServerProcess, ServerStartError, run_server
 from servers.models.selector_loop import FILE_BYTES_PER_TURN
 from servers.registry import PYTHON_MODELS
+from servers.work import calibrate, spin
 
 MODELS = PYTHON_MODELS
 CONCURRENT_MODELS = tuple(model for model in MODELS if model != "sequential")
@@ -600,17 +601,46 @@ def _exchanges_cpu(server: ServerProcess, service: str, rounds: int) -> float:
         return tree_cpu_seconds(server.pid) - before
 
 
+#: CPU-work check: the work is given as a loop count, and the server's CPU
+#: must account for running it. 0.8: the same loop costs a process up to
+#: ~20% less CPU time than in another one on a busy 2-vCPU guest (frequency,
+#: a busy SMT sibling); a sleep, or work skipped, would give ~0.
+CPU_WORK_ACCOUNTED = 0.8
+#: /proc reports CPU time in clock ticks: two readings per process, a tick each.
+TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
+
+
+def _best_cpu_cost(iterations: int, repeat: int = 5) -> float:
+    """CPU seconds this process needs for one ``spin(iterations)``, best of ``repeat``."""
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.thread_time()
+        spin(iterations)
+        best = min(best, time.thread_time() - start)
+    return best
+
+
 @pytest.mark.parametrize("service", SERVICES)
 @pytest.mark.parametrize("model", MODELS)
 def test_cpu_work_costs_server_cpu(model: str, service: str, served: ServedTree) -> None:
     rounds, work_us = 20, 5000
+    iterations = round(calibrate() * work_us)
     spent = {}
     for cpu_work_us in (0, work_us):
-        with serving(model, service, served, cpu_work_us=cpu_work_us) as server:
+        extra = {"cpu_work_iterations": iterations} if cpu_work_us else {}
+        with serving(model, service, served, cpu_work_us=cpu_work_us, **extra) as server:
+            if cpu_work_us:  # the count used is the count given, and the ready line says so
+                assert server.ready["cpu_work_iterations"] == iterations, server.ready
+                assert server.ready["cpu_work_source"] == "given", server.ready
             spent[cpu_work_us] = _exchanges_cpu(server, service, rounds)
-    expected = rounds * work_us / 1e6
-    # Half the nominal amount: calibration and accounting are approximate, a sleep would give ~0.
-    assert spent[work_us] - spent[0] >= expected / 2, spent
+    expected = rounds * _best_cpu_cost(iterations)
+    assert spent[work_us] - spent[0] >= CPU_WORK_ACCOUNTED * expected - 4 * TICK_S, (spent, expected)
+
+
+def test_cpu_work_calibrated_by_the_server_is_in_its_ready_line() -> None:
+    with serving("threading", "echo", cpu_work_us=200) as server:
+        assert server.ready["cpu_work_us"] == 200 and server.ready["cpu_work_source"] == "calibrated"
+        assert server.ready["cpu_work_iterations"] > 0
 
 
 # ----------------------------------------------------------------------------- uvloop

@@ -19,6 +19,7 @@ import pytest
 from bench.results import RUN_COLUMNS, TIMELINE_COLUMNS
 from bench.runner import plan_runs, run_scenario
 from bench.scenario import parse_scenario
+from bench.stats import write_summary
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -164,3 +165,34 @@ def test_c_reference_is_left_out_without_a_compiler(tmp_path, monkeypatch):
     assert runs["model"].tolist() == ["selectors"]
     assert any("c-reference left out" in w and "compiler" in w for w in warnings)
 
+
+
+def _cpu_work_scenario(models: str) -> object:
+    return parse_scenario(tiny_scenario(models=models, duration="700ms").replace(
+        "load:", "server:\n  cpu_work_us: 200\nload:"))
+
+
+def test_cpu_work_is_calibrated_once_and_recorded(tmp_path):
+    results = run_scenario(_cpu_work_scenario("[forking, threading]"), results_root=tmp_path, finish=False)
+    env = json.loads((results / "environment.json").read_text())
+    calibration = env["cpu_work_calibration"]
+    assert calibration["iterations_per_us"] > 0 and calibration["attempts"] >= 3
+    runs = pd.read_csv(results / "runs.csv")
+    assert (runs["status"] == "ok").all(), runs["error"].tolist()
+    # every server ran the one count (its ready line says so), and its CPU accounts for it
+    assert set(runs["cpu_work_iterations"]) == {round(calibration["iterations_per_us"] * 200)}
+    assert not runs["cpu_work_short"].any(), runs[["model", "requests", "server_cpu_user_s", "server_cpu_sys_s"]]
+
+
+def test_a_run_doing_less_cpu_work_than_labelled_is_flagged(tmp_path, monkeypatch):
+    from bench import cpuwork
+
+    # A calibration 1000x too low: each "200 us" chunk runs a handful of iterations.
+    real = cpuwork.calibrate
+    monkeypatch.setattr(cpuwork, "calibrate", lambda cpus: dict(real(cpus), iterations_per_us=0.01))
+    results = run_scenario(_cpu_work_scenario("[threading]"), results_root=tmp_path, finish=False)
+    runs = pd.read_csv(results / "runs.csv")
+    assert runs["cpu_work_short"].all() and (runs["cpu_work_iterations"] == 2).all()
+    write_summary(results)
+    summary = json.loads((results / "summary.json").read_text())
+    assert any(w.startswith("CPU work not accounted for") for w in summary["warnings"]), summary["warnings"]
