@@ -247,6 +247,7 @@ class ServerSpec(_Section):
     max_children: sweep(Count) = _server_field("max_children")
     sendfile: sweep(StrictBool) = _server_field("sendfile")
     cpu_work_us: sweep(NonNegInt) = _server_field("cpu_work_us")
+    cpu_work_iterations: NonNegInt = _server_field("cpu_work_iterations")
     loop: Literal[LOOPS] = _server_field("loop")
 
 
@@ -465,6 +466,7 @@ class Scenario(_Section):
             max_children=v["max_children"],
             sendfile=v["sendfile"],
             cpu_work_us=v["cpu_work_us"],
+            cpu_work_iterations=self.server.cpu_work_iterations,
             loop=self.server.loop,
         )
         models = tuple(m for m in self.models if service == "echo" or m not in ECHO_ONLY_MODELS)
@@ -537,6 +539,9 @@ def _cross_issues(s: Scenario) -> list[tuple[tuple, str]]:
         for i, model in enumerate(s.models):
             if model in ECHO_ONLY_MODELS:
                 issues.append((("models", i), f"{model} serves echo only; remove it from a file scenario or add echo to service"))
+    if s.server.cpu_work_iterations and (isinstance(s.server.cpu_work_us, list) or not s.server.cpu_work_us):
+        issues.append((("server", "cpu_work_iterations"), "fixes the loop count of one cpu_work_us value: give a single "
+                       "cpu_work_us > 0 with it, or remove it and let bench run calibrate"))
     if importlib.util.find_spec("uvloop") is None:
         for path, value in ((("server", "loop"), s.server.loop), (("generator", "loop"), s.generator.loop)):
             if value == "uvloop":

@@ -426,3 +426,11 @@ def test_validate_command_applies_overrides(tmp_path, capsys):
     assert "1 models x 3 points x 1 repetitions = 3 runs" in capsys.readouterr().out
     assert run_validate([str(good), "--set", "models=[nope]"]) == 2
     assert "--set models=[nope]: models[0]: unknown model" in capsys.readouterr().err
+
+
+def test_cpu_work_iterations_goes_with_one_cpu_work_value(tmp_path):
+    for server in ("server:\n  cpu_work_iterations: 500\n", "server:\n  cpu_work_us: [100, 200]\n  cpu_work_iterations: 500\n"):
+        err = error_of(tmp_path, MINIMAL + server)
+        assert err.issues[0].path == "server.cpu_work_iterations" and "single cpu_work_us" in err.issues[0].message
+    s = load_scenario(write(tmp_path, MINIMAL + "server:\n  cpu_work_us: 200\n  cpu_work_iterations: 500\n"))
+    assert s.points()[0].server.cpu_work_iterations == 500
