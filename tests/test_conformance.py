@@ -285,6 +285,48 @@ def test_large_echo_never_waits_for_a_delayed_ack(echo_server: ServerProcess) ->
     assert len(stalls) <= NAGLE_NOISE, f"{len(stalls)} of {len(latencies)} round trips stalled: {stalls} ms"
 
 
+#: pidfd_getfd(2)'s syscall number (the table shared by every architecture since Linux 5.1).
+SYS_PIDFD_GETFD = 438
+
+
+def _server_side_nodelay(server: ServerProcess, client: socket.socket) -> int:
+    """TCP_NODELAY of the server's end of ``client``'s connection, read from a copy of its descriptor."""
+    import ctypes
+
+    local = client.getsockname()[:2]
+    deadline = time.monotonic() + IO_TIMEOUT_S
+    while time.monotonic() < deadline:
+        for proc in (psutil.Process(server.pid), *psutil.Process(server.pid).children(recursive=True)):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                for conn in proc.net_connections(kind="tcp"):
+                    if conn.raddr and tuple(conn.raddr)[:2] == local and conn.fd >= 0:
+                        pidfd = os.pidfd_open(proc.pid)
+                        try:
+                            libc = ctypes.CDLL(None, use_errno=True)
+                            fd = libc.syscall(SYS_PIDFD_GETFD, pidfd, conn.fd, 0)
+                            if fd < 0:
+                                pytest.skip(f"pidfd_getfd: {os.strerror(ctypes.get_errno())}")
+                        finally:
+                            os.close(pidfd)
+                        with socket.socket(fileno=fd) as copy:
+                            return copy.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        time.sleep(0.01)  # accepted but not yet handed to a handler (forking: not yet forked)
+    raise AssertionError("the server's end of the connection was not found")
+
+
+@pytest.mark.parametrize("service", SERVICES)
+@pytest.mark.parametrize("model", MODELS)
+def test_every_accepted_connection_has_tcp_nodelay(model: str, service: str, served: ServedTree) -> None:
+    """The cause of the stalls above, read directly: the server's socket option, per model and service."""
+    with serving(model, service, served) as server, connect(server) as sock:
+        if service == "echo":
+            assert echo(sock, b"x") == b"x"
+        else:
+            sock.sendall(b"one\n")
+            assert recv_exactly(sock, 6).startswith(b"OK 1\n")
+        assert _server_side_nodelay(server, sock) != 0
+
+
 @pytest.mark.parametrize("size", [1, 1024 * 1024], ids=["1B", "1MiB"])
 def test_echo_half_close_like_nc(echo_server: ServerProcess, size: int) -> None:
     """``nc -N``: send everything, shut down the sending side, read until the server closes."""
