@@ -103,11 +103,11 @@ def _summary_table(results_dir: Path) -> Any:
     """A rich table of :func:`bench.stats.aggregate`: the same figures and flags as the report."""
     from rich.table import Table
 
-    from bench.stats import load_results
+    from bench.stats import ci_label, load_results
 
     agg = load_results(results_dir).aggregate
     table = Table(title=f"Summary (medians over repetitions): {results_dir}")
-    for col in ["model", "point", "runs", "req/s", "95% CI", "p50", "p99", "connects timed out/pending", "errors",
+    for col in ["model", "point", "runs", "req/s", "CI of the median", "p50", "p99", "connects timed out/pending", "errors",
                 "peak PSS", "peak RSS", "procs/threads", "flags"]:
         table.add_column(col, justify="left" if col in ("model", "point", "flags") else "right")
     for row in agg.to_dict("records"):
@@ -120,7 +120,8 @@ def _summary_table(results_dir: Path) -> Any:
             flags.append(f"unstable ({row['unstable_metrics']})")
         if row["n_busy"]:
             flags.append("busy machine")
-        ci = (f"{_fmt_rate(row['req_per_s_ci_low'])}-{_fmt_rate(row['req_per_s_ci_high'])}"
+        ci = (f"{_fmt_rate(row['req_per_s_ci_low'])}-{_fmt_rate(row['req_per_s_ci_high'])} "
+              f"({ci_label(row['req_per_s_ci_level'])})"
               if row["req_per_s_ci_low"] is not None and row["req_per_s_ci_low"] == row["req_per_s_ci_low"]
               else "-")
         table.add_row(

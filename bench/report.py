@@ -4,7 +4,8 @@
 text, what was run, the warnings (generator-bound points, a busy machine,
 failed and unstable points), the findings (sentences computed from the data
 by :mod:`bench.findings`), the headline table (per model and point: req/s
-median with its 95% confidence interval, p50, p99, connection outcomes, PSS
+median with its order-statistic confidence interval of the median and that
+interval's real level (75% at 3 repetitions), p50, p99, connection outcomes, PSS
 and RSS peaks, processes/threads, flags, and the share of the calibrated
 ceiling where a calibration exists), the figures, a selection of run
 timelines, and the environment.
@@ -41,7 +42,8 @@ from typing import Any, Sequence
 import pandas as pd
 
 from bench.findings import Finding, compute_findings, findings_by_topic, fmt_mib, fmt_rate, load_calibration
-from bench.stats import CV_THRESHOLD, METRIC_LABELS, NotAResultsFolder, Results, load_results, unresolved_connects
+from bench.stats import (CV_THRESHOLD, METRIC_LABELS, NotAResultsFolder, Results, ci_label, load_results,
+                         unresolved_connects)
 
 #: At most this many run timelines are embedded (the rest are in figures/timelines/).
 MAX_TIMELINES = 12
@@ -246,8 +248,9 @@ def _fmt_plain_rate(v: Any) -> str:
 
 def _ci_text(row: pd.Series, metric: str) -> str:
     lo, hi = _num(row.get(f"{metric}_ci_low")), _num(row.get(f"{metric}_ci_high"))
-    if math.isfinite(lo) and math.isfinite(hi):
-        return f"[{_fmt_plain_rate(lo)}–{_fmt_plain_rate(hi)}]"
+    level = _num(row.get(f"{metric}_ci_level"))
+    if math.isfinite(lo) and math.isfinite(hi) and math.isfinite(level):
+        return f"[{_fmt_plain_rate(lo)}–{_fmt_plain_rate(hi)}, {ci_label(level)}]"
     n = int(_num(row.get(f"{metric}_n")) or 0) if math.isfinite(_num(row.get(f"{metric}_n"))) else 0
     return f"no CI (n={n})" if n else ""
 
@@ -288,7 +291,9 @@ def _table_html(results: Results, calibration: Any) -> str:
     from bench.plots.style import model_colour
 
     out = ["<h2 id='table'>Headline table</h2>",
-           "<p class='note'>Medians over successful repetitions; [95% bootstrap confidence interval of the median]. "
+           "<p class='note'>Medians over successful repetitions; [confidence interval of the median, with its "
+           "confidence level]: an exact order-statistic interval, which at fewer than 6 repetitions is the "
+           "range of the runs and covers the true median less often (75% at 3 repetitions, 87.5% at 4). "
            f"A point is <em>unstable</em> when req/s or p50 varies more than {CV_THRESHOLD:.0%} "
            "(coefficient of variation) across repetitions. Connections: attempts per run by outcome; \"still "
            "connecting\" counts clients whose only connect had no outcome when the run ended (SYN retries). "

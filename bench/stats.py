@@ -6,13 +6,18 @@ module reduces those repetitions to what a reader can trust:
 * the **median**, not the mean: one run disturbed by a cron job or a page
   cache miss moves the mean but barely the median;
 * **min and max**, shown as a band in figures, so the spread is never hidden;
-* a **95% bootstrap confidence interval of the median** (``scipy.stats.bootstrap``,
-  percentile method). With three repetitions a bootstrap of the median can
-  only land on the observed values, so the interval is essentially
-  [min, max]; that is the honest answer for three samples. The BCa method is
-  not used: it needs a jackknife that degenerates for the median of a handful
-  of values and then returns NaN. Below three values no interval is given
-  (``None``) and the summary says so, rather than printing a fake one;
+* an **exact order-statistic confidence interval of the median**: for ``n``
+  sorted values the interval ``[x(k), x(n+1-k)]`` covers the true median with
+  probability ``1 - 2 P(Binomial(n, 1/2) <= k - 1)`` whatever the
+  distribution (:func:`median_ci`, ``scipy.stats.binom``). The widest ``k``
+  reaching :data:`CI_TARGET` (95%) is used when ``n`` allows it (``n >= 6``);
+  below that the interval is the range ``[min, max]`` and its real level is
+  lower: 75% at 3 repetitions, 87.5% at 4, 93.75% at 5. The level is stored
+  beside the bounds (``ci_level``) and every table prints it ("75% CI"),
+  never a bare "95%". A bootstrap is not used: with a handful of values every
+  resampled median is an observed value, so it returns the range and calls it
+  95%. Below :data:`MIN_N_FOR_CI` values no interval is given (``None``) and
+  the summary says so, rather than printing a fake one;
 * the **coefficient of variation** (sample standard deviation / mean). Like
   pyperf's stability check, a point whose CV exceeds 10% is flagged
   *unstable*. The check looks at throughput and median latency
@@ -43,7 +48,6 @@ import json
 import math
 import os
 import tempfile
-import warnings as _warnings
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -71,23 +75,23 @@ STABILITY_METRICS: tuple[str, ...] = ("req_per_s", "lat_p50_us")
 #: pyperf's threshold: above 10% relative standard deviation, results are not reproducible enough.
 CV_THRESHOLD = 0.10
 
-#: The bootstrap needs a few values to resample; below three it says nothing useful.
+#: Below three values the range covers the median at 50% (n=2): too little to call an interval.
 MIN_N_FOR_CI = 3
 
-#: Resamples of the bootstrap: 9999 is scipy's default; the statistic is a cheap median.
-BOOTSTRAP_RESAMPLES = 9999
+#: Confidence level the median interval aims for; reached from 6 repetitions on (see median_ci).
+CI_TARGET = 0.95
+
+#: Fewest repetitions whose range reaches CI_TARGET: 1 - 2 * 0.5**6 = 96.9%.
+_N_FOR_TARGET = 6
 
 #: A machine busier than this (percent) just before a run skews it (see machine facts: 2-4x).
 BUSY_THRESHOLD_PCT = 5.0
-
-#: Fixed seed so summary.json is reproducible from the same runs.csv.
-_BOOTSTRAP_SEED = 20240601
 
 #: Metrics always present in summary.json points, measured or not.
 _HEADLINE_METRICS = ("req_per_s", "mb_per_s", "lat_p50_us", "lat_p99_us")
 
 #: Stats columns produced per metric by :func:`aggregate`.
-STAT_FIELDS = ("n", "median", "min", "max", "ci_low", "ci_high", "cv", "unstable")
+STAT_FIELDS = ("n", "median", "min", "max", "ci_low", "ci_high", "ci_level", "cv", "unstable")
 
 _BOOL_COLUMNS = ("generator_bound", "sendfile", "cpu_work_short")
 _STRING_COLUMNS = ("run_id", "model", "service", "status", "error", "started_at", "mode",
@@ -103,10 +107,11 @@ class NotAResultsFolder(ValueError):
 
 
 def summarize_point(values: Sequence[float]) -> dict[str, Any]:
-    """Median, min, max, 95% bootstrap CI of the median and CV of one point's repetitions.
+    """Median, min, max, order-statistic CI of the median (with its level) and CV of one point.
 
     NaN values (a metric the run could not measure) are ignored. Returns a dict
-    with ``n, median, min, max, ci_low, ci_high, cv, unstable, note``; fields
+    with ``n, median, min, max, ci_low, ci_high, ci_level, cv, unstable, note``
+    (``ci_level`` is the interval's exact confidence, e.g. 0.75 at n=3); fields
     that cannot be computed are ``None`` and ``note`` says why (no values,
     fewer than 3 for the interval, fewer than 2 or a zero mean for the CV).
     """
@@ -114,14 +119,17 @@ def summarize_point(values: Sequence[float]) -> dict[str, Any]:
     arr = arr[~np.isnan(arr)]
     n = int(arr.size)
     out: dict[str, Any] = {"n": n, "median": None, "min": None, "max": None, "ci_low": None,
-                           "ci_high": None, "cv": None, "unstable": False, "note": ""}
+                           "ci_high": None, "ci_level": None, "cv": None, "unstable": False, "note": ""}
     if n == 0:
         out["note"] = "no successful measurement"
         return out
     out.update(median=float(np.median(arr)), min=float(arr.min()), max=float(arr.max()))
     notes = []
     if n >= MIN_N_FOR_CI:
-        out["ci_low"], out["ci_high"] = _bootstrap_median_ci(arr)
+        out["ci_low"], out["ci_high"], out["ci_level"] = median_ci(arr)
+        if out["ci_level"] < CI_TARGET:
+            notes.append(f"interval is the range, a {ci_label(out['ci_level'])} at n={n}; "
+                         f"{_N_FOR_TARGET} repetitions give {CI_TARGET:.0%}")
     else:
         notes.append(f"no confidence interval: {n} value{'s' if n != 1 else ''}, need {MIN_N_FOR_CI}")
     mean = float(arr.mean())
@@ -134,18 +142,33 @@ def summarize_point(values: Sequence[float]) -> dict[str, Any]:
     return out
 
 
-def _bootstrap_median_ci(arr: np.ndarray) -> tuple[float, float]:
-    """95% percentile-bootstrap interval of the median of ``arr`` (len >= 3)."""
-    if np.all(arr == arr[0]):
-        # scipy warns on a degenerate distribution; the answer is exact anyway.
-        return float(arr[0]), float(arr[0])
-    from scipy.stats import bootstrap
+def median_ci(values: Sequence[float], target: float = CI_TARGET) -> tuple[float, float, float]:
+    """Exact distribution-free interval of the median: ``(low, high, confidence level)``.
 
-    with _warnings.catch_warnings():
-        _warnings.simplefilter("ignore")
-        res = bootstrap((arr,), np.median, n_resamples=BOOTSTRAP_RESAMPLES, confidence_level=0.95,
-                        method="percentile", vectorized=True, rng=np.random.default_rng(_BOOTSTRAP_SEED))
-    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+    For ``n`` sorted values, the number below the true median is
+    Binomial(n, 1/2), so ``[x(k), x(n+1-k)]`` misses it with probability
+    ``2 P(B <= k-1)``. The narrowest such interval whose level is at least
+    ``target`` is returned; when even the range (k=1) falls short, the range
+    and its achieved level ``1 - 2 * 0.5**n`` are returned, so a caller
+    always prints the level it actually has.
+    """
+    from scipy.stats import binom
+
+    arr = np.sort(np.asarray(values, dtype=float))
+    n = int(arr.size)
+    if n == 0:
+        raise ValueError("median_ci needs at least one value")
+    k = 1
+    while k + 1 <= (n + 1) // 2 and 1.0 - 2.0 * binom.cdf(k, n, 0.5) >= target:
+        k += 1
+    level = float(1.0 - 2.0 * binom.cdf(k - 1, n, 0.5))
+    return float(arr[k - 1]), float(arr[n - k]), level
+
+
+def ci_label(level: Any) -> str:
+    """How a table names an interval of this level: "75% CI", "96.9% CI" (one decimal when not whole)."""
+    pct = float(level) * 100.0
+    return f"{pct:.0f}% CI" if abs(pct - round(pct)) < 0.05 else f"{pct:.1f}% CI"
 
 
 # --------------------------------------------------------------------------

@@ -67,6 +67,7 @@ def test_report_shows_scenario_warnings_table_and_findings(fake, report):
     for tag in ("generator-bound", "unstable", "failed", "busy"):
         assert f'class="tag {tag}"' in text, tag
     assert "Too many open files" in text  # the failed run's error
+    assert "75% CI]" in text and "95% bootstrap" not in text  # 3 repetitions: the range, at its real level
     assert "Python 3.11.7" in text.replace("CPython 3.11.7", "Python 3.11.7")
     results = load_results(fake)
     forking = results.aggregate[(results.aggregate["model"] == "forking") & (results.aggregate["point"] == 2)].iloc[0]

@@ -13,7 +13,9 @@ from bench.stats import (
     NotAResultsFolder,
     aggregate,
     build_summary,
+    ci_label,
     load_results,
+    median_ci,
     summarize_point,
     write_summary,
 )
@@ -63,11 +65,41 @@ def test_nan_values_are_ignored_and_empty_gives_nothing():
     assert empty["n"] == 0 and empty["median"] is None and "no successful" in empty["note"]
 
 
-def test_bootstrap_ci_is_narrower_than_range_and_reproducible():
+def test_ci_at_three_repetitions_is_the_range_and_says_75_percent():
+    s = summarize_point([10.0, 12.0, 11.0])
+    assert (s["ci_low"], s["ci_high"]) == (10.0, 12.0)
+    assert s["ci_level"] == pytest.approx(0.75)  # 1 - 2 * 0.5**3
+    assert "75% CI" in s["note"] and "6 repetitions" in s["note"]
+    assert summarize_point([1.0, 2.0, 3.0, 4.0])["ci_level"] == pytest.approx(0.875)
+
+
+@pytest.mark.parametrize("n", [6, 9, 12, 30, 101])
+def test_order_statistic_ci_reaches_95_percent_and_its_coverage_is_real(n):
+    # Level from the binomial; coverage checked by simulation on a skewed distribution.
+    from scipy.stats import binom
+
+    lo, hi, level = median_ci(np.arange(float(n)))
+    k = int(lo) + 1
+    assert level >= 0.95 and hi == n - k
+    assert 1.0 - 2.0 * binom.cdf(k, n, 0.5) < 0.95 or k == (n + 1) // 2  # the narrowest such interval
+    rng = np.random.default_rng(1)
+    samples = rng.exponential(size=(4000, n))
+    true_median = np.log(2.0)
+    lows, highs = np.sort(samples, axis=1)[:, k - 1], np.sort(samples, axis=1)[:, n - k]
+    coverage = np.mean((lows <= true_median) & (true_median <= highs))
+    assert coverage == pytest.approx(level, abs=0.02)
+
+
+def test_ci_is_reproducible_and_narrower_than_the_range_with_many_values():
     values = list(np.arange(1.0, 31.0))
     a, b = summarize_point(values), summarize_point(values)
     assert (a["ci_low"], a["ci_high"]) == (b["ci_low"], b["ci_high"])
     assert 1.0 < a["ci_low"] < 15.5 < a["ci_high"] < 30.0
+    assert a["ci_level"] >= 0.95 and a["note"] == ""
+
+
+def test_ci_label_prints_the_level():
+    assert ci_label(0.75) == "75% CI" and ci_label(0.96875) == "96.9% CI"
 
 
 def test_identical_values_give_a_point_interval():
