@@ -6,8 +6,8 @@ gathers all of that once per scenario run into a plain, JSON-serialisable
 dict: Python, platform and kernel, CPU model and counts, memory, the
 listen-queue sysctls, ulimits, versions of the packages that shape the
 figures, sockbench's own git commit (and whether the tree had uncommitted
-changes), the host, its boot time and load, and the CPU placement the runner
-used.
+changes), the host, its boot time and load, the CPU placement the runner used, and
+whether the kernel counters are each run's own or namespace-wide.
 
 Everything is best effort and read-only: a value that cannot be read is
 ``None`` (never a guess), and nothing here raises for a missing file, a
@@ -34,7 +34,7 @@ from pathlib import Path
 
 import psutil
 
-from bench.monitor.kernel import NAMESPACE_NOTE, read_sysctls
+from bench.monitor.kernel import counter_scope, read_sysctls
 
 #: Bumped when a key changes meaning or the layout changes.
 ENVIRONMENT_VERSION = 1
@@ -54,7 +54,12 @@ _CPUINFO_MODEL_KEYS = ("model name", "Hardware", "Processor", "cpu model", "cpu"
 
 
 def collect_environment(placement: dict | None = None) -> dict:
-    """The content of ``environment.json``. ``placement``: the runner's CPU placement, recorded as given."""
+    """The content of ``environment.json``. ``placement``: the runner's CPU placement, recorded as given.
+
+    ``kernel_counters`` says whether the k_* columns are each run's own
+    (``own``: a network namespace per run, as root) or ``namespace-wide``.
+    """
+    scope, scope_note = counter_scope()
     return {
         "environment_version": ENVIRONMENT_VERSION,
         "timestamp": _iso(dt.datetime.now(dt.timezone.utc)),
@@ -81,7 +86,8 @@ def collect_environment(placement: dict | None = None) -> dict:
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "clocksource": _read_text("/sys/devices/system/clocksource/clocksource0/current_clocksource"),
         "placement": placement,
-        "notes": [NAMESPACE_NOTE],
+        "kernel_counters": "own network namespace per run" if scope == "own" else "namespace-wide",
+        "notes": [scope_note],
     }
 
 

@@ -353,7 +353,7 @@ def _connection_failures(ctx: _Ctx) -> list[Finding]:
         text = f"{lead}, {row['model']}: {what} (median per run)"
         overflows = _n(row.get("k_listen_overflows_median"))
         if math.isfinite(overflows) and overflows > 0:
-            text += f"; ListenOverflows rose by {overflows:,.0f} (a machine-wide counter)"
+            text += f"; ListenOverflows rose by {overflows:,.0f} during the window ({_counter_scope(ctx, row)})"
         if refused > 0:
             text += "; a refusal means nothing was listening: Linux does not refuse on a full queue"
         items.append((sum(v for v, _ in bad), Finding("connections", text + ".")))
@@ -363,6 +363,14 @@ def _connection_failures(ctx: _Ctx) -> list[Finding]:
         out.append(Finding("connections", f"Connection attempts failed at {len(items) - MAX_PER_KIND} more model "
                                           "and point combinations (see the table)."))
     return out
+
+
+def _counter_scope(ctx: _Ctx, row: pd.Series) -> str:
+    """Whose sockets a kernel counter of this point counted: the runs' own namespaces, or everyone's."""
+    runs = ctx.view.runs_at(row["model"], int(row["point"]))
+    if len(runs) and (runs["netns"] == "own").all():
+        return "this server's network namespace alone"
+    return "namespace-wide: other sockets on the machine count too"
 
 
 def _syn_retries(ctx: _Ctx) -> list[Finding]:

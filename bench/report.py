@@ -458,6 +458,14 @@ def _get(d: Any, *path: str) -> Any:
     return d
 
 
+def _counter_scope_text(env: dict[str, Any]) -> str:
+    """Whose sockets the k_* counters count, as environment.json recorded it."""
+    scope = env.get("kernel_counters")
+    if scope == "own network namespace per run":
+        return "each run's own: server and load ran in a network namespace of their own"
+    return "namespace-wide: they also count other sockets of the machine's network namespace"
+
+
 def _environment_html(results: Results, calibration: Any) -> str:
     env = results.environment
     if not env:
@@ -479,6 +487,7 @@ def _environment_html(results: Results, calibration: Any) -> str:
         ("sockbench", " ".join(str(v) for v in (_get(env, "sockbench", "version"), _get(env, "sockbench", "commit"))
                                if v) + (" (uncommitted changes)" if _get(env, "sockbench", "dirty") else "")),
         ("host", env.get("hostname")),
+        ("kernel counters (k_*)", _counter_scope_text(env)),
         ("calibration", "loaded: the table shows % of ceiling" if calibration is not None
          else "none found: run bench calibrate to see each model against the machine's ceiling"),
     ]

@@ -83,7 +83,9 @@ RUN_COLUMNS: dict[str, str] = {
     "err_reset": "", "err_timeout": "", "err_closed_early": "", "err_short": "", "err_corrupt": "",
     "req_pending": "requests sent but unanswered when the window closed (closed loop: up to one per client)",
     "req_pending_oldest_s": "how long the oldest of those had waited: near a whole run = a client the server ignores",
-    # kernel counters: deltas over the run, for the whole network namespace
+    # kernel counters: deltas over the measured window (snapshots when it opens and closes)
+    "netns": "own = server and load ran in a network namespace of this run's own, so the k_* counters are "
+             "this run's alone; shared = they count the whole namespace (not root)",
     "k_listen_overflows": "TcpExt ListenOverflows delta",
     "k_listen_drops": "TcpExt ListenDrops delta",
     "k_reqq_full_drop": "TcpExt TCPReqQFullDrop delta",
@@ -106,7 +108,7 @@ RUN_COLUMNS: dict[str, str] = {
     "idle_busy_pct": "machine busy percent measured just before the run",
     "server_cpus": "CPUs the server was pinned to (e.g. '0'), empty if unpinned",
     "gen_cpus": "CPUs the generator was pinned to",
-    "cpu_busy_pct": "per-CPU busy percent during the window, e.g. '0:98.5 1:64.0'",
+    "cpu_busy_pct": "per-CPU busy percent during the measured window, e.g. '0:98.5 1:64.0'",
     "server_exit": "server exit status after stop (0 expected)",
 }
 

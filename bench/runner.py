@@ -7,9 +7,14 @@ slow drift of the machine across models instead of onto one of them), a run:
 1. waits (bounded) for the machine to be idle and records how busy it was;
 2. starts a fresh server through :func:`servers.launch.run_server`, which
    waits for its ready line and pins it to its CPUs;
-3. starts the server monitor (process tree, accept queue) and snapshots the
-   kernel's listen-queue counters and per-CPU busy time;
-4. drives it with the load generator (warmup, then the measured window);
+3. starts the server monitor (process tree, accept queue); as root, the
+   server and the generator run in a network namespace of the run's own
+   (:func:`bench.monitor.run_namespace`), so the kernel's listen-queue
+   counters are this run's alone;
+4. drives it with the load generator (warmup, then the measured window),
+   snapshotting the kernel counters and per-CPU busy time when the window
+   opens and closes (:class:`bench.monitor.WindowProbe`), so they cover the
+   window their row claims;
 5. stops the server (SIGTERM, then SIGKILL of its process group), checks no
    process of it is left and that it did not die on its own mid-run;
 6. writes the run (row, timeline, histograms) before the next one starts.
@@ -202,7 +207,8 @@ def execute_run(scenario: Any, plan: RunPlan, writer: ResultsWriter, *, file_roo
     KeyboardInterrupt is recorded as an ``interrupted`` row and re-raised.
     """
     from bench.loadgen import run_load
-    from bench.monitor import CpuBusy, KernelCounters, ServerMonitor, format_cpu_busy, wait_for_idle
+    from bench.monitor import (CpuBusy, KernelCounters, ServerMonitor, WindowProbe, format_cpu_busy,
+                               run_namespace, wait_for_idle)
     from servers.launch import run_server
 
     server_cpus, gen_cpus = placement_cpus(scenario.placement)
@@ -228,27 +234,39 @@ def execute_run(scenario: Any, plan: RunPlan, writer: ResultsWriter, *, file_roo
         busy, _idle = wait_for_idle(threshold_pct=scenario.monitor.idle_threshold_pct,
                                     max_wait_s=scenario.monitor.idle_wait_s)
         row["idle_busy_pct"] = busy
-        with run_server(plan.model, plan.point.service, options, cpus=server_cpus,
-                        stderr_path=stderr_path) as server:
+        with run_namespace() as netns, run_server(plan.model, plan.point.service, options, cpus=server_cpus,
+                                                  stderr_path=stderr_path) as server:
+            row["netns"] = netns.scope
             monitor = ServerMonitor(server.pid, server.port, interval_s=scenario.monitor.interval_s)
             monitor.start()
-            cpu_busy = CpuBusy()
-            kernel_before = KernelCounters.snapshot()
-            cpu_busy.start()
-            result = run_load(_load_spec(scenario, plan, server.host, server.port, gen_cpus, targets))
+            # per-CPU busy time and kernel counters over the measured window only
+            cpu_busy, kernel = CpuBusy(), {}
+
+            def window_opens() -> None:
+                kernel["before"] = KernelCounters.snapshot(server.pid)
+                cpu_busy.start()
+
+            def window_closes() -> None:
+                kernel["busy"] = cpu_busy.stop()
+                kernel["after"] = KernelCounters.snapshot(server.pid)
+
+            probe = WindowProbe(window_opens, window_closes)
+            try:
+                result = run_load(_load_spec(scenario, plan, server.host, server.port, gen_cpus, targets),
+                                  on_window=probe.schedule)
+            finally:
+                probe.close()
             if result.warnings:  # the generator's own caveats about this run, kept beside its stderr
                 (writer.logs_dir / f"{plan.run_id}.load-warnings.txt").write_text("\n".join(result.warnings) + "\n")
-            busy_by_cpu = cpu_busy.stop()
-            kernel_after = KernelCounters.snapshot()
             monitor.stop()
             died = not server.alive()
             exit_status = server.stop()
             leftovers = server.leftover_processes()
             row.update(result.row)
             row.update(monitor.summary(result.window_start, result.window_end))
-            row.update(KernelCounters.delta(kernel_before, kernel_after))
+            row.update(KernelCounters.delta(kernel.get("before", {}), kernel.get("after", {})))
             row.update(cpuwork.check_row(row, server.ready, cpu_work))
-            row["cpu_busy_pct"] = format_cpu_busy(busy_by_cpu)
+            row["cpu_busy_pct"] = format_cpu_busy(kernel.get("busy", {}))
             row["started_at"] = dt.datetime.fromtimestamp(result.window_start, dt.timezone.utc).isoformat()
             row["server_exit"] = exit_status
             histograms = result.histograms

@@ -95,7 +95,7 @@ STAT_FIELDS = ("n", "median", "min", "max", "ci_low", "ci_high", "ci_level", "cv
 
 _BOOL_COLUMNS = ("generator_bound", "sendfile", "cpu_work_short")
 _STRING_COLUMNS = ("run_id", "model", "service", "status", "error", "started_at", "mode",
-                   "mem_note", "server_cpus", "gen_cpus", "cpu_busy_pct")
+                   "mem_note", "server_cpus", "gen_cpus", "cpu_busy_pct", "netns")
 
 
 class NotAResultsFolder(ValueError):

@@ -13,12 +13,12 @@ import sys
 import psutil
 
 from bench.environment import PACKAGES, REPO_DIR, collect_environment, git_state
-from bench.monitor import NAMESPACE_NOTE
+from bench.monitor import NAMESPACE_NOTE, OWN_NAMESPACE_NOTE
 
 TOP_KEYS = {
     "environment_version", "timestamp", "hostname", "python", "platform", "cpu", "memory_total_bytes",
     "sysctls", "ulimits", "packages", "sockbench", "boot_time", "load_average", "clocksource",
-    "placement", "notes",
+    "placement", "kernel_counters", "notes",
 }
 
 
@@ -44,7 +44,10 @@ def test_environment_has_every_key_and_survives_json():
     assert set(env["ulimits"]) == {"nofile_soft", "nofile_hard", "nproc_soft", "nproc_hard"}
     assert len(env["load_average"]) == 3
     assert env["timestamp"].endswith("+00:00")  # UTC, ISO-8601
-    assert NAMESPACE_NOTE in env["notes"]
+    if os.geteuid() == 0:  # a network namespace per run: the counters are each run's own
+        assert env["kernel_counters"] == "own network namespace per run" and OWN_NAMESPACE_NOTE in env["notes"]
+    else:
+        assert env["kernel_counters"] == "namespace-wide" and NAMESPACE_NOTE in env["notes"][0]
 
 
 def test_environment_without_placement_records_null():

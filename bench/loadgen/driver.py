@@ -57,7 +57,7 @@ import time
 from pathlib import Path
 from time import monotonic
 from types import TracebackType
-from typing import Any
+from typing import Any, Callable
 
 from bench.loadgen.merge import merge_reports
 from bench.loadgen.spec import LoadResult, LoadSpec, resolve_target, validate
@@ -285,8 +285,12 @@ class WorkerPool:
             return self.err[i].decode("utf-8", "replace").strip()[-1000:] or "(no output)"
 
 
-def run_load(spec: LoadSpec) -> LoadResult:
+def run_load(spec: LoadSpec, on_window: Callable[[float, float], None] | None = None) -> LoadResult:
     """Run the load described by ``spec`` and return the merged result.
+
+    ``on_window(start, end)``, if given, is called once the workers have their
+    start time, with the measured window's wall-clock bounds (``time.time()``
+    seconds), so a caller can sample side metrics over exactly that window.
 
     Raises :class:`ValueError` for a bad spec or a non-loopback target without
     ``allow_remote`` (before starting anything), :class:`LoadGenError` if a
@@ -303,6 +307,8 @@ def run_load(spec: LoadSpec) -> LoadResult:
         pool.wait_ready(READY_TIMEOUT_S)
         start_wall = time.time() + START_MARGIN_S
         pool.go(start_wall)
+        if on_window is not None:  # e.g. the runner's side metrics, bounded to the window
+            on_window(start_wall + spec.warmup_s, start_wall + spec.warmup_s + spec.duration_s)
         deadline = monotonic() + START_MARGIN_S + spec.warmup_s + spec.duration_s + PARENT_GRACE_S
         reports = pool.collect(deadline)
     return merge_reports(spec, reports, start_wall + spec.warmup_s)

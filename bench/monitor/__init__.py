@@ -7,9 +7,11 @@ One module per thing measured:
   fds, CPU, context switches, accept-queue depth; its docstring explains how
   CPU of short-lived children is accounted and what cannot be.
 * :mod:`bench.monitor.kernel` -- :class:`KernelCounters` (TcpExt listen-queue
-  counters, namespace-wide), :func:`read_sysctls`, :func:`accept_queue`.
+  counters, per run in a namespace of its own as root,
+  else namespace-wide), :func:`run_namespace`, :func:`read_sysctls`, :func:`accept_queue`.
 * :mod:`bench.monitor.machine` -- :func:`wait_for_idle` before a run,
-  :class:`CpuBusy` per CPU during it, :func:`format_cpu_busy`.
+  :class:`CpuBusy` per CPU during it, :func:`format_cpu_busy`, :class:`WindowProbe`
+  (snapshots when the measured window opens and closes).
 * :mod:`bench.monitor.procfs` -- the cheap /proc readers underneath.
 
 A typical point::
@@ -23,20 +25,25 @@ A typical point::
     row.update(KernelCounters.delta(counters, KernelCounters.snapshot()))
 """
 
-from bench.monitor.kernel import NAMESPACE_NOTE, KernelCounters, accept_queue, read_sysctls, syn_retry_times
-from bench.monitor.machine import CpuBusy, format_cpu_busy, wait_for_idle
+from bench.monitor.kernel import (NAMESPACE_NOTE, OWN_NAMESPACE_NOTE, KernelCounters, RunNamespace, accept_queue,
+                                  read_sysctls, run_namespace, syn_retry_times)
+from bench.monitor.machine import CpuBusy, WindowProbe, format_cpu_busy, wait_for_idle
 from bench.monitor.proctree import SUMMARY_KEYS, TIMELINE_KEYS, ServerMonitor
 
 __all__ = [
     "NAMESPACE_NOTE",
+    "OWN_NAMESPACE_NOTE",
     "SUMMARY_KEYS",
     "TIMELINE_KEYS",
     "CpuBusy",
     "KernelCounters",
+    "RunNamespace",
     "ServerMonitor",
     "accept_queue",
     "format_cpu_busy",
     "read_sysctls",
+    "run_namespace",
     "syn_retry_times",
+    "WindowProbe",
     "wait_for_idle",
 ]

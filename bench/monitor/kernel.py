@@ -11,7 +11,12 @@ The only witnesses are kernel counters and the queue itself:
   ``TCPReqQFullDrop`` / ``TCPReqQFullDoCookies`` (SYN queue full: dropped, or
   answered with a SYN cookie), ``SyncookiesSent``. They count the whole
   network namespace: any other listener overflowing during a run adds to
-  them. :data:`NAMESPACE_NOTE` says so in the results.
+  them. So, where the tool runs as root, :func:`run_namespace` gives each
+  run a network namespace of its own (only loopback, brought up), the
+  server and the generator workers are started inside it, and the counters
+  are read from ``/proc/<server pid>/net/netstat``: they are that run's
+  alone. Without root they stay namespace-wide and :data:`NAMESPACE_NOTE`
+  says so in the results.
 * The accept queue of one listening socket (:func:`accept_queue`): its
   current length (``sk_ack_backlog``) and the backlog the kernel applied
   (``sk_max_ack_backlog`` = ``min(backlog, somaxconn)``) -- what ``ss -ltn``
@@ -40,10 +45,14 @@ Error handling:
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import fcntl
 import os
 import socket
 import struct
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 NETSTAT = "/proc/net/netstat"
@@ -96,9 +105,21 @@ def syn_retry_times(sysctls: dict[str, int | None]) -> list[float]:
     return times
 
 NAMESPACE_NOTE = (
-    "kernel counters (k_* columns, /proc/net/netstat TcpExt) count every socket of the network "
-    "namespace, not only the server's: other traffic in the namespace during a run adds to them"
+    "kernel counters (k_* columns, /proc/net/netstat TcpExt) are namespace-wide: they count every socket "
+    "of the network namespace, not only the server's: other traffic in the namespace during a run adds to them"
 )
+
+#: environment.json note when every run had a network namespace of its own.
+OWN_NAMESPACE_NOTE = (
+    "each run's server and load workers ran in a network namespace of their own (loopback only): the "
+    "kernel counters (k_* columns) count that run's sockets alone"
+)
+
+#: Sysctls copied into a run's namespace, which otherwise starts with the kernel's defaults:
+#: the listen-queue ones (SYSCTLS) and those that bound connection churn.
+_COPIED_SYSCTLS = (*SYSCTLS.values(), "/proc/sys/net/ipv4/ip_local_port_range",
+                   "/proc/sys/net/ipv4/tcp_tw_reuse", "/proc/sys/net/ipv4/tcp_max_tw_buckets",
+                   "/proc/sys/net/ipv4/tcp_fin_timeout")
 
 # /proc/net/tcp "st" column values (include/net/tcp_states.h)
 _TCP_LISTEN = "0A"
@@ -109,10 +130,14 @@ class KernelCounters:
     """Snapshots and deltas of the TcpExt listen-queue counters."""
 
     @staticmethod
-    def snapshot() -> dict[str, int]:
-        """Current values of the counters in :data:`COUNTER_COLUMNS` that this kernel has."""
+    def snapshot(pid: int | None = None) -> dict[str, int]:
+        """Current values of the counters in :data:`COUNTER_COLUMNS` that this kernel has.
+
+        ``pid``: read the network namespace of that process (``/proc/<pid>/net/netstat``),
+        e.g. a server in a namespace of its own; default: this process's.
+        """
         try:
-            text = Path(NETSTAT).read_text()
+            text = Path(NETSTAT if pid is None else f"/proc/{pid}/net/netstat").read_text()
         except OSError:
             return {}
         return {name: value for name, value in _parse_netstat(text, "TcpExt").items() if name in COUNTER_COLUMNS}
@@ -241,3 +266,92 @@ def _proc_listeners(table: str, port: int) -> Iterator[int]:
                 return  # listeners come first: the rest are connections
             if int(fields[1].rsplit(b":", 1)[1], 16) == port:
                 yield int(fields[4].split(b":")[1], 16)
+
+
+# --------------------------------------------------------------------------
+# A network namespace per run
+
+_CLONE_NEWNET = 0x40000000  # linux/sched.h
+_SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 0x1  # linux/sockios.h, linux/if.h
+_IFREQ = struct.Struct("16sh22x")  # struct ifreq: name, then ifr_flags in a 24-byte union
+
+
+@dataclass(frozen=True)
+class RunNamespace:
+    """What :func:`run_namespace` gave: ``own`` True inside a fresh namespace, else why not."""
+
+    own: bool
+    why_not: str = ""
+
+    @property
+    def scope(self) -> str:
+        """The runs.csv ``netns`` cell: 'own' or 'shared'."""
+        return "own" if self.own else "shared"
+
+
+@contextlib.contextmanager
+def run_namespace() -> Iterator[RunNamespace]:
+    """Move the calling thread into a new network namespace with loopback up; move it back at the end.
+
+    Linux keeps namespaces per thread: every process the calling thread
+    starts inside the ``with`` block (server, load workers) and every thread
+    it creates there (the server monitor) inherits the new namespace; other
+    threads are untouched. The host's listen-queue and port-range sysctls are
+    copied in, so a run behaves as it would outside. Nothing is named or
+    mounted: the namespace lives as long as a process in it, and disappears
+    when the run's processes are reaped.
+
+    Without root (or where unshare is refused) it yields ``own=False`` with
+    the reason and changes nothing: counters are then namespace-wide.
+
+    Error handling: failing to return to the original namespace raises
+    RuntimeError (the thread would otherwise run the next run in a dead one).
+    Resource handling: the fd of the original namespace is closed on every path.
+    """
+    if os.geteuid() != 0:
+        yield RunNamespace(False, "not root: unshare(CLONE_NEWNET) needs CAP_SYS_ADMIN")
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    host_values = {path: _read_sysctl_text(path) for path in _COPIED_SYSCTLS}
+    original = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if libc.unshare(_CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            yield RunNamespace(False, f"unshare(CLONE_NEWNET) failed: {os.strerror(err)}")
+            return
+        try:
+            _loopback_up()
+            for path, value in host_values.items():
+                if value is not None:
+                    with contextlib.suppress(OSError):
+                        Path(path).write_text(value)
+            yield RunNamespace(True)
+        finally:
+            if libc.setns(original, _CLONE_NEWNET) != 0:
+                err = ctypes.get_errno()
+                raise RuntimeError(f"could not return to the original network namespace: {os.strerror(err)}")
+    finally:
+        os.close(original)
+
+
+def counter_scope() -> tuple[str, str]:
+    """('own', note) if runs here get a namespace of their own (tried once), else ('shared', note + why)."""
+    with run_namespace() as ns:
+        pass
+    if ns.own:
+        return "own", OWN_NAMESPACE_NOTE
+    return "shared", f"{NAMESPACE_NOTE} ({ns.why_not})"
+
+
+def _loopback_up() -> None:
+    """Set IFF_UP on ``lo`` of the calling thread's network namespace."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        flags = _IFREQ.unpack(fcntl.ioctl(sock, _SIOCGIFFLAGS, _IFREQ.pack(b"lo", 0)))[1]
+        fcntl.ioctl(sock, _SIOCSIFFLAGS, _IFREQ.pack(b"lo", flags | _IFF_UP))
+
+
+def _read_sysctl_text(path: str) -> str | None:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return None

@@ -25,7 +25,9 @@ Error handling:
 
 from __future__ import annotations
 
+import threading
 import time
+from typing import Callable
 
 import psutil
 
@@ -99,3 +101,54 @@ class CpuBusy:
 def format_cpu_busy(d: dict[int, float]) -> str:
     """``{0: 98.5, 1: 64.0}`` -> ``"0:98.5 1:64.0"`` (the runs.csv ``cpu_busy_pct`` cell)."""
     return " ".join(f"{cpu}:{d[cpu]:.1f}" for cpu in sorted(d))
+
+
+class WindowProbe:
+    """Call ``at_start()`` when the measured window opens and ``at_end()`` when it closes.
+
+    Side metrics (per-CPU busy time, kernel counters) must cover the window
+    their row claims, not worker spawn, imports, warmup and teardown. The
+    load generator knows the window only once its workers are ready, so it
+    calls :meth:`schedule` with the window's wall-clock bounds; a thread
+    sleeps until each bound and takes the snapshot. ``started_at`` /
+    ``ended_at`` record when they really ran (a few ms late at most).
+
+    Resource handling: the thread is a daemon and :meth:`close` (also on any
+    error path) wakes and joins it, so it never outlives the run; an end
+    snapshot not reached by then is simply missing (``ended_at`` None).
+    """
+
+    def __init__(self, at_start: Callable[[], None], at_end: Callable[[], None]) -> None:
+        self._at_start, self._at_end = at_start, at_end
+        self._cancel = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.started_at: float | None = None
+        self.ended_at: float | None = None
+
+    def schedule(self, start_wall: float, end_wall: float) -> None:
+        self._thread = threading.Thread(target=self._run, args=(start_wall, end_wall), daemon=True,
+                                        name="window-probe")
+        self._thread.start()
+
+    def _run(self, start_wall: float, end_wall: float) -> None:
+        if self._cancel.wait(max(0.0, start_wall - time.time())):
+            return
+        self._at_start()
+        self.started_at = time.time()
+        if self._cancel.wait(max(0.0, end_wall - time.time())):
+            return
+        self._at_end()
+        self.ended_at = time.time()
+
+    def close(self, timeout_s: float = 5.0) -> bool:
+        """Wait (bounded) for the end snapshot, then stop the thread; True if both snapshots were taken.
+
+        Why 5 s by default: the caller closes right after the load generator
+        returned, which is after the window closed; the wait only covers the
+        thread's wake-up.
+        """
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._cancel.set()
+            self._thread.join()
+        return self.ended_at is not None
