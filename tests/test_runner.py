@@ -83,7 +83,7 @@ def test_run_writes_a_complete_results_folder(tmp_path):
     # side metrics cover the run alone: its own network namespace (as root), per-CPU busy over the window
     assert (runs["netns"] == ("own" if os.geteuid() == 0 else "shared")).all()
     assert runs["cpu_busy_pct"].str.match(r"^0:\d+\.\d( \d+:\d+\.\d)*$").all()
-    assert (runs["k_listen_overflows"] >= 0).all()
+    assert (runs["k_listen_overflows"] >= 0).all() and runs["accept_queue_max"].notna().all()
     timeline = pd.read_csv(results / "timeline.csv")
     assert list(timeline.columns) == list(TIMELINE_COLUMNS)
     assert set(timeline["source"]) == {"server", "load"}
