@@ -5,23 +5,36 @@ on against off. The first folder is the baseline *A*; every other folder *B*
 is compared with it, model by model and point by point, on throughput
 (req/s, and MB/s for the file service) and on p50 and p99 latency:
 
-* the **ratio** B/A of the medians over repetitions;
-* a **significance test** over the repetitions: Welch's t-test
-  (``scipy.stats.ttest_ind(equal_var=False)``) at the 5% level. Welch rather
-  than Mann-Whitney U because a benchmark usually has three repetitions, and
-  with 3 against 3 the smallest two-sided p-value Mann-Whitney can reach is
-  0.1: it could never call anything significant. Welch does not assume equal
-  variances (a noisier set is common). With fewer than two successful
-  repetitions on either side nothing is tested and the table says "too few
-  repetitions to test"; a difference that does not pass is called "not
-  significant", plainly.
+* the **ratio** B/A of the **means** over repetitions, and a **test of
+  those means**: Welch's t-test (``scipy.stats.ttest_ind(equal_var=False)``)
+  over the per-repetition values. The ratio and the test are about the same
+  statistic. Means rather than the medians of the report, because medians
+  would call for Mann-Whitney U, and with 3 against 3 repetitions the
+  smallest two-sided p-value it can reach is 0.1: it could never call
+  anything significant. Welch does not assume equal variances (a noisier
+  set is common). The medians are kept in comparison.csv for reference;
+* a **correction for multiple comparisons**: one comparison runs a test per
+  model x point x metric (72 on many-clients), and at the 5% level 3-4 of
+  them would be "significant" by chance when nothing changed. Holm's
+  step-down correction over the whole family of tests of the comparison
+  keeps the chance of any false "significant" at 5%; the table gives the raw
+  and the Holm-adjusted p-value and the family size;
+* what was tested, said in each row (test, statistic, repetitions on each
+  side), and **"untested"** said plainly where no test was possible (fewer
+  than two successful repetitions on either side, no variation at all): the
+  change is then printed without "better" or "worse", as is a change that
+  did not pass the test.
 
 Scenarios must match to be compared: the same service, the same swept
 parameters and the same points. A mismatch is refused with a message that
 names each difference, unless ``force`` (``--force``), in which case points
 are matched by their parameter values and what cannot be matched is listed.
 Differences that are the point of the comparison (a non-swept parameter such
-as the backlog, the Python version) are reported and used as labels.
+as the backlog, the Python version) are reported and used as labels, and so
+are settings that may explain a difference without being the point of it
+(:func:`settings_differences`): duration, warmup, repetitions, placement,
+generator workers and loop, Python, kernel and package versions, sockbench
+commit, host.
 
 Error handling: a folder that is not a results folder, or mismatched
 scenarios, give a one-line error and exit status 2. Resource handling: the
@@ -56,8 +69,10 @@ METRICS: dict[str, tuple[str, bool]] = {
     "lat_p50_us": ("p50", False),
     "lat_p99_us": ("p99", False),
 }
-#: Significance level of the test; the conventional 5%.
+#: Significance level of the family of tests (Holm-corrected); the conventional 5%.
 ALPHA = 0.05
+#: What each row's test is, for the table and the figure.
+TEST_NAME = "Welch t-test of means"
 #: Line styles of result sets A, B, C, ... in overlay figures (colour stays the model's).
 SET_STYLES = ["-", "--", ":", "-."]
 
@@ -71,8 +86,9 @@ class ComparisonResult:
     """The comparison of result sets: labels, the ratio table, notes, and figure builders.
 
     ``table`` has one row per other set x model x point x metric with columns
-    ``set, baseline, model, point_label, <swept params>, metric, a_median,
-    b_median, ratio, n_a, n_b, p_value, significant, verdict``.
+    ``set, baseline, model, point_label, <swept params>, metric, a_mean,
+    b_mean, ratio`` (of the means), ``a_median, b_median, n_a, n_b,
+    tested, p_value, p_holm, family, significant, change, test, verdict``.
     """
 
     dirs: list[Path]
@@ -174,7 +190,47 @@ def scenario_differences(results: Sequence[Results]) -> tuple[list[str], list[st
         pa, pb = python_version(a), python_version(b)
         if pa and pb and pa != pb:
             allowed.append(f"Python {pa} vs {pb}")
+        allowed += settings_differences(a, b)
     return blocking, list(dict.fromkeys(allowed))
+
+
+def run_settings(results: Results) -> dict[str, str]:
+    """Settings of a result set that shape its figures without being a point's parameter."""
+    sc, env = results.scenario, results.environment
+
+    def get(d: Any, *path: str) -> Any:
+        for k in path:
+            d = d.get(k) if isinstance(d, dict) else None
+        return d
+
+    reps = int(results.runs["repetition"].max()) if len(results.runs) else None
+    placement = get(env, "placement", "policy") or sc.get("placement")
+    packages = get(env, "packages") or {}
+    out = {
+        "duration": _seconds(sc.get("duration", sc.get("duration_s"))),
+        "warmup": _seconds(sc.get("warmup", sc.get("warmup_s"))),
+        "repetitions": "" if reps is None else str(reps),
+        "placement": str(placement or ""),
+        "generator workers": str(get(sc, "generator", "workers") or ""),
+        "generator loop": str(get(sc, "generator", "loop") or ""),
+        "kernel": str(get(env, "platform", "kernel_release") or ""),
+        "sockbench commit": str(get(env, "sockbench", "commit") or "")[:12],
+        "host": str(env.get("hostname") or ""),
+        "kernel counters": str(env.get("kernel_counters") or ""),
+    }
+    out.update({name: str(v) for name, v in packages.items() if v})
+    return out
+
+
+def _seconds(v: Any) -> str:
+    return "" if v is None else f"{float(v):g} s" if isinstance(v, (int, float)) else str(v)
+
+
+def settings_differences(a: Results, b: Results) -> list[str]:
+    """'duration: 5 s vs 10 s', ... for every setting recorded on both sides that differs."""
+    sa, sb = run_settings(a), run_settings(b)
+    return [f"{name}: {sa[name]} vs {sb[name]}" for name in sa
+            if sa[name] and sb.get(name) and sa[name] != sb[name]]
 
 
 def _key_text(key: tuple, swept: Sequence[str], with_service: bool = True) -> str:
@@ -261,54 +317,104 @@ def compare(dirs: list[Path], force: bool = False) -> ComparisonResult:
                     rows.append(_compare_metric(label, labels[0], model, key, swept, metric,
                                                 va[metric].to_numpy(dtype=float), vb[metric].to_numpy(dtype=float),
                                                 several))
-    table = pd.DataFrame(rows)
+    table = holm(pd.DataFrame(rows))
     return ComparisonResult(dirs=[Path(d) for d in dirs], labels=labels, results=results, table=table,
                             swept=swept, notes=allowed, mismatches=blocking)
 
 
 def _compare_metric(label: str, base_label: str, model: str, key: tuple, swept: Sequence[str], metric: str,
                     a: np.ndarray, b: np.ndarray, with_service: bool = False) -> dict[str, Any]:
+    """One row of the table before the correction (:func:`holm` fills ``p_holm``, the verdict)."""
     a, b = a[np.isfinite(a)], b[np.isfinite(b)]
-    name, higher_better = METRICS[metric]
+    name, _ = METRICS[metric]
     row: dict[str, Any] = {"set": label, "baseline": base_label, "model": model, "service": key[0],
                            "point_label": _key_text(key, swept, with_service)}
     row.update({p: v for p, v in zip(swept, key[1:])})
-    ma = float(np.median(a)) if a.size else math.nan
-    mb = float(np.median(b)) if b.size else math.nan
-    ratio = mb / ma if a.size and b.size and ma != 0 else math.nan
-    p_value, test = significance(a, b)
-    significant = p_value is not None and p_value < ALPHA
-    change_text = "-"
-    if math.isfinite(ratio):
-        change = ratio - 1.0
-        better = (change > 0) == higher_better
-        # under half a percent the direction is noise in the last digit, not better or worse
-        direction = "" if abs(change) < 0.005 else (" better" if better else " worse")
-        change_text = f"{change:+.1%}{direction}"
-    row.update(metric=metric, metric_label=name, a_median=ma, b_median=mb, ratio=ratio, n_a=int(a.size),
-               n_b=int(b.size), p_value=p_value, significant=significant, change=change_text, test=test,
-               verdict=f"{change_text}, {test}")
+    mean_a = float(np.mean(a)) if a.size else math.nan
+    mean_b = float(np.mean(b)) if b.size else math.nan
+    ratio = mean_b / mean_a if a.size and b.size and mean_a != 0 else math.nan
+    p_value, why_untested = significance(a, b)
+    row.update(metric=metric, metric_label=name, a_mean=mean_a, b_mean=mean_b, ratio=ratio,
+               a_median=float(np.median(a)) if a.size else math.nan,
+               b_median=float(np.median(b)) if b.size else math.nan,
+               n_a=int(a.size), n_b=int(b.size), tested=p_value is not None, p_value=p_value,
+               untested_reason=why_untested)
     return row
 
 
 def significance(a: np.ndarray, b: np.ndarray) -> tuple[float | None, str]:
-    """Welch's t-test of two sets of repetitions: (p-value or None, plain-language verdict)."""
+    """Welch's t-test of two sets of repetitions: (p-value, "") or (None, why it could not be tested)."""
     if a.size < 2 or b.size < 2:
-        return None, f"too few repetitions to test ({a.size} vs {b.size})"
+        return None, f"{a.size} vs {b.size} runs, the test needs 2 on each side"
     if np.ptp(a) == 0 and np.ptp(b) == 0:
         if a[0] == b[0]:
-            return 1.0, "not significant (identical values)"
-        return None, "cannot test: no variation within either set"
+            return 1.0, ""
+        return None, "no variation within either set"
     from scipy.stats import ttest_ind
 
     with _warnings.catch_warnings():
         _warnings.simplefilter("ignore")
         p = float(ttest_ind(a, b, equal_var=False).pvalue)
     if not math.isfinite(p):
-        return None, "cannot test"
-    if p < ALPHA:
-        return p, f"significant, p={p:.2g}"
-    return p, f"not significant, p={p:.2g}"
+        return None, "the test gave no p-value"
+    return p, ""
+
+
+def holm_adjust(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (same order as given): reject where adjusted < alpha.
+
+    Sorted ascending, the i-th smallest (0-based) of m is multiplied by
+    ``m - i``; a running maximum keeps the adjusted values monotone, and
+    they are capped at 1.
+    """
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    adjusted = [1.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def holm(table: pd.DataFrame) -> pd.DataFrame:
+    """Correct the tested rows of ``table`` as one family (Holm) and write each row's verdict."""
+    if table.empty:
+        return table
+    table = table.copy()
+    tested = table["tested"].to_numpy(dtype=bool)
+    family = int(tested.sum())
+    table["p_holm"] = math.nan
+    if family:
+        table.loc[tested, "p_holm"] = holm_adjust(table.loc[tested, "p_value"].astype(float).tolist())
+    table["family"] = family
+    table["significant"] = tested & (table["p_holm"].to_numpy(dtype=float) < ALPHA)
+    texts = [_verdict(r, family) for r in table.to_dict("records")]
+    table["change"] = [c for c, _ in texts]
+    table["test"] = [t for _, t in texts]
+    table["verdict"] = [f"{c}, {t}" for c, t in texts]
+    return table.drop(columns="untested_reason")
+
+
+def _verdict(row: dict[str, Any], family: int) -> tuple[str, str]:
+    """(change text, test text): 'better'/'worse' only for a difference that passed the corrected test."""
+    _, higher_better = METRICS[row["metric"]]
+    ratio = row["ratio"]
+    change_text = "-"
+    if math.isfinite(ratio):
+        change = ratio - 1.0
+        better = (change > 0) == higher_better
+        # under half a percent the direction is noise in the last digit, not better or worse
+        direction = "" if abs(change) < 0.005 else (" better" if better else " worse")
+        if not row["significant"]:
+            direction = " (untested)" if not row["tested"] else " (not significant)"
+        change_text = f"{change:+.1%}{direction}"
+    runs = f"{row['n_a']} vs {row['n_b']} runs"
+    if not row["tested"]:
+        return change_text, f"untested: {row['untested_reason']}"
+    verdict = "significant" if row["significant"] else "not significant"
+    return change_text, (f"{verdict}: {TEST_NAME} of {row['metric_label']}, {runs}, p={row['p_value']:.2g}, "
+                         f"Holm p={row['p_holm']:.2g} over {family} tests")
 
 
 # --------------------------------------------------------------------------
@@ -434,14 +540,15 @@ def _ratio_figure(cmp: ComparisonResult, style: Any) -> Figure | None:
         ax.set_xticks(range(len(models)), models, rotation=20, ha="right")
     ax.set_ylabel(f"{METRICS[metric][0]} ratio (set / {cmp.labels[0]})")
     handles = style.model_handles(models) + [
-        Line2D([], [], marker="o", color="#555555", linestyle="none", label="significant (p < 0.05)"),
-        Line2D([], [], marker="o", color="#555555", markerfacecolor="white", linestyle="none", label="not significant / not testable")]
+        Line2D([], [], marker="o", color="#555555", linestyle="none", label="significant (Holm p < 0.05)"),
+        Line2D([], [], marker="o", color="#555555", markerfacecolor="white", linestyle="none",
+               label="not significant / untested")]
     style.legend_right(fig, handles)
     grow = PARAM_TEXT.get(x_param, ("", ""))[0] if x_param else ""
     style.titles(fig, f"How much does throughput change against {cmp.labels[0]}?" + _facet(cmp),
-                 " ".join(filter(None, ["median ratio per model", grow])) + f"; above 1 = more "
-                 f"{'MB/s' if metric == 'mb_per_s' else 'requests/s'} than {cmp.labels[0]}; Welch t-test over "
-                 "repetitions")
+                 " ".join(filter(None, ["ratio of the means per model", grow])) + f"; above 1 = more "
+                 f"{'MB/s' if metric == 'mb_per_s' else 'requests/s'} than {cmp.labels[0]}; {TEST_NAME} over "
+                 "repetitions, Holm-corrected")
     return fig
 
 
@@ -506,15 +613,18 @@ def print_table(result: ComparisonResult, file: Any = None) -> None:
         console.print("no common model and point to compare")
         return
     for set_label, t in result.table.groupby("set", sort=False):
-        table = Table(title=f"B = {set_label} against A = {result.labels[0]} (median over repetitions)")
+        family = int(t["family"].iloc[0]) if len(t) else 0
+        tests = (f"{TEST_NAME}, Holm-corrected over the {family} tests of this comparison" if family
+                 else "nothing could be tested")
+        table = Table(title=f"B = {set_label} against A = {result.labels[0]} (mean over repetitions; {tests})")
         for col, kw in (("model", {"no_wrap": True}), ("point", {"no_wrap": True}), ("metric", {}),
-                        ("A", {"justify": "right"}), ("B", {"justify": "right"}), ("B/A", {"justify": "right"}),
-                        ("change", {"no_wrap": True}), ("Welch t-test over repetitions", {})):
+                        ("A mean", {"justify": "right"}), ("B mean", {"justify": "right"}),
+                        ("B/A", {"justify": "right"}), ("change", {"no_wrap": True}), ("test", {})):
             table.add_column(col, **kw)
         for _, r in t.iterrows():
             fmt = _fmt_value(r["metric"])
             style = "" if not r["significant"] else ("green" if r["change"].endswith("better") else "red")
-            table.add_row(r["model"], r["point_label"], r["metric_label"], fmt(r["a_median"]), fmt(r["b_median"]),
+            table.add_row(r["model"], r["point_label"], r["metric_label"], fmt(r["a_mean"]), fmt(r["b_mean"]),
                           "-" if not math.isfinite(r["ratio"]) else f"{r['ratio']:.3f}",
                           r["change"], r["test"], style=style)
         console.print(table)
