@@ -42,10 +42,20 @@ Design
 ------
 One ``c-reference`` server (pinned to the server CPU) serves every echo and
 connect measurement, so C client and generator meet the very same server.
-Each point runs the C client, then the generator, back to back, so drift
-hits both alike. Connect-mode runs come last: they leave tens of thousands
-of sockets in TIME-WAIT. Each measurement is a small function returning a
-plain dict, testable alone; :func:`calibrate` strings them together.
+Each echo point is measured in :data:`ROUNDS` rounds (``--rounds``); in each
+round the C client and the generator run back to back, the C client first in
+odd rounds and the generator first in even ones, so neither always meets a
+warmer (or more tired) machine. A row gives the median over the rounds, the
+per-round values and their spread; the generator's ratios are taken within
+each round (one pair, side by side) and their median and range reported.
+Connect-mode runs come last: they leave tens of thousands of sockets in
+TIME-WAIT. Each measurement is a small function returning a plain dict,
+testable alone; :func:`calibrate` strings them together.
+
+The goal's PASS/MISS (:func:`goal_verdict`) is said to be **NOT RELIABLE**,
+with the reasons, when it rests on quick mode, fewer than 3 rounds, a
+generator-bound or erroring measurement, a busy machine, or rounds whose
+ratios fall on both sides of the goal.
 
 Error handling
 --------------
@@ -116,6 +126,11 @@ BULK_FILE_BYTES = 8 * 2**20
 BULK_RECV_BYTES = 256 * 1024
 #: Idle check before measuring: the machine is "busy" above this percent.
 IDLE_THRESHOLD_PCT = 5.0
+#: Rounds of the echo comparison (C client and generator alternating who goes first).
+#: Three is the fewest with a median that one disturbed round cannot move.
+ROUNDS = 3
+#: Quick mode's rounds: enough to show both orders; its verdict is never reliable anyway.
+QUICK_ROUNDS = 2
 
 
 class CalibrationError(RuntimeError):
@@ -143,16 +158,19 @@ class Plan:
     duration_s: float
     warmup_s: float
     quick: bool
+    rounds: int = ROUNDS
 
     @classmethod
-    def make(cls, duration_s: float, quick: bool) -> Plan:
+    def make(cls, duration_s: float, quick: bool, rounds: int | None = None) -> Plan:
         if duration_s <= 0:
             raise ValueError(f"duration must be > 0 seconds, got {duration_s}")
+        if rounds is not None and rounds < 1:
+            raise ValueError(f"rounds must be >= 1, got {rounds}")
         if quick:
             # Quick mode only shows the machinery works: figures are rough.
-            return cls(duration_s=min(duration_s, 0.3), warmup_s=0.1, quick=True)
+            return cls(duration_s=min(duration_s, 0.3), warmup_s=0.1, quick=True, rounds=rounds or QUICK_ROUNDS)
         # A quarter of the window, at most 1 s: connections and caches settle in milliseconds.
-        return cls(duration_s=duration_s, warmup_s=min(1.0, duration_s / 4), quick=False)
+        return cls(duration_s=duration_s, warmup_s=min(1.0, duration_s / 4), quick=False, rounds=rounds or ROUNDS)
 
 
 def placements() -> dict[str, Placement]:
@@ -478,24 +496,87 @@ def _echo_points(places: dict[str, Placement]) -> list[tuple[int, Placement]]:
 
 def measure_echo_and_generator(binary: Path, server: Any, places: dict[str, Placement], plan: Plan,
                                cal: dict[str, Any], say: Callable[[str], None]) -> None:
-    """Fill ``cal["echo"]`` and ``cal["generator"]``: C client, then generator, at each point."""
+    """Fill ``cal["echo"]`` and ``cal["generator"]``: C client and generator, alternating, ``plan.rounds`` times.
+
+    Rounds are outermost, so a point's rounds are spread over the whole
+    calibration rather than run back to back.
+    """
     generator_ok = _generator_importable(cal["notes"])
-    for clients, place in _echo_points(places):
+    points = _echo_points(places)
+    c_rounds: dict[int, list[dict[str, Any]]] = {i: [] for i in range(len(points))}
+    g_rounds: dict[int, list[dict[str, Any]]] = {i: [] for i in range(len(points))}
+    for rnd in range(1, plan.rounds + 1):
+        c_first = rnd % 2 == 1
+        for i, (clients, place) in enumerate(points):
+            def c_client(clients: int = clients, place: Placement = place) -> dict[str, Any]:
+                return _measure(cal, plan, f"C client {clients} conn {place.name} r{rnd}",
+                                lambda: run_c_client(binary, server.host, server.port, connections=clients,
+                                                     duration_s=plan.duration_s, warmup_s=plan.warmup_s,
+                                                     cpus=place.client_cpus))
+
+            def generator(clients: int = clients, place: Placement = place) -> dict[str, Any]:
+                return _measure(cal, plan, f"generator {clients} conn {place.name} r{rnd}",
+                                lambda: run_generator(server.host, server.port, clients=clients,
+                                                      duration_s=plan.duration_s, warmup_s=plan.warmup_s,
+                                                      cpus=place.client_cpus))
+
+            order = ["c", "generator"] if c_first or not generator_ok else ["generator", "c"]
+            got: dict[str, dict[str, Any]] = {}
+            for who in order:
+                if who == "generator" and not generator_ok:
+                    continue
+                got[who] = (c_client if who == "c" else generator)()
+                say(_progress_line(got[who]))
+            c = dict(got["c"], round=rnd, order=" then ".join(order) if generator_ok else "c")
+            c_rounds[i].append(c)
+            if "generator" in got:
+                g = got["generator"]
+                g.update(round=rnd, order=c["order"], rt_ratio=ratio(g.get("rt_per_s"), c.get("rt_per_s")),
+                         p50_ratio=ratio(g.get("p50_us"), c.get("p50_us")))
+                g_rounds[i].append(g)
+    for i, (clients, place) in enumerate(points):
         where = {"clients": clients, "placement": place.name, "message_bytes": MESSAGE_BYTES}
-        c = _measure(cal, plan, f"C client {clients} conn {place.name}",
-                     lambda: run_c_client(binary, server.host, server.port, connections=clients,
-                                          duration_s=plan.duration_s, warmup_s=plan.warmup_s, cpus=place.client_cpus))
+        c = combine_rounds(c_rounds[i], ("rt_per_s", "p50_us", "p99_us"))
         cal["echo"].append({**where, **c})
-        say(_progress_line(c))
-        if not generator_ok:
-            continue
-        g = _measure(cal, plan, f"generator {clients} conn {place.name}",
-                     lambda: run_generator(server.host, server.port, clients=clients, duration_s=plan.duration_s,
-                                           warmup_s=plan.warmup_s, cpus=place.client_cpus))
-        g.update(c_rt_per_s=c.get("rt_per_s"), c_p50_us=c.get("p50_us"),
-                 rt_ratio=ratio(g.get("rt_per_s"), c.get("rt_per_s")), p50_ratio=ratio(g.get("p50_us"), c.get("p50_us")))
-        cal["generator"].append({**where, **g})
-        say(_progress_line(g))
+        if g_rounds[i]:
+            g = combine_rounds(g_rounds[i], ("rt_per_s", "p50_us", "p99_us", "rt_ratio", "p50_ratio",
+                                             "gen_cpu_pct_max"))
+            g.update(c_rt_per_s=c.get("rt_per_s"), c_p50_us=c.get("p50_us"))
+            cal["generator"].append({**where, **g})
+
+
+def combine_rounds(rounds: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, Any]:
+    """One row from a point's rounds: the median of each of ``keys``, its [min, max], and every round.
+
+    Rounds that failed are kept in ``rounds`` and named in ``error``; the
+    medians are over the rounds that worked. Flags are summed or or-ed:
+    ``errors`` (failed requests), ``generator_bound`` (any round), and the
+    busiest ``busy_pct_before``.
+    """
+    import statistics
+
+    ok = [r for r in rounds if "error" not in r]
+    row: dict[str, Any] = {"rounds": rounds, "n_rounds": len(ok)}
+    if not ok:
+        row["error"] = "; ".join(f"round {r.get('round')}: {r['error']}" for r in rounds) or "not measured"
+    for key in keys:
+        values = [float(r[key]) for r in ok if r.get(key) is not None]
+        if values:
+            row[key] = statistics.median(values)
+            row[f"{key}_range"] = [min(values), max(values)]
+    for key, value in ok[0].items() if ok else ():
+        if key not in row and key not in keys and key not in ("round", "order", "label", "busy_pct_before"):
+            row[key] = value  # per-run facts that do not vary (mode, loop, gen_workers...)
+    if any("errors" in r for r in ok):
+        row["errors"] = sum(int(r.get("errors") or 0) for r in ok)
+    if any("generator_bound" in r for r in ok):
+        row["generator_bound"] = any(bool(r.get("generator_bound")) for r in ok)
+    failed = [r for r in rounds if "error" in r]
+    if failed and ok:
+        row["failed_rounds"] = len(failed)
+    row["busy_pct_before"] = max((r.get("busy_pct_before") or 0.0) for r in rounds) if rounds else None
+    row["label"] = (rounds[0]["label"].rsplit(" r", 1)[0] if rounds else "")
+    return row
 
 
 def _generator_importable(notes: list[str]) -> bool:
@@ -532,18 +613,48 @@ def measure_bulk_all(places: dict[str, Placement], plan: Plan, cal: dict[str, An
 
 
 def goal_verdict(cal: dict[str, Any]) -> dict[str, Any]:
-    """The issue's goal, judged on the split placement (the default of bench run), or shared without it."""
+    """The goal, judged on the split placement (the default of bench run), or shared without it.
+
+    ``verdict`` is PASS, MISS or NOT MEASURED, from the medians over the
+    rounds; ``*_range`` gives each ratio's [min, max] over the rounds;
+    ``reliable`` is False, with ``unreliable_because``, when the verdict
+    rests on quick mode, fewer than 3 rounds, a generator-bound or erroring
+    measurement, a busy machine, or rounds on both sides of the goal.
+    """
     rows = cal["generator"]
     place = "split" if any(r["placement"] == "split" for r in rows) else "shared"
     at = {r["clients"]: r for r in rows if r["placement"] == place}
-    rt = at.get(100, {}).get("rt_ratio")
-    p50 = at.get(1, {}).get("p50_ratio")
+    g100, g1 = at.get(100, {}), at.get(1, {})
+    rt, p50 = g100.get("rt_ratio"), g1.get("p50_ratio")
     goal = {"placement": place, "rt_ratio_at_100": rt, "rt_ratio_min": GOAL_RT_RATIO,
-            "p50_ratio_at_1": p50, "p50_ratio_max": GOAL_P50_RATIO}
+            "p50_ratio_at_1": p50, "p50_ratio_max": GOAL_P50_RATIO,
+            "rt_ratio_at_100_range": g100.get("rt_ratio_range"), "p50_ratio_at_1_range": g1.get("p50_ratio_range")}
     if rt is None or p50 is None:
         goal["verdict"] = "NOT MEASURED"
-    else:
-        goal["verdict"] = "PASS" if rt >= GOAL_RT_RATIO and p50 <= GOAL_P50_RATIO else "MISS"
+        goal["reliable"], goal["unreliable_because"] = False, ["not measured"]
+        return goal
+    goal["verdict"] = "PASS" if rt >= GOAL_RT_RATIO and p50 <= GOAL_P50_RATIO else "MISS"
+    echo = {(r["clients"], r["placement"]): r for r in cal.get("echo") or []}
+    why = []
+    if cal.get("quick"):
+        why.append("quick mode (0.3 s windows)")
+    rounds = min(int(g100.get("n_rounds", 1)), int(g1.get("n_rounds", 1)))
+    if rounds < ROUNDS:
+        why.append(f"{rounds} round{'s' if rounds != 1 else ''} (at least {ROUNDS} needed)")
+    involved = [g100, g1, echo.get((100, place), {}), echo.get((1, place), {})]
+    if any(r.get("generator_bound") for r in involved):
+        why.append("generator-bound: a generator worker used more than 90% of a core")
+    if any(r.get("errors") or r.get("failed_rounds") or "error" in r for r in involved):
+        why.append("errors during the measurement")
+    busiest = max([r.get("busy_pct_before") or 0.0 for r in involved] + [
+        (cal.get("machine") or {}).get("busy_pct_before") or 0.0])
+    if busiest >= IDLE_THRESHOLD_PCT:
+        why.append(f"busy machine (up to {busiest:.0f}% before a measurement)")
+    lo_rt, hi_rt = goal["rt_ratio_at_100_range"] or (rt, rt)
+    lo_p50, hi_p50 = goal["p50_ratio_at_1_range"] or (p50, p50)
+    if (lo_rt < GOAL_RT_RATIO <= hi_rt) or (lo_p50 <= GOAL_P50_RATIO < hi_p50):
+        why.append("the rounds fall on both sides of the goal")
+    goal["reliable"], goal["unreliable_because"] = not why, why
     return goal
 
 
@@ -552,10 +663,12 @@ def _skeleton(plan: Plan, places: dict[str, Placement]) -> dict[str, Any]:
         "version": CALIBRATION_VERSION,
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "quick": plan.quick,
+        "rounds": plan.rounds,
         "duration_s": plan.duration_s,
         "warmup_s": plan.warmup_s,
         "message_bytes": MESSAGE_BYTES,
         "machine": {
+            "hostname": socket.gethostname(),
             "kernel": platform.release(),
             "python": platform.python_version(),
             "cpu_count": os.cpu_count(),
@@ -587,15 +700,16 @@ def _idle_check(cal: dict[str, Any], plan: Plan, say: Callable[[str], None]) -> 
 
 def calibrate(out_dir: Path | None = None, duration_s: float = 3.0, quick: bool = False, *,
               progress: Callable[[str], None] | None = None, save_results: bool = True,
-              use_iperf3: bool = True) -> dict[str, Any]:
+              use_iperf3: bool = True, rounds: int | None = None) -> dict[str, Any]:
     """Measure everything (see the module docstring), save it under ``out_dir``, and return it.
 
     ``out_dir`` defaults to ``results/calibration``; ``progress`` receives one
     line per finished measurement. ``quick`` shortens every window to 0.3 s
-    (rough figures; for tests and a first look).
+    (rough figures; for tests and a first look). ``rounds``: echo rounds
+    (default :data:`ROUNDS`, :data:`QUICK_ROUNDS` in quick mode).
     """
     say = progress or (lambda _line: None)
-    plan = Plan.make(duration_s, quick)
+    plan = Plan.make(duration_s, quick, rounds)
     places = placements()
     cal = _skeleton(plan, places)
     if "split" not in places:
@@ -700,8 +814,11 @@ def render(cal: dict[str, Any], console: Any) -> None:
     from rich.table import Table
 
     loops = sorted({str(g["loop"]) for g in cal["generator"] if g.get("loop")})
-    table = Table(title=f"Generator vs C client, {cal['message_bytes']} B echo, c-reference server",
-                  caption=f"generator event loop: {', '.join(loops) or '-'}; gen CPU: its busiest worker, % of a "
+    rounds = cal.get("rounds", 1)
+    table = Table(title=f"Generator vs C client, {cal['message_bytes']} B echo, c-reference server, median of "
+                        f"{rounds} round{'s' if rounds != 1 else ''}",
+                  caption=f"generator event loop: {', '.join(loops) or '-'}; gen/C: median of the rounds' ratios (C "
+                          "client and generator alternate who goes first); gen CPU: its busiest worker, % of a "
                           "core; * generator-bound (above 90%): the generator, not the server, set that figure",
                   box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     for col in ("conns", "place", "C rt/s", "gen rt/s", "gen/C", "C p50", "gen p50", "gen/C", "gen CPU"):
@@ -715,6 +832,19 @@ def render(cal: dict[str, Any], console: Any) -> None:
                       _fmt(c.get("p50_us"), "{:.0f} us"), _fmt(g.get("p50_us"), "{:.0f} us"),
                       _fmt(g.get("p50_ratio"), "{:.2f}"), _fmt(g.get("gen_cpu_pct_max"), "{:.0f}%") + bound)
     console.print(table)
+    if any(g.get("rounds") for g in cal["generator"]):
+        spread = Table(title="Spread over the rounds (min-max of each round's gen/C)", box=box.SIMPLE_HEAD,
+                       show_edge=False, pad_edge=False)
+        for col in ("conns", "place", "rounds", "rt/s gen/C", "p50 gen/C", "C rt/s"):
+            spread.add_column(col, justify="right", no_wrap=True)
+        echo = {(r["clients"], r["placement"]): r for r in cal["echo"]}
+        for g in cal["generator"]:
+            c = echo.get((g["clients"], g["placement"]), {})
+            c_range = c.get("rt_per_s_range")
+            spread.add_row(str(g["clients"]), g["placement"], str(g.get("n_rounds", "-")), _range(g, "rt_ratio"),
+                           _range(g, "p50_ratio"),
+                           f"{c_range[0]:,.0f}-{c_range[1]:,.0f}" if c_range else "-")
+        console.print(spread)
 
     ceilings = Table(title="Machine ceilings on loopback", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
                      caption=f"echo and connect: C client + c-reference; bulk: {cal['bulk']['tool']}")
@@ -738,13 +868,29 @@ def render(cal: dict[str, Any], console: Any) -> None:
         console.print(f"[yellow]note:[/] {note}", highlight=False, markup=True)
 
 
+def _range(row: dict[str, Any], key: str) -> str:
+    """'0.74-0.81': a ratio's range over the rounds."""
+    spread = row.get(f"{key}_range")
+    return f"{spread[0]:.2f}-{spread[1]:.2f}" if spread else "-"
+
+
 def goal_line(goal: dict[str, Any]) -> str:
-    """The one line that states the goal and whether it was reached."""
+    """The line that states the goal, the medians and spread over the rounds, and whether it was reached."""
     verdict = goal.get("verdict", "NOT MEASURED")
-    colour = {"PASS": "green", "MISS": "red"}.get(verdict, "yellow")
-    return (f"Goal ({goal.get('placement', '-')}): generator >= {GOAL_RT_RATIO}x C client rt/s at 100 connections "
-            f"(got {_fmt(goal.get('rt_ratio_at_100'), '{:.2f}')}x) and 1-connection p50 <= {GOAL_P50_RATIO}x "
-            f"(got {_fmt(goal.get('p50_ratio_at_1'), '{:.2f}')}x): [bold {colour}]{verdict}[/]")
+    reliable = goal.get("reliable", verdict != "NOT MEASURED")
+    colour = {"PASS": "green", "MISS": "red"}.get(verdict, "yellow") if reliable else "yellow"
+
+    def got(key: str) -> str:
+        spread = goal.get(f"{key}_range")
+        around = f", rounds {spread[0]:.2f}-{spread[1]:.2f}" if spread else ""
+        return f"median {_fmt(goal.get(key), '{:.2f}')}x{around}"
+
+    line = (f"Goal ({goal.get('placement', '-')}): generator >= {GOAL_RT_RATIO}x C client rt/s at 100 connections "
+            f"(got {got('rt_ratio_at_100')}) and 1-connection p50 <= {GOAL_P50_RATIO}x "
+            f"(got {got('p50_ratio_at_1')}): [bold {colour}]{verdict}[/]")
+    if verdict != "NOT MEASURED" and not reliable:
+        line += f" [bold yellow]NOT RELIABLE[/]: {'; '.join(goal.get('unreliable_because') or [])}"
+    return line
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -754,6 +900,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "comes first)")
     parser.add_argument("--quick", action="store_true",
                         help="0.3 s per figure: a rough look in about 15 s (figures are noisy)")
+    parser.add_argument("--rounds", type=int, default=None, metavar="N",
+                        help=f"rounds of the generator-vs-C comparison, alternating which goes first (default "
+                             f"{ROUNDS}; {QUICK_ROUNDS} with --quick); the verdict needs {ROUNDS}")
     parser.add_argument("--out", type=Path, default=DEFAULT_DIR, metavar="DIR",
                         help=f"where to save <timestamp>.json and latest.json (default {DEFAULT_DIR})")
     parser.add_argument("--no-iperf3", action="store_true",
@@ -769,11 +918,15 @@ def run(args: argparse.Namespace) -> int:
     if args.duration <= 0:
         print(f"error: --duration must be > 0 seconds, got {args.duration}", file=sys.stderr)
         return 2
-    plan = Plan.make(args.duration, args.quick)
-    # 12 measured windows (4 C client, 4 generator, 2 connect, 2 bulk), ~1 s of start-up each.
-    estimate = 12 * (plan.duration_s + plan.warmup_s + 1.0)
+    if args.rounds is not None and args.rounds < 1:
+        print(f"error: --rounds must be >= 1, got {args.rounds}", file=sys.stderr)
+        return 2
+    plan = Plan.make(args.duration, args.quick, args.rounds)
+    # 8 measured windows per round (4 C client, 4 generator), then 2 connect and 2 bulk, ~1 s of start-up each.
+    estimate = (8 * plan.rounds + 4) * (plan.duration_s + plan.warmup_s + 1.0)
     console.print(f"Calibrating (about {estimate:.0f} s); keep the machine otherwise idle.")
-    cal = calibrate(args.out, args.duration, args.quick, progress=console.print, use_iperf3=not args.no_iperf3)
+    cal = calibrate(args.out, args.duration, args.quick, progress=console.print, use_iperf3=not args.no_iperf3,
+                    rounds=args.rounds)
     render(cal, console)
     console.print(f"Saved: {cal['saved_as']} (and latest.json beside it)")
     return 0

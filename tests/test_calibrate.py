@@ -13,6 +13,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import psutil
 import pytest
 
@@ -61,9 +62,20 @@ def test_quick_calibration_with_c_programs(tmp_path: Path) -> None:
             assert "error" not in row, row
             c = c_by_point[(row["clients"], row["placement"])]
             assert row["c_rt_per_s"] == c["rt_per_s"]
-            assert row["rt_ratio"] == pytest.approx(row["rt_per_s"] / c["rt_per_s"])
-            assert row["p50_ratio"] == pytest.approx(row["p50_us"] / c["p50_us"])
-        assert result["goal"]["verdict"] in ("PASS", "MISS")
+            # each round's ratio is taken within the round; the row gives their median and range
+            assert len(row["rounds"]) == len(c["rounds"]) == cal_mod.QUICK_ROUNDS == result["rounds"]
+            ratios = []
+            for g_r, c_r in zip(row["rounds"], c["rounds"]):
+                assert g_r["round"] == c_r["round"] and g_r["order"] == c_r["order"]
+                ratios.append(g_r["rt_per_s"] / c_r["rt_per_s"])
+                assert g_r["rt_ratio"] == pytest.approx(ratios[-1])
+            assert row["rt_ratio"] == pytest.approx(float(np.median(ratios)))
+            assert row["rt_ratio_range"] == pytest.approx([min(ratios), max(ratios)])
+            # the order alternates: the C client first in round 1, the generator first in round 2
+            assert [r["order"] for r in row["rounds"]] == ["c then generator", "generator then c"]
+        goal = result["goal"]
+        assert goal["verdict"] in ("PASS", "MISS")
+        assert goal["reliable"] is False and "quick mode (0.3 s windows)" in goal["unreliable_because"]
     assert {r["placement"] for r in result["connect"]} == set(places)
     for row in result["connect"]:
         assert row["mode"] == "connect" and row["rt_per_s"] > 0
@@ -121,9 +133,44 @@ def _gen_row(clients: int, place: str, rt_ratio: float | None, p50_ratio: float 
 )
 def test_goal_verdict(rt: float | None, p50: float | None, verdict: str) -> None:
     rows = [_gen_row(1, "split", 2.0, p50), _gen_row(1, "shared", 0.1, 9.0), _gen_row(100, "split", rt, 3.0)]
+    for row in rows:
+        row["n_rounds"] = cal_mod.ROUNDS
     goal = cal_mod.goal_verdict({"generator": rows})
     assert goal["verdict"] == verdict and goal["placement"] == "split"
     assert goal["rt_ratio_at_100"] == rt and goal["p50_ratio_at_1"] == p50
+    assert goal["reliable"] == (verdict != "NOT MEASURED"), goal["unreliable_because"]
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    ({"quick": True}, "quick mode"),
+    ({"rounds": 1}, "1 round (at least 3 needed)"),
+    ({"generator_bound": True}, "generator-bound"),
+    ({"errors": 3}, "errors"),
+    ({"busy": 40.0}, "busy machine (up to 40%"),
+    ({"range": [0.85, 0.95]}, "both sides of the goal"),
+])
+def test_goal_is_not_reliable_when_a_flag_is_set(change: dict, reason: str) -> None:
+    g100 = {"clients": 100, "placement": "split", "rt_ratio": 0.92, "rt_ratio_range": change.get("range", [0.91, 0.93]),
+            "n_rounds": change.get("rounds", 3), "generator_bound": change.get("generator_bound", False),
+            "errors": change.get("errors", 0), "busy_pct_before": change.get("busy", 1.0)}
+    g1 = {"clients": 1, "placement": "split", "p50_ratio": 1.0, "p50_ratio_range": [0.98, 1.02], "n_rounds": 3}
+    cal = {"generator": [g100, g1], "echo": [], "quick": change.get("quick", False)}
+    goal = cal_mod.goal_verdict(cal)
+    assert goal["verdict"] == "PASS"  # the medians pass; whether to believe it is the other question
+    assert goal["reliable"] is False and any(reason in why for why in goal["unreliable_because"])
+    line = cal_mod.goal_line(goal)
+    assert "PASS" in line and "NOT RELIABLE" in line and reason in line
+    assert "rounds 0.8" in line or "rounds 0.9" in line  # the spread is printed
+
+
+def test_combine_rounds_gives_median_range_and_keeps_failed_rounds() -> None:
+    rounds = [{"round": 1, "rt_per_s": 10.0, "errors": 0, "label": "x r1", "busy_pct_before": 1.0},
+              {"round": 2, "error": "boom", "label": "x r2", "busy_pct_before": 9.0},
+              {"round": 3, "rt_per_s": 14.0, "errors": 2, "label": "x r3", "busy_pct_before": 0.0}]
+    row = cal_mod.combine_rounds(rounds, ("rt_per_s",))
+    assert row["rt_per_s"] == 12.0 and row["rt_per_s_range"] == [10.0, 14.0]
+    assert row["n_rounds"] == 2 and row["failed_rounds"] == 1 and row["errors"] == 2
+    assert row["busy_pct_before"] == 9.0 and row["label"] == "x" and row["rounds"] == rounds
 
 
 def test_ratio_and_echo_ceiling() -> None:
@@ -176,7 +223,7 @@ def test_render_prints_tables_and_goal(tmp_path: Path) -> None:
                        "p50_ratio": 58 / 55, "gen_cpu_pct_max": 40.0, "loop": "uvloop"}],
         "connect": [], "bulk": {"tool": "iperf 3.12", "points": [{"placement": "split", "gbit_per_s": 30.0}]},
         "placements": {"split": {"description": "server on CPU 0, client on CPU 1"}},
-        "goal": {"verdict": "NOT MEASURED", "placement": "split"}, "notes": ["a note"],
+        "goal": {"verdict": "NOT MEASURED", "placement": "split"}, "notes": ["a note"], "rounds": 3,
     }
     console = Console(record=True, width=100)
     cal_mod.render(cal, console)
