@@ -779,12 +779,42 @@ def _write_atomic(path: Path, text: str) -> None:
 
 def load_latest(out_dir: Path | None = None) -> dict[str, Any] | None:
     """The last saved calibration, or None when there is none (or it cannot be read)."""
-    path = (Path(out_dir) if out_dir is not None else DEFAULT_DIR) / "latest.json"
+    return _load((Path(out_dir) if out_dir is not None else DEFAULT_DIR) / "latest.json")
+
+
+def _load(path: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) and data.get("version") == CALIBRATION_VERSION else None
+
+
+#: The copy of the calibration a results folder keeps (written by bench run when it starts).
+RESULTS_COPY = "calibration.json"
+
+
+def store_with_results(results_dir: Path, source_dir: Path | None = None) -> Path | None:
+    """Copy the latest calibration into ``results_dir`` (``calibration.json``); None when there is none.
+
+    The report compares runs with the ceiling measured on the machine they
+    ran on: copied at run time, the ceiling travels with the results instead
+    of being whatever ``latest.json`` the report's current folder holds later.
+    """
+    cal = load_latest(source_dir)
+    if cal is None:
+        return None
+    source = (Path(source_dir) if source_dir is not None else DEFAULT_DIR) / "latest.json"
+    cal = {**cal, "copied_from": str(source.resolve()),
+           "copied_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    path = Path(results_dir) / RESULTS_COPY
+    _write_atomic(path, json.dumps(cal, indent=2) + "\n")
+    return path
+
+
+def load_stored(results_dir: Path) -> dict[str, Any] | None:
+    """The calibration stored with a results folder by :func:`store_with_results`, or None."""
+    return _load(Path(results_dir) / RESULTS_COPY)
 
 
 def echo_ceiling(cal: dict[str, Any] | None, clients: int, placement: str = "split") -> dict[str, Any] | None:

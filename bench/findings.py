@@ -40,6 +40,10 @@ RSS_PSS_RATIO = 1.3
 FLAT = 0.25
 #: At most this many sentences of one repetitive kind (connection failures, SYN retries).
 MAX_PER_KIND = 4
+#: A calibration measured with the machine this busy (percent, like bench calibrate's idle check) is suspect.
+BUSY_CALIBRATION_PCT = 5.0
+#: A ceiling measured more than this many hours from the runs is "another day": the machine may have changed.
+CALIBRATION_AGE_H = 24.0
 
 
 @dataclass(frozen=True)
@@ -454,16 +458,65 @@ class Ceiling:
     label: str
 
 
-def load_calibration() -> dict[str, Any] | None:
-    """The latest saved calibration (``bench calibrate``), or None (module missing, never run, unreadable)."""
+def load_calibration(results_dir: Any) -> dict[str, Any] | None:
+    """The calibration stored with a results folder (``calibration.json``, copied by ``bench run``), or None.
+
+    Never the current folder's ``results/calibration/latest.json``: that one
+    may come from another day, host or placement than the runs.
+    """
     try:
-        from bench.calibrate import load_latest  # optional: another part of the project
+        from bench.calibrate import load_stored  # optional: another part of the project
     except ImportError:
         return None
     try:
-        return load_latest()
+        return load_stored(results_dir)
     except Exception:  # noqa: BLE001 - a broken calibration file must not break the report
         return None
+
+
+def calibration_context(calibration: Any, results: Results) -> tuple[str, list[str]]:
+    """('measured 2026-12-01 21:05 UTC on host h', caveats) of a calibration against these runs.
+
+    Caveats name what makes the ceiling a weaker yardstick for these runs: a
+    busy machine while calibrating, quick mode, another host, another day.
+    """
+    import datetime as _dt
+
+    if not isinstance(calibration, dict):
+        return "", []
+    machine = calibration.get("machine") or {}
+    host = machine.get("hostname")
+    when = _parse_time(calibration.get("created_at"))
+    said = "measured " + (when.strftime("%Y-%m-%d %H:%M UTC") if when else "at an unrecorded time")
+    said += f" on {host}" if host else " on an unrecorded host"
+    caveats = []
+    rows = [*(calibration.get("echo") or []), *(calibration.get("connect") or []),
+            *((calibration.get("bulk") or {}).get("points") or [])]
+    busiest = max([_n(r.get("busy_pct_before")) for r in rows if isinstance(r, dict)]
+                  + [_n(machine.get("busy_pct_before"))], default=math.nan)
+    if math.isfinite(busiest) and busiest >= BUSY_CALIBRATION_PCT:
+        caveats.append(f"the ceiling run was on a busy machine (up to {busiest:.0f}% busy)")
+    if calibration.get("quick"):
+        caveats.append("the ceiling run was in quick mode (0.3 s windows)")
+    run_host = results.environment.get("hostname")
+    if host and run_host and host != run_host:
+        caveats.append(f"the ceiling run was on another host ({host}; runs on {run_host})")
+    elif not host:
+        caveats.append("the ceiling run's host is not recorded")
+    run_time = _parse_time(results.environment.get("timestamp"))
+    if when and run_time and abs(run_time - when) > _dt.timedelta(hours=CALIBRATION_AGE_H):
+        caveats.append(f"the ceiling run was on another day ({when:%Y-%m-%d}; runs {run_time:%Y-%m-%d})")
+    return said, caveats
+
+
+def _parse_time(text: Any) -> Any:
+    import datetime as _dt
+
+    try:
+        moment = _dt.datetime.fromisoformat(str(text))
+    except (TypeError, ValueError):
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=_dt.timezone.utc)
 
 
 def results_placement(results: Results) -> str:
@@ -505,13 +558,19 @@ def ceiling_for(calibration: Any, service: str, params: dict[str, Any] | pd.Seri
             for row in calibration.get("connect") or []:
                 if (isinstance(row, dict) and row.get("placement") == use and "error" not in row
                         and _n(row.get("rt_per_s")) > 0):
-                    return Ceiling(float(row["rt_per_s"]), "req_per_s", f"C connect+request+close, {use}{note}")
+                    slots = _n(row.get("connections"))
+                    inflight = f", {slots:.0f} cycles in flight" if math.isfinite(slots) else ""
+                    other = (f"; runs had {clients:.0f} clients" if math.isfinite(clients) and clients != slots
+                             else "")
+                    return Ceiling(float(row["rt_per_s"]), "req_per_s",
+                                   f"C connect+request+close{inflight}, {use}{note}{other}")
     if service == "file":
         bulk = calibration.get("bulk") or {}
         for row in bulk.get("points") or [] if isinstance(bulk, dict) else []:
             if isinstance(row, dict) and row.get("placement") == use and _n(row.get("gbit_per_s")) > 0:
                 mb = float(row["gbit_per_s"]) * 1e9 / 8 / 1e6  # Gbit/s -> MB/s (decimal, like mb_per_s)
-                return Ceiling(mb, "mb_per_s", f"one TCP stream ({bulk.get('tool') or 'bulk'}), {use}{note}")
+                many = f"; runs had {clients:.0f} connections" if math.isfinite(clients) and clients > 1 else ""
+                return Ceiling(mb, "mb_per_s", f"one TCP stream ({bulk.get('tool') or 'bulk'}), {use}{note}{many}")
     return None
 
 
@@ -529,10 +588,19 @@ def _calibration(ctx: _Ctx, calibration: Any) -> list[Finding]:
     if rows.empty:
         return []
     unit = "MB/s" if ceiling.metric == "mb_per_s" else "req/s"
+    shares = rows[col] / ceiling.value
     parts = ", ".join(f"{r['model']} {r[col] / ceiling.value:.0%}"
                       for _, r in rows.sort_values(col, ascending=False).iterrows())
-    return [Finding("ceiling", f"Against the calibrated ceiling ({ceiling.label}: {fmt_rate(ceiling.value, unit)}) "
-                               f"{ctx.where(ctx.largest)}: {parts}.")]
+    said, caveats = calibration_context(calibration, ctx.view)
+    text = (f"Against the calibrated ceiling ({ceiling.label}: {fmt_rate(ceiling.value, unit)}; {said}) "
+            f"{ctx.where(ctx.largest)}: {parts}.")
+    if caveats:
+        text += " Read these shares with care: " + "; ".join(caveats) + "."
+    if (shares > 1.0).any():
+        text += (" Above 100%, the ceiling was not these runs' limit: " +
+                 ("see above." if caveats else "it measured something other than these runs (see its label), "
+                  "or the machine changed between the calibration and the runs."))
+    return [Finding("ceiling", text)]
 
 
 def findings_by_topic(findings: Iterable[Finding]) -> dict[str, list[str]]:

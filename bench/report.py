@@ -286,6 +286,14 @@ def _flags_html(row: pd.Series) -> str:
     return " ".join(f'<span class="tag {k}">{_e(t)}</span>' for k, t in tags)
 
 
+def _calibration_text(results: Results, calibration: Any) -> str:
+    """When and where the stored ceiling was measured, and what makes it a weaker yardstick for these runs."""
+    from bench.findings import calibration_context
+
+    said, caveats = calibration_context(calibration, results)
+    return said + (" (" + "; ".join(caveats) + ")" if caveats else "")
+
+
 def _table_html(results: Results, calibration: Any) -> str:
     from bench.findings import ceiling_for, results_placement
     from bench.plots.style import model_colour
@@ -299,7 +307,8 @@ def _table_html(results: Results, calibration: Any) -> str:
            "connecting\" counts clients whose only connect had no outcome when the run ended (SYN retries). "
            "Memory: peak over the server's whole process tree."
            + (" % of ceiling: the median against the calibrated ceiling measured by <code>bench calibrate</code> "
-              "for the same point (hover for which)." if calibration is not None else "") + "</p>"]
+              "for the same point (hover for which), stored with these results when they ran: "
+              f"{_e(_calibration_text(results, calibration))}." if calibration is not None else "") + "</p>"]
     for view in results.facets():
         agg = view.aggregate
         if agg.empty:
@@ -488,8 +497,10 @@ def _environment_html(results: Results, calibration: Any) -> str:
                                if v) + (" (uncommitted changes)" if _get(env, "sockbench", "dirty") else "")),
         ("host", env.get("hostname")),
         ("kernel counters (k_*)", _counter_scope_text(env)),
-        ("calibration", "loaded: the table shows % of ceiling" if calibration is not None
-         else "none found: run bench calibrate to see each model against the machine's ceiling"),
+        ("calibration", f"stored with these results, {_calibration_text(results, calibration)}: the table shows "
+                        "% of ceiling" if calibration is not None
+         else "none stored with these results: run bench calibrate before bench run to see each model against "
+              "the machine's ceiling"),
     ]
     dl = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in rows if v not in (None, "", "?"))
     raw = json.dumps(env, indent=2, sort_keys=True, default=str)
@@ -533,7 +544,7 @@ def write_report(results_dir: Path) -> Path:
     """Write ``results_dir/report.html`` (atomically) and return its path."""
     results_dir = Path(results_dir)
     results = load_results(results_dir)
-    text = render_report(results, load_calibration())
+    text = render_report(results, load_calibration(results.path))
     target = results_dir / "report.html"
     fd, tmp = tempfile.mkstemp(prefix=".report.", suffix=".tmp", dir=results_dir)
     try:

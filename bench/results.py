@@ -10,6 +10,7 @@ Layout::
 
     scenario.yaml       the scenario as run, every default filled in
     environment.json    machine, kernel, sysctls, ulimits, versions, placement
+    calibration.json    the latest `bench calibrate` when the scenario started, if any
     runs.csv            one row per model x point x repetition (RUN_COLUMNS)
     timeline.csv        one row per sample per run (TIMELINE_COLUMNS)
     hist/<run_id>.<kind>.hlog   HdrHistogram logs (standard log encoding)

@@ -342,6 +342,9 @@ def run_scenario(scenario: Any, *, results_root: Path = Path("results"),
     })
     environment["cpu_work_calibration"] = cpu_work  # None: no run burns CPU work
     writer.write_json("environment.json", environment)
+    from bench.calibrate import store_with_results
+
+    store_with_results(results_dir)  # the ceiling of this machine now, kept with the runs it describes
     if on_start:
         on_start(results_dir, plans)
     with ExitStack() as stack:

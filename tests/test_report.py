@@ -9,6 +9,7 @@ import json
 import os
 import re
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -240,10 +241,13 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     assert (tmp_path / "report.png").read_bytes().startswith(b"\x89PNG")
 
 
-def _calibration(*clients: int) -> dict:
+def _calibration(*clients: int, rt_per_s: float = 200_000.0, host: str = "bench-host",
+                 created_at: str = "2025-01-01T11:00:00+00:00", busy: float = 1.0) -> dict:
     """A saved calibration (bench.calibrate's layout) with a C-client ceiling at these connection counts."""
-    return {"version": 1, "message_bytes": 1024,
-            "echo": [{"clients": c, "placement": "split", "message_bytes": 1024, "rt_per_s": 200_000.0} for c in clients],
+    return {"version": 1, "message_bytes": 1024, "created_at": created_at, "quick": False,
+            "machine": {"hostname": host, "busy_pct_before": busy},
+            "echo": [{"clients": c, "placement": "split", "message_bytes": 1024, "rt_per_s": rt_per_s,
+                      "busy_pct_before": busy} for c in clients],
             "connect": [], "bulk": {"tool": "iperf3", "points": []}}
 
 
@@ -256,6 +260,38 @@ def test_calibrated_ceiling_gives_a_share_only_where_it_matches(fake):
     assert len(ceiling) == 1 and f"threading {threading / 200_000:.0%}" in ceiling[0]
     # the largest point (50 clients) not calibrated: no sentence rather than a stretched comparison
     assert not [t for t in compute_findings(results, _calibration(1, 10, 100)) if "calibrated ceiling" in t.text]
+    # same host, same day, idle: its time and host are said, no caveat
+    assert "measured 2025-01-01 11:00 UTC on bench-host)" in ceiling[0] and "with care" not in ceiling[0]
+
+
+def test_a_share_above_the_ceiling_names_the_busy_day_and_host_it_came_from(fake):
+    results = load_results(fake)
+    suspect = _calibration(50, rt_per_s=1_000.0, host="other-host", created_at="2024-06-01T09:00:00+00:00", busy=60)
+    text = next(f.text for f in compute_findings(results, suspect) if "calibrated ceiling" in f.text)
+    assert "%" in text and "Above 100%, the ceiling was not these runs' limit" in text
+    for caveat in ("busy machine (up to 60% busy)", "another host (other-host; runs on bench-host)",
+                   "another day (2024-06-01; runs 2025-01-01)"):
+        assert caveat in text, text
+    # above the ceiling with nothing wrong with the calibration: it says the ceiling measured something else
+    honest = next(f.text for f in compute_findings(results, _calibration(50, rt_per_s=1_000.0))
+                  if "calibrated ceiling" in f.text)
+    assert "measured something other than these runs" in honest
+
+
+def test_the_report_uses_the_calibration_stored_with_the_results_not_the_current_folder(fake, tmp_path,
+                                                                                         monkeypatch):
+    from bench.calibrate import RESULTS_COPY, save, store_with_results
+    from bench.findings import load_calibration
+
+    monkeypatch.chdir(tmp_path)
+    save(_calibration(50, rt_per_s=123_456.0))  # results/calibration/latest.json of this folder
+    assert load_calibration(fake) is None  # nothing stored with the results: no ceiling, not the cwd's
+    folder = tmp_path / "copy"
+    shutil.copytree(fake, folder)
+    assert store_with_results(folder) == folder / RESULTS_COPY
+    save(_calibration(50, rt_per_s=1.0))  # a later calibration must not change the stored one
+    stored = load_calibration(folder)
+    assert stored["echo"][0]["rt_per_s"] == 123_456.0 and stored["copied_at"]
 
 
 def test_report_table_shows_share_of_ceiling(fake):

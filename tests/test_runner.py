@@ -65,7 +65,11 @@ def test_repetitions_are_interleaved_across_models():
     assert order == [(1, "threading"), (1, "selectors"), (2, "threading"), (2, "selectors")]
 
 
-def test_run_writes_a_complete_results_folder(tmp_path):
+def test_run_writes_a_complete_results_folder(tmp_path, monkeypatch):
+    from bench.calibrate import CALIBRATION_VERSION, load_stored, save
+
+    monkeypatch.chdir(tmp_path)  # the calibration of "this machine": results/calibration/latest.json here
+    save({"version": CALIBRATION_VERSION, "created_at": "2026-01-01T00:00:00+00:00", "echo": []})
     scenario = parse_scenario(tiny_scenario())
     results = run_scenario(scenario, results_root=tmp_path)
     runs = pd.read_csv(results / "runs.csv")
@@ -94,6 +98,8 @@ def test_run_writes_a_complete_results_folder(tmp_path):
     env = json.loads((results / "environment.json").read_text())
     assert env["placement"]["policy"] == "none"
     assert (results / "report.html").exists()
+    # the calibration in force when the runs started travels with them
+    assert load_stored(results)["created_at"] == "2026-01-01T00:00:00+00:00"
 
 
 def test_a_server_killed_mid_run_is_recorded_as_failed(tmp_path):

@@ -115,7 +115,7 @@ def plot_results(results_dir: Path, formats: Iterable[str] = ("png", "svg"), *, 
 
     results = load_results(results_dir)
     formats = tuple(formats)
-    calibration = load_calibration()
+    calibration = load_calibration(results_dir)
     out_dir = Path(results_dir) / "figures"
     written: list[Path] = []
     with matplotlib.rc_context(_RC):
