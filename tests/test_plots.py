@@ -127,3 +127,33 @@ def test_a_grid_sweep_draws_a_line_per_model_and_other_value(tmp_path):
             "selectors (backlog=128)"} <= labels
     lines = [line for line in fig.axes[0].get_lines() if line.get_xdata().size == 2]
     assert len(lines) == 4 and len({line.get_linestyle() for line in lines}) == 2
+
+
+def _flag_marks(ax, flag: str) -> list[tuple[float, float]]:
+    """Where ``flag``'s marker is drawn on ``ax`` (told from a model's own marker by its size)."""
+    style = FLAGS[flag][1]
+    return [(x, y) for line in ax.get_lines()
+            if line.get_marker() == style["marker"] and line.get_markersize() == style["markersize"]
+            for x, y in zip(line.get_xdata(), line.get_ydata())]
+
+
+def test_process_and_thread_counts_carry_no_throughput_flags(figures):
+    # generator-bound (square) and unstable (circle) qualify throughput, not how many processes served it
+    memory = figures["memory"]
+    pss, _rss, procs, threads = memory.axes[:4]
+    assert _flag_marks(pss, "generator-bound") and _flag_marks(pss, "unstable")
+    for ax in (procs, threads):
+        assert _flag_marks(ax, "generator-bound") == [] and _flag_marks(ax, "unstable") == []
+        assert _flag_marks(ax, "failed")  # a failed run still is marked: fewer repetitions behind the count
+
+
+def test_timeline_draws_each_load_bucket_at_its_middle(fake):
+    from bench.plots.timeline import timeline_figure
+
+    results = load_results(fake)
+    run_id = results.runs.loc[results.runs["status"] == "ok", "run_id"].iloc[0]
+    load = results.timeline[(results.timeline["run_id"] == run_id) & (results.timeline["source"] == "load")]
+    fig = timeline_figure(results, run_id)
+    throughput = next(line for line in fig.axes[0].get_lines() if line.get_label() == "throughput")
+    # a rate over [t, t + 0.5 s) is drawn at t + 0.25 s, where the server's samples of that time are
+    assert list(throughput.get_xdata()) == pytest.approx(sorted(load["t_s"] + 0.25))

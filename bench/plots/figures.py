@@ -13,8 +13,9 @@ Reading the data:
 * the x axis is the first swept parameter (:attr:`Results.x_param`); other
   swept parameters become separate lines with their own line style; when
   nothing is swept the figure is a bar chart over models instead;
-* flags (generator-bound, unstable, failed) are drawn on every figure, at the
-  point they concern, with a legend entry (see :mod:`bench.plots.style`).
+* flags (generator-bound, unstable, failed) are drawn at the point they
+  concern, with a legend entry (see :mod:`bench.plots.style`), on every panel
+  whose value they qualify: process and thread counts carry only "failed".
 """
 
 from __future__ import annotations
@@ -213,8 +214,10 @@ def _series_handles(ss: Sequence[Series]) -> list[Any]:
 
 
 def _metric_lines(ax: Axes, results: Results, xa: XAxis, metric: str,
-                  scale: Callable[[np.ndarray], np.ndarray] = lambda a: a) -> list[float]:
+                  scale: Callable[[np.ndarray], np.ndarray] = lambda a: a,
+                  flags: Callable[[pd.Series], list[str]] | None = None) -> list[float]:
     """Median line + min-max band + flags of ``metric`` for every series; returns the plotted values."""
+    flags = flags or row_flags
     plotted: list[float] = []
     for slot, s in enumerate(series(results)):
         x = np.array([xa.pos(_key(v)) for v in s.rows[xa.param]])
@@ -227,13 +230,15 @@ def _metric_lines(ax: Axes, results: Results, xa: XAxis, metric: str,
         ax.fill_between(x, lo, hi, color=kw["color"], alpha=0.15, linewidth=0, zorder=2)
         plotted += [v for v in np.concatenate([lo, hi]) if np.isfinite(v)]
         for xi, yi, (_, row) in zip(x, med, s.rows.iterrows()):
-            style.draw_flags(ax, xi, yi if np.isfinite(yi) else None, row_flags(row), slot)
+            style.draw_flags(ax, xi, yi if np.isfinite(yi) else None, flags(row), slot)
     return plotted
 
 
 def _metric_bars(ax: Axes, results: Results, metric: str,
-                 scale: Callable[[np.ndarray], np.ndarray] = lambda a: a) -> list[float]:
+                 scale: Callable[[np.ndarray], np.ndarray] = lambda a: a,
+                 flags: Callable[[pd.Series], list[str]] | None = None) -> list[float]:
     """Single point: one bar per model (median) with a min-max error bar, plus flags."""
+    flags = flags or row_flags
     agg = results.aggregate
     plotted: list[float] = []
     for i, model in enumerate(results.models):
@@ -250,18 +255,19 @@ def _metric_bars(ax: Axes, results: Results, metric: str,
                    hatch="//" if model == "c-reference" else None, edgecolor="white")
             ax.errorbar([i], [med], yerr=[[med - lo], [hi - med]], color="#333333", capsize=4, zorder=4)
             plotted += [lo, hi]
-        style.draw_flags(ax, i, hi if np.isfinite(hi) else None, row_flags(row), 0)
+        style.draw_flags(ax, i, hi if np.isfinite(hi) else None, flags(row), 0)
     ax.set_xticks(range(len(results.models)), results.models, rotation=20, ha="right")
     ax.set_xlim(-0.6, len(results.models) - 0.4)
     return plotted
 
 
 def _draw_metric(ax: Axes, results: Results, metric: str,
-                 scale: Callable[[np.ndarray], np.ndarray] = lambda a: a) -> list[float]:
+                 scale: Callable[[np.ndarray], np.ndarray] = lambda a: a,
+                 flags: Callable[[pd.Series], list[str]] | None = None) -> list[float]:
     if results.x_param is None:
-        return _metric_bars(ax, results, metric, scale)
+        return _metric_bars(ax, results, metric, scale, flags)
     xa = x_axis(results)
-    values = _metric_lines(ax, results, xa, metric, scale)
+    values = _metric_lines(ax, results, xa, metric, scale, flags)
     xa.apply(ax)
     return values
 
@@ -623,7 +629,9 @@ def memory_figure(results: Results) -> Figure | None:
     axes[0, 0].set_ylabel("server memory, whole process tree")
     counts: list[float] = []
     for ax, metric, name in ((axes[1, 0], "procs_peak", "processes"), (axes[1, 1], "threads_peak", "threads")):
-        counts += _draw_metric(ax, results, metric)
+        # A generator-bound or unstable throughput says nothing about how many processes served it:
+        # only a failed run (fewer repetitions behind the count) is marked on the counts.
+        counts += _draw_metric(ax, results, metric, flags=lambda row: [f for f in row_flags(row) if f == "failed"])
         ax.set_title(f"peak {name} in the server's tree", fontsize=10)
         ax.set_ylabel(f"{name} (count)")
     for ax in (axes[1, 0], axes[1, 1]):

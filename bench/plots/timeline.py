@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
@@ -47,7 +48,7 @@ def timeline_figure(results: Results, run_id: str) -> Figure | None:
         return None
     runs = results.runs[results.runs["run_id"] == run_id]
     run = runs.iloc[0] if len(runs) else pd.Series({"model": run_id, "point": -1, "repetition": 0})
-    load = tl[tl["source"] == "load"].sort_values("t_s")
+    load = _at_bucket_middle(tl[tl["source"] == "load"].sort_values("t_s"))
     server = tl[tl["source"] == "server"].sort_values("t_s")
     model = str(run.get("model", ""))
     colour = style.model_colour(model)
@@ -111,6 +112,20 @@ def timeline_figure(results: Results, run_id: str) -> Figure | None:
         subtitle += " - " + ", ".join(flags)
     style.titles(fig, f"What happened during run {run_id}?", subtitle)
     return fig
+
+
+def _at_bucket_middle(load: pd.DataFrame) -> pd.DataFrame:
+    """Load rows drawn at the middle of their bucket.
+
+    A load row's ``t_s`` is the *start* of the interval its rate and p99
+    cover, while a server row's is the moment it was sampled; drawn at the
+    start, throughput would lead the server's curves by half a bucket (0.25 s
+    at the default 0.5 s). The bucket width is the spacing of the rows.
+    """
+    if len(load) < 2:
+        return load
+    width = float(np.median(np.diff(load["t_s"].to_numpy(dtype=float))))
+    return load.assign(t_s=load["t_s"] + width / 2) if width > 0 else load
 
 
 def _point_text(results: Results, run: pd.Series) -> str:
