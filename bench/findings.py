@@ -20,7 +20,6 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
-import numpy as np
 import pandas as pd
 
 from bench.monitor.kernel import syn_retry_times
@@ -290,24 +289,42 @@ def _memory(ctx: _Ctx) -> list[Finding]:
 
 
 def _memory_per_client(ctx: _Ctx) -> list[Finding]:
+    """PSS growth per added client, or per added process where processes serve the clients (forking).
+
+    A forking server with max_children=40 serves 1,000 clients with 41
+    processes: its growth divided by clients would understate what each
+    serving process costs ~25x, so it is divided by the processes added.
+    """
     if ctx.view.x_param != "clients":
         return []
-    parts = []
+    per_client, per_process = [], []
     for model in ctx.view.models:
         rows = ctx.line(model)
         rows = rows[rows["mem_pss_peak_bytes_median"].notna()]
         if len(rows) < 2:
             continue
-        dc = rows["clients"].iloc[-1] - rows["clients"].iloc[0]
-        dm = rows["mem_pss_peak_bytes_median"].iloc[-1] - rows["mem_pss_peak_bytes_median"].iloc[0]
-        if dc > 0:
-            parts.append((dm / dc, model))
-    if len(parts) < 2:
+        first, last = rows.iloc[0], rows.iloc[-1]
+        dc = last["clients"] - first["clients"]
+        dm = last["mem_pss_peak_bytes_median"] - first["mem_pss_peak_bytes_median"]
+        dp = _n(last.get("procs_peak_median")) - _n(first.get("procs_peak_median"))
+        if math.isfinite(dp) and dp >= 1:
+            per_process.append((dm / dp, model, _n(last.get("procs_peak_median")), _n(last["clients"])))
+        elif dc > 0:
+            per_client.append((dm / dc, model))
+    if len(per_client) + len(per_process) < 2:
         return []
-    parts.sort()
-    text = ", ".join(f"{model} {fmt_mib(max(0.0, per))}" for per, model in parts)
-    return [Finding("memory", f"Each additional client cost, in PSS (largest minus smallest point, per client"
-                              f"{ctx.fixed().replace(' (', ', ').rstrip(')')}): {text}.")]
+    where = ctx.fixed().replace(' (', ', ').rstrip(')')
+    sentences = []
+    if per_client:
+        text = ", ".join(f"{model} {fmt_mib(max(0.0, per))}" for per, model in sorted(per_client))
+        sentences.append(f"Each additional client cost, in PSS (largest minus smallest point, per client{where}): "
+                         f"{text}.")
+    if per_process:
+        text = ", ".join(f"{model} {fmt_mib(max(0.0, per))} per additional process ({procs:,.0f} processes "
+                         f"served {clients:,.0f} clients)" for per, model, procs, clients in sorted(per_process))
+        sentences.append(f"Where a process serves each connection, the PSS growth is per process added (largest "
+                         f"minus smallest point{where}): {text}.")
+    return [Finding("memory", " ".join(sentences))]
 
 
 def _max_children(ctx: _Ctx) -> list[Finding]:
@@ -348,7 +365,7 @@ def _connection_failures(ctx: _Ctx) -> list[Finding]:
                if math.isfinite(v) and v > 0]
         if not bad:
             continue
-        attempts = np.nansum([_n(row.get(f"{c}_median")) for c in CONN_OUTCOMES]) + pending
+        attempts = connection_attempts(ctx.view, row["model"], int(row["point"]))
         what = "; ".join(f"{v:,.0f} of {attempts:,.0f} connection attempts {w}" for v, w in bad)
         backlog = _n(row.get("backlog"))
         lead = f"{ctx.where(int(row['point'])).capitalize()}"
@@ -367,6 +384,19 @@ def _connection_failures(ctx: _Ctx) -> list[Finding]:
         out.append(Finding("connections", f"Connection attempts failed at {len(items) - MAX_PER_KIND} more model "
                                           "and point combinations (see the table)."))
     return out
+
+
+def connection_attempts(view: Results, model: str, point: int) -> float:
+    """Median over the point's runs of each run's connection attempts (every outcome, pending included).
+
+    Summed per run, then the median: a sum of per-outcome medians mixes
+    different runs and need not be any run's total.
+    """
+    runs = view.runs_at(model, point)
+    cols = [c for c in (*CONN_OUTCOMES, "conn_pending") if c in runs.columns]
+    if runs.empty or not cols:
+        return math.nan
+    return float(runs[cols].fillna(0).sum(axis=1).median())
 
 
 def _counter_scope(ctx: _Ctx, row: pd.Series) -> str:

@@ -63,14 +63,17 @@ RUN_COLUMNS: dict[str, str] = {
     "requests_per_connection": "0 = one connection for the whole run; N = reconnect every N requests",
     "mode": "closed | open",
     "rate": "open loop: total requests/s scheduled (empty for closed loop)",
-    "duration_s": "measured window length actually achieved",
+    "duration_s": "length of the measured window as scheduled (the scenario's duration): requests are counted "
+                  "by completion time inside [window start, window start + duration_s)",
     # throughput
     "requests": "requests completed successfully in the measured window",
     "errors": "requests that failed in the window (sum of err_* columns)",
     "req_per_s": "requests / duration_s",
     "mb_per_s": "payload bytes received by clients / duration_s / 1e6",
-    # latency of complete requests (request sent -> last byte back), microseconds
-    "lat_p50_us": "", "lat_p90_us": "", "lat_p99_us": "", "lat_p999_us": "", "lat_max_us": "", "lat_mean_us": "",
+    # latency of complete requests, microseconds: closed loop from the request sent to the last byte back;
+    # open loop from the request's scheduled start (a request sent late counts its wait) to the last byte back
+    "lat_p50_us": "closed loop: request sent -> last byte back; open loop: scheduled start -> last byte back",
+    "lat_p90_us": "", "lat_p99_us": "", "lat_p999_us": "", "lat_max_us": "", "lat_mean_us": "",
     "ttfb_p50_us": "time to first byte of the reply, median",
     "ttfb_p99_us": "time to first byte of the reply, 99th percentile",
     "lat_uncorrected_p99_us": "open loop only: p99 measured from the actual (late) send, not the intended start",

@@ -157,3 +157,16 @@ def test_timeline_draws_each_load_bucket_at_its_middle(fake):
     throughput = next(line for line in fig.axes[0].get_lines() if line.get_label() == "throughput")
     # a rate over [t, t + 0.5 s) is drawn at t + 0.25 s, where the server's samples of that time are
     assert list(throughput.get_xdata()) == pytest.approx(sorted(load["t_s"] + 0.25))
+
+
+def test_open_loop_latency_is_described_from_the_scheduled_start(tmp_path):
+    import pandas as pd
+
+    folder = write_fake_results(tmp_path / "open", models=("threading", "selectors"), sweep=("clients", (1, 10)),
+                                hlogs=False, timeline=False)
+    runs = pd.read_csv(folder / "runs.csv")
+    runs["mode"] = "open"
+    runs.to_csv(folder / "runs.csv", index=False)
+    texts = [t.get_text() for t in build_figures(load_results(folder))["latency"].texts]
+    assert any("open loop: scheduled start -> last byte" in t for t in texts), texts
+    assert not any("request sent ->" in t for t in texts)

@@ -303,3 +303,35 @@ def test_report_table_shows_share_of_ceiling(fake):
     threading = agg[(agg["model"] == "threading") & (agg["point"] == 1)]["req_per_s_median"].iloc[0]
     assert "% of ceiling" in table and f">{threading / 200_000:.0%}</td>" in table
     assert "% of ceiling" not in _table_html(results, None)
+
+
+def test_forking_memory_growth_is_per_serving_process_not_per_client(tmp_path):
+    # max_children=40: at 1,000 clients 41 processes serve them all; per client would understate each ~25x
+    folder = write_fake_results(tmp_path / "mem", models=("threading", "selectors", "forking"),
+                                sweep=("clients", (10, 1000)), hlogs=False, timeline=False)
+    results = load_results(folder)
+    agg = results.aggregate
+    fork = agg[agg["model"] == "forking"].sort_values("clients")
+    dm = fork["mem_pss_peak_bytes_median"].iloc[-1] - fork["mem_pss_peak_bytes_median"].iloc[0]
+    dp = fork["procs_peak_median"].iloc[-1] - fork["procs_peak_median"].iloc[0]
+    assert dp < 1000 - 10  # the cap, not the clients, decides how many processes there are
+    text = next(f.text for f in compute_findings(results) if "PSS growth is per process" in f.text)
+    assert (f"forking {fmt_mib(dm / dp)} per additional process "
+            f"({fork['procs_peak_median'].iloc[-1]:,.0f} processes served 1,000 clients)") in text
+    assert "forking" not in text.split("Where a process")[0]  # not among the per-client figures
+
+
+def test_connection_attempts_are_a_median_of_per_run_totals(tmp_path):
+    import pandas as pd
+
+    folder = write_fake_results(tmp_path / "att", models=("threading", "selectors"), sweep=None, hlogs=False,
+                                timeline=False, failed=False, busy=False, generator_bound=False)
+    runs = pd.read_csv(folder / "runs.csv")
+    sel = runs["model"] == "selectors"
+    runs.loc[sel, "conn_ok"] = [0, 40, 20]
+    runs.loc[sel, "conn_timeout"] = [30, 1, 2]  # totals 30, 41, 22: median 30; medians summed: 20 + 2 = 22
+    runs.loc[sel, ["conn_refused", "conn_reset", "conn_other", "conn_emfile", "conn_eaddrnotavail",
+                   "conn_pending"]] = 0
+    runs.to_csv(folder / "runs.csv", index=False)
+    texts = [f.text for f in compute_findings(load_results(folder)) if "selectors:" in f.text]
+    assert any("2 of 30 connection attempts timed out" in t for t in texts), texts

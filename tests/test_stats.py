@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.results import RESULTS_VERSION
+from bench.results import RESULTS_VERSION, RUN_COLUMNS
 from bench.stats import (
     NotAResultsFolder,
     aggregate,
@@ -200,3 +200,10 @@ def test_several_services_label_points_with_their_service(tmp_path):
     assert set(results.aggregate["label"]) == {"echo", "file"}
     assert [v.facet for v in results.facets()] == ["echo", "file"]
     assert set(results.subset("file").runs["service"]) == {"file"}
+
+
+def test_column_descriptions_say_what_the_numbers_are():
+    # duration_s is the scheduled window (requests are counted by completion time inside it), not a measurement
+    assert "achieved" not in RUN_COLUMNS["duration_s"] and "as scheduled" in RUN_COLUMNS["duration_s"]
+    # open-loop latency runs from the scheduled start, not from the (possibly late) send
+    assert "open loop: scheduled start" in RUN_COLUMNS["lat_p50_us"]

@@ -351,6 +351,17 @@ def throughput_figure(results: Results, calibration: Any = None) -> Figure | Non
     return fig
 
 
+def latency_basis(results: Results) -> str:
+    """From when to when a latency runs: the request sent (closed loop), or its scheduled start (open loop)."""
+    modes = {m for m in results.runs["mode"] if m} if "mode" in results.runs else set()
+    closed, opened = "request sent -> last byte of the reply", "scheduled start -> last byte of the reply"
+    if modes == {"open"}:
+        return f"open loop: {opened} (a request sent late counts its wait)"
+    if "open" in modes:
+        return f"closed loop: {closed}; open loop: {opened}"
+    return closed
+
+
 def latency_figure(results: Results) -> Figure | None:
     """How does latency (p50 and p99) change with the parameter?"""
     if not (_has(results, "lat_p50_us") or _has(results, "lat_p99_us")):
@@ -365,7 +376,7 @@ def latency_figure(results: Results) -> Figure | None:
         style.time_axis(ax, "y", values)
     axes[0, 0].set_ylabel("request latency (log scale)")
     _titles(results, fig, _question(results, "How does latency change {}?", "Which model answers fastest {}?"),
-                 _reps_note(results) + "; request sent -> last byte of the reply")
+                 _reps_note(results) + "; " + latency_basis(results))
     _legend(fig, results)
     return fig
 
