@@ -335,3 +335,16 @@ def test_connection_attempts_are_a_median_of_per_run_totals(tmp_path):
     runs.to_csv(folder / "runs.csv", index=False)
     texts = [f.text for f in compute_findings(load_results(folder)) if "selectors:" in f.text]
     assert any("2 of 30 connection attempts timed out" in t for t in texts), texts
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parent.parent / "scenarios").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_scenario_descriptions_teach_without_quoting_measured_figures(path):
+    # measured rates and counts belong to the findings of a run; a description that quotes one
+    # ("about 14-15k/s", "up to 1001") is contradicted by the next machine or the next run.
+    # A figure derived from the scenario's own settings (1 s / 200 us = 5000 requests/s) is teaching.
+    import yaml
+
+    text = yaml.safe_load(path.read_text(encoding="utf-8"))["description"]
+    assert not re.search(r"\d[\d,.]*\s*k(?:/s|\b)", text), text
+    assert not re.search(r"\bup to \d{3,}", text), text
