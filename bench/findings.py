@@ -525,7 +525,7 @@ def calibration_context(calibration: Any, results: Results) -> tuple[str, list[s
     busiest = max([_n(r.get("busy_pct_before")) for r in rows if isinstance(r, dict)]
                   + [_n(machine.get("busy_pct_before"))], default=math.nan)
     if math.isfinite(busiest) and busiest >= BUSY_CALIBRATION_PCT:
-        caveats.append(f"the ceiling run was on a busy machine (up to {busiest:.0f}% busy)")
+        caveats.append(f"the ceiling run was on a busy machine, up to {busiest:.0f}% busy")
     if calibration.get("quick"):
         caveats.append("the ceiling run was in quick mode (0.3 s windows)")
     run_host = results.environment.get("hostname")

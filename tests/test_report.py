@@ -269,7 +269,7 @@ def test_a_share_above_the_ceiling_names_the_busy_day_and_host_it_came_from(fake
     suspect = _calibration(50, rt_per_s=1_000.0, host="other-host", created_at="2024-06-01T09:00:00+00:00", busy=60)
     text = next(f.text for f in compute_findings(results, suspect) if "calibrated ceiling" in f.text)
     assert "%" in text and "Above 100%, the ceiling was not these runs' limit" in text
-    for caveat in ("busy machine (up to 60% busy)", "another host (other-host; runs on bench-host)",
+    for caveat in ("busy machine, up to 60% busy", "another host (other-host; runs on bench-host)",
                    "another day (2024-06-01; runs 2025-01-01)"):
         assert caveat in text, text
     # above the ceiling with nothing wrong with the calibration: it says the ceiling measured something else
