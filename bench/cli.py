@@ -15,20 +15,28 @@ Options of a run live in the scenario file alone; ``--set`` overrides a field
 of it (``--set load.clients=[1,10] --set duration=2s``) and is validated like
 the file, so no option exists in two places.
 
-Exit status: 0 success, 1 a run failed or a finding needs attention where the
-subcommand says so, 2 bad input (the message names the file, line and field),
-130 interrupted by Ctrl-C (finished runs are kept).
+Exit status: 0 success, 1 a run failed (``bench run``: any run not ``ok``), a
+disk filled up, or a finding needs attention where the subcommand says so, 2
+bad input (the message names the file, line and field), 128 + the signal when
+stopped: 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP (finished runs are kept).
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
+
+
+def exit_status_for_signal(signum: int) -> int:
+    """128 + the signal number: what a shell shows for a command that a signal ended."""
+    return 128 + int(signum)
 
 
 # --------------------------------------------------------------------------
@@ -176,7 +184,7 @@ def run_command(args: argparse.Namespace) -> int:
     try:
         with progress:
             results_dir = run_scenario(scenario, results_root=args.results, on_start=on_start, on_run=on_run,
-                                       finish=not args.no_plots, warn=warn)
+                                       plots=not args.no_plots, warn=warn)
     except ScenarioRefused as exc:
         print(f"error: {args.scenario}: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -186,17 +194,62 @@ def run_command(args: argparse.Namespace) -> int:
               f"run `bench plot` / `bench report` on the folder.", file=sys.stderr)
         return 1
     except Interrupted as exc:
-        console.print(f"[yellow]Interrupted.[/] Every finished run is saved in {exc.results_dir}")
-        return EXIT_INTERRUPTED
-    except KeyboardInterrupt:
-        console.print("[yellow]Interrupted[/] before the results folder was written.")
-        return EXIT_INTERRUPTED
+        console.print(f"[yellow]Interrupted[/] by {exc.by}. {_what_is_saved(exc.results_dir, exc.summary_written)}",
+                      highlight=False)
+        return exit_status_for_signal(exc.signum)
+    except KeyboardInterrupt as exc:
+        # Only before run_scenario took over the signals, or after it returned.
+        if started:
+            console.print(f"[yellow]Interrupted.[/] {_what_is_saved(started[0], None)}", highlight=False)
+        else:
+            console.print("[yellow]Interrupted[/] before the results folder was written.")
+        return exit_status_for_signal(getattr(exc, "signum", signal.SIGINT))
     console.print(_summary_table(results_dir))
     _print_warnings(console, results_dir)
     console.print(f"Results: {results_dir}")
     if not args.no_plots:
         console.print(f"Report:  {results_dir / 'report.html'}")
+    failed = _count_failed(results_dir)
+    if failed:
+        console.print(f"[red]{failed} run(s) did not finish ok[/]: see the error column of runs.csv "
+                      f"(exit status {EXIT_FAILED})", highlight=False)
+        return EXIT_FAILED
     return 0
+
+
+def _count_failed(results_dir: Path) -> int:
+    """Rows of runs.csv whose status is not ``ok``."""
+    import csv
+
+    try:
+        with open(results_dir / "runs.csv", newline="", encoding="utf-8") as fh:
+            return sum(1 for row in csv.DictReader(fh) if row.get("status") != "ok")
+    except FileNotFoundError:  # a scenario with no runs (every model left out)
+        return 0
+
+
+def _what_is_saved(results_dir: Path, summary_written: bool | None) -> str:
+    """One sentence saying what the results folder holds, read from the folder itself."""
+    import csv
+
+    try:
+        with open(results_dir / "runs.csv", newline="", encoding="utf-8") as fh:
+            statuses = [row.get("status") for row in csv.DictReader(fh)]
+    except FileNotFoundError:
+        statuses = []
+    except OSError as exc:
+        return f"The results folder is {results_dir}; runs.csv cannot be read ({exc.strerror})."
+    done = statuses.count("ok") + statuses.count("failed")
+    if summary_written is None:
+        summary_written = (results_dir / "summary.json").is_file()
+    text = f"{done} finished run(s) are saved in {results_dir}"
+    if "interrupted" in statuses:
+        text += " (the run that was stopped is recorded as interrupted)"
+    if not statuses:
+        text = f"No run finished; {results_dir} holds the scenario and the environment only"
+    if summary_written:
+        return text + "; summary.json is written."
+    return text + f"; summary.json was not written (`bench report {results_dir}` works from runs.csv)."
 
 
 def _print_warnings(console: Any, results_dir: Path) -> None:
@@ -264,6 +317,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args) or 0)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return exit_status_for_signal(getattr(exc, "signum", signal.SIGINT))

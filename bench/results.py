@@ -24,6 +24,7 @@ Units are in the column names: ``_us`` microseconds, ``_s`` seconds,
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as _dt
 import errno
@@ -31,8 +32,10 @@ import io
 import json
 import os
 import re
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import IO, Any, Iterable, Iterator, Mapping
 
 #: Bumped whenever a column changes meaning or a file changes shape.
 RESULTS_VERSION = 1
@@ -150,6 +153,14 @@ class DiskFull(OSError):
     """Raised when a result could not be written for lack of space; earlier results are intact."""
 
 
+#: errno values that mean "no space left": a full disk or an exhausted quota.
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+#: Mode of every file written: readable by all, as a plain ``open()`` under the
+#: usual umask gives (mkstemp alone would give 0600).
+FILE_MODE = 0o644
+
+
 def new_results_dir(root: Path, scenario_name: str, now: _dt.datetime | None = None) -> Path:
     """Create and return a fresh ``<root>/<UTC timestamp>-<name>`` folder; never reuses one."""
     now = now or _dt.datetime.now(_dt.timezone.utc)
@@ -192,7 +203,7 @@ def _append_atomically(path: Path, text: str) -> None:
                 view = view[written:]
             os.fsync(fd)
         except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            if exc.errno in DISK_FULL_ERRNOS:
                 os.ftruncate(fd, size)
                 raise DiskFull(exc.errno, f"disk full while writing {path}") from exc
             raise
@@ -200,17 +211,39 @@ def _append_atomically(path: Path, text: str) -> None:
         os.close(fd)
 
 
-def write_text_atomically(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` via a temporary file and rename (never a half-written file)."""
-    tmp = path.with_name(f".{path.name}.tmp")
+@contextmanager
+def atomic_file(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
+    """Write ``path`` through a temporary file renamed over it at the end: whole or not at all.
+
+    ``mode`` is ``"w"`` (UTF-8 text) or ``"wb"``. The temporary file lives in
+    the same folder (a rename is atomic only within one filesystem), is
+    flushed to disk before the rename, and gets mode 0644.
+
+    Error handling: on ENOSPC/EDQUOT :class:`DiskFull` is raised. On any
+    exception (KeyboardInterrupt included) the temporary file is removed and
+    ``path`` keeps its previous content, or stays absent.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        tmp.write_text(text, encoding="utf-8")
+        os.fchmod(fd, FILE_MODE)
+        with os.fdopen(fd, mode, **({"encoding": "utf-8"} if "b" not in mode else {})) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS and not isinstance(exc, DiskFull):
             raise DiskFull(exc.errno, f"disk full while writing {path}") from exc
         raise
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` via a temporary file and rename (never a half-written file)."""
+    with atomic_file(path) as fh:
+        fh.write(text)
 
 
 class ResultsWriter:

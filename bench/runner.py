@@ -22,11 +22,16 @@ slow drift of the machine across models instead of onto one of them), a run:
 Error handling
 --------------
 A server that fails to start or dies mid-run makes a ``failed`` row carrying
-its exit status and the tail of its stderr; the scenario goes on. Ctrl-C
-stops the current run, records it as ``interrupted``, keeps everything
-already written, and :func:`run_scenario` raises :class:`Interrupted` (the CLI
-exits 130). A full disk stops the scenario with :class:`bench.results.DiskFull`
-after truncating the half-written row, so the rows before it stay readable.
+its exit status (``signal 9, SIGKILL``) and the tail of its stderr, the
+cause before any leftover processes it caused; the scenario goes on. Ctrl-C,
+SIGTERM (``kill``, ``timeout``, a CI cancel) and SIGHUP all stop the current
+run, record it as ``interrupted``, reap its server and workers, keep
+everything already written, write summary.json (a further signal while it is
+written is held back until it is on disk), and :func:`run_scenario` raises
+:class:`Interrupted` with the signal (the CLI exits 128 + its number: 130,
+143, 129). A full disk stops the scenario with :class:`bench.results.DiskFull`
+after truncating the half-written row, so the rows before it stay readable;
+figures and summary are written whole or not at all.
 
 Resource handling
 -----------------
@@ -37,34 +42,149 @@ file root of the file service is removed at the end.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
 import os
 import resource
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import traceback
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from bench import cpuwork
-from bench.results import ResultsWriter, new_results_dir
+from bench.results import DISK_FULL_ERRNOS, DiskFull, ResultsWriter, new_results_dir
 from servers import native
 
 #: File descriptors a process needs beyond one per client connection
 #: (interpreter, pipes, listener, log files, selector/epoll fds).
 FD_MARGIN = 64
 
+#: Signals that stop a scenario the way Ctrl-C does: SIGTERM is what ``kill``,
+#: ``timeout`` and CI cancellation send, SIGHUP what a closed terminal sends.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class Stopped(KeyboardInterrupt):
+    """A stop signal turned into the Ctrl-C path, so every ``except KeyboardInterrupt`` cleans up for it."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _signum_of(exc: BaseException) -> int:
+    return exc.signum if isinstance(exc, Stopped) else signal.SIGINT
+
+
+def _signal_name(signum: int) -> str:
+    return "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+
 
 class Interrupted(Exception):
-    """Ctrl-C during a scenario; the results folder holds every finished run."""
+    """A scenario stopped by Ctrl-C, SIGTERM or SIGHUP; the results folder holds every finished run.
 
-    def __init__(self, results_dir: Path):
-        super().__init__(f"interrupted; finished runs are kept in {results_dir}")
+    ``signum`` is the signal (the CLI exits 128 + signum); ``summary_written``
+    says whether summary.json describes those runs.
+    """
+
+    def __init__(self, results_dir: Path, signum: int = signal.SIGINT, *, summary_written: bool = True):
+        super().__init__(f"stopped by {_signal_name(signum)}; finished runs are kept in {results_dir}")
         self.results_dir = results_dir
+        self.signum = signum
+        self.summary_written = summary_written
+
+    @property
+    def by(self) -> str:
+        """What stopped it, as a person says it: ``Ctrl-C``, ``SIGTERM``, ``SIGHUP``."""
+        return _signal_name(self.signum)
+
+
+def _in_main_thread() -> bool:
+    # signal.signal() works only there; elsewhere the caller's handlers stay.
+    return threading.current_thread() is threading.main_thread()
+
+
+@dataclasses.dataclass
+class _StopState:
+    """What the stop signals have done so far inside :func:`stop_signals` (main thread only)."""
+
+    active: bool = False
+    #: the first stop signal received, if any
+    signum: int | None = None
+    #: True once :class:`Stopped` was raised for it (it is raised once)
+    raised: bool = False
+    #: depth of :func:`deferred_stop` blocks: while > 0 the first signal waits
+    holding: int = 0
+
+
+_STOP = _StopState()
+
+
+def _say(text: str) -> None:
+    # os.write: no buffered I/O inside a signal handler
+    os.write(2, (text + "\n").encode())
+
+
+def _on_stop_signal(signum: int, _frame: Any) -> None:
+    if _STOP.signum is None:
+        _STOP.signum = signum
+        if not _STOP.holding:
+            _STOP.raised = True
+            raise Stopped(signum)
+        _say(f"{_signal_name(signum)}: stopping as soon as what is being saved is on disk")
+        return
+    _say(f"{_signal_name(signum)}: still stopping (reaping the server, writing what was measured)")
+
+
+@contextlib.contextmanager
+def stop_signals() -> Iterator[None]:
+    """Within: the first SIGINT, SIGTERM or SIGHUP raises :class:`Stopped` in the main thread.
+
+    Further signals are ignored, with one line on stderr, while the cleanup
+    runs: it stops and reaps the current server and the generator's workers
+    (bounded by their SIGKILL timeouts), and a second Ctrl-C landing in it
+    would leave them running. The previous handlers come back on the way out.
+    """
+    if not _in_main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, _on_stop_signal) for sig in STOP_SIGNALS}
+    _STOP.__init__(active=True)
+    try:
+        yield
+    finally:
+        _STOP.__init__()
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+@contextlib.contextmanager
+def deferred_stop() -> Iterator[None]:
+    """Inside :func:`stop_signals`: a stop signal arriving in the block waits until the block is done.
+
+    Used where being cut short would lose something: while a finished run's
+    server is stopped and reaped and its row written, and while summary.json
+    is written. On the way out, a signal that waited raises :class:`Stopped`
+    (also when the block raised: stopping wins). Elsewhere it does nothing.
+    """
+    if not (_STOP.active and _in_main_thread()):
+        yield
+        return
+    _STOP.holding += 1
+    try:
+        yield
+    finally:
+        _STOP.holding -= 1
+        if not _STOP.holding and _STOP.signum is not None and not _STOP.raised:
+            _STOP.raised = True
+            raise Stopped(_STOP.signum)
 
 
 class ScenarioRefused(Exception):
@@ -196,6 +316,18 @@ def _load_spec(scenario: Any, plan: RunPlan, host: str, port: int, gen_cpus: set
     )
 
 
+def _exit_text(status: int | None) -> str:
+    """``-9`` -> ``"signal 9, SIGKILL"``; ``1`` -> ``"exit status 1"`` (Popen.returncode convention)."""
+    if status is None:
+        return "still running after SIGKILL"
+    if status < 0:
+        try:
+            return f"signal {-status}, {signal.Signals(-status).name}"
+        except ValueError:
+            return f"signal {-status}"
+    return f"exit status {status}"
+
+
 def _fmt_cpus(cpus: set[int] | None) -> str:
     return ",".join(str(c) for c in sorted(cpus)) if cpus else ""
 
@@ -204,12 +336,15 @@ def execute_run(scenario: Any, plan: RunPlan, writer: ResultsWriter, *, file_roo
                 targets: dict[int, Any], cpu_work: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run one plan and persist it; returns the runs.csv row written.
 
-    KeyboardInterrupt is recorded as an ``interrupted`` row and re-raised.
+    A stop signal (KeyboardInterrupt, :class:`Stopped`) during the load is
+    recorded as an ``interrupted`` row and re-raised. Once the load is over,
+    a stop signal waits until the server is reaped and the row is on disk,
+    then raises :class:`Stopped` (the run is kept as finished).
     """
     from bench.loadgen import run_load
     from bench.monitor import (CpuBusy, KernelCounters, ServerMonitor, WindowProbe, format_cpu_busy,
                                run_namespace, wait_for_idle)
-    from servers.launch import run_server
+    from servers.launch import ServerLeftoverError, run_server
 
     server_cpus, gen_cpus = placement_cpus(scenario.placement)
     row: dict[str, Any] = {
@@ -229,7 +364,11 @@ def execute_run(scenario: Any, plan: RunPlan, writer: ResultsWriter, *, file_roo
         options = dataclasses.replace(options, root=file_root)
     options = cpuwork.with_iterations(options, cpu_work)
     stderr_path = writer.logs_dir / f"{plan.run_id}.stderr"
+    # From the end of the load until the row is on disk, a stop signal waits
+    # (deferred_stop): cutting the server's stop short could leave it running.
+    hold = ExitStack()
     monitor = None
+    problems: list[str] = []
     try:
         busy, _idle = wait_for_idle(threshold_pct=scenario.monitor.idle_threshold_pct,
                                     max_wait_s=scenario.monitor.idle_wait_s)
@@ -256,6 +395,7 @@ def execute_run(scenario: Any, plan: RunPlan, writer: ResultsWriter, *, file_roo
                                   on_window=probe.schedule)
             finally:
                 probe.close()
+            hold.enter_context(deferred_stop())
             if result.warnings:  # the generator's own caveats about this run, kept beside its stderr
                 (writer.logs_dir / f"{plan.run_id}.load-warnings.txt").write_text("\n".join(result.warnings) + "\n")
             monitor.stop()
@@ -272,18 +412,23 @@ def execute_run(scenario: Any, plan: RunPlan, writer: ResultsWriter, *, file_roo
             histograms = result.histograms
             timeline = [dict(r, source="load") for r in result.timeline]
             timeline += [dict(r, source="server") for r in monitor.timeline(result.window_start)]
-            problems = []
+            # The cause first: a killed forking parent also leaves its
+            # children behind, but "it died" is what happened.
             if died:
-                problems.append(f"server died during the run (exit status {exit_status}); "
+                problems.append(f"server died during the run ({_exit_text(exit_status)}); "
                                 f"stderr tail:\n{server.stderr_tail()}")
             if leftovers:
-                problems.append(f"processes of the server still alive after stop: {leftovers}")
-            row["status"] = "failed" if problems else "ok"
-            row["error"] = "\n".join(problems)
-    except KeyboardInterrupt:
-        row.update(status="interrupted", error="stopped by Ctrl-C")
+                problems.append(f"processes of the server still alive after stop (killed): {leftovers}")
+        row["status"] = "failed" if problems else "ok"
+        row["error"] = "\n".join(problems)
+    except KeyboardInterrupt as exc:
+        row.update(status="interrupted", error=f"stopped by {_signal_name(_signum_of(exc))}")
         writer.add_run(row)
         raise
+    except ServerLeftoverError as exc:
+        # run_server killed what outlived the server; a cause found above stays first.
+        row["status"] = "failed"
+        row["error"] = "\n".join(problems or [str(exc)])
     except Exception as exc:  # noqa: BLE001 - any failure of one run is recorded, the scenario goes on
         row["status"] = "failed"
         row["error"] = f"{type(exc).__name__}: {exc}"
@@ -292,7 +437,10 @@ def execute_run(scenario: Any, plan: RunPlan, writer: ResultsWriter, *, file_roo
     finally:
         if monitor is not None:
             monitor.stop()
-    writer.add_run(row, timeline, histograms)
+    try:
+        writer.add_run(row, timeline, histograms)
+    finally:
+        hold.close()  # a signal that waited raises Stopped now, the run kept whole
     return row
 
 
@@ -307,17 +455,19 @@ def _warn_stderr(message: str) -> None:
 def run_scenario(scenario: Any, *, results_root: Path = Path("results"),
                  on_run: Callable[[RunPlan, dict[str, Any], int, int], None] | None = None,
                  on_start: Callable[[Path, list[RunPlan]], None] | None = None,
-                 finish: bool = True, warn: Callable[[str], None] = _warn_stderr) -> Path:
+                 finish: bool = True, plots: bool = True, warn: Callable[[str], None] = _warn_stderr) -> Path:
     """Run every model x point x repetition of ``scenario``; return the results folder.
 
     ``on_start(results_dir, plans)`` is called once the folder exists;
     ``on_run(plan, row, done, total)`` after each run is on disk.
-    With ``finish`` (the default), summary, figures and report are written at
-    the end. Raises :class:`Interrupted` on Ctrl-C after saving what was done.
-    """
-    from bench.environment import collect_environment
-    from bench.stats import write_summary
+    With ``finish`` (the default), summary.json is written at the end, and
+    with ``plots`` too the figures and the report.
 
+    Error handling: SIGINT, SIGTERM and SIGHUP (in the main thread) stop the
+    run in progress, which is recorded as ``interrupted``; the finished runs
+    get their summary.json and :class:`Interrupted` is raised, carrying the
+    signal. A full disk raises :class:`bench.results.DiskFull`.
+    """
     plans = plan_runs(scenario)
     if any(p.model == "c-reference" for p in plans) and not native.available():
         # The ceiling is a bonus, not a requirement: without a C compiler its
@@ -325,6 +475,18 @@ def run_scenario(scenario: Any, *, results_root: Path = Path("results"),
         plans = [p for p in plans if p.model != "c-reference"]
         warn(f"c-reference left out: {native.why_unavailable()}")
     ensure_fd_limit(max(p.point.load.clients for p in plans) if plans else 0)
+    with stop_signals():
+        return _run_plans(scenario, plans, results_root=results_root, on_run=on_run, on_start=on_start,
+                          finish=finish, plots=plots, warn=warn)
+
+
+def _run_plans(scenario: Any, plans: list[RunPlan], *, results_root: Path,
+               on_run: Callable[[RunPlan, dict[str, Any], int, int], None] | None,
+               on_start: Callable[[Path, list[RunPlan]], None] | None,
+               finish: bool, plots: bool, warn: Callable[[str], None]) -> Path:
+    """:func:`run_scenario` once the runs are planned, inside :func:`stop_signals`."""
+    from bench.environment import collect_environment
+
     server_cpus, gen_cpus = placement_cpus(scenario.placement)
     cpu_work = None
     if cpuwork.needs_calibration([p.point.server for p in plans]):
@@ -358,32 +520,73 @@ def run_scenario(scenario: Any, *, results_root: Path = Path("results"),
                 row = execute_run(scenario, plan, writer, file_root=file_root, targets=targets, cpu_work=cpu_work)
                 if on_run:
                     on_run(plan, row, done, len(plans))
-        except KeyboardInterrupt:
-            # Wherever Ctrl-C lands (a run, its callback, the file root),
+        except KeyboardInterrupt as exc:
+            # Wherever the signal lands (a run, its callback, the file root),
             # what is on disk stays and gets its summary.
-            _finish(results_dir, write_summary, plots=False, warn=warn)
-            raise Interrupted(results_dir) from None
+            try:
+                _finish(results_dir, plots=False, warn=warn)
+            except (KeyboardInterrupt, DiskFull) as again:
+                if isinstance(again, DiskFull):
+                    warn(f"{again}: summary.json not written")
+            raise Interrupted(results_dir, _signum_of(exc), summary_written=_has_summary(results_dir)) from None
     if finish:
-        _finish(results_dir, write_summary, plots=True, warn=warn)
+        try:
+            _finish(results_dir, plots=plots, warn=warn)
+        except KeyboardInterrupt as exc:
+            # every run is on disk; figures are written whole or not at all
+            raise Interrupted(results_dir, _signum_of(exc), summary_written=_has_summary(results_dir)) from None
     return results_dir
 
 
-def _finish(results_dir: Path, write_summary: Callable[[Path], Any], *, plots: bool,
-            warn: Callable[[str], None]) -> None:
-    """Write summary.json and, unless cut short, the figures and the report."""
-    write_summary(results_dir)
-    if plots:
-        from bench.plots import plot_results
-        from bench.report import write_report
+def _has_summary(results_dir: Path) -> bool:
+    # summary.json is written by rename, so a file that exists is complete.
+    return (results_dir / "summary.json").is_file()
 
-        # The runs are safe on disk already; a figure that fails to draw must
-        # not turn a finished scenario into an error, so it is reported, and
-        # `bench plot` / `bench report` can be re-run on the folder.
-        for step in (plot_results, write_report):
-            try:
+
+@contextlib.contextmanager
+def _disk_full_as_diskfull(what: str) -> Iterator[None]:
+    """Turn ENOSPC/EDQUOT from code that raises a plain OSError into :class:`DiskFull`."""
+    try:
+        yield
+    except DiskFull:
+        raise
+    except OSError as exc:
+        if exc.errno in DISK_FULL_ERRNOS:
+            raise DiskFull(exc.errno, f"disk full while writing {what}") from exc
+        raise
+
+
+def _finish(results_dir: Path, *, plots: bool, warn: Callable[[str], None]) -> None:
+    """Write summary.json and, with ``plots``, the figures and the report.
+
+    Error handling: a stop signal while summary.json is written is held back
+    until it is on disk (:func:`deferred_stop`). A full disk raises
+    :class:`DiskFull` at once, without writing anything more to report it.
+    Any other failure of a figure or the report is a warning: the runs are
+    safe on disk and `bench plot` / `bench report` can be re-run.
+    """
+    from bench.stats import write_summary
+
+    with deferred_stop(), _disk_full_as_diskfull(f"{results_dir}/summary.json"):
+        write_summary(results_dir)
+    if not plots:
+        return
+    from bench.plots import plot_results
+    from bench.report import write_report
+
+    for step in (plot_results, write_report):
+        try:
+            with _disk_full_as_diskfull(f"{step.__name__} output in {results_dir}"):
                 step(results_dir)
-            except Exception as exc:  # noqa: BLE001
-                with open(results_dir / "logs" / "finish-errors.txt", "a") as log:
-                    log.write(f"{step.__name__}: {traceback.format_exc()}\n")
-                warn(f"{step.__name__} failed ({type(exc).__name__}: {exc}); the runs are saved, "
-                     f"see {results_dir}/logs/finish-errors.txt and re-run it on the folder")
+        except DiskFull:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            log = results_dir / "logs" / "finish-errors.txt"
+            try:
+                with open(log, "a") as fh:
+                    fh.write(f"{step.__name__}: {traceback.format_exc()}\n")
+                see = f"see {log} and "
+            except OSError:  # reporting must not depend on the disk that may have failed
+                see = ""
+            warn(f"{step.__name__} failed ({type(exc).__name__}: {exc}); the runs are saved, "
+                 f"{see}re-run it on the folder")

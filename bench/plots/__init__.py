@@ -36,6 +36,7 @@ from matplotlib.figure import Figure
 
 from bench.plots import figures as _figures
 from bench.plots.timeline import timeline_figure
+from bench.results import DiskFull, atomic_file
 from bench.stats import NotAResultsFolder, Results, load_results
 
 #: name -> builder(results, spectrum_point, calibration) in the order the report shows them.
@@ -80,6 +81,10 @@ def save_figure(fig: Figure, base: Path, formats: Iterable[str], *, tight: bool 
     The layout is computed for the first format and frozen for the others
     (it is the slow part of saving). ``tight=False`` skips trimming the
     margins, which costs one more draw: used for the many timelines.
+
+    Error handling: each file is written whole or not at all
+    (:func:`bench.results.atomic_file`); a full disk raises
+    :class:`bench.results.DiskFull`.
     """
     paths = []
     base.parent.mkdir(parents=True, exist_ok=True)
@@ -87,7 +92,9 @@ def save_figure(fig: Figure, base: Path, formats: Iterable[str], *, tight: bool 
         for i, fmt in enumerate(formats):
             path = base.with_suffix(f".{fmt}")
             extra = {"bbox_inches": "tight", "pad_inches": 0.15} if tight else {}
-            fig.savefig(path, format=fmt, metadata=_metadata(fmt), **extra)
+            # temp + rename: a full disk or Ctrl-C never leaves a truncated figure
+            with atomic_file(path, "wb") as fh:
+                fig.savefig(fh, format=fmt, metadata=_metadata(fmt), **extra)
             if i == 0:
                 fig.set_layout_engine("none")  # positions stay as laid out for the first format
             paths.append(path)
@@ -148,6 +155,10 @@ def plot_command(args: argparse.Namespace) -> int:
     except NotAResultsFolder as exc:
         print(f"bench plot: {exc}", file=sys.stderr)
         return 2
+    except DiskFull as exc:
+        print(f"bench plot: {exc}; the figures written before it are whole. Free some space and run it again.",
+              file=sys.stderr)
+        return 1
     main = [p for p in paths if p.parent.name == "figures"]
     print(f"wrote {len(paths)} figure files to {Path(args.results_dir) / 'figures'}"
           f" ({len(main)} summary figures, {len(paths) - len(main)} timeline files)")
