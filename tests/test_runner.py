@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -239,3 +240,128 @@ def test_a_run_doing_less_cpu_work_than_labelled_is_flagged(tmp_path, monkeypatc
     write_summary(results)
     summary = json.loads((results / "summary.json").read_text())
     assert any(w.startswith("CPU work not accounted for") for w in summary["warnings"]), summary["warnings"]
+def test_a_second_ctrl_c_while_the_summary_is_written_keeps_it(tmp_path, monkeypatch, capsys):
+    import bench.runner
+    import bench.stats
+    from bench import cli
+
+    real_execute, real_summary = bench.runner.execute_run, bench.stats.write_summary
+    summary_calls = []
+
+    def execute_then_ctrl_c(*args, **kwargs):
+        row = real_execute(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)  # the first Ctrl-C, right after a finished run
+        return row
+
+    def summary_with_ctrl_c(results_dir):
+        summary_calls.append(results_dir)
+        os.kill(os.getpid(), signal.SIGINT)  # the second one, while the summary is being written
+        time.sleep(0.05)  # Python runs the handler between bytecodes: let it land here
+        return real_summary(results_dir)
+
+    monkeypatch.setattr(bench.runner, "execute_run", execute_then_ctrl_c)
+    monkeypatch.setattr(bench.stats, "write_summary", summary_with_ctrl_c)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(tiny_scenario(models="[selectors]", repetitions="3", duration="0.5s"))
+    status = cli.main(["run", str(path), "--results", str(tmp_path / "out"), "--no-plots"])
+    out = capsys.readouterr().out
+    assert status == 130, out
+    assert len(summary_calls) == 1
+    (folder,) = (tmp_path / "out").iterdir()
+    assert json.loads((folder / "summary.json").read_text())["results_version"] >= 1
+    assert "before the results folder was written" not in out
+    assert "1 finished run(s) are saved" in out and "summary.json is written" in out, out
+    assert not list(folder.glob(".*.tmp"))
+
+
+@pytest.mark.timeout(90)
+def test_a_killed_forking_server_is_recorded_as_died_and_bench_run_exits_1(tmp_path, capsys):
+    from bench import cli
+
+    path = tmp_path / "tiny.yaml"
+    path.write_text(tiny_scenario(models="[forking]", duration="3s"))
+    killed: list[int] = []
+
+    def kill_parent() -> None:
+        server = wait_for_new_server(psutil.Process(), set())
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and len(server.children()) < 4:
+            time.sleep(0.05)  # one child per client: they outlive a SIGKILLed parent
+        time.sleep(0.5)
+        os.kill(server.pid, signal.SIGKILL)
+        killed.append(server.pid)
+
+    killer = threading.Thread(target=kill_parent)
+    killer.start()
+    status = cli.main(["run", str(path), "--results", str(tmp_path / "out"), "--no-plots"])
+    killer.join()
+    out = capsys.readouterr().out
+    assert killed
+    assert status == 1, out
+    assert "1 run(s) did not finish ok" in out
+    (folder,) = (tmp_path / "out").iterdir()
+    runs = pd.read_csv(folder / "runs.csv")
+    assert runs["status"].tolist() == ["failed"]
+    assert runs["error"][0].startswith("server died during the run (signal 9, SIGKILL)"), runs["error"][0]
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 16 MiB filesystem (tmpfs), unmounted afterwards; skipped where mounting is not allowed."""
+    mount_point = tmp_path / "small-disk"
+    mount_point.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=0755", "tmpfs", str(mount_point)],
+                          capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def fill_disk(folder: Path, leave: int = 0) -> None:
+    """Write a file into ``folder`` until its filesystem has no byte left, then free ``leave`` bytes."""
+    block = b"\0" * (1 << 16)
+    with open(folder / "filler", "wb", buffering=0) as fh:
+        try:
+            while True:
+                fh.write(block)
+        except OSError as exc:
+            assert exc.errno == 28  # ENOSPC
+        with contextlib.suppress(OSError):  # the last partial block, byte-exact
+            while True:
+                fh.write(b"\0" * 512)
+        if leave:
+            fh.truncate(max(0, fh.tell() - leave))
+
+
+def test_a_full_disk_while_drawing_figures_is_reported_and_leaves_no_broken_figure(small_disk, monkeypatch,
+                                                                                   capsys):
+    import bench.plots
+    from bench import cli
+
+    real_plot = bench.plots.plot_results
+
+    def plot_on_a_full_disk(results_dir, *args, **kwargs):
+        fill_disk(small_disk, leave=96 * 1024)  # room for a few figures, not all
+        return real_plot(results_dir, *args, **kwargs)
+
+    monkeypatch.setattr(bench.plots, "plot_results", plot_on_a_full_disk)
+    path = small_disk.parent / "tiny.yaml"
+    path.write_text(tiny_scenario(models="[selectors]", duration="0.5s"))
+    status = cli.main(["run", str(path), "--results", str(small_disk / "out")])
+    captured = capsys.readouterr()
+    assert status == 1, captured.out + captured.err
+    assert "Traceback" not in captured.out + captured.err
+    assert "disk full while writing" in captured.err and "free some space" in captured.err, captured.err
+    (folder,) = (small_disk / "out").iterdir()
+    assert pd.read_csv(folder / "runs.csv")["status"].tolist() == ["ok"]
+    assert json.loads((folder / "summary.json").read_text())["results_version"] >= 1
+    assert not list(folder.rglob("*.tmp")), "a temporary file was left behind"
+    figures = list((folder / "figures").rglob("*.*"))
+    assert figures, "no figure fitted: the test does not show that those written are whole"
+    for figure in figures:  # whatever was drawn before the disk filled is whole
+        data = figure.read_bytes()
+        assert data.endswith(b"</svg>\n") if figure.suffix == ".svg" else data[-8:-4] == b"IEND", figure
+        assert figure.stat().st_mode & 0o777 == 0o644
