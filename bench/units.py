@@ -18,6 +18,11 @@ Design
   formatting and parsing again always gives the identical value.
 * A bare number is bytes for a size and seconds for a duration: the units the
   rest of the project uses.
+* The grammar is bounded before anything is converted: at most
+  :data:`MAX_DIGITS` digits and an exponent within +-:data:`MAX_EXPONENT`, and
+  the value must lie within :data:`MAX_SIZE` bytes or :data:`MAX_DURATION_S`
+  seconds. ``Fraction("1e999999999")`` would compute a billion-digit integer
+  for hours; ``1e400s`` would overflow a float.
 
 Error handling
 --------------
@@ -55,7 +60,28 @@ DURATION_UNITS: dict[str, Fraction] = {
 # A number (optionally with a fraction part or exponent), optional spaces,
 # an optional unit made of letters. Signs are accepted here so that "-1s"
 # is reported as "negative" rather than as "not a number".
-_QUANTITY = re.compile(r"^\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*([A-Za-z]*)\s*$")
+_QUANTITY = re.compile(r"^([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*([A-Za-z]*)$")
+
+#: Longest text read as a size or duration; anything longer is refused before
+#: any matching or arithmetic (``"1.5 MiB"`` is 7 characters).
+MAX_TEXT = 64
+
+
+#: Digits a number may have (mantissa, both sides of the point): 2**63 has 19,
+#: so 30 leaves room for any spelling a person writes, trailing zeros included.
+MAX_DIGITS = 30
+
+#: Largest exponent magnitude (``1e30``, ``1e-30``): beyond it no value fits a
+#: field (and a tiny value is zero in any unit we have), and computing
+#: ``10**exponent`` exactly gets costly long before that matters.
+MAX_EXPONENT = 30
+
+#: Largest size: what a signed 64-bit file offset (``off_t``) holds.
+MAX_SIZE = 2**63 - 1
+
+#: Largest duration, about 31.7 years: any longer is a typo, and it keeps
+#: every duration a finite float with microsecond precision to spare.
+MAX_DURATION_S = 10**9
 
 
 class UnitError(ValueError):
@@ -65,13 +91,29 @@ class UnitError(ValueError):
 def _split(text: str, kind: str, units: dict) -> tuple[Fraction, str]:
     """Split ``"1.5 MiB"`` into ``(Fraction(3, 2), "MiB")``; raise :class:`UnitError` if malformed."""
     allowed = ", ".join(units)
-    match = _QUANTITY.match(text)
+    if len(text) > MAX_TEXT:
+        raise UnitError(f"{_short(text)} is {len(text)} characters long; a {kind} is a number and a unit "
+                        f"such as {_example(kind)}")
+    match = _QUANTITY.match(text.strip())
     if not match:
-        raise UnitError(f"{text!r} is not a {kind}: write a number followed by one of {allowed} (e.g. {_example(kind)})")
+        raise UnitError(f"{_short(text)} is not a {kind}: write a number followed by one of {allowed} (e.g. {_example(kind)})")
     number, unit = match.groups()
     if unit and unit not in units:
-        raise UnitError(f"unknown {kind} unit {unit!r} in {text!r}; allowed units: {allowed}")
+        raise UnitError(f"unknown {kind} unit {unit!r} in {_short(text)}; allowed units: {allowed}")
+    mantissa, _, exponent = number.lower().partition("e")
+    digits = sum(c.isdigit() for c in mantissa)
+    if digits > MAX_DIGITS:
+        raise UnitError(f"{_short(text)} has {digits} digits; a {kind} takes at most {MAX_DIGITS}")
+    if exponent and abs(int(exponent)) > MAX_EXPONENT:
+        raise UnitError(f"{_short(text)}: the exponent is out of range; a {kind} takes exponents "
+                        f"from -{MAX_EXPONENT} to {MAX_EXPONENT} (e.g. {_example(kind)})")
     return Fraction(number), unit
+
+
+def _short(text: str) -> str:
+    """``text`` quoted, cut to 40 characters: an error message never repeats a megabyte of input."""
+    shown = repr(text)
+    return shown if len(shown) <= 40 else shown[:37] + "...'"
 
 
 def _example(kind: str) -> str:
@@ -103,6 +145,8 @@ def parse_size(value: object) -> int:
         raise UnitError(f"expected a size such as 1024 or 256MiB, got {type(value).__name__}")
     if amount < 0:
         raise UnitError(f"a size cannot be negative: {value!r}")
+    if amount > MAX_SIZE:
+        raise UnitError(f"{_short(str(value))} is too large: a size is at most {MAX_SIZE} bytes (8 EiB)")
     if amount.denominator != 1:
         raise UnitError(f"{value!r} is not a whole number of bytes ({float(amount)} B)")
     return int(amount)
@@ -122,6 +166,8 @@ def parse_duration(value: object) -> float:
         raise UnitError(f"expected a duration such as 2s or 100ms, got {type(value).__name__}")
     if amount < 0:
         raise UnitError(f"a duration cannot be negative: {value!r}")
+    if amount > MAX_DURATION_S:
+        raise UnitError(f"{_short(str(value))} is too long: a duration is at most {MAX_DURATION_S} s (about 31 years)")
     return float(amount)
 
 
