@@ -62,10 +62,6 @@ from bench import cpuwork
 from bench.results import DISK_FULL_ERRNOS, DiskFull, ResultsWriter, new_results_dir
 from servers import native
 
-#: File descriptors a process needs beyond one per client connection
-#: (interpreter, pipes, listener, log files, selector/epoll fds).
-FD_MARGIN = 64
-
 #: Signals that stop a scenario the way Ctrl-C does: SIGTERM is what ``kill``,
 #: ``timeout`` and CI cancellation send, SIGHUP what a closed terminal sends.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -216,17 +212,18 @@ def ensure_fd_limit(clients: int) -> int:
     """Raise the soft RLIMIT_NOFILE so ``clients`` connections fit; refuse past the hard limit.
 
     Server and generator processes inherit the raised limit. Returns the soft
-    limit now in force.
+    limit now in force. A scenario from :func:`bench.scenario.load_scenario`
+    was already checked against the same limit (so ``bench validate`` tells).
     """
+    from bench.scenario import FD_MARGIN, fd_limit_problem
+
     need = clients + FD_MARGIN
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if need <= soft:
         return soft
-    if hard != resource.RLIM_INFINITY and need > hard:
-        raise ScenarioRefused(
-            f"{clients} clients need about {need} open files in one process, but the hard "
-            f"limit (ulimit -Hn) is {hard}. Raise it (as root: ulimit -Hn {need}) or lower "
-            f"load.clients.")
+    problem = fd_limit_problem(clients)
+    if problem:
+        raise ScenarioRefused(problem + ".")
     resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
     return need
 

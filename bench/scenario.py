@@ -40,19 +40,37 @@ Error handling
 --------------
 Every problem a user can cause (missing file, YAML syntax, unknown keys, wrong
 types, bad units, unknown models, inconsistent settings, malformed
-``--set``) raises :class:`ScenarioError`, whose message lists *all* problems
-found, each with the file and line (from the YAML node marks) or the
+``--set``, settings this machine cannot run) raises :class:`ScenarioError`,
+whose message lists *all* problems found (the first :data:`MAX_SHOWN`, and
+how many more), each with the file and line (from the YAML node marks) or the
 ``--set`` it came from, the field path (``load.clients[2]``), what is wrong
 and what is allowed. No traceback is meant to reach the user.
+
+Loading is bounded in time and memory whatever the file holds: at most
+:data:`MAX_FILE_BYTES` are read; the YAML is first read as a flat stream of
+parser events that refuses anchors and aliases (a few lines can name a
+billion values), nesting deeper than :data:`MAX_DEPTH`, more than
+:data:`MAX_NODES` values and numbers longer than :data:`MAX_NUMBER_TEXT`
+characters, before anything is built; sizes and durations are parsed with a
+bounded grammar (:mod:`bench.units`); sweep checks are linear.
+
+Machine limits are checked here too (open files against the hard
+RLIMIT_NOFILE, an echo message against the memory, the served files against
+the free disk), so ``bench validate`` saying ok means ``bench run`` starts.
 """
 
 import argparse
+import contextlib
 import dataclasses
 import difflib
 import importlib.util
 import itertools
+import os
 import re
+import resource
+import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,6 +128,31 @@ SWEEP_PATHS: dict[str, tuple[str, ...]] = {
 #: than a day of measuring, so it is almost certainly a typo in a list.
 MAX_POINTS = 10_000
 
+#: Largest scenario file (and ``--set`` value). The scenarios in scenarios/
+#: are a few KiB; a sweep of MAX_POINTS values still takes under 100 KiB.
+MAX_FILE_BYTES = 1 << 20
+
+#: Deepest nesting of sections and lists: a scenario needs 3 (``load:``, a
+#: sweep list, its item); 16 leaves room for mistakes worth a message.
+MAX_DEPTH = 16
+
+#: Most YAML nodes (keys, values, list items) in a file: one list of
+#: MAX_POINTS values plus every field, with room to spare. Parsing stops
+#: there, so a megabyte of keys costs milliseconds, not minutes.
+MAX_NODES = 2 * MAX_POINTS + 1000
+
+#: Longest number written as a YAML integer or float: 2**63 has 19 digits;
+#: Python refuses int() of more than 4300 digits with a traceback.
+MAX_NUMBER_TEXT = 40
+
+#: Validation errors turned into messages (each one costs a close-match search
+#: for unknown keys); any more are only counted.
+MAX_DESCRIBED = 200
+
+#: Problems listed in one message; the rest are counted. A file with ten
+#: thousand unknown keys needs one line saying so, not ten thousand.
+MAX_SHOWN = 20
+
 #: Seconds each run costs beyond warmup + duration: server start and its
 #: ready line (~0.3 s), the idle check, SIGTERM and reaping, writing results.
 #: Only used for the "about N s" estimate.
@@ -124,16 +167,21 @@ class ScenarioError(Exception):
     ``issues`` holds the individual problems (:class:`Issue`), in file order.
     """
 
-    def __init__(self, source: str, issues: "list[Issue]") -> None:
+    def __init__(self, source: str, issues: "list[Issue]", omitted: int = 0) -> None:
         self.source = source
         self.issues = issues
+        #: problems counted but not described (past MAX_DESCRIBED)
+        self.omitted = omitted
         super().__init__(self._render())
 
     def _render(self) -> str:
-        if len(self.issues) == 1:
+        total = len(self.issues) + self.omitted
+        if total == 1:
             return str(self.issues[0])
-        lines = [f"{self.source}: {len(self.issues)} problems:"]
-        lines += [f"  {issue}" for issue in self.issues]
+        lines = [f"{self.source}: {total} problems:"]
+        lines += [f"  {issue}" for issue in self.issues[:MAX_SHOWN]]
+        if total > MAX_SHOWN:
+            lines.append(f"  ... and {total - min(MAX_SHOWN, len(self.issues))} more")
         return "\n".join(lines)
 
 
@@ -165,13 +213,14 @@ def _shape(value: Any) -> str:
 
 
 def _distinct(values: list) -> list:
-    """Reject a sweep list naming a value twice (it would repeat identical runs)."""
-    seen: list = []
+    """Reject a sweep list naming a value twice (it would repeat identical runs). O(n): a set of seen values."""
+    seen: set = set()
     for value in values:
         # type() too: True == 1 in Python but they are different settings.
-        if any(value == other and type(value) is type(other) for other in seen):
-            raise ValueError(f"{value!r} is listed twice; each value of a sweep must appear once")
-        seen.append(value)
+        key = (type(value), value)
+        if key in seen:
+            raise ValueError(f"{_show(value)} is listed twice; each value of a sweep must appear once")
+        seen.add(key)
     return values
 
 
@@ -201,7 +250,11 @@ Size = Annotated[int, BeforeValidator(parse_size), PlainSerializer(format_size, 
 PositiveSize = Annotated[Size, Field(ge=1)]
 Duration = Annotated[float, BeforeValidator(parse_duration), PlainSerializer(format_duration, when_used="json")]
 PositiveDuration = Annotated[Duration, Field(gt=0)]
-Rate = Annotated[StrictFloat, Field(gt=0), PlainSerializer(_plain_number, when_used="json")]
+#: Highest open-loop rate: 50x the 200k round trips/s a C client reaches on
+#: loopback here, so only a typo (or .inf, which a float would accept) is refused.
+MAX_RATE = 10_000_000
+Rate = Annotated[StrictFloat, Field(gt=0, le=MAX_RATE, allow_inf_nan=False),
+                 PlainSerializer(_plain_number, when_used="json")]
 Service = Literal[SERVICES]
 Mode = Literal["closed", "open"]
 
@@ -401,6 +454,7 @@ class Scenario(_Section):
         issues = _cross_issues(self)
         if not issues:
             issues = self._expand()
+        issues += _machine_issues(self)
         if issues:
             sink = (info.context or {}).get(_SINK)
             if sink is None:  # built directly, not through load_scenario
@@ -550,6 +604,100 @@ def _cross_issues(s: Scenario) -> list[tuple[tuple, str]]:
 
 
 # --------------------------------------------------------------------------
+# Does it fit this machine: every check `bench run` would fail on, made here
+# so that `bench validate` saying ok means `bench run` starts.
+# --------------------------------------------------------------------------
+
+#: File descriptors a process needs beyond one per client connection
+#: (interpreter, pipes, listener, log files, selector/epoll fds).
+FD_MARGIN = 64
+
+#: Share of the machine's memory one echo message may take: each load
+#: generator worker holds one, and a server may hold as much per connection
+#: in flight, so a quarter leaves the machine room to measure anything.
+MESSAGE_MEMORY_SHARE = 4
+
+
+def _nr_open() -> int:
+    """The kernel's ceiling on any process's open files (fs.nr_open); root can raise the hard limit to it."""
+    try:
+        return int(Path("/proc/sys/fs/nr_open").read_text())
+    except (OSError, ValueError):
+        return 1 << 20  # the kernel's default
+
+
+def open_files_ceiling() -> tuple[int, int]:
+    """(hard RLIMIT_NOFILE, fs.nr_open): the most open files one process here can get, and root could."""
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    ceiling = _nr_open()
+    return (ceiling if hard == resource.RLIM_INFINITY else hard), ceiling
+
+
+def fd_limit_problem(clients: int, limits: tuple[int, int] | None = None) -> str | None:
+    """Why ``clients`` connections cannot be opened in one process here, or None.
+
+    ``limits`` is :func:`open_files_ceiling`, read once by a caller checking many values.
+    """
+    need = clients + FD_MARGIN
+    hard, ceiling = limits or open_files_ceiling()
+    if need <= hard:
+        return None
+    text = f"{clients} clients need about {need} open files in one process, but the hard limit (ulimit -Hn) is {hard}"
+    if need > ceiling:
+        return f"{text}, and the kernel allows at most {ceiling} (fs.nr_open). Lower load.clients"
+    return f"{text}. Raise it (as root: ulimit -Hn {need}) or lower load.clients"
+
+
+def _memory_bytes() -> int:
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def _values_at(s: "Scenario", path: tuple[str, ...]) -> list[tuple[tuple, Any]]:
+    """(field path, value) of each value of a field, with the list index for a sweep."""
+    value: Any = s
+    for part in path:
+        value = getattr(value, part)
+    if isinstance(value, list):
+        return [((*path, i), v) for i, v in enumerate(value)]
+    return [] if value is None else [(path, value)]
+
+
+def _first_over(values: list[tuple[tuple, Any]], too_big: Any) -> list[tuple[tuple, Any, int]]:
+    """The first (path, value) for which ``too_big(value)``, with how many more follow: one message per list."""
+    over = [(path, value) for path, value in values if too_big(value)]
+    return [(over[0][0], over[0][1], len(over) - 1)] if over else []
+
+
+def _more(count: int) -> str:
+    return f" (and {count} more values of this list)" if count else ""
+
+
+def _machine_issues(s: "Scenario") -> list[tuple[tuple, str]]:
+    """Settings this machine cannot run: open files, memory for a message, disk for the served files."""
+    issues: list[tuple[tuple, str]] = []
+    limits = open_files_ceiling()
+    for path, clients, more in _first_over(_values_at(s, ("load", "clients")), lambda v: v + FD_MARGIN > limits[0]):
+        issues.append((path, f"{fd_limit_problem(clients, limits)}{_more(more)}"))
+    if "echo" in s.services:
+        memory = _memory_bytes()
+        allowed = memory // MESSAGE_MEMORY_SHARE
+        for path, size, more in _first_over(_values_at(s, ("load", "message_bytes")), lambda v: v > allowed):
+            issues.append((path, f"{_bytes_text(size)} per message is more than this machine can hold: each "
+                                 f"load generator worker keeps one in memory, and the machine has "
+                                 f"{_bytes_text(memory)} (at most {_bytes_text(allowed)} per message){_more(more)}"))
+    if "file" in s.services:
+        sizes = dict((size, path) for path, size in reversed(_values_at(s, ("load", "file_bytes"))))
+        folder = tempfile.gettempdir()
+        free = shutil.disk_usage(folder).free
+        if sum(sizes) > free:
+            biggest = max(sizes)
+            issues.append((sizes[biggest], f"the file service's files ({_bytes_text(sum(sizes))} in all, one per "
+                                           f"size) do not fit in {folder}, which has {_bytes_text(free)} free; "
+                                           f"free space, point TMPDIR elsewhere, or use smaller sizes"))
+    return issues
+
+
+# --------------------------------------------------------------------------
 # YAML output
 # --------------------------------------------------------------------------
 
@@ -586,21 +734,30 @@ def load_scenario(path: str | Path, overrides: Sequence[str] = ()) -> Scenario:
     Error handling: raises :class:`ScenarioError` listing every problem found.
     """
     path = Path(path)
+    source = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_FILE_BYTES + 1)  # never more: a wrong path to a huge file costs nothing
+        text = raw.decode("utf-8")
     except FileNotFoundError:
-        raise ScenarioError(str(path), [Issue(str(path), None, "", "no such file")]) from None
+        raise ScenarioError(source, [Issue(source, None, "", "no such file")]) from None
     except IsADirectoryError:
-        raise ScenarioError(str(path), [Issue(str(path), None, "", "is a directory; give a .yaml file")]) from None
+        raise ScenarioError(source, [Issue(source, None, "", "is a directory; give a .yaml file")]) from None
     except UnicodeDecodeError as exc:
-        raise ScenarioError(str(path), [Issue(str(path), None, "", f"not UTF-8 text ({exc.reason} at byte {exc.start})")]) from None
+        if len(raw) > MAX_FILE_BYTES:
+            raise ScenarioError(source, [_too_big(source, path)]) from None
+        raise ScenarioError(source, [Issue(source, None, "", f"not UTF-8 text ({exc.reason} at byte {exc.start})")]) from None
     except OSError as exc:
-        raise ScenarioError(str(path), [Issue(str(path), None, "", f"cannot read: {exc.strerror}")]) from None
+        raise ScenarioError(source, [Issue(source, None, "", f"cannot read: {exc.strerror}")]) from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise ScenarioError(source, [_too_big(source, path)])
     return parse_scenario(text, str(path), overrides)
 
 
 def parse_scenario(text: str, source: str = "<scenario>", overrides: Sequence[str] = ()) -> Scenario:
     """Validate scenario YAML ``text``; ``source`` names it in messages. See :func:`load_scenario`."""
+    if len(text) > MAX_FILE_BYTES or len(text.encode("utf-8")) > MAX_FILE_BYTES:
+        raise ScenarioError(source, [_too_big(source)])
     data, lines, yaml_issues = _read_yaml(text, source)
     set_paths, set_issues = _apply_overrides(data, overrides)
     if set_issues:  # a malformed --set makes the rest meaningless
@@ -609,14 +766,42 @@ def parse_scenario(text: str, source: str = "<scenario>", overrides: Sequence[st
     issues = [locate(path, message) for path, message in yaml_issues]
     sink: list[tuple[tuple, str]] = []
     scenario = None
+    omitted = 0
     try:
         scenario = Scenario.model_validate(data, context={_SINK: sink})
     except ValidationError as exc:
-        issues += [locate(*_describe(err)) for err in exc.errors()]
+        errors = exc.errors()
+        issues += [locate(*_describe(err)) for err in errors[:MAX_DESCRIBED]]
+        omitted = max(0, len(errors) - MAX_DESCRIBED)
     issues += [locate(path, message) for path, message in sink]
     if issues or scenario is None:
-        raise ScenarioError(source, sorted(issues, key=_issue_order))
+        raise ScenarioError(source, sorted(issues, key=_issue_order), omitted)
     return scenario
+
+
+def _bytes_text(n: int) -> str:
+    """``1048576`` -> ``"1 MiB"``; ``25276502016`` -> ``"23.5 GiB"``; small or odd sizes in bytes."""
+    shown = format_size(n)
+    if isinstance(shown, str) and (shown.endswith("GiB") or int(shown[:-3]) < 10_000):
+        return f"{shown[:-3]} {shown[-3:]}"
+    for unit, factor in (("GiB", 1 << 30), ("MiB", 1 << 20)):
+        if n >= factor:
+            return f"{n / factor:.1f} {unit}"
+    return f"{n:,} bytes"
+
+
+def _set_where(spec: str) -> str:
+    """``--set FIELD=VALUE`` as a message names it, cut short: a value may be megabytes."""
+    return f"--set {spec}" if len(spec) <= 60 else f"--set {spec[:57]}..."
+
+
+def _too_big(source: str, path: Path | None = None) -> Issue:
+    size = ""
+    if path is not None:
+        with contextlib.suppress(OSError):
+            size = f" ({_bytes_text(path.stat().st_size)})"
+    return Issue(source, None, "", f"larger than {_bytes_text(MAX_FILE_BYTES)}{size}; a scenario is a few KiB "
+                 "of YAML: is this the right file?")
 
 
 def _issue_order(issue: Issue) -> tuple:
@@ -625,17 +810,11 @@ def _issue_order(issue: Issue) -> tuple:
 
 
 def _read_yaml(text: str, source: str) -> tuple[dict, dict[tuple, int], list[tuple[tuple, str]]]:
-    """Parse once, keeping the node tree for line numbers. Syntax errors raise ScenarioError."""
-    loader = yaml.SafeLoader(text)
-    try:
-        node = loader.get_single_node()
-        data = loader.construct_document(node) if node is not None else None
-    except yaml.YAMLError as exc:
-        raise ScenarioError(source, [_syntax_issue(source, exc)]) from None
-    finally:
-        loader.dispose()
-    if data is None:
+    """Parse once, keeping the node tree for line numbers. Syntax errors and unsafe YAML raise ScenarioError."""
+    node = _compose(text, source, ())
+    if node is None:
         raise ScenarioError(source, [Issue(source, None, "", "the file is empty; a scenario needs at least name, service and models")])
+    data = _construct(node, source)
     if not isinstance(data, dict):
         problem = f"expected 'key: value' lines at the top level, not a {type(data).__name__}"
         raise ScenarioError(source, [Issue(source, node.start_mark.line + 1, "", problem)])
@@ -645,8 +824,137 @@ def _read_yaml(text: str, source: str) -> tuple[dict, dict[tuple, int], list[tup
     return data, lines, issues
 
 
-def _syntax_issue(source: str, exc: yaml.YAMLError) -> Issue:
+# -- bounded YAML -------------------------------------------------------------
+#
+# PyYAML follows aliases (a "billion laughs" file of 1 KiB names 10**9
+# strings), recurses once per nesting level, and converts integers of any
+# length. Every document is therefore first read as a stream of parser events
+# (flat, no recursion, no alias expansion) and checked against the limits
+# above; only a document that passes is composed and constructed.
+
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when built with it: ~10x faster
+
+#: What YAML 1.1 reads as a number (PyYAML's int and float resolvers, loosely):
+#: such a scalar longer than MAX_NUMBER_TEXT is refused before int()/float().
+_NUMBER_LIKE = re.compile(r"^[-+]?(?:\.?[0-9]|0[box])")
+
+
+def _compose(text: str, where: str, at: tuple) -> yaml.Node | None:
+    """The node tree of ``text`` after :func:`_check_events`; ``at`` prefixes field paths (a ``--set``)."""
+    issue = _check_events(text, where, at)
+    if issue is not None:
+        raise ScenarioError(where, [issue])
+    loader = _Loader(text)
+    try:
+        return loader.get_single_node()
+    except yaml.YAMLError as exc:
+        raise ScenarioError(where, [_syntax_issue(where, exc, text)]) from None
+    finally:
+        loader.dispose()
+
+
+def _construct(node: yaml.Node, where: str) -> Any:
+    loader = _Loader("")
+    try:
+        return loader.construct_document(node)
+    except (yaml.YAMLError, ValueError) as exc:  # a value YAML's own types refuse (e.g. a bad timestamp)
+        mark = getattr(exc, "problem_mark", None) or node.start_mark
+        raise ScenarioError(where, [Issue(where, mark.line + 1, "", f"YAML value error: {getattr(exc, 'problem', exc)}")]) from None
+    finally:
+        loader.dispose()
+
+
+def _check_events(text: str, where: str, at: tuple) -> Issue | None:
+    """The first limit ``text`` breaks (alias/anchor, depth, node count, overlong number) as an Issue, or None.
+
+    Reads parser events only, so its cost is linear in the text and bounded by
+    MAX_FILE_BYTES whatever the text holds. Tracks the field path of each node
+    so the message can name it.
+    """
+    # frames: [path, is_mapping, next key or index, expecting_key]
+    frames: list[list] = []
+    nodes = 0
+    too_deep = f"nested more than {MAX_DEPTH} levels deep; a scenario needs 3 (a section, a sweep list, its values)"
+
+    def here(line: int, path: tuple, message: str) -> Issue:
+        return Issue(where, None if at else line + 1, _dotted(path), message)
+
+    try:
+        for event in yaml.parse(text, Loader=_Loader):
+            if isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                frames.pop()
+                _advance(frames)
+                continue
+            if not isinstance(event, yaml.NodeEvent):
+                continue
+            path = _event_path(frames, at)
+            if frames and frames[-1][1] and frames[-1][3] and isinstance(event, yaml.ScalarEvent):
+                path = (*path, event.value[:40])  # a key: name it
+            line = event.start_mark.line
+            nodes += 1
+            if isinstance(event, yaml.AliasEvent) or event.anchor is not None:
+                return here(line, path, "YAML anchors and aliases (&name, *name) are not allowed in a scenario: "
+                                        "write each value out")
+            if frames and not frames[-1][1] and frames[-1][2] >= MAX_POINTS:
+                return here(line, frames[-1][0], f"a list of more than {MAX_POINTS} values; a sweep has at most "
+                                                 f"{MAX_POINTS} points: shorten it")
+            if nodes > MAX_NODES:
+                return here(line, path, f"more than {MAX_NODES} YAML values (keys, values and list items); "
+                                        f"a scenario has a few dozen, and a sweep at most {MAX_POINTS} points")
+            if isinstance(event, yaml.ScalarEvent):
+                value = event.value
+                plain = event.implicit[0]  # resolved by its text (int, float, ...), not quoted
+                if plain and len(value) > MAX_NUMBER_TEXT and _NUMBER_LIKE.match(value):
+                    return here(line, path, f"a number of {len(value)} characters is out of range (at most "
+                                            f"{MAX_NUMBER_TEXT}; sizes and durations take units: 256MiB, 10s)")
+                _advance(frames, key=value)
+                continue
+            # a mapping or sequence starts
+            if len(frames) >= MAX_DEPTH:
+                return here(line, path, too_deep)
+            mapping = isinstance(event, yaml.MappingStartEvent)
+            frames.append([path, mapping, None if mapping else 0, True])
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        if "nesting depth" in str(getattr(exc, "problem", "")) and mark is not None:
+            # libyaml's own limit (1000 levels), hit while scanning ahead of our count
+            return here(mark.line, _event_path(frames, at), too_deep)
+        return _syntax_issue(where, exc, text)
+    return None
+
+
+def _event_path(frames: list[list], at: tuple) -> tuple:
+    """Field path of the node about to start, from the innermost open mapping or sequence."""
+    if not frames:
+        return at
+    path, mapping, slot, expecting_key = frames[-1]
+    if mapping:
+        return path if expecting_key else (*path, slot)
+    return (*path, slot)
+
+
+def _advance(frames: list[list], key: str | None = None) -> None:
+    """A node just ended: move its parent on to the next key, value or index."""
+    if not frames:
+        return
+    frame = frames[-1]
+    if frame[1]:  # mapping: key, then value
+        if frame[3]:
+            frame[2] = key if key is not None else "?"
+        frame[3] = not frame[3]
+    else:
+        frame[2] += 1
+
+
+def _syntax_issue(source: str, exc: yaml.YAMLError, text: str = "") -> Issue:
     """A YAML syntax error at the line where the parser gave up, with where the construct began."""
+    if isinstance(exc, yaml.reader.ReaderError):  # a character YAML forbids, e.g. a NUL byte
+        line = text.count("\n", 0, exc.position) + 1 if text else None
+        char = exc.character
+        code = ord(char) if isinstance(char, str) else char
+        name = "a NUL byte" if code == 0 else f"the control character U+{code:04X}"
+        return Issue(source, line, "", f"contains {name}, which YAML does not allow; is this a text file? "
+                                       "Remove it (e.g. tr -d '\\000')")
     mark = getattr(exc, "problem_mark", None)
     problem = getattr(exc, "problem", None) or str(exc)
     context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
@@ -682,17 +990,24 @@ def _apply_overrides(data: dict, overrides: Sequence[str]) -> tuple[list[tuple[t
     applied: list[tuple[tuple, str]] = []
     issues: list[Issue] = []
     for spec in overrides:
-        where = f"--set {spec}"
+        where = _set_where(spec)
         key, sep, raw = spec.partition("=")
         key = key.strip()
         if not sep or not _OVERRIDE_PATH.match(key):
             issues.append(Issue(where, None, "", "expected FIELD=VALUE with a dotted field path, e.g. --set load.clients=[1,10]"))
             continue
         path = tuple(int(part) if part.isdigit() else part for part in re.findall(r"\w+", key))
+        if len(raw) > MAX_FILE_BYTES:
+            issues.append(Issue(where, None, _dotted(path), f"the value is longer than "
+                                f"{_bytes_text(MAX_FILE_BYTES)}"))
+            continue
         try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError as exc:
-            issues.append(Issue(where, None, _dotted(path), f"the value is not valid YAML ({getattr(exc, 'problem', exc)})"))
+            node = _compose(raw, where, path)
+            value = None if node is None else _construct(node, where)
+        except ScenarioError as exc:
+            issues += [dataclasses.replace(i, line=None, path=i.path or _dotted(path),
+                                           message=i.message.replace("YAML syntax error", "the value is not valid YAML"))
+                       for i in exc.issues]
             continue
         problem = _assign(data, path, value)
         if problem:
@@ -746,7 +1061,7 @@ class _Locator:
             inside = path[: len(set_path)] == set_path
             created = path not in self.lines and set_path[: len(path)] == path  # a section --set made
             if inside or created:
-                return Issue(f"--set {spec}", None, _dotted(path), message)
+                return Issue(_set_where(spec), None, _dotted(path), message)
         probe = path
         while probe and probe not in self.lines:  # a missing field: point at its section
             probe = probe[:-1]
@@ -785,6 +1100,8 @@ def _describe(err: dict) -> tuple[tuple, str]:
         limit = next(iter(ctx.values()))
         shown = format_duration(limit) if _field_name(path) in _DURATION_FIELDS else _plain_number(limit)
         return path, f"must be {_COMPARISONS[kind]} {shown}, not {_show(value)}"
+    if kind == "finite_number":
+        return path, f"must be a finite number, not {_show(value)}"
     if kind == "too_short":
         return path, "must not be an empty list"
     if kind in _TYPE_WORDS:

@@ -434,3 +434,19 @@ def test_cpu_work_iterations_goes_with_one_cpu_work_value(tmp_path):
         assert err.issues[0].path == "server.cpu_work_iterations" and "single cpu_work_us" in err.issues[0].message
     s = load_scenario(write(tmp_path, MINIMAL + "server:\n  cpu_work_us: 200\n  cpu_work_iterations: 500\n"))
     assert s.points()[0].server.cpu_work_iterations == 500
+
+
+@pytest.mark.parametrize("text, words", [
+    ("1e31s", "exponent is out of range"), ("1e-31s", "exponent is out of range"), ("1e30s", "too long"),
+    ("1" * 31 + "s", "31 digits"), ("1" * 65, "65 characters long"), ("1e400s", "exponent is out of range"),
+])
+def test_parse_duration_is_bounded_before_converting(text, words):
+    with pytest.raises(UnitError, match=words):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize("value, words", [("8EiB", "unknown size unit"), (2**63, "too large"), ("9.3e18", "too large")])
+def test_parse_size_is_bounded(value, words):
+    with pytest.raises(UnitError, match=words):
+        parse_size(value)
+    assert parse_size(2**63 - 1) == 2**63 - 1
