@@ -46,8 +46,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -56,7 +54,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from bench.results import PARAMETER_COLUMNS, RESULTS_VERSION, RUN_COLUMNS, TIMELINE_COLUMNS
+from bench.results import PARAMETER_COLUMNS, RESULTS_VERSION, RUN_COLUMNS, TIMELINE_COLUMNS, atomic_file
 
 #: Metrics aggregated by default: the headline ones and what the report table shows.
 DEFAULT_METRICS: tuple[str, ...] = (
@@ -494,21 +492,16 @@ def _json_value(v: Any) -> Any:
 def write_summary(results_dir: Path) -> Path:
     """Write ``summary.json`` into ``results_dir`` atomically (temporary file + rename); return its path.
 
-    Resource handling: the temporary file lives in the same folder (a rename
-    is atomic only within one filesystem) and is removed if writing fails.
+    Resource handling: :func:`bench.results.atomic_file` keeps the temporary
+    file in the same folder and removes it if writing fails; a full disk
+    raises :class:`bench.results.DiskFull`.
     """
     results_dir = Path(results_dir)
     summary = build_summary(results_dir)
     target = results_dir / "summary.json"
-    fd, tmp = tempfile.mkstemp(prefix=".summary.", suffix=".tmp", dir=results_dir)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(summary, fh, indent=2, allow_nan=False)
-            fh.write("\n")
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(target) as fh:
+        json.dump(summary, fh, indent=2, allow_nan=False)
+        fh.write("\n")
     return target
 
 
