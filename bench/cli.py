@@ -211,7 +211,7 @@ def run_command(args: argparse.Namespace) -> int:
         console.print(f"Report:  {results_dir / 'report.html'}")
     failed = _count_failed(results_dir)
     if failed:
-        console.print(f"[red]{failed} run(s) did not finish ok[/]: see the error column of runs.csv "
+        console.print(f"[red]{failed} run{'' if failed == 1 else 's'} did not finish ok[/]: see the error column of runs.csv "
                       f"(exit status {EXIT_FAILED})", highlight=False)
         return EXIT_FAILED
     return 0
@@ -242,7 +242,7 @@ def _what_is_saved(results_dir: Path, summary_written: bool | None) -> str:
     done = statuses.count("ok") + statuses.count("failed")
     if summary_written is None:
         summary_written = (results_dir / "summary.json").is_file()
-    text = f"{done} finished run(s) are saved in {results_dir}"
+    text = f"{done} finished run{' is' if done == 1 else 's are'} saved in {results_dir}"
     if "interrupted" in statuses:
         text += " (the run that was stopped is recorded as interrupted)"
     if not statuses:

@@ -270,7 +270,7 @@ def test_a_second_ctrl_c_while_the_summary_is_written_keeps_it(tmp_path, monkeyp
     (folder,) = (tmp_path / "out").iterdir()
     assert json.loads((folder / "summary.json").read_text())["results_version"] >= 1
     assert "before the results folder was written" not in out
-    assert "1 finished run(s) are saved" in out and "summary.json is written" in out, out
+    assert "1 finished run is saved" in out and "summary.json is written" in out, out
     assert not list(folder.glob(".*.tmp"))
 
 
@@ -298,7 +298,7 @@ def test_a_killed_forking_server_is_recorded_as_died_and_bench_run_exits_1(tmp_p
     out = capsys.readouterr().out
     assert killed
     assert status == 1, out
-    assert "1 run(s) did not finish ok" in out
+    assert "1 run did not finish ok" in out
     (folder,) = (tmp_path / "out").iterdir()
     runs = pd.read_csv(folder / "runs.csv")
     assert runs["status"].tolist() == ["failed"]
