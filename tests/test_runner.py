@@ -365,3 +365,30 @@ def test_a_full_disk_while_drawing_figures_is_reported_and_leaves_no_broken_figu
         data = figure.read_bytes()
         assert data.endswith(b"</svg>\n") if figure.suffix == ".svg" else data[-8:-4] == b"IEND", figure
         assert figure.stat().st_mode & 0o777 == 0o644
+
+
+def test_a_signal_while_the_server_is_stopped_waits_until_it_is_reaped(tmp_path, monkeypatch):
+    from servers.launch import ServerProcess
+
+    from bench.runner import Interrupted
+
+    real_stop = ServerProcess.stop
+    stopped: list[int] = []
+
+    def stop_with_sigterm(self, *args, **kwargs):
+        if not stopped:
+            stopped.append(self.pid)
+            os.kill(os.getpid(), signal.SIGTERM)  # lands while the server is being stopped
+            time.sleep(0.05)  # Python runs the handler between bytecodes: let it land here
+        return real_stop(self, *args, **kwargs)
+
+    monkeypatch.setattr(ServerProcess, "stop", stop_with_sigterm)
+    scenario = parse_scenario(tiny_scenario(models="[selectors]", repetitions="2", duration="0.5s"))
+    with pytest.raises(Interrupted) as info:
+        run_scenario(scenario, results_root=tmp_path, finish=False)
+    assert info.value.signum == signal.SIGTERM
+    runs = pd.read_csv(info.value.results_dir / "runs.csv")
+    assert runs["status"].tolist() == ["ok"]  # the run had finished: it is kept whole, the next never starts
+    assert runs["server_exit"].tolist() == [0]
+    assert session_processes(stopped[0]) == []
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the caller's handlers are back
