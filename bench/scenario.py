@@ -490,16 +490,17 @@ class Scenario(_Section):
             if key not in seen:  # a parameter that does not apply made a duplicate
                 seen.add(key)
                 points.append(point)
+        columns = [p.columns() for p in points]  # once each: 10,000 points x 11 axes
         swept = [
             name for name in SWEEP_ORDER
-            if len({repr(p.columns()[name]) for p in points if p.columns()[name] is not None}) > 1
+            if len({repr(c[name]) for c in columns if c[name] is not None}) > 1
         ]
         issues = [
             (SWEEP_PATHS[name], f"is swept but changes nothing: {_why_inert(name)}")
             for name in SWEEP_ORDER
             if len(axes[name]) > 1 and name not in swept
         ]
-        self._points = [dataclasses.replace(p, params={n: p.columns()[n] for n in swept}) for p in points]
+        self._points = [dataclasses.replace(p, params={n: c[n] for n in swept}) for p, c in zip(points, columns)]
         self._swept = swept
         return issues
 
