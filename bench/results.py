@@ -33,7 +33,6 @@ import json
 import os
 import re
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator, Mapping
 
@@ -211,7 +210,7 @@ def _append_atomically(path: Path, text: str) -> None:
         os.close(fd)
 
 
-@contextmanager
+@contextlib.contextmanager
 def atomic_file(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
     """Write ``path`` through a temporary file renamed over it at the end: whole or not at all.
 

@@ -240,6 +240,8 @@ def test_a_run_doing_less_cpu_work_than_labelled_is_flagged(tmp_path, monkeypatc
     write_summary(results)
     summary = json.loads((results / "summary.json").read_text())
     assert any(w.startswith("CPU work not accounted for") for w in summary["warnings"]), summary["warnings"]
+
+
 def test_a_second_ctrl_c_while_the_summary_is_written_keeps_it(tmp_path, monkeypatch, capsys):
     import bench.runner
     import bench.stats
