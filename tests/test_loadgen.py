@@ -11,6 +11,7 @@ exactly the budget, no more, no fewer.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -406,6 +407,21 @@ def test_open_loop_offers_the_scheduled_rate(server: Callable[..., ThreadServer]
     srv = server(stream_echo_handler)
     row = run_load(spec(srv.port, mode="open", rate=500.0, clients=4, workers=2, duration_s=1.0)).row
     assert 475 <= row["requests"] <= 501 and row["errors"] == 0
+
+
+def test_open_loop_warns_of_coarse_timers_only_without_timerfd(server: Callable[..., ThreadServer]) -> None:
+    from bench.loadgen.schedule import PreciseTimer
+
+    loop = asyncio.new_event_loop()
+    try:
+        timer = PreciseTimer(loop, lambda: None)
+        have_timerfd = timer.precise
+        timer.close()
+    finally:
+        loop.close()
+    srv = server(stream_echo_handler)
+    warnings = run_load(spec(srv.port, mode="open", rate=200.0, clients=2, workers=1, duration_s=0.3)).warnings
+    assert any("no timerfd" in w for w in warnings) == (not have_timerfd), warnings
 
 
 # ----------------------------------------------------------------- safety

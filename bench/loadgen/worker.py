@@ -155,6 +155,9 @@ async def run_clients(job: dict[str, Any], run_start: float) -> dict[str, Any]:
     # loop runs timers in deadline order.
     cpu_end, wall_end = time.process_time(), monotonic()
     shared.stopping = True
+    # Read before stop(): closing the timer releases its timerfd, after which
+    # it no longer says whether it had one.
+    coarse_timer = isinstance(dispatcher, OpenLoop) and not dispatcher.timer.precise
     if isinstance(dispatcher, OpenLoop):
         dispatcher.stop()
     connecting = sum(1 for c in clients if c.connecting)
@@ -180,7 +183,7 @@ async def run_clients(job: dict[str, Any], run_start: float) -> dict[str, Any]:
         pending_requests=len(waiting),
         pending_oldest_s=max(waiting, default=0.0),
         unstarted=dispatcher.unstarted(),
-        coarse_timer=isinstance(dispatcher, OpenLoop) and not dispatcher.timer.precise,
+        coarse_timer=coarse_timer,
         loop_errors=len(loop_errors),
         loop_error_samples=loop_errors[:MAX_KEPT_ERRORS],
     )
