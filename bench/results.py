@@ -72,10 +72,19 @@ RUN_COLUMNS: dict[str, str] = {
     "errors": "requests that failed in the window (sum of err_* columns)",
     "req_per_s": "requests / duration_s",
     "mb_per_s": "payload bytes received by clients / duration_s / 1e6",
-    # latency of complete requests, microseconds: closed loop from the request sent to the last byte back;
-    # open loop from the request's scheduled start (a request sent late counts its wait) to the last byte back
+    # latency, microseconds: closed loop from the request sent, open loop from the request's scheduled
+    # start (a request sent late counts its wait), to the last byte back. Percentiles count censored
+    # requests (lat_censored) at the time they had waited, so each is a lower bound;
+    # lat_*_is_lower_bound marks those that may be far off (see bench.loadgen.merge.LOWER_BOUND_RULE),
+    # printed "p99 >= 1.0 s".
     "lat_p50_us": "closed loop: request sent -> last byte back; open loop: scheduled start -> last byte back",
-    "lat_p90_us": "", "lat_p99_us": "", "lat_p999_us": "", "lat_max_us": "", "lat_mean_us": "",
+    "lat_p90_us": "", "lat_p99_us": "", "lat_p999_us": "", "lat_max_us": "",
+    "lat_mean_us": "mean over completed requests only (censored ones have no latency to average)",
+    "lat_censored": "requests without a latency: timed out, unanswered at the window end, or (open loop) due "
+                    "and never sent; counted in the percentiles at the time they had waited",
+    "lat_p50_is_lower_bound": "True if lat_p50_us is only a lower bound (too many censored requests)",
+    "lat_p90_is_lower_bound": "", "lat_p99_is_lower_bound": "", "lat_p999_is_lower_bound": "",
+    "lat_max_is_lower_bound": "True if the longest wait seen is a request that never finished",
     "ttfb_p50_us": "time to first byte of the reply, median",
     "ttfb_p99_us": "time to first byte of the reply, 99th percentile",
     "lat_uncorrected_p99_us": "open loop only: p99 measured from the actual (late) send, not the intended start",
@@ -109,8 +118,10 @@ RUN_COLUMNS: dict[str, str] = {
     "ctx_switches": "voluntary + involuntary, summed over the tree",
     # generator and machine
     "gen_workers": "load generator worker processes",
+    "clients_served": "clients that completed at least one request in the window (of `clients`)",
     "gen_cpu_pct_max": "busiest generator worker, percent of one core",
-    "generator_bound": "True if a generator worker used more than 90% of a core",
+    "gen_runq_wait_pct_max": "longest a generator worker waited on a run queue (runnable, no CPU), percent of the window",
+    "generator_bound": "True if a generator worker ran or waited to run (CPU + run-queue wait) more than 90% of the window",
     "idle_busy_pct": "machine busy percent measured just before the run",
     "server_cpus": "CPUs the server was pinned to (e.g. '0'), empty if unpinned",
     "gen_cpus": "CPUs the generator was pinned to",
@@ -145,7 +156,7 @@ PARAMETER_COLUMNS = [
 
 
 #: Histogram kinds a run may save, one .hlog file each.
-HIST_KINDS = ("latency", "ttfb", "connect", "latency_uncorrected")
+HIST_KINDS = ("latency", "ttfb", "connect", "latency_uncorrected", "censored")
 
 
 class DiskFull(OSError):

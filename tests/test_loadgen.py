@@ -15,6 +15,7 @@ import asyncio
 import hashlib
 import json
 import os
+import re
 import signal
 import socket
 import struct
@@ -229,11 +230,58 @@ def test_counts_equal_record_value() -> None:
     assert decoded.get_value_at_percentile(50) == ref.get_value_at_percentile(50)
 
 
-def _report(stats: WorkerStats, index: int, cpu_pct: float) -> dict[str, object]:
+def _report(stats: WorkerStats, index: int, cpu_pct: float, runq_wait_pct: float | None = None,
+            clients_served: int = 1) -> dict[str, object]:
     r = stats.to_json()
     r.update(ok=True, index=index, loop="asyncio", warnings=[], cpu_pct=cpu_pct, cpu_s=0.0, window_wall_s=1.0,
-             start_late_s=0.0, connecting_at_end=0, pending_requests=0, pending_oldest_s=0.0, unstarted=0, loop_errors=0, loop_error_samples=[])
+             start_late_s=0.0, connecting_at_end=0, pending_requests=0, pending_oldest_s=0.0, unstarted=0,
+             loop_errors=0, loop_error_samples=[], clients_served=clients_served, runq_wait_pct=runq_wait_pct)
     return r
+
+
+def _window_stats(latencies_us: list[int], open_loop: bool = False) -> WorkerStats:
+    """A worker's stats with one completion of each latency inside the window [10, 11)."""
+    st = WorkerStats(run_start=10.0, window_start=10.0, window_end=11.0, interval=0.5, open_loop=open_loop)
+    for i, v in enumerate(latencies_us):
+        t_done = 10.0 + (i + 1) * 0.9 / len(latencies_us)
+        st.complete(t_done - v / 1e6, t_done - v / 1e6, t_done, t_done, 100)
+    return st
+
+
+def test_censored_requests_make_percentiles_lower_bounds() -> None:
+    # 980 requests of ~1 ms and 20 that never finish (10 timeouts found 2 s after their
+    # start, 10 unanswered at the end, started 0.5 s before it): 2% censored, far above
+    # every completed latency. p50 and p90 are unmoved and exact; p99 and max are
+    # lower bounds at the censored values.
+    st = _window_stats([1000] * 980)
+    for _ in range(10):
+        st.timed_out(t_intended=8.4, t=10.4)
+        st.censor_pending(t_intended=10.5)
+    s = LoadSpec(service="echo", host="127.0.0.1", port=1, clients=20, duration_s=1.0)
+    row = merge.merge_reports(s, [_report(st, 0, 10.0, clients_served=20)], window_start=1000.0).row
+    assert row["lat_censored"] == 20 and row["err_timeout"] == 10 and row["requests"] == 980
+    assert abs(row["lat_p50_us"] - 1000) <= 1 and not row["lat_p50_is_lower_bound"]
+    assert not row["lat_p90_is_lower_bound"]
+    assert row["lat_p99_is_lower_bound"] and abs(row["lat_p99_us"] - 500_000) <= 500
+    assert row["lat_max_is_lower_bound"] and abs(row["lat_max_us"] - 2_000_000) <= 2000
+    # A closed loop's few short requests in flight at the end change nothing.
+    st = _window_stats([1000] * 980)
+    for _ in range(5):
+        st.censor_pending(t_intended=11.0 - 0.0005)
+    row = merge.merge_reports(s, [_report(st, 0, 10.0)], window_start=1000.0).row
+    assert row["lat_censored"] == 5
+    assert not any(row[specmod.lower_bound_column(c)] for c in merge.LATENCY_PERCENTILES)
+    assert row["clients_served"] == 1
+
+
+def test_run_queue_wait_counts_toward_generator_bound() -> None:
+    s = LoadSpec(service="echo", host="127.0.0.1", port=1, clients=2, duration_s=1.0)
+    for wait, bound in ((35.0, True), (10.0, False), (None, False)):
+        reports = [_report(_window_stats([1000]), 0, 60.0, runq_wait_pct=wait)]
+        result = merge.merge_reports(s, reports, window_start=1000.0)
+        assert result.row["generator_bound"] is bound
+        assert result.row["gen_runq_wait_pct_max"] == wait and result.worker_runq_wait_pct == [wait]
+        assert any("waited 35% of the window for a CPU" in w for w in result.warnings) is bound
 
 
 def test_merge_of_two_workers_gives_exact_counts_and_percentiles() -> None:
@@ -383,6 +431,32 @@ def test_unanswered_requests_are_counted_with_their_age(server: Callable[..., Th
     assert 1.0 <= row["req_pending_oldest_s"] < 10.0
 
 
+def first_connection_only_handler(conn: socket.socket, srv: ThreadServer) -> None:
+    """Answer (slowly) on the first connection accepted; never answer on the others."""
+    with srv.lock:
+        first = srv.accepted == 1
+    if not first:
+        return hold(conn)
+    echo_handler(conn, srv)
+
+
+def test_percentiles_of_a_server_ignoring_clients_are_lower_bounds(server: Callable[..., ThreadServer]) -> None:
+    # One client gets ~50 replies/s (20 ms each), three wait the whole second: 3 of ~50 requests
+    # (~6%) censored near the run's length (plus the served client's one in flight at the
+    # end), so p99 and the maximum are lower bounds and only one client of four was served.
+    srv = server(first_connection_only_handler, message_bytes=1024, delay_s=0.02)
+    result = run_load(spec(srv.port, clients=4, duration_s=1.0, warmup_s=0.2, workers=1))
+    row = result.row
+    assert row["requests"] > 10 and row["lat_censored"] == 4 and row["clients_served"] == 1
+    assert row["lat_p99_is_lower_bound"] and row["lat_max_is_lower_bound"] and not row["lat_p50_is_lower_bound"]
+    assert row["lat_p99_us"] >= 1_000_000 > row["lat_p50_us"]
+    assert any("served 1/4" in w for w in result.warnings)
+    srv = server(first_connection_only_handler, message_bytes=1024, delay_s=0.02)
+    table = _cli("echo", f"127.0.0.1:{srv.port}", "--clients", "4", "--duration", "1", "--workers", "1")
+    assert table.returncode == 0, table.stderr
+    assert "1 / 4" in table.stdout and re.search(r"p50 / p90 / p99 .* / >= [0-9,]+ us", table.stdout), table.stdout
+
+
 def test_answered_requests_leave_nothing_old_pending(server: Callable[..., ThreadServer]) -> None:
     srv = server(echo_handler, message_bytes=1024)
     row = run_load(spec(srv.port, clients=2, duration_s=0.5, workers=1)).row
@@ -401,6 +475,9 @@ def test_open_loop_counts_late_starts_against_slow_server(server: Callable[..., 
     assert row["lat_p99_us"] > row["lat_uncorrected_p99_us"]
     assert "latency_uncorrected" in result.histograms
     assert any("never got a free connection" in w for w in result.warnings)
+    # Most scheduled requests never started: their wait is censored and p99 is only a lower bound.
+    assert row["lat_censored"] > row["requests"] and row["lat_p99_is_lower_bound"]
+    assert any("p99" in w and "lower bound" in w for w in result.warnings)
 
 
 def test_open_loop_offers_the_scheduled_rate(server: Callable[..., ThreadServer]) -> None:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.loadgen.driver import LoadGenError, run_load
-from bench.loadgen.spec import LOOPS, FileTarget, LoadResult, LoadSpec
+from bench.loadgen.spec import LOOPS, FileTarget, LoadResult, LoadSpec, lower_bound_column
 
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 10**6, "mb": 10**6,
                "mib": 1024**2, "g": 10**9, "gb": 10**9, "gib": 1024**3}
@@ -172,6 +172,11 @@ def _fmt(value: Any, unit: str = "") -> str:
     return f"{value:,}{unit}"
 
 
+def _lat(row: dict[str, Any], col: str) -> str:
+    """A latency cell, ``>= N`` when the percentile is only a lower bound (see bench.loadgen.merge)."""
+    return (">= " if row[lower_bound_column(col)] else "") + _fmt(row[col])
+
+
 def print_table(spec: LoadSpec, result: LoadResult) -> None:
     """A short human summary of ``result`` on stdout."""
     from rich.console import Console
@@ -186,8 +191,10 @@ def print_table(spec: LoadSpec, result: LoadResult) -> None:
     rows = [
         ("requests in window", f"{r['requests']:,} in {r['duration_s']:g} s"),
         ("throughput", f"{r['req_per_s']:,.0f} req/s, {r['mb_per_s']:,.2f} MB/s"),
-        ("latency p50 / p90 / p99", f"{_fmt(r['lat_p50_us'])} / {_fmt(r['lat_p90_us'])} / {_fmt(r['lat_p99_us'])} us"),
-        ("latency p99.9 / max", f"{_fmt(r['lat_p999_us'])} / {_fmt(r['lat_max_us'])} us"),
+        ("clients served", f"{r['clients_served']:,} / {spec.clients:,}"),
+        ("latency p50 / p90 / p99", f"{_lat(r, 'lat_p50_us')} / {_lat(r, 'lat_p90_us')} / {_lat(r, 'lat_p99_us')} us"),
+        ("latency p99.9 / max", f"{_lat(r, 'lat_p999_us')} / {_lat(r, 'lat_max_us')} us"),
+        ("requests never completed", f"{r['lat_censored']:,} (in the percentiles at their wait so far)"),
         ("time to first byte p50 / p99", f"{_fmt(r['ttfb_p50_us'])} / {_fmt(r['ttfb_p99_us'])} us"),
     ]
     if spec.mode == "open":
@@ -198,8 +205,9 @@ def print_table(spec: LoadSpec, result: LoadResult) -> None:
         ("errors", ", ".join(f"{k} {r['err_' + k]:,}" for k in ("reset", "timeout", "closed_early", "short", "corrupt")
                              if r["err_" + k]) or "none"),
         ("generator workers, loop", f"{r['gen_workers']}, {result.loop}"),
-        ("generator CPU (busiest worker)", f"{_fmt(r['gen_cpu_pct_max'], '%')} of a core"
-                                           + (" GENERATOR-BOUND" if r["generator_bound"] else "")),
+        ("generator CPU, run-queue wait", f"{_fmt(r['gen_cpu_pct_max'], '%')} of a core, "
+                                          f"{_fmt(r['gen_runq_wait_pct_max'], '%')} of the window (busiest worker)"
+                                          + (" GENERATOR-BOUND" if r["generator_bound"] else "")),
     ]
     for name, value in rows:
         table.add_row(name, value)

@@ -183,7 +183,7 @@ class _Connection(asyncio.BufferedProtocol):
     def _finish(self, t: float, nbytes: int) -> None:
         self.busy = False
         self.served += 1
-        self.stats.complete(self.t_int, self.t_sent, self.t_first, t, nbytes)
+        self.client.completed += self.stats.complete(self.t_int, self.t_sent, self.t_first, t, nbytes)
         if self.recycle_after and self.served >= self.recycle_after:
             self.client.recycle(self)
         else:
@@ -318,6 +318,7 @@ class Client:
         self.conn: _Connection | None = None
         self.task: asyncio.Task[None] | None = None
         self.connecting = False
+        self.completed = 0  # requests completed in the measured window (clients_served counts clients with any)
         self.file_pos = index % len(shared.files) if shared.files else 0
 
     # ------------------------------------------------------------ connecting
@@ -368,6 +369,10 @@ class Client:
     def fail(self, conn: _Connection, kind: str, t: float) -> None:
         """The request in flight failed with ``kind``: count it, drop the connection, reconnect."""
         self.shared.stats.request_error(kind, t)
+        self._drop(conn)
+
+    def _drop(self, conn: _Connection) -> None:
+        """Abort ``conn`` after a failed request and connect anew."""
         self._retire(conn, abort=True)
         self.start()
 
@@ -393,7 +398,8 @@ class Client:
         """Fail the request in flight if it has waited longer than the request timeout."""
         conn = self.conn
         if conn is not None and conn.busy and now - conn.t_sent > self.shared.request_timeout:
-            self.fail(conn, "timeout", now)
+            self.shared.stats.timed_out(conn.t_int, now)
+            self._drop(conn)
 
     # ------------------------------------------------------------ teardown
     def _retire(self, conn: _Connection, abort: bool) -> None:

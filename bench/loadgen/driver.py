@@ -26,6 +26,18 @@ send it to all: every worker starts its warmup and its measured window at
 the same instant, and the window the runner aligns server samples with is
 the one the workers measured.
 
+Run-queue wait
+--------------
+A worker can be short of CPU without being busy: runnable, but waiting for a
+CPU another process holds (placements ``shared`` and ``none``, or a busy
+machine). Its own CPU figure cannot show that, so the parent reads
+``/proc/<pid>/schedstat`` (field 2: nanoseconds spent runnable on a run
+queue) of every worker at the window's start and end and adds
+``runq_wait_s``/``runq_wait_pct`` to each report; reading it here, not in
+the worker, makes it the same for any worker program. A worker that has
+already exited by the end mark still shows its final figures until it is
+reaped (after its report), so the end figure then includes its teardown.
+
 Error handling
 --------------
 Bad specs raise :class:`ValueError` before any process starts (see
@@ -57,10 +69,11 @@ import time
 from pathlib import Path
 from time import monotonic
 from types import TracebackType
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from bench.loadgen.merge import merge_reports
 from bench.loadgen.spec import LoadResult, LoadSpec, resolve_target, validate
+from bench.monitor.procfs import ProcessGone, read_schedstat
 
 #: Time a worker may take past its planned end (teardown, encoding) before
 #: its own SIGALRM kills it: both take well under a second even with 10k
@@ -130,6 +143,8 @@ class WorkerPool:
         self.out_eof: set[int] = set()
         self.out: dict[int, bytearray] = {}
         self.err: dict[int, bytearray] = {}
+        # name -> (monotonic time read, per worker (ns on CPU, ns waiting) or None)
+        self.schedstat: dict[str, tuple[float, list[tuple[int, int] | None]]] = {}
 
     def __enter__(self) -> WorkerPool:
         return self
@@ -188,14 +203,30 @@ class WorkerPool:
             except OSError:
                 pass  # already dead; collect() reports it
 
-    def collect(self, deadline: float) -> list[dict[str, Any]]:
+    def read_schedstat(self, name: str) -> None:
+        """Record every worker's ``schedstat`` now, as ``self.schedstat[name]`` (None for one gone)."""
+        values: list[tuple[int, int] | None] = []
+        for p in self.procs:
+            try:
+                values.append(read_schedstat(p.pid))
+            except (ProcessGone, OSError, ValueError, IndexError):
+                values.append(None)  # reaped already, or no schedstat in this kernel
+        self.schedstat[name] = (monotonic(), values)
+
+    def collect(self, deadline: float, marks: Sequence[tuple[float, str]] = ()) -> list[dict[str, Any]]:
         """Read every worker's report (by monotonic ``deadline``) and return them in worker order.
 
-        A worker that reports failure raises at once (the others are killed on
-        leaving the pool) rather than after the rest finish their window.
+        At each monotonic time of ``marks`` (``(time, name)``, in time order)
+        the workers' ``schedstat`` is read (:meth:`read_schedstat`), before any
+        worker that has finished is reaped. A worker that reports failure
+        raises at once (the others are killed on leaving the pool) rather than
+        after the rest finish their window.
         """
         reports: dict[int, dict[str, Any]] = {}
+        todo = sorted(marks)
         while len(reports) < len(self.procs):
+            while todo and (todo[0][0] <= monotonic() or self.out_eof - reports.keys()):
+                self.read_schedstat(todo.pop(0)[1])
             for i in sorted(self.out_eof - reports.keys()):
                 reports[i] = self._report(i, deadline)
             if len(reports) == len(self.procs):
@@ -204,8 +235,21 @@ class WorkerPool:
             if remaining <= 0:
                 late = sorted(set(range(len(self.procs))) - self.out_eof)
                 raise LoadGenError(f"load workers {late} did not finish by their hard timeout")
-            self._pump(min(remaining, 1.0))
+            self._pump(min(remaining, 1.0, *(t - monotonic() for t, _ in todo[:1])))
         return [reports[i] for i in range(len(self.procs))]
+
+    def runq_wait(self, start: str, end: str) -> list[tuple[float, float] | None]:
+        """Per worker, (seconds waiting on a run queue, percent of the time) between two marks."""
+        (t0, a), (t1, b) = self.schedstat[start], self.schedstat[end]
+        span = max(1e-9, t1 - t0)
+        out: list[tuple[float, float] | None] = []
+        for x, y in zip(a, b):
+            if x is None or y is None:
+                out.append(None)
+            else:
+                wait = max(0, y[1] - x[1]) / 1e9
+                out.append((wait, 100.0 * wait / span))
+        return out
 
     def _report(self, i: int, deadline: float) -> dict[str, Any]:
         """Parse worker ``i``'s report once its stdout is closed; raise if it failed."""
@@ -309,6 +353,10 @@ def run_load(spec: LoadSpec, on_window: Callable[[float, float], None] | None = 
         pool.go(start_wall)
         if on_window is not None:  # e.g. the runner's side metrics, bounded to the window
             on_window(start_wall + spec.warmup_s, start_wall + spec.warmup_s + spec.duration_s)
-        deadline = monotonic() + START_MARGIN_S + spec.warmup_s + spec.duration_s + PARENT_GRACE_S
-        reports = pool.collect(deadline)
+        window_start = monotonic() + (start_wall - time.time()) + spec.warmup_s
+        window_end = window_start + spec.duration_s
+        deadline = window_end + PARENT_GRACE_S
+        reports = pool.collect(deadline, [(window_start, "start"), (window_end, "end")])
+        for report, wait in zip(reports, pool.runq_wait("start", "end")):
+            report["runq_wait_s"], report["runq_wait_pct"] = wait if wait is not None else (None, None)
     return merge_reports(spec, reports, start_wall + spec.warmup_s)

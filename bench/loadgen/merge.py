@@ -7,9 +7,16 @@ per-worker percentiles. The timeline is merged per interval the same way:
 workers send ``{counts index: count}`` per interval and the merged interval's
 p99 comes from the summed buckets.
 
+Latency percentiles count the *censored* requests too (timeouts, requests
+pending at the window end, open-loop requests never started; see
+:mod:`bench.loadgen.recording`), at the time they are known to have waited.
+That makes each percentile a lower bound of the true one; it is *marked* as
+one (``lat_pNN_is_lower_bound``) by :data:`LOWER_BOUND_RULE`.
+
 Everything a reader should know but cannot see in the numbers becomes a
-warning string: a generator worker above :data:`GENERATOR_BOUND_PCT` of a
-core, workers that started late, connects or scheduled requests left over at
+warning string: a generator worker busy (CPU + run-queue wait) above
+:data:`GENERATOR_BOUND_PCT` of the window, percentiles that are lower bounds,
+clients never served, workers that started late, connects or scheduled requests left over at
 the end, ERR replies, files whose checksum could not be verified, and errors
 inside the generator itself.
 """
@@ -20,14 +27,33 @@ from typing import Any
 
 from bench.loadgen import histograms
 from bench.loadgen.recording import CONNECT_OUTCOMES, REQUEST_ERRORS
-from bench.loadgen.spec import ROW_COLUMNS, LoadResult, LoadSpec
+from bench.loadgen.spec import ROW_COLUMNS, LoadResult, LoadSpec, lower_bound_column
 
-#: A worker using more than this percent of one core is the likely
-#: bottleneck: its loop has no idle time left to notice replies promptly.
+#: A worker that ran *or waited to run* (CPU + run-queue wait, percent of the
+#: window) more than this is the likely bottleneck: its loop has no idle time
+#: left to notice replies promptly. CPU alone misses a worker that is runnable
+#: but kept off its CPU by another process (the server on a shared CPU, the
+#: runner, another program): for the load offered, waiting for a CPU is as
+#: much a generator limit as using one.
 GENERATOR_BOUND_PCT = 90.0
+GENERATOR_BOUND_RULE = f"worker CPU + run-queue wait > {GENERATOR_BOUND_PCT:g}% of the window"
 #: Workers starting later than this after the shared start make the windows
 #: disagree by more than timer noise; said in a warning.
 START_LATE_WARN_S = 0.05
+#: When a latency percentile is printed as a lower bound ("p99 >= 1.0 s").
+#: Censored requests are counted at the time they had waited so far, so the
+#: true percentile can only be higher. It is *marked* when more censored
+#: requests sit at or above the percentile's value than the share of all
+#: requests above its rank ((1-p) of them): then the request at that rank may
+#: itself be one that never finished, and no upper bound is known. Otherwise
+#: the censored requests lie above the percentile (timeouts, clients the
+#: server ignores) and do not move it, or they are few and short (a closed
+#: loop's requests in flight at the window end). For the maximum it means:
+#: the longest wait seen is a request that never finished.
+LOWER_BOUND_RULE = "censored requests at or above the value > requests above its rank"
+#: Latency columns and their percentiles; each has a ``_is_lower_bound`` flag column.
+LATENCY_PERCENTILES = {"lat_p50_us": 50.0, "lat_p90_us": 90.0, "lat_p99_us": 99.0,
+                       "lat_p999_us": 99.9, "lat_max_us": 100.0}
 
 
 def _sum_dicts(dicts: list[dict[str, int]]) -> dict[str, int]:
@@ -72,6 +98,29 @@ def merge_timeline(reports: list[dict[str, Any]], interval: float, warmup_s: flo
     return rows
 
 
+def _busy_pct(report: dict[str, Any]) -> float:
+    """A worker's CPU plus run-queue wait over the window, percent (wait 0 where not measured)."""
+    return report["cpu_pct"] + (report.get("runq_wait_pct") or 0.0)
+
+
+def _censoring_warnings(spec: LoadSpec, row: dict[str, Any]) -> list[str]:
+    out = []
+    lower = [col for col in LATENCY_PERCENTILES if row[lower_bound_column(col)]]
+    if lower:
+        total = row["requests"] + row["lat_censored"]
+        names = ", ".join(col.removeprefix("lat_").removesuffix("_us") for col in lower)
+        out.append(f"latency {names} only lower bounds: {row['lat_censored']:,} of {total:,} requests "
+                   f"({100 * row['lat_censored'] / total:.1f}%) never completed (timed out, unanswered at the end"
+                   + (", or never sent" if spec.mode == "open" else "") + "); printed as '>='")
+    served = row["clients_served"]
+    if 0 < served < spec.clients:
+        out.append(f"served {served}/{spec.clients} clients: the others completed no request in the window; "
+                   f"the completed latencies are those of the {served} served")
+    elif not served:
+        out.append(f"served 0/{spec.clients} clients: no client completed a request in the window")
+    return out
+
+
 def _warnings(spec: LoadSpec, reports: list[dict[str, Any]], notes: dict[str, int],
               err_replies: dict[str, int]) -> list[str]:
     out: list[str] = []
@@ -79,11 +128,13 @@ def _warnings(spec: LoadSpec, reports: list[dict[str, Any]], notes: dict[str, in
         out.append("no request completed in the measured window: see the connect outcomes and errors")
     for r in reports:
         out.extend(r.get("warnings", []))
-        if r["cpu_pct"] > GENERATOR_BOUND_PCT:
+        if _busy_pct(r) > GENERATOR_BOUND_PCT:
+            wait = r.get("runq_wait_pct")
             out.append(
-                f"generator-bound: load worker {r['index']} used {r['cpu_pct']:.0f}% of a core "
-                f"(> {GENERATOR_BOUND_PCT:.0f}%); the figures may show the generator's limit, not the server's. "
-                f"Give the generator more CPUs (--workers/--cpus) or fewer clients per worker"
+                f"generator-bound: load worker {r['index']} used {r['cpu_pct']:.0f}% of a core"
+                + (f" and waited {wait:.0f}% of the window for a CPU" if wait is not None else "")
+                + f" ({GENERATOR_BOUND_RULE}); the figures may show the generator's limit, not the server's. "
+                f"Give the generator more CPUs of its own (--workers/--cpus) or fewer clients per worker"
             )
         if r["start_late_s"] > START_LATE_WARN_S:
             out.append(f"load worker {r['index']} started {r['start_late_s'] * 1000:.0f} ms late (busy machine)")
@@ -102,8 +153,8 @@ def _warnings(spec: LoadSpec, reports: list[dict[str, Any]], notes: dict[str, in
     # normal; more than 0.1% of the schedule means the queue really grew.
     if unstarted > max(1.0, 0.001 * (spec.rate or 0.0) * spec.duration_s):
         out.append(f"open loop: {unstarted} scheduled requests never got a free connection before the end; "
-                   f"the server (or {spec.clients} connections) could not keep up with {spec.rate} requests/s, "
-                   f"and their waiting time is missing from the corrected latency")
+                   f"the server (or {spec.clients} connections) could not keep up with {spec.rate} requests/s; "
+                   f"they are counted in the latency percentiles at the time they had waited (censored)")
     if notes.get("idle_lost"):
         out.append(f"{notes['idle_lost']} idle connections were closed by the server between requests")
     for text, n in sorted(err_replies.items()):
@@ -112,6 +163,27 @@ def _warnings(spec: LoadSpec, reports: list[dict[str, Any]], notes: dict[str, in
     if unknown:
         out.append(f"checksums not verified for {len(unknown)} file(s) with unknown SHA-256 (size still checked)")
     return out
+
+
+def censored_percentiles(latency: histograms.HdrHistogram, censored: histograms.HdrHistogram,
+                         names: dict[str, float]) -> tuple[dict[str, int | None], dict[str, bool]]:
+    """Percentiles of completed and censored requests together, and which are lower bounds.
+
+    See :data:`LOWER_BOUND_RULE`. Returns ``({column: value}, {column: is_lower_bound})``.
+    """
+    both = histograms.merge([latency, censored])
+    values = _pcts(both, names)
+    total = both.get_total_count()
+    flags = {}
+    for col, p in names.items():
+        v = values[col]
+        if v is None or not censored.get_total_count():
+            flags[col] = False
+            continue
+        rank = max(int(p * total / 100 + 0.5), 1)  # hdrh's rank of percentile p
+        at_or_above = sum(censored.counts[histograms.index_of(v):])
+        flags[col] = at_or_above > total - rank
+    return values, flags
 
 
 def _pcts(h: histograms.HdrHistogram, names: dict[str, float]) -> dict[str, int | None]:
@@ -137,9 +209,12 @@ def merge_reports(spec: LoadSpec, reports: list[dict[str, Any]], window_start: f
         "req_per_s": requests / duration,
         "mb_per_s": payload / duration / 1e6,
     }
-    row.update(_pcts(lat, {"lat_p50_us": 50.0, "lat_p90_us": 90.0, "lat_p99_us": 99.0,
-                           "lat_p999_us": 99.9, "lat_max_us": 100.0}))
+    censored = hists.get("censored") or histograms.new_histogram()
+    values, lower = censored_percentiles(lat, censored, LATENCY_PERCENTILES)
+    row.update(values)
     row["lat_mean_us"] = round(lat.get_mean_value(), 1) if lat.get_total_count() else None
+    row["lat_censored"] = censored.get_total_count()
+    row.update({lower_bound_column(col): flag for col, flag in lower.items()})
     row.update(_pcts(hists["ttfb"], {"ttfb_p50_us": 50.0, "ttfb_p99_us": 99.0}))
     if open_loop:
         row["lat_uncorrected_p99_us"] = _pcts(hists["latency_uncorrected"], {"p": 99.0})["p"]
@@ -155,9 +230,12 @@ def merge_reports(spec: LoadSpec, reports: list[dict[str, Any]], window_start: f
         row[f"err_{kind}"] = errors[kind]
     row["req_pending"] = sum(r.get("pending_requests", 0) for r in reports)
     row["req_pending_oldest_s"] = round(max((r.get("pending_oldest_s", 0.0) for r in reports), default=0.0), 3)
+    row["clients_served"] = sum(r["clients_served"] for r in reports)
     row["gen_workers"] = len(reports)
     row["gen_cpu_pct_max"] = max(cpu) if cpu else None
-    row["generator_bound"] = any(c > GENERATOR_BOUND_PCT for c in cpu)
+    waits = [r["runq_wait_pct"] for r in reports if r.get("runq_wait_pct") is not None]
+    row["gen_runq_wait_pct_max"] = round(max(waits), 1) if waits else None
+    row["generator_bound"] = any(_busy_pct(r) > GENERATOR_BOUND_PCT for r in reports)
     assert tuple(row) == ROW_COLUMNS, "row columns drifted from ROW_COLUMNS"
     loops = sorted({r["loop"] for r in reports})
     return LoadResult(
@@ -168,7 +246,9 @@ def merge_reports(spec: LoadSpec, reports: list[dict[str, Any]], window_start: f
         window_end=window_start + duration,
         conn_other_errnos=_sum_dicts([r["other_errnos"] for r in reports]),
         worker_cpu_pct=cpu,
+        worker_runq_wait_pct=[None if r.get("runq_wait_pct") is None else round(r["runq_wait_pct"], 1)
+                              for r in reports],
         loop=",".join(loops),
         warnings=_warnings(spec, reports, _sum_dicts([r["notes"] for r in reports]),
-                           _sum_dicts([r["err_replies"] for r in reports])),
+                           _sum_dicts([r["err_replies"] for r in reports])) + _censoring_warnings(spec, row),
     )

@@ -19,6 +19,23 @@ connection bursts happen at the start and are what a small backlog is about.
 Only successful connects go into the ``connect`` histogram: the time of a
 failed attempt is mostly the timeout that ended it.
 
+Censored requests
+-----------------
+A request that never completes has no latency, but leaving it out drops
+exactly the requests that waited longest. So it is recorded in a histogram of
+its own, ``censored``, at the time it is *known* to have waited (a lower
+bound of its latency), counted from its intended start like ``latency``:
+
+- a request that timed out in the window: at the time the timeout was found
+  (:meth:`WorkerStats.timed_out`, at least ``request_timeout_s``);
+- a request sent and unanswered when the window closes: at
+  ``window_end - t_intended`` (:meth:`WorkerStats.censor_pending`);
+- open loop, a request that was due but never got a connection before the
+  window closed: at ``window_end - t_intended`` (same method).
+
+:mod:`bench.loadgen.merge` counts them into the latency percentiles and says
+when a percentile is only a lower bound.
+
 Times are ``time.monotonic()`` seconds (the worker converts the parent's
 wall-clock start once); latencies are recorded in integer microseconds.
 """
@@ -59,6 +76,7 @@ class WorkerStats:
         self.ttfb = Counts()
         self.uncorrected = Counts()
         self.connect = Counts()
+        self.censored = Counts()
         # Timeline buckets are aligned on the window start: bucket k covers
         # [window_start + k*interval, window_start + (k+1)*interval); warmup has k < 0.
         self.interval = interval
@@ -71,7 +89,7 @@ class WorkerStats:
         self.tl_lat: list[dict[int, int]] = [{} for _ in range(self.tl_len + 1)]
 
     # ------------------------------------------------------------ hot path
-    def complete(self, t_intended: float, t_sent: float, t_first: float, t_done: float, nbytes: int) -> None:
+    def complete(self, t_intended: float, t_sent: float, t_first: float, t_done: float, nbytes: int) -> bool:
         """Record one request whose reply arrived whole and correct at ``t_done``.
 
         ``t_intended`` is when it should have started (open loop schedule;
@@ -79,9 +97,11 @@ class WorkerStats:
         time to first byte from ``t_sent``. The histogram index arithmetic of
         :func:`~bench.loadgen.histograms.index_of` is inlined here: this runs
         once per request and each call saved is ~2% of a worker's throughput.
+        Returns True if the request counts in the measured window (the
+        caller counts per client which ones did, for ``clients_served``).
         """
         if t_done >= self.window_end:
-            return
+            return False
         v = int((t_done - t_intended) * 1e6)
         if v > HIGHEST_US:
             v = HIGHEST_US
@@ -90,7 +110,7 @@ class WorkerStats:
         d = self.tl_lat[int((t_done - self.tl_origin) * self.tl_inv)]
         d[idx] = d.get(idx, 0) + 1
         if t_done < self.window_start:
-            return
+            return False
         self.payload_bytes += nbytes
         self.latency.c[idx] += 1
         v = int((t_first - t_sent) * 1e6)
@@ -100,6 +120,7 @@ class WorkerStats:
         self.ttfb.c[((b + 1) << HALF_COUNT_MAGNITUDE) + (v >> (b + UNIT_MAGNITUDE)) - HALF_COUNT] += 1
         if self.open_loop:
             self.uncorrected.c[index_of(int((t_done - t_sent) * 1e6))] += 1
+        return True
 
     def in_window(self, t: float) -> bool:
         """True if monotonic time ``t`` lies in the measured window."""
@@ -110,6 +131,16 @@ class WorkerStats:
         """Count a request failure of ``kind`` (one of :data:`REQUEST_ERRORS`) at time ``t``."""
         if self.in_window(t):
             self.errors[kind] += 1
+
+    def timed_out(self, t_intended: float, t: float) -> None:
+        """Count a request found timed out at ``t``; censored at ``t - t_intended`` (see module docstring)."""
+        if self.in_window(t):
+            self.errors["timeout"] += 1
+            self.censored.c[index_of(int((t - t_intended) * 1e6))] += 1
+
+    def censor_pending(self, t_intended: float) -> None:
+        """A request due at ``t_intended`` and not answered by the window end: censored at ``window_end - t_intended``."""
+        self.censored.c[index_of(int((self.window_end - t_intended) * 1e6))] += 1
 
     def connect_ok(self, seconds: float) -> None:
         """Count a successful connect that took ``seconds``."""
@@ -138,7 +169,7 @@ class WorkerStats:
         last = buckets[-1] = dict(buckets[-1])
         for idx, n in self.tl_lat[-1].items():
             last[idx] = last.get(idx, 0) + n
-        hists = {"latency": self.latency, "ttfb": self.ttfb, "connect": self.connect}
+        hists = {"latency": self.latency, "ttfb": self.ttfb, "connect": self.connect, "censored": self.censored}
         if self.open_loop:
             hists["latency_uncorrected"] = self.uncorrected
         return {

@@ -42,13 +42,21 @@ MAX_REQUEST_LINE = 4096
 ROW_COLUMNS = (
     "duration_s", "requests", "errors", "req_per_s", "mb_per_s",
     "lat_p50_us", "lat_p90_us", "lat_p99_us", "lat_p999_us", "lat_max_us", "lat_mean_us",
+    "lat_censored", "lat_p50_is_lower_bound", "lat_p90_is_lower_bound", "lat_p99_is_lower_bound",
+    "lat_p999_is_lower_bound", "lat_max_is_lower_bound",
     "ttfb_p50_us", "ttfb_p99_us", "lat_uncorrected_p99_us", "late_starts",
     "conn_ok", "conn_refused", "conn_reset", "conn_timeout", "conn_emfile",
     "conn_eaddrnotavail", "conn_other", "conn_pending", "connect_p50_us", "connect_p99_us", "connect_max_us",
     "err_reset", "err_timeout", "err_closed_early", "err_short", "err_corrupt",
     "req_pending", "req_pending_oldest_s",
-    "gen_workers", "gen_cpu_pct_max", "generator_bound",
+    "clients_served",
+    "gen_workers", "gen_cpu_pct_max", "gen_runq_wait_pct_max", "generator_bound",
 )
+
+
+def lower_bound_column(latency_column: str) -> str:
+    """The flag column saying ``latency_column`` (e.g. ``lat_p99_us``) is only a lower bound."""
+    return latency_column.removesuffix("_us") + "_is_lower_bound"
 
 
 @dataclass
@@ -198,7 +206,9 @@ class LoadResult:
         merged HdrHistograms in microseconds: ``latency`` (from the intended
         start in open loop), ``ttfb`` (from the actual send), ``connect``
         (successful connects, whole run) and, open loop only,
-        ``latency_uncorrected`` (from the actual send).
+        ``latency_uncorrected`` (from the actual send); ``censored``: requests
+        that never completed, each at the time it is known to have waited
+        (see :mod:`bench.loadgen.recording`).
     ``timeline``
         rows ``{t_s, req_per_s, lat_p99_us}``, one per ``timeline_interval_s``
         from the start of warmup; ``t_s`` is the interval's start in seconds
@@ -207,9 +217,11 @@ class LoadResult:
         the measured window in ``time.time()`` seconds, to align server samples.
     ``conn_other_errnos``
         errno (or exception) names behind ``conn_other``.
-    ``worker_cpu_pct``, ``loop``, ``warnings``
-        each worker's CPU over the window (percent of one core), which event
-        loop ran, and what a reader must know that the numbers do not say.
+    ``worker_cpu_pct``, ``worker_runq_wait_pct``, ``loop``, ``warnings``
+        each worker's CPU over the window (percent of one core) and time
+        spent waiting on a run queue (percent of the window; None where
+        ``schedstat`` could not be read), which event loop ran, and what a
+        reader must know that the numbers do not say.
     """
 
     row: dict[str, Any]
@@ -219,6 +231,7 @@ class LoadResult:
     window_end: float
     conn_other_errnos: dict[str, int] = field(default_factory=dict)
     worker_cpu_pct: list[float] = field(default_factory=list)
+    worker_runq_wait_pct: list[float | None] = field(default_factory=list)
     loop: str = ""
     warnings: list[str] = field(default_factory=list)
 
@@ -232,6 +245,7 @@ class LoadResult:
             "window_end": self.window_end,
             "conn_other_errnos": self.conn_other_errnos,
             "worker_cpu_pct": self.worker_cpu_pct,
+            "worker_runq_wait_pct": self.worker_runq_wait_pct,
             "loop": self.loop,
             "warnings": self.warnings,
         }

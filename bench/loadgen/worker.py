@@ -20,6 +20,61 @@ One worker runs one event loop driving its share of the clients. The parent
 Nothing else is written on stdout: ``sys.stdout`` is pointed at stderr while
 the worker runs, so a stray print cannot corrupt the result.
 
+The report
+----------
+What any worker (this one, or another engine speaking the same protocol)
+must put in its JSON document; :mod:`bench.loadgen.merge` reads exactly these
+fields. Times are seconds, latencies integer microseconds, counts integers;
+"in the window" means the event happened in ``[window_start, window_end)``.
+
+``ok``, ``index``, ``loop``
+    true; the job's ``index``; the name of what drove the clients (event loop
+    or engine).
+``requests``, ``payload_bytes``
+    requests completed whole and correct in the window, and their reply bytes.
+``histograms``
+    HdrHistograms (1 us .. 60 s, 3 digits: :mod:`bench.loadgen.histograms`)
+    in base64 V2 encoding: ``latency`` (completed in the window, from the
+    intended start), ``ttfb`` (send to first reply byte), ``connect``
+    (successful connects, whole run), ``censored`` (requests with no
+    latency, each at the time it is known to have waited, from its intended
+    start: timed out in the window at the time the timeout was found; sent and
+    unanswered at the window end at ``window_end - t_intended``; open loop,
+    due and never sent at ``window_end - t_intended``), and in open loop
+    ``latency_uncorrected`` (from the actual send).
+``clients_served``
+    clients with at least one request completed in the window.
+``errors``
+    ``{reset, timeout, closed_early, short, corrupt}`` in the window
+    (:data:`~bench.loadgen.recording.REQUEST_ERRORS`); every timeout is also
+    in ``censored``.
+``connects``, ``other_errnos``
+    ``{ok, refused, reset, timeout, emfile, eaddrnotavail, other}`` over the
+    whole run, and errno names behind ``other``.
+``pending_requests``, ``pending_oldest_s``
+    requests sent and unanswered at the window end, and the oldest one's age.
+``unstarted``, ``late_starts``
+    open loop: requests due and never sent (0 in closed loop); requests in
+    the window that went out more than 1 ms after their due time.
+``connecting_at_end``
+    connects still in progress at the end.
+``cpu_pct``, ``cpu_s``, ``window_wall_s``
+    the worker's own CPU over the window, in percent of one core.
+``start_late_s``
+    how late the worker started after the shared start.
+``timeline``
+    ``{k0, n: [...], lat: [{index: count}, ...]}``: completions per
+    ``timeline_interval_s`` bucket aligned on the window start (bucket ``k0``
+    first, negative in warmup), with their latency histogram indices.
+``notes``, ``err_replies``, ``warnings``, ``coarse_timer``, ``loop_errors``, ``loop_error_samples``
+    rare events (``{idle_lost: n}``), ``{ERR reply text: n}``, the worker's
+    own caveats, whether open loop ran on coarse timers, and errors inside the
+    worker itself (count and up to 3 texts).
+
+Run-queue wait is not reported by the worker: the parent reads
+``/proc/<pid>/schedstat`` of every worker at the window's start and end
+(:mod:`bench.loadgen.driver`), so it is measured the same way for any engine.
+
 CPU
 ---
 The worker measures its own CPU over the measured window:
@@ -165,7 +220,14 @@ async def run_clients(job: dict[str, Any], run_start: float) -> dict[str, Any]:
     # always has some in flight, but an old one is a client the server ignores
     # (e.g. accepted by SYN cookies, or queued behind a busy sequential server).
     now = monotonic()
-    waiting = [now - c.conn.t_sent for c in clients if c.conn is not None and c.conn.busy]
+    busy = [c.conn for c in clients if c.conn is not None and c.conn.busy]
+    waiting = [now - conn.t_sent for conn in busy]
+    for conn in busy:
+        stats.censor_pending(conn.t_int)
+    if isinstance(dispatcher, OpenLoop):  # due and never sent: censored from their due time
+        for i in range(dispatcher.started, dispatcher.released):
+            stats.censor_pending(dispatcher.t0 + i * dispatcher.interval)
+    served = sum(1 for c in clients if c.completed)
     for c in clients:
         c.stop()
     sweeper.cancel()
@@ -180,6 +242,7 @@ async def run_clients(job: dict[str, Any], run_start: float) -> dict[str, Any]:
         cpu_pct=100.0 * (cpu_end - cpu_mark["cpu"]) / wall,
         start_late_s=start_late,
         connecting_at_end=connecting,
+        clients_served=served,
         pending_requests=len(waiting),
         pending_oldest_s=max(waiting, default=0.0),
         unstarted=dispatcher.unstarted(),

@@ -19,6 +19,10 @@ Kernel facts relied on (all stable since Linux 2.6):
   exited threads included, and ``cutime``/``cstime``: the CPU of children it
   has reaped (each including *their* reaped children), added at ``wait()``
   time. A zombie keeps showing its final times until it is reaped.
+* ``/proc/PID/schedstat`` (and ``task/TID/schedstat``) holds three numbers
+  for one task: nanoseconds on a CPU, nanoseconds runnable but waiting on a
+  run queue, and timeslices; the main thread's only, so a threaded process
+  is read per thread.
 * ``/proc/PID/task/TID/status`` holds ``voluntary_ctxt_switches`` and
   ``nonvoluntary_ctxt_switches`` of that one thread; ``/proc/PID/status``
   shows only the main thread's, so a threaded process must be read per thread.
@@ -33,6 +37,7 @@ Error handling:
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 PROC = "/proc"
@@ -153,26 +158,48 @@ def parse_ctx_switches(status: bytes) -> int:
     return total
 
 
-def thread_ctx_switches(pid: int, num_threads: int) -> dict[int, int]:
-    """Context switches per thread id of one process.
+def _per_thread(pid: int, num_threads: int, name: str, parse: Callable[[bytes], int]) -> dict[int, int]:
+    """``parse`` of file ``name`` per thread id of one process.
 
-    A single-threaded process is read from ``/proc/PID/status`` (one file);
-    otherwise each ``/proc/PID/task/TID/status``. Threads that exit while
+    A single-threaded process is read from ``/proc/PID/<name>`` (one file);
+    otherwise each ``/proc/PID/task/TID/<name>``. Threads that exit while
     being read are left out. Raises ``ProcessGone`` if the process is gone.
     """
     if num_threads <= 1:
-        return {pid: parse_ctx_switches(read_small(f"{PROC}/{pid}/status"))}
+        return {pid: parse(read_small(f"{PROC}/{pid}/{name}"))}
     try:
         tids = os.listdir(f"{PROC}/{pid}/task")
     except (FileNotFoundError, ProcessLookupError) as exc:
         raise ProcessGone(pid) from exc
-    counts: dict[int, int] = {}
-    for name in tids:
+    values: dict[int, int] = {}
+    for tid in tids:
         try:
-            counts[int(name)] = parse_ctx_switches(read_small(f"{PROC}/{pid}/task/{name}/status"))
-        except (ProcessGone, ValueError):
+            values[int(tid)] = parse(read_small(f"{PROC}/{pid}/task/{tid}/{name}"))
+        except (ProcessGone, ValueError, IndexError):
             continue
-    return counts
+    return values
+
+
+def thread_ctx_switches(pid: int, num_threads: int) -> dict[int, int]:
+    """Context switches per thread id of one process (see :func:`_per_thread`)."""
+    return _per_thread(pid, num_threads, "status", parse_ctx_switches)
+
+
+def parse_schedstat(data: bytes) -> tuple[int, int]:
+    """(ns on a CPU, ns runnable but waiting on a run queue) from a ``schedstat`` file."""
+    fields = data.split()
+    return int(fields[0]), int(fields[1])
+
+
+def read_schedstat(pid: int) -> tuple[int, int]:
+    """:func:`parse_schedstat` of ``/proc/PID/schedstat`` (the main thread; a zombie keeps
+    its final figures until reaped). Raises ``ProcessGone`` if it is gone."""
+    return parse_schedstat(read_small(f"{PROC}/{pid}/schedstat"))
+
+
+def thread_runq_wait(pid: int, num_threads: int) -> dict[int, int]:
+    """Run-queue wait in ns (``schedstat`` field 2) per thread id of one process (see :func:`_per_thread`)."""
+    return _per_thread(pid, num_threads, "schedstat", lambda data: parse_schedstat(data)[1])
 
 
 def count_fds(pid: int) -> int:
