@@ -849,7 +849,8 @@ def render(cal: dict[str, Any], console: Any) -> None:
                         f"{rounds} round{'s' if rounds != 1 else ''}",
                   caption=f"generator event loop: {', '.join(loops) or '-'}; gen/C: median of the rounds' ratios (C "
                           "client and generator alternate who goes first); gen CPU: its busiest worker, % of a "
-                          "core; * generator-bound (above 90%): the generator, not the server, set that figure",
+                          "core; * generator-bound (CPU + run-queue wait above 90%, or wait above 20%): the generator, not the "
+                          "server, set that figure",
                   box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     for col in ("conns", "place", "C rt/s", "gen rt/s", "gen/C", "C p50", "gen p50", "gen/C", "gen CPU"):
         table.add_column(col, justify="right", no_wrap=True)

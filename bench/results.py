@@ -116,12 +116,17 @@ RUN_COLUMNS: dict[str, str] = {
     "server_cpu_user_s": "", "server_cpu_sys_s": "",
     "server_cpu_pct": "server tree CPU time / window wall time * 100",
     "ctx_switches": "voluntary + involuntary, summed over the tree",
+    "server_runq_wait_pct": "time the server's threads were runnable but waiting for a CPU, summed over the tree, "
+                            "percent of the window (100 = one thread always waiting)",
     # generator and machine
     "gen_workers": "load generator worker processes",
     "clients_served": "clients that completed at least one request in the window (of `clients`)",
     "gen_cpu_pct_max": "busiest generator worker, percent of one core",
     "gen_runq_wait_pct_max": "longest a generator worker waited on a run queue (runnable, no CPU), percent of the window",
-    "generator_bound": "True if a generator worker ran or waited to run (CPU + run-queue wait) more than 90% of the window",
+    "generator_bound": "True if a generator worker was short of CPU: CPU + run-queue wait > 90% of the window, "
+                       "or run-queue wait > 20% (bench.loadgen.merge.GENERATOR_BOUND_RULE)",
+    "runner_cpu_pct": "CPU of the runner process (its server monitor included) over the window, percent of one core; "
+                      "it runs on the generator's CPUs",
     "idle_busy_pct": "machine busy percent measured just before the run",
     "server_cpus": "CPUs the server was pinned to (e.g. '0'), empty if unpinned",
     "gen_cpus": "CPUs the generator was pinned to",

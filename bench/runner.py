@@ -54,7 +54,7 @@ import sys
 import tempfile
 import threading
 import traceback
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -206,6 +206,39 @@ def placement_cpus(placement: str) -> tuple[set[int] | None, set[int] | None]:
         return {cpus[0]}, {cpus[0]}
     half = len(cpus) // 2
     return set(cpus[:half]), set(cpus[half:])
+
+
+@contextmanager
+def runner_pinned(cpus: set[int] | None) -> Iterator[None]:
+    """Run the block with every thread of this process pinned to ``cpus`` (None: unchanged).
+
+    The runner and its server monitor thread take CPU while a run is
+    measured (the monitor ~5-12% of a core, see :mod:`bench.monitor.proctree`);
+    unpinned, the kernel may put them on the server's CPUs and slow the server
+    under test. Pinned to the generator's CPUs their cost shows up where it
+    belongs: as the load workers' run-queue wait (``gen_runq_wait_pct_max``)
+    and in ``runner_cpu_pct``. Threads started inside the block (the monitor)
+    inherit the pinning; each thread's previous affinity is restored after.
+    """
+    if not cpus:
+        yield
+        return
+    before: dict[int, set[int]] = {}
+    for name in os.listdir("/proc/self/task"):
+        tid = int(name)
+        try:
+            before[tid] = os.sched_getaffinity(tid)
+            os.sched_setaffinity(tid, cpus)
+        except OSError:
+            before.pop(tid, None)  # the thread ended meanwhile
+    try:
+        yield
+    finally:
+        for tid, old in before.items():
+            try:
+                os.sched_setaffinity(tid, old)
+            except OSError:
+                pass  # the thread ended inside the block
 
 
 def ensure_fd_limit(clients: int) -> int:
@@ -370,8 +403,8 @@ def execute_run(scenario: Any, plan: RunPlan, writer: ResultsWriter, *, file_roo
         busy, _idle = wait_for_idle(threshold_pct=scenario.monitor.idle_threshold_pct,
                                     max_wait_s=scenario.monitor.idle_wait_s)
         row["idle_busy_pct"] = busy
-        with run_namespace() as netns, run_server(plan.model, plan.point.service, options, cpus=server_cpus,
-                                                  stderr_path=stderr_path) as server:
+        with runner_pinned(gen_cpus), run_namespace() as netns, run_server(
+                plan.model, plan.point.service, options, cpus=server_cpus, stderr_path=stderr_path) as server:
             row["netns"] = netns.scope
             monitor = ServerMonitor(server.pid, server.port, interval_s=scenario.monitor.interval_s)
             monitor.start()
@@ -400,6 +433,7 @@ def execute_run(scenario: Any, plan: RunPlan, writer: ResultsWriter, *, file_roo
             exit_status = server.stop()
             leftovers = server.leftover_processes()
             row.update(result.row)
+            row["runner_cpu_pct"] = result.parent_cpu_pct
             row.update(monitor.summary(result.window_start, result.window_end))
             row.update(KernelCounters.delta(kernel.get("before", {}), kernel.get("after", {})))
             row.update(cpuwork.check_row(row, server.ready, cpu_work))

@@ -398,8 +398,8 @@ def summary_warnings(results: "Results") -> list[str]:
                      for m in row["unstable_metrics"].split(",") if m]
             unstable.append(f"{where} ({', '.join(parts)} over {row['n_ok']} repetitions)")
     if bound:
-        out.append(f"generator-bound: {'; '.join(bound)}: a load generator worker used more than 90% of a core, "
-                   "so these figures may measure the generator, not the server; add generator workers "
+        out.append(f"generator-bound: {'; '.join(bound)}: a load generator worker was short of CPU "
+                   "(CPU + run-queue wait > 90% of the window, or wait > 20%), so these figures may measure the generator, not the server; add generator workers "
                    "(generator.workers) or give the generator its own CPU")
     if unstable:
         out.append(f"unstable: {'; '.join(unstable)}: the coefficient of variation across repetitions exceeds "

@@ -276,12 +276,12 @@ def test_censored_requests_make_percentiles_lower_bounds() -> None:
 
 def test_run_queue_wait_counts_toward_generator_bound() -> None:
     s = LoadSpec(service="echo", host="127.0.0.1", port=1, clients=2, duration_s=1.0)
-    for wait, bound in ((35.0, True), (10.0, False), (None, False)):
-        reports = [_report(_window_stats([1000]), 0, 60.0, runq_wait_pct=wait)]
+    for wait, bound in ((35.0, True), (25.0, True), (10.0, False), (None, False)):
+        reports = [_report(_window_stats([1000]), 0, 60.0 if wait != 25.0 else 10.0, runq_wait_pct=wait)]
         result = merge.merge_reports(s, reports, window_start=1000.0)
         assert result.row["generator_bound"] is bound
         assert result.row["gen_runq_wait_pct_max"] == wait and result.worker_runq_wait_pct == [wait]
-        assert any("waited 35% of the window for a CPU" in w for w in result.warnings) is bound
+        assert any(f"waited {wait or 0:.0f}% of the window for a CPU" in w for w in result.warnings) is bound
 
 
 def test_merge_of_two_workers_gives_exact_counts_and_percentiles() -> None:
@@ -499,6 +499,47 @@ def test_open_loop_warns_of_coarse_timers_only_without_timerfd(server: Callable[
     srv = server(stream_echo_handler)
     warnings = run_load(spec(srv.port, mode="open", rate=200.0, clients=2, workers=1, duration_s=0.3)).warnings
     assert any("no timerfd" in w for w in warnings) == (not have_timerfd), warnings
+
+
+#: A competitor for one CPU: spins until killed, at most 30 s (bounded even if a test dies).
+SPIN_PROGRAM = """
+import os, sys, time
+os.sched_setaffinity(0, {int(sys.argv[1])})
+print("spinning", flush=True)
+end = time.monotonic() + 30
+while time.monotonic() < end:
+    pass
+"""
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs a CPU for the server and one for the worker")
+def test_worker_waiting_for_its_cpu_is_generator_bound() -> None:
+    """A worker sharing its CPU with spinning processes waits for it; the parent sees that in schedstat.
+
+    The server (selectors model) has a CPU of its own and outpaces a worker
+    that gets a quarter of one, so the worker is always runnable: it runs or
+    waits, never idles, and only its wait shows that.
+    """
+    from servers.launch import run_server
+
+    server_cpu, cpu = sorted(os.sched_getaffinity(0))[:2]
+    competitors = []
+    try:
+        with run_server("selectors", "echo", cpus={server_cpu}) as srv:
+            for _ in range(3):  # why 3: the worker gets ~25% of the CPU, far below the server's pace
+                p = subprocess.Popen([sys.executable, "-c", SPIN_PROGRAM, str(cpu)], stdout=subprocess.PIPE, text=True)
+                competitors.append(p)
+                assert p.stdout is not None and p.stdout.readline().strip() == "spinning"
+            result = run_load(spec(srv.port, host=srv.host, clients=8, duration_s=1.0, cpus={cpu}))
+    finally:
+        for p in competitors:
+            p.kill()
+            p.wait()
+            p.stdout.close()  # type: ignore[union-attr]
+    row = result.row
+    assert row["gen_runq_wait_pct_max"] > merge.RUNQ_WAIT_BOUND_PCT, row
+    assert row["gen_cpu_pct_max"] < 60.0 and row["generator_bound"], row  # CPU alone would not have flagged it
+    assert any("for a CPU" in w for w in result.warnings)
 
 
 # ----------------------------------------------------------------- safety

@@ -680,6 +680,18 @@ def test_cpu_busy_sees_a_pinned_spinner(spinner):
         CpuBusy().stop()
 
 
+def test_run_queue_wait_of_a_server_sharing_its_cpu(spinner, monitors):
+    """Two spinners pinned to one CPU each wait about half the time for it; alone, one hardly waits."""
+    cpu = min(os.sched_getaffinity(0))
+    served = spinner(cpu)
+    monitor = monitors(served.pid, interval_s=FAST)
+    alone = measure(monitor, samples=6)
+    spinner(cpu)
+    shared = measure(monitor, samples=6)
+    assert shared["server_runq_wait_pct"] > 25.0, shared
+    assert shared["server_runq_wait_pct"] > alone["server_runq_wait_pct"] + 15.0, (alone, shared)
+
+
 def test_format_cpu_busy():
     assert format_cpu_busy({1: 64.0, 0: 98.46}) == "0:98.5 1:64.0"
     assert format_cpu_busy({}) == ""

@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from bench.results import RUN_COLUMNS, TIMELINE_COLUMNS
-from bench.runner import plan_runs, run_scenario
+from bench.runner import plan_runs, run_scenario, runner_pinned
 from bench.scenario import parse_scenario
 from bench.stats import write_summary
 
@@ -66,6 +66,20 @@ def test_repetitions_are_interleaved_across_models():
     assert order == [(1, "threading"), (1, "selectors"), (2, "threading"), (2, "selectors")]
 
 
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to tell pinned from not")
+def test_runner_and_threads_it_starts_are_pinned_during_a_run_and_restored_after():
+    before = os.sched_getaffinity(0)
+    target = {max(before)}
+    seen: dict[str, set[int]] = {}
+    with runner_pinned(target):
+        seen["main"] = os.sched_getaffinity(0)
+        t = threading.Thread(target=lambda: seen.update(started=os.sched_getaffinity(0)))
+        t.start()
+        t.join()
+    assert seen == {"main": target, "started": target}
+    assert os.sched_getaffinity(0) == before
+
+
 def test_run_writes_a_complete_results_folder(tmp_path, monkeypatch):
     from bench.calibrate import CALIBRATION_VERSION, load_stored, save
 
@@ -89,6 +103,8 @@ def test_run_writes_a_complete_results_folder(tmp_path, monkeypatch):
     assert (runs["netns"] == ("own" if os.geteuid() == 0 else "shared")).all()
     assert runs["cpu_busy_pct"].str.match(r"^0:\d+\.\d( \d+:\d+\.\d)*$").all()
     assert (runs["k_listen_overflows"] >= 0).all() and runs["accept_queue_max"].notna().all()
+    assert (runs["runner_cpu_pct"] >= 0).all() and (runs["server_runq_wait_pct"] >= 0).all()
+    assert (runs["gen_runq_wait_pct_max"] >= 0).all() and (runs["clients_served"] == 4).all()
     timeline = pd.read_csv(results / "timeline.csv")
     assert list(timeline.columns) == list(TIMELINE_COLUMNS)
     assert set(timeline["source"]) == {"server", "load"}

@@ -18,7 +18,8 @@ measured window, record latencies into HdrHistogram buckets
 (:mod:`bench.loadgen.recording`, :mod:`bench.loadgen.histograms`) and report
 one JSON document each; the parent merges them (:mod:`bench.loadgen.merge`)
 into a :class:`LoadResult` whose ``row`` holds runs.csv columns. Each worker
-measures its own CPU; one above 90% of a core marks the run generator-bound.
+measures its own CPU and the parent reads each worker's run-queue wait; one
+short of CPU (``merge.GENERATOR_BOUND_RULE``) marks the run generator-bound.
 ``bench load`` is :mod:`bench.loadgen.cli`.
 """
 

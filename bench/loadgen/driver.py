@@ -33,7 +33,9 @@ CPU another process holds (placements ``shared`` and ``none``, or a busy
 machine). Its own CPU figure cannot show that, so the parent reads
 ``/proc/<pid>/schedstat`` (field 2: nanoseconds spent runnable on a run
 queue) of every worker at the window's start and end and adds
-``runq_wait_s``/``runq_wait_pct`` to each report; reading it here, not in
+``runq_wait_s``/``runq_wait_pct`` to each report (and its own CPU over the
+same span, all threads, as ``LoadResult.parent_cpu_pct``: in ``bench run``
+that is the runner with its monitor thread); reading it here, not in
 the worker, makes it the same for any worker program. A worker that has
 already exited by the end mark still shows its final figures until it is
 reaped (after its report), so the end figure then includes its teardown.
@@ -143,8 +145,8 @@ class WorkerPool:
         self.out_eof: set[int] = set()
         self.out: dict[int, bytearray] = {}
         self.err: dict[int, bytearray] = {}
-        # name -> (monotonic time read, per worker (ns on CPU, ns waiting) or None)
-        self.schedstat: dict[str, tuple[float, list[tuple[int, int] | None]]] = {}
+        # name -> (monotonic time read, this process's CPU seconds, per worker (ns on CPU, ns waiting) or None)
+        self.schedstat: dict[str, tuple[float, float, list[tuple[int, int] | None]]] = {}
 
     def __enter__(self) -> WorkerPool:
         return self
@@ -211,7 +213,7 @@ class WorkerPool:
                 values.append(read_schedstat(p.pid))
             except (ProcessGone, OSError, ValueError, IndexError):
                 values.append(None)  # reaped already, or no schedstat in this kernel
-        self.schedstat[name] = (monotonic(), values)
+        self.schedstat[name] = (monotonic(), time.process_time(), values)
 
     def collect(self, deadline: float, marks: Sequence[tuple[float, str]] = ()) -> list[dict[str, Any]]:
         """Read every worker's report (by monotonic ``deadline``) and return them in worker order.
@@ -238,9 +240,14 @@ class WorkerPool:
             self._pump(min(remaining, 1.0, *(t - monotonic() for t, _ in todo[:1])))
         return [reports[i] for i in range(len(self.procs))]
 
+    def parent_cpu_pct(self, start: str, end: str) -> float:
+        """CPU of this (the parent) process, all its threads, between two marks; percent of one core."""
+        (t0, c0, _), (t1, c1, _) = self.schedstat[start], self.schedstat[end]
+        return 100.0 * (c1 - c0) / max(1e-9, t1 - t0)
+
     def runq_wait(self, start: str, end: str) -> list[tuple[float, float] | None]:
         """Per worker, (seconds waiting on a run queue, percent of the time) between two marks."""
-        (t0, a), (t1, b) = self.schedstat[start], self.schedstat[end]
+        (t0, _, a), (t1, _, b) = self.schedstat[start], self.schedstat[end]
         span = max(1e-9, t1 - t0)
         out: list[tuple[float, float] | None] = []
         for x, y in zip(a, b):
@@ -359,4 +366,7 @@ def run_load(spec: LoadSpec, on_window: Callable[[float, float], None] | None = 
         reports = pool.collect(deadline, [(window_start, "start"), (window_end, "end")])
         for report, wait in zip(reports, pool.runq_wait("start", "end")):
             report["runq_wait_s"], report["runq_wait_pct"] = wait if wait is not None else (None, None)
-    return merge_reports(spec, reports, start_wall + spec.warmup_s)
+        parent_cpu = pool.parent_cpu_pct("start", "end")
+    result = merge_reports(spec, reports, start_wall + spec.warmup_s)
+    result.parent_cpu_pct = round(parent_cpu, 1)
+    return result

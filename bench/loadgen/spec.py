@@ -222,6 +222,9 @@ class LoadResult:
         spent waiting on a run queue (percent of the window; None where
         ``schedstat`` could not be read), which event loop ran, and what a
         reader must know that the numbers do not say.
+    ``parent_cpu_pct``
+        CPU of the process that called :func:`~bench.loadgen.run_load` (all
+        its threads) over the window, percent of one core.
     """
 
     row: dict[str, Any]
@@ -232,6 +235,7 @@ class LoadResult:
     conn_other_errnos: dict[str, int] = field(default_factory=dict)
     worker_cpu_pct: list[float] = field(default_factory=list)
     worker_runq_wait_pct: list[float | None] = field(default_factory=list)
+    parent_cpu_pct: float | None = None
     loop: str = ""
     warnings: list[str] = field(default_factory=list)
 
@@ -246,6 +250,7 @@ class LoadResult:
             "conn_other_errnos": self.conn_other_errnos,
             "worker_cpu_pct": self.worker_cpu_pct,
             "worker_runq_wait_pct": self.worker_runq_wait_pct,
+            "parent_cpu_pct": self.parent_cpu_pct,
             "loop": self.loop,
             "warnings": self.warnings,
         }

@@ -79,7 +79,8 @@ CPU
 ---
 The worker measures its own CPU over the measured window:
 ``time.process_time()`` delta / wall-time delta, in percent of one core. A
-worker above 90% is the bottleneck, not the server; the parent flags it.
+worker with no idle time is the bottleneck, not the server; the parent flags
+it, counting run-queue wait too (:data:`bench.loadgen.merge.GENERATOR_BOUND_RULE`).
 
 Resource handling
 -----------------

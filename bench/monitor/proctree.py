@@ -88,9 +88,18 @@ Context switches
     entirely between two samples (connection churn), are missing: the figure
     is a lower bound when ``mem_note`` reports threads ending in the window.
 
+Run-queue wait
+    Nanoseconds each thread spent runnable but waiting for a CPU
+    (``/proc/PID/task/TID/schedstat`` field 2), accumulated per thread like
+    context switches and with the same blind spot (threads that ended
+    between samples). ``server_runq_wait_pct`` is that sum over the window's
+    span, in percent: 100 means one thread's worth of waiting all the time. A
+    server whose CPU figure looks low may have been kept off a CPU it wanted
+    (by the generator on a shared CPU, or another process).
+
 Cost
     One sample reads every ``/proc/*/stat`` on the machine (to find children),
-    and per live member its fd directory and per-thread ``status``; every
+    and per live member its fd directory and per-thread ``status`` and ``schedstat``; every
     ``pss_interval_s`` also its ``smaps_rollup``. Measured on a 2-vCPU guest
     for a 41-process forking tree (~9 MiB RSS each): ~4-5 ms of CPU per
     sample without smaps, ~11-12 ms with, ~5-6 ms on average at the default
@@ -133,7 +142,7 @@ SUMMARY_KEYS = (
     "mem_uss_peak_bytes", "mem_uss_mean_bytes",
     "mem_note", "procs_peak", "threads_peak", "fds_peak",
     "server_cpu_user_s", "server_cpu_sys_s", "server_cpu_pct",
-    "ctx_switches", "accept_queue_max",
+    "ctx_switches", "server_runq_wait_pct", "accept_queue_max",
 )
 
 #: Keys of a :meth:`ServerMonitor.timeline` row: ``TIMELINE_COLUMNS`` minus run_id.
@@ -170,6 +179,7 @@ class _Sample:
     cpu_user_ticks: int  # cumulative tree CPU (monotonic), clock ticks
     cpu_sys_ticks: int
     ctx: int  # cumulative context switches seen since start()
+    runq_wait_ns: int  # cumulative run-queue wait seen since start(), all threads
     rss: int
     pss: int | None  # None: not read at this sample, or not readable for every live member
     uss: int | None
@@ -235,10 +245,11 @@ class ServerMonitor:
         self._smaps_reading_cost_s = 0.0  # CPU the last PSS/USS reading took
         self._members: dict[int, ProcStat] = {}
         self._handles: dict[int, psutil.Process] = {}
-        self._thread_ctx: dict[tuple[int, int], int] = {}
+        self._ctx_counter = _PerThreadCounter()
+        self._wait_counter = _PerThreadCounter()
         self._frozen_user = self._frozen_sys = 0
         self._cpu_user = self._cpu_sys = 0
-        self._ctx = self._lost = self._ended_threads = 0
+        self._lost = 0
         # shared with callers
         self._lock = threading.Lock()
         self._samples: list[_Sample] = []
@@ -402,10 +413,11 @@ class ServerMonitor:
             depth = accept_queue(self.listen_port)
             queue = depth[0] if depth is not None else None
         sample = _Sample(
-            t=t, cpu_user_ticks=self._cpu_user, cpu_sys_ticks=self._cpu_sys, ctx=self._ctx,
+            t=t, cpu_user_ticks=self._cpu_user, cpu_sys_ticks=self._cpu_sys, ctx=self._ctx_counter.total,
+            runq_wait_ns=self._wait_counter.total,
             rss=measured.rss, pss=measured.pss, uss=measured.uss, mem_problem=measured.mem_problem,
             procs=measured.procs, threads=measured.threads, fds=measured.fds, accept_queue=queue,
-            lost_procs=self._lost, ended_threads=self._ended_threads,
+            lost_procs=self._lost, ended_threads=self._ctx_counter.ended,
             cost_s=time.thread_time() - cpu0,
         )
         with self._lock:
@@ -470,6 +482,7 @@ class ServerMonitor:
         if not smaps:
             out.pss = out.uss = None
         ctx_now: dict[tuple[int, int], int] = {}
+        wait_now: dict[tuple[int, int], int] = {}
         smaps_cost = 0.0
         for st in live:
             try:
@@ -486,6 +499,7 @@ class ServerMonitor:
                 except PermissionError:
                     fds = None
                 ctx = procfs.thread_ctx_switches(st.pid, st.num_threads)
+                waits = procfs.thread_runq_wait(st.pid, st.num_threads)
             except ProcessGone:
                 continue  # vanished mid-read: not part of this sample
             out.procs += 1
@@ -497,7 +511,10 @@ class ServerMonitor:
             out.mem_problem = out.mem_problem or problem
             for tid, count in ctx.items():
                 ctx_now[(st.pid, tid)] = count
-        self._accumulate_ctx(ctx_now, first)
+            for tid, ns in waits.items():
+                wait_now[(st.pid, tid)] = ns
+        self._ctx_counter.update(ctx_now, first)
+        self._wait_counter.update(wait_now, first)
         if smaps:
             self._smaps_cost_s = self._smaps_reading_cost_s = smaps_cost
         return out
@@ -517,19 +534,34 @@ class ServerMonitor:
             return None, None, f"smaps unreadable ({exc.strerror or exc})"
         return info.pss, info.uss, None
 
-    def _accumulate_ctx(self, now: dict[tuple[int, int], int], first: bool) -> None:
+
+class _PerThreadCounter:
+    """A cumulative per-thread kernel counter (context switches, run-queue wait) summed over threads seen.
+
+    Each sample adds every thread's growth since the previous sample. A
+    thread present at the first sample counts from there; one first seen
+    later was born since the previous sample and adds all of its count; a
+    count that went down is a reused tid (a new thread). ``ended`` counts
+    threads that were gone at the next sample: what they did after their
+    last sample is lost (the kernel does not keep it).
+    """
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.ended = 0
+        self._last: dict[tuple[int, int], int] = {}
+
+    def update(self, now: dict[tuple[int, int], int], first: bool) -> None:
         for key, count in now.items():
-            before = self._thread_ctx.get(key)
+            before = self._last.get(key)
             if before is None:
-                # a thread present at the first sample counts from there; one
-                # seen later was born since the previous sample: all its switches
-                self._ctx += 0 if first else count
-            elif count < before:  # tid reused by a new thread
-                self._ctx += count
+                self.total += 0 if first else count
+            elif count < before:
+                self.total += count
             else:
-                self._ctx += count - before
-        self._ended_threads += len(self._thread_ctx.keys() - now.keys())
-        self._thread_ctx = now
+                self.total += count - before
+        self.ended += len(self._last.keys() - now.keys())
+        self._last = now
 
 
 def _memory_summary(win: list[_Sample], notes: list[str]) -> dict:
@@ -558,7 +590,8 @@ def _cpu_summary(win: list[_Sample], notes: list[str]) -> dict:
     span = last.t - first.t
     if len(win) < 2 or span <= 0:
         notes.append("only one sample in the window: CPU and context switches need two")
-        return {"server_cpu_user_s": None, "server_cpu_sys_s": None, "server_cpu_pct": None, "ctx_switches": None}
+        return {"server_cpu_user_s": None, "server_cpu_sys_s": None, "server_cpu_pct": None, "ctx_switches": None,
+                "server_runq_wait_pct": None}
     user = (last.cpu_user_ticks - first.cpu_user_ticks) / CLOCK_TICKS
     sys_ = (last.cpu_sys_ticks - first.cpu_sys_ticks) / CLOCK_TICKS
     lost = last.lost_procs - first.lost_procs
@@ -574,6 +607,7 @@ def _cpu_summary(win: list[_Sample], notes: list[str]) -> dict:
             "keep the switches of ended threads (nor of any that lived between two samples)"
         )
     return {
+        "server_runq_wait_pct": round((last.runq_wait_ns - first.runq_wait_ns) / 1e9 / span * 100, 1),
         "server_cpu_user_s": round(user, 3),
         "server_cpu_sys_s": round(sys_, 3),
         "server_cpu_pct": round((user + sys_) / span * 100, 1),

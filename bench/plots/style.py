@@ -43,7 +43,7 @@ _MARKERS = ["o", "s", "^", "D", "v", "P", "*", "<", ">", "p"]
 
 #: Flag name -> (legend label, marker style).
 FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
-    "generator-bound": ("generator-bound (load generator >90% CPU)",
+    "generator-bound": ("generator-bound (load generator short of CPU)",
                         dict(marker="s", markersize=14, markerfacecolor="none", markeredgecolor="black",
                              markeredgewidth=1.6, linestyle="none")),
     "unstable": ("unstable (CV > 10% across repetitions)",
