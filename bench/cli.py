@@ -82,6 +82,8 @@ def _fmt_mib(value: Any) -> str:
 
 def run_line(plan: Any, row: dict[str, Any]) -> str:
     """The one line printed when a run finishes: its headline figures and flags."""
+    from bench.stats import bound_mark
+
     head = f"{plan.model:<11} {plan.point.label():<28} r{plan.repetition}"
     if row.get("status") != "ok":
         first = (row.get("error") or "").splitlines()[0:1]
@@ -93,8 +95,8 @@ def run_line(plan: Any, row: dict[str, Any]) -> str:
     oldest = float(row.get("req_pending_oldest_s") or 0)
     parts = [
         f"{_fmt_rate(row.get('req_per_s'))} req/s",
-        f"p50 {_fmt_us(row.get('lat_p50_us'))}",
-        f"p99 {_fmt_us(row.get('lat_p99_us'))}",
+        f"p50 {bound_mark(row, 'lat_p50_us')}{_fmt_us(row.get('lat_p50_us'))}",
+        f"p99 {bound_mark(row, 'lat_p99_us')}{_fmt_us(row.get('lat_p99_us'))}",
         f"errors {int(row.get('errors') or 0)}",
         f"failed connects {conn_bad}" + (f" (+{pending} still connecting)" if pending else ""),
         f"{'PSS' if row.get('mem_pss_peak_bytes') else 'RSS'} {_fmt_mib(mem)}",
@@ -102,6 +104,9 @@ def run_line(plan: Any, row: dict[str, Any]) -> str:
     ]
     if oldest >= 1.0:  # far above any answered request on loopback: these clients were ignored
         parts.append(f"{int(row.get('req_pending') or 0)} requests unanswered at the end (oldest {oldest:.1f} s)")
+    served, clients = row.get("clients_served"), row.get("clients")
+    if served is not None and clients and served < clients:
+        parts.append(f"served {served}/{clients} clients")
     if row.get("generator_bound"):
         parts.append("[GENERATOR-BOUND]")
     return f"{head}  " + "  ".join(parts)
@@ -111,7 +116,7 @@ def _summary_table(results_dir: Path) -> Any:
     """A rich table of :func:`bench.stats.aggregate`: the same figures and flags as the report."""
     from rich.table import Table
 
-    from bench.stats import ci_label, load_results
+    from bench.stats import bound_mark, ci_label, load_results, served_phrase
 
     agg = load_results(results_dir).aggregate
     table = Table(title=f"Summary (medians over repetitions): {results_dir}")
@@ -128,6 +133,8 @@ def _summary_table(results_dir: Path) -> Any:
             flags.append(f"unstable ({row['unstable_metrics']})")
         if row["n_busy"]:
             flags.append("busy machine")
+        if served_phrase(row):
+            flags.append(served_phrase(row))
         ci = (f"{_fmt_rate(row['req_per_s_ci_low'])}-{_fmt_rate(row['req_per_s_ci_high'])} "
               f"({ci_label(row['req_per_s_ci_level'])})"
               if row["req_per_s_ci_low"] is not None and row["req_per_s_ci_low"] == row["req_per_s_ci_low"]
@@ -135,7 +142,8 @@ def _summary_table(results_dir: Path) -> Any:
         table.add_row(
             str(row["model"]), str(row["label"] or "-"), f"{row['n_ok']}/{row['n_runs']}",
             _fmt_rate(row["req_per_s_median"]), ci,
-            _fmt_us(row["lat_p50_us_median"]), _fmt_us(row["lat_p99_us_median"]),
+            bound_mark(row, "lat_p50_us") + _fmt_us(row["lat_p50_us_median"]),
+            bound_mark(row, "lat_p99_us") + _fmt_us(row["lat_p99_us_median"]),
             f"{_fmt_rate(row['conn_timeout_median'])}/{_fmt_rate(row['conn_pending_median'])}",
             _fmt_rate(row["errors_median"]),
             _fmt_mib(row["mem_pss_peak_bytes_median"]), _fmt_mib(row["mem_rss_peak_bytes_median"]),

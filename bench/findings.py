@@ -23,7 +23,9 @@ from typing import Any, Callable, Iterable
 import pandas as pd
 
 from bench.monitor.kernel import syn_retry_times
-from bench.stats import CONN_OUTCOMES, Results, format_param, unresolved_connects
+from bench.stats import (
+    CONN_OUTCOMES, Results, bound_mark, format_param, lower_bound_names, served_phrase, unresolved_connects,
+)
 
 MIB = 2**20
 #: The Python models (c-reference is the machine's ceiling, not a contender).
@@ -174,6 +176,8 @@ def _flag_note(row: pd.Series) -> str:
         notes.append("generator-bound")
     if row.get("unstable", False):
         notes.append("unstable")
+    if served_phrase(row):
+        notes.append(served_phrase(row) + " clients")
     return f" ({', '.join(notes)})" if notes else ""
 
 
@@ -444,14 +448,31 @@ def _tail(ctx: _Ctx) -> list[Finding]:
     if ratio[i] < TAIL_RATIO:
         return []
     row = rows.loc[i]
+    at_least = "at least " if bound_mark(row, "lat_p99_us") else ""
     return [Finding("latency", (
-        f"{row['model']}'s p99 latency {ctx.where(ctx.largest)} is {ratio[i]:.1f}x its median "
-        f"({fmt_us(row['lat_p99_us_median'])} vs {fmt_us(row['lat_p50_us_median'])}): most requests are quick, "
-        "one in a hundred waits much longer."))]
+        f"{row['model']}'s p99 latency {ctx.where(ctx.largest)} is {at_least}{ratio[i]:.1f}x its median "
+        f"({bound_mark(row, 'lat_p99_us', '≥ ')}{fmt_us(row['lat_p99_us_median'])} vs "
+        f"{fmt_us(row['lat_p50_us_median'])}): most requests are quick, one in a hundred waits much longer."))]
+
+
+def _unserved(ctx: _Ctx) -> list[Finding]:
+    """A model that served only some clients: its latency is theirs; the others' wait is censored."""
+    out = []
+    for _, row in ctx.agg.iterrows():
+        served = served_phrase(row)
+        if not served or row["model"] == CEILING_MODEL:
+            continue
+        bounds = [f"{name} ≥ {fmt_us(row[f'lat_{name}_us_median'])}" for name in lower_bound_names(row)]
+        out.append(Finding("latency", (
+            f"{row['model']} {ctx.where(int(row['point']))} {served} clients: the others completed no request "
+            f"in the window, so its latency percentiles describe only the clients served and count the others' "
+            f"requests at the wait they had reached"
+            + (f" ({', '.join(bounds)})" if bounds else "") + ".")))
+    return out[:3]  # why 3: the pattern is clear from a few points; the table flags every one
 
 
 CHECKERS: list[Callable[[_Ctx], list[Finding]]] = [
-    _throughput_ranking, _ceiling, _sequential, _scaling, _tail, _memory, _memory_per_client, _threads,
+    _throughput_ranking, _ceiling, _sequential, _scaling, _tail, _unserved, _memory, _memory_per_client, _threads,
     _max_children, _connection_failures, _syn_retries,
 ]
 

@@ -42,8 +42,10 @@ from typing import Any, Sequence
 import pandas as pd
 
 from bench.findings import Finding, compute_findings, findings_by_topic, fmt_mib, fmt_rate, load_calibration
-from bench.stats import (CV_THRESHOLD, METRIC_LABELS, NotAResultsFolder, Results, ci_label, load_results,
-                         unresolved_connects)
+from bench.stats import (
+    CV_THRESHOLD, METRIC_LABELS, NotAResultsFolder, Results, bound_mark, ci_label, load_results, lower_bound_names,
+    served_phrase, unresolved_connects,
+)
 
 #: At most this many run timelines are embedded (the rest are in figures/timelines/).
 MAX_TIMELINES = 12
@@ -283,6 +285,10 @@ def _flags_html(row: pd.Series) -> str:
         tags.append(("unstable", "unstable: " + ", ".join(cvs)))
     if row["n_busy"]:
         tags.append(("busy", f"busy machine {int(row['n_busy'])}/{int(row['n_runs'])}"))
+    if served_phrase(row):
+        tags.append(("failed", served_phrase(row)))
+    if lower_bound_names(row):
+        tags.append(("unstable", "≥: " + ", ".join(lower_bound_names(row)) + " lower bound"))
     return " ".join(f'<span class="tag {k}">{_e(t)}</span>' for k, t in tags)
 
 
@@ -305,7 +311,10 @@ def _table_html(results: Results, calibration: Any) -> str:
            f"A point is <em>unstable</em> when req/s or p50 varies more than {CV_THRESHOLD:.0%} "
            "(coefficient of variation) across repetitions. Connections: attempts per run by outcome; \"still "
            "connecting\" counts clients whose only connect had no outcome when the run ended (SYN retries). "
-           "Memory: peak over the server's whole process tree."
+           "Memory: peak over the server's whole process tree. Latency counts requests that never completed "
+           "(timed out, unanswered at the end, never sent) at the time they had waited; ≥ marks a percentile that "
+           "is only a lower bound because more of them than the share above it never completed. "
+           "<em>served k/n</em>: only k of the n clients completed a request."
            + (" % of ceiling: the median against the calibrated ceiling measured by <code>bench calibrate</code> "
               "for the same point (hover for which), stored with these results when they ran: "
               f"{_e(_calibration_text(results, calibration))}." if calibration is not None else "") + "</p>"]
@@ -335,8 +344,8 @@ def _table_html(results: Results, calibration: Any) -> str:
                 f"<td class='text'><span class='swatch' style='background:{model_colour(row['model'])}'></span>{_e(row['model'])}</td>",
                 *([] if one_point else [f"<td class='text'>{_e(row['label'])}</td>"]),
                 f"<td>{value}</td>",
-                f"<td>{_e(_fmt_us(row['lat_p50_us_median']))}</td>",
-                f"<td>{_e(_fmt_us(row['lat_p99_us_median']))}</td>",
+                f"<td>{_e(bound_mark(row, 'lat_p50_us', '≥ ') + _fmt_us(row['lat_p50_us_median']))}</td>",
+                f"<td>{_e(bound_mark(row, 'lat_p99_us', '≥ ') + _fmt_us(row['lat_p99_us_median']))}</td>",
                 f"<td class='text'>{_e(_conn_text(row))}</td>",
                 f"<td>{_e(fmt_mib(_num(row['mem_pss_peak_bytes_median'])))}</td>",
                 f"<td>{_e(fmt_mib(_num(row['mem_rss_peak_bytes_median'])))}</td>",

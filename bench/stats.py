@@ -54,6 +54,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from bench.loadgen.spec import lower_bound_column
 from bench.results import PARAMETER_COLUMNS, RESULTS_VERSION, RUN_COLUMNS, TIMELINE_COLUMNS, atomic_file
 
 #: Metrics aggregated by default: the headline ones and what the report table shows.
@@ -65,7 +66,13 @@ DEFAULT_METRICS: tuple[str, ...] = (
     "k_syncookies_sent", "accept_queue_max",
     "mem_pss_peak_bytes", "mem_rss_peak_bytes", "mem_uss_peak_bytes",
     "procs_peak", "threads_peak", "fds_peak", "server_cpu_pct", "gen_cpu_pct_max",
+    "lat_censored", "clients_served", "gen_runq_wait_pct_max", "server_runq_wait_pct", "runner_cpu_pct",
 )
+
+#: Metrics whose runs.csv value may be only a lower bound (flagged in the column
+#: :func:`~bench.loadgen.spec.lower_bound_column` names); the point's median
+#: then gets ``<metric>_lower_bound`` (see :func:`median_is_lower_bound`).
+LOWER_BOUNDED_METRICS: tuple[str, ...] = tuple(m for m in DEFAULT_METRICS if lower_bound_column(m) in RUN_COLUMNS)
 
 #: Metrics whose coefficient of variation decides whether a point is unstable.
 STABILITY_METRICS: tuple[str, ...] = ("req_per_s", "lat_p50_us")
@@ -91,7 +98,8 @@ _HEADLINE_METRICS = ("req_per_s", "mb_per_s", "lat_p50_us", "lat_p99_us")
 #: Stats columns produced per metric by :func:`aggregate`.
 STAT_FIELDS = ("n", "median", "min", "max", "ci_low", "ci_high", "ci_level", "cv", "unstable")
 
-_BOOL_COLUMNS = ("generator_bound", "sendfile", "cpu_work_short")
+_BOOL_COLUMNS = ("generator_bound", "sendfile", "cpu_work_short") + tuple(
+    c for c in RUN_COLUMNS if c.endswith("_is_lower_bound"))
 _STRING_COLUMNS = ("run_id", "model", "service", "status", "error", "started_at", "mode",
                    "mem_note", "server_cpus", "gen_cpus", "cpu_busy_pct", "netns")
 
@@ -167,6 +175,22 @@ def ci_label(level: Any) -> str:
     """How a table names an interval of this level: "75% CI", "96.9% CI" (one decimal when not whole)."""
     pct = float(level) * 100.0
     return f"{pct:.0f}% CI" if abs(pct - round(pct)) < 0.05 else f"{pct:.1f}% CI"
+
+
+def median_is_lower_bound(values: Sequence[float], lower: Sequence[Any]) -> bool:
+    """Is the median of ``values`` only a lower bound, given which values are (``lower``)?
+
+    Raising a value above the median leaves the median where it is; raising
+    one at or below it may lift it. So the median is a lower bound when any
+    repetition whose value is a lower bound lies at or below the median.
+    NaN values are left out, as in :func:`summarize_point`.
+    """
+    pairs = [(float(v), bool(b) if not _is_missing(b) else False)
+             for v, b in zip(values, lower) if not _is_missing(v)]
+    if not pairs:
+        return False
+    median = float(np.median([v for v, _ in pairs]))
+    return any(b and v <= median for v, b in pairs)
 
 
 # --------------------------------------------------------------------------
@@ -252,7 +276,8 @@ def aggregate(runs: pd.DataFrame, metrics: Iterable[str] = DEFAULT_METRICS) -> p
     ``n_runs, n_ok, n_failed, n_interrupted, n_generator_bound, n_busy``,
     ``unstable`` (any of :data:`STABILITY_METRICS` has CV > 10%),
     ``unstable_metrics`` (comma-separated), ``errors`` (list of error strings
-    of failed runs), and ``<metric>_<stat>`` for stat in :data:`STAT_FIELDS`.
+    of failed runs), and ``<metric>_<stat>`` for stat in :data:`STAT_FIELDS`;
+    for :data:`LOWER_BOUNDED_METRICS` also ``<metric>_lower_bound``.
     Only ``status == ok`` runs enter the statistics.
     """
     runs = normalize_runs(runs)
@@ -285,6 +310,8 @@ def aggregate(runs: pd.DataFrame, metrics: Iterable[str] = DEFAULT_METRICS) -> p
                 row[f"{metric}_{f}"] = s[f]
             if metric in STABILITY_METRICS and s["unstable"]:
                 unstable.append(metric)
+            if metric in LOWER_BOUNDED_METRICS:
+                row[f"{metric}_lower_bound"] = median_is_lower_bound(values, ok[lower_bound_column(metric)].tolist())
         row["unstable"] = bool(unstable)
         row["unstable_metrics"] = ",".join(unstable)
         rows.append(row)
@@ -323,7 +350,8 @@ def build_summary(results_dir: Path) -> dict[str, Any]:
          "points": [{"model", "point", "label", "parameters": {...},
                      "runs", "ok", "failed", "interrupted", "generator_bound", "busy",
                      "unstable": bool, "unstable_metrics": [...], "errors": [...],
-                     "metrics": {metric: {n, median, min, max, ci_low, ci_high, cv, unstable, note}}}],
+                     "metrics": {metric: {n, median, min, max, ci_low, ci_high, cv, unstable, note,
+                                          lower_bound (latency percentiles only)}}}],
          "warnings": ["generator-bound: ...", "unstable: ...", "failed: ...", "busy machine: ..."]}
     """
     results = load_results(results_dir, summary=False)
@@ -342,6 +370,8 @@ def _summary_from(results: "Results") -> dict[str, Any]:
             if row[f"{metric}_n"] or metric in _HEADLINE_METRICS:
                 metrics[metric] = {f: _json_value(row[f"{metric}_{f}"]) for f in STAT_FIELDS}
                 metrics[metric]["note"] = _metric_note(row, metric)
+                if metric in LOWER_BOUNDED_METRICS:
+                    metrics[metric]["lower_bound"] = bool(row[f"{metric}_lower_bound"])
         points.append({
             "model": row["model"], "point": int(row["point"]), "label": row["label"],
             "parameters": {c: _json_value(row[c]) for c in PARAMETER_COLUMNS if c in row.index},
@@ -388,9 +418,14 @@ def summary_warnings(results: "Results") -> list[str]:
     """Plain-language warnings: generator-bound, unstable, failed/interrupted, busy machine, thin CIs."""
     agg, runs = results.aggregate, results.runs
     out: list[str] = []
-    bound, unstable = [], []
+    bound, unstable, lower, unserved = [], [], [], []
     for _, row in agg.iterrows():
         where = f"{row['model']} {where_phrase(row['label'], row['service'])}"
+        names = lower_bound_names(row)
+        if names:
+            lower.append(f"{where} ({', '.join(names)})")
+        if served_phrase(row):
+            unserved.append(f"{where} ({served_phrase(row)})")
         if row["n_generator_bound"]:
             bound.append(f"{where} ({row['n_generator_bound']} of {row['n_runs']} runs)")
         if row["unstable"]:
@@ -401,6 +436,13 @@ def summary_warnings(results: "Results") -> list[str]:
         out.append(f"generator-bound: {'; '.join(bound)}: a load generator worker was short of CPU "
                    "(CPU + run-queue wait > 90% of the window, or wait > 20%), so these figures may measure the generator, not the server; add generator workers "
                    "(generator.workers) or give the generator its own CPU")
+    if lower:
+        out.append(f"latency lower bounds: {'; '.join(lower)}: more requests never completed (timed out, unanswered "
+                   "at the end, or never sent) than the share above that percentile, so it is at least the value "
+                   "shown (marked >=) and may be far higher")
+    if unserved:
+        out.append(f"clients not served: {'; '.join(unserved)} (median over repetitions): the others completed no "
+                   "request in the window, so the latency figures describe only the clients served")
     if unstable:
         out.append(f"unstable: {'; '.join(unstable)}: the coefficient of variation across repetitions exceeds "
                    f"{CV_THRESHOLD * 100:.0f}%; trust these medians less, or run more repetitions on a quieter "
@@ -431,6 +473,30 @@ def summary_warnings(results: "Results") -> list[str]:
                    f"{len(thin)} point{'s' if len(thin) != 1 else ''} ({where}{more}); their medians rest on "
                    "one or two runs")
     return out
+
+
+def lower_bound_names(row: Mapping[str, Any]) -> list[str]:
+    """Short names ("p99", "max") of the latency medians of an aggregate row that are only lower bounds."""
+    return [m.removeprefix("lat_").removesuffix("_us") for m in LOWER_BOUNDED_METRICS if is_lower_bound(row, m)]
+
+
+def is_lower_bound(row: Mapping[str, Any], metric: str) -> bool:
+    """True if ``metric``'s median in an aggregate row (or its value in a runs.csv row) is only a lower bound."""
+    flag = row.get(f"{metric}_lower_bound", row.get(lower_bound_column(metric)))
+    return _to_bool(flag) is True
+
+
+def bound_mark(row: Mapping[str, Any], metric: str, mark: str = ">= ") -> str:
+    """``mark`` to print before ``metric``'s value when it is only a lower bound (see :func:`is_lower_bound`), else ""."""
+    return mark if metric in LOWER_BOUNDED_METRICS and is_lower_bound(row, metric) else ""
+
+
+def served_phrase(row: Mapping[str, Any]) -> str:
+    """``"served 1/20"`` when fewer clients than offered completed a request (median over repetitions), else ""."""
+    served, clients = row.get("clients_served_median"), row.get("clients")
+    if served is None or clients is None or _is_missing(served) or _is_missing(clients) or served >= clients:
+        return ""
+    return f"served {served:.0f}/{clients:.0f}"
 
 
 #: Outcome columns of connection attempts (runs.csv), each attempt counted in exactly one.

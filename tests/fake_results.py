@@ -13,6 +13,10 @@ special case a reader must handle is present by default:
 * one generator-bound run (c-reference, last point, repetition 1);
 * one unstable point (threading at the third point: +-30% noise, CV > 10%);
 * one run started on a busy machine (idle_busy_pct 9%);
+* sequential serving one client of many: ``clients_served`` 1, the others'
+  requests censored for the whole run, so its p99.9 (at 100 clients) and
+  maximum are lower bounds; optionally (``lower_bound_p99``) asyncio's p99 at
+  the last point is a lower bound too, as in an overloaded open loop;
 * timeline rows for ``server`` and ``load`` sources, hlog files per run and
   kind written with hdrh's ``HistogramLogWriter``; scenario.yaml,
   environment.json and summary.json (via :func:`bench.stats.write_summary`,
@@ -78,6 +82,7 @@ def write_fake_results(
     hlogs: bool = True,
     timeline: bool = True,
     summary: bool = True,
+    lower_bound_p99: bool = False,
 ) -> Path:
     """Write a fake results folder at ``path`` (created) and return it."""
     path = Path(path)
@@ -103,6 +108,7 @@ def write_fake_results(
                     "gen_bound": generator_bound and model == "c-reference" and point == last and rep == 1,
                     "unstable": unstable and model == "threading" and point == min(2, last),
                     "busy": busy and model == "sequential" and point == 0 and rep == repetitions,
+                    "lower_p99": lower_bound_p99 and model == "asyncio" and point == last,
                 }
                 noise_seq = UNSTABLE_NOISE if special["unstable"] else STABLE_NOISE
                 noise = noise_seq[(rep - 1) % len(noise_seq)]
@@ -228,7 +234,17 @@ def _run_row(model: str, point: int, rep: int, params: dict[str, Any], noise: fl
         gen_cpu_pct_max=97.0 if special["gen_bound"] else 55.0,
         generator_bound=bool(special["gen_bound"]),
         cpu_busy_pct="0:92.0 1:60.5",
+        clients_served=clients, lat_censored=clients,  # one request in flight per client at the end
+        gen_runq_wait_pct_max=2.0, server_runq_wait_pct=1.0, runner_cpu_pct=6.0,
+        **{f"lat_{p}_is_lower_bound": False for p in ("p50", "p90", "p99", "p999", "max")},
     )
+    if model == "sequential" and clients > 1:
+        # one client served all run; the others' requests waited the whole window
+        row.update(clients_served=1, lat_censored=clients, lat_max_us=duration * 1e6, lat_max_is_lower_bound=True)
+        if clients - 1 > 0.001 * row["requests"]:
+            row.update(lat_p999_us=duration * 1e6, lat_p999_is_lower_bound=True)
+    if special.get("lower_p99"):
+        row.update(lat_censored=int(0.3 * row["requests"]), lat_p99_us=duration * 0.4e6, lat_p99_is_lower_bound=True)
     return row
 
 

@@ -170,3 +170,19 @@ def test_open_loop_latency_is_described_from_the_scheduled_start(tmp_path):
     texts = [t.get_text() for t in build_figures(load_results(folder))["latency"].texts]
     assert any("open loop: scheduled start -> last byte" in t for t in texts), texts
     assert not any("request sent ->" in t for t in texts)
+
+
+def test_lower_bounds_and_clients_served_are_drawn(tmp_path):
+    folder = write_fake_results(tmp_path / "r", models=("sequential", "asyncio"), sweep=("clients", (1, 100)),
+                                repetitions=1, failed=False, generator_bound=False, unstable=False, busy=False,
+                                lower_bound_p99=True)
+    figs = build_figures(load_results(folder))
+    latency = figs["latency"]
+    assert FLAGS["lower-bound"][0] in _legend_texts(latency)
+    p99_axes = latency.axes[1]
+    marks = [x for line in p99_axes.get_lines() if line.get_marker() == FLAGS["lower-bound"][1]["marker"]
+             for x in line.get_xdata()]
+    assert marks == [100.0]  # asyncio's p99 at 100 clients only
+    for name in ("throughput", "latency"):
+        texts = [t.get_text() for ax in figs[name].axes for t in ax.texts]
+        assert "served 1/100" in texts, name

@@ -348,3 +348,19 @@ def test_scenario_descriptions_teach_without_quoting_measured_figures(path):
     text = yaml.safe_load(path.read_text(encoding="utf-8"))["description"]
     assert not re.search(r"\d[\d,.]*\s*k(?:/s|\b)", text), text
     assert not re.search(r"\bup to \d{3,}", text), text
+
+
+def test_report_marks_lower_bounds_and_unserved_clients(tmp_path):
+    folder = write_fake_results(tmp_path / "r", models=("sequential", "asyncio"), sweep=("clients", (1, 100)),
+                                repetitions=1, lower_bound_p99=True, timeline=False)
+    html = write_report(folder).read_text()
+    assert "≥ 2 s" in html  # asyncio's p99 at 100 clients (0.4 x a 5 s run)
+    assert "served 1/100" in html
+
+
+def test_findings_say_who_was_served_and_which_latencies_are_lower_bounds(tmp_path):
+    folder = write_fake_results(tmp_path / "r", models=("sequential", "asyncio"), sweep=("clients", (1, 100)),
+                                repetitions=1, lower_bound_p99=True, timeline=False, hlogs=False)
+    texts = [f.text for f in compute_findings(load_results(folder))]
+    assert any(t.startswith("sequential at clients=100 served 1/100 clients") and "max ≥ 5 s" in t for t in texts), texts
+    assert any("asyncio's p99 latency at clients=100 is at least" in t and "≥ 2 s" in t for t in texts), texts

@@ -207,3 +207,33 @@ def test_column_descriptions_say_what_the_numbers_are():
     assert "achieved" not in RUN_COLUMNS["duration_s"] and "as scheduled" in RUN_COLUMNS["duration_s"]
     # open-loop latency runs from the scheduled start, not from the (possibly late) send
     assert "open loop: scheduled start" in RUN_COLUMNS["lat_p50_us"]
+
+
+# --------------------------------------------------------------------------
+# Latencies that are only lower bounds
+
+
+def test_median_is_a_lower_bound_only_when_a_bound_can_move_it():
+    from bench.stats import median_is_lower_bound
+
+    assert not median_is_lower_bound([1.0, 2.0, 3.0], [False, False, False])
+    assert not median_is_lower_bound([1.0, 2.0, 9.0], [False, False, True])  # above the median: cannot move it
+    assert median_is_lower_bound([1.0, 2.0, 9.0], [False, True, False])
+    assert median_is_lower_bound([5.0, 5.0, 5.0], [True, True, True])
+    assert not median_is_lower_bound([float("nan"), 2.0], [True, False])
+
+
+def test_lower_bounds_and_unserved_clients_reach_the_aggregate_and_summary(tmp_path):
+    folder = write_fake_results(tmp_path / "r", models=("sequential", "asyncio"), sweep=("clients", (1, 100)),
+                                hlogs=False, timeline=False, lower_bound_p99=True)
+    results = load_results(folder)
+    agg = results.aggregate.set_index(["model", "clients"])
+    assert agg.loc[("asyncio", 100), "lat_p99_us_lower_bound"]
+    assert not agg.loc[("asyncio", 1), "lat_p99_us_lower_bound"]
+    assert agg.loc[("sequential", 100), "lat_max_us_lower_bound"]
+    assert agg.loc[("sequential", 100), "clients_served_median"] == 1
+    point = next(p for p in results.summary["points"] if p["model"] == "asyncio" and p["parameters"]["clients"] == 100)
+    assert point["metrics"]["lat_p99_us"]["lower_bound"] is True
+    text = " ".join(results.warnings)
+    assert "latency lower bounds: sequential at clients=100 (p999, max); asyncio at clients=100 (p99)" in text
+    assert "clients not served: sequential" in text and "served 1/100" in text

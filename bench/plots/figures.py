@@ -33,7 +33,9 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullForm
 
 from bench.plots import style
 from bench.monitor.kernel import syn_retry_times
-from bench.stats import Results, format_param
+from bench.stats import (
+    LOWER_BOUNDED_METRICS, Results, format_param, is_lower_bound, merge_histograms, served_phrase,
+)
 
 #: Words for the swept parameter, used in titles ("as clients grow") and x labels.
 PARAM_TEXT: dict[str, tuple[str, str]] = {
@@ -204,6 +206,25 @@ def all_flags(results: Results) -> set[str]:
     return {f for _, r in results.aggregate.iterrows() for f in row_flags(r)}
 
 
+#: Metrics beside which a point says how many clients were served ("served 1/20"):
+#: throughput and latency describe only the clients that completed requests.
+SERVED_METRICS = ("req_per_s", "mb_per_s") + LOWER_BOUNDED_METRICS
+
+
+def metric_flags(row: pd.Series, metric: str,
+                 base: Callable[[pd.Series], list[str]] | None = None) -> list[str]:
+    """``base`` (default :func:`row_flags`) plus the flags of this metric's value (a latency only a lower bound)."""
+    return (base or row_flags)(row) + (["lower-bound"] if metric in LOWER_BOUNDED_METRICS
+                                       and is_lower_bound(row, metric) else [])
+
+
+def _draw_point_marks(ax: Axes, x: float, y: float | None, row: pd.Series, metric: str, slot: int,
+                      base: Callable[[pd.Series], list[str]] | None = None) -> None:
+    style.draw_flags(ax, x, y, metric_flags(row, metric, base), slot)
+    if metric in SERVED_METRICS:
+        style.draw_served(ax, x, y, served_phrase(row))
+
+
 def _series_handles(ss: Sequence[Series]) -> list[Any]:
     handles: list[Any] = []
     for s in ss:
@@ -230,7 +251,7 @@ def _metric_lines(ax: Axes, results: Results, xa: XAxis, metric: str,
         ax.fill_between(x, lo, hi, color=kw["color"], alpha=0.15, linewidth=0, zorder=2)
         plotted += [v for v in np.concatenate([lo, hi]) if np.isfinite(v)]
         for xi, yi, (_, row) in zip(x, med, s.rows.iterrows()):
-            style.draw_flags(ax, xi, yi if np.isfinite(yi) else None, flags(row), slot)
+            _draw_point_marks(ax, xi, yi if np.isfinite(yi) else None, row, metric, slot, flags)
     return plotted
 
 
@@ -255,7 +276,7 @@ def _metric_bars(ax: Axes, results: Results, metric: str,
                    hatch="//" if model == "c-reference" else None, edgecolor="white")
             ax.errorbar([i], [med], yerr=[[med - lo], [hi - med]], color="#333333", capsize=4, zorder=4)
             plotted += [lo, hi]
-        style.draw_flags(ax, i, hi if np.isfinite(hi) else None, flags(row), 0)
+        _draw_point_marks(ax, i, hi if np.isfinite(hi) else None, row, metric, 0, flags)
     ax.set_xticks(range(len(results.models)), results.models, rotation=20, ha="right")
     ax.set_xlim(-0.6, len(results.models) - 0.4)
     return plotted
@@ -377,7 +398,8 @@ def latency_figure(results: Results) -> Figure | None:
     axes[0, 0].set_ylabel("request latency (log scale)")
     _titles(results, fig, _question(results, "How does latency change {}?", "Which model answers fastest {}?"),
                  _reps_note(results) + "; " + latency_basis(results))
-    _legend(fig, results)
+    lower = any(is_lower_bound(r, m) for _, r in results.aggregate.iterrows() for m in ("lat_p50_us", "lat_p99_us"))
+    _legend(fig, results, style.flag_handles({"lower-bound"}) if lower else [])
     return fig
 
 
@@ -405,9 +427,16 @@ def spectrum_figure(results: Results, point: int | None = None, kind: str = "lat
     if point is None:
         return None
     curves = []
+    censored_any = False
     for model in results.models:
         ids = results.runs_at(model, point)["run_id"].tolist()
         hist = results.merged_histogram(ids, kind)
+        censored = results.merged_histogram(ids, "censored") if kind == "latency" else None
+        if censored is not None and censored.get_total_count():
+            # requests that never completed, at the wait they had reached: left out, the
+            # spectrum would drop exactly the slowest requests
+            hist = merge_histograms([h for h in (hist, censored) if h is not None])
+            censored_any = True
         if hist is not None:
             curves.append((model, hist, len(ids)))
     if not curves:
@@ -431,7 +460,10 @@ def spectrum_figure(results: Results, point: int | None = None, kind: str = "lat
         row = agg[(agg["model"] == model) & (agg["point"] == point)]
         if len(row):
             p99 = hist.get_value_at_percentile(99.0)
-            style.draw_flags(ax, 100.0, p99, row_flags(row.iloc[0]), slot)
+            style.draw_flags(ax, 100.0, p99, metric_flags(row.iloc[0], "lat_p99_us") if kind == "latency"
+                             else row_flags(row.iloc[0]), slot)
+            if kind == "latency":
+                style.draw_served(ax, 100.0, p99, served_phrase(row.iloc[0]))
     ticks = [10.0 ** k for k in range(0, int(np.ceil(np.log10(max_x))) + 1)]
     ax.set_xscale("log")
     ax.xaxis.set_major_locator(FixedLocator(ticks))
@@ -448,12 +480,14 @@ def spectrum_figure(results: Results, point: int | None = None, kind: str = "lat
         handles.append(Line2D([], [], color="#555555", linestyle=":", label="uncorrected (open loop: from actual send)"))
     handles += style.flag_handles({f for m, _, _ in curves for _, r in
                                    agg[(agg["model"] == m) & (agg["point"] == point)].iterrows()
-                                   for f in row_flags(r)})
+                                   for f in (metric_flags(r, "lat_p99_us") if kind == "latency" else row_flags(r))})
     style.legend_right(fig, handles)
     reps = max(n for _, _, n in curves)
     _titles(results, fig, f"How is latency spread at {_point_label(results, point)}?",
                  f"percentile spectrum, {reps} repetition{'s' if reps != 1 else ''} merged; "
-                 "flat = predictable, a late climb = rare slow requests")
+                 "flat = predictable, a late climb = rare slow requests"
+                 + ("; requests that never completed count at the wait they reached (a lower bound)"
+                    if censored_any else ""))
     return fig
 
 

@@ -49,6 +49,9 @@ FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
     "unstable": ("unstable (CV > 10% across repetitions)",
                  dict(marker="o", markersize=17, markerfacecolor="none", markeredgecolor="#CC79A7",
                       markeredgewidth=2.0, linestyle="none")),
+    "lower-bound": ("≥ only a lower bound: too many requests never completed",
+                    dict(marker=r"$\geq$", markersize=13, markerfacecolor="black", markeredgecolor="black",
+                         markeredgewidth=0.4, linestyle="none")),
     "failed": ("failed run (see report)",
                dict(marker="X", markersize=11, markerfacecolor="black", markeredgecolor="white",
                     markeredgewidth=0.8, linestyle="none")),
@@ -148,6 +151,19 @@ def draw_flags(ax: Axes, x: float, y: float | None, flags: Iterable[str], slot: 
         else:
             # not clipped: a flag on a point at the edge of the axes stays whole
             ax.plot([x], [y], zorder=6, clip_on=False, **style)
+
+
+def draw_served(ax: Axes, x: float, y: float | None, text: str) -> None:
+    """Write ``text`` ("served 1/20") beside the point at (x, y), or at the bottom when nothing was measured."""
+    if not text:
+        return
+    if y is None or not np.isfinite(y):
+        ax.annotate(text, (x, 0.02), xycoords=ax.get_xaxis_transform(), fontsize=7, color="#333333",
+                    ha="center", va="bottom", zorder=7)
+    else:
+        # 5 points right and 9 below: clear of the point's own marker and of the flag markers above it
+        ax.annotate(text, (x, y), xytext=(5, -9), textcoords="offset points", fontsize=7, color="#333333",
+                    zorder=7, annotation_clip=False)
 
 
 # --------------------------------------------------------------------------
