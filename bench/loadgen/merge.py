@@ -50,15 +50,17 @@ GENERATOR_BOUND_RULE = (f"worker CPU + run-queue wait > {GENERATOR_BOUND_PCT:g}%
 START_LATE_WARN_S = 0.05
 #: When a latency percentile is printed as a lower bound ("p99 >= 1.0 s").
 #: Censored requests are counted at the time they had waited so far, so the
-#: true percentile can only be higher. It is *marked* when more censored
-#: requests sit at or above the percentile's value than the share of all
-#: requests above its rank ((1-p) of them): then the request at that rank may
-#: itself be one that never finished, and no upper bound is known. Otherwise
-#: the censored requests lie above the percentile (timeouts, clients the
-#: server ignores) and do not move it, or they are few and short (a closed
-#: loop's requests in flight at the window end). For the maximum it means:
-#: the longest wait seen is a request that never finished.
-LOWER_BOUND_RULE = "censored requests at or above the value > requests above its rank"
+#: true percentile can only be higher than the one printed. How much higher
+#: is bounded as long as the censored requests are no more than the share of
+#: all requests above the percentile's rank ((1-p) of them): even if every
+#: one of them waited forever, the request at that rank would be a completed
+#: one, so the true value lies between the printed one and that completed
+#: request's latency (the same value when the censored requests waited
+#: longer than it, as timeouts and ignored clients do). With more censored
+#: requests than that, nothing bounds it from above: it is marked. The
+#: maximum is marked whenever any request never completed; in closed loop a
+#: request is always in flight at the window end, so there it says little.
+LOWER_BOUND_RULE = "censored requests > requests above the percentile's rank (1-p of all)"
 #: Latency columns and their percentiles; each has a ``_is_lower_bound`` flag column.
 LATENCY_PERCENTILES = {"lat_p50_us": 50.0, "lat_p90_us": 90.0, "lat_p99_us": 99.0,
                        "lat_p999_us": 99.9, "lat_max_us": 100.0}
@@ -182,16 +184,11 @@ def censored_percentiles(latency: histograms.HdrHistogram, censored: histograms.
     """
     both = histograms.merge([latency, censored])
     values = _pcts(both, names)
-    total = both.get_total_count()
+    total, n_censored = both.get_total_count(), censored.get_total_count()
     flags = {}
     for col, p in names.items():
-        v = values[col]
-        if v is None or not censored.get_total_count():
-            flags[col] = False
-            continue
         rank = max(int(p * total / 100 + 0.5), 1)  # hdrh's rank of percentile p
-        at_or_above = sum(censored.counts[histograms.index_of(v):])
-        flags[col] = at_or_above > total - rank
+        flags[col] = values[col] is not None and n_censored > total - rank
     return values, flags
 
 
