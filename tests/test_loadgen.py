@@ -250,13 +250,13 @@ def _window_stats(latencies_us: list[int], open_loop: bool = False) -> WorkerSta
 
 def test_censored_requests_make_percentiles_lower_bounds() -> None:
     # 980 requests of ~1 ms and 20 that never finish (10 timeouts found 2 s after their
-    # start, 10 unanswered at the end, started 0.5 s before it): 2% censored, far above
+    # start, 10 unanswered at the end, sent 0.5 s before it): 2% censored, far above
     # every completed latency. p50 and p90 are unmoved and exact; p99 and max are
     # lower bounds at the censored values.
     st = _window_stats([1000] * 980)
     for _ in range(10):
         st.timed_out(t_intended=8.4, t=10.4)
-        st.censor_pending(t_intended=10.5)
+        st.censor_in_flight(t_intended=10.5)
     s = LoadSpec(service="echo", host="127.0.0.1", port=1, clients=20, duration_s=1.0)
     row = merge.merge_reports(s, [_report(st, 0, 10.0, clients_served=20)], window_start=1000.0).row
     assert row["lat_censored"] == 20 and row["err_timeout"] == 10 and row["requests"] == 980
@@ -264,11 +264,18 @@ def test_censored_requests_make_percentiles_lower_bounds() -> None:
     assert not row["lat_p90_is_lower_bound"]
     assert row["lat_p99_is_lower_bound"] and abs(row["lat_p99_us"] - 500_000) <= 500
     assert row["lat_max_is_lower_bound"] and abs(row["lat_max_us"] - 2_000_000) <= 2000
-    # A closed loop's few short requests in flight at the end leave p50..p99 bounded; with 5
-    # unknown of 985, p99.9 (one request above its rank) and the maximum are not.
+    # A closed loop's requests in flight at the end that waited less than completed ones did
+    # (0.5 ms against 1 ms) are balanced by those in flight at the start: not censored.
+    # Requests never sent (open loop) are censored however short their wait, and with 5 of
+    # 985 unknown, p99.9 (one request above its rank) and the maximum are lower bounds.
     st = _window_stats([1000] * 980)
     for _ in range(5):
-        st.censor_pending(t_intended=11.0 - 0.0005)
+        st.censor_in_flight(t_intended=11.0 - 0.0005)
+    row = merge.merge_reports(s, [_report(st, 0, 10.0)], window_start=1000.0).row
+    assert row["lat_censored"] == 0
+    assert not any(row[specmod.lower_bound_column(c)] for c in merge.LATENCY_PERCENTILES)
+    for _ in range(5):
+        st.censor_unstarted(t_intended=11.0 - 0.0005)
     row = merge.merge_reports(s, [_report(st, 0, 10.0)], window_start=1000.0).row
     assert row["lat_censored"] == 5 and abs(row["lat_p99_us"] - 1000) <= 1
     assert [c for c in merge.LATENCY_PERCENTILES if row[specmod.lower_bound_column(c)]] == ["lat_p999_us", "lat_max_us"]
@@ -443,12 +450,13 @@ def first_connection_only_handler(conn: socket.socket, srv: ThreadServer) -> Non
 
 def test_percentiles_of_a_server_ignoring_clients_are_lower_bounds(server: Callable[..., ThreadServer]) -> None:
     # One client gets ~50 replies/s (20 ms each), three wait the whole second: 3 of ~50 requests
-    # (~6%) censored near the run's length (plus the served client's one in flight at the
-    # end), so p99 and the maximum are lower bounds and only one client of four was served.
+    # (~6%) censored near the run's length (the served client's request in flight at the end
+    # is not: it waited less than completed ones), so p99 and the maximum are lower bounds
+    # and only one client of four was served.
     srv = server(first_connection_only_handler, message_bytes=1024, delay_s=0.02)
     result = run_load(spec(srv.port, clients=4, duration_s=1.0, warmup_s=0.2, workers=1))
     row = result.row
-    assert row["requests"] > 10 and row["lat_censored"] == 4 and row["clients_served"] == 1
+    assert row["requests"] > 10 and row["lat_censored"] == 3 and row["clients_served"] == 1
     assert row["lat_p99_is_lower_bound"] and row["lat_max_is_lower_bound"] and not row["lat_p50_is_lower_bound"]
     assert row["lat_p99_us"] >= 1_000_000 > row["lat_p50_us"]
     assert any("served 1/4" in w for w in result.warnings)

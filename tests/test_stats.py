@@ -235,5 +235,5 @@ def test_lower_bounds_and_unserved_clients_reach_the_aggregate_and_summary(tmp_p
     point = next(p for p in results.summary["points"] if p["model"] == "asyncio" and p["parameters"]["clients"] == 100)
     assert point["metrics"]["lat_p99_us"]["lower_bound"] is True
     text = " ".join(results.warnings)
-    assert "latency lower bounds: sequential at clients=100 (p999); asyncio at clients=100 (p99)" in text
+    assert "latency lower bounds: sequential at clients=100 (p999, max); asyncio at clients=100 (p99)" in text
     assert "clients not served: sequential" in text and "served 1/100" in text

@@ -58,8 +58,7 @@ START_LATE_WARN_S = 0.05
 #: request's latency (the same value when the censored requests waited
 #: longer than it, as timeouts and ignored clients do). With more censored
 #: requests than that, nothing bounds it from above: it is marked. The
-#: maximum is marked whenever any request never completed; in closed loop a
-#: request is always in flight at the window end, so there it says little.
+#: maximum is marked whenever any request was censored.
 LOWER_BOUND_RULE = "censored requests > requests above the percentile's rank (1-p of all)"
 #: Latency columns and their percentiles; each has a ``_is_lower_bound`` flag column.
 LATENCY_PERCENTILES = {"lat_p50_us": 50.0, "lat_p90_us": 90.0, "lat_p99_us": 99.0,

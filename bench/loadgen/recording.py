@@ -28,10 +28,19 @@ bound of its latency), counted from its intended start like ``latency``:
 
 - a request that timed out in the window: at the time the timeout was found
   (:meth:`WorkerStats.timed_out`, at least ``request_timeout_s``);
-- a request sent and unanswered when the window closes: at
-  ``window_end - t_intended`` (:meth:`WorkerStats.censor_pending`);
+- a request sent and unanswered when the window closes, *if it has already
+  waited longer than every request completed in the window*: at
+  ``window_end - t_intended`` (:meth:`WorkerStats.censor_in_flight`). One
+  that has waited less is like the requests that were in flight when the
+  window opened, which completed inside it and were counted whole: in a
+  steady run the two boundaries balance, and counting both would flag every
+  short closed-loop run (one request in flight per client) for nothing. One
+  that has waited longer than anything completed (a client the server
+  ignores) lengthens the tail beyond what was measured, and is counted;
 - open loop, a request that was due but never got a connection before the
-  window closed: at ``window_end - t_intended`` (same method).
+  window closed: at ``window_end - t_intended`` (:meth:`WorkerStats.censor_unstarted`).
+  All of them: in a steady run there are next to none, and many mean the
+  queue of due requests grew, every one of which keeps waiting.
 
 :mod:`bench.loadgen.merge` counts them into the latency percentiles and says
 when a percentile is only a lower bound.
@@ -77,6 +86,7 @@ class WorkerStats:
         self.uncorrected = Counts()
         self.connect = Counts()
         self.censored = Counts()
+        self._longest: int | None = None  # index of the longest completed latency, once the window closed
         # Timeline buckets are aligned on the window start: bucket k covers
         # [window_start + k*interval, window_start + (k+1)*interval); warmup has k < 0.
         self.interval = interval
@@ -138,9 +148,21 @@ class WorkerStats:
             self.errors["timeout"] += 1
             self.censored.c[index_of(int((t - t_intended) * 1e6))] += 1
 
-    def censor_pending(self, t_intended: float) -> None:
+    def censor_unstarted(self, t_intended: float) -> None:
         """A request due at ``t_intended`` and not answered by the window end: censored at ``window_end - t_intended``."""
         self.censored.c[index_of(int((self.window_end - t_intended) * 1e6))] += 1
+
+    def censor_in_flight(self, t_intended: float) -> None:
+        """A request sent and unanswered at the window end: censored if it waited longer than any completed one.
+
+        Call after the window has closed (see the module docstring for why).
+        """
+        if self._longest is None:  # fixed once the window has closed: found once, not per request
+            counts = self.latency.c
+            self._longest = next((i for i in range(len(counts) - 1, -1, -1) if counts[i]), -1)
+        idx = index_of(int((self.window_end - t_intended) * 1e6))
+        if idx > self._longest:
+            self.censored.c[idx] += 1
 
     def connect_ok(self, seconds: float) -> None:
         """Count a successful connect that took ``seconds``."""

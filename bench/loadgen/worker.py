@@ -39,8 +39,10 @@ fields. Times are seconds, latencies integer microseconds, counts integers;
     (successful connects, whole run), ``censored`` (requests with no
     latency, each at the time it is known to have waited, from its intended
     start: timed out in the window at the time the timeout was found; sent and
-    unanswered at the window end at ``window_end - t_intended``; open loop,
-    due and never sent at ``window_end - t_intended``), and in open loop
+    unanswered at the window end, if it had waited longer than every request
+    completed in the window, at ``window_end - t_intended``; open loop, due
+    and never sent at ``window_end - t_intended``: see
+    :mod:`bench.loadgen.recording`), and in open loop
     ``latency_uncorrected`` (from the actual send).
 ``clients_served``
     clients with at least one request completed in the window.
@@ -224,10 +226,10 @@ async def run_clients(job: dict[str, Any], run_start: float) -> dict[str, Any]:
     busy = [c.conn for c in clients if c.conn is not None and c.conn.busy]
     waiting = [now - conn.t_sent for conn in busy]
     for conn in busy:
-        stats.censor_pending(conn.t_int)
+        stats.censor_in_flight(conn.t_int)
     if isinstance(dispatcher, OpenLoop):  # due and never sent: censored from their due time
         for i in range(dispatcher.started, dispatcher.released):
-            stats.censor_pending(dispatcher.t0 + i * dispatcher.interval)
+            stats.censor_unstarted(dispatcher.t0 + i * dispatcher.interval)
     served = sum(1 for c in clients if c.completed)
     for c in clients:
         c.stop()
