@@ -681,15 +681,18 @@ def test_cpu_busy_sees_a_pinned_spinner(spinner):
 
 
 def test_run_queue_wait_of_a_server_sharing_its_cpu(spinner, monitors):
-    """Two spinners pinned to one CPU each wait about half the time for it; alone, one hardly waits."""
+    """Two spinners pinned to one CPU: each waits for it about half the time (more if the machine is busy).
+
+    No comparison with a spinner alone: on a machine shared with other work
+    that one waits too. One single-threaded process cannot wait more than the
+    whole window, which checks the unit.
+    """
     cpu = min(os.sched_getaffinity(0))
     served = spinner(cpu)
-    monitor = monitors(served.pid, interval_s=FAST)
-    alone = measure(monitor, samples=6)
     spinner(cpu)
+    monitor = monitors(served.pid, interval_s=FAST)
     shared = measure(monitor, samples=6)
-    assert shared["server_runq_wait_pct"] > 25.0, shared
-    assert shared["server_runq_wait_pct"] > alone["server_runq_wait_pct"] + 15.0, (alone, shared)
+    assert 25.0 < shared["server_runq_wait_pct"] <= 105.0, shared
 
 
 def test_format_cpu_busy():
