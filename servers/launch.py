@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import select
 import signal
 import subprocess
@@ -248,6 +249,7 @@ def run_server(
     cpus: set[int] | None = None,
     stderr_path: Path | None = None,
     env: Mapping[str, str] | None = None,
+    rlimits: Mapping[int, int] | None = None,
 ) -> Iterator[ServerProcess]:
     """Start ``python -m servers model service [options]``, yield it once ready, stop it at the end.
 
@@ -255,7 +257,10 @@ def run_server(
     ``sched_setaffinity`` right after it starts. ``stderr_path`` keeps the
     server's stderr in that file (default: a temporary file, removed at the
     end). ``env`` replaces the environment (the project root is added to
-    PYTHONPATH either way).
+    PYTHONPATH either way). ``rlimits`` lowers resource limits of the server
+    right after it starts (``{resource.RLIMIT_NOFILE: 64}``: the soft limit,
+    set with ``prlimit`` from outside rather than a ``preexec_fn``, which is
+    unsafe with threads); what it forks or execs inherits them.
 
     Raises :class:`ServerStartError` if it is not ready in ``ready_timeout_s``
     or exits first; :class:`ServerLeftoverError` at the end if processes of
@@ -282,6 +287,8 @@ def run_server(
         server = ServerProcess(model, service, popen, stderr_path)
         if cpus is not None:
             os.sched_setaffinity(popen.pid, cpus)
+        for limit, soft in (rlimits or {}).items():
+            resource.prlimit(popen.pid, limit, (soft, resource.getrlimit(limit)[1]))
         server._read_ready(ready_timeout_s)
         yield server
     finally:
