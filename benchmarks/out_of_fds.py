@@ -21,7 +21,6 @@ flood's sockets are closed before the next model starts.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import resource
 import socket
 import sys
@@ -36,17 +35,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from servers.config import ServerOptions  # noqa: E402
 from servers.launch import run_server  # noqa: E402
 from servers.registry import MODELS  # noqa: E402
-
-
-def tree_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of ``pid`` and its live descendants."""
-    total = 0.0
-    root = psutil.Process(pid)
-    for proc in [root, *root.children(recursive=True)]:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            times = proc.cpu_times()
-            total += times.user + times.system
-    return total
 
 
 def flood(address: tuple[str, int], count: int) -> list[socket.socket]:
@@ -79,9 +67,9 @@ def measure(model: str, nofile: int, connections: int, backlog: int, seconds: fl
             try:
                 time.sleep(settle_s)  # let the server use up its descriptors
                 lines_before = len(stderr_path.read_bytes().splitlines())
-                cpu_before, wall_before = tree_cpu_seconds(server.pid), time.monotonic()
+                cpu_before, wall_before = server.cpu_seconds(), time.monotonic()
                 time.sleep(seconds)
-                cpu = tree_cpu_seconds(server.pid) - cpu_before
+                cpu = server.cpu_seconds() - cpu_before
                 wall = time.monotonic() - wall_before
                 log = stderr_path.read_bytes()
                 lines = len(log.splitlines()) - lines_before

@@ -12,7 +12,12 @@ used as the standard library ships them, defaults included. The additions of
 * open connections are tracked so that a stop can end them;
 * a forked child closes its copy of the listening socket at once and dies
   with the parent (:func:`die_with_parent`): a SIGKILLed forking server
-  leaves no child holding its port, accepting connections nobody serves.
+  leaves no child holding its port, accepting connections nobody serves;
+* out of file descriptors, the accept loop pauses (:class:`servers.limits.AcceptBackoff`)
+  instead of spinning: socketserver ignores the failed ``accept`` and selects
+  again on a listener that is still readable.
+
+The per-connection timeouts are the handlers' (:mod:`servers.handlers`).
 
 Stopping
 --------
@@ -58,6 +63,7 @@ from types import FrameType
 from typing import Any
 
 from servers.config import ServerOptions
+from servers.limits import AcceptBackoff, out_of_resources
 from servers.service import Service, SetupError, accepted, address_family, listen_error
 
 #: After SIGTERM, a forked child gets this long before SIGKILL. A child only
@@ -81,6 +87,9 @@ class ServiceServerMixin:
     def __init__(self, service: Service, options: ServerOptions, handler: type[socketserver.BaseRequestHandler]) -> None:
         self.service = service
         self.stopping = False
+        #: Set with ``stopping``: ends an accept back-off early.
+        self.stop_event = threading.Event()
+        self.accept_backoff = AcceptBackoff(lambda line: service.log_error("listener", line))
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
         # Set before the base constructor: it creates, binds and listens.
@@ -94,7 +103,13 @@ class ServiceServerMixin:
     # -- connection tracking -------------------------------------------------
 
     def get_request(self) -> tuple[socket.socket, Any]:
-        sock, address = super().get_request()  # type: ignore[misc]
+        try:
+            sock, address = super().get_request()  # type: ignore[misc]
+        except OSError as exc:
+            if out_of_resources(exc):
+                self.stop_event.wait(self.accept_backoff.failed(exc))
+            raise  # socketserver drops the failed accept and selects again
+        self.accept_backoff.succeeded()
         accepted(sock)
         with self._connections_lock:
             self._connections.add(sock)
@@ -233,6 +248,7 @@ class Stopper:
 
     def _stop(self) -> None:
         self.server.stopping = True
+        self.server.stop_event.set()
         self.server.abort_connections()
         self.server.stop_children()
         self.server.shutdown()  # type: ignore[attr-defined]
@@ -240,6 +256,7 @@ class Stopper:
     def finish(self) -> None:
         """After the loop: end whatever was accepted meanwhile."""
         self.server.stopping = True
+        self.server.stop_event.set()
         if self.thread is not None:
             self.thread.join(STOPPER_JOIN_S)
         self.server.abort_connections()

@@ -64,6 +64,14 @@ services:
   echo          RFC 862: every byte sent back until the client closes
   file          request "PATH\\n", answer "OK SIZE\\n" + bytes or "ERR CODE REASON\\n"
 
+timeouts and limits (every model; c-reference: idle and send only):
+  Each connection is closed, with one line on stderr, when it is idle for
+  --idle-timeout (30 s), its request line is incomplete --request-timeout
+  after its first byte (10 s, file only) or a reply makes no progress for
+  --send-timeout (30 s). 0 turns each off: the stdlib's servers wait forever.
+  Out of file descriptors, a server stops accepting for 0.1 s doubling to
+  1 s, logging one line per pause.
+
 example:
   python -m servers threading echo --port 7000 &   then:   nc 127.0.0.1 7000"""
 
@@ -73,7 +81,16 @@ EXIT_USAGE = 2
 EXIT_FAILURE = 1
 
 #: Lower bounds of numeric options (inclusive).
-MINIMUM = {"port": 0, "backlog": 0, "cpu_work_us": 0, "cpu_work_iterations": 0, "max_children": 1}
+MINIMUM = {
+    "port": 0,
+    "backlog": 0,
+    "cpu_work_us": 0,
+    "cpu_work_iterations": 0,
+    "max_children": 1,
+    "idle_timeout": 0,
+    "request_timeout": 0,
+    "send_timeout": 0,
+}
 MAXIMUM = {"port": 65535}
 
 
@@ -85,21 +102,23 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _bounded_int(name: str) -> Callable[[str], int]:
+def _bounded_number(name: str, kind: type[int] | type[float] = int) -> Callable[[str], Any]:
     low, high = MINIMUM.get(name), MAXIMUM.get(name)
 
-    def parse(text: str) -> int:
+    def parse(text: str) -> int | float:
         try:
-            value = int(text)
+            value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if kind is int else ''}number") from None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number; use 0 to turn it off")
         if low is not None and value < low:
             raise argparse.ArgumentTypeError(f"{value} is below the minimum {low}")
         if high is not None and value > high:
             raise argparse.ArgumentTypeError(f"{value} is above the maximum {high}")
         return value
 
-    parse.__name__ = "integer"  # argparse names the type in its messages
+    parse.__name__ = "integer" if kind is int else "number"  # argparse names the type in its messages
     return parse
 
 
@@ -117,8 +136,11 @@ def _add_option(group: argparse._ArgumentGroup, field: dataclasses.Field[Any], k
         return
     arguments: dict[str, Any] = {"default": default, "dest": field.name}
     if kind is int:
-        arguments["type"] = _bounded_int(field.name)
+        arguments["type"] = _bounded_number(field.name)
         arguments["metavar"] = "N"
+    elif kind is float:
+        arguments["type"] = _bounded_number(field.name, float)
+        arguments["metavar"] = "S"
     elif kind in (Path, Path | None):
         arguments["type"] = Path
         arguments["metavar"] = "DIR"

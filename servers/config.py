@@ -10,6 +10,22 @@ Defaults are the standard library's where the standard library has one:
 ``backlog`` is ``socketserver.BaseServer.request_queue_size`` (5) and
 ``max_children`` is ``socketserver.ForkingMixIn.max_children`` (40), so a user
 who changes nothing sees exactly what the stdlib does.
+
+The per-connection timeouts (:mod:`servers.limits`) are the exception: the
+stdlib has none and waits forever, which lets one silent client hold a
+sequential server, or one slow one a forking child, indefinitely. They are on
+by default, generous enough never to cut off a client that is merely slow,
+and ``0`` turns each off to show the unbounded stdlib behaviour:
+
+* ``idle_timeout`` 30 s: longer than any pause between requests of a load
+  generator, and than a person at ``nc`` takes between lines; an idle
+  connection still costs a thread or a process, so it must end some time.
+* ``request_timeout`` 10 s: a request line is at most 4 KiB, sent in well
+  under a second over any link; 10 s leaves a hundredfold margin and lets a
+  client trickling a byte a second (slowloris) send ten bytes, not a line.
+* ``send_timeout`` 30 s: a reply that the client takes nothing of for 30 s
+  goes to a client that is gone or not reading (TCP itself keeps
+  retransmitting to a vanished peer for some 15 minutes).
 """
 
 from __future__ import annotations
@@ -57,6 +73,21 @@ class ServerOptions:
         metadata={"help": "forking only: at most this many children; at the limit the accept loop waits for one to exit"},
     )
     loop: str = field(default="asyncio", metadata={"help": "asyncio only: event loop, asyncio or uvloop"})
+    idle_timeout: float = field(
+        default=30.0,
+        metadata={"help": "close a connection when no byte arrives for S seconds while it waits for input; "
+                  "0 = wait forever, as the stdlib does"},
+    )
+    request_timeout: float = field(
+        default=10.0,
+        metadata={"help": "file service: close a connection whose request line is not complete S seconds after its "
+                  "first byte (stops slowloris, which an idle timeout does not); 0 = off"},
+    )
+    send_timeout: float = field(
+        default=30.0,
+        metadata={"help": "close a connection when a reply makes no progress for S seconds (the client does not "
+                  "read); 0 = off"},
+    )
 
     def to_argv(self) -> list[str]:
         """Command-line arguments for ``python -m servers MODEL SERVICE`` that reproduce these options."""

@@ -116,6 +116,16 @@ class ServerProcess:
         """True while the server process has not exited."""
         return self.popen.poll() is None
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU seconds of the server and its live descendants, so far."""
+        total = 0.0
+        root = psutil.Process(self.pid)
+        for proc in (root, *root.children(recursive=True)):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                times = proc.cpu_times()
+                total += times.user + times.system
+        return total
+
     def stderr_tail(self, n_lines: int = 20) -> str:
         """The last ``n_lines`` lines the server wrote to stderr."""
         try:

@@ -2,7 +2,7 @@
 
 A model decides *how* connections run concurrently; :class:`Service` carries
 *what* each connection gets: which service, the served root, sendfile or not,
-and the calibrated per-chunk CPU work. Models build one with
+the calibrated per-chunk CPU work and the per-connection timeouts. Models build one with
 :func:`make_service` before listening, so calibration never delays a client.
 
 Error handling
@@ -22,6 +22,7 @@ from pathlib import Path
 
 from servers import protocol
 from servers.config import ServerOptions
+from servers.limits import Timeouts
 from servers.work import CpuWork, cpu_work
 
 
@@ -38,6 +39,7 @@ class Service:
     root: protocol.ServedRoot | None
     sendfile: bool
     work: CpuWork
+    timeouts: Timeouts = Timeouts()
 
     def log_error(self, peer: object, error: BaseException | str) -> None:
         """Write one line about a failed connection to stderr."""
@@ -54,7 +56,14 @@ def make_service(model: str, name: str, options: ServerOptions) -> Service:
     root = None
     if name == "file":
         root = check_root(options.root)
-    return Service(model=model, name=name, root=root, sendfile=options.sendfile, work=cpu_work(options.cpu_work_us, options.cpu_work_iterations))
+    return Service(
+        model=model,
+        name=name,
+        root=root,
+        sendfile=options.sendfile,
+        work=cpu_work(options.cpu_work_us, options.cpu_work_iterations),
+        timeouts=Timeouts.from_options(options, name),
+    )
 
 
 def check_root(root: Path | None) -> protocol.ServedRoot:

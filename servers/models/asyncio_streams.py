@@ -21,6 +21,25 @@ does not implement ``loop.sendfile``, so the file service on uvloop requires
 ``--no-sendfile`` (the command line says so rather than silently measuring
 something else).
 
+Timeouts and running out of descriptors
+---------------------------------------
+The timeouts of :mod:`servers.limits` are ``asyncio.timeout`` blocks around
+the awaits: each read waits at most the idle timeout, and the reads of one
+request line at most the request timeout from its first byte (the file
+service reads chunks and splits lines itself, as :mod:`servers.protocol`
+does for the selectors model, because ``readuntil`` could bound only the whole
+line); a ``drain`` must reach the transport's low-water mark within the send
+timeout. ``loop.sendfile`` cannot report progress, so with a
+send timeout a file goes out in :data:`SENDFILE_PART` pieces, each bounded
+by it.
+
+asyncio's own accept loop already stops accepting after EMFILE/ENFILE/
+ENOBUFS/ENOMEM, for a fixed ``asyncio.constants.ACCEPT_RETRY_DELAY`` (1 s)
+rather than a doubling back-off, but reports every failed ``accept`` to the
+exception handler; that handler passes them through the same
+:class:`~servers.limits.AcceptBackoff` as the other models, so the log holds
+at most a line per pause.
+
 Stopping
 --------
 SIGTERM/SIGINT (``loop.add_signal_handler``) close the server (no more
@@ -38,12 +57,14 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import Callable
-from typing import Any
+from asyncio import constants as asyncio_constants
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from servers import protocol
 from servers.config import ServerOptions
 from servers.handlers import FileShrankError
+from servers.limits import AcceptBackoff, ConnectionTimeout, IdleTimeout, RequestTimeout, SendTimeout
 from servers.service import Service, SetupError, listen_error, make_service
 
 SERVICES = ("echo", "file")
@@ -53,6 +74,28 @@ SERVICES = ("echo", "file")
 STOP_GRACE_S = 3.0
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+#: With a send timeout, files go to ``loop.sendfile`` in parts of this size,
+#: each of which must be sent within the timeout: 4 MiB is a few ms of
+#: loopback and a few dozen calls for the largest files measured, while a
+#: client must take only 4 MiB per send timeout (140 KB/s at 30 s) to keep up.
+SENDFILE_PART = 4 * 1024 * 1024
+
+#: The message asyncio's accept loop reports EMFILE and the like with.
+ACCEPT_OUT_OF_RESOURCES = "socket.accept() out of system resource"
+
+T = TypeVar("T")
+
+
+async def within(seconds: float | None, error: type[ConnectionTimeout], awaitable: Awaitable[T]) -> T:
+    """Await ``awaitable``, raising ``error`` when it takes more than ``seconds`` (None: no limit)."""
+    if seconds is None:
+        return await awaitable
+    try:
+        async with asyncio.timeout(seconds):
+            return await awaitable
+    except TimeoutError:
+        raise error(seconds) from None
 
 
 class AsyncServer:
@@ -64,6 +107,9 @@ class AsyncServer:
         self.tasks: set[asyncio.Task[Any]] = set()
         self.writers: set[asyncio.StreamWriter] = set()
         self.stopping = False
+        # asyncio pauses accepting for a fixed time: the back-off only paces the log.
+        retry = asyncio_constants.ACCEPT_RETRY_DELAY
+        self.accept_backoff = AcceptBackoff(lambda line: service.log_error("listener", line), retry, retry)
 
     async def run(self, ready: Callable[[str, int], None]) -> None:
         loop = asyncio.get_running_loop()
@@ -83,9 +129,10 @@ class AsyncServer:
 
     async def _listen(self) -> asyncio.AbstractServer:
         options = self.options
-        # The reader's limit bounds how much it buffers looking for a line:
-        # the longest legal request line for the file service, the default
-        # (64 KiB, one chunk) for echo, which never looks for lines.
+        # The reader's limit bounds its buffer (it stops reading the socket
+        # above twice the limit): the longest legal request line for the file
+        # service, whose own line buffer adds at most that plus one chunk; the
+        # default (64 KiB, one chunk) for echo.
         limit = protocol.MAX_REQUEST_LINE if self.service.name == "file" else protocol.CHUNK_SIZE
         handler = self._echo if self.service.name == "echo" else self._file
         try:
@@ -120,27 +167,68 @@ class AsyncServer:
 
     async def _echo(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         work = self.service.work
-        while data := await reader.read(protocol.CHUNK_SIZE):
+        idle = self.service.timeouts.idle
+        while data := await within(idle, IdleTimeout, reader.read(protocol.CHUNK_SIZE)):
             work()
             writer.write(data)
-            await writer.drain()
+            await self._drain(writer)
+
+    async def _drain(self, writer: asyncio.StreamWriter) -> None:
+        """``writer.drain()`` within the send timeout.
+
+        Only when something waits in the buffer (no timer per chunk when the
+        socket takes everything at once) or the connection is lost (drain
+        raises its error, so no more is written to a dead transport).
+        """
+        transport = writer.transport
+        if transport.get_write_buffer_size() or transport.is_closing():
+            await within(self.service.timeouts.send, SendTimeout, writer.drain())
+
+    async def _request_line(self, reader: asyncio.StreamReader, pending: bytearray) -> bytes:
+        """The next request line, from ``pending`` and then the reader; b"" at end of stream (also mid-line).
+
+        Each read waits at most the idle timeout, and all of them together at
+        most the request timeout from the line's first byte. (``readuntil``
+        can only bound the whole line, not the wait for each byte.) Bytes
+        after the line stay in ``pending`` for the next request. Raises the
+        :func:`protocol.too_long` error for an over-long line.
+        """
+        idle, request = self.service.timeouts.idle, self.service.timeouts.request
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + request if pending and request is not None else None
+        while (line := protocol.split_line(pending)) is None:
+            wait, error = idle, IdleTimeout
+            if deadline is not None:
+                left = deadline - loop.time()
+                if left <= 0:
+                    raise RequestTimeout(request or 0)
+                if wait is None or left <= wait:
+                    wait, error = left, RequestTimeout
+            data = await within(wait, error, reader.read(protocol.CHUNK_SIZE))
+            if not data:
+                return b""
+            if deadline is None and request is not None:
+                deadline = loop.time() + request
+            pending += data
+        return line
 
     async def _file(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         service = self.service
         assert service.root is not None  # checked at start-up
+        pending = bytearray()
         while True:
             try:
-                line = await reader.readuntil(protocol.NEWLINE)
-            except asyncio.IncompleteReadError:
-                return  # end of stream, possibly mid-line: nothing to answer
-            except asyncio.LimitOverrunError:
+                line = await self._request_line(reader, pending)
+            except protocol.RequestError:
                 line = b"x" * (protocol.MAX_REQUEST_LINE + 1)  # parse_request_line turns it into ERR 400 + close
+            if not line:
+                return  # end of stream, possibly mid-line: nothing to answer
             service.work()
             try:
                 file, size = protocol.open_request(service.root, line)
             except protocol.RequestError as error:
                 writer.write(protocol.error_line(error))
-                await writer.drain()
+                await self._drain(writer)
                 if error.close:
                     await self._linger(reader, writer)
                     return
@@ -163,16 +251,26 @@ class AsyncServer:
 
     async def _send_file(self, writer: asyncio.StreamWriter, file: Any, size: int) -> None:
         if not size:
-            await writer.drain()
+            await self._drain(writer)
             return
+        send = self.service.timeouts.send
         if self.service.sendfile:
-            sent = await asyncio.get_running_loop().sendfile(writer.transport, file, 0, size)
+            loop = asyncio.get_running_loop()
+            if send is None:
+                sent = await loop.sendfile(writer.transport, file, 0, size)
+            else:
+                sent = 0
+                while sent < size:
+                    part = await within(send, SendTimeout, loop.sendfile(writer.transport, file, sent, min(SENDFILE_PART, size - sent)))
+                    if not part:
+                        break
+                    sent += part
         else:
             sent = 0
             while sent < size and (chunk := os.pread(file.fileno(), min(protocol.CHUNK_SIZE, size - sent), sent)):
                 writer.write(chunk)
                 sent += len(chunk)
-                await writer.drain()
+                await self._drain(writer)
         if sent != size:
             raise FileShrankError(f"file shrank while being sent ({sent} of {size} bytes)")
 
@@ -188,6 +286,9 @@ class AsyncServer:
 
     def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         error = context.get("exception") or context.get("message", "unknown error")
+        if context.get("message") == ACCEPT_OUT_OF_RESOURCES and isinstance(error, OSError):
+            self.accept_backoff.failed(error)
+            return
         self.service.log_error(context.get("peername") or "loop", error)
 
 

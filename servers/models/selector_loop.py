@@ -25,6 +25,19 @@ One turn of a connection sends at most :data:`FILE_BYTES_PER_TURN` of a file
 and reads one chunk, and one turn of the listener accepts at most
 :data:`ACCEPTS_PER_TURN` connections, so a fast client cannot starve the rest.
 
+Timeouts and running out of descriptors
+---------------------------------------
+Each connection remembers when it last received and last sent a byte, and
+when its current request line began; from these it says when it would time
+out (:meth:`Connection.expiry`, the timeouts of :mod:`servers.limits`). The
+loop checks every connection at most every :attr:`Loop.sweep_every` (a
+twentieth of the shortest timeout) rather than keeping a timer per event, so
+a timeout fires up to 5% late and costs nothing per ``recv``/``send`` beyond
+reading the clock. When ``accept`` fails for lack of descriptors, the
+listener leaves the selector for the back-off pause of
+:class:`~servers.limits.AcceptBackoff` (a readable listener would otherwise
+wake the loop at once, forever).
+
 Stopping
 --------
 SIGTERM/SIGINT write to a wake-up socket (``signal.set_wakeup_fd``) watched by
@@ -56,6 +69,7 @@ from typing import BinaryIO
 from servers import protocol
 from servers.config import ServerOptions
 from servers.handlers import FileShrankError
+from servers.limits import AcceptBackoff, ConnectionTimeout, IdleTimeout, RequestTimeout, SendTimeout, Timeouts, out_of_resources
 from servers.service import MSG_MORE, Service, accepted, address_family, listen_error, make_service
 
 SERVICES = ("echo", "file")
@@ -72,6 +86,13 @@ FILE_BYTES_PER_TURN = 1024 * 1024
 #: Connections accepted per turn of the listener, for the same reason.
 ACCEPTS_PER_TURN = 64
 
+#: Shortest interval between two timeout sweeps over all connections, so
+#: that with many connections the sweeps never run back to back.
+MIN_SWEEP_S = 0.01
+
+#: An expiry: (monotonic deadline, error class, its timeout in seconds).
+Expiry = tuple[float, type[ConnectionTimeout], float]
+
 READ = selectors.EVENT_READ
 WRITE = selectors.EVENT_WRITE
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -86,6 +107,34 @@ class Connection:
         self.service = service
         self.eof = False
         self.out = bytearray()
+        now = time.monotonic()
+        #: Last byte received (or the accept), last byte sent (or when a reply
+        #: began to wait for the socket), start of the current request line.
+        self.last_read = now
+        self.last_sent = now
+        self.request_started: float | None = None
+
+    def sending(self) -> bool:
+        """A reply waits to go out: the send timeout applies."""
+        return bool(self.out)
+
+    def waiting_for_input(self) -> bool:
+        """Nothing to send and the client may still send: the idle (and request) timeouts apply."""
+        return not self.eof
+
+    def expiry(self, timeouts: Timeouts) -> Expiry | None:
+        """When this connection times out as things stand, and why; None when no timeout applies now."""
+        if self.sending():
+            return None if timeouts.send is None else (self.last_sent + timeouts.send, SendTimeout, timeouts.send)
+        if not self.waiting_for_input():
+            return None
+        found: list[Expiry] = []
+        if timeouts.idle is not None:
+            found.append((max(self.last_read, self.last_sent) + timeouts.idle, IdleTimeout, timeouts.idle))
+        if timeouts.request is not None and self.request_started is not None:
+            started = max(self.request_started, self.last_sent)  # a pipelined request waits for the answer before it
+            found.append((started + timeouts.request, RequestTimeout, timeouts.request))
+        return min(found, key=lambda expiry: expiry[0], default=None)
 
     def on_event(self, mask: int) -> None:
         """React to the events the selector reported."""
@@ -103,6 +152,7 @@ class Connection:
             except BlockingIOError:
                 return False
             del self.out[:sent]
+            self.last_sent = time.monotonic()
         return True
 
     def close(self) -> None:
@@ -119,6 +169,9 @@ class EchoConnection(Connection):
                 self.eof = True
             else:
                 self.service.work()
+                self.last_read = time.monotonic()
+                if not self.out:
+                    self.last_sent = self.last_read  # the send timeout counts from here
                 self.out += data
         self.flush()
 
@@ -148,6 +201,12 @@ class FileConnection(Connection):
         """An answer is still being sent (or the connection closes once it is)."""
         return bool(self.out) or self.file is not None or (self.close_after_answer and self.linger_deadline is None)
 
+    def sending(self) -> bool:
+        return self.busy()
+
+    def waiting_for_input(self) -> bool:
+        return not self.eof and self.linger_deadline is None  # lingering has its own deadline
+
     def on_event(self, mask: int) -> None:
         if self.linger_deadline is not None:
             self.discard_input()
@@ -155,6 +214,9 @@ class FileConnection(Connection):
         if mask & READ and not self.busy():
             data = self.sock.recv(protocol.CHUNK_SIZE)
             if data:
+                self.last_read = time.monotonic()
+                if not self.inbuf:
+                    self.request_started = self.last_read
                 self.inbuf += data
             else:
                 self.eof = True
@@ -198,6 +260,9 @@ class FileConnection(Connection):
             return True
         if line is None:
             return False
+        self.request_started = self.last_sent = time.monotonic()  # the reply starts waiting to go out
+        if not self.inbuf:
+            self.request_started = None
         assert self.service.root is not None  # checked at start-up
         self.service.work()
         try:
@@ -213,6 +278,7 @@ class FileConnection(Connection):
         return True
 
     def reply_error(self, error: protocol.RequestError) -> None:
+        self.last_sent = time.monotonic()
         self.out += protocol.error_line(error)
         self.close_after_answer = error.close
 
@@ -231,6 +297,8 @@ class FileConnection(Connection):
             sent = len(data)
         if sent == 0:
             raise FileShrankError(f"file shrank while being sent ({self.offset} of {self.offset + self.remaining} bytes)")
+        if self.service.sendfile:
+            self.last_sent = time.monotonic()
         self.offset += sent
         self.remaining -= sent
         if not self.remaining:
@@ -274,8 +342,19 @@ class Loop:
         self.connection_class = CONNECTIONS[service.name]
         self.selector = selectors.DefaultSelector()
         self.connections: dict[socket.socket, Connection] = {}
-        #: Connections in a lingering close, with their deadlines (the loop's only timers).
+        #: Connections in a lingering close, with their deadlines.
         self.lingering: dict[Connection, float] = {}
+        self.timeouts = service.timeouts
+        shortest = self.timeouts.shortest()
+        #: The longest a connection goes unchecked, and how often the sweep
+        #: may run: a twentieth of the shortest timeout (a timeout fires at
+        #: most 5% late), at least MIN_SWEEP_S. None when every timeout is off.
+        self.shortest_timeout = shortest
+        self.sweep_every = None if shortest is None else max(shortest / 20, MIN_SWEEP_S)
+        self.next_sweep = float("inf")
+        self.accept_backoff = AcceptBackoff(lambda line: service.log_error("listener", line))
+        #: While out of descriptors: when the listener goes back into the selector.
+        self.accept_resume_at = float("inf")
         self.stop_requested = False
         self.listener = self._listen(options)
         self.wake_reader, self.wake_writer = socket.socketpair()
@@ -306,12 +385,40 @@ class Loop:
                 else:
                     key.data()
             self._expire_lingering()
+            now = time.monotonic()
+            if now >= self.next_sweep:
+                self._sweep(now)
+            if now >= self.accept_resume_at:
+                self.accept_resume_at = float("inf")
+                self.selector.register(self.listener, READ, self._accept)
 
     def _timeout(self) -> float | None:
-        """Block until the earliest lingering deadline, or indefinitely when there is none."""
-        if not self.lingering:
+        """Block until the earliest timer (lingering, timeout sweep, accept resume), or indefinitely."""
+        earliest = min(self.next_sweep, self.accept_resume_at, *self.lingering.values())
+        if earliest == float("inf"):
             return None
-        return max(0.0, min(self.lingering.values()) - time.monotonic())
+        return max(0.0, earliest - time.monotonic())
+
+    def _sweep(self, now: float) -> None:
+        """Close every connection whose timeout has expired (one line each); plan the next sweep."""
+        earliest = float("inf")
+        for connection in list(self.connections.values()):
+            expiry = connection.expiry(self.timeouts)
+            if expiry is None:
+                continue
+            deadline, error, seconds = expiry
+            if deadline <= now:
+                self.service.log_error(connection.peer, error(seconds))
+                self._close(connection)
+            else:
+                earliest = min(earliest, deadline)
+        if not self.connections or self.shortest_timeout is None or self.sweep_every is None:
+            self.next_sweep = float("inf")
+            return
+        # A connection without a deadline now (sending, with the send timeout
+        # off) gets one no sooner than the shortest timeout from now.
+        earliest = min(earliest, now + self.shortest_timeout)
+        self.next_sweep = max(earliest, now + self.sweep_every)
 
     def _expire_lingering(self) -> None:
         now = time.monotonic()
@@ -335,9 +442,16 @@ class Loop:
                 sock, peer = self.listener.accept()
             except BlockingIOError:
                 return
-            except OSError as exc:  # e.g. out of file descriptors: try again next turn
-                self.service.log_error("listener", exc)
+            except OSError as exc:
+                if out_of_resources(exc):
+                    self.selector.unregister(self.listener)
+                    self.accept_resume_at = time.monotonic() + self.accept_backoff.failed(exc)
+                else:  # this one connection failed (e.g. reset while queued): try again next turn
+                    self.service.log_error("listener", exc)
                 return
+            self.accept_backoff.succeeded()
+            if self.shortest_timeout is not None:
+                self.next_sweep = min(self.next_sweep, time.monotonic() + self.shortest_timeout)
             sock.setblocking(False)
             connection = self.connection_class(sock, peer, self.service)
             self.connections[sock] = connection
@@ -367,7 +481,8 @@ class Loop:
 
     def close(self) -> None:
         """Close the listener first (stop accepting), then every connection."""
-        self.selector.unregister(self.listener)
+        if self.accept_resume_at == float("inf"):  # not paused after running out of descriptors
+            self.selector.unregister(self.listener)
         self.listener.close()
         for connection in list(self.connections.values()):
             self._close(connection)
