@@ -6,10 +6,14 @@
  * as the kernel allows. It is deliberately plain: one thread, one epoll set,
  * level-triggered, non-blocking sockets, one fixed buffer per connection.
  *
- * Usage: echo_server HOST PORT BACKLOG
+ * Usage: echo_server HOST PORT BACKLOG [IDLE_S SEND_S]
  *   HOST     address to listen on (IPv4 or IPv6, e.g. 127.0.0.1 or ::1)
  *   PORT     0 lets the OS pick; the bound port is printed in the ready line
  *   BACKLOG  passed to listen() as is
+ *   IDLE_S   close a connection that has nothing to send and receives no
+ *            byte for this many seconds; 0 (the default) = never
+ *   SEND_S   close a connection whose pending echo makes no progress for
+ *            this many seconds (the client does not read); 0 = never
  *
  * Once listening it prints one JSON line on stdout, exactly as the Python
  * models do, and flushes it:
@@ -26,9 +30,15 @@
  * epoll set (no handler races). On either, every connection and the
  * listener are closed and the process exits 0.
  *
+ * Timeouts: every connection remembers when it last received and last
+ * sent; a sweep over all connections, at most every twentieth of the
+ * shortest timeout, closes the expired ones with one line on stderr each.
+ *
  * Error handling: an error on one connection (reset, broken pipe) prints one
  * line on stderr and closes that connection only. Running out of file
- * descriptors pauses accepting until a connection closes, instead of
+ * descriptors (EMFILE, ENFILE, ENOBUFS, ENOMEM from accept) takes the
+ * listener out of the epoll set for a back-off, 100 ms doubling to 1 s and
+ * reset by the next successful accept, with one line per pause, instead of
  * spinning on a listener that stays readable. Errors before the ready line
  * (bad address, port in use) print one line and exit 1.
  */
@@ -47,6 +57,7 @@
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 /* 64 KiB: a full 1 MiB message passes in a few turns of the loop, and 10k
@@ -55,12 +66,20 @@
 /* Events taken per epoll_wait: enough that 100 busy connections are served
  * in one or two calls. */
 #define MAX_EVENTS 256
+/* Accept back-off bounds (s): a freed descriptor is used within a tenth of
+ * a second; waiting clients wait at most a second once some are free. */
+#define BACKOFF_FIRST_S 0.1
+#define BACKOFF_LONGEST_S 1.0
+/* Shortest interval between two timeout sweeps (s). */
+#define MIN_SWEEP_S 0.01
 
 struct conn {
     int fd;
     uint32_t events;        /* interest currently registered with epoll */
     size_t start, end;      /* pending bytes are buf[start, end) */
     int peer_eof;           /* the client shut its sending side */
+    double last_read;       /* monotonic s of the last byte received (or the accept) */
+    double last_sent;       /* ... of the last byte sent, or when an echo began to wait */
     struct conn *prev, *next;
     char buf[BUF_BYTES];
 };
@@ -70,8 +89,17 @@ static char LISTENER_TAG, SIGNAL_TAG;
 
 static int epfd = -1;
 static int listen_fd = -1;
-static int accept_paused = 0;
 static struct conn *conns = NULL;
+static double idle_s = 0, send_s = 0, sweep_every = 0;
+static double next_sweep = 0;          /* 0: none planned */
+static double accept_resume_at = 0;    /* 0: accepting */
+static double backoff_s = BACKOFF_FIRST_S;
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
 
 static void die(const char *what) {
     fprintf(stderr, "c-reference: %s: %s\n", what, strerror(errno));
@@ -88,8 +116,6 @@ static void close_conn(struct conn *c) {
     if (c->prev) c->prev->next = c->next; else conns = c->next;
     if (c->next) c->next->prev = c->prev;
     free(c);
-    if (accept_paused && set_interest(EPOLL_CTL_ADD, listen_fd, EPOLLIN, &LISTENER_TAG) == 0)
-        accept_paused = 0;
 }
 
 static void conn_error(struct conn *c, const char *what) {
@@ -104,8 +130,10 @@ static void accept_all(void) {
             if (errno == EAGAIN || errno == EWOULDBLOCK) return;
             if (errno == EINTR || errno == ECONNABORTED) continue;
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-                fprintf(stderr, "c-reference: accept: %s; pausing accepts until a connection closes\n", strerror(errno));
-                if (conns && epoll_ctl(epfd, EPOLL_CTL_DEL, listen_fd, NULL) == 0) accept_paused = 1;
+                /* One failure per pause: the listener is out of the epoll set meanwhile. */
+                fprintf(stderr, "c-reference listener: accept: %s; not accepting for %g s\n", strerror(errno), backoff_s);
+                if (epoll_ctl(epfd, EPOLL_CTL_DEL, listen_fd, NULL) == 0) accept_resume_at = now_s() + backoff_s;
+                backoff_s = backoff_s * 2 < BACKOFF_LONGEST_S ? backoff_s * 2 : BACKOFF_LONGEST_S;
                 return;
             }
             fprintf(stderr, "c-reference: accept: %s\n", strerror(errno));
@@ -121,9 +149,12 @@ static void accept_all(void) {
             close(fd);
             continue;
         }
+        backoff_s = BACKOFF_FIRST_S;
         c->fd = fd;
         c->start = c->end = 0;
         c->peer_eof = 0;
+        c->last_read = c->last_sent = now_s();
+        if (sweep_every > 0 && next_sweep == 0) next_sweep = c->last_read + sweep_every;
         c->events = EPOLLIN;
         c->prev = NULL;
         c->next = conns;
@@ -139,6 +170,7 @@ static int flush(struct conn *c) {
         ssize_t n = send(c->fd, c->buf + c->start, c->end - c->start, MSG_NOSIGNAL);
         if (n > 0) {
             c->start += (size_t)n;
+            c->last_sent = now_s();
         } else if (n < 0 && errno == EINTR) {
             continue;
         } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
@@ -162,6 +194,8 @@ static int fill(struct conn *c) {
     if (c->end == BUF_BYTES) return 0;
     ssize_t n = recv(c->fd, c->buf + c->end, BUF_BYTES - c->end, 0);
     if (n > 0) {
+        c->last_read = now_s();
+        if (c->start == c->end) c->last_sent = c->last_read; /* the send timeout counts from here */
         c->end += (size_t)n;
     } else if (n == 0) {
         c->peer_eof = 1;
@@ -186,6 +220,47 @@ static void serve_conn(struct conn *c, uint32_t ready) {
         c->events = want;
         if (set_interest(EPOLL_CTL_MOD, c->fd, want, c) < 0) conn_error(c, "epoll_ctl");
     }
+}
+
+/* Close every connection whose timeout expired; plan the next sweep. */
+static void sweep(double now) {
+    struct conn *c = conns;
+    while (c) {
+        struct conn *next = c->next;
+        int pending = c->start < c->end;
+        double since = c->last_read > c->last_sent ? c->last_read : c->last_sent;
+        if (pending && send_s > 0 && now - c->last_sent >= send_s) {
+            fprintf(stderr, "c-reference connection fd %d: reply made no progress for %g s (--send-timeout); "
+                    "connection closed\n", c->fd, send_s);
+            close_conn(c);
+        } else if (!pending && !c->peer_eof && idle_s > 0 && now - since >= idle_s) {
+            fprintf(stderr, "c-reference connection fd %d: no byte received for %g s (--idle-timeout); "
+                    "connection closed\n", c->fd, idle_s);
+            close_conn(c);
+        }
+        c = next;
+    }
+    next_sweep = conns ? now + sweep_every : 0;
+}
+
+/* Milliseconds until the next timer (sweep, accept resume), or -1 for none. */
+static int wait_ms(void) {
+    double next = 0;
+    if (next_sweep > 0) next = next_sweep;
+    if (accept_resume_at > 0 && (next == 0 || accept_resume_at < next)) next = accept_resume_at;
+    if (next == 0) return -1;
+    double ms = (next - now_s()) * 1000;
+    return ms <= 0 ? 0 : (int)ms + 1;
+}
+
+static double parse_seconds(const char *text, const char *what) {
+    char *endp;
+    double value = strtod(text, &endp);
+    if (*text == '\0' || *endp != '\0' || !(value >= 0) || value > 1e9) {
+        fprintf(stderr, "c-reference: %s must be a number of seconds >= 0, got %s\n", what, text);
+        exit(2);
+    }
+    return value;
 }
 
 static void open_listener(const char *host, const char *port, int backlog, char *bound_host, size_t host_len,
@@ -238,10 +313,16 @@ static int open_signalfd(void) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 4) {
-        fprintf(stderr, "usage: %s HOST PORT BACKLOG\n", argv[0]);
+    if (argc != 4 && argc != 6) {
+        fprintf(stderr, "usage: %s HOST PORT BACKLOG [IDLE_S SEND_S]\n", argv[0]);
         return 2;
     }
+    if (argc == 6) {
+        idle_s = parse_seconds(argv[4], "IDLE_S");
+        send_s = parse_seconds(argv[5], "SEND_S");
+    }
+    double shortest = idle_s > 0 && (send_s == 0 || idle_s < send_s) ? idle_s : send_s;
+    if (shortest > 0) sweep_every = shortest / 20 > MIN_SWEEP_S ? shortest / 20 : MIN_SWEEP_S;
     const char *host = argv[1], *port = argv[2];
     char *endp;
     long backlog = strtol(argv[3], &endp, 10);
@@ -268,7 +349,7 @@ int main(int argc, char **argv) {
     struct epoll_event events[MAX_EVENTS];
     int running = 1;
     while (running) {
-        int n = epoll_wait(epfd, events, MAX_EVENTS, -1);
+        int n = epoll_wait(epfd, events, MAX_EVENTS, wait_ms());
         if (n < 0) {
             if (errno == EINTR) continue;
             die("epoll_wait");
@@ -284,7 +365,14 @@ int main(int argc, char **argv) {
             }
         }
         /* No dangling pointers in `events`: a connection is only freed while
-         * its own event is served, and epoll reports an fd once per batch. */
+         * its own event is served, and epoll reports an fd once per batch;
+         * the sweep runs after the batch. */
+        double now = now_s();
+        if (next_sweep > 0 && now >= next_sweep) sweep(now);
+        if (accept_resume_at > 0 && now >= accept_resume_at) {
+            accept_resume_at = 0;
+            if (set_interest(EPOLL_CTL_ADD, listen_fd, EPOLLIN, &LISTENER_TAG) < 0) die("epoll_ctl listener");
+        }
     }
 
     while (conns) {

@@ -20,9 +20,11 @@ models use (``{"event": "ready", "model": "c-reference", ...}``), so whoever
 waits for the ready line sees no difference. ``serve`` does not return either:
 the process ends when the C server exits (0 after SIGTERM or SIGINT).
 
-Supported options: ``host``, ``port`` and ``backlog``. ``sendfile``,
-``max_children`` and ``loop`` do not apply to an echo server in C and are
-ignored, as other models ignore options that are not theirs.
+Supported options: ``host``, ``port``, ``backlog``, ``idle_timeout`` and
+``send_timeout`` (echo has no requests, so no request timeout). ``sendfile``,
+``max_children``, ``loop`` and ``request_timeout`` do not apply to an echo
+server in C and are ignored, as other models ignore options that are not
+theirs. Out of file descriptors it backs off like the Python models.
 
 Error handling
 --------------
@@ -62,7 +64,14 @@ def command(options: ServerOptions) -> list[str]:
         raise CReferenceUnavailable(f"model c-reference could not be built: {exc}") from None
     if binary is None:
         raise CReferenceUnavailable(f"model c-reference is unavailable: {native.why_unavailable()}")
-    return [str(binary), options.host, str(options.port), str(options.backlog)]
+    return [
+        str(binary),
+        options.host,
+        str(options.port),
+        str(options.backlog),
+        repr(float(options.idle_timeout)),
+        repr(float(options.send_timeout)),
+    ]
 
 
 def check(service: str, options: ServerOptions) -> None:
