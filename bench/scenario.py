@@ -302,6 +302,11 @@ class ServerSpec(_Section):
     cpu_work_us: sweep(NonNegInt) = _server_field("cpu_work_us")
     cpu_work_iterations: NonNegInt = _server_field("cpu_work_iterations")
     loop: Literal[LOOPS] = _server_field("loop")
+    # Not swept: they bound hostile clients, which the load generator is not;
+    # 0 turns one off to show the stdlib's unbounded waiting.
+    idle_timeout: Duration = _server_field("idle_timeout")
+    request_timeout: Duration = _server_field("request_timeout")
+    send_timeout: Duration = _server_field("send_timeout")
 
 
 class LoadSpec(_Section):
@@ -523,6 +528,9 @@ class Scenario(_Section):
             cpu_work_us=v["cpu_work_us"],
             cpu_work_iterations=self.server.cpu_work_iterations,
             loop=self.server.loop,
+            idle_timeout=self.server.idle_timeout,
+            request_timeout=self.server.request_timeout,
+            send_timeout=self.server.send_timeout,
         )
         models = tuple(m for m in self.models if service == "echo" or m not in ECHO_ONLY_MODELS)
         return Point(index=index, service=service, models=models, params={}, server=server, load=load)
@@ -1114,7 +1122,9 @@ def _describe(err: dict) -> tuple[tuple, str]:
 
 
 #: Fields holding seconds: their limits are shown as durations ("10ms").
-_DURATION_FIELDS = frozenset({"duration", "warmup", "connect_timeout", "request_timeout", "interval", "idle_wait"})
+_DURATION_FIELDS = frozenset(
+    {"duration", "warmup", "connect_timeout", "request_timeout", "interval", "idle_wait", "idle_timeout", "send_timeout"}
+)
 
 
 def _field_name(path: tuple) -> str:

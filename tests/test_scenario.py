@@ -334,6 +334,16 @@ def test_point_is_concrete_and_server_options_are_completable(tmp_path):
     assert "--cpu-work-us" in full.to_argv() and full.port == 1234
 
 
+def test_server_timeouts_reach_the_server_command(tmp_path):
+    s = load_scenario(write(tmp_path, MINIMAL + "server: {idle_timeout: 0, request_timeout: 500ms, send_timeout: 2}\n"))
+    (point,) = s.points()
+    assert (point.server.idle_timeout, point.server.request_timeout, point.server.send_timeout) == (0, 0.5, 2)
+    argv = point.server.to_argv()
+    assert argv[argv.index("--idle-timeout") + 1] == "0.0" and argv[argv.index("--request-timeout") + 1] == "0.5"
+    err = error_of(tmp_path, MINIMAL + "server: {idle_timeout: -1s}\n")
+    assert "server.idle_timeout" in str(err)
+
+
 # -- defaults and round trip -----------------------------------------------
 
 
