@@ -1,0 +1,72 @@
+"""What do the per-connection timeouts cost? Echo round trips/s with the default timeouts and with all at 0.
+
+Not a test: it prints figures. For each model, the echo server is started
+alternately with the default timeouts (idle 30 s, send 30 s) and with every
+timeout at 0 (the stdlib's plain blocking sockets), driven each time by
+``bench load`` with the same clients and message size, and the ratio of the
+medians is printed. The socketserver models pay one ``poll`` per
+``recv``/``send`` for a socket timeout; selectors reads the clock per call;
+asyncio arms a timer per read.
+
+    python benchmarks/timeout_cost.py
+    python benchmarks/timeout_cost.py --models threading asyncio --rounds 5 --clients 50
+
+On a machine shared with other work, trust the ratio (measured in one run,
+alternating order) more than either figure.
+
+Resource handling: every server is stopped and reaped (``run_server``); the
+load generator is a subprocess that ends with its run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from servers.config import ServerOptions  # noqa: E402
+from servers.launch import run_server  # noqa: E402
+from servers.registry import MODELS  # noqa: E402
+
+SETTINGS = {"default": ServerOptions(), "off": ServerOptions(idle_timeout=0, request_timeout=0, send_timeout=0)}
+
+
+def round_trips(model: str, options: ServerOptions, clients: int, seconds: float) -> float:
+    with run_server(model, "echo", options) as server:
+        out = subprocess.run(
+            [sys.executable, "-m", "bench", "load", "echo", f"{server.host}:{server.port}", "--clients", str(clients),
+             "--duration", str(seconds), "--warmup", "0.5", "--json"],
+            capture_output=True, text=True, check=True, timeout=seconds + 60,
+        )
+    return float(json.loads(out.stdout)["row"]["req_per_s"])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=[m for m in MODELS if m != "sequential"], choices=list(MODELS))
+    parser.add_argument("--rounds", type=int, default=3, help="runs per setting, alternating")
+    parser.add_argument("--clients", type=int, default=10)
+    parser.add_argument("--seconds", type=float, default=2.0)
+    args = parser.parse_args()
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in psutil.getloadavg())}")
+    print(f"{'model':<12} {'default req/s':>14} {'off req/s':>10} {'default/off':>12}")
+    for model in args.models:
+        results: dict[str, list[float]] = {name: [] for name in SETTINGS}
+        for index in range(args.rounds):
+            order = list(SETTINGS) if index % 2 == 0 else list(reversed(SETTINGS))
+            for name in order:
+                results[name].append(round_trips(model, SETTINGS[name], args.clients, args.seconds))
+        on, off = (statistics.median(results[name]) for name in SETTINGS)
+        print(f"{model:<12} {on:>14,.0f} {off:>10,.0f} {on / off:>12.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
