@@ -23,6 +23,11 @@ The package separates two questions that a network server answers, the way
     ``SERVICES`` and ``serve(service, options, ready)``, found through
     :mod:`servers.registry`.
 
+Every model bounds what one client can cost it (idle, request-line and send
+timeouts) and backs off when ``accept`` runs out of descriptors, with the
+shared pieces of :mod:`servers.limits`; the timeouts' ``0`` shows the
+standard library's unbounded waiting.
+
 Every model takes the same :class:`servers.config.ServerOptions`, from which
 the command line (:mod:`servers.cli`, ``python -m servers MODEL SERVICE``) is
 generated. A server announces readiness with one JSON line on stdout, writes
