@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from servers import native
@@ -134,6 +135,26 @@ def seconds_until_logged(server: ServerProcess, needle: str, limit_s: float) -> 
     return time.monotonic() - start
 
 
+def server_holds(server: ServerProcess, client: tuple[str, int]) -> bool:
+    """True while a process of the server still has the connection from ``client`` open."""
+    root = psutil.Process(server.pid)
+    for proc in (root, *root.children(recursive=True)):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            connections = getattr(proc, "net_connections", None) or proc.connections
+            if any(c.raddr and tuple(c.raddr) == client for c in connections(kind="tcp")):
+                return True
+    return False
+
+
+def released(server: ServerProcess, client: tuple[str, int], timeout_s: float = 2.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while server_holds(server, client):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
 def read_to_end(sock: socket.socket, timeout_s: float = 10.0) -> int:
     """Read until the server's close arrives (EOF or reset); the bytes read. Fails if the connection stays open."""
     sock.settimeout(timeout_s)
@@ -152,8 +173,12 @@ def stall_echo(sock: socket.socket) -> int:
     while time.monotonic() < deadline:
         if not select.select([], [sock], [], 0.3)[1]:
             return sent  # no room for 0.3 s: the server stopped reading, its echo goes nowhere
-        with contextlib.suppress(BlockingIOError):
+        try:
             sent += sock.send(chunk, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            pass
+        except (ConnectionResetError, BrokenPipeError):
+            return sent  # the server stopped reading and gave up before the buffers were full
     raise AssertionError("the server kept reading for 10 s from a client that never reads")
 
 
@@ -171,6 +196,9 @@ def never_reading_client(server: ServerProcess, service: str) -> None:
             asked = stall_echo(sock)
         elapsed = seconds_until_logged(server, "reply made no progress", SEND_S + MARGIN_S)
         assert elapsed is not None, f"a client that never reads was not closed: {server.stderr_tail()}"
+        # Its descriptor must go at once: a close that waits to flush what the
+        # client never reads would keep it.
+        assert released(server, sock.getsockname()), "the server still holds the connection it gave up on"
         assert read_to_end(sock) < asked, "the whole reply arrived: the client was never stalled"
     assert len(stderr_lines(server, "reply made no progress")) == 1, server.stderr_tail()
 
@@ -260,8 +288,6 @@ def flood(address: tuple[str, int], count: int) -> list[socket.socket]:
 
 
 def wait_out_of_descriptors(server: ServerProcess, timeout_s: float = 10.0) -> None:
-    import psutil
-
     process = psutil.Process(server.pid)
     deadline = time.monotonic() + timeout_s
     while process.num_fds() < NOFILE - 1:

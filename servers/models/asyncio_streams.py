@@ -23,15 +23,21 @@ something else).
 
 Timeouts and running out of descriptors
 ---------------------------------------
-The timeouts of :mod:`servers.limits` are ``asyncio.timeout`` blocks around
-the awaits: each read waits at most the idle timeout, and the reads of one
-request line at most the request timeout from its first byte (the file
-service reads chunks and splits lines itself, as :mod:`servers.protocol`
-does for the selectors model, because ``readuntil`` could bound only the whole
-line); a ``drain`` must reach the transport's low-water mark within the send
-timeout. ``loop.sendfile`` cannot report progress, so with a
-send timeout a file goes out in :data:`SENDFILE_PART` pieces, each bounded
-by it.
+Before each await, a connection notes in its :class:`Watch` until when it
+may wait and which timeout of :mod:`servers.limits` that is: a read waits at
+most the idle timeout, the reads of one request line together at most the
+request timeout from its first byte (the file service reads chunks and
+splits lines itself, as :mod:`servers.protocol` does for the selectors
+model, because ``readuntil`` could bound only the whole line), a ``drain``
+(down to the transport's low-water mark) at most the send timeout. One sweep
+task checks every connection each twentieth of the shortest timeout and
+cancels those past their deadline, as the selectors model does: noting a
+deadline costs a clock read, where an ``asyncio.timeout`` block per await
+(a timer handle made and cancelled) measured some 20 us. A timed-out
+connection is aborted, not closed: closing waits to flush a buffer that a
+client who does not read never empties. ``loop.sendfile`` cannot report
+progress, so with a send timeout a file goes out in :data:`SENDFILE_PART`
+pieces, each bounded by it.
 
 asyncio's own accept loop already stops accepting after EMFILE/ENFILE/
 ENOBUFS/ENOMEM, for a fixed ``asyncio.constants.ACCEPT_RETRY_DELAY`` (1 s)
@@ -58,8 +64,8 @@ import asyncio
 import os
 import signal
 from asyncio import constants as asyncio_constants
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any
 
 from servers import protocol
 from servers.config import ServerOptions
@@ -84,18 +90,31 @@ SENDFILE_PART = 4 * 1024 * 1024
 #: The message asyncio's accept loop reports EMFILE and the like with.
 ACCEPT_OUT_OF_RESOURCES = "socket.accept() out of system resource"
 
-T = TypeVar("T")
+#: Shortest interval between two timeout sweeps (as the selectors model).
+MIN_SWEEP_S = 0.01
+
+NEVER = float("inf")
 
 
-async def within(seconds: float | None, error: type[ConnectionTimeout], awaitable: Awaitable[T]) -> T:
-    """Await ``awaitable``, raising ``error`` when it takes more than ``seconds`` (None: no limit)."""
-    if seconds is None:
-        return await awaitable
-    try:
-        async with asyncio.timeout(seconds):
-            return await awaitable
-    except TimeoutError:
-        raise error(seconds) from None
+class Watch:
+    """Until when one connection may wait in its current await, and which timeout that is."""
+
+    __slots__ = ("task", "deadline", "error", "seconds", "expired")
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self.task = task
+        self.deadline = NEVER
+        self.error: type[ConnectionTimeout] = IdleTimeout
+        self.seconds = 0.0
+        #: Set by the sweep when it cancels the task for a timeout.
+        self.expired: ConnectionTimeout | None = None
+
+    def arm(self, seconds: float | None, error: type[ConnectionTimeout], now: float) -> None:
+        """The next await may last ``seconds`` from ``now`` (None: for ever) before ``error``."""
+        if seconds is None:
+            self.deadline = NEVER
+        else:
+            self.deadline, self.error, self.seconds = now + seconds, error, seconds
 
 
 class AsyncServer:
@@ -105,6 +124,9 @@ class AsyncServer:
         self.service = service
         self.options = options
         self.tasks: set[asyncio.Task[Any]] = set()
+        self.watches: set[Watch] = set()
+        shortest = service.timeouts.shortest()
+        self.sweep_every = None if shortest is None else max(shortest / 20, MIN_SWEEP_S)
         self.writers: set[asyncio.StreamWriter] = set()
         self.stopping = False
         # asyncio pauses accepting for a fixed time: the back-off only paces the log.
@@ -121,7 +143,10 @@ class AsyncServer:
             server = await self._listen()
             host, port = server.sockets[0].getsockname()[:2]
             ready(host, port)
+            sweeper = None if self.sweep_every is None else asyncio.create_task(self._sweep(self.sweep_every))
             await stop.wait()
+            if sweeper is not None:
+                sweeper.cancel()
             await self._stop(server)
         finally:
             for sig in STOP_SIGNALS:
@@ -142,49 +167,73 @@ class AsyncServer:
         except OSError as exc:
             raise listen_error(options.host, options.port, exc) from None
 
-    def _connection(self, handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Any]) -> Callable[..., Any]:
+    async def _sweep(self, every: float) -> None:
+        """Cancel each connection waiting past its deadline (see "Timeouts" above)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(every)
+            now = loop.time()
+            for watch in list(self.watches):
+                if watch.deadline <= now and watch.expired is None:
+                    watch.expired = watch.error(watch.seconds)
+                    watch.task.cancel()
+
+    def _connection(self, handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter, Watch], Any]) -> Callable[..., Any]:
         async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             task = asyncio.current_task()
             assert task is not None
+            watch = Watch(task)
             self.tasks.add(task)
+            self.watches.add(watch)
             self.writers.add(writer)
             try:
-                await handler(reader, writer)
+                await handler(reader, writer, watch)
             except asyncio.CancelledError:
-                pass  # a stop: the connection is aborted below
+                if watch.expired is not None and not self.stopping:
+                    self.service.log_error(writer.get_extra_info("peername"), watch.expired)
+                # else a stop: the connection is aborted below
             except Exception as exc:
+                if isinstance(exc, ConnectionTimeout):
+                    watch.expired = exc
                 if not self.stopping:
                     self.service.log_error(writer.get_extra_info("peername"), exc)
             finally:
                 self.tasks.discard(task)
+                self.watches.discard(watch)
                 self.writers.discard(writer)
-                if self.stopping:
+                if self.stopping or watch.expired is not None:
                     writer.transport.abort()
                 else:
                     writer.close()
 
         return connection
 
-    async def _echo(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _echo(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, watch: Watch) -> None:
         work = self.service.work
         idle = self.service.timeouts.idle
-        while data := await within(idle, IdleTimeout, reader.read(protocol.CHUNK_SIZE)):
+        clock = asyncio.get_running_loop().time
+        while True:
+            watch.arm(idle, IdleTimeout, clock())
+            data = await reader.read(protocol.CHUNK_SIZE)
+            if not data:
+                return
             work()
             writer.write(data)
-            await self._drain(writer)
+            await self._drain(writer, watch)
 
-    async def _drain(self, writer: asyncio.StreamWriter) -> None:
+    async def _drain(self, writer: asyncio.StreamWriter, watch: Watch) -> None:
         """``writer.drain()`` within the send timeout.
 
-        Only when something waits in the buffer (no timer per chunk when the
-        socket takes everything at once) or the connection is lost (drain
-        raises its error, so no more is written to a dead transport).
+        Only when something waits in the buffer (drain would return at once
+        otherwise) or the connection is lost (drain raises its error, so no
+        more is written to a dead transport).
         """
         transport = writer.transport
         if transport.get_write_buffer_size() or transport.is_closing():
-            await within(self.service.timeouts.send, SendTimeout, writer.drain())
+            watch.arm(self.service.timeouts.send, SendTimeout, asyncio.get_running_loop().time())
+            await writer.drain()
 
-    async def _request_line(self, reader: asyncio.StreamReader, pending: bytearray) -> bytes:
+    async def _request_line(self, reader: asyncio.StreamReader, pending: bytearray, watch: Watch) -> bytes:
         """The next request line, from ``pending`` and then the reader; b"" at end of stream (also mid-line).
 
         Each read waits at most the idle timeout, and all of them together at
@@ -204,7 +253,8 @@ class AsyncServer:
                     raise RequestTimeout(request or 0)
                 if wait is None or left <= wait:
                     wait, error = left, RequestTimeout
-            data = await within(wait, error, reader.read(protocol.CHUNK_SIZE))
+            watch.arm(wait, error, loop.time())
+            data = await reader.read(protocol.CHUNK_SIZE)
             if not data:
                 return b""
             if deadline is None and request is not None:
@@ -212,13 +262,13 @@ class AsyncServer:
             pending += data
         return line
 
-    async def _file(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _file(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, watch: Watch) -> None:
         service = self.service
         assert service.root is not None  # checked at start-up
         pending = bytearray()
         while True:
             try:
-                line = await self._request_line(reader, pending)
+                line = await self._request_line(reader, pending, watch)
             except protocol.RequestError:
                 line = b"x" * (protocol.MAX_REQUEST_LINE + 1)  # parse_request_line turns it into ERR 400 + close
             if not line:
@@ -228,14 +278,15 @@ class AsyncServer:
                 file, size = protocol.open_request(service.root, line)
             except protocol.RequestError as error:
                 writer.write(protocol.error_line(error))
-                await self._drain(writer)
+                await self._drain(writer, watch)
                 if error.close:
+                    watch.arm(None, IdleTimeout, 0)  # lingering has its own bound
                     await self._linger(reader, writer)
                     return
                 continue
             with file:
                 writer.write(protocol.ok_header(size))
-                await self._send_file(writer, file, size)
+                await self._send_file(writer, watch, file, size)
 
     @staticmethod
     async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -249,19 +300,21 @@ class AsyncServer:
         except TimeoutError:
             pass
 
-    async def _send_file(self, writer: asyncio.StreamWriter, file: Any, size: int) -> None:
+    async def _send_file(self, writer: asyncio.StreamWriter, watch: Watch, file: Any, size: int) -> None:
         if not size:
-            await self._drain(writer)
+            await self._drain(writer, watch)
             return
         send = self.service.timeouts.send
         if self.service.sendfile:
             loop = asyncio.get_running_loop()
             if send is None:
+                watch.arm(None, SendTimeout, 0)
                 sent = await loop.sendfile(writer.transport, file, 0, size)
             else:
                 sent = 0
                 while sent < size:
-                    part = await within(send, SendTimeout, loop.sendfile(writer.transport, file, sent, min(SENDFILE_PART, size - sent)))
+                    watch.arm(send, SendTimeout, loop.time())
+                    part = await loop.sendfile(writer.transport, file, sent, min(SENDFILE_PART, size - sent))
                     if not part:
                         break
                     sent += part
@@ -270,7 +323,7 @@ class AsyncServer:
             while sent < size and (chunk := os.pread(file.fileno(), min(protocol.CHUNK_SIZE, size - sent), sent)):
                 writer.write(chunk)
                 sent += len(chunk)
-                await self._drain(writer)
+                await self._drain(writer, watch)
         if sent != size:
             raise FileShrankError(f"file shrank while being sent ({sent} of {size} bytes)")
 
