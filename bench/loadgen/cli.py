@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.loadgen.driver import LoadGenError, run_load
-from bench.loadgen.spec import LOOPS, FileTarget, LoadResult, LoadSpec, lower_bound_column
+from bench.loadgen.spec import ENGINES, LOOPS, FileTarget, LoadResult, LoadSpec, lower_bound_column
 
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 10**6, "mb": 10**6,
                "mib": 1024**2, "g": 10**9, "gb": 10**9, "gib": 1024**3}
@@ -116,7 +116,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="reconnect after N requests (0: one connection all run)")
     parser.add_argument("--workers", type=_positive_int, metavar="N", help="generator processes (default: one per CPU)")
     parser.add_argument("--cpus", type=parse_cpus, metavar="LIST", help="pin generator workers to these CPUs, e.g. 1 or 0-1")
-    parser.add_argument("--loop", choices=LOOPS, default="auto", help="event loop (auto: uvloop if installed)")
+    parser.add_argument("--engine", choices=ENGINES, default="auto",
+                        help="load engine: native (C, epoll), python (asyncio/uvloop); auto: native where it builds")
+    parser.add_argument("--loop", choices=LOOPS, default="auto", help="python engine's event loop (auto: uvloop if installed)")
     parser.add_argument("--connect-timeout", type=parse_seconds, default=3.0, metavar="S", help="seconds (default 3)")
     parser.add_argument("--request-timeout", type=parse_seconds, default=10.0, metavar="S", help="seconds (default 10)")
     parser.add_argument("--checksum-sample", type=float, default=0.05, metavar="F",
@@ -160,7 +162,7 @@ def spec_from_args(args: argparse.Namespace) -> LoadSpec:
         mode="open" if args.rate is not None else "closed", rate=args.rate,
         connect_timeout_s=args.connect_timeout, request_timeout_s=args.request_timeout,
         workers=args.workers, cpus=args.cpus, checksum_sample=args.checksum_sample,
-        loop=args.loop, allow_remote=args.allow_remote,
+        loop=args.loop, engine=args.engine, allow_remote=args.allow_remote,
     )
 
 
@@ -204,7 +206,7 @@ def print_table(spec: LoadSpec, result: LoadResult) -> None:
         ("connect p50 / p99 / max", f"{_fmt(r['connect_p50_us'])} / {_fmt(r['connect_p99_us'])} / {_fmt(r['connect_max_us'])} us"),
         ("errors", ", ".join(f"{k} {r['err_' + k]:,}" for k in ("reset", "timeout", "closed_early", "short", "corrupt")
                              if r["err_" + k]) or "none"),
-        ("generator workers, loop", f"{r['gen_workers']}, {result.loop}"),
+        ("generator engine, workers, loop", f"{r['gen_engine']}, {r['gen_workers']}, {result.loop}"),
         ("generator CPU, run-queue wait", f"{_fmt(r['gen_cpu_pct_max'], '%')} of a core, "
                                           f"{_fmt(r['gen_runq_wait_pct_max'], '%')} of the window (busiest worker)"
                                           + (" GENERATOR-BOUND" if r["generator_bound"] else "")),

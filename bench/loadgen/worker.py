@@ -277,7 +277,7 @@ def run_job(job: dict[str, Any], ready_fd: int | None) -> dict[str, Any]:
     with asyncio.Runner(loop_factory=factory) as runner:
         report = runner.run(run_clients(job, run_start))
     signal.alarm(0)
-    report.update(ok=True, index=job["index"], loop=loop_name, warnings=warnings)
+    report.update(ok=True, index=job["index"], engine="python", loop=loop_name, warnings=warnings)
     return report
 
 
