@@ -18,6 +18,8 @@ import os
 import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -209,6 +211,44 @@ def test_open_loop_offers_the_scheduled_rate(server: Callable[..., ThreadServer]
     for engine, r in results.items():
         assert 475 <= r.row["requests"] <= 501 and r.row["errors"] == 0, engine
         assert "latency_uncorrected" in r.histograms
+
+
+# ----------------------------------------------------------------- clean end of run
+
+class ResetCounter:
+    """An echo server that counts connections ended by a reset rather than a FIN."""
+
+    def __init__(self, message_bytes: int) -> None:
+        self.resets = self.fins = 0
+        self.lock = threading.Lock()
+        self.message_bytes = message_bytes
+
+    def __call__(self, conn: socket.socket, srv: ThreadServer) -> None:
+        try:
+            while (msg := recv_exact(conn, self.message_bytes)) is not None:
+                conn.sendall(msg)
+        except (ConnectionResetError, BrokenPipeError):
+            with self.lock:
+                self.resets += 1
+            return
+        with self.lock:
+            self.fins += 1
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_run_ends_with_a_fin_on_every_connection(server: Callable[..., ThreadServer], engine: str) -> None:
+    # 256 KiB replies take several reads each: when the window closes, every
+    # connection has a reply partly in its receive buffer, and closing such a
+    # socket without reading it makes the kernel send a reset.
+    handler = ResetCounter(256 * 1024)
+    srv = server(handler)
+    row = run_load(LoadSpec("echo", "127.0.0.1", srv.port, clients=10, duration_s=0.3, workers=1,
+                            message_bytes=256 * 1024, engine=engine)).row
+    assert row["requests"] > 0 and row["errors"] == 0
+    deadline = time.monotonic() + 5.0
+    while handler.fins + handler.resets < 10 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert (handler.resets, handler.fins) == (0, 10)
 
 
 # ----------------------------------------------------------------- native specifics

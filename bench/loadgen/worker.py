@@ -12,8 +12,9 @@ One worker runs one event loop driving its share of the clients. The parent
    by all workers; the worker converts it to its monotonic clock once and
    starts its clients at that instant, so every worker's warmup and measured
    window line up;
-4. at the end of the window the worker drops everything in flight, closes its
-   connections and writes exactly ONE JSON document on stdout (its counters,
+4. at the end of the window the worker sends nothing new, gives replies in
+   flight up to :data:`DRAIN_S` to arrive (they no longer count), closes its
+   connections with a FIN and writes exactly ONE JSON document on stdout (its counters,
    histograms in HdrHistogram base64, timeline, CPU), then exits 0. On any
    error it writes ``{"ok": false, "error": ...}`` instead and exits 1.
 
@@ -126,6 +127,13 @@ ECHO_BUFFER = 64 * 1024
 FILE_BUFFER = 256 * 1024
 #: How many unexpected loop errors are kept verbatim for the warnings.
 MAX_KEPT_ERRORS = 3
+#: End of run: how long replies in flight may take to arrive before the
+#: connections are closed (see :mod:`bench.loadgen.clients`, Resource
+#: handling); a healthy server answers in microseconds, one that never
+#: answers must not hold the run.
+DRAIN_S = 0.2
+#: How often the drain checks whether every reply has arrived.
+DRAIN_POLL_S = 0.002
 
 
 def pick_loop(name: str) -> tuple[str, Callable[[], asyncio.AbstractEventLoop] | None]:
@@ -231,6 +239,9 @@ async def run_clients(job: dict[str, Any], run_start: float) -> dict[str, Any]:
         for i in range(dispatcher.started, dispatcher.released):
             stats.censor_unstarted(dispatcher.t0 + i * dispatcher.interval)
     served = sum(1 for c in clients if c.completed)
+    drain_end = now + DRAIN_S
+    while monotonic() < drain_end and any(c.conn is not None and c.conn.busy for c in clients):
+        await asyncio.sleep(DRAIN_POLL_S)
     for c in clients:
         c.stop()
     sweeper.cancel()
