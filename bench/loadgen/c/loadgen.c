@@ -121,7 +121,8 @@ struct conn {
     int fd;
     enum cstate state;
     int file_pos;
-    long long served;
+    long long served;             /* requests on the current connection */
+    int completed;                /* this client completed a request in the window */
     double t_int, t_sent, t_first, t_connect;
     long long got;                /* reply bytes received for the request in flight */
     const char *out; size_t out_left;  /* request bytes not yet sent */
@@ -167,7 +168,8 @@ static struct {
     struct named other_errnos[MAX_NAMED]; int n_other;
     struct named err_replies[MAX_NAMED]; int n_err_replies;
     long long idle_lost;
-    uint32_t *latency, *ttfb, *uncorrected, *connect_h, *lag_h;
+    uint32_t *latency, *ttfb, *uncorrected, *connect_h, *lag_h, *censored;
+    long long clients_served;
     /* timeline: one dense array for the interval being filled (completions
      * arrive in time order), flushed to (index, count) pairs when it moves */
     long long k0; int tl_len; double tl_origin, tl_inv;
@@ -444,6 +446,7 @@ static void record_complete(struct conn *c, double t_done, long long nbytes) {
     G.tl_n[k]++;
     if (t_done < G.window_start) return;
     G.requests++;
+    if (!c->completed) { c->completed = 1; G.clients_served++; }
     G.payload_bytes += nbytes;
     G.latency[idx]++;
     G.ttfb[us_index(c->t_first - c->t_sent)]++;
@@ -957,7 +960,7 @@ static void setup(void) {
         G.conns[i].file_pos = G.n_files ? (G.client_offset + i) % G.n_files : 0;
     }
     G.latency = new_counts(); G.ttfb = new_counts(); G.uncorrected = new_counts();
-    G.connect_h = new_counts(); G.lag_h = new_counts(); G.tl_counts = new_counts();
+    G.connect_h = new_counts(); G.lag_h = new_counts(); G.tl_counts = new_counts(); G.censored = new_counts();
     G.tl_touched = calloc(COUNTS_LEN, sizeof(int));
     G.ep = epoll_create1(EPOLL_CLOEXEC);
     if (G.ep < 0) fail_run("epoll_create1: %s", strerror(errno));
@@ -986,7 +989,11 @@ static int timeout_ms(double until, double t) {
 static void sweep(double t) {
     for (int i = 0; i < G.clients; i++) {
         struct conn *c = &G.conns[i];
-        if (c->state == C_BUSY && t - c->t_sent > G.request_timeout) fail_request(c, ERR_TIMEOUT, t);
+        if (c->state == C_BUSY && t - c->t_sent > G.request_timeout) {
+            /* no latency, but known to have waited this long: censored (worker.py's report) */
+            if (in_window(t)) G.censored[us_index(t - c->t_int)]++;
+            fail_request(c, ERR_TIMEOUT, t);
+        }
         else if (c->state == C_CONNECTING && t - c->t_connect > G.connect_timeout) {
             G.connects[CO_TIMEOUT]++;
             close_conn(c, 0);
@@ -1064,11 +1071,14 @@ static struct end run(void) {
         struct conn *c = &G.conns[i];
         if (c->state == C_CONNECTING) e.connecting++;
         if (c->state == C_BUSY) {
+            G.censored[us_index(G.window_end - c->t_int)]++;
             e.pending++;
             if (t - c->t_sent > e.pending_oldest) e.pending_oldest = t - c->t_sent;
         }
     }
     e.unstarted = G.released - G.started;
+    for (long long i = G.started; i < G.released; i++)  /* due and never sent: censored from the due time */
+        G.censored[us_index(G.window_end - (G.t0 + (double)i * G.step))]++;
     /* Clean end: nothing new is sent; cancel connects, close idle connections,
      * and give replies in flight DRAIN_S to arrive so that closing sends a FIN. */
     if (G.tfd >= 0) { close(G.tfd); G.tfd = -1; }
@@ -1143,6 +1153,7 @@ static void report(struct end *e) {
     out_counts(&o, "latency", G.latency, 1);
     out_counts(&o, "ttfb", G.ttfb, 0);
     out_counts(&o, "connect", G.connect_h, 0);
+    out_counts(&o, "censored", G.censored, 0);
     if (G.open_loop) out_counts(&o, "latency_uncorrected", G.uncorrected, 0);
     outf(&o, "}, \"timeline\": {\"k0\": %lld, \"n\": [", G.k0);
     for (int k = 0; k < G.tl_len; k++) outf(&o, "%s%lld", k ? ", " : "", G.tl_n[k]);
@@ -1160,6 +1171,7 @@ static void report(struct end *e) {
     outf(&o, "]}");
     outf(&o, ", \"cpu_s\": %.6f, \"window_wall_s\": %.6f, \"cpu_pct\": %.3f", e->cpu_s, e->wall_s, 100.0 * e->cpu_s / e->wall_s);
     outf(&o, ", \"start_late_s\": %.6f, \"connecting_at_end\": %lld", e->start_late, e->connecting);
+    outf(&o, ", \"clients_served\": %lld", G.clients_served);
     outf(&o, ", \"pending_requests\": %lld, \"pending_oldest_s\": %.6f, \"unstarted\": %lld", e->pending, e->pending_oldest, e->unstarted);
     outf(&o, ", \"coarse_timer\": false, \"loop_errors\": 0, \"loop_error_samples\": []");
     outf(&o, ", \"wakeups\": %lld, \"wake_lag_mean_s\": %.6f, \"wake_lag_p99_s\": %.6f, \"wake_lag_max_s\": %.6f",
