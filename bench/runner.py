@@ -343,6 +343,7 @@ def _load_spec(scenario: Any, plan: RunPlan, host: str, port: int, gen_cpus: set
         cpus=gen_cpus,
         checksum_sample=scenario.generator.checksum_sample,
         loop=scenario.generator.loop,
+        engine=scenario.generator.engine,
     )
 
 
@@ -505,6 +506,10 @@ def run_scenario(scenario: Any, *, results_root: Path = Path("results"),
         # runs are left out with one line, never recorded as failures.
         plans = [p for p in plans if p.model != "c-reference"]
         warn(f"c-reference left out: {native.why_unavailable()}")
+    from bench.loadgen import engines
+    _engine, _command, note = engines.resolve(scenario.generator.engine)
+    if note:  # auto fell back to the python engine: said once here, and in each run's warnings
+        warn(note)
     ensure_fd_limit(max(p.point.load.clients for p in plans) if plans else 0)
     with stop_signals():
         return _run_plans(scenario, plans, results_root=results_root, on_run=on_run, on_start=on_start,
