@@ -59,6 +59,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from bench import cpuwork
+from bench.placement import placement_cpus
 from bench.results import DISK_FULL_ERRNOS, DiskFull, ResultsWriter, new_results_dir
 from servers import native
 
@@ -189,23 +190,6 @@ class ScenarioRefused(Exception):
 
 # --------------------------------------------------------------------------
 # Placement and limits
-
-
-def placement_cpus(placement: str) -> tuple[set[int] | None, set[int] | None]:
-    """CPU sets for (server, generator) under a placement policy.
-
-    ``split`` gives the server the first half of the usable CPUs and the
-    generator the rest (on 2 cores: CPU 0 and CPU 1), so they never compete;
-    ``shared`` puts both on the first CPU, where a wakeup costs nothing but
-    they share one core; ``none`` leaves placement to the kernel.
-    """
-    cpus = sorted(os.sched_getaffinity(0))
-    if placement == "none" or len(cpus) < 1:
-        return None, None
-    if placement == "shared" or len(cpus) == 1:
-        return {cpus[0]}, {cpus[0]}
-    half = len(cpus) // 2
-    return set(cpus[:half]), set(cpus[half:])
 
 
 @contextmanager

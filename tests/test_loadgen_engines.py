@@ -300,3 +300,19 @@ def test_native_bad_job_is_a_reported_failure() -> None:
         pool.start()
         pool.wait_ready(30.0)
     assert all(p.poll() is not None for p in pool.procs)
+
+
+def test_bench_load_defaults_are_bench_runs() -> None:
+    import argparse
+
+    from bench.loadgen import cli
+    from bench.placement import placement_cpus
+
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    base = ["echo", "127.0.0.1:7", "--clients", "1", "--duration", "1"]
+    spec = cli.spec_from_args(parser.parse_args(base))
+    assert spec.engine == "auto" and spec.workers is None
+    assert spec.cpus == placement_cpus("split")[1]  # the generator's CPUs in bench run's default placement
+    assert cli.spec_from_args(parser.parse_args(base + ["--placement", "none"])).cpus is None
+    assert cli.spec_from_args(parser.parse_args(base + ["--placement", "none", "--cpus", "0"])).cpus == {0}

@@ -8,6 +8,11 @@
 ``bench`` command mounts it as a subcommand) and ``run`` executes parsed
 arguments. ``python -m bench.loadgen.cli ...`` works the same way.
 
+Defaults are ``bench run``'s: the native engine where it builds
+(``--engine``), and the generator on the CPUs ``bench run``'s default
+``split`` placement gives it (``--placement``; on 2 CPUs: CPU 1, for a
+server on CPU 0), one worker per CPU.
+
 A rate (``--rate``) selects the open loop; without it the run is closed loop.
 File targets come either from ``--file NAME --file-size N`` pairs (sizes are
 checked; checksums cannot be, since the content is unknown) or from
@@ -31,6 +36,7 @@ from typing import Any
 
 from bench.loadgen.driver import LoadGenError, run_load
 from bench.loadgen.spec import ENGINES, LOOPS, FileTarget, LoadResult, LoadSpec, lower_bound_column
+from bench.placement import PLACEMENTS, placement_cpus
 
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 10**6, "mb": 10**6,
                "mib": 1024**2, "g": 10**9, "gb": 10**9, "gib": 1024**3}
@@ -115,7 +121,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--requests-per-connection", type=_non_negative_int, default=0, metavar="N",
                         help="reconnect after N requests (0: one connection all run)")
     parser.add_argument("--workers", type=_positive_int, metavar="N", help="generator processes (default: one per CPU)")
-    parser.add_argument("--cpus", type=parse_cpus, metavar="LIST", help="pin generator workers to these CPUs, e.g. 1 or 0-1")
+    parser.add_argument("--cpus", type=parse_cpus, metavar="LIST",
+                        help="pin generator workers to these CPUs, e.g. 1 or 0-1 (overrides --placement)")
+    parser.add_argument("--placement", choices=PLACEMENTS, default=PLACEMENTS[0],
+                        help="generator CPUs as bench run places them, for a server pinned the bench run way: "
+                             "split (default) = the CPUs bench run leaves the generator (CPU 1 of 2, the server "
+                             "on CPU 0), one worker each; shared = the server's CPU 0; none = unpinned, one worker per CPU")
     parser.add_argument("--engine", choices=ENGINES, default="auto",
                         help="load engine: native (C, epoll), python (asyncio/uvloop); auto: native where it builds")
     parser.add_argument("--loop", choices=LOOPS, default="auto", help="python engine's event loop (auto: uvloop if installed)")
@@ -161,7 +172,8 @@ def spec_from_args(args: argparse.Namespace) -> LoadSpec:
         files=files, requests_per_connection=args.requests_per_connection,
         mode="open" if args.rate is not None else "closed", rate=args.rate,
         connect_timeout_s=args.connect_timeout, request_timeout_s=args.request_timeout,
-        workers=args.workers, cpus=args.cpus, checksum_sample=args.checksum_sample,
+        workers=args.workers, cpus=args.cpus if args.cpus is not None else placement_cpus(args.placement)[1],
+        checksum_sample=args.checksum_sample,
         loop=args.loop, engine=args.engine, allow_remote=args.allow_remote,
     )
 
