@@ -316,3 +316,19 @@ def test_bench_load_defaults_are_bench_runs() -> None:
     assert spec.cpus == placement_cpus("split")[1]  # the generator's CPUs in bench run's default placement
     assert cli.spec_from_args(parser.parse_args(base + ["--placement", "none"])).cpus is None
     assert cli.spec_from_args(parser.parse_args(base + ["--placement", "none", "--cpus", "0"])).cpus == {0}
+
+
+def test_late_starts_the_generator_caused_are_named_as_its_own() -> None:
+    from bench.loadgen import merge
+    from bench.loadgen.recording import WorkerStats
+
+    report = WorkerStats(0.0, 0.0, 1.0, 0.5, open_loop=True).to_json()
+    report.update(ok=True, index=0, engine="native", loop="native", warnings=[], cpu_pct=40.0, cpu_s=0.4,
+                  window_wall_s=1.0, start_late_s=0.0, connecting_at_end=0, pending_requests=0, pending_oldest_s=0.0,
+                  unstarted=0, loop_errors=0, loop_error_samples=[], clients_served=1,
+                  late_starts_generator=50, wake_lag_max_s=0.004)
+    s = LoadSpec("echo", "127.0.0.1", 1, clients=1, duration_s=1.0, mode="open", rate=1000.0)
+    warnings = merge.merge_reports(s, [report], window_start=0.0).warnings
+    assert any("50 requests started late although a connection was free" in w and "4.0 ms" in w for w in warnings)
+    report["late_starts_generator"] = 0
+    assert not any("connection was free" in w for w in merge.merge_reports(s, [report], window_start=0.0).warnings)

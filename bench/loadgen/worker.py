@@ -260,6 +260,8 @@ async def run_clients(job: dict[str, Any], run_start: float) -> dict[str, Any]:
         pending_requests=len(waiting),
         pending_oldest_s=max(waiting, default=0.0),
         unstarted=dispatcher.unstarted(),
+        wake_lag_max_s=dispatcher.lag_max if isinstance(dispatcher, OpenLoop) else 0.0,
+        late_starts_generator=dispatcher.late_generator if isinstance(dispatcher, OpenLoop) else 0,
         coarse_timer=coarse_timer,
         loop_errors=len(loop_errors),
         loop_error_samples=loop_errors[:MAX_KEPT_ERRORS],
