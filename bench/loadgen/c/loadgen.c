@@ -158,7 +158,7 @@ static struct {
     int stopping;
     double sample_acc;
     /* open loop */
-    long long released, started; double t0, step, t_stop;
+    long long released, started; double t0, step, t_stop, armed_at;
     struct conn *idle_head, *idle_tail;
     long long wakeups, late_starts, late_generator;
     double lag_max, lag_sum;
@@ -704,11 +704,13 @@ static void arm_timer(double when) {
     if (timerfd_settime(G.tfd, TFD_TIMER_ABSTIME, &its, NULL) < 0) fail_run("timerfd_settime: %s", strerror(errno));
 }
 
-/* Open loop wake-up: release every request due by now, start what has a free
- * connection, arm for the next due one (no closer than the batch horizon). */
-static void tick(void) {
-    uint64_t expirations;
-    if (read(G.tfd, &expirations, sizeof expirations) < 0 && errno == EAGAIN) return;
+/* Open loop: release every request due by now, start what has a free
+ * connection, and make sure the timer fires by the next due time (armed no
+ * closer than the batch horizon). Called at every wake-up of the loop, not
+ * only the timer's: a wake-up for a reply releases what has come due, and
+ * a timer already armed between the next due time and the horizon is kept
+ * (each timerfd_settime is a system call). */
+static void release_due(void) {
     double t = now();
     double due_until = t < G.t_stop ? t : G.t_stop;
     long long released = due_until >= G.t0 ? (long long)((due_until - G.t0) / G.step) + 1 : 0;
@@ -730,7 +732,19 @@ static void tick(void) {
         }
     }
     double next_due = G.t0 + (double)G.released * G.step;
-    if (next_due < G.t_stop) arm_timer(next_due > t + BATCH_HORIZON_S ? next_due : t + BATCH_HORIZON_S);
+    if (next_due >= G.t_stop) return;
+    double want = next_due > t + BATCH_HORIZON_S ? next_due : t + BATCH_HORIZON_S;
+    if (G.armed_at < next_due || G.armed_at > want) {
+        arm_timer(want);
+        G.armed_at = want;
+    }
+}
+
+static void tick(void) {
+    uint64_t expirations;
+    if (read(G.tfd, &expirations, sizeof expirations) < 0 && errno == EAGAIN) return;
+    G.armed_at = -1.0;  /* fired: nothing armed */
+    release_due();
 }
 
 /* ------------------------------------------------------------------ replies */
@@ -1006,10 +1020,13 @@ static void poll_once(int ms) {
     struct epoll_event evs[MAX_EVENTS];
     int n = epoll_wait(G.ep, evs, MAX_EVENTS, ms);
     if (n < 0 && errno != EINTR) fail_run("epoll_wait: %s", strerror(errno));
+    int timer = 0;
     for (int i = 0; i < n; i++) {
-        if (evs[i].data.u64 == TIMER_TAG) tick();
+        if (evs[i].data.u64 == TIMER_TAG) timer = 1;
         else on_event(&G.conns[evs[i].data.u64], evs[i].events);
     }
+    if (timer) tick();
+    else if (G.open_loop && G.tfd >= 0 && n > 0) release_due();
 }
 
 struct end { double cpu_s, wall_s, start_late, pending_oldest; long long connecting, pending, unstarted; };
@@ -1045,7 +1062,7 @@ static struct end run(void) {
     int marked = 0;
     if (G.warmup_s <= 0) { cpu_mark = cpu_seconds(); wall_mark = now(); marked = 1; }
     for (int i = 0; i < G.clients; i++) start_connect(&G.conns[i]);
-    if (G.open_loop) { G.released = 0; arm_timer(G.t0); }
+    if (G.open_loop) { G.released = 0; arm_timer(G.t0); G.armed_at = G.t0; }
     double next_sweep = t + period;
     for (;;) {
         t = now();
