@@ -120,7 +120,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", type=float, metavar="R", help="open loop: total requests/s (without it: closed loop)")
     parser.add_argument("--requests-per-connection", type=_non_negative_int, default=0, metavar="N",
                         help="reconnect after N requests (0: one connection all run)")
-    parser.add_argument("--workers", type=_positive_int, metavar="N", help="generator processes (default: one per CPU)")
+    parser.add_argument("--workers", type=_positive_int, metavar="N", help="generator processes (default: one per generator CPU, see --placement)")
     parser.add_argument("--cpus", type=parse_cpus, metavar="LIST",
                         help="pin generator workers to these CPUs, e.g. 1 or 0-1 (overrides --placement)")
     parser.add_argument("--placement", choices=PLACEMENTS, default=PLACEMENTS[0],
