@@ -269,6 +269,7 @@ def run_generator(host: str, port: int, *, clients: int, duration_s: float, warm
         "gen_workers": row["gen_workers"],
         "gen_cpu_pct_max": row["gen_cpu_pct_max"],
         "generator_bound": bool(row["generator_bound"]),
+        "engine": row["gen_engine"],  # auto: native where it builds (bench.loadgen.engines)
         "loop": result.loop,
         "warnings": list(result.warnings),
     }

@@ -73,6 +73,7 @@ def test_quick_calibration_with_c_programs(tmp_path: Path) -> None:
             assert row["rt_ratio_range"] == pytest.approx([min(ratios), max(ratios)])
             # the order alternates: the C client first in round 1, the generator first in round 2
             assert [r["order"] for r in row["rounds"]] == ["c then generator", "generator then c"]
+            assert row["engine"] == "native"  # the default engine where the C programs build
         goal = result["goal"]
         assert goal["verdict"] in ("PASS", "MISS")
         assert goal["reliable"] is False and "quick mode (0.3 s windows)" in goal["unreliable_because"]
