@@ -106,6 +106,13 @@
 #define TIMER_SLACK_NS 1000
 /* Distinct ERR reply texts and errno names kept (more are lumped). */
 #define MAX_NAMED 16
+/* The worker's own caveats: at most a couple can arise (open files, libcrypto). */
+#define MAX_WARNINGS 4
+/* Initial sizes of growable buffers (they double as needed): a job line and
+ * a short run's report fit in 64 KiB; 4096 timeline pairs cover a few
+ * seconds of intervals. */
+#define INITIAL_BUFFER (64 * 1024)
+#define INITIAL_PAIRS 4096
 
 #define TIMER_TAG UINT64_MAX
 
@@ -176,7 +183,7 @@ static struct {
     int tl_cur; uint32_t *tl_counts; int *tl_touched; int tl_ntouched;
     long long *tl_n; int *tl_start;       /* per interval: count, first pair */
     int *tl_pair_idx; uint32_t *tl_pair_n; int tl_pairs, tl_pairs_cap;
-    char warnings[4][400]; int n_warnings;
+    char warnings[MAX_WARNINGS][400]; int n_warnings;
 } G;
 
 /* ------------------------------------------------------------------ output */
@@ -185,7 +192,7 @@ struct out { char *p; size_t len, cap; };
 
 static void out_grow(struct out *o, size_t more) {
     if (o->len + more + 1 <= o->cap) return;
-    size_t cap = o->cap ? o->cap : 65536;
+    size_t cap = o->cap ? o->cap : INITIAL_BUFFER;
     while (cap < o->len + more + 1) cap *= 2;
     char *p = realloc(o->p, cap);
     if (!p) { fputs("loadgen: out of memory\n", stderr); _exit(1); }
@@ -370,7 +377,7 @@ static const char *jstr(struct jnode *obj, const char *key) {
 }
 
 static char *read_line(void) {
-    size_t cap = 1 << 16, len = 0;
+    size_t cap = INITIAL_BUFFER, len = 0;
     char *s = malloc(cap);
     if (!s) fail_run("out of memory");
     int c;
@@ -419,7 +426,7 @@ static void tl_flush(void) {
     for (int i = 0; i < G.tl_ntouched; i++) {
         int idx = G.tl_touched[i];
         if (G.tl_pairs == G.tl_pairs_cap) {
-            G.tl_pairs_cap = G.tl_pairs_cap ? G.tl_pairs_cap * 2 : 4096;
+            G.tl_pairs_cap = G.tl_pairs_cap ? G.tl_pairs_cap * 2 : INITIAL_PAIRS;
             G.tl_pair_idx = realloc(G.tl_pair_idx, G.tl_pairs_cap * sizeof(int));
             G.tl_pair_n = realloc(G.tl_pair_n, G.tl_pairs_cap * sizeof(uint32_t));
             if (!G.tl_pair_idx || !G.tl_pair_n) fail_run("out of memory");
@@ -860,7 +867,7 @@ static int hexval(char ch) {
 }
 
 static void warn(const char *fmt, ...) {
-    if (G.n_warnings == 4) return;
+    if (G.n_warnings == MAX_WARNINGS) return;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(G.warnings[G.n_warnings++], sizeof G.warnings[0], fmt, ap);
