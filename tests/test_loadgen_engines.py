@@ -74,6 +74,8 @@ def test_echo_budget_counted_exactly_by_both(server: Callable[..., ThreadServer]
         assert row["requests"] == 300 and row["errors"] == 0, (engine, result.warnings)
         assert row["mb_per_s"] * row["duration_s"] * 1e6 == pytest.approx(300 * 1024)
         assert row["req_pending"] == 3 and row["conn_ok"] == 3  # the budget spent, each client waits
+        # ...longer than any completed request: censored, and all 3 clients were served
+        assert row["lat_censored"] == 3 and row["clients_served"] == 3, engine
         assert result.histograms["latency"].get_total_count() == 300
         assert sum(t["req_per_s"] * 0.5 for t in result.timeline if t["t_s"] >= 0) == pytest.approx(300)
 
@@ -149,6 +151,7 @@ def test_never_answers(server: Callable[..., ThreadServer]) -> None:
     assert_same_classification(results, set(), {"conn_ok"})
     for engine, r in results.items():
         assert r.row["requests"] == 0 and r.row["req_pending"] == 3, engine
+        assert r.row["lat_censored"] == 3 and r.row["clients_served"] == 0, engine
         assert 0.5 <= r.row["req_pending_oldest_s"] < 5.0, engine
     results = both(srv.port, clients=3, duration_s=0.6, request_timeout_s=0.1)
     assert_same_classification(results, {"err_timeout"}, {"conn_ok"})

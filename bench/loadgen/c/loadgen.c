@@ -1091,11 +1091,17 @@ static struct end run(void) {
     double cpu_end = cpu_seconds(), wall_end = now();
     G.stopping = 1;
     t = wall_end;
+    /* A request in flight at the window end is censored only if it has waited
+     * longer than every request completed in the window (recording.py's
+     * censor_in_flight: shorter ones balance those in flight when it opened). */
+    int longest = -1;
+    for (int i = COUNTS_LEN - 1; i >= 0; i--) if (G.latency[i]) { longest = i; break; }
     for (int i = 0; i < G.clients; i++) {
         struct conn *c = &G.conns[i];
         if (c->state == C_CONNECTING) e.connecting++;
         if (c->state == C_BUSY) {
-            G.censored[us_index(G.window_end - c->t_int)]++;
+            int idx = us_index(G.window_end - c->t_int);
+            if (idx > longest) G.censored[idx]++;
             e.pending++;
             if (t - c->t_sent > e.pending_oldest) e.pending_oldest = t - c->t_sent;
         }
