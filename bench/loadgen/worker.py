@@ -73,6 +73,15 @@ fields. Times are seconds, latencies integer microseconds, counts integers;
     rare events (``{idle_lost: n}``), ``{ERR reply text: n}``, the worker's
     own caveats, whether open loop ran on coarse timers, and errors inside the
     worker itself (count and up to 3 texts).
+``engine``, ``wake_lag_max_s``, ``late_starts_generator`` (optional)
+    which engine ran (``python`` or ``native``); open loop: the largest lag of
+    a release wake-up past a due time, and the late starts of requests that
+    had a free connection waiting (the generator's lateness, not the server's).
+
+The native engine (``bench/loadgen/c/loadgen.c``) writes the same document,
+except that its histograms are ``{counts index: count}`` objects in the same
+index scheme instead of base64 (:func:`bench.loadgen.merge.merge_histograms`
+takes either); a field added here is added there too.
 
 Run-queue wait is not reported by the worker: the parent reads
 ``/proc/<pid>/schedstat`` of every worker at the window's start and end
