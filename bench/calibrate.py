@@ -253,12 +253,13 @@ def run_c_client(binary: Path, host: str, port: int, *, connections: int, durati
 
 
 def run_generator(host: str, port: int, *, clients: int, duration_s: float, warmup_s: float,
-                  cpus: frozenset[int] | None = None) -> dict[str, Any]:
+                  cpus: frozenset[int] | None = None, engine: str = "auto") -> dict[str, Any]:
     """Run sockbench's load generator once against an echo server; return its headline figures."""
     from bench.loadgen import LoadSpec, run_load
 
     spec = LoadSpec(service="echo", host=host, port=port, clients=clients, duration_s=duration_s,
-                    warmup_s=warmup_s, message_bytes=MESSAGE_BYTES, cpus=set(cpus) if cpus else None)
+                    warmup_s=warmup_s, message_bytes=MESSAGE_BYTES, cpus=set(cpus) if cpus else None,
+                    engine=engine)
     result = run_load(spec)
     row = result.row
     return {
@@ -269,6 +270,7 @@ def run_generator(host: str, port: int, *, clients: int, duration_s: float, warm
         "gen_workers": row["gen_workers"],
         "gen_cpu_pct_max": row["gen_cpu_pct_max"],
         "generator_bound": bool(row["generator_bound"]),
+        "engine": row["gen_engine"],  # auto: native where it builds (bench.loadgen.engines)
         "loop": result.loop,
         "warnings": list(result.warnings),
     }
@@ -467,7 +469,7 @@ def _progress_line(row: dict[str, Any]) -> str:
 
 def _busy_note(cal: dict[str, Any]) -> None:
     """One note naming every figure measured right after the machine was found busy."""
-    rows = [*cal["echo"], *cal["generator"], *cal["connect"], *cal["bulk"]["points"]]
+    rows = [*cal["echo"], *cal["generator"], *cal.get("generator_python", []), *cal["connect"], *cal["bulk"]["points"]]
     busy = [f"{r['label']} ({r['busy_pct_before']:.0f}%)" for r in rows
             if (r.get("busy_pct_before") or 0) >= IDLE_THRESHOLD_PCT]
     if busy:
@@ -499,12 +501,19 @@ def measure_echo_and_generator(binary: Path, server: Any, places: dict[str, Plac
     """Fill ``cal["echo"]`` and ``cal["generator"]``: C client and generator, alternating, ``plan.rounds`` times.
 
     Rounds are outermost, so a point's rounds are spread over the whole
-    calibration rather than run back to back.
+    calibration rather than run back to back. The generator is the default
+    engine (native where it builds); when that is native, the python engine
+    is measured in the same rounds too (``cal["generator_python"]``), last in
+    rounds where the C client goes first and first otherwise.
     """
+    from bench.loadgen import engines
+
     generator_ok = _generator_importable(cal["notes"])
+    also_python = generator_ok and engines.resolve("auto")[0] == "native"
     points = _echo_points(places)
     c_rounds: dict[int, list[dict[str, Any]]] = {i: [] for i in range(len(points))}
     g_rounds: dict[int, list[dict[str, Any]]] = {i: [] for i in range(len(points))}
+    p_rounds: dict[int, list[dict[str, Any]]] = {i: [] for i in range(len(points))}
     for rnd in range(1, plan.rounds + 1):
         c_first = rnd % 2 == 1
         for i, (clients, place) in enumerate(points):
@@ -514,35 +523,40 @@ def measure_echo_and_generator(binary: Path, server: Any, places: dict[str, Plac
                                                      duration_s=plan.duration_s, warmup_s=plan.warmup_s,
                                                      cpus=place.client_cpus))
 
-            def generator(clients: int = clients, place: Placement = place) -> dict[str, Any]:
-                return _measure(cal, plan, f"generator {clients} conn {place.name} r{rnd}",
+            def generator(clients: int = clients, place: Placement = place, engine: str = "auto") -> dict[str, Any]:
+                name = "generator" if engine == "auto" else f"{engine} engine"
+                return _measure(cal, plan, f"{name} {clients} conn {place.name} r{rnd}",
                                 lambda: run_generator(server.host, server.port, clients=clients,
                                                       duration_s=plan.duration_s, warmup_s=plan.warmup_s,
-                                                      cpus=place.client_cpus))
+                                                      cpus=place.client_cpus, engine=engine))
 
             order = ["c", "generator"] if c_first or not generator_ok else ["generator", "c"]
+            if also_python:
+                order = order + ["python"] if c_first else ["python"] + order
             got: dict[str, dict[str, Any]] = {}
             for who in order:
                 if who == "generator" and not generator_ok:
                     continue
-                got[who] = (c_client if who == "c" else generator)()
+                got[who] = c_client() if who == "c" else generator() if who == "generator" else generator(engine=who)
                 say(_progress_line(got[who]))
             c = dict(got["c"], round=rnd, order=" then ".join(order) if generator_ok else "c")
             c_rounds[i].append(c)
-            if "generator" in got:
-                g = got["generator"]
-                g.update(round=rnd, order=c["order"], rt_ratio=ratio(g.get("rt_per_s"), c.get("rt_per_s")),
-                         p50_ratio=ratio(g.get("p50_us"), c.get("p50_us")))
-                g_rounds[i].append(g)
+            for who, kept in (("generator", g_rounds), ("python", p_rounds)):
+                if who in got:
+                    g = got[who]
+                    g.update(round=rnd, order=c["order"], rt_ratio=ratio(g.get("rt_per_s"), c.get("rt_per_s")),
+                             p50_ratio=ratio(g.get("p50_us"), c.get("p50_us")))
+                    kept[i].append(g)
     for i, (clients, place) in enumerate(points):
         where = {"clients": clients, "placement": place.name, "message_bytes": MESSAGE_BYTES}
         c = combine_rounds(c_rounds[i], ("rt_per_s", "p50_us", "p99_us"))
         cal["echo"].append({**where, **c})
-        if g_rounds[i]:
-            g = combine_rounds(g_rounds[i], ("rt_per_s", "p50_us", "p99_us", "rt_ratio", "p50_ratio",
+        for kept, key in ((g_rounds, "generator"), (p_rounds, "generator_python")):
+            if kept[i]:
+                g = combine_rounds(kept[i], ("rt_per_s", "p50_us", "p99_us", "rt_ratio", "p50_ratio",
                                              "gen_cpu_pct_max"))
-            g.update(c_rt_per_s=c.get("rt_per_s"), c_p50_us=c.get("p50_us"))
-            cal["generator"].append({**where, **g})
+                g.update(c_rt_per_s=c.get("rt_per_s"), c_p50_us=c.get("p50_us"))
+                cal.setdefault(key, []).append({**where, **g})
 
 
 def combine_rounds(rounds: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, Any]:
@@ -680,6 +694,7 @@ def _skeleton(plan: Plan, places: dict[str, Placement]) -> dict[str, Any]:
         "c_programs": {"available": False, "note": native.why_unavailable(), "compiler": native.compiler()},
         "echo": [],
         "generator": [],
+        "generator_python": [],
         "connect": [],
         "bulk": {"tool": None, "points": []},
         "goal": {},
@@ -838,14 +853,16 @@ def _fmt(value: Any, spec: str) -> str:
         return str(value)
 
 
-def render(cal: dict[str, Any], console: Any) -> None:
-    """Print ``cal`` as two rich tables (fitting 80 columns), the placements, the goal line and the notes."""
+def _generator_table(cal: dict[str, Any], key: str) -> Any:
+    """The rich table of ``cal[key]`` (one engine's rows) beside the C client's."""
     from rich import box
     from rich.table import Table
 
-    loops = sorted({str(g["loop"]) for g in cal["generator"] if g.get("loop")})
+    loops = sorted({str(g["loop"]) for g in cal[key] if g.get("loop")})
+    engines = sorted({str(g["engine"]) for g in cal[key] if g.get("engine")})
+    name = f"Generator ({', '.join(engines)} engine)" if engines else "Generator"
     rounds = cal.get("rounds", 1)
-    table = Table(title=f"Generator vs C client, {cal['message_bytes']} B echo, c-reference server, median of "
+    table = Table(title=f"{name} vs C client, {cal['message_bytes']} B echo, c-reference server, median of "
                         f"{rounds} round{'s' if rounds != 1 else ''}",
                   caption=f"generator event loop: {', '.join(loops) or '-'}; gen/C: median of the rounds' ratios (C "
                           "client and generator alternate who goes first); gen CPU: its busiest worker, % of a "
@@ -854,7 +871,7 @@ def render(cal: dict[str, Any], console: Any) -> None:
                   box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     for col in ("conns", "place", "C rt/s", "gen rt/s", "gen/C", "C p50", "gen p50", "gen/C", "gen CPU"):
         table.add_column(col, justify="right", no_wrap=True)
-    gen = {(r["clients"], r["placement"]): r for r in cal["generator"]}
+    gen = {(r["clients"], r["placement"]): r for r in cal[key]}
     for c in cal["echo"]:
         g = gen.get((c["clients"], c["placement"]), {})
         bound = "*" if g.get("generator_bound") else ""
@@ -862,7 +879,17 @@ def render(cal: dict[str, Any], console: Any) -> None:
                       _fmt(g.get("rt_per_s"), "{:,.0f}"), _fmt(g.get("rt_ratio"), "{:.2f}"),
                       _fmt(c.get("p50_us"), "{:.0f} us"), _fmt(g.get("p50_us"), "{:.0f} us"),
                       _fmt(g.get("p50_ratio"), "{:.2f}"), _fmt(g.get("gen_cpu_pct_max"), "{:.0f}%") + bound)
-    console.print(table)
+    return table
+
+
+def render(cal: dict[str, Any], console: Any) -> None:
+    """Print ``cal`` as rich tables (fitting 80 columns: each engine's, the ceilings), the placements, the goal line and the notes."""
+    from rich import box
+    from rich.table import Table
+
+    console.print(_generator_table(cal, "generator"))
+    if cal.get("generator_python"):
+        console.print(_generator_table(cal, "generator_python"))
     if any(g.get("rounds") for g in cal["generator"]):
         spread = Table(title="Spread over the rounds (min-max of each round's gen/C)", box=box.SIMPLE_HEAD,
                        show_edge=False, pad_edge=False)

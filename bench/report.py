@@ -177,6 +177,9 @@ def _meta_html(results: Results) -> str:
         f"swept: {swept}",
         f"up to {reps} repetitions per point",
     ]
+    measured_by = sorted({e for e in runs.get("gen_engine", []) if isinstance(e, str) and e})
+    if measured_by:
+        parts.append(f"load engine: {', '.join(measured_by)}")
     env = results.environment
     machine = ", ".join(str(v) for v in (
         " ".join(filter(None, [_get(env, "python", "implementation"), _get(env, "python", "version")])),

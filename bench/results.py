@@ -125,6 +125,7 @@ RUN_COLUMNS: dict[str, str] = {
     "gen_runq_wait_pct_max": "longest a generator worker waited on a run queue (runnable, no CPU), percent of the window",
     "generator_bound": "True if a generator worker was short of CPU: CPU + run-queue wait > 90% of the window, "
                        "or run-queue wait > 20% (bench.loadgen.merge.GENERATOR_BOUND_RULE)",
+    "gen_engine": "load engine that measured: native (C, epoll) or python (asyncio/uvloop)",
     "runner_cpu_pct": "CPU of the runner process (its server monitor included) over the window, percent of one core; "
                       "it runs on the generator's CPUs",
     "idle_busy_pct": "machine busy percent measured just before the run",

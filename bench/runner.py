@@ -59,6 +59,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from bench import cpuwork
+from bench.placement import placement_cpus
 from bench.results import DISK_FULL_ERRNOS, DiskFull, ResultsWriter, new_results_dir
 from servers import native
 
@@ -189,23 +190,6 @@ class ScenarioRefused(Exception):
 
 # --------------------------------------------------------------------------
 # Placement and limits
-
-
-def placement_cpus(placement: str) -> tuple[set[int] | None, set[int] | None]:
-    """CPU sets for (server, generator) under a placement policy.
-
-    ``split`` gives the server the first half of the usable CPUs and the
-    generator the rest (on 2 cores: CPU 0 and CPU 1), so they never compete;
-    ``shared`` puts both on the first CPU, where a wakeup costs nothing but
-    they share one core; ``none`` leaves placement to the kernel.
-    """
-    cpus = sorted(os.sched_getaffinity(0))
-    if placement == "none" or len(cpus) < 1:
-        return None, None
-    if placement == "shared" or len(cpus) == 1:
-        return {cpus[0]}, {cpus[0]}
-    half = len(cpus) // 2
-    return set(cpus[:half]), set(cpus[half:])
 
 
 @contextmanager
@@ -343,6 +327,7 @@ def _load_spec(scenario: Any, plan: RunPlan, host: str, port: int, gen_cpus: set
         cpus=gen_cpus,
         checksum_sample=scenario.generator.checksum_sample,
         loop=scenario.generator.loop,
+        engine=scenario.generator.engine,
     )
 
 
@@ -505,6 +490,10 @@ def run_scenario(scenario: Any, *, results_root: Path = Path("results"),
         # runs are left out with one line, never recorded as failures.
         plans = [p for p in plans if p.model != "c-reference"]
         warn(f"c-reference left out: {native.why_unavailable()}")
+    from bench.loadgen import engines
+    _engine, _command, note = engines.resolve(scenario.generator.engine)
+    if note:  # auto fell back to the python engine: said once here, and in each run's warnings
+        warn(note)
     ensure_fd_limit(max(p.point.load.clients for p in plans) if plans else 0)
     with stop_signals():
         return _run_plans(scenario, plans, results_root=results_root, on_run=on_run, on_start=on_start,

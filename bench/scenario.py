@@ -95,6 +95,7 @@ from pydantic import (
     model_validator,
 )
 
+from bench.loadgen.spec import ENGINES
 from bench.results import PARAMETER_COLUMNS
 from bench.units import format_duration, format_size, parse_duration, parse_size
 from servers.config import LOOPS, SERVICES, ServerOptions
@@ -332,7 +333,12 @@ class GeneratorSpec(_Section):
     """``generator:``: the load generator's own process layout."""
 
     workers: Optional[Count] = Field(None, description="worker processes; null = chosen from the CPUs and the placement")
-    loop: Literal["auto", "asyncio", "uvloop"] = Field("auto", description="event loop of each worker; auto = uvloop when installed")
+    engine: Literal[ENGINES] = Field(
+        "auto", description="load engine: native (C, epoll) or python (asyncio/uvloop); auto = native where it builds"
+    )
+    loop: Literal["auto", "asyncio", "uvloop"] = Field(
+        "auto", description="python engine: event loop of each worker; auto = uvloop when installed"
+    )
     # 5%: enough to catch a corrupting server within a few hundred requests,
     # cheap enough that hashing large files never makes the generator the bottleneck.
     checksum_sample: Annotated[StrictFloat, Field(ge=0, le=1)] = Field(

@@ -101,7 +101,7 @@ STAT_FIELDS = ("n", "median", "min", "max", "ci_low", "ci_high", "ci_level", "cv
 _BOOL_COLUMNS = ("generator_bound", "sendfile", "cpu_work_short") + tuple(
     c for c in RUN_COLUMNS if c.endswith("_is_lower_bound"))
 _STRING_COLUMNS = ("run_id", "model", "service", "status", "error", "started_at", "mode",
-                   "mem_note", "server_cpus", "gen_cpus", "cpu_busy_pct", "netns")
+                   "mem_note", "server_cpus", "gen_cpus", "cpu_busy_pct", "netns", "gen_engine")
 
 
 class NotAResultsFolder(ValueError):

@@ -122,18 +122,21 @@ def _compiler_version(cc: str) -> str:
     return lines[0] if lines else "unknown"
 
 
-def cache_key(source: bytes, cc: str) -> str:
-    """Hex SHA-256 of everything that decides the binary's content."""
+def cache_key(source: bytes, cc: str, extra: tuple[str, ...] = ()) -> str:
+    """Hex SHA-256 of everything that decides the binary's content (``extra``: further compiler arguments)."""
     h = hashlib.sha256()
-    for part in (source, cc.encode(), _compiler_version(cc).encode(), " ".join(CFLAGS).encode()):
+    for part in (source, cc.encode(), _compiler_version(cc).encode(), " ".join(CFLAGS + extra).encode()):
         h.update(len(part).to_bytes(8, "little"))  # length-prefixed so parts cannot run together
         h.update(part)
     return h.hexdigest()
 
 
-def build(name: str) -> Path | None:
+def build(name: str, source: Path | None = None, extra: tuple[str, ...] = ()) -> Path | None:
     """Return the path of the compiled program ``name``, compiling it if needed.
 
+    ``source`` defaults to ``servers/c/<name>.c``; another package's C program
+    passes its own path. ``extra`` are compiler arguments placed after the
+    source (defines, ``-l`` libraries); they are part of the cache key.
     Returns None when no compiler exists (see :func:`why_unavailable`).
     Raises :class:`NativeBuildError` when the compiler fails.
     """
@@ -141,8 +144,8 @@ def build(name: str) -> Path | None:
         return None
     cc = compiler()
     assert cc is not None  # available() checked it
-    src = source_path(name)
-    key = cache_key(src.read_bytes(), cc)
+    src = source if source is not None else source_path(name)
+    key = cache_key(src.read_bytes(), cc, extra)
     folder = cache_root() / key
     target = folder / name
     if target.is_file() and os.access(target, os.X_OK):
@@ -155,16 +158,16 @@ def build(name: str) -> Path | None:
         if target.is_file() and os.access(target, os.X_OK):
             return target
         folder.mkdir(parents=True, exist_ok=True)
-    _compile(cc, src, folder, target)
+    _compile(cc, src, folder, target, extra)
     return target
 
 
-def _compile(cc: str, src: Path, folder: Path, target: Path) -> None:
+def _compile(cc: str, src: Path, folder: Path, target: Path, extra: tuple[str, ...] = ()) -> None:
     """Compile ``src`` to a temporary name in ``folder`` and rename it to ``target``."""
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
     os.close(fd)
     tmp = Path(tmp_name)
-    cmd = [cc, *CFLAGS, "-o", str(tmp), str(src)]
+    cmd = [cc, *CFLAGS, "-o", str(tmp), str(src), *extra]
     try:
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S)

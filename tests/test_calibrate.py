@@ -71,8 +71,13 @@ def test_quick_calibration_with_c_programs(tmp_path: Path) -> None:
                 assert g_r["rt_ratio"] == pytest.approx(ratios[-1])
             assert row["rt_ratio"] == pytest.approx(float(np.median(ratios)))
             assert row["rt_ratio_range"] == pytest.approx([min(ratios), max(ratios)])
-            # the order alternates: the C client first in round 1, the generator first in round 2
-            assert [r["order"] for r in row["rounds"]] == ["c then generator", "generator then c"]
+            # the order alternates: the C client first in round 1, last in round 2
+            assert [r["order"] for r in row["rounds"]] == ["c then generator then python", "python then generator then c"]
+            assert row["engine"] == "native"  # the default engine where the C programs build
+        # the python engine is measured in the same rounds, beside the same C client figures
+        python_rows = result["generator_python"]
+        assert {(r["clients"], r["placement"]) for r in python_rows} == expected_points
+        assert all(r["engine"] == "python" and "error" not in r and r["rt_per_s"] > 0 for r in python_rows)
         goal = result["goal"]
         assert goal["verdict"] in ("PASS", "MISS")
         assert goal["reliable"] is False and "quick mode (0.3 s windows)" in goal["unreliable_because"]

@@ -201,7 +201,7 @@ def no_leftover_workers() -> Iterator[None]:
 
 def spec(port: int, **kw: object) -> LoadSpec:
     base: dict[str, object] = dict(service="echo", host="127.0.0.1", port=port, clients=2, duration_s=1.0,
-                                   connect_timeout_s=2.0, request_timeout_s=30.0)
+                                   connect_timeout_s=2.0, request_timeout_s=30.0, engine="python")
     base.update(kw)
     return LoadSpec(**base)  # type: ignore[arg-type]
 
@@ -681,7 +681,7 @@ def test_fd_exhaustion_counts_emfile(server: Callable[..., ThreadServer]) -> Non
     code = (
         "import resource, sys; resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64));"
         "from bench.loadgen import LoadSpec, run_load;"
-        f"r = run_load(LoadSpec('echo', '127.0.0.1', {srv.port}, clients=120, duration_s=0.5, workers=1));"
+        f"r = run_load(LoadSpec('echo', '127.0.0.1', {srv.port}, clients=120, duration_s=0.5, workers=1, engine='python'));"
         "print(r.to_json())"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

@@ -21,6 +21,7 @@ from bench.results import RUN_COLUMNS, TIMELINE_COLUMNS
 from bench.runner import plan_runs, run_scenario, runner_pinned
 from bench.scenario import parse_scenario
 from bench.stats import write_summary
+from servers import native
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -105,6 +106,8 @@ def test_run_writes_a_complete_results_folder(tmp_path, monkeypatch):
     assert (runs["k_listen_overflows"] >= 0).all() and runs["accept_queue_max"].notna().all()
     assert (runs["runner_cpu_pct"] >= 0).all() and (runs["server_runq_wait_pct"] >= 0).all()
     assert (runs["gen_runq_wait_pct_max"] >= 0).all() and (runs["clients_served"] == 4).all()
+    # auto picks the native engine where a compiler exists, and each run says which measured
+    assert set(runs["gen_engine"]) == {"native" if native.available() else "python"}
     timeline = pd.read_csv(results / "timeline.csv")
     assert list(timeline.columns) == list(TIMELINE_COLUMNS)
     assert set(timeline["source"]) == {"server", "load"}
@@ -117,6 +120,7 @@ def test_run_writes_a_complete_results_folder(tmp_path, monkeypatch):
     assert (results / "report.html").exists()
     # the calibration in force when the runs started travels with them
     assert load_stored(results)["created_at"] == "2026-01-01T00:00:00+00:00"
+    assert "load engine: " + runs["gen_engine"][0] in (results / "report.html").read_text()
 
 
 def test_a_server_killed_mid_run_is_recorded_as_failed(tmp_path):

@@ -159,6 +159,12 @@ def test_bad_literal_lists_allowed_values(tmp_path):
     assert "'split', 'shared' or 'none'" in str(err)
 
 
+def test_generator_engine_is_one_of_the_load_engines(tmp_path):
+    assert load_scenario(write(tmp_path, MINIMAL + "generator:\n  engine: python\n")).generator.engine == "python"
+    err = error_of(tmp_path, MINIMAL + "generator:\n  engine: rust\n")
+    assert "'auto', 'native' or 'python'" in str(err) and "generator.engine" in str(err)
+
+
 def test_open_loop_requires_rate(tmp_path):
     err = error_of(tmp_path, MINIMAL + "  mode: open\n")
     assert err.issues[0].path == "load.rate"

@@ -8,10 +8,12 @@ Public API (others depend on exactly these names)::
     result.row["req_per_s"], result.histograms["latency"], result.warnings
 
 Design in one paragraph: the parent (:mod:`bench.loadgen.driver`) splits the
-clients over worker processes (:mod:`bench.loadgen.worker`), one per CPU,
-each running one event loop (uvloop if installed) whose clients are
-``asyncio.BufferedProtocol`` connections (:mod:`bench.loadgen.clients`)
-started either as soon as they are free (closed loop) or on a fixed-rate
+clients over worker processes, one per CPU, each running one event loop.
+Two engines implement the worker (:mod:`bench.loadgen.engines`): ``native``,
+a C epoll program (``c/loadgen.c``), and ``python``
+(:mod:`bench.loadgen.worker`), whose loop is uvloop if installed and whose
+clients are ``asyncio.BufferedProtocol`` connections
+(:mod:`bench.loadgen.clients`). Either way clients are started either as soon as they are free (closed loop) or on a fixed-rate
 schedule (open loop, :mod:`bench.loadgen.schedule`). Workers start together
 at a wall-clock instant chosen by the parent, count only what completes in the
 measured window, record latencies into HdrHistogram buckets

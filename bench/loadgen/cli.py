@@ -8,6 +8,11 @@
 ``bench`` command mounts it as a subcommand) and ``run`` executes parsed
 arguments. ``python -m bench.loadgen.cli ...`` works the same way.
 
+Defaults are ``bench run``'s: the native engine where it builds
+(``--engine``), and the generator on the CPUs ``bench run``'s default
+``split`` placement gives it (``--placement``; on 2 CPUs: CPU 1, for a
+server on CPU 0), one worker per CPU.
+
 A rate (``--rate``) selects the open loop; without it the run is closed loop.
 File targets come either from ``--file NAME --file-size N`` pairs (sizes are
 checked; checksums cannot be, since the content is unknown) or from
@@ -30,7 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.loadgen.driver import LoadGenError, run_load
-from bench.loadgen.spec import LOOPS, FileTarget, LoadResult, LoadSpec, lower_bound_column
+from bench.loadgen.spec import ENGINES, LOOPS, FileTarget, LoadResult, LoadSpec, lower_bound_column
+from bench.placement import PLACEMENTS, placement_cpus
 
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 10**6, "mb": 10**6,
                "mib": 1024**2, "g": 10**9, "gb": 10**9, "gib": 1024**3}
@@ -114,9 +120,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", type=float, metavar="R", help="open loop: total requests/s (without it: closed loop)")
     parser.add_argument("--requests-per-connection", type=_non_negative_int, default=0, metavar="N",
                         help="reconnect after N requests (0: one connection all run)")
-    parser.add_argument("--workers", type=_positive_int, metavar="N", help="generator processes (default: one per CPU)")
-    parser.add_argument("--cpus", type=parse_cpus, metavar="LIST", help="pin generator workers to these CPUs, e.g. 1 or 0-1")
-    parser.add_argument("--loop", choices=LOOPS, default="auto", help="event loop (auto: uvloop if installed)")
+    parser.add_argument("--workers", type=_positive_int, metavar="N", help="generator processes (default: one per generator CPU, see --placement)")
+    parser.add_argument("--cpus", type=parse_cpus, metavar="LIST",
+                        help="pin generator workers to these CPUs, e.g. 1 or 0-1 (overrides --placement)")
+    parser.add_argument("--placement", choices=PLACEMENTS, default=PLACEMENTS[0],
+                        help="generator CPUs as bench run places them, for a server pinned the bench run way: "
+                             "split (default) = the CPUs bench run leaves the generator (CPU 1 of 2, the server "
+                             "on CPU 0), one worker each; shared = the server's CPU 0; none = unpinned, one worker per CPU")
+    parser.add_argument("--engine", choices=ENGINES, default="auto",
+                        help="load engine: native (C, epoll), python (asyncio/uvloop); auto: native where it builds")
+    parser.add_argument("--loop", choices=LOOPS, default="auto", help="python engine's event loop (auto: uvloop if installed)")
     parser.add_argument("--connect-timeout", type=parse_seconds, default=3.0, metavar="S", help="seconds (default 3)")
     parser.add_argument("--request-timeout", type=parse_seconds, default=10.0, metavar="S", help="seconds (default 10)")
     parser.add_argument("--checksum-sample", type=float, default=0.05, metavar="F",
@@ -159,8 +172,9 @@ def spec_from_args(args: argparse.Namespace) -> LoadSpec:
         files=files, requests_per_connection=args.requests_per_connection,
         mode="open" if args.rate is not None else "closed", rate=args.rate,
         connect_timeout_s=args.connect_timeout, request_timeout_s=args.request_timeout,
-        workers=args.workers, cpus=args.cpus, checksum_sample=args.checksum_sample,
-        loop=args.loop, allow_remote=args.allow_remote,
+        workers=args.workers, cpus=args.cpus if args.cpus is not None else placement_cpus(args.placement)[1],
+        checksum_sample=args.checksum_sample,
+        loop=args.loop, engine=args.engine, allow_remote=args.allow_remote,
     )
 
 
@@ -204,7 +218,7 @@ def print_table(spec: LoadSpec, result: LoadResult) -> None:
         ("connect p50 / p99 / max", f"{_fmt(r['connect_p50_us'])} / {_fmt(r['connect_p99_us'])} / {_fmt(r['connect_max_us'])} us"),
         ("errors", ", ".join(f"{k} {r['err_' + k]:,}" for k in ("reset", "timeout", "closed_early", "short", "corrupt")
                              if r["err_" + k]) or "none"),
-        ("generator workers, loop", f"{r['gen_workers']}, {result.loop}"),
+        ("generator engine, workers, loop", f"{r['gen_engine']}, {r['gen_workers']}, {result.loop}"),
         ("generator CPU, run-queue wait", f"{_fmt(r['gen_cpu_pct_max'], '%')} of a core, "
                                           f"{_fmt(r['gen_runq_wait_pct_max'], '%')} of the window (busiest worker)"
                                           + (" GENERATOR-BOUND" if r["generator_bound"] else "")),

@@ -54,8 +54,10 @@ marks it dead and closes or aborts its transport; its later
 ``connection_lost`` is then ignored. At the end of a run the worker calls
 :meth:`Client.stop`, which cancels a pending connect (asyncio closes the
 half-open socket) and closes the transport with a FIN, so the server sees an
-ordinary end of connection rather than a reset; a request still in flight is
-abandoned (it completes after the window and would not count anyway).
+ordinary end of connection rather than a reset. Before that the worker gives
+replies in flight a bounded time to arrive (:data:`bench.loadgen.worker.DRAIN_S`)
+without sending anything new: closing a socket with unread bytes, or one the
+server is still writing to, makes the kernel send a reset instead of a FIN.
 """
 
 from __future__ import annotations
@@ -184,6 +186,8 @@ class _Connection(asyncio.BufferedProtocol):
         self.busy = False
         self.served += 1
         self.client.completed += self.stats.complete(self.t_int, self.t_sent, self.t_first, t, nbytes)
+        if self.shared.stopping:
+            return  # end of run: nothing new is sent; the worker closes it with a FIN
         if self.recycle_after and self.served >= self.recycle_after:
             self.client.recycle(self)
         else:

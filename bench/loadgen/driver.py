@@ -73,6 +73,7 @@ from time import monotonic
 from types import TracebackType
 from typing import Any, Callable, Sequence
 
+from bench.loadgen import engines
 from bench.loadgen.merge import merge_reports
 from bench.loadgen.spec import LoadResult, LoadSpec, resolve_target, validate
 from bench.monitor.procfs import ProcessGone, read_schedstat
@@ -136,8 +137,10 @@ def plan_jobs(spec: LoadSpec, ip: str) -> list[dict[str, Any]]:
 class WorkerPool:
     """Worker processes of one run: start, handshake, collect, and always kill/reap. See module docstring."""
 
-    def __init__(self, jobs: list[dict[str, Any]]) -> None:
+    def __init__(self, jobs: list[dict[str, Any]], command: list[str] | None = None) -> None:
         self.jobs = jobs
+        # The worker program without its READY_FD argument (see bench.loadgen.engines).
+        self.command = command or [sys.executable, "-m", "bench.loadgen.worker"]
         self.procs: list[subprocess.Popen[bytes]] = []
         self.sel = selectors.DefaultSelector()
         self.ready: set[int] = set()
@@ -165,7 +168,7 @@ class WorkerPool:
             r, w = os.pipe()
             try:
                 p = subprocess.Popen(
-                    [sys.executable, "-m", "bench.loadgen.worker", str(w)],
+                    [*self.command, str(w)],
                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                     pass_fds=(w,), start_new_session=True, env=env,
                 )
@@ -349,11 +352,12 @@ def run_load(spec: LoadSpec, on_window: Callable[[float, float], None] | None = 
     raises (KeyboardInterrupt included).
     """
     validate(spec)
-    if spec.loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
+    engine, command, note = engines.resolve(spec.engine)
+    if engine == "python" and spec.loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
         raise ValueError("loop 'uvloop' asked for but uvloop is not installed: pip install uvloop, or use --loop asyncio")
     ip = resolve_target(spec.host, spec.port, spec.allow_remote)
     jobs = plan_jobs(spec, ip)
-    with WorkerPool(jobs) as pool:
+    with WorkerPool(jobs, command) as pool:
         pool.start()
         pool.wait_ready(READY_TIMEOUT_S)
         start_wall = time.time() + START_MARGIN_S
@@ -369,4 +373,6 @@ def run_load(spec: LoadSpec, on_window: Callable[[float, float], None] | None = 
         parent_cpu = pool.parent_cpu_pct("start", "end")
     result = merge_reports(spec, reports, start_wall + spec.warmup_s)
     result.parent_cpu_pct = round(parent_cpu, 1)
+    if note:
+        result.warnings.insert(0, note)
     return result

@@ -76,8 +76,13 @@ def _sum_dicts(dicts: list[dict[str, int]]) -> dict[str, int]:
 def merge_histograms(reports: list[dict[str, Any]]) -> dict[str, histograms.HdrHistogram]:
     """Decode and add up each kind of histogram over all worker reports."""
     kinds = sorted({k for r in reports for k in r["histograms"]})
-    return {k: histograms.merge([histograms.decode(r["histograms"][k]) for r in reports if k in r["histograms"]])
+    return {k: histograms.merge([_histogram(r["histograms"][k]) for r in reports if k in r["histograms"]])
             for k in kinds}
+
+
+def _histogram(sent: str | dict[str, int]) -> histograms.HdrHistogram:
+    """A worker's histogram: HdrHistogram base64 (python engine) or ``{counts index: count}`` (native)."""
+    return histograms.sparse_to_hdr(sent) if isinstance(sent, dict) else histograms.decode(sent)
 
 
 def merge_timeline(reports: list[dict[str, Any]], interval: float, warmup_s: float,
@@ -161,10 +166,18 @@ def _warnings(spec: LoadSpec, reports: list[dict[str, Any]], notes: dict[str, in
     unstarted = sum(r["unstarted"] for r in reports)
     # A handful released in the last instant with every connection busy is
     # normal; more than 0.1% of the schedule means the queue really grew.
-    if unstarted > max(1.0, 0.001 * (spec.rate or 0.0) * spec.duration_s):
+    few = max(1.0, 0.001 * (spec.rate or 0.0) * spec.duration_s)
+    lag_max = max((r.get("wake_lag_max_s", 0.0) for r in reports), default=0.0)
+    late_generator = sum(r.get("late_starts_generator", 0) for r in reports)
+    if unstarted > few:
         out.append(f"open loop: {unstarted} scheduled requests never got a free connection before the end; "
                    f"the server (or {spec.clients} connections) could not keep up with {spec.rate} requests/s; "
-                   f"they are counted in the latency percentiles at the time they had waited (censored)")
+                   f"they are counted in the latency percentiles at the time they had waited (censored)"
+                   + (f"; the generator's own wake-ups were up to {lag_max * 1000:.1f} ms late too" if late_generator else ""))
+    if late_generator > few:
+        out.append(f"open loop: {late_generator} requests started late although a connection was free: the generator "
+                   f"woke up to {lag_max * 1000:.1f} ms after their due time (a busy generator CPU), so that part of the "
+                   f"corrected latency is the generator's, not the server's")
     if notes.get("idle_lost"):
         out.append(f"{notes['idle_lost']} idle connections were closed by the server between requests")
     for text, n in sorted(err_replies.items()):
@@ -241,6 +254,7 @@ def merge_reports(spec: LoadSpec, reports: list[dict[str, Any]], window_start: f
     waits = [r["runq_wait_pct"] for r in reports if r.get("runq_wait_pct") is not None]
     row["gen_runq_wait_pct_max"] = round(max(waits), 1) if waits else None
     row["generator_bound"] = any(_generator_bound(r) for r in reports)
+    row["gen_engine"] = ",".join(sorted({r.get("engine", "python") for r in reports}))
     assert tuple(row) == ROW_COLUMNS, "row columns drifted from ROW_COLUMNS"
     loops = sorted({r["loop"] for r in reports})
     return LoadResult(

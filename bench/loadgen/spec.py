@@ -36,6 +36,8 @@ from bench.loadgen import histograms
 SERVICES = ("echo", "file")
 MODES = ("closed", "open")
 LOOPS = ("auto", "asyncio", "uvloop")
+#: Load engines (see :mod:`bench.loadgen.engines`): auto = native where it builds, else python.
+ENGINES = ("auto", "native", "python")
 #: The file protocol caps a request line at 4096 bytes, newline included.
 MAX_REQUEST_LINE = 4096
 #: Columns of the ``row`` dict, in runs.csv order (a subset of RUN_COLUMNS).
@@ -50,7 +52,7 @@ ROW_COLUMNS = (
     "err_reset", "err_timeout", "err_closed_early", "err_short", "err_corrupt",
     "req_pending", "req_pending_oldest_s",
     "clients_served",
-    "gen_workers", "gen_cpu_pct_max", "gen_runq_wait_pct_max", "generator_bound",
+    "gen_workers", "gen_cpu_pct_max", "gen_runq_wait_pct_max", "generator_bound", "gen_engine",
 )
 
 
@@ -92,7 +94,8 @@ class LoadSpec:
     workers: int | None = None       # None: one per CPU in `cpus` (or per online CPU)
     cpus: set[int] | None = None     # pin workers to these CPUs (os.sched_setaffinity)
     checksum_sample: float = 0.05    # fraction of file replies whose SHA-256 is verified (size always checked)
-    loop: str = "auto"               # "auto" (uvloop if importable) | "asyncio" | "uvloop"
+    loop: str = "auto"               # "auto" (uvloop if importable) | "asyncio" | "uvloop" (python engine)
+    engine: str = "auto"             # "auto" (native where it builds) | "native" | "python"
     timeline_interval_s: float = 0.5
     allow_remote: bool = False
 
@@ -126,6 +129,7 @@ def validate(spec: LoadSpec) -> None:
     _need(spec.warmup_s >= 0, f"warmup must be >= 0 seconds, got {spec.warmup_s!r}")
     _need(spec.mode in MODES, f"mode must be one of {', '.join(MODES)}, got {spec.mode!r}")
     _need(spec.loop in LOOPS, f"loop must be one of {', '.join(LOOPS)}, got {spec.loop!r}")
+    _need(spec.engine in ENGINES, f"engine must be one of {', '.join(ENGINES)}, got {spec.engine!r}")
     if spec.mode == "open":
         _need(spec.rate is not None and spec.rate > 0, f"open loop needs a rate > 0 requests/s (--rate), got {spec.rate!r}")
     _need(spec.requests_per_connection >= 0,

@@ -12,8 +12,9 @@ One worker runs one event loop driving its share of the clients. The parent
    by all workers; the worker converts it to its monotonic clock once and
    starts its clients at that instant, so every worker's warmup and measured
    window line up;
-4. at the end of the window the worker drops everything in flight, closes its
-   connections and writes exactly ONE JSON document on stdout (its counters,
+4. at the end of the window the worker sends nothing new, gives replies in
+   flight up to :data:`DRAIN_S` to arrive (they no longer count), closes its
+   connections with a FIN and writes exactly ONE JSON document on stdout (its counters,
    histograms in HdrHistogram base64, timeline, CPU), then exits 0. On any
    error it writes ``{"ok": false, "error": ...}`` instead and exits 1.
 
@@ -72,6 +73,15 @@ fields. Times are seconds, latencies integer microseconds, counts integers;
     rare events (``{idle_lost: n}``), ``{ERR reply text: n}``, the worker's
     own caveats, whether open loop ran on coarse timers, and errors inside the
     worker itself (count and up to 3 texts).
+``engine``, ``wake_lag_max_s``, ``late_starts_generator`` (optional)
+    which engine ran (``python`` or ``native``); open loop: the largest lag of
+    a release wake-up past a due time, and the late starts of requests that
+    had a free connection waiting (the generator's lateness, not the server's).
+
+The native engine (``bench/loadgen/c/loadgen.c``) writes the same document,
+except that its histograms are ``{counts index: count}`` objects in the same
+index scheme instead of base64 (:func:`bench.loadgen.merge.merge_histograms`
+takes either); a field added here is added there too.
 
 Run-queue wait is not reported by the worker: the parent reads
 ``/proc/<pid>/schedstat`` of every worker at the window's start and end
@@ -126,6 +136,13 @@ ECHO_BUFFER = 64 * 1024
 FILE_BUFFER = 256 * 1024
 #: How many unexpected loop errors are kept verbatim for the warnings.
 MAX_KEPT_ERRORS = 3
+#: End of run: how long replies in flight may take to arrive before the
+#: connections are closed (see :mod:`bench.loadgen.clients`, Resource
+#: handling); a healthy server answers in microseconds, one that never
+#: answers must not hold the run.
+DRAIN_S = 0.2
+#: How often the drain checks whether every reply has arrived.
+DRAIN_POLL_S = 0.002
 
 
 def pick_loop(name: str) -> tuple[str, Callable[[], asyncio.AbstractEventLoop] | None]:
@@ -231,6 +248,9 @@ async def run_clients(job: dict[str, Any], run_start: float) -> dict[str, Any]:
         for i in range(dispatcher.started, dispatcher.released):
             stats.censor_unstarted(dispatcher.t0 + i * dispatcher.interval)
     served = sum(1 for c in clients if c.completed)
+    drain_end = now + DRAIN_S
+    while monotonic() < drain_end and any(c.conn is not None and c.conn.busy for c in clients):
+        await asyncio.sleep(DRAIN_POLL_S)
     for c in clients:
         c.stop()
     sweeper.cancel()
@@ -249,6 +269,8 @@ async def run_clients(job: dict[str, Any], run_start: float) -> dict[str, Any]:
         pending_requests=len(waiting),
         pending_oldest_s=max(waiting, default=0.0),
         unstarted=dispatcher.unstarted(),
+        wake_lag_max_s=dispatcher.lag_max if isinstance(dispatcher, OpenLoop) else 0.0,
+        late_starts_generator=dispatcher.late_generator if isinstance(dispatcher, OpenLoop) else 0,
         coarse_timer=coarse_timer,
         loop_errors=len(loop_errors),
         loop_error_samples=loop_errors[:MAX_KEPT_ERRORS],
@@ -277,7 +299,7 @@ def run_job(job: dict[str, Any], ready_fd: int | None) -> dict[str, Any]:
     with asyncio.Runner(loop_factory=factory) as runner:
         report = runner.run(run_clients(job, run_start))
     signal.alarm(0)
-    report.update(ok=True, index=job["index"], loop=loop_name, warnings=warnings)
+    report.update(ok=True, index=job["index"], engine="python", loop=loop_name, warnings=warnings)
     return report
 
 

@@ -1,0 +1,1251 @@
+/*
+ * sockbench native load worker: the C engine of bench/loadgen.
+ *
+ * It speaks the same worker contract as the Python worker
+ * (bench/loadgen/worker.py), so the parent (bench/loadgen/driver.py), the
+ * merge, results, figures and report do not care which engine measured:
+ *
+ *   loadgen READY_FD
+ *     stdin line 1: the job as JSON (the LoadSpec as a dict under "spec",
+ *                   this worker's clients, offset, rate share, CPU, address);
+ *     the worker sets up (affinity, open-files limit, buffers) and writes one
+ *                   byte to READY_FD;
+ *     stdin line 2: {"start_wall": T}, a wall-clock start shared by all;
+ *     stdout:       exactly one JSON document at the end, the same fields
+ *                   as the Python worker's report; histograms are sent as
+ *                   {counts index: count} in HdrHistogram's own index scheme
+ *                   (1 us .. 60 s, 3 significant digits), which merge.py
+ *                   pours into real HdrHistograms. On failure:
+ *                   {"ok": false, "error": "..."} and exit status 1.
+ *   loadgen --index-of   reads integers (us) on stdin and prints the counts
+ *                   index of each, so a test can check it against hdrh.
+ *
+ * One thread, one level-triggered epoll set over non-blocking sockets. A
+ * client keeps one connection and sends one request at a time on it: at once
+ * when it is free (closed loop) or when the schedule says (open loop: a
+ * timerfd releases every request that is due at one wake-up, armed no closer
+ * than BATCH_HORIZON_S so a high rate costs one wake-up per batch, not per
+ * request). Every echo byte is compared with the message sent; a file reply
+ * must have the header "OK <size>" and exactly size bytes, and a sampled
+ * fraction is SHA-256 hashed (libcrypto) and compared. Outcomes use the
+ * Python engine's taxonomy (bench/loadgen/clients.py, recording.py).
+ *
+ * End of run: at the window's end nothing new is sent; replies in flight
+ * get up to DRAIN_S to arrive (so no unread bytes make close() send a
+ * reset), then every connection is closed with a FIN.
+ *
+ * Error handling: bad job JSON or a failed setup is reported as the one
+ * error document. Connect and request failures are data, classified and
+ * counted. SIGALRM (the default action kills) is armed grace_s past the
+ * planned end as a backstop; the parent has its own, longer, timeout.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/timerfd.h>
+#include <time.h>
+#include <unistd.h>
+#ifdef HAVE_LIBCRYPTO
+#include <openssl/evp.h>
+#endif
+
+/* HdrHistogram layout for lowest 1, highest 60e6, 3 significant digits:
+ * the constants hdrh derives (bench/loadgen/histograms.py reads them from
+ * hdrh; tests/test_loadgen_native.py checks this arithmetic against it). */
+#define HIGHEST_US 60000000LL
+#define SUB_BUCKET_MASK 2047LL
+#define UNIT_MAGNITUDE 0
+#define HALF_COUNT_MAGNITUDE 10
+#define HALF_COUNT 1024
+#define BUCKET_SHIFT 11
+#define COUNTS_LEN 17408
+
+/* Read buffers, shared by all connections of the worker (each reply chunk is
+ * checked before the next read): 64 KiB holds any usual echo message in one
+ * read; 256 KiB cuts the reads per MiB of file body fourfold. */
+#define ECHO_BUFFER (64 * 1024)
+#define FILE_BUFFER (256 * 1024)
+/* A file reply header is "OK <size>\n" or "ERR <code> <reason>\n"; the
+ * Python engine's MAX_HEADER. */
+#define MAX_HEADER 512
+/* Pause before retrying a failed connect, as the Python engine does: a
+ * closed port refuses in ~30 us and retrying at once would spin a core. */
+#define RETRY_DELAY_S 0.01
+/* A start later than this after its due time is a late start (schedule.py's
+ * LATE_TOLERANCE_S). */
+#define LATE_TOLERANCE_S 0.001
+/* Open loop: the release timer is armed no closer than this after a wake-up,
+ * so at high rates one wake-up releases a batch. 75 us is about two vCPU
+ * wake-ups here: small against any queueing worth studying, and it bounds
+ * how late a batched request goes out. */
+#define BATCH_HORIZON_S 0.000075
+/* End of run: how long replies still in flight may take to arrive before
+ * the connections are closed; a healthy server needs microseconds. */
+#define DRAIN_S 0.2
+/* Open files a worker needs besides one per client (worker.py's FD_SLACK). */
+#define FD_SLACK 64
+/* Events taken per epoll_wait: a few calls per round of 1000 connections. */
+#define MAX_EVENTS 512
+/* Timer slack asked for, as schedule.py does: the kernel's default 50 us
+ * would be added to open-loop wake-ups. */
+#define TIMER_SLACK_NS 1000
+/* Distinct ERR reply texts and errno names kept (more are lumped). */
+#define MAX_NAMED 16
+/* The worker's own caveats: at most a couple can arise (open files, libcrypto). */
+#define MAX_WARNINGS 4
+/* Initial sizes of growable buffers (they double as needed): a job line and
+ * a short run's report fit in 64 KiB; 4096 timeline pairs cover a few
+ * seconds of intervals. */
+#define INITIAL_BUFFER (64 * 1024)
+#define INITIAL_PAIRS 4096
+
+#define TIMER_TAG UINT64_MAX
+
+enum cstate { C_NONE, C_RETRY, C_CONNECTING, C_IDLE, C_BUSY, C_CLOSED };
+enum { ERR_RESET, ERR_TIMEOUT, ERR_CLOSED_EARLY, ERR_SHORT, ERR_CORRUPT, N_ERR };
+static const char *ERR_NAMES[N_ERR] = {"reset", "timeout", "closed_early", "short", "corrupt"};
+enum { CO_OK, CO_REFUSED, CO_RESET, CO_TIMEOUT, CO_EMFILE, CO_EADDRNOTAVAIL, CO_OTHER, N_CO };
+static const char *CO_NAMES[N_CO] = {"ok", "refused", "reset", "timeout", "emfile", "eaddrnotavail", "other"};
+
+struct file_target { char *line; size_t line_len; long long size; unsigned char sha[32]; int has_sha; };
+
+struct conn {
+    int fd;
+    enum cstate state;
+    int file_pos;
+    long long served;             /* requests on the current connection */
+    int completed;                /* this client completed a request in the window */
+    double t_int, t_sent, t_first, t_connect;
+    long long got;                /* reply bytes received for the request in flight */
+    const char *out; size_t out_left;  /* request bytes not yet sent */
+    int want_out;                 /* EPOLLOUT registered */
+    /* file service */
+    int in_header; char header[MAX_HEADER + 1]; int header_len;
+    long long size, left; int target;
+#ifdef HAVE_LIBCRYPTO
+    EVP_MD_CTX *sha;
+#endif
+    /* open loop idle list */
+    struct conn *idle_prev, *idle_next; int in_idle;
+};
+
+struct named { char name[96]; long long n; };
+
+static struct {
+    /* job */
+    int index, clients, client_offset, cpu, echo, open_loop, rpc;
+    double rate, phase_s, grace_s, warmup_s, duration_s, connect_timeout, request_timeout, sample, interval;
+    long long message_bytes;
+    char ip[64]; int port; int v6;
+    struct file_target *files; int n_files;
+    unsigned long long seed;
+    /* run */
+    double run_start, window_start, window_end;
+    int ep, tfd;
+    unsigned char *buf; size_t buf_size;
+    char *message;
+    struct conn *conns;
+    int *retry_q; double *retry_at; int rq_head, rq_len;
+    int busy;
+    int stopping;
+    double sample_acc;
+    /* open loop */
+    long long released, started; double t0, step, t_stop, armed_at;
+    struct conn *idle_head, *idle_tail;
+    long long wakeups, late_starts, late_generator;
+    double lag_max, lag_sum;
+    /* stats */
+    long long payload_bytes, requests;
+    long long errors[N_ERR], connects[N_CO];
+    struct named other_errnos[MAX_NAMED]; int n_other;
+    struct named err_replies[MAX_NAMED]; int n_err_replies;
+    long long idle_lost;
+    uint32_t *latency, *ttfb, *uncorrected, *connect_h, *lag_h, *censored;
+    long long clients_served;
+    /* timeline: one dense array for the interval being filled (completions
+     * arrive in time order), flushed to (index, count) pairs when it moves */
+    long long k0; int tl_len; double tl_origin, tl_inv;
+    int tl_cur; uint32_t *tl_counts; int *tl_touched; int tl_ntouched;
+    long long *tl_n; int *tl_start;       /* per interval: count, first pair */
+    int *tl_pair_idx; uint32_t *tl_pair_n; int tl_pairs, tl_pairs_cap;
+    char warnings[MAX_WARNINGS][400]; int n_warnings;
+} G;
+
+/* ------------------------------------------------------------------ output */
+
+struct out { char *p; size_t len, cap; };
+
+static void out_grow(struct out *o, size_t more) {
+    if (o->len + more + 1 <= o->cap) return;
+    size_t cap = o->cap ? o->cap : INITIAL_BUFFER;
+    while (cap < o->len + more + 1) cap *= 2;
+    char *p = realloc(o->p, cap);
+    if (!p) { fputs("loadgen: out of memory\n", stderr); _exit(1); }
+    o->p = p; o->cap = cap;
+}
+
+static void outf(struct out *o, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    out_grow(o, (size_t)n);
+    va_start(ap, fmt);
+    vsnprintf(o->p + o->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    o->len += (size_t)n;
+}
+
+/* A JSON string; bytes outside printable ASCII become '?' or \uXXXX escapes,
+ * so the document is valid UTF-8 whatever a server sent. */
+static void out_str(struct out *o, const char *s) {
+    outf(o, "\"");
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') outf(o, "\\%c", c);
+        else if (c < 0x20) outf(o, "\\u%04x", c);
+        else if (c >= 0x80) outf(o, "?");
+        else outf(o, "%c", c);
+    }
+    outf(o, "\"");
+}
+
+static void write_all(int fd, const char *p, size_t n) {
+    int flags = fcntl(fd, F_GETFL);
+    if (flags >= 0) fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+    while (n) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0) { if (errno == EINTR) continue; return; }
+        p += w; n -= (size_t)w;
+    }
+}
+
+static void fail_run(const char *fmt, ...) {
+    char msg[600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    struct out o = {0};
+    outf(&o, "{\"ok\": false, \"error\": ");
+    out_str(&o, msg);
+    outf(&o, "}");
+    write_all(1, o.p, o.len);
+    exit(1);
+}
+
+/* ------------------------------------------------------------------ JSON in */
+
+enum jtype { J_NULL, J_BOOL, J_NUM, J_STR, J_ARR, J_OBJ };
+struct jnode { enum jtype type; char *key; double num; char *str; struct jnode *child, *next; };
+
+static const char *jp;
+
+static void jws(void) { while (*jp == ' ' || *jp == '\t' || *jp == '\n' || *jp == '\r') jp++; }
+
+static void put_utf8(char **w, unsigned cp) {
+    char *q = *w;
+    if (cp < 0x80) *q++ = (char)cp;
+    else if (cp < 0x800) { *q++ = (char)(0xC0 | cp >> 6); *q++ = (char)(0x80 | (cp & 0x3F)); }
+    else if (cp < 0x10000) { *q++ = (char)(0xE0 | cp >> 12); *q++ = (char)(0x80 | ((cp >> 6) & 0x3F)); *q++ = (char)(0x80 | (cp & 0x3F)); }
+    else { *q++ = (char)(0xF0 | cp >> 18); *q++ = (char)(0x80 | ((cp >> 12) & 0x3F)); *q++ = (char)(0x80 | ((cp >> 6) & 0x3F)); *q++ = (char)(0x80 | (cp & 0x3F)); }
+    *w = q;
+}
+
+static unsigned hex4(void) {
+    unsigned v = 0;
+    for (int i = 0; i < 4; i++) {
+        char c = *jp++;
+        v <<= 4;
+        if (c >= '0' && c <= '9') v |= (unsigned)(c - '0');
+        else if (c >= 'a' && c <= 'f') v |= (unsigned)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F') v |= (unsigned)(c - 'A' + 10);
+        else fail_run("bad \\u escape in the job JSON");
+    }
+    return v;
+}
+
+static char *jstring(void) {
+    if (*jp != '"') fail_run("job JSON: expected a string");
+    jp++;
+    char *s = malloc(strlen(jp) + 1), *w = s;   /* decoded text is never longer */
+    if (!s) fail_run("out of memory");
+    while (*jp != '"') {
+        if (!*jp) fail_run("job JSON: unterminated string");
+        if (*jp != '\\') { *w++ = *jp++; continue; }
+        jp++;
+        char c = *jp++;
+        switch (c) {
+        case 'n': *w++ = '\n'; break;
+        case 't': *w++ = '\t'; break;
+        case 'r': *w++ = '\r'; break;
+        case 'b': *w++ = '\b'; break;
+        case 'f': *w++ = '\f'; break;
+        case 'u': {
+            unsigned cp = hex4();
+            if (cp >= 0xD800 && cp < 0xDC00 && jp[0] == '\\' && jp[1] == 'u') {
+                jp += 2;
+                unsigned lo = hex4();
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+            }
+            put_utf8(&w, cp);
+            break;
+        }
+        default: *w++ = c;
+        }
+    }
+    jp++;
+    *w = 0;
+    return s;
+}
+
+static struct jnode *jvalue(void) {
+    struct jnode *n = calloc(1, sizeof *n);
+    if (!n) fail_run("out of memory");
+    jws();
+    if (*jp == '{' || *jp == '[') {
+        int obj = *jp == '{';
+        n->type = obj ? J_OBJ : J_ARR;
+        jp++;
+        struct jnode **tail = &n->child;
+        jws();
+        if (*jp == (obj ? '}' : ']')) { jp++; return n; }
+        for (;;) {
+            char *key = NULL;
+            if (obj) {
+                jws();
+                key = jstring();
+                jws();
+                if (*jp++ != ':') fail_run("job JSON: expected ':'");
+            }
+            struct jnode *kid = jvalue();
+            kid->key = key;
+            *tail = kid; tail = &kid->next;
+            jws();
+            if (*jp == ',') { jp++; continue; }
+            if (*jp == (obj ? '}' : ']')) { jp++; return n; }
+            fail_run("job JSON: expected ',' or a closing bracket");
+        }
+    }
+    if (*jp == '"') { n->type = J_STR; n->str = jstring(); return n; }
+    if (!strncmp(jp, "true", 4)) { n->type = J_BOOL; n->num = 1; jp += 4; return n; }
+    if (!strncmp(jp, "false", 5)) { n->type = J_BOOL; jp += 5; return n; }
+    if (!strncmp(jp, "null", 4)) { n->type = J_NULL; jp += 4; return n; }
+    char *end;
+    n->num = strtod(jp, &end);
+    if (end == jp) fail_run("job JSON: unexpected character %.20s", jp);
+    n->type = J_NUM;
+    jp = end;
+    return n;
+}
+
+static struct jnode *jget(struct jnode *obj, const char *key) {
+    for (struct jnode *k = obj ? obj->child : NULL; k; k = k->next)
+        if (k->key && !strcmp(k->key, key)) return k;
+    return NULL;
+}
+
+static double jnum(struct jnode *obj, const char *key, int required, double dflt) {
+    struct jnode *v = jget(obj, key);
+    if (!v || v->type == J_NULL) {
+        if (required) fail_run("job: field %s missing", key);
+        return dflt;
+    }
+    if (v->type != J_NUM && v->type != J_BOOL) fail_run("job: field %s must be a number", key);
+    return v->num;
+}
+
+static const char *jstr(struct jnode *obj, const char *key) {
+    struct jnode *v = jget(obj, key);
+    if (!v || v->type != J_STR) fail_run("job: field %s must be a string", key);
+    return v->str;
+}
+
+static char *read_line(void) {
+    size_t cap = INITIAL_BUFFER, len = 0;
+    char *s = malloc(cap);
+    if (!s) fail_run("out of memory");
+    int c;
+    while ((c = getchar()) != EOF && c != '\n') {
+        if (len + 2 > cap) { cap *= 2; s = realloc(s, cap); if (!s) fail_run("out of memory"); }
+        s[len++] = (char)c;
+    }
+    if (c == EOF && len == 0) { free(s); return NULL; }
+    s[len] = 0;
+    return s;
+}
+
+/* ------------------------------------------------------------------ time, histograms */
+
+static inline double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static double cpu_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* hdrh's counts index of a value in microseconds (histograms.index_of). */
+static inline int index_of(long long v) {
+    if (v > HIGHEST_US) v = HIGHEST_US;
+    if (v < 0) v = 0;
+    int bucket = (64 - __builtin_clzll((unsigned long long)(v | SUB_BUCKET_MASK))) - BUCKET_SHIFT;
+    return ((bucket + 1) << HALF_COUNT_MAGNITUDE) + (int)(v >> (bucket + UNIT_MAGNITUDE)) - HALF_COUNT;
+}
+
+static inline int us_index(double seconds) { return index_of((long long)(seconds * 1e6)); }
+
+static uint32_t *new_counts(void) {
+    uint32_t *c = calloc(COUNTS_LEN, sizeof *c);
+    if (!c) fail_run("out of memory");
+    return c;
+}
+
+static void tl_flush(void) {
+    if (G.tl_cur < 0) return;
+    G.tl_start[G.tl_cur] = G.tl_pairs;
+    for (int i = 0; i < G.tl_ntouched; i++) {
+        int idx = G.tl_touched[i];
+        if (G.tl_pairs == G.tl_pairs_cap) {
+            G.tl_pairs_cap = G.tl_pairs_cap ? G.tl_pairs_cap * 2 : INITIAL_PAIRS;
+            G.tl_pair_idx = realloc(G.tl_pair_idx, G.tl_pairs_cap * sizeof(int));
+            G.tl_pair_n = realloc(G.tl_pair_n, G.tl_pairs_cap * sizeof(uint32_t));
+            if (!G.tl_pair_idx || !G.tl_pair_n) fail_run("out of memory");
+        }
+        G.tl_pair_idx[G.tl_pairs] = idx;
+        G.tl_pair_n[G.tl_pairs++] = G.tl_counts[idx];
+        G.tl_counts[idx] = 0;
+    }
+    G.tl_ntouched = 0;
+}
+
+/* One request answered whole and correct at t_done (recording.py's complete). */
+static void record_complete(struct conn *c, double t_done, long long nbytes) {
+    if (t_done >= G.window_end) return;
+    int idx = us_index(t_done - c->t_int);
+    int k = (int)((t_done - G.tl_origin) * G.tl_inv);
+    if (k >= G.tl_len) k = G.tl_len - 1;
+    if (k < 0) k = 0;
+    if (k != G.tl_cur) {
+        if (k > G.tl_cur) { tl_flush(); G.tl_cur = k; }
+        else k = G.tl_cur;  /* never happens: times only grow */
+    }
+    if (G.tl_counts[idx]++ == 0) G.tl_touched[G.tl_ntouched++] = idx;
+    G.tl_n[k]++;
+    if (t_done < G.window_start) return;
+    G.requests++;
+    if (!c->completed) { c->completed = 1; G.clients_served++; }
+    G.payload_bytes += nbytes;
+    G.latency[idx]++;
+    G.ttfb[us_index(c->t_first - c->t_sent)]++;
+    if (G.open_loop) G.uncorrected[us_index(t_done - c->t_sent)]++;
+}
+
+static inline int in_window(double t) { return G.window_start <= t && t < G.window_end; }
+
+static void count_named(struct named *tab, int *n, const char *name) {
+    for (int i = 0; i < *n; i++)
+        if (!strcmp(tab[i].name, name)) { tab[i].n++; return; }
+    if (*n == MAX_NAMED) name = "(other texts)";
+    for (int i = 0; i < *n; i++)
+        if (!strcmp(tab[i].name, name)) { tab[i].n++; return; }
+    if (*n == MAX_NAMED) { tab[MAX_NAMED - 1].n++; return; }
+    snprintf(tab[*n].name, sizeof tab[*n].name, "%s", name);
+    tab[(*n)++].n = 1;
+}
+
+static void connect_failed(int err) {
+    int o;
+    switch (err) {
+    case ECONNREFUSED: o = CO_REFUSED; break;
+    case ECONNRESET: case ECONNABORTED: case EPIPE: o = CO_RESET; break;
+    case ETIMEDOUT: o = CO_TIMEOUT; break;
+    case EMFILE: o = CO_EMFILE; break;
+    case EADDRNOTAVAIL: o = CO_EADDRNOTAVAIL; break;
+    default: o = CO_OTHER;
+    }
+    G.connects[o]++;
+    if (o == CO_OTHER) {
+        const char *name = strerrorname_np(err);
+        char fallback[32];
+        if (!name) { snprintf(fallback, sizeof fallback, "%d", err); name = fallback; }
+        count_named(G.other_errnos, &G.n_other, name);
+    }
+}
+
+/* ------------------------------------------------------------------ connections */
+
+static void start_connect(struct conn *c);
+static void send_request(struct conn *c, double t_intended);
+static void conn_ready(struct conn *c);
+
+static void set_events(struct conn *c, int want_out) {
+    if (c->want_out == want_out) return;
+    struct epoll_event ev = {.events = EPOLLIN | (want_out ? EPOLLOUT : 0), .data.u64 = (uint64_t)(c - G.conns)};
+    epoll_ctl(G.ep, EPOLL_CTL_MOD, c->fd, &ev);
+    c->want_out = want_out;
+}
+
+static void idle_remove(struct conn *c) {
+    if (!c->in_idle) return;
+    if (c->idle_prev) c->idle_prev->idle_next = c->idle_next; else G.idle_head = c->idle_next;
+    if (c->idle_next) c->idle_next->idle_prev = c->idle_prev; else G.idle_tail = c->idle_prev;
+    c->idle_prev = c->idle_next = NULL;
+    c->in_idle = 0;
+}
+
+static void free_sha(struct conn *c) {
+#ifdef HAVE_LIBCRYPTO
+    if (c->sha) { EVP_MD_CTX_free(c->sha); c->sha = NULL; }
+#else
+    (void)c;
+#endif
+}
+
+/* Close the connection; abort = reset (a failed stream), else FIN. */
+static void close_conn(struct conn *c, int abort) {
+    if (c->state == C_BUSY) G.busy--;
+    idle_remove(c);
+    free_sha(c);
+    if (c->fd >= 0) {
+        if (abort) {
+            struct linger l = {1, 0};
+            setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+        }
+        close(c->fd);  /* also removes it from the epoll set */
+        c->fd = -1;
+    }
+    c->state = C_NONE;
+    c->want_out = 0;
+}
+
+static void schedule_retry(struct conn *c) {
+    c->state = C_RETRY;
+    int slot = (G.rq_head + G.rq_len) % G.clients;
+    G.retry_q[slot] = (int)(c - G.conns);
+    G.retry_at[slot] = now() + RETRY_DELAY_S;
+    G.rq_len++;
+}
+
+static void start_connect(struct conn *c) {
+    if (G.stopping) { c->state = C_CLOSED; return; }
+    c->t_connect = now();
+    int fd = socket(G.v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) { connect_failed(errno); schedule_retry(c); return; }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    int r;
+    if (G.v6) {
+        struct sockaddr_in6 a = {.sin6_family = AF_INET6, .sin6_port = htons((uint16_t)G.port)};
+        inet_pton(AF_INET6, G.ip, &a.sin6_addr);
+        r = connect(fd, (struct sockaddr *)&a, sizeof a);
+    } else {
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)G.port)};
+        inet_pton(AF_INET, G.ip, &a.sin_addr);
+        r = connect(fd, (struct sockaddr *)&a, sizeof a);
+    }
+    if (r < 0 && errno != EINPROGRESS) {
+        connect_failed(errno);
+        close(fd);
+        schedule_retry(c);
+        return;
+    }
+    c->fd = fd;
+    c->state = C_CONNECTING;
+    c->want_out = 1;
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.u64 = (uint64_t)(c - G.conns)};
+    if (epoll_ctl(G.ep, EPOLL_CTL_ADD, fd, &ev) < 0) fail_run("epoll_ctl: %s", strerror(errno));
+}
+
+static void connected(struct conn *c) {
+    int err = 0;
+    socklen_t len = sizeof err;
+    getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+    if (err) {
+        connect_failed(err);
+        close_conn(c, 0);
+        schedule_retry(c);
+        return;
+    }
+    G.connects[CO_OK]++;
+    G.connect_h[us_index(now() - c->t_connect)]++;
+    c->served = 0;
+    c->state = C_IDLE;
+    set_events(c, 0);
+    conn_ready(c);
+}
+
+/* A request failed after connect: count it, reset the stream, reconnect. */
+static void fail_request(struct conn *c, int kind, double t) {
+    if (in_window(t)) G.errors[kind]++;
+    close_conn(c, 1);
+    start_connect(c);
+}
+
+/* The stream ended (EOF or error) outside fail_request. */
+static void lost(struct conn *c, int err) {
+    if (c->state == C_BUSY) {
+        int kind = err ? ERR_RESET : c->got == 0 ? ERR_CLOSED_EARLY : ERR_SHORT;
+        double t = now();
+        if (in_window(t)) G.errors[kind]++;
+    } else {
+        G.idle_lost++;
+    }
+    close_conn(c, 0);
+    start_connect(c);
+}
+
+static void finish(struct conn *c, double t, long long nbytes) {
+    c->state = C_IDLE;
+    G.busy--;
+    free_sha(c);
+    c->served++;
+    record_complete(c, t, nbytes);
+    if (G.rpc && c->served >= G.rpc) {
+        close_conn(c, 0);
+        start_connect(c);
+    } else {
+        conn_ready(c);
+    }
+}
+
+static void flush_out(struct conn *c) {
+    while (c->out_left) {
+        ssize_t w = send(c->fd, c->out, c->out_left, MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EAGAIN || errno == EINTR) { set_events(c, 1); return; }
+            lost(c, errno);
+            return;
+        }
+        c->out += w;
+        c->out_left -= (size_t)w;
+    }
+    set_events(c, 0);
+}
+
+#ifdef HAVE_LIBCRYPTO
+/* Whether the next file reply is hashed: exactly `sample` of them, evenly spread. */
+static int take_sample(void) {
+    if (G.sample <= 0.0) return 0;
+    G.sample_acc += G.sample;
+    if (G.sample_acc >= 1.0) { G.sample_acc -= 1.0; return 1; }
+    return 0;
+}
+#endif
+
+static void send_request(struct conn *c, double t_intended) {
+    double t = now();
+    c->t_int = t_intended < 0 ? t : t_intended;
+    c->t_sent = t;
+    c->got = 0;
+    c->state = C_BUSY;
+    G.busy++;
+    if (G.echo) {
+        c->out = G.message;
+        c->out_left = (size_t)G.message_bytes;
+    } else {
+        struct file_target *f = &G.files[c->file_pos];
+        c->target = c->file_pos;
+        c->file_pos = (c->file_pos + 1) % G.n_files;
+        c->size = f->size;
+        c->left = 0;
+        c->in_header = 1;
+        c->header_len = 0;
+#ifdef HAVE_LIBCRYPTO
+        if (f->has_sha && take_sample()) {
+            c->sha = EVP_MD_CTX_new();
+            if (!c->sha || !EVP_DigestInit_ex(c->sha, EVP_sha256(), NULL)) fail_run("libcrypto: cannot start SHA-256");
+        }
+#endif
+        c->out = f->line;
+        c->out_left = f->line_len;
+    }
+    flush_out(c);
+}
+
+/* ------------------------------------------------------------------ dispatch */
+
+static void start_next(struct conn *c) {
+    double intended = G.t0 + (double)G.started * G.step;
+    G.started++;
+    send_request(c, intended);
+    if (c->t_sent - intended > LATE_TOLERANCE_S && in_window(intended)) G.late_starts++;
+}
+
+/* A connection is free (just connected or just answered). */
+static void conn_ready(struct conn *c) {
+    if (G.stopping) { close_conn(c, 0); c->state = C_CLOSED; return; }
+    if (!G.open_loop) { send_request(c, -1.0); return; }
+    if (G.started < G.released) { start_next(c); return; }
+    c->in_idle = 1;
+    c->idle_next = NULL;
+    c->idle_prev = G.idle_tail;
+    if (G.idle_tail) G.idle_tail->idle_next = c; else G.idle_head = c;
+    G.idle_tail = c;
+}
+
+static void arm_timer(double when) {
+    struct itimerspec its = {0};
+    if (when < 1e-6) when = 1e-6;  /* 0 would disarm */
+    its.it_value.tv_sec = (time_t)when;
+    its.it_value.tv_nsec = (long)((when - (double)its.it_value.tv_sec) * 1e9);
+    if (timerfd_settime(G.tfd, TFD_TIMER_ABSTIME, &its, NULL) < 0) fail_run("timerfd_settime: %s", strerror(errno));
+}
+
+/* Open loop: release every request due by now, start what has a free
+ * connection, and make sure the timer fires by the next due time (armed no
+ * closer than the batch horizon). Called at every wake-up of the loop, not
+ * only the timer's: a wake-up for a reply releases what has come due, and
+ * a timer already armed between the next due time and the horizon is kept
+ * (each timerfd_settime is a system call). */
+static void release_due(void) {
+    double t = now();
+    double due_until = t < G.t_stop ? t : G.t_stop;
+    long long released = due_until >= G.t0 ? (long long)((due_until - G.t0) / G.step) + 1 : 0;
+    if (released > G.released) {
+        double lag = t - (G.t0 + (double)G.released * G.step);
+        if (lag < 0) lag = 0;
+        G.wakeups++;
+        G.lag_sum += lag;
+        if (lag > G.lag_max) G.lag_max = lag;
+        G.lag_h[us_index(lag)]++;
+        G.released = released;
+        while (G.started < G.released && G.idle_head) {
+            struct conn *c = G.idle_head;
+            idle_remove(c);
+            double intended = G.t0 + (double)G.started * G.step;
+            start_next(c);
+            /* a free connection waited for this wake-up: the lateness is the generator's */
+            if (c->t_sent - intended > LATE_TOLERANCE_S && in_window(intended)) G.late_generator++;
+        }
+    }
+    double next_due = G.t0 + (double)G.released * G.step;
+    if (next_due >= G.t_stop) return;
+    double want = next_due > t + BATCH_HORIZON_S ? next_due : t + BATCH_HORIZON_S;
+    if (G.armed_at < next_due || G.armed_at > want) {
+        arm_timer(want);
+        G.armed_at = want;
+    }
+}
+
+static void tick(void) {
+    uint64_t expirations;
+    if (read(G.tfd, &expirations, sizeof expirations) < 0 && errno == EAGAIN) return;
+    G.armed_at = -1.0;  /* fired: nothing armed */
+    release_due();
+}
+
+/* ------------------------------------------------------------------ replies */
+
+static void echo_read(struct conn *c, ssize_t n, double t) {
+    if (c->state != C_BUSY) { fail_request(c, ERR_CORRUPT, t); return; }  /* bytes nobody asked for */
+    if (c->got == 0) c->t_first = t;
+    if (c->got + n > G.message_bytes || memcmp(G.buf, G.message + c->got, (size_t)n) != 0) {
+        fail_request(c, ERR_CORRUPT, t);
+        return;
+    }
+    c->got += n;
+    if (c->got == G.message_bytes) finish(c, t, c->got);
+}
+
+static int is_space(char ch) { return ch == ' ' || ch == '\t' || ch == '\r' || ch == '\v' || ch == '\f'; }
+
+/* Parse the header collected so far (without its newline), as the Python
+ * engine does: exactly the two words "OK" and the expected size in plain
+ * digits. Returns 0 when the body may follow, -1 when the request failed. */
+static int file_header(struct conn *c, double t) {
+    c->header[c->header_len] = 0;
+    const char *words[3] = {0};
+    int lens[3] = {0}, n = 0;
+    for (const char *p = c->header; *p && n < 3;) {
+        while (is_space(*p)) p++;
+        if (!*p) break;
+        words[n] = p;
+        while (*p && !is_space(*p)) p++;
+        lens[n] = (int)(p - words[n]);
+        n++;
+    }
+    if (n == 2 && lens[0] == 2 && !strncmp(words[0], "OK", 2) && lens[1] <= 18) {
+        long long size = 0;
+        int digits = 1;
+        for (int i = 0; i < lens[1]; i++) {
+            if (words[1][i] < '0' || words[1][i] > '9') { digits = 0; break; }
+            size = size * 10 + (words[1][i] - '0');
+        }
+        if (digits && size == c->size) { c->left = c->size; c->in_header = 0; return 0; }
+    }
+    if (n >= 1 && lens[0] == 3 && !strncmp(words[0], "ERR", 3)) {
+        char text[81];
+        snprintf(text, sizeof text, "%.80s", c->header);
+        count_named(G.err_replies, &G.n_err_replies, text);
+    }
+    fail_request(c, ERR_CORRUPT, t);
+    return -1;
+}
+
+static void file_read(struct conn *c, ssize_t n, double t) {
+    if (c->state != C_BUSY) { fail_request(c, ERR_CORRUPT, t); return; }
+    if (c->got == 0) c->t_first = t;
+    c->got += n;
+    ssize_t pos = 0;
+    if (c->in_header) {
+        unsigned char *nl = memchr(G.buf, '\n', (size_t)n);
+        ssize_t take = nl ? nl - G.buf : n;
+        if (c->header_len + take > MAX_HEADER) { fail_request(c, ERR_CORRUPT, t); return; }
+        memcpy(c->header + c->header_len, G.buf, (size_t)take);
+        c->header_len += (int)take;
+        if (!nl) return;
+        if (file_header(c, t) < 0) return;
+        pos = take + 1;
+    }
+    long long body = n - pos;
+    if (body > c->left) { fail_request(c, ERR_CORRUPT, t); return; }
+#ifdef HAVE_LIBCRYPTO
+    if (body && c->sha) EVP_DigestUpdate(c->sha, G.buf + pos, (size_t)body);
+#endif
+    c->left -= body;
+    if (c->left == 0) {
+#ifdef HAVE_LIBCRYPTO
+        if (c->sha) {
+            unsigned char md[32];
+            unsigned int len = 0;
+            EVP_DigestFinal_ex(c->sha, md, &len);
+            if (len != 32 || memcmp(md, G.files[c->target].sha, 32) != 0) { fail_request(c, ERR_CORRUPT, t); return; }
+        }
+#endif
+        finish(c, t, c->size);
+    }
+}
+
+static void on_event(struct conn *c, uint32_t ev) {
+    if (c->state == C_CONNECTING) {
+        if (ev & (EPOLLOUT | EPOLLERR | EPOLLHUP)) connected(c);
+        return;
+    }
+    if (c->fd < 0) return;
+    if (ev & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
+        ssize_t n = recv(c->fd, G.buf, G.buf_size, 0);
+        if (n > 0) {
+            double t = now();
+            if (G.echo) echo_read(c, n, t); else file_read(c, n, t);
+        } else if (n == 0) {
+            lost(c, 0);
+        } else if (errno != EAGAIN && errno != EINTR) {
+            lost(c, errno);
+        }
+        return;  /* level-triggered: pending output is retried on the next EPOLLOUT */
+    }
+    if ((ev & EPOLLOUT) && c->out_left) flush_out(c);
+}
+
+/* ------------------------------------------------------------------ setup */
+
+static int hexval(char ch) {
+    if (ch >= '0' && ch <= '9') return ch - '0';
+    if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
+    return -1;
+}
+
+static void warn(const char *fmt, ...) {
+    if (G.n_warnings == MAX_WARNINGS) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(G.warnings[G.n_warnings++], sizeof G.warnings[0], fmt, ap);
+    va_end(ap);
+}
+
+static void parse_job(struct jnode *job) {
+    struct jnode *spec = jget(job, "spec");
+    if (!spec || spec->type != J_OBJ) fail_run("job: field spec missing");
+    G.index = (int)jnum(job, "index", 1, 0);
+    G.clients = (int)jnum(job, "clients", 1, 0);
+    G.client_offset = (int)jnum(job, "client_offset", 1, 0);
+    G.cpu = (int)jnum(job, "cpu", 0, -1);
+    G.rate = jnum(job, "rate", 0, 0);
+    G.phase_s = jnum(job, "phase_s", 0, 0);
+    G.grace_s = jnum(job, "grace_s", 1, 0);
+    G.seed = (unsigned long long)jnum(job, "seed", 1, 0);
+    snprintf(G.ip, sizeof G.ip, "%s", jstr(job, "ip"));
+    G.v6 = strchr(G.ip, ':') != NULL;
+    G.port = (int)jnum(spec, "port", 1, 0);
+    G.echo = !strcmp(jstr(spec, "service"), "echo");
+    G.open_loop = !strcmp(jstr(spec, "mode"), "open");
+    G.warmup_s = jnum(spec, "warmup_s", 1, 0);
+    G.duration_s = jnum(spec, "duration_s", 1, 0);
+    G.message_bytes = (long long)jnum(spec, "message_bytes", 1, 0);
+    G.rpc = (int)jnum(spec, "requests_per_connection", 1, 0);
+    G.connect_timeout = jnum(spec, "connect_timeout_s", 1, 0);
+    G.request_timeout = jnum(spec, "request_timeout_s", 1, 0);
+    G.sample = jnum(spec, "checksum_sample", 1, 0);
+    G.interval = jnum(spec, "timeline_interval_s", 1, 0);
+    if (G.clients < 1) fail_run("job: clients must be >= 1");
+    if (G.interval <= 0) fail_run("job: timeline_interval_s must be > 0");
+    if (G.open_loop && G.rate <= 0) fail_run("job: open loop needs a rate > 0");
+    if (G.echo && G.message_bytes < 1) fail_run("job: message_bytes must be >= 1");
+    if (!G.echo) {
+        struct jnode *files = jget(spec, "files");
+        if (!files || files->type != J_ARR || !files->child) fail_run("job: the file service needs files");
+        for (struct jnode *f = files->child; f; f = f->next) G.n_files++;
+        G.files = calloc((size_t)G.n_files, sizeof *G.files);
+        int i = 0;
+        int known = 0;  /* files whose SHA-256 is given */
+        for (struct jnode *f = files->child; f; f = f->next, i++) {
+            const char *name = jstr(f, "name");
+            size_t len = strlen(name);
+            G.files[i].line = malloc(len + 2);
+            memcpy(G.files[i].line, name, len);
+            G.files[i].line[len] = '\n';
+            G.files[i].line[len + 1] = 0;
+            G.files[i].line_len = len + 1;
+            G.files[i].size = (long long)jnum(f, "size", 1, 0);
+            const char *sha = jstr(f, "sha256");
+            if (strlen(sha) == 64) {
+                G.files[i].has_sha = 1;
+                for (int b = 0; b < 32; b++) {
+                    int hi = hexval(sha[2 * b]), lo = hexval(sha[2 * b + 1]);
+                    if (hi < 0 || lo < 0) fail_run("job: bad sha256 for %s", name);
+                    G.files[i].sha[b] = (unsigned char)(hi << 4 | lo);
+                }
+                known++;
+            }
+        }
+        (void)known;
+#ifndef HAVE_LIBCRYPTO
+        if (known && G.sample > 0)
+            warn("native engine built without libcrypto (no openssl/evp.h): file checksums were not verified, "
+                 "only header and size; install libssl-dev to verify them");
+#endif
+    }
+}
+
+static void raise_nofile(rlim_t needed) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || needed <= rl.rlim_cur) return;
+    rlim_t target = rl.rlim_max == RLIM_INFINITY || needed < rl.rlim_max ? needed : rl.rlim_max;
+    rl.rlim_cur = target;
+    setrlimit(RLIMIT_NOFILE, &rl);
+    if (target < needed)
+        warn("a worker needs %llu open files for its clients but the hard limit is %llu: connects beyond it fail "
+             "with EMFILE (conn_emfile); raise it (ulimit -Hn) or use more workers",
+             (unsigned long long)needed, (unsigned long long)rl.rlim_max);
+}
+
+static void setup(void) {
+    if (G.cpu >= 0) {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(G.cpu, &set);
+        if (sched_setaffinity(0, sizeof set, &set) < 0) fail_run("sched_setaffinity(%d): %s", G.cpu, strerror(errno));
+    }
+    raise_nofile((rlim_t)G.clients + FD_SLACK);
+    signal(SIGPIPE, SIG_IGN);
+    prctl(PR_SET_TIMERSLACK, TIMER_SLACK_NS, 0, 0, 0);
+    G.buf_size = G.echo ? ECHO_BUFFER : FILE_BUFFER;
+    G.buf = malloc(G.buf_size);
+    G.conns = calloc((size_t)G.clients, sizeof *G.conns);
+    G.retry_q = calloc((size_t)G.clients, sizeof *G.retry_q);
+    G.retry_at = calloc((size_t)G.clients, sizeof *G.retry_at);
+    if (!G.buf || !G.conns || !G.retry_q || !G.retry_at) fail_run("out of memory");
+    if (G.echo) {
+        /* random bytes (xorshift64*, seeded per worker) so a server that mangles any byte is caught */
+        G.message = malloc((size_t)G.message_bytes);
+        if (!G.message) fail_run("out of memory");
+        unsigned long long x = G.seed * 0x9E3779B97F4A7C15ULL + 1;
+        for (long long i = 0; i < G.message_bytes; i++) {
+            x ^= x >> 12; x ^= x << 25; x ^= x >> 27;
+            G.message[i] = (char)((x * 0x2545F4914F6CDD1DULL) >> 56);
+        }
+    }
+    for (int i = 0; i < G.clients; i++) {
+        G.conns[i].fd = -1;
+        G.conns[i].file_pos = G.n_files ? (G.client_offset + i) % G.n_files : 0;
+    }
+    G.latency = new_counts(); G.ttfb = new_counts(); G.uncorrected = new_counts();
+    G.connect_h = new_counts(); G.lag_h = new_counts(); G.tl_counts = new_counts(); G.censored = new_counts();
+    G.tl_touched = calloc(COUNTS_LEN, sizeof(int));
+    G.ep = epoll_create1(EPOLL_CLOEXEC);
+    if (G.ep < 0) fail_run("epoll_create1: %s", strerror(errno));
+    G.tfd = -1;
+    if (G.open_loop) {
+        G.tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+        if (G.tfd < 0) fail_run("timerfd_create: %s", strerror(errno));
+        struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TIMER_TAG};
+        epoll_ctl(G.ep, EPOLL_CTL_ADD, G.tfd, &ev);
+    }
+}
+
+/* ------------------------------------------------------------------ run */
+
+static void sleep_until(double t) {
+    struct timespec ts = {.tv_sec = (time_t)t, .tv_nsec = (long)((t - floor(t)) * 1e9)};
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {}
+}
+
+static int timeout_ms(double until, double t) {
+    double ms = (until - t) * 1000.0;
+    if (ms <= 0) return 0;
+    return (int)ceil(ms);
+}
+
+static void sweep(double t) {
+    for (int i = 0; i < G.clients; i++) {
+        struct conn *c = &G.conns[i];
+        if (c->state == C_BUSY && t - c->t_sent > G.request_timeout) {
+            /* no latency, but known to have waited this long: censored (worker.py's report) */
+            if (in_window(t)) G.censored[us_index(t - c->t_int)]++;
+            fail_request(c, ERR_TIMEOUT, t);
+        }
+        else if (c->state == C_CONNECTING && t - c->t_connect > G.connect_timeout) {
+            G.connects[CO_TIMEOUT]++;
+            close_conn(c, 0);
+            schedule_retry(c);
+        }
+    }
+}
+
+static void poll_once(int ms) {
+    struct epoll_event evs[MAX_EVENTS];
+    int n = epoll_wait(G.ep, evs, MAX_EVENTS, ms);
+    if (n < 0 && errno != EINTR) fail_run("epoll_wait: %s", strerror(errno));
+    int timer = 0;
+    for (int i = 0; i < n; i++) {
+        if (evs[i].data.u64 == TIMER_TAG) timer = 1;
+        else on_event(&G.conns[evs[i].data.u64], evs[i].events);
+    }
+    if (timer) tick();
+    else if (G.open_loop && G.tfd >= 0 && n > 0) release_due();
+}
+
+struct end { double cpu_s, wall_s, start_late, pending_oldest; long long connecting, pending, unstarted; };
+
+static struct end run(void) {
+    struct end e = {0};
+    G.window_start = G.run_start + G.warmup_s;
+    G.window_end = G.window_start + G.duration_s;
+    G.k0 = (long long)floor((G.run_start - G.window_start) / G.interval);
+    G.tl_origin = G.window_start + (double)G.k0 * G.interval;
+    G.tl_len = (int)ceil((G.window_end - G.tl_origin) / G.interval);
+    if (G.tl_len < 1) G.tl_len = 1;
+    G.tl_inv = 1.0 / G.interval;
+    G.tl_n = calloc((size_t)G.tl_len, sizeof *G.tl_n);
+    G.tl_start = calloc((size_t)G.tl_len + 1, sizeof *G.tl_start);
+    if (!G.tl_n || !G.tl_start) fail_run("out of memory");
+    for (int k = 0; k <= G.tl_len; k++) G.tl_start[k] = -1;
+    G.tl_cur = -1;
+    G.sample_acc = 1.0;  /* the first file reply of each worker is verified */
+    if (G.open_loop) {
+        G.step = 1.0 / G.rate;
+        G.t0 = G.run_start + G.phase_s;
+        G.t_stop = G.window_end;
+    }
+    /* ten checks per timeout (10% detection error), every 10 ms to 1 s */
+    double tmo = G.request_timeout < G.connect_timeout ? G.request_timeout : G.connect_timeout;
+    double period = tmo / 10 < 0.01 ? 0.01 : tmo / 10 > 1.0 ? 1.0 : tmo / 10;
+
+    sleep_until(G.run_start);
+    double t = now();
+    e.start_late = t - G.run_start;
+    double cpu_mark = 0, wall_mark = 0;
+    int marked = 0;
+    if (G.warmup_s <= 0) { cpu_mark = cpu_seconds(); wall_mark = now(); marked = 1; }
+    for (int i = 0; i < G.clients; i++) start_connect(&G.conns[i]);
+    if (G.open_loop) { G.released = 0; arm_timer(G.t0); G.armed_at = G.t0; }
+    double next_sweep = t + period;
+    for (;;) {
+        t = now();
+        if (!marked && t >= G.window_start) { cpu_mark = cpu_seconds(); wall_mark = t; marked = 1; }
+        if (t >= G.window_end) break;
+        while (G.rq_len && G.retry_at[G.rq_head] <= t) {
+            struct conn *c = &G.conns[G.retry_q[G.rq_head]];
+            G.rq_head = (G.rq_head + 1) % G.clients;
+            G.rq_len--;
+            start_connect(c);
+        }
+        if (t >= next_sweep) { sweep(t); next_sweep = t + period; }
+        double until = G.window_end < next_sweep ? G.window_end : next_sweep;
+        if (!marked && G.window_start < until) until = G.window_start;
+        if (G.rq_len && G.retry_at[G.rq_head] < until) until = G.retry_at[G.rq_head];
+        poll_once(timeout_ms(until, t));
+    }
+    if (!marked) { cpu_mark = cpu_seconds(); wall_mark = G.window_start; }
+    double cpu_end = cpu_seconds(), wall_end = now();
+    G.stopping = 1;
+    t = wall_end;
+    /* A request in flight at the window end is censored only if it has waited
+     * longer than every request completed in the window (recording.py's
+     * censor_in_flight: shorter ones balance those in flight when it opened). */
+    int longest = -1;
+    for (int i = COUNTS_LEN - 1; i >= 0; i--) if (G.latency[i]) { longest = i; break; }
+    for (int i = 0; i < G.clients; i++) {
+        struct conn *c = &G.conns[i];
+        if (c->state == C_CONNECTING) e.connecting++;
+        if (c->state == C_BUSY) {
+            int idx = us_index(G.window_end - c->t_int);
+            if (idx > longest) G.censored[idx]++;
+            e.pending++;
+            if (t - c->t_sent > e.pending_oldest) e.pending_oldest = t - c->t_sent;
+        }
+    }
+    e.unstarted = G.released - G.started;
+    for (long long i = G.started; i < G.released; i++)  /* due and never sent: censored from the due time */
+        G.censored[us_index(G.window_end - (G.t0 + (double)i * G.step))]++;
+    /* Clean end: nothing new is sent; cancel connects, close idle connections,
+     * and give replies in flight DRAIN_S to arrive so that closing sends a FIN. */
+    if (G.tfd >= 0) { close(G.tfd); G.tfd = -1; }
+    for (int i = 0; i < G.clients; i++) {
+        struct conn *c = &G.conns[i];
+        if (c->state == C_CONNECTING || c->state == C_IDLE) { close_conn(c, 0); c->state = C_CLOSED; }
+        else if (c->state == C_RETRY) c->state = C_CLOSED;
+    }
+    G.rq_len = 0;
+    double drain_end = now() + DRAIN_S;
+    while (G.busy > 0 && (t = now()) < drain_end) poll_once(timeout_ms(drain_end, t));
+    for (int i = 0; i < G.clients; i++) if (G.conns[i].fd >= 0) close_conn(&G.conns[i], 0);
+    tl_flush();
+    e.wall_s = wall_end - wall_mark > 1e-9 ? wall_end - wall_mark : 1e-9;
+    e.cpu_s = cpu_end - cpu_mark;
+    return e;
+}
+
+/* ------------------------------------------------------------------ report */
+
+static void out_counts(struct out *o, const char *name, const uint32_t *c, int first) {
+    outf(o, "%s\"%s\": {", first ? "" : ", ", name);
+    int sep = 0;
+    for (int i = 0; i < COUNTS_LEN; i++)
+        if (c[i]) { outf(o, "%s\"%d\": %u", sep ? ", " : "", i, c[i]); sep = 1; }
+    outf(o, "}");
+}
+
+static void out_named(struct out *o, const char *key, struct named *tab, int n, long long extra_idle) {
+    outf(o, ", \"%s\": {", key);
+    for (int i = 0; i < n; i++) {
+        if (i) outf(o, ", ");
+        out_str(o, tab[i].name);
+        outf(o, ": %lld", tab[i].n);
+    }
+    if (extra_idle) outf(o, "%s\"idle_lost\": %lld", n ? ", " : "", extra_idle);
+    outf(o, "}");
+}
+
+static double lag_percentile(double pct) {
+    long long total = 0;
+    for (int i = 0; i < COUNTS_LEN; i++) total += G.lag_h[i];
+    if (!total) return 0;
+    long long target = (long long)(pct * (double)total / 100 + 0.5), seen = 0;
+    if (target < 1) target = 1;
+    for (int i = 0; i < COUNTS_LEN; i++) {
+        seen += G.lag_h[i];
+        if (seen >= target) {
+            /* lowest value of bucket i (the figure is for a warning, not a column) */
+            int bucket = (i >> HALF_COUNT_MAGNITUDE) - 1, sub = (i & (HALF_COUNT - 1)) + HALF_COUNT;
+            if (bucket < 0) { bucket = 0; sub -= HALF_COUNT; }
+            return (double)((long long)sub << (bucket + UNIT_MAGNITUDE)) / 1e6;
+        }
+    }
+    return 0;
+}
+
+static void report(struct end *e) {
+    struct out o = {0};
+    outf(&o, "{\"ok\": true, \"index\": %d, \"loop\": \"native\", \"engine\": \"native\"", G.index);
+    outf(&o, ", \"requests\": %lld, \"payload_bytes\": %lld", G.requests, G.payload_bytes);
+    outf(&o, ", \"late_starts\": %lld, \"late_starts_generator\": %lld", G.late_starts, G.late_generator);
+    outf(&o, ", \"errors\": {");
+    for (int i = 0; i < N_ERR; i++) outf(&o, "%s\"%s\": %lld", i ? ", " : "", ERR_NAMES[i], G.errors[i]);
+    outf(&o, "}, \"connects\": {");
+    for (int i = 0; i < N_CO; i++) outf(&o, "%s\"%s\": %lld", i ? ", " : "", CO_NAMES[i], G.connects[i]);
+    outf(&o, "}");
+    out_named(&o, "other_errnos", G.other_errnos, G.n_other, 0);
+    out_named(&o, "notes", NULL, 0, G.idle_lost);
+    out_named(&o, "err_replies", G.err_replies, G.n_err_replies, 0);
+    outf(&o, ", \"histograms\": {");
+    out_counts(&o, "latency", G.latency, 1);
+    out_counts(&o, "ttfb", G.ttfb, 0);
+    out_counts(&o, "connect", G.connect_h, 0);
+    out_counts(&o, "censored", G.censored, 0);
+    if (G.open_loop) out_counts(&o, "latency_uncorrected", G.uncorrected, 0);
+    outf(&o, "}, \"timeline\": {\"k0\": %lld, \"n\": [", G.k0);
+    for (int k = 0; k < G.tl_len; k++) outf(&o, "%s%lld", k ? ", " : "", G.tl_n[k]);
+    outf(&o, "], \"lat\": [");
+    for (int k = 0; k < G.tl_len; k++) {
+        outf(&o, "%s{", k ? ", " : "");
+        int start = G.tl_start[k];
+        if (start >= 0) {
+            int end = G.tl_pairs;
+            for (int j = k + 1; j < G.tl_len; j++) if (G.tl_start[j] >= 0) { end = G.tl_start[j]; break; }
+            for (int p = start; p < end; p++) outf(&o, "%s\"%d\": %u", p > start ? ", " : "", G.tl_pair_idx[p], G.tl_pair_n[p]);
+        }
+        outf(&o, "}");
+    }
+    outf(&o, "]}");
+    outf(&o, ", \"cpu_s\": %.6f, \"window_wall_s\": %.6f, \"cpu_pct\": %.3f", e->cpu_s, e->wall_s, 100.0 * e->cpu_s / e->wall_s);
+    outf(&o, ", \"start_late_s\": %.6f, \"connecting_at_end\": %lld", e->start_late, e->connecting);
+    outf(&o, ", \"clients_served\": %lld", G.clients_served);
+    outf(&o, ", \"pending_requests\": %lld, \"pending_oldest_s\": %.6f, \"unstarted\": %lld", e->pending, e->pending_oldest, e->unstarted);
+    outf(&o, ", \"coarse_timer\": false, \"loop_errors\": 0, \"loop_error_samples\": []");
+    outf(&o, ", \"wakeups\": %lld, \"wake_lag_mean_s\": %.6f, \"wake_lag_p99_s\": %.6f, \"wake_lag_max_s\": %.6f",
+         G.wakeups, G.wakeups ? G.lag_sum / (double)G.wakeups : 0.0, lag_percentile(99.0), G.lag_max);
+    outf(&o, ", \"warnings\": [");
+    for (int i = 0; i < G.n_warnings; i++) { if (i) outf(&o, ", "); out_str(&o, G.warnings[i]); }
+    outf(&o, "]}");
+    write_all(1, o.p, o.len);
+}
+
+static int index_of_mode(void) {
+    long long v;
+    while (scanf("%lld", &v) == 1) printf("%d\n", index_of(v));
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc > 1 && !strcmp(argv[1], "--index-of")) return index_of_mode();
+    int ready_fd = argc > 1 ? atoi(argv[1]) : -1;
+    /* stdout carries only the report (report() and fail_run()); nothing else here prints */
+    char *line = read_line();
+    if (!line) fail_run("no job on stdin");
+    jp = line;
+    struct jnode *job = jvalue();
+    if (job->type != J_OBJ) fail_run("job JSON: expected an object");
+    parse_job(job);
+    setup();
+    if (ready_fd >= 0) {
+        if (write(ready_fd, "r", 1) != 1) fail_run("cannot signal readiness: %s", strerror(errno));
+        close(ready_fd);
+    }
+    char *go = read_line();
+    if (!go) fail_run("the parent closed stdin before sending the start time");
+    jp = go;
+    struct jnode *start = jvalue();
+    double start_wall = jnum(start, "start_wall", 1, 0);
+    struct timespec rt;
+    clock_gettime(CLOCK_REALTIME, &rt);
+    double wall = (double)rt.tv_sec + rt.tv_nsec * 1e-9;
+    G.run_start = now() + (start_wall - wall);
+    double until_end = (start_wall - wall > 0 ? start_wall - wall : 0) + G.warmup_s + G.duration_s;
+    alarm((unsigned)ceil(until_end + G.grace_s));
+    struct end e = run();
+    alarm(0);
+    report(&e);
+    return 0;
+}

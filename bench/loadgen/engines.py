@@ -1,0 +1,85 @@
+"""Which program a load worker runs: the Python worker or the native (C) one.
+
+Both engines speak the worker contract of :mod:`bench.loadgen.worker` (job
+JSON on stdin, a ready byte, the shared start line, one JSON report on
+stdout), so :mod:`bench.loadgen.driver` starts either the same way and
+:mod:`bench.loadgen.merge` merges their reports alike.
+
+- ``python``: ``python -m bench.loadgen.worker``, one asyncio or uvloop loop
+  per worker (:mod:`bench.loadgen.clients`).
+- ``native``: ``bench/loadgen/c/loadgen.c``, one epoll loop per worker,
+  compiled on first use into the cache of :mod:`servers.native` (keyed by
+  the source's hash, renamed into place atomically). Measured here it does
+  a round trip on about half the CPU the Python engine needs, so it is the
+  engine that keeps the generator from capping the fastest servers.
+- ``auto``: native where it builds, python otherwise, with one warning line
+  saying why.
+
+The native worker verifies SHA-256 of sampled file replies with libcrypto
+(Debian's libssl-dev). Where its header or library is missing the program is
+built without it and says so in its report: header and size are still
+checked on every reply.
+
+Error handling
+--------------
+``native`` asked for where no compiler exists raises :class:`ValueError`
+naming the cause and the fix (``--engine python``); a compiler that fails on
+the project's own source raises :class:`servers.native.NativeBuildError`
+for ``native`` and falls back, with the compiler's first line, for ``auto``.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+
+from bench.loadgen.spec import ENGINES
+from servers import native
+
+SOURCE = Path(__file__).with_name("c") / "loadgen.c"
+#: Compiler arguments after the source: with libcrypto for SHA-256, and
+#: without it (checksums not sampled) where it is missing. libm for floor/ceil.
+WITH_CRYPTO = ("-DHAVE_LIBCRYPTO", "-lcrypto", "-lm")
+WITHOUT_CRYPTO = ("-lm",)
+
+
+@functools.lru_cache(maxsize=1)
+def native_program() -> tuple[Path | None, str]:
+    """(path of the compiled native worker or None, one line why not).
+
+    Raises :class:`servers.native.NativeBuildError` if the compiler fails for
+    a reason other than a missing libcrypto.
+    """
+    why = native.why_unavailable()
+    if why:
+        return None, why.replace("C reference programs skipped", "native load engine unavailable")
+    try:
+        return native.build("loadgen", SOURCE, WITH_CRYPTO), ""
+    except native.NativeBuildError as exc:
+        if "openssl" not in str(exc) and "crypto" not in str(exc):
+            raise
+    return native.build("loadgen", SOURCE, WITHOUT_CRYPTO), ""
+
+
+def resolve(engine: str) -> tuple[str, list[str], str]:
+    """``(engine that runs, worker command without READY_FD, note)`` for ``auto|native|python``.
+
+    The note is empty unless ``auto`` fell back to python; then it says why.
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    python_worker = [sys.executable, "-m", "bench.loadgen.worker"]
+    if engine == "python":
+        return "python", python_worker, ""
+    try:
+        path, why = native_program()
+    except native.NativeBuildError as exc:
+        if engine == "native":
+            raise
+        path, why = None, f"native load engine failed to build ({str(exc).splitlines()[0]})"
+    if path is None:
+        if engine == "native":
+            raise ValueError(f"engine 'native' asked for but {why.split(': ', 1)[-1]}; or use --engine python")
+        return "python", python_worker, f"load engine: python, because the {why}"
+    return "native", [str(path)], ""

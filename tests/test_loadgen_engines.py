@@ -1,0 +1,337 @@
+"""Both load engines, python and native, against the same well-behaved and misbehaving servers.
+
+Each test runs the python engine and the native (C) engine one after the
+other against one in-test server and asserts that they agree: the same
+classification of every outcome (which error columns are non-zero, which
+connect outcomes) and, where the server answers an exact budget of
+requests, the same request and byte counts. The servers are the obviously
+right blocking ones of ``tests/test_loadgen.py``. Latency agreement is not a
+test (it is machine-dependent); ``benchmarks/native_engine.py`` prints it.
+Also here: the native engine's histogram index against hdrh, engine
+selection, and the clean end of a run (no resets) for both engines.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from bench.loadgen import FileTarget, LoadGenError, LoadSpec, engines, histograms, run_load
+from bench.loadgen import spec as specmod
+from servers import native
+from test_loadgen import (  # the fixtures too: servers closed, workers reaped after each test
+    ThreadServer, corrupt_echo_handler, corrupt_file_handler, echo_handler, file_handler, hold, no_leftover_workers,
+    recv_exact, reset_handler, server, stream_echo_handler,
+)
+
+needs_native = pytest.mark.skipif(not native.available(), reason=native.why_unavailable() or "no C compiler")
+pytestmark = needs_native
+ENGINES = ("python", "native")
+ERR_COLUMNS = ("err_reset", "err_timeout", "err_closed_early", "err_short", "err_corrupt")
+CONN_COLUMNS = ("conn_ok", "conn_refused", "conn_reset", "conn_timeout", "conn_emfile", "conn_eaddrnotavail", "conn_other")
+
+
+def both(port: int, **kw: object) -> dict[str, specmod.LoadResult]:
+    """Run the same spec with each engine, python first; return the results by engine."""
+    base: dict[str, object] = dict(service="echo", host="127.0.0.1", port=port, clients=2, duration_s=0.5,
+                                   workers=1, connect_timeout_s=2.0, request_timeout_s=30.0)
+    base.update(kw)
+    out = {}
+    for engine in ENGINES:
+        out[engine] = run_load(LoadSpec(engine=engine, **base))  # type: ignore[arg-type]
+        assert out[engine].row["gen_engine"] == engine
+    return out
+
+
+def classification(row: dict[str, object]) -> tuple[set[str], set[str]]:
+    """(error columns that are non-zero, connect outcome columns that are non-zero)."""
+    return {c for c in ERR_COLUMNS if row[c]}, {c for c in CONN_COLUMNS if row[c]}
+
+
+def assert_same_classification(results: dict[str, specmod.LoadResult], errors: set[str], connects: set[str]) -> None:
+    for engine, result in results.items():
+        assert classification(result.row) == (errors, connects), (engine, result.row, result.warnings)
+
+
+# ----------------------------------------------------------------- exact counts
+
+def test_echo_budget_counted_exactly_by_both(server: Callable[..., ThreadServer]) -> None:
+    for engine in ENGINES:
+        srv = server(echo_handler, budget=300, message_bytes=1024)
+        result = run_load(LoadSpec("echo", "127.0.0.1", srv.port, clients=3, duration_s=0.5, workers=1,
+                                   request_timeout_s=30.0, engine=engine))
+        row = result.row
+        assert srv.served == 300
+        assert row["requests"] == 300 and row["errors"] == 0, (engine, result.warnings)
+        assert row["mb_per_s"] * row["duration_s"] * 1e6 == pytest.approx(300 * 1024)
+        assert row["req_pending"] == 3 and row["conn_ok"] == 3  # the budget spent, each client waits
+        # ...longer than any completed request: censored, and all 3 clients were served
+        assert row["lat_censored"] == 3 and row["clients_served"] == 3, engine
+        assert result.histograms["latency"].get_total_count() == 300
+        assert sum(t["req_per_s"] * 0.5 for t in result.timeline if t["t_s"] >= 0) == pytest.approx(300)
+
+
+def test_file_budget_and_checksums_agree(server: Callable[..., ThreadServer], tmp_path: Path) -> None:
+    files = {"a.bin": os.urandom(10), "dir/b.bin": os.urandom(300_000), "empty": b""}
+    targets = [FileTarget(n, len(d), hashlib.sha256(d).hexdigest()) for n, d in files.items()]
+    for engine in ENGINES:
+        srv = server(file_handler, budget=60, files=files)
+        row = run_load(LoadSpec("file", "127.0.0.1", srv.port, clients=3, duration_s=0.5, workers=1, files=targets,
+                                checksum_sample=1.0, request_timeout_s=30.0, engine=engine)).row
+        assert row["requests"] == 60 == srv.served and row["errors"] == 0, engine
+        assert row["mb_per_s"] * row["duration_s"] * 1e6 == pytest.approx(srv.bytes_served), engine
+
+
+def test_large_echo_messages_and_reconnects(server: Callable[..., ThreadServer]) -> None:
+    for engine in ENGINES:
+        big = server(echo_handler, budget=30, message_bytes=200_000)
+        row = run_load(LoadSpec("echo", "127.0.0.1", big.port, clients=2, duration_s=0.5, workers=1,
+                                message_bytes=200_000, engine=engine)).row
+        assert row["requests"] == 30 == big.served and row["errors"] == 0, engine
+        srv = server(echo_handler, budget=100, message_bytes=1024)
+        row = run_load(LoadSpec("echo", "127.0.0.1", srv.port, clients=2, duration_s=0.5, workers=1,
+                                requests_per_connection=5, engine=engine)).row
+        assert row["requests"] == 100 and row["errors"] == 0, engine
+        assert row["conn_ok"] == srv.accepted >= 20, engine
+
+
+# ----------------------------------------------------------------- misbehaving servers
+
+def close_early_handler(conn: socket.socket, srv: ThreadServer) -> None:
+    recv_exact(conn, srv.message_bytes)  # read the request, answer nothing, close
+
+
+def close_mid_reply_handler(conn: socket.socket, srv: ThreadServer) -> None:
+    msg = recv_exact(conn, srv.message_bytes)
+    if msg:
+        conn.sendall(msg[: len(msg) // 2])
+
+
+def test_corrupt_byte(server: Callable[..., ThreadServer]) -> None:
+    srv = server(corrupt_echo_handler, message_bytes=1024)
+    results = both(srv.port)
+    assert_same_classification(results, {"err_corrupt"}, {"conn_ok"})
+    assert all(r.row["requests"] == 0 for r in results.values())
+
+
+def test_corrupt_file_body_and_err_reply(server: Callable[..., ThreadServer]) -> None:
+    body = os.urandom(50_000)
+    srv = server(corrupt_file_handler, files={"f": body})
+    results = both(srv.port, service="file", files=[FileTarget("f", len(body), hashlib.sha256(body).hexdigest())],
+                   checksum_sample=1.0)
+    assert_same_classification(results, {"err_corrupt"}, {"conn_ok"})
+    results = both(srv.port, service="file", files=[FileTarget("nope.bin", 5, "")])
+    assert_same_classification(results, {"err_corrupt"}, {"conn_ok"})
+    for engine, result in results.items():
+        assert any("ERR 404 not found" in w for w in result.warnings), engine
+
+
+def test_close_early(server: Callable[..., ThreadServer]) -> None:
+    srv = server(close_early_handler, message_bytes=1024)
+    assert_same_classification(both(srv.port), {"err_closed_early"}, {"conn_ok"})
+
+
+def test_close_mid_reply(server: Callable[..., ThreadServer]) -> None:
+    srv = server(close_mid_reply_handler, message_bytes=1024)
+    assert_same_classification(both(srv.port), {"err_short"}, {"conn_ok"})
+
+
+def test_never_answers(server: Callable[..., ThreadServer]) -> None:
+    srv = server(lambda conn, _srv: hold(conn))
+    results = both(srv.port, clients=3, warmup_s=0.2)
+    assert_same_classification(results, set(), {"conn_ok"})
+    for engine, r in results.items():
+        assert r.row["requests"] == 0 and r.row["req_pending"] == 3, engine
+        assert r.row["lat_censored"] == 3 and r.row["clients_served"] == 0, engine
+        assert 0.5 <= r.row["req_pending_oldest_s"] < 5.0, engine
+    results = both(srv.port, clients=3, duration_s=0.6, request_timeout_s=0.1)
+    assert_same_classification(results, {"err_timeout"}, {"conn_ok"})
+
+
+def test_refused() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))  # bound, never listening
+        results = both(s.getsockname()[1])
+    assert_same_classification(results, set(), {"conn_refused"})
+    assert all(r.row["connect_p50_us"] is None for r in results.values())
+
+
+def test_full_accept_queue_times_out() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        results = both(s.getsockname()[1], clients=20, duration_s=0.8, connect_timeout_s=0.3, request_timeout_s=0.4)
+    for engine, r in results.items():
+        assert r.row["conn_timeout"] > 0 and r.row["conn_refused"] == 0 and r.row["requests"] == 0, engine
+
+
+def test_resets(server: Callable[..., ThreadServer]) -> None:
+    srv = server(reset_handler)
+    results = both(srv.port)
+    for engine, r in results.items():
+        assert r.row["conn_ok"] > 0 and r.row["err_reset"] > 0 and r.row["requests"] == 0, (engine, r.row)
+        assert classification(r.row)[0] == {"err_reset"}, engine
+
+
+def test_emfile_when_the_hard_limit_is_low(server: Callable[..., ThreadServer]) -> None:
+    srv = server(stream_echo_handler)
+    for engine in ENGINES:
+        code = (
+            "import resource; resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64));"
+            "from bench.loadgen import LoadSpec, run_load;"
+            f"r = run_load(LoadSpec('echo', '127.0.0.1', {srv.port}, clients=120, duration_s=0.5, workers=1, "
+            f"engine={engine!r})); print(r.to_json())"
+        )
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        result = specmod.LoadResult.from_json(out.stdout)
+        assert result.row["conn_emfile"] > 0 and result.row["conn_ok"] > 0 and result.row["requests"] > 0, engine
+        assert any("hard limit is 64" in w for w in result.warnings), engine
+
+
+# ----------------------------------------------------------------- open loop
+
+def test_open_loop_late_starts_against_a_slow_server(server: Callable[..., ThreadServer]) -> None:
+    srv = server(echo_handler, message_bytes=1024, delay_s=0.02)
+    results = both(srv.port, mode="open", rate=400.0, clients=2, duration_s=1.0)
+    for engine, r in results.items():
+        assert r.row["late_starts"] > 0 and r.row["lat_p99_us"] > r.row["lat_uncorrected_p99_us"], engine
+        assert any("never got a free connection" in w for w in r.warnings), engine
+
+
+def test_open_loop_offers_the_scheduled_rate(server: Callable[..., ThreadServer]) -> None:
+    srv = server(stream_echo_handler)
+    results = both(srv.port, mode="open", rate=500.0, clients=4, workers=2, duration_s=1.0)
+    for engine, r in results.items():
+        assert 475 <= r.row["requests"] <= 501 and r.row["errors"] == 0, engine
+        assert "latency_uncorrected" in r.histograms
+
+
+# ----------------------------------------------------------------- clean end of run
+
+class ResetCounter:
+    """An echo server that counts connections ended by a reset rather than a FIN."""
+
+    def __init__(self, message_bytes: int) -> None:
+        self.resets = self.fins = 0
+        self.lock = threading.Lock()
+        self.message_bytes = message_bytes
+
+    def __call__(self, conn: socket.socket, srv: ThreadServer) -> None:
+        try:
+            while (msg := recv_exact(conn, self.message_bytes)) is not None:
+                conn.sendall(msg)
+        except (ConnectionResetError, BrokenPipeError):
+            with self.lock:
+                self.resets += 1
+            return
+        with self.lock:
+            self.fins += 1
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_run_ends_with_a_fin_on_every_connection(server: Callable[..., ThreadServer], engine: str) -> None:
+    # 256 KiB replies take several reads each: when the window closes, every
+    # connection has a reply partly in its receive buffer, and closing such a
+    # socket without reading it makes the kernel send a reset.
+    handler = ResetCounter(256 * 1024)
+    srv = server(handler)
+    row = run_load(LoadSpec("echo", "127.0.0.1", srv.port, clients=10, duration_s=0.3, workers=1,
+                            message_bytes=256 * 1024, engine=engine)).row
+    assert row["requests"] > 0 and row["errors"] == 0
+    deadline = time.monotonic() + 5.0
+    while handler.fins + handler.resets < 10 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert (handler.resets, handler.fins) == (0, 10)
+
+
+# ----------------------------------------------------------------- native specifics
+
+def test_native_index_matches_hdrh() -> None:
+    path, _ = engines.native_program()
+    ref = histograms.new_histogram()
+    values = list(range(0, 5000)) + [10**k + d for k in range(4, 8) for d in range(-3000, 3000, 7)]
+    values += [histograms.HIGHEST_US, 10**9, -5]
+    out = subprocess.run([str(path), "--index-of"], input="\n".join(map(str, values)), capture_output=True,
+                         text=True, timeout=30, check=True)
+    got = [int(x) for x in out.stdout.split()]
+    assert got == [histograms.index_of(v) for v in values]
+    assert got[:-3] == [ref._counts_index_for(v) for v in values[:-3]]
+
+
+def test_native_without_libcrypto_checks_sizes_and_says_so(server: Callable[..., ThreadServer],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    plain = native.build("loadgen", engines.SOURCE, engines.WITHOUT_CRYPTO)
+    monkeypatch.setattr(engines, "native_program", lambda: (plain, ""))
+    body = os.urandom(20_000)
+    srv = server(corrupt_file_handler, files={"f": body})
+    result = run_load(LoadSpec("file", "127.0.0.1", srv.port, clients=1, duration_s=0.3, engine="native",
+                               files=[FileTarget("f", len(body), hashlib.sha256(body).hexdigest())], checksum_sample=1.0))
+    assert result.row["requests"] > 0 and result.row["err_corrupt"] == 0  # the zeroed body was not hashed...
+    assert any("without libcrypto" in w for w in result.warnings)         # ...and the run says so
+
+
+def test_engine_selection_without_a_compiler(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(native, "compiler", lambda: None)
+    engines.native_program.cache_clear()
+    try:
+        engine, command, note = engines.resolve("auto")
+        assert engine == "python" and "bench.loadgen.worker" in command and "no C compiler" in note
+        with pytest.raises(ValueError, match="--engine python"):
+            engines.resolve("native")
+    finally:
+        engines.native_program.cache_clear()
+    with pytest.raises(ValueError, match="engine must be one of auto, native, python"):
+        run_load(LoadSpec("echo", "127.0.0.1", 9, clients=1, duration_s=1, engine="rust"))
+
+
+def test_native_bad_job_is_a_reported_failure() -> None:
+    from bench.loadgen import driver
+    jobs = driver.plan_jobs(LoadSpec("echo", "127.0.0.1", 9, clients=1, duration_s=1.0, workers=1), "127.0.0.1")
+    del jobs[0]["spec"]["duration_s"]
+    _, command, _ = engines.resolve("native")
+    with driver.WorkerPool(jobs, command) as pool, pytest.raises(LoadGenError, match="field duration_s missing"):
+        pool.start()
+        pool.wait_ready(30.0)
+    assert all(p.poll() is not None for p in pool.procs)
+
+
+def test_bench_load_defaults_are_bench_runs() -> None:
+    import argparse
+
+    from bench.loadgen import cli
+    from bench.placement import placement_cpus
+
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    base = ["echo", "127.0.0.1:7", "--clients", "1", "--duration", "1"]
+    spec = cli.spec_from_args(parser.parse_args(base))
+    assert spec.engine == "auto" and spec.workers is None
+    assert spec.cpus == placement_cpus("split")[1]  # the generator's CPUs in bench run's default placement
+    assert cli.spec_from_args(parser.parse_args(base + ["--placement", "none"])).cpus is None
+    assert cli.spec_from_args(parser.parse_args(base + ["--placement", "none", "--cpus", "0"])).cpus == {0}
+
+
+def test_late_starts_the_generator_caused_are_named_as_its_own() -> None:
+    from bench.loadgen import merge
+    from bench.loadgen.recording import WorkerStats
+
+    report = WorkerStats(0.0, 0.0, 1.0, 0.5, open_loop=True).to_json()
+    report.update(ok=True, index=0, engine="native", loop="native", warnings=[], cpu_pct=40.0, cpu_s=0.4,
+                  window_wall_s=1.0, start_late_s=0.0, connecting_at_end=0, pending_requests=0, pending_oldest_s=0.0,
+                  unstarted=0, loop_errors=0, loop_error_samples=[], clients_served=1,
+                  late_starts_generator=50, wake_lag_max_s=0.004)
+    s = LoadSpec("echo", "127.0.0.1", 1, clients=1, duration_s=1.0, mode="open", rate=1000.0)
+    warnings = merge.merge_reports(s, [report], window_start=0.0).warnings
+    assert any("50 requests started late although a connection was free" in w and "4.0 ms" in w for w in warnings)
+    report["late_starts_generator"] = 0
+    assert not any("connection was free" in w for w in merge.merge_reports(s, [report], window_start=0.0).warnings)
