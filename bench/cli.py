@@ -29,6 +29,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from bench.thresholds import EXIT_CROSSED
+
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
@@ -52,6 +54,9 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder that receives the new results folder (default: results)")
     parser.add_argument("--no-plots", action="store_true",
                         help="skip figures and report at the end (bench plot / bench report later)")
+    from bench.thresholds import add_threshold_argument
+
+    add_threshold_argument(parser)
 
 
 def _fmt_rate(value: Any) -> str:
@@ -165,7 +170,7 @@ def run_command(args: argparse.Namespace) -> int:
     # summary table; 200 keeps one row per line for logs.
     console = Console(width=None if sys.stdout.isatty() else 200)
     try:
-        scenario = load_scenario(args.scenario, args.overrides)
+        scenario = load_scenario(args.scenario, args.overrides, args.thresholds)
     except ScenarioError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -217,12 +222,29 @@ def run_command(args: argparse.Namespace) -> int:
     console.print(f"Results: {results_dir}")
     if not args.no_plots:
         console.print(f"Report:  {results_dir / 'report.html'}")
+    passed = _print_thresholds(console, results_dir)
     failed = _count_failed(results_dir)
     if failed:
         console.print(f"[red]{failed} run{'' if failed == 1 else 's'} did not finish ok[/]: see the error column of runs.csv "
                       f"(exit status {EXIT_FAILED})", highlight=False)
         return EXIT_FAILED
+    if not passed:
+        console.print(f"[red]A threshold was crossed[/] (exit status {EXIT_CROSSED})", highlight=False)
+        return EXIT_CROSSED
     return 0
+
+
+def _print_thresholds(console: Any, results_dir: Path) -> bool:
+    """Print summary.json's threshold results; return whether all passed (True when there are none)."""
+    import json
+
+    from bench.thresholds import print_results
+
+    try:
+        results = json.loads((results_dir / "summary.json").read_text()).get("thresholds", [])
+    except (OSError, ValueError):
+        return True  # no summary: nothing was tested, and the run's own status says why
+    return print_results(results, lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True))
 
 
 def _count_failed(results_dir: Path) -> int:

@@ -566,6 +566,9 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder for the table (CSV) and figures (default: results/compare-<UTC time>/)")
     parser.add_argument("--format", dest="formats", action="append", choices=("png", "svg", "pdf"),
                         help="figure format; repeat for several (default: png and svg)")
+    from bench.thresholds import add_threshold_argument
+
+    add_threshold_argument(parser, regression=True)
 
 
 def default_output_dir(root: Path = Path("results")) -> Path:
@@ -580,9 +583,21 @@ def default_output_dir(root: Path = Path("results")) -> Path:
 
 def compare_command(args: argparse.Namespace) -> int:
     """Run ``bench compare``: print the table, write CSV and figures; returns the exit status."""
+    from bench.thresholds import EXIT_CROSSED, ThresholdError, parse_threshold, print_results
+
     if len(args.dirs) < 2:
         print("bench compare: give at least two results folders (the first is the baseline)", file=sys.stderr)
         return 2
+    try:
+        thresholds = [parse_threshold(text, regression=True) for text in args.thresholds]
+    except ThresholdError as exc:
+        print(f"bench compare: --threshold {exc}", file=sys.stderr)
+        return 2
+    for t in thresholds:
+        if t.metric is not None and t.metric not in METRICS:
+            print(f"bench compare: --threshold {t.text!r}: bench compare compares {', '.join(METRICS)}; "
+                  f"name one of them or none ('regression < 10%')", file=sys.stderr)
+            return 2
     try:
         result = compare(args.dirs, force=args.force)
     except (NotAResultsFolder, ScenarioMismatch) as exc:
@@ -592,7 +607,29 @@ def compare_command(args: argparse.Namespace) -> int:
     print_table(result)
     paths = result.write(out_dir, tuple(args.formats or ("png", "svg")))
     print(f"wrote {len(paths)} files to {out_dir}")
+    if not print_results([check_regression(t, result.table) for t in thresholds], print):
+        print(f"bench compare: a threshold was crossed (exit status {EXIT_CROSSED})", file=sys.stderr)
+        return EXIT_CROSSED
     return 0
+
+
+def regression_pct(metric: str, ratio: float) -> float | None:
+    """How much worse B is than A, in percent of A (0 for no change or an improvement); None if unknown."""
+    if not math.isfinite(ratio):
+        return None
+    _, higher_better = METRICS[metric]
+    return max(0.0, (1.0 - ratio) * 100 if higher_better else (ratio - 1.0) * 100)
+
+
+def check_regression(threshold: Any, table: pd.DataFrame) -> dict[str, Any]:
+    """Test a ``regression < N%`` threshold against every row of the comparison (or its metric's)."""
+    from bench.thresholds import REGRESSION_STATISTIC, Measured, check
+
+    rows = table.to_dict("records") if not table.empty else []
+    measured = [Measured(r["model"], f"{r['point_label']} {r['metric_label']} ({r['set']})",
+                         regression_pct(r["metric"], r["ratio"]))
+                for r in rows if threshold.metric in (None, r["metric"])]
+    return check(threshold, measured, REGRESSION_STATISTIC)
 
 
 def print_table(result: ComparisonResult, file: Any = None) -> None:

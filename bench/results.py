@@ -135,6 +135,38 @@ RUN_COLUMNS: dict[str, str] = {
     "server_exit": "server exit status after stop (0 expected)",
 }
 
+#: Measured columns of runs.csv: what a threshold (:mod:`bench.thresholds`) may
+#: test. Identity, parameters and notes are not measurements.
+METRIC_COLUMNS: tuple[str, ...] = (
+    "requests", "errors", "req_per_s", "mb_per_s",
+    "lat_p50_us", "lat_p90_us", "lat_p99_us", "lat_p999_us", "lat_max_us", "lat_mean_us",
+    "ttfb_p50_us", "ttfb_p99_us", "lat_uncorrected_p99_us", "late_starts",
+    "conn_ok", "conn_refused", "conn_reset", "conn_timeout", "conn_emfile", "conn_eaddrnotavail", "conn_other",
+    "conn_pending", "connect_p50_us", "connect_p99_us", "connect_max_us",
+    "err_reset", "err_timeout", "err_closed_early", "err_short", "err_corrupt", "req_pending", "req_pending_oldest_s",
+    "k_listen_overflows", "k_listen_drops", "k_reqq_full_drop", "k_reqq_full_do_cookies", "k_syncookies_sent",
+    "accept_queue_max",
+    "mem_rss_peak_bytes", "mem_rss_mean_bytes", "mem_pss_peak_bytes", "mem_pss_mean_bytes",
+    "mem_uss_peak_bytes", "mem_uss_mean_bytes", "procs_peak", "threads_peak", "fds_peak",
+    "server_cpu_user_s", "server_cpu_sys_s", "server_cpu_pct", "ctx_switches", "gen_cpu_pct_max",
+)
+
+#: Short names a threshold may use for the latency percentiles.
+METRIC_ALIASES: dict[str, str] = {
+    "p50": "lat_p50_us", "p90": "lat_p90_us", "p99": "lat_p99_us", "p999": "lat_p999_us",
+    "max": "lat_max_us", "mean": "lat_mean_us",
+}
+
+
+def column_unit(name: str) -> str:
+    """The unit a column's name carries (see the module doc): ``lat_p99_us`` -> ``"microseconds"``."""
+    for suffix, unit in (("_per_s", "per second"), ("_us", "microseconds"), ("_s", "seconds"), ("_bytes", "bytes"),
+                         ("_pct", "percent of one CPU")):
+        if name.endswith(suffix):
+            return unit
+    return ""
+
+
 #: Columns of timeline.csv. One row per sample; ``t_s`` is seconds since the
 #: measured window started (negative during warmup). Server samples fill the
 #: mem/procs/accept columns, generator samples fill the req/latency columns.

@@ -97,6 +97,7 @@ from pydantic import (
 
 from bench.loadgen.spec import ENGINES
 from bench.results import PARAMETER_COLUMNS
+from bench.thresholds import Threshold, from_entry, parse_threshold
 from bench.units import format_duration, format_size, parse_duration, parse_size
 from servers.config import LOOPS, SERVICES, ServerOptions
 from servers.registry import MODELS
@@ -365,6 +366,35 @@ class MonitorSpec(_Section):
         return float(self.idle_wait)
 
 
+def _threshold_text(text: str) -> str:
+    parse_threshold(text)  # raises ThresholdError (a ValueError) naming what is wrong
+    return text
+
+
+ThresholdText = Annotated[str, AfterValidator(_threshold_text)]
+
+
+class ThresholdSpec(_Section):
+    """A ``thresholds:`` item for one model: ``{model: threading, check: "p99 < 5ms"}``."""
+
+    model: ModelName = Field(description="the server model the check applies to (one of models)")
+    check: ThresholdText = Field(description="METRIC OPERATOR VALUE, e.g. p99 < 5ms (see bench/thresholds.py)")
+
+
+# Tags of the two shapes of a thresholds: item, stripped from error paths like _ONE and _LIST.
+_TEXT, _SPEC = "<text>", "<spec>"
+
+
+def _entry_shape(value: Any) -> str:
+    return _SPEC if isinstance(value, (dict, ThresholdSpec)) else _TEXT
+
+
+ThresholdEntry = Annotated[
+    Union[Annotated[ThresholdText, Tag(_TEXT)], Annotated[ThresholdSpec, Tag(_SPEC)]],
+    Discriminator(_entry_shape),
+]
+
+
 @dataclass(frozen=True)
 class LoadPoint:
     """The load of one sweep point, every value concrete. Sizes not used by the service are ``None``."""
@@ -456,6 +486,10 @@ class Scenario(_Section):
     )
     generator: GeneratorSpec = Field(default_factory=GeneratorSpec)
     monitor: MonitorSpec = Field(default_factory=MonitorSpec)
+    thresholds: list[ThresholdEntry] = Field(
+        default_factory=list,
+        description="pass/fail checks of the medians over repetitions, e.g. 'p99 < 5ms', 'errors == 0', or "
+                    "{model: threading, check: 'p99 < 5ms'}; bench run exits 99 when one fails")
 
     _points: list[Point] = PrivateAttr(default_factory=list)
     _swept: list[str] = PrivateAttr(default_factory=list)
@@ -576,6 +610,10 @@ class Scenario(_Section):
         """Rough wall time of the whole scenario, for the user's planning only."""
         return self.run_count() * (self.warmup_s + self.duration_s + RUN_OVERHEAD_S)
 
+    def threshold_checks(self) -> list[Threshold]:
+        """The ``thresholds:`` parsed, in file order (a model-specific one carries its model)."""
+        return [from_entry(e if isinstance(e, str) else e.model_dump()) for e in self.thresholds]
+
     def to_yaml(self) -> str:
         """The scenario as run, every default filled in, in the file's own format (loads again)."""
         body = yaml.dump(self.model_dump(mode="json"), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
@@ -611,6 +649,11 @@ def _cross_issues(s: Scenario) -> list[tuple[tuple, str]]:
     if s.server.cpu_work_iterations and (isinstance(s.server.cpu_work_us, list) or not s.server.cpu_work_us):
         issues.append((("server", "cpu_work_iterations"), "fixes the loop count of one cpu_work_us value: give a single "
                        "cpu_work_us > 0 with it, or remove it and let bench run calibrate"))
+    for i, entry in enumerate(s.thresholds):
+        model = entry.model if isinstance(entry, ThresholdSpec) else parse_threshold(entry).model
+        if model is not None and model not in s.models:
+            where = ("thresholds", i, "model") if isinstance(entry, ThresholdSpec) else ("thresholds", i)
+            issues.append((where, f"{model!r} is not one of this scenario's models ({', '.join(s.models)})"))
     if importlib.util.find_spec("uvloop") is None:
         for path, value in ((("server", "loop"), s.server.loop), (("generator", "loop"), s.generator.loop)):
             if value == "uvloop":
@@ -739,12 +782,14 @@ _Dumper.add_representer(list, _represent_list)
 # --------------------------------------------------------------------------
 
 
-def load_scenario(path: str | Path, overrides: Sequence[str] = ()) -> Scenario:
+def load_scenario(path: str | Path, overrides: Sequence[str] = (), thresholds: Sequence[str] = ()) -> Scenario:
     """Read, override and validate a scenario file.
 
     ``overrides`` are ``--set`` arguments, ``"field.path=value"`` with the
     value in YAML (``load.clients=[1,10]``, ``duration=2s``,
     ``models=[threading]``); they replace fields of the file before validation.
+    ``thresholds`` are ``--threshold`` arguments (``"p99 < 5ms"``,
+    ``"threading: p99 < 5ms"``), added to the file's ``thresholds:``.
 
     Error handling: raises :class:`ScenarioError` listing every problem found.
     """
@@ -766,15 +811,17 @@ def load_scenario(path: str | Path, overrides: Sequence[str] = ()) -> Scenario:
         raise ScenarioError(source, [Issue(source, None, "", f"cannot read: {exc.strerror}")]) from None
     if len(raw) > MAX_FILE_BYTES:
         raise ScenarioError(source, [_too_big(source, path)])
-    return parse_scenario(text, str(path), overrides)
+    return parse_scenario(text, str(path), overrides, thresholds)
 
 
-def parse_scenario(text: str, source: str = "<scenario>", overrides: Sequence[str] = ()) -> Scenario:
+def parse_scenario(text: str, source: str = "<scenario>", overrides: Sequence[str] = (),
+                   thresholds: Sequence[str] = ()) -> Scenario:
     """Validate scenario YAML ``text``; ``source`` names it in messages. See :func:`load_scenario`."""
     if len(text) > MAX_FILE_BYTES or len(text.encode("utf-8")) > MAX_FILE_BYTES:
         raise ScenarioError(source, [_too_big(source)])
     data, lines, yaml_issues = _read_yaml(text, source)
     set_paths, set_issues = _apply_overrides(data, overrides)
+    set_paths += _add_thresholds(data, thresholds)
     if set_issues:  # a malformed --set makes the rest meaningless
         raise ScenarioError(source, set_issues)
     locate = _Locator(source, lines, set_paths)
@@ -807,7 +854,11 @@ def _bytes_text(n: int) -> str:
 
 def _set_where(spec: str) -> str:
     """``--set FIELD=VALUE`` as a message names it, cut short: a value may be megabytes."""
-    return f"--set {spec}" if len(spec) <= 60 else f"--set {spec[:57]}..."
+    return _shorten(f"--set {spec}")
+
+
+def _shorten(where: str) -> str:
+    return where if len(where) <= 66 else f"{where[:63]}..."
 
 
 def _too_big(source: str, path: Path | None = None) -> Issue:
@@ -1001,7 +1052,7 @@ _OVERRIDE_PATH = re.compile(r"^[A-Za-z_]\w*(\[\d+\])*(\.[A-Za-z_]\w*(\[\d+\])*)*
 
 
 def _apply_overrides(data: dict, overrides: Sequence[str]) -> tuple[list[tuple[tuple, str]], list[Issue]]:
-    """Apply ``--set`` strings to the raw tree; return (path, spec) pairs applied and malformed ones."""
+    """Apply ``--set`` strings to the raw tree; return (path, where) pairs applied and malformed ones."""
     applied: list[tuple[tuple, str]] = []
     issues: list[Issue] = []
     for spec in overrides:
@@ -1028,8 +1079,21 @@ def _apply_overrides(data: dict, overrides: Sequence[str]) -> tuple[list[tuple[t
         if problem:
             issues.append(Issue(where, None, _dotted(path), problem))
         else:
-            applied.append((path, spec))
+            applied.append((path, where))
     return applied, issues
+
+
+def _add_thresholds(data: dict, texts: Sequence[str]) -> list[tuple[tuple, str]]:
+    """Append ``--threshold`` texts to the raw ``thresholds:`` list; return (path, where) pairs."""
+    if not texts:
+        return []
+    if not isinstance(data.get("thresholds"), list):
+        data["thresholds"] = [] if data.get("thresholds") is None else [data["thresholds"]]
+    placed = []
+    for text in texts:
+        placed.append((("thresholds", len(data["thresholds"])), _shorten(f"--threshold {text!r}")))
+        data["thresholds"].append(text)
+    return placed
 
 
 def _assign(data: dict, path: tuple, value: Any) -> str | None:
@@ -1072,11 +1136,11 @@ class _Locator:
         self.source, self.lines, self.set_paths = source, lines, set_paths
 
     def __call__(self, path: tuple, message: str) -> Issue:
-        for set_path, spec in reversed(self.set_paths):  # the last --set of a field wins
+        for set_path, where in reversed(self.set_paths):  # the last --set of a field wins
             inside = path[: len(set_path)] == set_path
             created = path not in self.lines and set_path[: len(path)] == path  # a section --set made
             if inside or created:
-                return Issue(_set_where(spec), None, _dotted(path), message)
+                return Issue(where, None, _dotted(path), message)
         probe = path
         while probe and probe not in self.lines:  # a missing field: point at its section
             probe = probe[:-1]
@@ -1099,7 +1163,7 @@ _TYPE_WORDS = {
 
 def _describe(err: dict) -> tuple[tuple, str]:
     """A pydantic error as (user-visible path, message with what is allowed)."""
-    path = tuple(part for part in err["loc"] if part not in (_ONE, _LIST))
+    path = tuple(part for part in err["loc"] if part not in (_ONE, _LIST, _TEXT, _SPEC))
     kind, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
     if kind == "extra_forbidden":
         return path, _unknown_field(path)
@@ -1156,6 +1220,8 @@ def _unknown_field(path: tuple) -> str:
 
 
 def _section_at(path: tuple) -> type[BaseModel] | None:
+    if len(path) == 2 and path[0] == "thresholds":  # an item of the thresholds list
+        return ThresholdSpec
     model: type[BaseModel] = Scenario
     for part in path:
         field = model.model_fields.get(part) if isinstance(part, str) else None

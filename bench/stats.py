@@ -402,7 +402,32 @@ def _summary_from(results: "Results") -> dict[str, Any]:
         },
         "points": points,
         "warnings": summary_warnings(results),
+        "thresholds": threshold_results(results),
     }
+
+
+def threshold_results(results: "Results") -> list[dict[str, Any]]:
+    """Each ``thresholds:`` entry of the scenario tested against the median over repetitions
+    of each model at each point (see :mod:`bench.thresholds`), in file order."""
+    from bench.thresholds import RUN_STATISTIC, Measured, ThresholdError, check, from_entry
+
+    checks, unreadable = [], []
+    for entry in results.scenario.get("thresholds") or []:
+        try:
+            checks.append(from_entry(entry))
+        except ThresholdError as exc:  # written by another version of sockbench
+            unreadable.append({"threshold": str(entry), "model": None, "statistic": RUN_STATISTIC,
+                               "passed": False, "checked": 0, "failed": 0, "value": None,
+                               "value_text": f"cannot be read: {exc}", "where": "", "failures": []})
+    if not checks:
+        return unreadable
+    agg = aggregate(results.runs, metrics=sorted({c.metric for c in checks}))
+    out = []
+    for threshold in checks:
+        measured = [Measured(row["model"], row["label"] or "", _json_value(row[f"{threshold.metric}_median"]))
+                    for row in agg.to_dict("records")]
+        out.append(check(threshold, measured, RUN_STATISTIC))
+    return out + unreadable
 
 
 def _metric_note(row: pd.Series, metric: str) -> str:

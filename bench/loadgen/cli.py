@@ -37,6 +37,8 @@ from typing import Any
 from bench.loadgen.driver import LoadGenError, run_load
 from bench.loadgen.spec import ENGINES, LOOPS, FileTarget, LoadResult, LoadSpec, lower_bound_column
 from bench.placement import PLACEMENTS, placement_cpus
+from bench.thresholds import (EXIT_CROSSED, LOAD_STATISTIC, Measured, ThresholdError, add_threshold_argument, check,
+                              parse_threshold, print_results)
 
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 10**6, "mb": 10**6,
                "mib": 1024**2, "g": 10**9, "gb": 10**9, "gib": 1024**3}
@@ -136,6 +138,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fraction of file replies whose SHA-256 is verified (default 0.05)")
     parser.add_argument("--json", action="store_true", help="print the full result as JSON")
     parser.add_argument("--allow-remote", action="store_true", help="allow a non-loopback target")
+    add_threshold_argument(parser)
 
 
 def file_targets(names: list[str], sizes: list[int], root: Path | None) -> list[FileTarget]:
@@ -235,9 +238,48 @@ def print_table(spec: LoadSpec, result: LoadResult) -> None:
         console.print(f"[yellow]warning:[/yellow] {w}", highlight=False)
 
 
+def parse_thresholds(texts: list[str]) -> list[Any]:
+    """``--threshold`` texts of bench load; ValueError naming the bad one (a model needs bench run)."""
+    thresholds = []
+    for text in texts:
+        try:
+            threshold = parse_threshold(text)
+        except ThresholdError as exc:
+            raise ValueError(f"--threshold {exc}") from None
+        if threshold.model is not None:
+            raise ValueError(f"--threshold {text!r}: bench load drives one server, whatever its model; "
+                             f"drop '{threshold.model}:' (a per-model threshold belongs to bench run)")
+        thresholds.append(threshold)
+    return thresholds
+
+
+def failure_of(result: LoadResult) -> str | None:
+    """Why a finished load measured nothing trustworthy (exit status 1), or None.
+
+    No request completed (nothing listens, every connect refused or timed
+    out), or a reply had wrong bytes: what was measured is not an echo or
+    file server's behaviour. Resets and timeouts are behaviour under load,
+    not failures of the measurement; they are counted and shown.
+    """
+    r = result.row
+    if r["err_corrupt"]:
+        return f"{r['err_corrupt']:,} replies were corrupt (wrong bytes or size): the server does not answer correctly"
+    if not r["requests"]:
+        failed = sum(r[f"conn_{k}"] for k in ("refused", "reset", "timeout", "emfile", "eaddrnotavail", "other"))
+        return (f"no request completed in the window ({r['conn_ok']:,} connects ok, {failed:,} failed, "
+                f"{r['errors']:,} request errors): nothing was measured")
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
-    """Execute ``bench load`` for parsed ``args``; return the exit status."""
+    """Execute ``bench load`` for parsed ``args``; return the exit status.
+
+    0 measured; 1 the generator failed or nothing trustworthy was measured
+    (:func:`failure_of`); 2 bad input; 99 a ``--threshold`` was crossed;
+    130 interrupted.
+    """
     try:
+        thresholds = parse_thresholds(getattr(args, "thresholds", []))
         spec = spec_from_args(args)
         result = run_load(spec)
     except ValueError as exc:
@@ -249,11 +291,28 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("bench load: interrupted", file=sys.stderr)
         return 130
+    checked = [check(t, [Measured("", "", result.row.get(t.metric))], LOAD_STATISTIC) for t in thresholds]
     if args.json:
-        print(result.to_json())
+        print(result.to_json() if not checked else _with_thresholds(result.to_json(), checked))
     else:
         print_table(spec, result)
+        print_results(checked, print)
+    failure = failure_of(result)
+    if failure:
+        print(f"bench load: {failure} (exit status 1)", file=sys.stderr)
+        return 1
+    if not all(c["passed"] for c in checked):
+        print(f"bench load: a threshold was crossed (exit status {EXIT_CROSSED})", file=sys.stderr)
+        return EXIT_CROSSED
     return 0
+
+
+def _with_thresholds(text: str, checked: list[dict[str, Any]]) -> str:
+    import json
+
+    data = json.loads(text)
+    data["thresholds"] = checked
+    return json.dumps(data)
 
 
 def main(argv: list[str] | None = None) -> int:
