@@ -15,10 +15,9 @@ Options of a run live in the scenario file alone; ``--set`` overrides a field
 of it (``--set load.clients=[1,10] --set duration=2s``) and is validated like
 the file, so no option exists in two places.
 
-Exit status: 0 success, 1 a run failed (``bench run``: any run not ``ok``), a
-disk filled up, or a finding needs attention where the subcommand says so, 2
-bad input (the message names the file, line and field), 128 + the signal when
-stopped: 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP (finished runs are kept).
+Exit status (:data:`EXIT_STATUS_HELP`, shown by ``bench -h`` and in the
+README): the same meanings for every subcommand, so a pipeline can tell a
+broken setup (2) from a failed run (1) from a regression (99).
 """
 
 from __future__ import annotations
@@ -30,10 +29,40 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from bench.thresholds import EXIT_CROSSED
+from bench.units import plural
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
+
+
+#: What each exit status means, for every subcommand (``bench -h`` prints it).
+EXIT_STATUS_HELP = f"""\
+exit status (the same for every command):
+  0    success (thresholds, if any, all passed)
+  {EXIT_FAILED}    a run failed or nothing was measured: bench run, a run not ok; bench load, no
+       request completed or a reply was corrupt; a full disk; a server that cannot listen
+  {EXIT_BAD_INPUT}    bad input: usage, a scenario, a threshold, a folder that is not a results
+       folder (the message names the file, line and field, and what is allowed)
+  {EXIT_CROSSED}   a threshold was crossed (--threshold, or the scenario's thresholds:)
+  {EXIT_INTERRUPTED}  interrupted by Ctrl-C; 143 by SIGTERM, 129 by SIGHUP (128 + the signal);
+       bench run keeps every finished run and writes the summary
+  When a run failed and a threshold was crossed too, the status is {EXIT_FAILED}.
+"""
+
+#: Shown by ``bench -h``: a first session, then what a pipeline runs.
+EXAMPLES = """\
+examples:
+  bench validate scenarios/quick.yaml            check a scenario without running it
+  bench run scenarios/quick.yaml                 run it: results/<time>-quick/, report.html
+  bench run scenarios/quick.yaml --set duration=2s --set models=[threading,asyncio]
+  bench run scenarios/quick.yaml --threshold 'p99 < 5ms' --threshold 'errors == 0'
+  bench serve threading echo --port 9000         one server, by hand
+  bench load echo 127.0.0.1:9000 --clients 10 --duration 5 --threshold 'req_per_s > 20000'
+  bench compare results/A results/B --threshold 'regression < 10%'
+  bench columns                                  what every column of runs.csv means
+  bench completion bash > ~/.local/share/bash-completion/completions/bench
+"""
 
 
 def exit_status_for_signal(signum: int) -> int:
@@ -108,7 +137,7 @@ def run_line(plan: Any, row: dict[str, Any]) -> str:
         f"procs {row.get('procs_peak', '-')} threads {row.get('threads_peak', '-')}",
     ]
     if oldest >= 1.0:  # far above any answered request on loopback: these clients were ignored
-        parts.append(f"{int(row.get('req_pending') or 0)} requests unanswered at the end (oldest {oldest:.1f} s)")
+        parts.append(f"{plural(int(row.get('req_pending') or 0), 'request')} unanswered at the end (oldest {oldest:.1f} s)")
     served, clients = row.get("clients_served"), row.get("clients")
     if served is not None and clients and served < clients:
         parts.append(f"served {served}/{clients} clients")
@@ -182,7 +211,7 @@ def run_command(args: argparse.Namespace) -> int:
     def on_start(results_dir: Path, plans: list[Any]) -> None:
         nonlocal task
         started.append(results_dir)
-        console.print(f"[bold]{scenario.name}[/]: {len(plans)} runs, about {scenario.estimate_s():.0f} s; "
+        console.print(f"[bold]{scenario.name}[/]: {plural(len(plans), 'run')}, about {scenario.estimate_s():.0f} s; "
                       f"results in {results_dir}")
         task = progress.add_task(scenario.name, total=len(plans))
 
@@ -300,7 +329,7 @@ def _print_warnings(console: Any, results_dir: Path) -> None:
 def serve_command(args: argparse.Namespace) -> int:
     from servers.cli import main as servers_main
 
-    return servers_main(args.server_args)
+    return servers_main(args.server_args, prog="bench serve")
 
 
 # --------------------------------------------------------------------------
@@ -310,8 +339,12 @@ def build_parser() -> argparse.ArgumentParser:
     from bench import calibrate, compare, plots, report, scenario
     from bench.loadgen import cli as load_cli
 
-    parser = argparse.ArgumentParser(prog="bench", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="bench", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="sockbench: measure and teach how server concurrency models (socketserver,\n"
+                    "selectors, asyncio, a C reference) behave under load.",
+        epilog=EXAMPLES + "\n" + EXIT_STATUS_HELP + "\nbench COMMAND -h says more about each command.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s (sockbench) {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, help_text: str, add_args: Callable[[argparse.ArgumentParser], None],
@@ -324,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_run_arguments, run_command)
     add("validate", "check scenario files without running them",
         scenario.add_validate_arguments, scenario.validate_command)
-    add("serve", "start one server model (the same as python -m servers; see bench serve -h)",
+    add("serve", "start one server model by hand (see bench serve -h)",
         lambda p: p.add_argument("server_args", nargs=argparse.REMAINDER), serve_command, add_help=False)
     add("load", "drive a running server (any RFC 862 echo server works) and print what was measured",
         load_cli.add_arguments, load_cli.run)
@@ -335,7 +368,49 @@ def build_parser() -> argparse.ArgumentParser:
         report.add_report_arguments, report.report_command)
     add("compare", "compare result sets of the same scenario (ratios, significance, overlays)",
         compare.add_compare_arguments, compare.compare_command)
+    add("columns", "print what every column of runs.csv and timeline.csv means (each results folder has it "
+        "as COLUMNS.md)", _add_columns_arguments, columns_command)
+    add("completion", "print a shell completion script (bash, zsh, fish, ...; see bench -h)",
+        _add_completion_arguments, lambda args: completion_command(args, parser))
     return parser
+
+
+def _add_columns_arguments(parser: argparse.ArgumentParser) -> None:
+    from bench.results import COLUMN_FILES
+
+    parser.add_argument("file", nargs="?", choices=list(COLUMN_FILES), metavar="FILE",
+                        help=f"only this file's columns ({' or '.join(COLUMN_FILES)}; default: both)")
+
+
+def columns_command(args: argparse.Namespace) -> int:
+    """Print the data dictionary (Markdown) for this machine's CPUs, as ``bench run`` writes it."""
+    from bench.results import COLUMN_FILES, columns_markdown
+
+    print(columns_markdown(files=[args.file] if args.file else list(COLUMN_FILES)))
+    return 0
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("sockbench")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
+def _add_completion_arguments(parser: argparse.ArgumentParser) -> None:
+    import shtab
+
+    parser.add_argument("shell", choices=shtab.SUPPORTED_SHELLS, help="the shell to complete in")
+
+
+def completion_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Print the completion script shtab builds from the parser itself: it can never list a stale option."""
+    import shtab
+
+    print(shtab.complete(parser, shell=args.shell))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

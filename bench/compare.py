@@ -61,6 +61,7 @@ from matplotlib.lines import Line2D
 
 from bench.results import PARAMETER_COLUMNS
 from bench.stats import NotAResultsFolder, Results, format_param, load_results
+from bench.units import plural
 
 #: Metrics compared, with the direction that counts as better.
 METRICS: dict[str, tuple[str, bool]] = {
@@ -414,7 +415,7 @@ def _verdict(row: dict[str, Any], family: int) -> tuple[str, str]:
         return change_text, f"untested: {row['untested_reason']}"
     verdict = "significant" if row["significant"] else "not significant"
     return change_text, (f"{verdict}: {TEST_NAME} of {row['metric_label']}, {runs}, p={row['p_value']:.2g}, "
-                         f"Holm p={row['p_holm']:.2g} over {family} tests")
+                         f"Holm p={row['p_holm']:.2g} over {plural(family, 'test')}")
 
 
 # --------------------------------------------------------------------------
@@ -606,7 +607,7 @@ def compare_command(args: argparse.Namespace) -> int:
     out_dir = args.output or default_output_dir()
     print_table(result)
     paths = result.write(out_dir, tuple(args.formats or ("png", "svg")))
-    print(f"wrote {len(paths)} files to {out_dir}")
+    print(f"wrote {plural(len(paths), 'file')} to {out_dir}")
     if not print_results([check_regression(t, result.table) for t in thresholds], print):
         print(f"bench compare: a threshold was crossed (exit status {EXIT_CROSSED})", file=sys.stderr)
         return EXIT_CROSSED
@@ -651,7 +652,7 @@ def print_table(result: ComparisonResult, file: Any = None) -> None:
         return
     for set_label, t in result.table.groupby("set", sort=False):
         family = int(t["family"].iloc[0]) if len(t) else 0
-        tests = (f"{TEST_NAME}, Holm-corrected over the {family} tests of this comparison" if family
+        tests = (f"{TEST_NAME}, Holm-corrected over the {plural(family, 'test')} of this comparison" if family
                  else "nothing could be tested")
         table = Table(title=f"B = {set_label} against A = {result.labels[0]} (mean over repetitions; {tests})")
         for col, kw in (("model", {"no_wrap": True}), ("point", {"no_wrap": True}), ("metric", {}),

@@ -16,6 +16,7 @@ Layout::
     hist/<run_id>.<kind>.hlog   HdrHistogram logs (standard log encoding)
     logs/<run_id>.stderr        the server's stderr (one line per connection error)
     logs/<run_id>.load-warnings.txt   the load generator's caveats about that run, if any
+    COLUMNS.md          what every column of runs.csv and timeline.csv means (:func:`columns_markdown`)
     summary.json        versioned aggregate: points with median/min/max/CI
 
 Units are in the column names: ``_us`` microseconds, ``_s`` seconds,
@@ -47,6 +48,7 @@ RUN_COLUMNS: dict[str, str] = {
     "model": "server model name (sequential, threading, forking, selectors, asyncio, c-reference)",
     "service": "echo or file",
     "point": "index of the sweep point (0-based); rows with equal point share every swept parameter",
+    "point_label": "the swept parameters of the point as bench run prints them (e.g. 'clients=100'; '-' without a sweep)",
     "repetition": "1-based repetition number",
     "status": "ok | failed | interrupted",
     "error": "why a run failed (server exit status and stderr tail, or the exception)",
@@ -77,25 +79,42 @@ RUN_COLUMNS: dict[str, str] = {
     # requests (lat_censored) at the time they had waited, so each is a lower bound;
     # lat_*_is_lower_bound marks those that may be far off (see bench.loadgen.merge.LOWER_BOUND_RULE),
     # printed "p99 >= 1.0 s".
-    "lat_p50_us": "closed loop: request sent -> last byte back; open loop: scheduled start -> last byte back",
-    "lat_p90_us": "", "lat_p99_us": "", "lat_p999_us": "", "lat_max_us": "",
+    "lat_p50_us": "latency, median; closed loop: request sent -> last byte back; open loop: scheduled start "
+                  "-> last byte back (a lower bound when censored requests count, see lat_censored)",
+    "lat_p90_us": "latency, 90th percentile (measured as lat_p50_us says)",
+    "lat_p99_us": "latency, 99th percentile",
+    "lat_p999_us": "latency, 99.9th percentile",
+    "lat_max_us": "latency, the longest request or wait in the window",
     "lat_mean_us": "mean over completed requests only (censored ones have no latency to average)",
     "lat_censored": "requests without a latency: timed out, unanswered at the window end, or (open loop) due "
                     "and never sent; counted in the percentiles at the time they had waited",
     "lat_p50_is_lower_bound": "True if lat_p50_us is only a lower bound (too many censored requests)",
-    "lat_p90_is_lower_bound": "", "lat_p99_is_lower_bound": "", "lat_p999_is_lower_bound": "",
+    "lat_p90_is_lower_bound": "True if lat_p90_us is only a lower bound",
+    "lat_p99_is_lower_bound": "True if lat_p99_us is only a lower bound",
+    "lat_p999_is_lower_bound": "True if lat_p999_us is only a lower bound",
     "lat_max_is_lower_bound": "True if the longest wait seen is a request that never finished",
     "ttfb_p50_us": "time to first byte of the reply, median",
     "ttfb_p99_us": "time to first byte of the reply, 99th percentile",
     "lat_uncorrected_p99_us": "open loop only: p99 measured from the actual (late) send, not the intended start",
     "late_starts": "open loop only: requests that started after their scheduled time",
     # connection attempts over the whole run (warmup included: bursts happen at the start)
-    "conn_ok": "", "conn_refused": "", "conn_reset": "", "conn_timeout": "", "conn_emfile": "",
-    "conn_eaddrnotavail": "", "conn_other": "",
+    "conn_ok": "connection attempts that succeeded (warmup included)",
+    "conn_refused": "connection attempts refused (ECONNREFUSED: nothing listening)",
+    "conn_reset": "connection attempts reset by the server (ECONNRESET)",
+    "conn_timeout": "connection attempts given up after load.connect_timeout (e.g. a full accept queue: SYN retries)",
+    "conn_emfile": "connection attempts that failed for lack of file descriptors in the generator (EMFILE)",
+    "conn_eaddrnotavail": "connection attempts that found no free local port (EADDRNOTAVAIL: TIME-WAIT exhaustion)",
+    "conn_other": "connection attempts that failed otherwise (the load warnings name the errno)",
     "conn_pending": "attempts still in progress (e.g. in SYN retries) when the run ended",
-    "connect_p50_us": "", "connect_p99_us": "", "connect_max_us": "",
+    "connect_p50_us": "time from connect() to established, median (successful attempts)",
+    "connect_p99_us": "time to connect, 99th percentile",
+    "connect_max_us": "time to connect, the slowest attempt",
     # failures after connect, in the measured window
-    "err_reset": "", "err_timeout": "", "err_closed_early": "", "err_short": "", "err_corrupt": "",
+    "err_reset": "requests whose connection was lost with an error (ECONNRESET, EPIPE)",
+    "err_timeout": "requests without a whole reply within load.request_timeout",
+    "err_closed_early": "requests the server closed before the first reply byte",
+    "err_short": "requests the server closed in the middle of the reply",
+    "err_corrupt": "replies with wrong bytes, a wrong size, a bad header, a checksum mismatch or ERR",
     "req_pending": "requests sent but unanswered when the window closed (closed loop: up to one per client)",
     "req_pending_oldest_s": "how long the oldest of those had waited: near a whole run = a client the server ignores",
     # kernel counters: deltas over the measured window (snapshots when it opens and closes)
@@ -108,12 +127,20 @@ RUN_COLUMNS: dict[str, str] = {
     "k_syncookies_sent": "TcpExt SyncookiesSent delta",
     "accept_queue_max": "largest sampled accept-queue depth of the listening socket",
     # server process tree (sampled)
-    "mem_rss_peak_bytes": "", "mem_rss_mean_bytes": "",
-    "mem_pss_peak_bytes": "empty where PSS could not be read (see mem_note)", "mem_pss_mean_bytes": "",
-    "mem_uss_peak_bytes": "", "mem_uss_mean_bytes": "",
+    "mem_rss_peak_bytes": "largest sampled RSS summed over the server's process tree (counts shared pages once per "
+                          "process: forking overstates)",
+    "mem_rss_mean_bytes": "mean of the sampled RSS sums",
+    "mem_pss_peak_bytes": "largest sampled PSS summed over the tree (shared pages split between the processes); "
+                          "empty where PSS could not be read (see mem_note)",
+    "mem_pss_mean_bytes": "mean of the sampled PSS sums",
+    "mem_uss_peak_bytes": "largest sampled USS (memory no other process shares) summed over the tree",
+    "mem_uss_mean_bytes": "mean of the sampled USS sums",
     "mem_note": "what could not be measured and why",
-    "procs_peak": "", "threads_peak": "", "fds_peak": "",
-    "server_cpu_user_s": "", "server_cpu_sys_s": "",
+    "procs_peak": "most processes sampled in the server's tree",
+    "threads_peak": "most threads sampled, summed over the tree",
+    "fds_peak": "most open file descriptors sampled, summed over the tree",
+    "server_cpu_user_s": "user CPU time of the server's tree in the measured window",
+    "server_cpu_sys_s": "system (kernel) CPU time of the server's tree in the measured window",
     "server_cpu_pct": "server tree CPU time / window wall time * 100",
     "ctx_switches": "voluntary + involuntary, summed over the tree",
     "server_runq_wait_pct": "time the server's threads were runnable but waiting for a CPU, summed over the tree, "
@@ -131,9 +158,30 @@ RUN_COLUMNS: dict[str, str] = {
     "idle_busy_pct": "machine busy percent measured just before the run",
     "server_cpus": "CPUs the server was pinned to (e.g. '0'), empty if unpinned",
     "gen_cpus": "CPUs the generator was pinned to",
-    "cpu_busy_pct": "per-CPU busy percent during the measured window, e.g. '0:98.5 1:64.0'",
     "server_exit": "server exit status after stop (0 expected)",
 }
+
+#: One column of runs.csv per CPU of the machine, after ``gen_cpus``: that
+#: CPU's busy percent during the measured window (``cpu0_busy_pct``, ...).
+CPU_BUSY_COLUMN = "cpu{cpu}_busy_pct"
+
+
+def cpu_busy_column(cpu: int) -> str:
+    return CPU_BUSY_COLUMN.format(cpu=cpu)
+
+
+def run_columns(n_cpus: int | None = None) -> dict[str, str]:
+    """The columns of runs.csv on a machine of ``n_cpus`` CPUs (default: this one), in order, with meanings."""
+    n_cpus = (os.cpu_count() or 1) if n_cpus is None else n_cpus
+    out: dict[str, str] = {}
+    for name, meaning in RUN_COLUMNS.items():
+        out[name] = meaning
+        if name == "gen_cpus":
+            for cpu in range(n_cpus):
+                out[cpu_busy_column(cpu)] = (f"CPU {cpu}'s busy percent during the measured window "
+                                             "(one column per CPU of the machine)")
+    return out
+
 
 #: Measured columns of runs.csv: what a threshold (:mod:`bench.thresholds`) may
 #: test. Identity, parameters and notes are not measurements.
@@ -160,7 +208,7 @@ METRIC_ALIASES: dict[str, str] = {
 
 def column_unit(name: str) -> str:
     """The unit a column's name carries (see the module doc): ``lat_p99_us`` -> ``"microseconds"``."""
-    for suffix, unit in (("_per_s", "per second"), ("_us", "microseconds"), ("_s", "seconds"), ("_bytes", "bytes"),
+    for suffix, unit in (("_per_s", "per second"), ("_per_us", "per microsecond"), ("_us", "microseconds"), ("_s", "seconds"), ("_bytes", "bytes"),
                          ("_pct", "percent of one CPU")):
         if name.endswith(suffix):
             return unit
@@ -171,16 +219,42 @@ def column_unit(name: str) -> str:
 #: measured window started (negative during warmup). Server samples fill the
 #: mem/procs/accept columns, generator samples fill the req/latency columns.
 TIMELINE_COLUMNS: dict[str, str] = {
-    "run_id": "",
+    "run_id": "the run the sample belongs to (runs.csv run_id)",
     "source": "server | load",
-    "t_s": "",
+    "t_s": "seconds since the measured window started (negative during warmup)",
     "req_per_s": "load: completed requests/s over the sample interval",
     "lat_p99_us": "load: p99 latency of requests completed in the interval",
-    "mem_rss_bytes": "", "mem_pss_bytes": "", "mem_uss_bytes": "",
-    "procs": "", "threads": "", "fds": "",
-    "server_cpu_pct": "",
+    "mem_rss_bytes": "server: RSS summed over the process tree",
+    "mem_pss_bytes": "server: PSS summed over the tree",
+    "mem_uss_bytes": "server: USS summed over the tree",
+    "procs": "server: processes in the tree", "threads": "server: threads, summed", "fds": "server: open files, summed",
+    "server_cpu_pct": "server: CPU of the tree over the sample interval, percent of one core",
     "accept_queue": "listening socket's accept-queue depth",
 }
+
+#: The files :func:`columns_markdown` describes, and what one row of each is.
+COLUMN_FILES = {"runs.csv": "one row per model x point x repetition", "timeline.csv": "one row per sample per run"}
+
+
+def columns_markdown(runs: Mapping[str, str] | None = None, files: Iterable[str] = tuple(COLUMN_FILES)) -> str:
+    """The data dictionary of a results folder (its COLUMNS.md, and what ``bench columns`` prints).
+
+    Generated from :data:`RUN_COLUMNS` (or ``runs``, as :func:`run_columns`
+    gives them for the folder's machine) and :data:`TIMELINE_COLUMNS`, so
+    it cannot disagree with what is written.
+    """
+    tables = {"runs.csv": runs if runs is not None else run_columns(), "timeline.csv": TIMELINE_COLUMNS}
+    lines = [f"# Columns of a sockbench results folder (results version {RESULTS_VERSION})", "",
+             "Look columns up by name. An empty cell is a value that was not measured or does not apply.",
+             "Units are in the names: `_us` microseconds, `_s` seconds, `_bytes` bytes, `_pct` percent of one",
+             "CPU (100 = one core busy), `_per_s` per second. Generated from bench/results.py.", ""]
+    for name in files:
+        lines += [f"## {name}: {COLUMN_FILES[name]}", "", "| column | unit | meaning |", "| --- | --- | --- |"]
+        lines += [f"| `{col}` | {column_unit(col)} | {meaning.replace('|', '/')} |"
+                  for col, meaning in tables[name].items()]
+        lines.append("")
+    return "\n".join(lines)
+
 
 #: Swept parameters a figure may use as its x axis, in order of preference.
 PARAMETER_COLUMNS = [
@@ -305,8 +379,10 @@ class ResultsWriter:
     interrupted scenario leaves nothing open and nothing half-written.
     """
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, n_cpus: int | None = None):
         self.path = path
+        #: runs.csv's columns on this machine (one cpu<N>_busy_pct per CPU)
+        self.run_columns = run_columns(n_cpus)
         self.runs_csv = path / "runs.csv"
         self.timeline_csv = path / "timeline.csv"
         self.hist_dir = path / "hist"
@@ -314,6 +390,7 @@ class ResultsWriter:
         self.hist_dir.mkdir(exist_ok=True)
         self.logs_dir.mkdir(exist_ok=True)
         self.rows_written = 0
+        self.write_text("COLUMNS.md", columns_markdown(self.run_columns))
 
     def write_json(self, name: str, data: Mapping[str, Any]) -> None:
         write_text_atomically(self.path / name, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
@@ -342,7 +419,7 @@ class ResultsWriter:
         if rows:
             _append_atomically(self.timeline_csv, self._csv_text(
                 TIMELINE_COLUMNS, rows, header=not self.timeline_csv.exists()))
-        _append_atomically(self.runs_csv, self._csv_text(RUN_COLUMNS, [row], header=not self.runs_csv.exists()))
+        _append_atomically(self.runs_csv, self._csv_text(self.run_columns, [row], header=not self.runs_csv.exists()))
         self.rows_written += 1
 
 

@@ -52,7 +52,6 @@ import shutil
 import signal
 import sys
 import tempfile
-import threading
 import traceback
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -60,29 +59,9 @@ from typing import Any, Callable, Iterator
 
 from bench import cpuwork
 from bench.placement import placement_cpus
-from bench.results import DISK_FULL_ERRNOS, DiskFull, ResultsWriter, new_results_dir
+from bench.results import DISK_FULL_ERRNOS, DiskFull, ResultsWriter, cpu_busy_column, new_results_dir
+from bench.stopping import Stopped, deferred_stop, signal_name, signum_of, stop_signals
 from servers import native
-
-#: Signals that stop a scenario the way Ctrl-C does: SIGTERM is what ``kill``,
-#: ``timeout`` and CI cancellation send, SIGHUP what a closed terminal sends.
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-class Stopped(KeyboardInterrupt):
-    """A stop signal turned into the Ctrl-C path, so every ``except KeyboardInterrupt`` cleans up for it."""
-
-    def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-def _signum_of(exc: BaseException) -> int:
-    return exc.signum if isinstance(exc, Stopped) else signal.SIGINT
-
-
-def _signal_name(signum: int) -> str:
-    return "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-
 
 class Interrupted(Exception):
     """A scenario stopped by Ctrl-C, SIGTERM or SIGHUP; the results folder holds every finished run.
@@ -92,7 +71,7 @@ class Interrupted(Exception):
     """
 
     def __init__(self, results_dir: Path, signum: int = signal.SIGINT, *, summary_written: bool = True):
-        super().__init__(f"stopped by {_signal_name(signum)}; finished runs are kept in {results_dir}")
+        super().__init__(f"stopped by {signal_name(signum)}; finished runs are kept in {results_dir}")
         self.results_dir = results_dir
         self.signum = signum
         self.summary_written = summary_written
@@ -100,88 +79,7 @@ class Interrupted(Exception):
     @property
     def by(self) -> str:
         """What stopped it, as a person says it: ``Ctrl-C``, ``SIGTERM``, ``SIGHUP``."""
-        return _signal_name(self.signum)
-
-
-def _in_main_thread() -> bool:
-    # signal.signal() works only there; elsewhere the caller's handlers stay.
-    return threading.current_thread() is threading.main_thread()
-
-
-@dataclasses.dataclass
-class _StopState:
-    """What the stop signals have done so far inside :func:`stop_signals` (main thread only)."""
-
-    active: bool = False
-    #: the first stop signal received, if any
-    signum: int | None = None
-    #: True once :class:`Stopped` was raised for it (it is raised once)
-    raised: bool = False
-    #: depth of :func:`deferred_stop` blocks: while > 0 the first signal waits
-    holding: int = 0
-
-
-_STOP = _StopState()
-
-
-def _say(text: str) -> None:
-    # os.write: no buffered I/O inside a signal handler
-    os.write(2, (text + "\n").encode())
-
-
-def _on_stop_signal(signum: int, _frame: Any) -> None:
-    if _STOP.signum is None:
-        _STOP.signum = signum
-        if not _STOP.holding:
-            _STOP.raised = True
-            raise Stopped(signum)
-        _say(f"{_signal_name(signum)}: stopping as soon as what is being saved is on disk")
-        return
-    _say(f"{_signal_name(signum)}: still stopping (reaping the server, writing what was measured)")
-
-
-@contextlib.contextmanager
-def stop_signals() -> Iterator[None]:
-    """Within: the first SIGINT, SIGTERM or SIGHUP raises :class:`Stopped` in the main thread.
-
-    Further signals are ignored, with one line on stderr, while the cleanup
-    runs: it stops and reaps the current server and the generator's workers
-    (bounded by their SIGKILL timeouts), and a second Ctrl-C landing in it
-    would leave them running. The previous handlers come back on the way out.
-    """
-    if not _in_main_thread():
-        yield
-        return
-    previous = {sig: signal.signal(sig, _on_stop_signal) for sig in STOP_SIGNALS}
-    _STOP.__init__(active=True)
-    try:
-        yield
-    finally:
-        _STOP.__init__()
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
-@contextlib.contextmanager
-def deferred_stop() -> Iterator[None]:
-    """Inside :func:`stop_signals`: a stop signal arriving in the block waits until the block is done.
-
-    Used where being cut short would lose something: while a finished run's
-    server is stopped and reaped and its row written, and while summary.json
-    is written. On the way out, a signal that waited raises :class:`Stopped`
-    (also when the block raised: stopping wins). Elsewhere it does nothing.
-    """
-    if not (_STOP.active and _in_main_thread()):
-        yield
-        return
-    _STOP.holding += 1
-    try:
-        yield
-    finally:
-        _STOP.holding -= 1
-        if not _STOP.holding and _STOP.signum is not None and not _STOP.raised:
-            _STOP.raised = True
-            raise Stopped(_STOP.signum)
+        return signal_name(self.signum)
 
 
 class ScenarioRefused(Exception):
@@ -357,8 +255,7 @@ def execute_run(scenario: Any, plan: RunPlan, writer: ResultsWriter, *, file_roo
     then raises :class:`Stopped` (the run is kept as finished).
     """
     from bench.loadgen import run_load
-    from bench.monitor import (CpuBusy, KernelCounters, ServerMonitor, WindowProbe, format_cpu_busy,
-                               run_namespace, wait_for_idle)
+    from bench.monitor import CpuBusy, KernelCounters, ServerMonitor, WindowProbe, run_namespace, wait_for_idle
     from servers.launch import ServerLeftoverError, run_server
 
     server_cpus, gen_cpus = placement_cpus(scenario.placement)
@@ -367,6 +264,7 @@ def execute_run(scenario: Any, plan: RunPlan, writer: ResultsWriter, *, file_roo
         "model": plan.model,
         "service": plan.point.service,
         "point": plan.point.index,
+        "point_label": plan.point.label(),
         "repetition": plan.repetition,
         "server_cpus": _fmt_cpus(server_cpus),
         "gen_cpus": _fmt_cpus(gen_cpus),
@@ -422,7 +320,7 @@ def execute_run(scenario: Any, plan: RunPlan, writer: ResultsWriter, *, file_roo
             row.update(monitor.summary(result.window_start, result.window_end))
             row.update(KernelCounters.delta(kernel.get("before", {}), kernel.get("after", {})))
             row.update(cpuwork.check_row(row, server.ready, cpu_work))
-            row["cpu_busy_pct"] = format_cpu_busy(kernel.get("busy", {}))
+            row.update({cpu_busy_column(cpu): busy for cpu, busy in kernel.get("busy", {}).items()})
             row["started_at"] = dt.datetime.fromtimestamp(result.window_start, dt.timezone.utc).isoformat()
             row["server_exit"] = exit_status
             histograms = result.histograms
@@ -438,7 +336,7 @@ def execute_run(scenario: Any, plan: RunPlan, writer: ResultsWriter, *, file_roo
         row["status"] = "failed" if problems else "ok"
         row["error"] = "\n".join(problems)
     except KeyboardInterrupt as exc:
-        row.update(status="interrupted", error=f"stopped by {_signal_name(_signum_of(exc))}")
+        row.update(status="interrupted", error=f"stopped by {signal_name(signum_of(exc))}")
         writer.add_run(row)
         raise
     except ServerLeftoverError as exc:
@@ -548,13 +446,13 @@ def _run_plans(scenario: Any, plans: list[RunPlan], *, results_root: Path,
             except (KeyboardInterrupt, DiskFull) as again:
                 if isinstance(again, DiskFull):
                     warn(f"{again}: summary.json not written")
-            raise Interrupted(results_dir, _signum_of(exc), summary_written=_has_summary(results_dir)) from None
+            raise Interrupted(results_dir, signum_of(exc), summary_written=_has_summary(results_dir)) from None
     if finish:
         try:
             _finish(results_dir, plots=plots, warn=warn)
         except KeyboardInterrupt as exc:
             # every run is on disk; figures are written whole or not at all
-            raise Interrupted(results_dir, _signum_of(exc), summary_written=_has_summary(results_dir)) from None
+            raise Interrupted(results_dir, signum_of(exc), summary_written=_has_summary(results_dir)) from None
     return results_dir
 
 

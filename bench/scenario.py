@@ -98,7 +98,7 @@ from pydantic import (
 from bench.loadgen.spec import ENGINES
 from bench.results import PARAMETER_COLUMNS
 from bench.thresholds import Threshold, from_entry, parse_threshold
-from bench.units import format_duration, format_size, parse_duration, parse_size
+from bench.units import format_duration, format_size, parse_duration, parse_size, plural
 from servers.config import LOOPS, SERVICES, ServerOptions
 from servers.registry import MODELS
 
@@ -1278,6 +1278,7 @@ def summary_line(file: str | Path, scenario: Scenario) -> str:
     if runs != n_models * n_points * reps:
         note = f" ({', '.join(sorted(ECHO_ONLY_MODELS & set(scenario.models)))} runs the echo points only)"
     return (
-        f"ok: {file}: {n_models} models x {n_points} points x {reps} repetitions = {runs} runs, "
+        f"ok: {file}: {plural(n_models, 'model')} x {plural(n_points, 'point')} x {plural(reps, 'repetition')} = "
+        f"{plural(runs, 'run')}, "
         f"about {scenario.estimate_s():.0f} s{note}"
     )

@@ -46,6 +46,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -55,7 +56,9 @@ import numpy as np
 import pandas as pd
 
 from bench.loadgen.spec import lower_bound_column
-from bench.results import PARAMETER_COLUMNS, RESULTS_VERSION, RUN_COLUMNS, TIMELINE_COLUMNS, atomic_file
+from bench.results import (CPU_BUSY_COLUMN, PARAMETER_COLUMNS, RESULTS_VERSION, RUN_COLUMNS, TIMELINE_COLUMNS,
+                           atomic_file)
+from bench.units import plural
 
 #: Metrics aggregated by default: the headline ones and what the report table shows.
 DEFAULT_METRICS: tuple[str, ...] = (
@@ -101,7 +104,11 @@ STAT_FIELDS = ("n", "median", "min", "max", "ci_low", "ci_high", "ci_level", "cv
 _BOOL_COLUMNS = ("generator_bound", "sendfile", "cpu_work_short") + tuple(
     c for c in RUN_COLUMNS if c.endswith("_is_lower_bound"))
 _STRING_COLUMNS = ("run_id", "model", "service", "status", "error", "started_at", "mode",
-                   "mem_note", "server_cpus", "gen_cpus", "cpu_busy_pct", "netns", "gen_engine")
+                   "mem_note", "server_cpus", "gen_cpus", "netns", "gen_engine", "point_label")
+
+
+#: The per-CPU columns (bench.results.CPU_BUSY_COLUMN); how many depends on the machine.
+_CPU_BUSY = re.compile(CPU_BUSY_COLUMN.format(cpu=r"\d+"))
 
 
 class NotAResultsFolder(ValueError):
@@ -207,7 +214,7 @@ def normalize_runs(runs: pd.DataFrame) -> pd.DataFrame:
         runs[col] = runs[col].map(_to_bool)
     for col in _STRING_COLUMNS:
         runs[col] = runs[col].map(lambda v: "" if _is_missing(v) else str(v))
-    for col in RUN_COLUMNS:
+    for col in [*RUN_COLUMNS, *(c for c in runs.columns if _CPU_BUSY.fullmatch(str(c)))]:
         if col in _BOOL_COLUMNS or col in _STRING_COLUMNS:
             continue
         runs[col] = pd.to_numeric(runs[col], errors="coerce")
@@ -452,11 +459,11 @@ def summary_warnings(results: "Results") -> list[str]:
         if served_phrase(row):
             unserved.append(f"{where} ({served_phrase(row)})")
         if row["n_generator_bound"]:
-            bound.append(f"{where} ({row['n_generator_bound']} of {row['n_runs']} runs)")
+            bound.append(f"{where} ({row['n_generator_bound']} of {plural(row['n_runs'], 'run')})")
         if row["unstable"]:
             parts = [f"{METRIC_LABELS.get(m, m)} {row[f'{m}_cv'] * 100:.0f}%"
                      for m in row["unstable_metrics"].split(",") if m]
-            unstable.append(f"{where} ({', '.join(parts)} over {row['n_ok']} repetitions)")
+            unstable.append(f"{where} ({', '.join(parts)} over {plural(row['n_ok'], 'repetition')})")
     if bound:
         out.append(f"generator-bound: {'; '.join(bound)}: a load generator worker was short of CPU "
                    "(CPU + run-queue wait > 90% of the window, or wait > 20%), so these figures may measure the generator, not the server; add generator workers "

@@ -196,3 +196,12 @@ def format_duration(seconds: float) -> str:
         return f"{micro}us"
     # Finer than a microsecond: repr() of a float round-trips exactly.
     return f"{seconds!r}s"
+
+
+def plural(count: float, noun: str, nouns: str | None = None) -> str:
+    """``1 run``, ``2 runs``, ``1,000 runs``: a count with its noun in the right number.
+
+    ``nouns`` is the plural when it is not ``noun + "s"`` (``"processes"``).
+    """
+    shown = f"{count:,.0f}" if float(count).is_integer() else f"{count:,}"
+    return f"{shown} {noun if count == 1 else (nouns or noun + 's')}"

@@ -152,10 +152,10 @@ def _add_option(group: argparse._ArgumentGroup, field: dataclasses.Field[Any], k
     group.add_argument(_flag(field.name), help=f"{help_text} (default: {shown})", **arguments)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The parser of ``python -m servers``; its options are generated from :class:`ServerOptions`."""
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    """The parser of ``python -m servers`` (or ``prog``); its options are generated from :class:`ServerOptions`."""
     parser = argparse.ArgumentParser(
-        prog=PROG, description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog=prog, description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("model", metavar="MODEL", help=f"one of: {', '.join(registry.MODELS)}")
     parser.add_argument("service", metavar="SERVICE", choices=SERVICES, help=f"one of: {', '.join(SERVICES)}")
@@ -244,13 +244,20 @@ def ready_printer(model: str, service: str, options: ServerOptions, work_source:
     return ready
 
 
-def error(message: str) -> None:
-    print(f"servers: error: {message}", file=sys.stderr, flush=True)
+def error(message: str, prog: str = "servers") -> None:
+    print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run ``python -m servers`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
-    parser = build_parser()
+def _error_prefix(prog: str) -> str:
+    return "servers" if prog == PROG else prog
+
+
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    """Run ``python -m servers`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status.
+
+    ``prog`` is the name usage and help show (``bench serve`` when reached from bench).
+    """
+    parser = build_parser(prog)
     try:
         namespace = parser.parse_args(argv)
     except SystemExit as exc:  # argparse has printed usage and the problem (or --help)
@@ -259,14 +266,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model = check(namespace.model, namespace.service, options)
     except UsageError as exc:
-        error(str(exc))
+        error(str(exc), _error_prefix(prog))
         return EXIT_USAGE
     options, work_source = resolve_cpu_work(options)
     stdout = sys.stdout
     try:
         model.serve(namespace.service, options, ready_printer(namespace.model, namespace.service, options, work_source))
     except SetupError as exc:
-        error(str(exc))
+        error(str(exc), _error_prefix(prog))
         return EXIT_FAILURE
     finally:
         sys.stdout = stdout

@@ -39,7 +39,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import yaml
 
-from bench.results import RUN_COLUMNS, TIMELINE_COLUMNS
+from bench.results import TIMELINE_COLUMNS, run_columns
 
 MIB = 1024 * 1024
 DEFAULT_MODELS = ("sequential", "threading", "forking", "selectors", "asyncio", "c-reference")
@@ -120,7 +120,7 @@ def write_fake_results(
                         tl_rows += _timeline(row)
                     if hlogs:
                         _write_hlogs(path / "hist", row, noise)
-    _write_csv(path / "runs.csv", RUN_COLUMNS, runs)
+    _write_csv(path / "runs.csv", run_columns(2), runs)  # the machine facts' two CPUs
     if timeline:
         _write_csv(path / "timeline.csv", TIMELINE_COLUMNS, tl_rows)
     _write_scenario(path, name, services if len(services) > 1 else services[0], models, repetitions, sweep, backlog)
@@ -233,7 +233,7 @@ def _run_row(model: str, point: int, rep: int, params: dict[str, Any], noise: fl
         ctx_switches=int(x * duration * 0.5),
         gen_cpu_pct_max=97.0 if special["gen_bound"] else 55.0,
         generator_bound=bool(special["gen_bound"]),
-        cpu_busy_pct="0:92.0 1:60.5",
+        cpu0_busy_pct=92.0, cpu1_busy_pct=60.5,
         clients_served=clients, lat_censored=0,
         gen_runq_wait_pct_max=2.0, server_runq_wait_pct=1.0, runner_cpu_pct=6.0,
         **{f"lat_{p}_is_lower_bound": False for p in ("p50", "p90", "p99", "p999", "max")},

@@ -29,7 +29,6 @@ from bench.monitor import (
     KernelCounters,
     ServerMonitor,
     accept_queue,
-    format_cpu_busy,
 
     read_sysctls,
     syn_retry_times,
@@ -698,7 +697,3 @@ def test_run_queue_wait_of_a_server_sharing_its_cpu(spinner, monitors):
     shared = measure(monitor, samples=6)
     assert 25.0 < shared["server_runq_wait_pct"] <= 105.0, shared
 
-
-def test_format_cpu_busy():
-    assert format_cpu_busy({1: 64.0, 0: 98.46}) == "0:98.5 1:64.0"
-    assert format_cpu_busy({}) == ""

@@ -17,7 +17,7 @@ import pandas as pd
 import psutil
 import pytest
 
-from bench.results import RUN_COLUMNS, TIMELINE_COLUMNS
+from bench.results import TIMELINE_COLUMNS, run_columns
 from bench.runner import plan_runs, run_scenario, runner_pinned
 from bench.scenario import parse_scenario
 from bench.stats import write_summary
@@ -89,7 +89,8 @@ def test_run_writes_a_complete_results_folder(tmp_path, monkeypatch):
     scenario = parse_scenario(tiny_scenario())
     results = run_scenario(scenario, results_root=tmp_path)
     runs = pd.read_csv(results / "runs.csv")
-    assert list(runs.columns) == list(RUN_COLUMNS)
+    assert list(runs.columns) == list(run_columns())
+    assert "| `cpu0_busy_pct` | percent of one CPU |" in (results / "COLUMNS.md").read_text()
     assert sorted(runs["model"]) == ["selectors", "threading"]
     assert (runs["status"] == "ok").all(), runs["error"].tolist()
     # every echo came back intact and the server was really measured
@@ -102,7 +103,10 @@ def test_run_writes_a_complete_results_folder(tmp_path, monkeypatch):
     assert (runs["server_exit"] == 0).all()
     # side metrics cover the run alone: its own network namespace (as root), per-CPU busy over the window
     assert (runs["netns"] == ("own" if os.geteuid() == 0 else "shared")).all()
-    assert runs["cpu_busy_pct"].str.match(r"^0:\d+\.\d( \d+:\d+\.\d)*$").all()
+    cpus = [f"cpu{cpu}_busy_pct" for cpu in range(os.cpu_count())]
+    assert [c for c in runs.columns if c.endswith("_busy_pct") and c.startswith("cpu")] == cpus
+    assert ((runs[cpus] >= 0) & (runs[cpus] <= 100)).all().all()
+    assert runs["point_label"].tolist() == ["-"] * len(runs)  # nothing swept
     assert (runs["k_listen_overflows"] >= 0).all() and runs["accept_queue_max"].notna().all()
     assert (runs["runner_cpu_pct"] >= 0).all() and (runs["server_runq_wait_pct"] >= 0).all()
     assert (runs["gen_runq_wait_pct_max"] >= 0).all() and (runs["clients_served"] == 4).all()

@@ -428,7 +428,7 @@ def test_validate_command_ok_and_error(tmp_path, capsys):
     bad = write(tmp_path, MINIMAL + "  clients: [1, ten]\n", "bad.yaml")
     assert run_validate([str(good)]) == 0
     out = capsys.readouterr().out
-    assert f"ok: {good}: 1 models x 2 points x 3 repetitions = 6 runs, about" in out
+    assert f"ok: {good}: 1 model x 2 points x 3 repetitions = 6 runs, about" in out
     assert run_validate([str(good), str(bad)]) == 2
     captured = capsys.readouterr()
     assert "ok:" in captured.out
@@ -439,7 +439,7 @@ def test_validate_command_ok_and_error(tmp_path, capsys):
 def test_validate_command_applies_overrides(tmp_path, capsys):
     good = write(tmp_path, MINIMAL)
     assert run_validate([str(good), "--set", "load.clients=[1,2,3]", "--set", "repetitions=1"]) == 0
-    assert "1 models x 3 points x 1 repetitions = 3 runs" in capsys.readouterr().out
+    assert "1 model x 3 points x 1 repetition = 3 runs" in capsys.readouterr().out
     assert run_validate([str(good), "--set", "models=[nope]"]) == 2
     assert "--set models=[nope]: models[0]: unknown model" in capsys.readouterr().err
 

@@ -21,8 +21,10 @@ DIR, or of every regular file under DIR when no ``--file`` is given.
 
 Error handling: bad input (an unparsable value, a non-loopback target without
 ``--allow-remote``, a missing file) prints one ``bench load: error: ...`` line
-naming the problem and the fix, and exits 2; a failed worker exits 1; Ctrl-C
-exits 130 after every worker is reaped. No traceback for any of these.
+naming the problem and the fix, and exits 2; a failed worker, no request
+completed or a corrupt reply exits 1; a crossed ``--threshold`` exits 99;
+Ctrl-C, SIGTERM or SIGHUP exit 128 + the signal (130, 143, 129) after every
+worker is reaped. No traceback for any of these.
 """
 
 from __future__ import annotations
@@ -37,8 +39,10 @@ from typing import Any
 from bench.loadgen.driver import LoadGenError, run_load
 from bench.loadgen.spec import ENGINES, LOOPS, FileTarget, LoadResult, LoadSpec, lower_bound_column
 from bench.placement import PLACEMENTS, placement_cpus
+from bench.stopping import signal_name, signum_of, stop_signals
 from bench.thresholds import (EXIT_CROSSED, LOAD_STATISTIC, Measured, ThresholdError, add_threshold_argument, check,
                               parse_threshold, print_results)
+from bench.units import plural
 
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 10**6, "mb": 10**6,
                "mib": 1024**2, "g": 10**9, "gb": 10**9, "gib": 1024**3}
@@ -200,7 +204,7 @@ def print_table(spec: LoadSpec, result: LoadResult) -> None:
     from rich.table import Table
 
     r = result.row
-    table = Table(title=f"bench load {spec.service} {spec.host}:{spec.port}, {spec.clients} clients, "
+    table = Table(title=f"bench load {spec.service} {spec.host}:{spec.port}, {plural(spec.clients, 'client')}, "
                         f"{spec.mode} loop" + (f" at {spec.rate:g}/s" if spec.mode == "open" else ""))
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -281,16 +285,17 @@ def run(args: argparse.Namespace) -> int:
     try:
         thresholds = parse_thresholds(getattr(args, "thresholds", []))
         spec = spec_from_args(args)
-        result = run_load(spec)
+        with stop_signals():  # SIGTERM and SIGHUP reap the workers as Ctrl-C does
+            result = run_load(spec)
     except ValueError as exc:
         print(f"bench load: error: {exc}", file=sys.stderr)
         return 2
     except LoadGenError as exc:
         print(f"bench load: the load generator failed: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("bench load: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        print(f"bench load: interrupted by {signal_name(signum_of(exc))}; every worker is stopped", file=sys.stderr)
+        return 128 + signum_of(exc)
     checked = [check(t, [Measured("", "", result.row.get(t.metric))], LOAD_STATISTIC) for t in thresholds]
     if args.json:
         print(result.to_json() if not checked else _with_thresholds(result.to_json(), checked))

@@ -10,7 +10,7 @@ One module per thing measured:
   counters, per run in a namespace of its own as root,
   else namespace-wide), :func:`run_namespace`, :func:`read_sysctls`, :func:`accept_queue`.
 * :mod:`bench.monitor.machine` -- :func:`wait_for_idle` before a run,
-  :class:`CpuBusy` per CPU during it, :func:`format_cpu_busy`, :class:`WindowProbe`
+  :class:`CpuBusy` per CPU during it (one runs.csv column each), :class:`WindowProbe`
   (snapshots when the measured window opens and closes).
 * :mod:`bench.monitor.procfs` -- the cheap /proc readers underneath.
 
@@ -27,7 +27,7 @@ A typical point::
 
 from bench.monitor.kernel import (NAMESPACE_NOTE, OWN_NAMESPACE_NOTE, KernelCounters, RunNamespace, accept_queue,
                                   read_sysctls, run_namespace, syn_retry_times)
-from bench.monitor.machine import CpuBusy, WindowProbe, format_cpu_busy, wait_for_idle
+from bench.monitor.machine import CpuBusy, WindowProbe, wait_for_idle
 from bench.monitor.proctree import SUMMARY_KEYS, TIMELINE_KEYS, ServerMonitor
 
 __all__ = [
@@ -40,7 +40,6 @@ __all__ = [
     "RunNamespace",
     "ServerMonitor",
     "accept_queue",
-    "format_cpu_busy",
     "read_sysctls",
     "run_namespace",
     "syn_retry_times",

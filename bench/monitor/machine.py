@@ -98,11 +98,6 @@ class CpuBusy:
         return {cpu: round(busy_pct(b, a), 1) for cpu, (b, a) in enumerate(zip(self._before, after))}
 
 
-def format_cpu_busy(d: dict[int, float]) -> str:
-    """``{0: 98.5, 1: 64.0}`` -> ``"0:98.5 1:64.0"`` (the runs.csv ``cpu_busy_pct`` cell)."""
-    return " ".join(f"{cpu}:{d[cpu]:.1f}" for cpu in sorted(d))
-
-
 class WindowProbe:
     """Call ``at_start()`` when the measured window opens and ``at_end()`` when it closes.
 
