@@ -188,7 +188,7 @@ def run_columns(n_cpus: int | None = None) -> dict[str, str]:
 METRIC_COLUMNS: tuple[str, ...] = (
     "requests", "errors", "req_per_s", "mb_per_s",
     "lat_p50_us", "lat_p90_us", "lat_p99_us", "lat_p999_us", "lat_max_us", "lat_mean_us",
-    "ttfb_p50_us", "ttfb_p99_us", "lat_uncorrected_p99_us", "late_starts",
+    "lat_censored", "clients_served", "ttfb_p50_us", "ttfb_p99_us", "lat_uncorrected_p99_us", "late_starts",
     "conn_ok", "conn_refused", "conn_reset", "conn_timeout", "conn_emfile", "conn_eaddrnotavail", "conn_other",
     "conn_pending", "connect_p50_us", "connect_p99_us", "connect_max_us",
     "err_reset", "err_timeout", "err_closed_early", "err_short", "err_corrupt", "req_pending", "req_pending_oldest_s",
@@ -196,7 +196,8 @@ METRIC_COLUMNS: tuple[str, ...] = (
     "accept_queue_max",
     "mem_rss_peak_bytes", "mem_rss_mean_bytes", "mem_pss_peak_bytes", "mem_pss_mean_bytes",
     "mem_uss_peak_bytes", "mem_uss_mean_bytes", "procs_peak", "threads_peak", "fds_peak",
-    "server_cpu_user_s", "server_cpu_sys_s", "server_cpu_pct", "ctx_switches", "gen_cpu_pct_max",
+    "server_cpu_user_s", "server_cpu_sys_s", "server_cpu_pct", "server_runq_wait_pct", "ctx_switches",
+    "gen_cpu_pct_max", "gen_runq_wait_pct_max", "runner_cpu_pct",
 )
 
 #: Short names a threshold may use for the latency percentiles.

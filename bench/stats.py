@@ -431,7 +431,8 @@ def threshold_results(results: "Results") -> list[dict[str, Any]]:
     agg = aggregate(results.runs, metrics=sorted({c.metric for c in checks}))
     out = []
     for threshold in checks:
-        measured = [Measured(row["model"], row["label"] or "", _json_value(row[f"{threshold.metric}_median"]))
+        measured = [Measured(row["model"], row["label"] or "", _json_value(row[f"{threshold.metric}_median"]),
+                             bool(row.get(f"{threshold.metric}_lower_bound", False)))
                     for row in agg.to_dict("records")]
         out.append(check(threshold, measured, RUN_STATISTIC))
     return out + unreadable

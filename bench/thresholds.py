@@ -82,9 +82,16 @@ class Threshold:
     model: str | None = None
     regression: bool = False
 
-    def holds(self, measured: float | None) -> bool:
-        """Whether ``measured`` passes; a missing or NaN value never does."""
+    def holds(self, measured: float | None, lower_bound: bool = False) -> bool:
+        """Whether ``measured`` passes; a missing or NaN value never does.
+
+        A ``lower_bound`` (a latency percentile that censored requests may
+        put anywhere above, see bench.loadgen.merge) passes only ``>`` and
+        ``>=``: the true value may be higher, so nothing shows it is below.
+        """
         if measured is None or not math.isfinite(measured):
+            return False
+        if lower_bound and self.op not in (">", ">="):
             return False
         return OPERATORS[self.op](measured, self.value)
 
@@ -92,9 +99,11 @@ class Threshold:
         """The value furthest on the failing side (the largest for ``<``, the smallest for ``>``)."""
         return max(values) if self.op in ("<", "<=") else min(values) if self.op in (">", ">=") else values[0]
 
-    def show(self, value: float | None) -> str:
-        return "not measured" if value is None or not math.isfinite(value) else format_value(
-            "regression_pct" if self.regression else self.metric or "", value)
+    def show(self, value: float | None, lower_bound: bool = False) -> str:
+        if value is None or not math.isfinite(value):
+            return "not measured"
+        text = format_value("regression_pct" if self.regression else self.metric or "", value)
+        return f">= {text} (a lower bound)" if lower_bound else text
 
 
 def format_value(metric: str, value: float) -> str:
@@ -103,14 +112,20 @@ def format_value(metric: str, value: float) -> str:
     if metric == "regression_pct":
         return f"{value:.1f}%"
     if unit == "microseconds":
-        return f"{value / 1000:.3g} ms" if value >= 1000 else f"{value:.3g} us"
+        return (f"{_digits(value / 1e6)} s" if value >= 1e6 else f"{_digits(value / 1000)} ms" if value >= 1000
+                else f"{_digits(value)} us")
     if unit == "seconds":
-        return f"{value:.3g} s"
+        return f"{_digits(value)} s"
     if unit == "bytes":
         return f"{value / 2**20:,.1f} MiB" if value >= 2**20 else f"{value:,.0f} B"
     if unit.startswith("percent"):
         return f"{value:.1f}%"
     return f"{value:,.0f}" if abs(value) >= 100 or float(value).is_integer() else f"{value:.3g}"
+
+
+def _digits(x: float) -> str:
+    """Three significant digits, never an exponent: 1.23, 45.6, 999, 1,234."""
+    return f"{x:.3g}" if abs(x) < 999.5 else f"{x:,.0f}"
 
 
 def _metric(name: str) -> str:
@@ -190,6 +205,8 @@ class Measured:
     model: str
     where: str
     value: float | None
+    #: the value is only a lower bound (``lat_*_is_lower_bound``)
+    lower_bound: bool = False
 
 
 def check(threshold: Threshold, measured: Iterable[Measured], statistic: str) -> dict[str, Any]:
@@ -201,11 +218,14 @@ def check(threshold: Threshold, measured: Iterable[Measured], statistic: str) ->
     :data:`MAX_LISTED`, with ``failed`` counting them all).
     """
     mine = [m for m in measured if threshold.model is None or m.model == threshold.model]
-    failing = [m for m in mine if not threshold.holds(m.value)]
+    failing = [m for m in mine if not threshold.holds(m.value, m.lower_bound)]
     finite = [m for m in mine if m.value is not None and math.isfinite(m.value)]
     worst = None
     if any(m.value is None or not math.isfinite(m.value) for m in failing):
         worst = next(m for m in failing if m.value is None or not math.isfinite(m.value))
+    elif failing:  # the worst failing value (a lower bound may fail below a passing value)
+        target = threshold.worst([m.value for m in failing])
+        worst = next(m for m in failing if m.value == target)
     elif finite:
         target = threshold.worst([m.value for m in finite])
         worst = next(m for m in finite if m.value == target)
@@ -213,10 +233,11 @@ def check(threshold: Threshold, measured: Iterable[Measured], statistic: str) ->
         "threshold": threshold.text, "model": threshold.model, "statistic": statistic,
         "passed": bool(mine) and not failing, "checked": len(mine), "failed": len(failing),
         "value": None if worst is None or worst.value is None or not math.isfinite(worst.value) else worst.value,
-        "value_text": threshold.show(worst.value) if worst else "nothing measured",
+        "value_text": threshold.show(worst.value, worst.lower_bound) if worst else "nothing measured",
         "where": " ".join(p for p in (worst.model, worst.where) if p) if worst else "",
         "failures": [{"model": m.model, "where": m.where, "value": m.value if m.value is None or
-                      math.isfinite(m.value) else None, "value_text": threshold.show(m.value)}
+                      math.isfinite(m.value) else None, "lower_bound": m.lower_bound,
+                      "value_text": threshold.show(m.value, m.lower_bound)}
                      for m in failing[:MAX_LISTED]],
     }
 

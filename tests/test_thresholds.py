@@ -189,21 +189,33 @@ def test_bench_load_exit_statuses():
 
 
 def test_bench_compare_exits_99_on_a_regression_past_the_threshold(tmp_path, capsys):
-    base = write_fake_results(tmp_path / "a", models=("selectors", "asyncio"), sweep=("clients", (1, 10)),
-                              hlogs=False, timeline=False, summary=False, failed=False, generator_bound=False,
-                              busy=False)
-    slower = write_fake_results(tmp_path / "b", models=("selectors", "asyncio"), sweep=("clients", (1, 10)),
-                                throughput_scale={"asyncio": 0.2}, hlogs=False, timeline=False, summary=False,
-                                failed=False, generator_bound=False, busy=False)
-    args = ("compare", str(base), str(slower), "--format", "svg", "-o")
-    plain = bench(*args, str(tmp_path / "c0"))
-    assert plain.returncode == 0  # no threshold: a comparison reports, it does not judge
-    crossed = bench(*args, str(tmp_path / "c1"), "--threshold", "req_per_s regression < 10%")
-    assert crossed.returncode == EXIT_CROSSED, crossed.stdout + crossed.stderr
-    assert "FAIL  req_per_s regression < 10%: worst 80.0% (asyncio" in crossed.stdout
-    assert "2 of 4 fail" in crossed.stdout
-    selectors_only = bench("compare", str(base), str(base), "--format", "svg", "-o", str(tmp_path / "c3"),
-                           "--threshold", "regression < 10%")
-    assert selectors_only.returncode == 0 and "PASS  regression < 10%: worst 0.0%" in selectors_only.stdout
-    bad = bench(*args, str(tmp_path / "c4"), "--threshold", "ctx_switches regression < 1%")
-    assert bad.returncode == 2 and "bench compare compares req_per_s" in bad.stderr
+    from bench.cli import main
+
+    fake = dict(models=("selectors", "asyncio"), sweep=("clients", (1, 10)), hlogs=False, timeline=False,
+                summary=False, failed=False, generator_bound=False, busy=False)
+    base = write_fake_results(tmp_path / "a", **fake)
+    slower = write_fake_results(tmp_path / "b", throughput_scale={"asyncio": 0.2}, **fake)
+
+    def compare(*extra: str, pair=(base, slower)) -> tuple[int, str, str]:
+        status = main(["compare", *map(str, pair), "--format", "svg", "-o", str(tmp_path / f"c{len(extra)}"), *extra])
+        out, err = capsys.readouterr()
+        return status, out, err
+
+    assert compare()[0] == 0  # no threshold: a comparison reports, it does not judge
+    status, out, _ = compare("--threshold", "req_per_s regression < 10%")
+    assert status == EXIT_CROSSED and "FAIL  req_per_s regression < 10%: worst 80.0% (asyncio" in out
+    assert "2 of 4 fail" in out
+    status, out, _ = compare("--threshold", "regression < 10%", "--threshold", "p50 regression < 1%", pair=(base, base))
+    assert status == 0 and "PASS  regression < 10%: worst 0.0%" in out
+    status, _, err = compare("--threshold", "ctx_switches regression < 1%")
+    assert status == 2 and "bench compare compares req_per_s" in err
+
+
+def test_a_lower_bound_cannot_pass_an_upper_threshold():
+    from bench.thresholds import Measured, check
+
+    bounded = [Measured("threading", "clients=20", 1000.0, lower_bound=True), Measured("asyncio", "clients=20", 900.0)]
+    upper = check(parse_threshold("p99 < 5ms"), bounded, "median")
+    assert not upper["passed"] and upper["failed"] == 1
+    assert upper["value_text"] == ">= 1 ms (a lower bound)" and upper["where"] == "threading clients=20"
+    assert check(parse_threshold("p99 > 500us"), bounded, "median")["passed"]

@@ -296,7 +296,8 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt as exc:
         print(f"bench load: interrupted by {signal_name(signum_of(exc))}; every worker is stopped", file=sys.stderr)
         return 128 + signum_of(exc)
-    checked = [check(t, [Measured("", "", result.row.get(t.metric))], LOAD_STATISTIC) for t in thresholds]
+    checked = [check(t, [Measured("", "", result.row.get(t.metric), bool(result.row.get(lower_bound_column(t.metric))))],
+                     LOAD_STATISTIC) for t in thresholds]
     if args.json:
         print(result.to_json() if not checked else _with_thresholds(result.to_json(), checked))
     else:
