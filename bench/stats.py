@@ -359,7 +359,9 @@ def build_summary(results_dir: Path) -> dict[str, Any]:
                      "unstable": bool, "unstable_metrics": [...], "errors": [...],
                      "metrics": {metric: {n, median, min, max, ci_low, ci_high, cv, unstable, note,
                                           lower_bound (latency percentiles only)}}}],
-         "warnings": ["generator-bound: ...", "unstable: ...", "failed: ...", "busy machine: ..."]}
+         "warnings": ["generator-bound: ...", "unstable: ...", "failed: ...", "busy machine: ..."],
+         "thresholds": [{"threshold", "model", "statistic", "passed", "checked", "failed",
+                         "value", "value_text", "where", "failures": [...]}]}  (see bench.thresholds.check)
     """
     results = load_results(results_dir, summary=False)
     return _summary_from(results)

@@ -272,12 +272,16 @@ def from_entry(entry: Any) -> Threshold:
 EXIT_CROSSED = 99
 
 
-def add_threshold_argument(parser: Any, *, regression: bool = False) -> None:
-    """``--threshold EXPR`` (repeatable) for ``bench run``, ``bench load`` and (``regression``) ``bench compare``."""
-    example = ("'regression < 10%%' or 'p99 regression < 5%%'" if regression
-               else "'p99 < 5ms', 'req_per_s > 20000', 'errors == 0', 'threading: p99 < 2ms'")
+def add_threshold_argument(parser: Any, *, regression: bool = False, per_model: bool = True) -> None:
+    """``--threshold EXPR`` (repeatable) for ``bench run``, ``bench load`` (not ``per_model``) and
+    (``regression``) ``bench compare``."""
+    if regression:
+        what = "B's mean may be at most this much worse than A's, e.g. 'regression < 10%%' or 'p99 regression < 5%%'"
+    else:
+        what = ("METRIC OPERATOR VALUE, e.g. 'p99 < 5ms', 'req_per_s > 20000', 'errors == 0'"
+                + (", 'threading: p99 < 2ms'" if per_model else "") + " (metrics: bench columns)")
     parser.add_argument("--threshold", dest="thresholds", action="append", default=[], metavar="EXPR",
-                        help=f"fail with exit status {EXIT_CROSSED} unless this holds; repeatable (e.g. {example})")
+                        help=f"{what}; exit status {EXIT_CROSSED} if one fails; repeatable")
 
 
 def print_results(results: Sequence[dict[str, Any]], print_line: Callable[[str], None]) -> bool:

@@ -142,7 +142,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fraction of file replies whose SHA-256 is verified (default 0.05)")
     parser.add_argument("--json", action="store_true", help="print the full result as JSON")
     parser.add_argument("--allow-remote", action="store_true", help="allow a non-loopback target")
-    add_threshold_argument(parser)
+    add_threshold_argument(parser, per_model=False)
 
 
 def file_targets(names: list[str], sizes: list[int], root: Path | None) -> list[FileTarget]:
