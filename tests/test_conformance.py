@@ -269,20 +269,31 @@ NAGLE_STALL_S = 0.035
 NAGLE_NOISE = 1
 
 
-def test_large_echo_never_waits_for_a_delayed_ack(echo_server: ServerProcess) -> None:
+def _large_echo_stalls(server: ServerProcess) -> tuple[int, list[float]]:
+    """(round trips done, stalled round trips in ms) over NAGLE_ROUND_TRIPS 300 KiB echoes."""
     payload = b"n" * NAGLE_MESSAGE
     latencies = []
     deadline = time.monotonic() + IO_TIMEOUT_S
-    with connect(echo_server) as sock:
+    with connect(server) as sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # so only the server can stall
         while len(latencies) < NAGLE_ROUND_TRIPS and time.monotonic() < deadline:
             start = time.perf_counter()
             sock.sendall(payload)
             assert len(recv_exactly(sock, len(payload))) == len(payload)
             latencies.append(time.perf_counter() - start)
-    stalls = sorted(round(t * 1000, 1) for t in latencies if t >= NAGLE_STALL_S)
     assert len(latencies) >= NAGLE_ROUND_TRIPS // 2, f"only {len(latencies)} round trips in {IO_TIMEOUT_S} s"
-    assert len(stalls) <= NAGLE_NOISE, f"{len(stalls)} of {len(latencies)} round trips stalled: {stalls} ms"
+    return len(latencies), sorted(round(t * 1000, 1) for t in latencies if t >= NAGLE_STALL_S)
+
+
+def test_large_echo_never_waits_for_a_delayed_ack(echo_server: ServerProcess) -> None:
+    done, stalls = _large_echo_stalls(echo_server)
+    if len(stalls) > NAGLE_NOISE:
+        # A descheduled server on a busy machine stalls too, but not in the
+        # same way twice running; a server without TCP_NODELAY stalls in both.
+        again, stalls_again = _large_echo_stalls(echo_server)
+        assert len(stalls_again) <= NAGLE_NOISE, (
+            f"{len(stalls)} of {done}, then {len(stalls_again)} of {again} round trips stalled: "
+            f"{stalls} / {stalls_again} ms")
 
 
 #: pidfd_getfd(2)'s syscall number (the table shared by every architecture since Linux 5.1).
