@@ -17,16 +17,23 @@ ever queued.
 
 Timeouts
 --------
-The per-connection timeouts of :mod:`servers.limits` are socket timeouts
-(``settimeout``), the standard library's own mechanism: ``FileHandler`` takes
-the idle timeout through ``StreamRequestHandler.timeout``, socketserver's
-documented knob, and every blocking call then raises ``TimeoutError`` after
-that long without progress; the handlers change the timeout per phase (idle,
-request line, reply) and turn the expiry into the matching
-:class:`~servers.limits.ConnectionTimeout`. A socket with a timeout polls
-before each ``recv``/``send`` (CPython's way of bounding a blocking call): one
-extra system call per call, the price of the bound. With every timeout at 0
-the sockets stay plainly blocking, as the stdlib leaves them.
+The per-connection timeouts of :mod:`servers.limits` are kernel socket
+timeouts: :func:`kernel_timeouts` sets ``SO_RCVTIMEO`` to the idle timeout and
+``SO_SNDTIMEO`` to the send timeout when a connection starts, and the socket
+stays in blocking mode. A ``recv`` or ``send`` that waits that long without a
+byte fails with EAGAIN (``BlockingIOError``), which the handlers turn into the
+matching :class:`~servers.limits.ConnectionTimeout`. The bound costs no system
+call per ``recv``/``send`` (a ``sendfile`` body is the exception, see
+:func:`send_file`): Python's own socket timeouts (``settimeout``, what
+``StreamRequestHandler.timeout`` uses) make the socket non-blocking and poll
+before every call, which cost 10-20% of small-echo throughput
+(``benchmarks/timeout_cost.py``) in the models sockbench exists to measure.
+The request timeout changes ``SO_RCVTIMEO`` to the time left only while a
+request line arrives in more than one read (see :meth:`FileHandler.read_request`).
+With every timeout at 0 the options stay 0 (wait forever), as the stdlib
+leaves them. Linux semantics: an expired ``SO_SNDTIMEO`` after some bytes
+were taken is a short write, so ``sendall`` bounds each wait, not the whole
+reply.
 
 Error handling
 --------------
@@ -47,11 +54,12 @@ from __future__ import annotations
 import os
 import socket
 import socketserver
+import struct
 import time
 from typing import TYPE_CHECKING, BinaryIO
 
 from servers import protocol
-from servers.limits import IdleTimeout, RequestTimeout, SendTimeout
+from servers.limits import IdleTimeout, RequestTimeout, SendTimeout, Timeouts
 from servers.service import MSG_MORE
 
 if TYPE_CHECKING:
@@ -68,15 +76,17 @@ class EchoHandler(socketserver.BaseRequestHandler):
     server: ServiceServerMixin
     request: socket.socket
 
+    def setup(self) -> None:
+        kernel_timeouts(self.request, self.server.service.timeouts)
+
     def handle(self) -> None:
         sock = self.request
         service = self.server.service
         idle, send = service.timeouts.idle, service.timeouts.send
         while True:
-            sock.settimeout(idle)
             try:
                 data = sock.recv(protocol.CHUNK_SIZE)
-            except TimeoutError:
+            except BlockingIOError:  # SO_RCVTIMEO expired
                 raise IdleTimeout(idle or 0) from None
             if not data:
                 return
@@ -90,12 +100,12 @@ class FileHandler(socketserver.StreamRequestHandler):
     server: ServiceServerMixin
     request: socket.socket
 
-    #: StreamRequestHandler's knob for the socket timeout that ``setup()``
-    #: applies; set per connection from ``--idle-timeout`` (None: off).
-    timeout: float | None = None
+    # StreamRequestHandler.timeout stays None: it is a Python socket timeout,
+    # a poll before every recv and send; the kernel options set in setup()
+    # bound the same waits for free (see the module docstring).
 
     def setup(self) -> None:
-        self.timeout = self.server.service.timeouts.idle
+        kernel_timeouts(self.request, self.server.service.timeouts)
         super().setup()
 
     def handle(self) -> None:
@@ -128,6 +138,10 @@ class FileHandler(socketserver.StreamRequestHandler):
         Waits at most the idle timeout for each byte and, from the first byte
         on, at most the request timeout for the whole line: ``readline``
         alone would wait forever for a line trickling in a byte at a time.
+        A line that arrives in one read (the usual case) costs no system call
+        beyond that read; each further read of an incomplete line first sets
+        ``SO_RCVTIMEO`` to the time left (or the idle timeout, if shorter),
+        and the idle timeout is set back once the line is complete.
         Reads go through ``rfile`` (peek, then take), so bytes after the line
         stay buffered for the next request.
         """
@@ -135,29 +149,68 @@ class FileHandler(socketserver.StreamRequestHandler):
         idle, request = timeouts.idle, timeouts.request
         line = bytearray()
         deadline: float | None = None
+        shortened = False  # SO_RCVTIMEO changed from the idle timeout
         while True:
-            wait = idle
             if deadline is not None:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise RequestTimeout(request or 0)
-                wait = left if wait is None else min(wait, left)
-            self.connection.settimeout(wait)
-            try:
-                pending = self.rfile.peek(1)  # type: ignore[attr-defined]  # a BufferedReader
-            except TimeoutError:
-                if deadline is not None and deadline <= time.monotonic():
-                    raise RequestTimeout(request or 0) from None
-                raise IdleTimeout(idle or 0) from None
+                shortened = True
+                set_kernel_timeout(self.request, socket.SO_RCVTIMEO, left if idle is None else min(idle, left))
+            # A BufferedReader over a socket returns b"" both at the end of
+            # the stream and when SO_RCVTIMEO expires (SocketIO maps EAGAIN
+            # to "no data yet"); the peer's end is told apart below.
+            pending = self.rfile.peek(1)  # type: ignore[attr-defined]
             if not pending:
-                return bytes(line)  # end of stream
+                if not waited_out(self.request):
+                    return bytes(line)  # end of stream
+                if deadline is not None and deadline <= time.monotonic():
+                    raise RequestTimeout(request or 0)
+                raise IdleTimeout(idle or 0)
             if deadline is None and request is not None:
                 deadline = time.monotonic() + request
             room = protocol.MAX_REQUEST_LINE - len(line)
             end = pending.find(protocol.NEWLINE, 0, room)
             line += self.rfile.read(end + 1 if end >= 0 else min(len(pending), room))
             if end >= 0 or len(line) >= protocol.MAX_REQUEST_LINE:
+                if shortened:
+                    set_kernel_timeout(self.request, socket.SO_RCVTIMEO, idle)
                 return bytes(line)
+
+
+def waited_out(sock: socket.socket) -> bool:
+    """After a read returned nothing: True if it was ``SO_RCVTIMEO`` expiring, False at the end of the stream.
+
+    Data that arrived in between counts as a timeout that came just too
+    late: the caller reports the timeout, as it would a moment earlier.
+    """
+    try:
+        return bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+    except BlockingIOError:
+        return True
+
+
+def kernel_timeouts(sock: socket.socket, timeouts: Timeouts) -> None:
+    """Bound a blocking connection's waits by the kernel: ``SO_RCVTIMEO`` idle, ``SO_SNDTIMEO`` send."""
+    if timeouts.idle is not None:
+        set_kernel_timeout(sock, socket.SO_RCVTIMEO, timeouts.idle)
+    if timeouts.send is not None:
+        set_kernel_timeout(sock, socket.SO_SNDTIMEO, timeouts.send)
+
+
+#: One microsecond: the shortest timeval that is not 0, which means "forever".
+SHORTEST_TIMEVAL_S = 1e-6
+
+
+def set_kernel_timeout(sock: socket.socket, option: int, seconds: float | None) -> None:
+    """Set ``SO_RCVTIMEO`` or ``SO_SNDTIMEO`` (a ``struct timeval``, native longs on Linux); None: wait forever."""
+    if seconds is None:
+        whole, micros = 0, 0
+    else:
+        seconds = max(seconds, SHORTEST_TIMEVAL_S)  # a remaining budget rounded to 0 would mean forever
+        whole = int(seconds)
+        micros = max(int((seconds - whole) * 1_000_000), 1 if whole == 0 else 0)
+    sock.setsockopt(socket.SOL_SOCKET, option, struct.pack("@ll", whole, micros))
 
 
 def linger(sock: socket.socket) -> None:
@@ -182,19 +235,14 @@ def linger(sock: socket.socket) -> None:
 def send_all(sock: socket.socket, data: bytes, timeout: float | None, flags: int = 0) -> None:
     """``sendall`` that fails with :class:`SendTimeout` when no byte is taken for ``timeout`` seconds.
 
-    ``socket.sendall`` bounds the whole call by the socket timeout; a loop of
-    ``send`` bounds each wait, so a slow but reading client is never cut off.
+    The wait is bounded by ``SO_SNDTIMEO`` (:func:`kernel_timeouts`), which
+    bounds each ``send`` inside ``sendall``, not the whole call: a slow but
+    reading client is never cut off. ``timeout`` is the value it was set to,
+    for the message.
     """
-    sock.settimeout(timeout)
     try:
-        if timeout is None:
-            sock.sendall(data, flags)
-            return
-        with memoryview(data) as view:
-            sent = 0
-            while sent < len(view):
-                sent += sock.send(view[sent:], flags)
-    except TimeoutError:
+        sock.sendall(data, flags)
+    except BlockingIOError:  # SO_SNDTIMEO expired
         raise SendTimeout(timeout or 0) from None
 
 
@@ -205,19 +253,34 @@ def send_file(sock: socket.socket, file: BinaryIO, size: int, *, use_sendfile: b
     to the socket); otherwise a read/send loop of :data:`protocol.CHUNK_SIZE`.
     Both start at offset 0 whatever the file position.
     Raises :class:`FileShrankError` when the file ends before ``size`` bytes,
-    :class:`SendTimeout` when the client takes no byte for ``timeout`` seconds
-    (``socket.sendfile`` waits for each chunk with the socket timeout).
+    :class:`SendTimeout` when the client takes no byte for ``timeout`` seconds.
+
+    The body alone goes out under a Python socket timeout (non-blocking, a
+    poll before each ``sendfile``): the one place the kernel's ``SO_SNDTIMEO``
+    does not bound the wait. ``sendfile(2)`` splices a file in pieces and
+    gives each piece a fresh ``SO_SNDTIMEO``, so a client that has stopped
+    reading while its receive buffer still grows a little at a time holds one
+    call for several timeouts (1.5 s for a 0.5 s timeout, measured); and
+    ``socket.sendfile`` on a blocking socket meets the final EAGAIN by waiting
+    for the socket to be writable with no timeout at all. ``poll`` counts the
+    socket writable only once a good part of its buffer is free, so the wait
+    is bounded by ``timeout``. Cost: two ``ioctl`` and a ``poll`` per body.
     """
     # MSG_MORE only when data follows: a corked header with nothing behind it
     # would wait for the kernel's cork timeout (200 ms).
     send_all(sock, protocol.ok_header(size), timeout, MSG_MORE if size else 0)
-    if use_sendfile:
+    sent = 0
+    if use_sendfile and size:
+        if timeout is not None:
+            sock.settimeout(timeout)
         try:
-            sent = sock.sendfile(file, 0, size) if size else 0
+            sent = sock.sendfile(file, 0, size)
         except TimeoutError:
             raise SendTimeout(timeout or 0) from None
-    else:
-        sent = 0
+        finally:
+            if timeout is not None:
+                sock.settimeout(None)  # blocking again, bounded by SO_RCVTIMEO and SO_SNDTIMEO
+    elif not use_sendfile:
         while sent < size and (chunk := os.pread(file.fileno(), min(protocol.CHUNK_SIZE, size - sent), sent)):
             send_all(sock, chunk, timeout)
             sent += len(chunk)
