@@ -25,6 +25,7 @@ import select
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -300,8 +301,9 @@ def test_large_echo_never_waits_for_a_delayed_ack(echo_server: ServerProcess) ->
 SYS_PIDFD_GETFD = 438
 
 
-def _server_side_nodelay(server: ServerProcess, client: socket.socket) -> int:
-    """TCP_NODELAY of the server's end of ``client``'s connection, read from a copy of its descriptor."""
+@contextlib.contextmanager
+def _server_side(server: ServerProcess, client: socket.socket) -> Iterator[socket.socket]:
+    """The server's end of ``client``'s connection: a copy of its descriptor (pidfd_getfd), closed after."""
     import ctypes
 
     local = client.getsockname()[:2]
@@ -320,9 +322,16 @@ def _server_side_nodelay(server: ServerProcess, client: socket.socket) -> int:
                         finally:
                             os.close(pidfd)
                         with socket.socket(fileno=fd) as copy:
-                            return copy.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+                            yield copy
+                        return
         time.sleep(0.01)  # accepted but not yet handed to a handler (forking: not yet forked)
     raise AssertionError("the server's end of the connection was not found")
+
+
+def _server_side_nodelay(server: ServerProcess, client: socket.socket) -> int:
+    """TCP_NODELAY of the server's end of ``client``'s connection."""
+    with _server_side(server, client) as copy:
+        return copy.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -336,6 +345,39 @@ def test_every_accepted_connection_has_tcp_nodelay(model: str, service: str, ser
             sock.sendall(b"one\n")
             assert recv_exactly(sock, 6).startswith(b"OK 1\n")
         assert _server_side_nodelay(server, sock) != 0
+
+
+#: The models whose handlers block in recv/send (servers.handlers).
+BLOCKING_MODELS = ("sequential", "threading", "forking")
+
+
+def _timeval_s(sock: socket.socket, option: int) -> float:
+    seconds, micros = struct.unpack("@ll", sock.getsockopt(socket.SOL_SOCKET, option, struct.calcsize("@ll")))
+    return seconds + micros / 1e6
+
+
+@pytest.mark.parametrize("service", SERVICES)
+@pytest.mark.parametrize("model", BLOCKING_MODELS)
+def test_blocking_models_time_out_in_the_kernel(model: str, service: str, served: ServedTree) -> None:
+    """The timeouts cost no call: a blocking socket (no poll before each recv/send) with SO_RCVTIMEO/SO_SNDTIMEO.
+
+    A Python socket timeout would make the descriptor non-blocking and leave
+    both options at 0. Read after a whole request, so a request timeout
+    applied to a partial line must have been undone.
+    """
+    with serving(model, service, served, idle_timeout=7, send_timeout=3) as server, connect(server) as sock:
+        if service == "echo":
+            assert echo(sock, b"x") == b"x"
+        else:
+            sock.sendall(b"o")
+            time.sleep(0.05)  # the line arrives in two reads: the request timeout applies in between
+            sock.sendall(b"ne\n")
+            assert recv_exactly(sock, 6).startswith(b"OK 1\n")
+        with _server_side(server, sock) as copy:
+            assert os.get_blocking(copy.fileno()), "the server's socket is non-blocking: a Python socket timeout"
+            # The kernel keeps the timeouts in jiffies (1-10 ms).
+            assert _timeval_s(copy, socket.SO_RCVTIMEO) == pytest.approx(7, abs=0.02)
+            assert _timeval_s(copy, socket.SO_SNDTIMEO) == pytest.approx(3, abs=0.02)
 
 
 @pytest.mark.parametrize("size", [1, 1024 * 1024], ids=["1B", "1MiB"])
