@@ -4,9 +4,10 @@ Not a test: it prints figures. For each model, the echo (or file) server is
 started alternately with the default timeouts (idle 30 s, request 10 s, send
 30 s) and with every timeout at 0 (the stdlib's plain blocking sockets),
 driven each time by ``bench load`` with the same clients and 1 KiB messages
-(or 1 KiB files), and the ratio of the medians is printed. The socketserver models pay one ``poll`` per
-``recv``/``send`` for a socket timeout; selectors reads the clock per call;
-asyncio arms a timer per read.
+(or 1 KiB files), and the ratio of the medians is printed. The socketserver models set
+``SO_RCVTIMEO``/``SO_SNDTIMEO`` once per connection (a file body adds a ``poll``
+and two ``ioctl``, see ``servers.handlers.send_file``); selectors reads the
+clock per call; asyncio sweeps per-connection deadlines.
 
     python benchmarks/timeout_cost.py
     python benchmarks/timeout_cost.py --models threading asyncio --rounds 5 --clients 50
