@@ -5,8 +5,8 @@ started alternately with the default timeouts (idle 30 s, request 10 s, send
 30 s) and with every timeout at 0 (the stdlib's plain blocking sockets),
 driven each time by ``bench load`` with the same clients and 1 KiB messages
 (or 1 KiB files), and the ratio of the medians is printed. The socketserver models set
-``SO_RCVTIMEO``/``SO_SNDTIMEO`` once per connection (a file body adds a ``poll``
-and two ``ioctl``, see ``servers.handlers.send_file``); selectors reads the
+``SO_RCVTIMEO``/``SO_SNDTIMEO`` once per connection (a file body adds two
+``ioctl``, see ``servers.handlers.sendfile_within``); selectors reads the
 clock per call; asyncio sweeps per-connection deadlines.
 
     python benchmarks/timeout_cost.py

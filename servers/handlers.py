@@ -23,8 +23,8 @@ timeouts: :func:`kernel_timeouts` sets ``SO_RCVTIMEO`` to the idle timeout and
 stays in blocking mode. A ``recv`` or ``send`` that waits that long without a
 byte fails with EAGAIN (``BlockingIOError``), which the handlers turn into the
 matching :class:`~servers.limits.ConnectionTimeout`. The bound costs no system
-call per ``recv``/``send`` (a ``sendfile`` body is the exception, see
-:func:`send_file`): Python's own socket timeouts (``settimeout``, what
+call per ``recv``/``send`` (a ``sendfile`` body costs two ``ioctl``, see
+:func:`sendfile_within`): Python's own socket timeouts (``settimeout``, what
 ``StreamRequestHandler.timeout`` uses) make the socket non-blocking and poll
 before every call, which cost 10-20% of small-echo throughput
 (``benchmarks/timeout_cost.py``) in the models sockbench exists to measure.
@@ -52,6 +52,7 @@ connection socket after ``handle()`` returns or raises.
 from __future__ import annotations
 
 import os
+import select
 import socket
 import socketserver
 import struct
@@ -249,43 +250,64 @@ def send_all(sock: socket.socket, data: bytes, timeout: float | None, flags: int
 def send_file(sock: socket.socket, file: BinaryIO, size: int, *, use_sendfile: bool, timeout: float | None = None) -> None:
     """Send ``OK <size>\\n`` and exactly ``size`` bytes of ``file`` on a blocking socket.
 
-    ``use_sendfile``: ``socket.sendfile`` (the kernel copies from the page cache
-    to the socket); otherwise a read/send loop of :data:`protocol.CHUNK_SIZE`.
-    Both start at offset 0 whatever the file position.
+    ``use_sendfile``: ``os.sendfile`` (the kernel copies from the page cache
+    to the socket, see :func:`sendfile_within`); otherwise a read/send loop of
+    :data:`protocol.CHUNK_SIZE`. Both start at offset 0 whatever the file position.
     Raises :class:`FileShrankError` when the file ends before ``size`` bytes,
     :class:`SendTimeout` when the client takes no byte for ``timeout`` seconds.
-
-    The body alone goes out under a Python socket timeout (non-blocking, a
-    poll before each ``sendfile``): the one place the kernel's ``SO_SNDTIMEO``
-    does not bound the wait. ``sendfile(2)`` splices a file in pieces and
-    gives each piece a fresh ``SO_SNDTIMEO``, so a client that has stopped
-    reading while its receive buffer still grows a little at a time holds one
-    call for several timeouts (1.5 s for a 0.5 s timeout, measured); and
-    ``socket.sendfile`` on a blocking socket meets the final EAGAIN by waiting
-    for the socket to be writable with no timeout at all. ``poll`` counts the
-    socket writable only once a good part of its buffer is free, so the wait
-    is bounded by ``timeout``. Cost: two ``ioctl`` and a ``poll`` per body.
     """
     # MSG_MORE only when data follows: a corked header with nothing behind it
     # would wait for the kernel's cork timeout (200 ms).
     send_all(sock, protocol.ok_header(size), timeout, MSG_MORE if size else 0)
     sent = 0
-    if use_sendfile and size:
-        if timeout is not None:
-            sock.settimeout(timeout)
-        try:
-            sent = sock.sendfile(file, 0, size)
-        except TimeoutError:
-            raise SendTimeout(timeout or 0) from None
-        finally:
-            if timeout is not None:
-                sock.settimeout(None)  # blocking again, bounded by SO_RCVTIMEO and SO_SNDTIMEO
-    elif not use_sendfile:
+    if use_sendfile:
+        sent = sendfile_within(sock, file, size, timeout) if size else 0
+    else:
         while sent < size and (chunk := os.pread(file.fileno(), min(protocol.CHUNK_SIZE, size - sent), sent)):
             send_all(sock, chunk, timeout)
             sent += len(chunk)
     if sent != size:
         raise FileShrankError(f"file shrank while being sent ({sent} of {size} bytes)")
+
+
+def sendfile_within(sock: socket.socket, file: BinaryIO, size: int, timeout: float | None) -> int:
+    """``os.sendfile`` up to ``size`` bytes, waiting at most ``timeout`` for room each time; the bytes sent.
+
+    The one wait ``SO_SNDTIMEO`` does not bound as promised: ``sendfile(2)``
+    splices a file in pieces and gives each piece a fresh ``SO_SNDTIMEO``, so
+    a client that stopped reading while its receive buffer still grows a
+    little at a time held one call for three 0.5 s timeouts (measured). And
+    ``socket.sendfile`` on a blocking socket meets the final EAGAIN by waiting
+    for room with no timeout at all. So the body goes out non-blocking: each
+    ``os.sendfile`` takes what fits, and only when nothing fits does ``poll``
+    wait, which counts the socket writable once a good part of its buffer is
+    free. A small file costs two ``ioctl`` (non-blocking and back) and no
+    ``poll``; ``socket.sendfile`` with a timeout polls twice.
+    Raises :class:`SendTimeout`; returns less than ``size`` if the file ends.
+    """
+    if timeout is None:  # SO_SNDTIMEO is 0 too: block as long as it takes
+        sent = 0
+        while sent < size and (count := os.sendfile(sock.fileno(), file.fileno(), sent, size - sent)):
+            sent += count
+        return sent
+    poller = select.poll()
+    poller.register(sock, select.POLLOUT)
+    sock.setblocking(False)
+    try:
+        sent = 0
+        while sent < size:
+            try:
+                count = os.sendfile(sock.fileno(), file.fileno(), sent, size - sent)
+            except BlockingIOError:
+                if not poller.poll(timeout * 1000):
+                    raise SendTimeout(timeout) from None
+                continue
+            if not count:
+                break  # end of file
+            sent += count
+        return sent
+    finally:
+        sock.setblocking(True)  # blocking again, bounded by SO_RCVTIMEO and SO_SNDTIMEO
 
 
 #: Handler class per service name.
