@@ -74,7 +74,7 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="sockbench-timeout-cost-"))
     (root / FILE_NAME).write_bytes(b"x" * 1024)
     print(f"load average before: {' '.join(f'{x:.2f}' for x in psutil.getloadavg())}")
-    print(f"{'model':<12} {'default req/s':>14} {'off req/s':>10} {'default/off':>12}")
+    print(f"{'model':<12} {'default req/s':>14} {'off req/s':>10} {'default/off':>12}   per-round ratios (alternating)")
     for model in args.models:
         results: dict[str, list[float]] = {name: [] for name in SETTINGS}
         for index in range(args.rounds):
@@ -84,7 +84,9 @@ def main() -> int:
                     requests_per_s(model, args.service, SETTINGS[name], args.clients, args.seconds, root)
                 )
         on, off = (statistics.median(results[name]) for name in SETTINGS)
-        print(f"{model:<12} {on:>14,.0f} {off:>10,.0f} {on / off:>12.2f}")
+        # The spread: each round's default against the off run next to it.
+        rounds = " ".join(f"{a / b:.2f}" for a, b in zip(*results.values(), strict=True))
+        print(f"{model:<12} {on:>14,.0f} {off:>10,.0f} {on / off:>12.2f}   {rounds}")
     (root / FILE_NAME).unlink()
     root.rmdir()
     return 0
