@@ -19,9 +19,11 @@ than inline ``<svg>`` elements so their internal ids can never collide.
 
 Error handling: a path that is not a results folder gives a one-line error
 (exit status 2). A figure that cannot be drawn is left out with a note in its
-place rather than failing the report. Resource handling: figures are rendered
-to memory and released; the report is written atomically (temporary file,
-then rename), so a reader never sees half a report.
+place rather than failing the report. Resource handling: the figures are
+drawn once, into ``figures/`` (by :func:`bench.plots.plot_results`, which
+``bench run`` calls first; the report draws only those missing), and embedded
+from those files; the report is written atomically (temporary file, then
+rename, mode 0644), so a reader never sees half a report.
 """
 
 from __future__ import annotations
@@ -30,18 +32,17 @@ import argparse
 import base64
 import datetime as _dt
 import html
-import io
 import json
 import math
-import os
+import re
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
 import pandas as pd
 
 from bench.findings import Finding, compute_findings, findings_by_topic, fmt_mib, fmt_rate, load_calibration
+from bench.results import write_text_atomically
 from bench.stats import (
     CV_THRESHOLD, METRIC_LABELS, NotAResultsFolder, Results, bound_mark, ci_label, load_results, lower_bound_names,
     served_phrase, unresolved_connects,
@@ -379,49 +380,83 @@ def _count(v: Any) -> str:
 # Figures
 
 
-def _fig_data_uri(fig: Any, fmt: str) -> tuple[str, int, int]:
-    """Render a figure to a data: URI; returns (uri, width px, height px)."""
-    import matplotlib
-
-    buf = io.BytesIO()
-    with matplotlib.rc_context({"svg.hashsalt": "sockbench", "svg.fonttype": "path", "font.size": 9}):
-        fig.savefig(buf, format=fmt, bbox_inches="tight", pad_inches=0.15,
-                    metadata={"Date": None} if fmt == "svg" else {"Software": "sockbench"})
-    data = buf.getvalue()
-    mime = "image/svg+xml" if fmt == "svg" else "image/png"
-    width, height = _image_size(data, fmt, fig)
-    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}", width, height
-
-
-def _image_size(data: bytes, fmt: str, fig: Any) -> tuple[int, int]:
-    if fmt == "png" and data[:8] == b"\x89PNG\r\n\x1a\n":
-        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-    w, h = fig.get_size_inches()
-    return int(w * 96), int(h * 96)  # CSS pixels; the SVG's own size is in points, close enough
+def _file_data_uri(path: Path) -> tuple[str, int, int, str]:
+    """A figure file written by :func:`bench.plots.plot_results` as (data: URI, width px, height px, title)."""
+    data = path.read_bytes()
+    if path.suffix == ".png":
+        width, height, title = _png_header(data)
+        mime = "image/png"
+    else:
+        head = data[:4096].decode("utf-8", "replace")
+        size = re.search(r'<svg[^>]*?width="([\d.]+)pt"[^>]*?height="([\d.]+)pt"', head, re.S)
+        # the SVG's size is in points; the report lays it out in CSS pixels (96 per inch, 72 points)
+        width, height = (round(float(size.group(1)) * 96 / 72), round(float(size.group(2)) * 96 / 72)) if size else (0, 0)
+        match = re.search(r"<dc:title>(.*?)</dc:title>", head, re.S)
+        title = html.unescape(match.group(1)) if match else ""
+        mime = "image/svg+xml"
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}", width, height, title
 
 
-def _figures_html(results: Results, calibration: Any = None) -> str:
-    from bench.plots import build_figures
+def _png_header(data: bytes) -> tuple[int, int, str]:
+    """Width and height (IHDR) and the ``Title`` text chunk of a PNG, read from its chunks before the image data."""
+    if data[:8] != b"\x89PNG\r\n\x1a\n":
+        return 0, 0, ""
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    pos = 8
+    while pos + 8 <= len(data):  # each chunk: length (4), type (4), data, CRC (4)
+        length, kind = int.from_bytes(data[pos:pos + 4], "big"), data[pos + 4:pos + 8]
+        if kind in (b"IDAT", b"IEND"):
+            break
+        body = data[pos + 8:pos + 8 + length]
+        if kind == b"tEXt" and body.startswith(b"Title\x00"):
+            return width, height, body[6:].decode("latin-1")
+        pos += 12 + length
+    return width, height, ""
+
+
+def draw_missing_figures(results: Results) -> tuple[dict[str, Path], str]:
+    """The figure files the report embeds, drawing those not yet in ``figures/``: ({base: path}, a note or "").
+
+    The question figures are embedded as SVG (sharp when zoomed), the chosen
+    timelines as PNG (many, so small). A figure already on disk is not drawn
+    again; the missing ones are drawn in PNG and SVG, as ``bench plot`` does.
+    """
+    from bench.plots import FiguresFailed, figure_jobs, plot_results
+
+    figures_dir = Path(results.path) / "figures"
+    jobs = figure_jobs(results, timelines=_chosen_timelines(results))
+    wanted = {job: figures_dir / f"{job.base}.{'png' if job.run_id else 'svg'}" for job in jobs}
+    missing = [job for job, path in wanted.items() if not path.is_file()]
+    note = ""
+    if missing:
+        try:
+            plot_results(results.path, ("png", "svg"), jobs=missing)
+        except FiguresFailed as exc:
+            note = "; ".join(f"{base}: {error}" for base, error in exc.failures.items())
+    return {job.base: path for job, path in wanted.items() if path.is_file()}, note
+
+
+def _figures_html(results: Results, files: dict[str, Path], note: str = "") -> str:
+    from bench.plots import FIGURES
 
     out = ["<h2 id='figures'>Figures</h2>",
            "<p class='note'>The same figures are in <code>figures/</code> as PNG and SVG. Markers: hollow square = "
            "generator-bound, pink circle = unstable (CV &gt; 10%), X = failed run.</p>"]
-    try:
-        figures = build_figures(results, calibration=calibration)
-    except Exception as exc:  # noqa: BLE001 - the rest of the report is still worth having
-        return "".join(out) + f"<p class='note'>The figures could not be drawn: {_e(type(exc).__name__)}: {_e(exc)}</p>"
-    if not figures:
+    if note:
+        out.append(f"<p class='note'>Some figures could not be drawn: {_e(note)}</p>")
+    shown = 0
+    for name in FIGURES:
+        for view in results.facets():
+            base = f"{name}_{view.facet}" if view.facet else name
+            if base not in files:
+                continue
+            uri, w, h, question = _file_data_uri(files[base])
+            shown += 1
+            out.append(f"<figure id='fig-{_e(base)}'><img src='{uri}' width='{w}' height='{h}' alt='{_e(question or name)}'>"
+                       f"<figcaption>{_e(FIGURE_CAPTIONS.get(name, ''))} <code>figures/{_e(base)}.svg</code>"
+                       f"</figcaption></figure>")
+    if not shown:
         out.append("<p class='note'>No figure: no successful run.</p>")
-    for name, fig in figures.items():
-        base = name
-        for service in results.services if len(results.services) > 1 else ():
-            if name.endswith(f"_{service}"):
-                base = name[: -len(service) - 1]  # throughput_file -> throughput
-        caption = FIGURE_CAPTIONS.get(base, "")
-        question = fig.get_suptitle().split("\n")[0] if hasattr(fig, "get_suptitle") else base
-        uri, w, h = _fig_data_uri(fig, "svg")
-        out.append(f"<figure id='fig-{_e(name)}'><img src='{uri}' width='{w}' height='{h}' alt='{_e(question)}'>"
-                   f"<figcaption>{_e(caption)} <code>figures/{_e(name)}.svg</code></figcaption></figure>")
     return "".join(out)
 
 
@@ -446,22 +481,14 @@ def _chosen_timelines(results: Results) -> list[str]:
     return list(dict.fromkeys(chosen))[:MAX_TIMELINES]
 
 
-def _timelines_html(results: Results) -> str:
-    from bench.plots import timeline_figure
-
-    ids = _chosen_timelines(results)
+def _timelines_html(results: Results, files: dict[str, Path]) -> str:
+    ids = [run_id for run_id in _chosen_timelines(results) if f"timelines/{run_id}" in files]
     if not ids:
         return ""
     total = results.timeline["run_id"].nunique()
     blocks = []
     for run_id in ids:
-        try:
-            fig = timeline_figure(results, run_id)
-        except Exception:  # noqa: BLE001
-            fig = None
-        if fig is None:
-            continue
-        uri, w, h = _fig_data_uri(fig, "png")
+        uri, w, h, _title = _file_data_uri(files[f"timelines/{run_id}"])
         blocks.append(f"<figure><img src='{uri}' width='{w}' height='{h}' alt='timeline of {_e(run_id)}' "
                       f"style='max-width:{min(w, 1000)}px'><figcaption>Run {_e(run_id)}</figcaption></figure>")
     return (f"<h2 id='timelines'>Run timelines</h2><p class='note'>{len(blocks)} of {total} runs: every flagged run, "
@@ -524,8 +551,10 @@ def _environment_html(results: Results, calibration: Any) -> str:
 # The report
 
 
-def render_report(results: Results, calibration: Any = None) -> str:
-    """The report's HTML text."""
+def render_report(results: Results, calibration: Any = None, figures: dict[str, Path] | None = None,
+                  figures_note: str = "") -> str:
+    """The report's HTML text, embedding the figure files ``figures`` ({base: path}, see :func:`draw_missing_figures`)."""
+    figures = figures or {}
     findings = compute_findings(results, calibration)
     generated = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     sections = [
@@ -535,8 +564,8 @@ def render_report(results: Results, calibration: Any = None) -> str:
         _warnings_html(results),
         _findings_html(findings),
         _table_html(results, calibration),
-        _figures_html(results, calibration),
-        _timelines_html(results),
+        _figures_html(results, figures, figures_note),
+        _timelines_html(results, figures),
         _environment_html(results, calibration),
         f"<footer>sockbench report, generated {generated}. Regenerate with <code>bench report "
         f"{_e(results.path)}</code>.</footer>",
@@ -553,19 +582,16 @@ def render_report(results: Results, calibration: Any = None) -> str:
 
 
 def write_report(results_dir: Path) -> Path:
-    """Write ``results_dir/report.html`` (atomically) and return its path."""
+    """Write ``results_dir/report.html`` (atomically) and return its path.
+
+    The figures are embedded from ``figures/``; those not drawn yet are drawn first.
+    """
     results_dir = Path(results_dir)
     results = load_results(results_dir)
-    text = render_report(results, load_calibration(results.path))
+    figures, note = draw_missing_figures(results)
+    text = render_report(results, load_calibration(results.path), figures, note)
     target = results_dir / "report.html"
-    fd, tmp = tempfile.mkstemp(prefix=".report.", suffix=".tmp", dir=results_dir)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomically(target, text)  # whole or not at all, mode 0644 like every result file
     return target
 
 

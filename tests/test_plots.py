@@ -186,3 +186,25 @@ def test_lower_bounds_and_clients_served_are_drawn(tmp_path):
     for name in ("throughput", "latency"):
         texts = [t.get_text() for ax in figs[name].axes for t in ax.texts]
         assert "served 1/100" in texts, name
+
+
+def test_a_figure_that_fails_is_named_and_the_others_are_written(tmp_path, monkeypatch):
+    # Two workers, so the failure crosses a process boundary as it does after `bench run`.
+    import bench.plots as plots
+
+    folder = write_fake_results(tmp_path / "r", models=("threading", "c-reference"), repetitions=1)
+
+    def broken(_results, _point, _calibration):
+        raise RuntimeError("no axis today")
+
+    monkeypatch.setitem(plots.FIGURES, "memory", broken)  # the forked workers inherit it
+    seen = []
+    with pytest.raises(plots.FiguresFailed) as caught:
+        plot_results(folder, ("png",), timelines=False, workers=2,
+                     on_figure=lambda done, total, job: seen.append((done, total, job.base)))
+    assert caught.value.failures == {"memory": "RuntimeError: no axis today"}
+    assert {p.name for p in caught.value.written} == {f"{n}.png" for n in FIGURES if n != "memory"}
+    assert sorted(d for d, _t, _b in seen) == list(range(1, len(FIGURES) + 1))  # every figure reported once
+    assert {t for _d, t, _b in seen} == {len(FIGURES)}
+    status = plot_command(argparse.Namespace(results_dir=folder, formats=["png"], timelines=False, point=None))
+    assert status == 1

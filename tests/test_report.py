@@ -364,3 +364,32 @@ def test_findings_say_who_was_served_and_which_latencies_are_lower_bounds(tmp_pa
     texts = [f.text for f in compute_findings(load_results(folder))]
     assert any(t.startswith("sequential at clients=100 served 1/100 clients") and "p999 ≥ 5 s" in t for t in texts), texts
     assert any("asyncio's p99 latency at clients=100 is at least" in t and "≥ 2 s" in t for t in texts), texts
+
+
+def test_report_embeds_the_figure_files_already_drawn_without_drawing_them_again(tmp_path, monkeypatch):
+    import bench.plots as plots
+
+    folder = write_fake_results(tmp_path / "r", models=("threading", "c-reference"), repetitions=1)
+    plots.plot_results(folder, ("png", "svg"))
+
+    def no_drawing(*_args):
+        raise AssertionError("drawn again")
+
+    for name in plots.FIGURES:
+        monkeypatch.setitem(plots.FIGURES, name, no_drawing)
+    monkeypatch.setattr(plots, "timeline_figure", no_drawing)
+    drawn = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in (folder / "figures").rglob("*.*")}
+    text = write_report(folder).read_text(encoding="utf-8")
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in (folder / "figures").rglob("*.*")} == drawn
+    embedded = {base64.b64decode(s) for s in re.findall(r"data:image/(?:svg\+xml|png);base64,([A-Za-z0-9+/=]+)", text)}
+    svgs = {data for path, (_m, data) in drawn.items() if path.suffix == ".svg" and path.parent.name == "figures"}
+    assert svgs and svgs <= embedded  # byte for byte the files on disk
+    assert "alt='Which model keeps throughput" in text  # the title stored in the file
+    assert "could not be drawn" not in text
+
+
+def test_report_draws_missing_figures_once_and_is_readable_by_all(tmp_path):
+    folder = write_fake_results(tmp_path / "r", models=("threading",), repetitions=1)
+    path = write_report(folder)
+    assert (folder / "figures" / "throughput.svg").is_file() and (folder / "figures" / "throughput.png").is_file()
+    assert path.stat().st_mode & 0o777 == 0o644

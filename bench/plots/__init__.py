@@ -27,9 +27,14 @@ list to leak.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
+import dataclasses
+import multiprocessing
+import os
+import signal
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import matplotlib
 from matplotlib.figure import Figure
@@ -52,8 +57,8 @@ FIGURES: dict[str, Callable[[Results, int | None, Any], Figure | None]] = {
 #: SVG ids are salted with a constant so the same data gives the same file (diffable, cacheable).
 _RC = {"svg.hashsalt": "sockbench", "svg.fonttype": "path", "font.size": 9}
 
-__all__ = ["FIGURES", "add_plot_arguments", "build_figures", "plot_command", "plot_results",
-           "save_figure", "timeline_figure"]
+__all__ = ["FIGURES", "FigureJob", "FiguresFailed", "add_plot_arguments", "build_figures", "figure_jobs",
+           "plot_command", "plot_results", "save_figure", "timeline_figure"]
 
 
 def build_figures(results: Results, spectrum_point: int | None = None, calibration: Any = None) -> dict[str, Figure]:
@@ -94,45 +99,188 @@ def save_figure(fig: Figure, base: Path, formats: Iterable[str], *, tight: bool 
             extra = {"bbox_inches": "tight", "pad_inches": 0.15} if tight else {}
             # temp + rename: a full disk or Ctrl-C never leaves a truncated figure
             with atomic_file(path, "wb") as fh:
-                fig.savefig(fh, format=fmt, metadata=_metadata(fmt), **extra)
+                fig.savefig(fh, format=fmt, metadata=_metadata(fmt, fig), **extra)
             if i == 0:
                 fig.set_layout_engine("none")  # positions stay as laid out for the first format
             paths.append(path)
     return paths
 
 
-def _metadata(fmt: str) -> dict[str, str | None]:
-    # no creation date: re-plotting the same data gives byte-identical files
+def _metadata(fmt: str, fig: Figure) -> dict[str, str | None]:
+    # no creation date: re-plotting the same data gives byte-identical files.
+    # The title (the question the figure answers) is what the report shows as its alt text.
+    title = {"Title": fig.get_suptitle().split("\n")[0]} if fig.get_suptitle() else {}
     if fmt == "svg":
-        return {"Date": None}
+        return {"Date": None, **title}
     if fmt == "png":
-        return {"Software": "sockbench"}
+        return {"Software": "sockbench", **title}
     return {}
 
 
-def plot_results(results_dir: Path, formats: Iterable[str] = ("png", "svg"), *, timelines: bool = True,
-                 spectrum_point: int | None = None) -> list[Path]:
+#: At most this many processes draw figures at once (and never more than the usable CPUs):
+#: each holds matplotlib and a copy of the results, ~100-150 MB.
+MAX_PLOT_WORKERS = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class FigureJob:
+    """One figure to draw: a question figure (``name`` in :data:`FIGURES`) of a facet, or a run's timeline."""
+
+    name: str
+    facet: str = ""
+    run_id: str = ""
+
+    @property
+    def base(self) -> str:
+        """The file's path under ``figures/`` without its suffix: ``throughput_echo``, ``timelines/<run_id>``."""
+        if self.run_id:
+            return f"timelines/{self.run_id}"
+        return f"{self.name}_{self.facet}" if self.facet else self.name
+
+
+class FiguresFailed(Exception):
+    """Some figures could not be drawn; the others are written. ``failures`` maps a figure to its error."""
+
+    def __init__(self, written: list[Path], failures: dict[str, str]):
+        first = next(iter(failures.items()))
+        super().__init__(f"{len(failures)} figure{'' if len(failures) == 1 else 's'} could not be drawn "
+                         f"(first: {first[0]}: {first[1]})")
+        self.written = written
+        self.failures = failures
+
+
+def figure_jobs(results: Results, timelines: bool | Iterable[str] = True) -> list[FigureJob]:
+    """The figures of ``results`` worth drawing, in the report's order (per-run timelines last).
+
+    ``timelines`` is True (every run's), False (none) or the run ids to draw.
+    A job whose figure has no data draws nothing.
+    """
+    jobs = [FigureJob(name, view.facet) for name in FIGURES for view in results.facets()]
+    if timelines is True:
+        timelines = results.runs["run_id"].tolist()
+    jobs += [FigureJob("timeline", run_id=str(run_id)) for run_id in (timelines or ())]
+    return jobs
+
+
+#: The folder being plotted, loaded once: set by :func:`plot_results` before the
+#: workers fork, so they inherit it instead of reading the folder again.
+_SOURCE: dict[str, tuple[Results, Any]] = {}
+
+
+def _source(results_dir: Path) -> tuple[Results, Any]:
+    from bench.findings import load_calibration
+
+    key = str(results_dir)
+    if key not in _SOURCE:  # a worker that was not forked from plot_results
+        _SOURCE.clear()
+        _SOURCE[key] = (load_results(results_dir), load_calibration(results_dir))
+    return _SOURCE[key]
+
+
+def draw_job(results_dir: Path, job: FigureJob, formats: tuple[str, ...], spectrum_point: int | None = None) -> list[Path]:
+    """Draw one figure of ``results_dir`` into its ``figures/`` in every format; returns the files written."""
+    results, calibration = _source(results_dir)
+    with matplotlib.rc_context(_RC):
+        if job.run_id:
+            fig = timeline_figure(results, job.run_id)
+        else:
+            view = next(v for v in results.facets() if v.facet == job.facet)
+            fig = FIGURES[job.name](view, spectrum_point, calibration)
+        if fig is None:
+            return []
+        return save_figure(fig, Path(results_dir) / "figures" / job.base, formats, tight=not job.run_id)
+
+
+def _worker_init() -> None:
+    # The parent handles Ctrl-C, SIGTERM and SIGHUP: it lets the figures being
+    # drawn finish (each is written whole) and stops handing out new ones.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def plot_workers(jobs: int) -> int:
+    """How many processes draw ``jobs`` figures: one per usable CPU, at most :data:`MAX_PLOT_WORKERS`."""
+    return max(1, min(len(os.sched_getaffinity(0)), MAX_PLOT_WORKERS, jobs))
+
+
+def plot_results(results_dir: Path, formats: Iterable[str] = ("png", "svg"), *, timelines: bool | Iterable[str] = True,
+                 spectrum_point: int | None = None, jobs: Sequence[FigureJob] | None = None,
+                 workers: int | None = None,
+                 on_figure: Callable[[int, int, FigureJob], None] | None = None) -> list[Path]:
     """Write every figure of ``results_dir`` into ``results_dir/figures/``; return the files written.
 
     ``spectrum_point`` picks the point of the latency spectrum (default: the
-    last, largest one). ``timelines=False`` skips the per-run timelines,
-    which are the slow part on large scenarios.
-    """
-    from bench.findings import load_calibration
+    last, largest one). ``timelines=False`` skips the per-run timelines, a
+    list of run ids draws only theirs; ``jobs`` gives the figures to draw
+    instead (see :func:`figure_jobs`). The figures are drawn by
+    :func:`plot_workers` processes at once (``workers`` overrides it; 1 draws
+    in this process); ``on_figure(done, total, job)`` is called as each ends.
 
-    results = load_results(results_dir)
+    Error handling: a figure that fails is reported, not lost: the others are
+    drawn, then :class:`FiguresFailed` names each failed one and its error. A
+    full disk raises :class:`bench.results.DiskFull` once the figures being
+    drawn have ended. Resource handling: the worker processes ignore stop
+    signals; on one, the parent cancels the figures not started, waits for
+    the ones being drawn (each written whole) and reaps the workers.
+    """
+    results_dir = Path(results_dir)
     formats = tuple(formats)
-    calibration = load_calibration(results_dir)
-    out_dir = Path(results_dir) / "figures"
+    _SOURCE.clear()
+    try:
+        results = _source(results_dir)[0]  # loaded before the workers fork
+        todo = list(jobs) if jobs is not None else figure_jobs(results, timelines)
+        return _draw_all(results_dir, todo, formats, spectrum_point, workers, on_figure)
+    finally:
+        _SOURCE.clear()  # the next call reads the folder afresh
+
+
+def _draw_all(results_dir: Path, todo: list[FigureJob], formats: tuple[str, ...], spectrum_point: int | None,
+              workers: int | None, on_figure: Callable[[int, int, FigureJob], None] | None) -> list[Path]:
+    """:func:`plot_results` once the jobs are known."""
+    workers = plot_workers(len(todo)) if workers is None else max(1, min(workers, len(todo) or 1))
     written: list[Path] = []
-    with matplotlib.rc_context(_RC):
-        for name, fig in build_figures(results, spectrum_point, calibration).items():
-            written += save_figure(fig, out_dir / name, formats)
-        if timelines:
-            for run_id in results.runs["run_id"]:
-                fig = timeline_figure(results, run_id)
-                if fig is not None:
-                    written += save_figure(fig, out_dir / "timelines" / run_id, formats, tight=False)
+    failures: dict[str, str] = {}
+    disk_full: DiskFull | None = None
+
+    def done(job: FigureJob, call: Callable[[], list[Path]]) -> None:
+        nonlocal disk_full
+        try:
+            written.extend(call())
+        except DiskFull as exc:
+            disk_full = disk_full or exc
+        except Exception as exc:  # noqa: BLE001 - one figure's failure does not lose the others
+            failures[job.base] = f"{type(exc).__name__}: {exc}"
+
+    count = 0
+    if workers == 1:
+        for job in todo:
+            if disk_full:
+                break
+            done(job, lambda job=job: draw_job(results_dir, job, formats, spectrum_point))
+            count += 1
+            if on_figure:
+                on_figure(count, len(todo), job)
+    else:
+        # fork: the workers inherit the loaded results and matplotlib instead of importing and reading again
+        context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init) as pool:
+            try:
+                futures = {pool.submit(draw_job, results_dir, job, formats, spectrum_point): job for job in todo}
+                for future in concurrent.futures.as_completed(futures):
+                    done(futures[future], future.result)
+                    count += 1
+                    if on_figure:
+                        on_figure(count, len(todo), futures[future])
+                    if disk_full:
+                        pool.shutdown(wait=True, cancel_futures=True)
+                        break
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+    if disk_full:
+        raise disk_full
+    if failures:
+        raise FiguresFailed(written, failures)
     return written
 
 
@@ -158,6 +306,11 @@ def plot_command(args: argparse.Namespace) -> int:
     except DiskFull as exc:
         print(f"bench plot: {exc}; the figures written before it are whole. Free some space and run it again.",
               file=sys.stderr)
+        return 1
+    except FiguresFailed as exc:
+        for base, error in exc.failures.items():
+            print(f"bench plot: {base}: {error}", file=sys.stderr)
+        print(f"bench plot: {exc}; the other {len(exc.written)} files are written", file=sys.stderr)
         return 1
     main = [p for p in paths if p.parent.name == "figures"]
     print(f"wrote {len(paths)} figure files to {Path(args.results_dir) / 'figures'}"

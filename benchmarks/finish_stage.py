@@ -1,0 +1,106 @@
+"""How long does the finish stage of ``bench run`` take (summary, figures, report)?
+
+Not a test: it prints figures. The finish stage is what ``bench run`` does
+after the last run: summary.json, every figure in PNG and SVG, report.html
+(:func:`bench.runner._finish`). It is timed on a copy of a results folder
+with its figures and report removed, in a fresh process per round, with the
+modules already imported (``bench run`` has most of them loaded by then),
+so the figure is the work itself. Checkouts given with ``--code`` are timed
+in alternating order, round after round, so a machine whose load drifts
+weighs on each alike; the load average is printed with each round.
+
+    python benchmarks/finish_stage.py results/20261201T224922Z-quick
+    python benchmarks/finish_stage.py FOLDER --code /work/main --code .   # before/after
+
+Without a folder, a synthetic one shaped like ``scenarios/quick.yaml`` (6
+models, 1 point, 2 repetitions, 22 runs with timelines) is written by
+``tests/fake_results.py``. The goal for quick: <= 10 s on a 2-CPU machine.
+
+Resource handling: each round has a time limit (``--timeout``, then SIGKILL
+of its process group); the temporary copies are removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent.parent
+
+#: The child: import what the finish stage uses, then time it alone; one line: the seconds.
+CHILD = """
+import sys, time
+from pathlib import Path
+import bench.runner, bench.plots, bench.report, bench.stats
+start = time.perf_counter()
+bench.runner._finish(Path(sys.argv[1]), plots=True, warn=lambda m: print("warning:", m, file=sys.stderr))
+print(f"{time.perf_counter() - start:.3f}")
+"""
+
+
+def synthetic_quick(parent: Path) -> Path:
+    """A fake folder with quick's shape: 22 runs over echo and file, one point, 2 repetitions."""
+    sys.path.insert(0, str(HERE / "tests"))
+    from fake_results import write_fake_results
+
+    return write_fake_results(parent / "synthetic-quick", repetitions=2, sweep=("clients", (20,)))
+
+
+def time_once(code: Path, source: Path, work: Path, timeout: float) -> float | str:
+    """One round: copy ``source`` without figures and report, run the finish stage with ``code``."""
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.copytree(source, work, ignore=shutil.ignore_patterns("figures", "report.html", "summary.json"))
+    env = dict(os.environ, PYTHONPATH=str(code.resolve()), MPLBACKEND="Agg")
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(work)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        return f"killed after {timeout:.0f} s"
+    if proc.returncode != 0:
+        return f"exit status {proc.returncode}: {err.strip().splitlines()[-1:] or ''}"
+    return float(out.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("folder", type=Path, nargs="?", help="a results folder (default: a synthetic quick)")
+    parser.add_argument("--code", type=Path, action="append",
+                        help="a checkout to time (repeat to compare; default: this one)")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds per checkout (default 2)")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds per round before SIGKILL")
+    args = parser.parse_args(argv)
+    codes = args.code or [HERE]
+    with tempfile.TemporaryDirectory(prefix="sockbench-finish-") as tmp:
+        source = args.folder or synthetic_quick(Path(tmp))
+        runs = sum(1 for _ in open(source / "runs.csv")) - 1
+        print(f"finish stage of {source} ({runs} runs), {os.cpu_count()} CPUs")
+        times: dict[Path, list[float]] = {code: [] for code in codes}
+        for round_no in range(1, args.rounds + 1):
+            for code in codes if round_no % 2 else reversed(codes):  # alternate the order
+                took = time_once(code, source, Path(tmp) / "work", args.timeout)
+                load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+                print(f"  round {round_no}  {str(code):<32} {took if isinstance(took, str) else f'{took:6.1f} s'}"
+                      f"   (load average {load})")
+                if isinstance(took, float):
+                    times[code].append(took)
+        for code, values in times.items():
+            if values:
+                print(f"{str(code):<32} median {statistics.median(values):.1f} s over {len(values)} rounds")
+        if len(codes) == 2 and all(times.values()):
+            a, b = (statistics.median(times[c]) for c in codes)
+            print(f"{codes[1]} / {codes[0]}: {b / a:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
