@@ -189,8 +189,8 @@ def _summary_table(results_dir: Path) -> Any:
 
 def run_command(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from bench.progress import RunProgress
     from bench.results import DiskFull
     from bench.runner import Interrupted, ScenarioRefused, run_scenario
     from bench.scenario import ScenarioError, load_scenario
@@ -203,30 +203,18 @@ def run_command(args: argparse.Namespace) -> int:
     except ScenarioError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=False)
-    task = None
+    progress = RunProgress(console, scenario, plots=not args.no_plots, run_line=run_line)
     started: list[Path] = []
 
     def on_start(results_dir: Path, plans: list[Any]) -> None:
-        nonlocal task
         started.append(results_dir)
-        console.print(f"[bold]{scenario.name}[/]: {plural(len(plans), 'run')}, about {scenario.estimate_s():.0f} s; "
-                      f"results in {results_dir}")
-        task = progress.add_task(scenario.name, total=len(plans))
-
-    def on_run(plan: Any, row: dict[str, Any], done: int, total: int) -> None:
-        # soft_wrap: one run, one line, even when stdout is a file or a narrow terminal
-        progress.console.print(run_line(plan, row), markup=False, highlight=False, soft_wrap=True)
-        progress.update(task, completed=done)
-
-    def warn(message: str) -> None:
-        progress.console.print(f"[yellow]warning:[/] {message}")
+        progress.on_start(results_dir, plans)
 
     try:
         with progress:
-            results_dir = run_scenario(scenario, results_root=args.results, on_start=on_start, on_run=on_run,
-                                       plots=not args.no_plots, warn=warn)
+            results_dir = run_scenario(scenario, results_root=args.results, on_start=on_start,
+                                       on_run=progress.on_run, on_phase=progress.on_phase,
+                                       plots=not args.no_plots, warn=progress.warn)
     except ScenarioRefused as exc:
         print(f"error: {args.scenario}: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

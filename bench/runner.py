@@ -52,6 +52,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import time
 import traceback
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -245,9 +246,31 @@ def _fmt_cpus(cpus: set[int] | None) -> str:
     return ",".join(str(c) for c in sorted(cpus)) if cpus else ""
 
 
+#: The phases of a run, in order, as :func:`execute_run` reports them to ``on_phase``.
+PHASES = ("waiting for an idle machine", "starting server", "starting load generator", "warmup", "measuring",
+          "stopping", "done")
+
+#: The phases of the finish stage, reported with ``plan`` None.
+FINISH_PHASES = ("writing summary", "drawing figures", "writing report", "finished")
+
+PhaseCallback = Callable[[Any, str, dict[str, Any]], None]
+
+
+def _no_phase(_plan: Any, _phase: str, _info: dict[str, Any]) -> None:
+    pass
+
+
 def execute_run(scenario: Any, plan: RunPlan, writer: ResultsWriter, *, file_root: Path | None,
-                targets: dict[int, Any], cpu_work: dict[str, Any] | None = None) -> dict[str, Any]:
+                targets: dict[int, Any], cpu_work: dict[str, Any] | None = None,
+                on_phase: PhaseCallback = _no_phase) -> dict[str, Any]:
     """Run one plan and persist it; returns the runs.csv row written.
+
+    ``on_phase(plan, phase, info)`` is called as the run enters each of
+    :data:`PHASES`; ``warmup`` and ``measuring`` carry the window's
+    wall-clock bounds (``window_start``, ``window_end``, ``time.time()``
+    seconds), ``measuring`` is called from the thread that opens the window,
+    and ``done`` carries what the run cost: ``idle_wait_s`` and
+    ``overhead_s`` (the rest beyond warmup + duration), once the row is on disk.
 
     A stop signal (KeyboardInterrupt, :class:`Stopped`) during the load is
     recorded as an ``interrupted`` row and re-raised. Once the load is over,
@@ -282,10 +305,15 @@ def execute_run(scenario: Any, plan: RunPlan, writer: ResultsWriter, *, file_roo
     hold = ExitStack()
     monitor = None
     problems: list[str] = []
+    began = time.monotonic()
+    idle_wait_s = 0.0
     try:
+        on_phase(plan, PHASES[0], {"max_wait_s": scenario.monitor.idle_wait_s})
         busy, _idle = wait_for_idle(threshold_pct=scenario.monitor.idle_threshold_pct,
                                     max_wait_s=scenario.monitor.idle_wait_s)
+        idle_wait_s = time.monotonic() - began
         row["idle_busy_pct"] = busy
+        on_phase(plan, "starting server", {"idle_busy_pct": busy})
         with runner_pinned(gen_cpus), run_namespace() as netns, run_server(
                 plan.model, plan.point.service, options, cpus=server_cpus, stderr_path=stderr_path) as server:
             row["netns"] = netns.scope
@@ -294,21 +322,32 @@ def execute_run(scenario: Any, plan: RunPlan, writer: ResultsWriter, *, file_roo
             # per-CPU busy time and kernel counters over the measured window only
             cpu_busy, kernel = CpuBusy(), {}
 
+            window: dict[str, float] = {}
+
             def window_opens() -> None:
                 kernel["before"] = KernelCounters.snapshot(server.pid)
                 cpu_busy.start()
+                on_phase(plan, "measuring", window)
 
             def window_closes() -> None:
                 kernel["busy"] = cpu_busy.stop()
                 kernel["after"] = KernelCounters.snapshot(server.pid)
 
             probe = WindowProbe(window_opens, window_closes)
+
+            def window_scheduled(start: float, end: float) -> None:
+                window.update(window_start=start, window_end=end)
+                probe.schedule(start, end)
+                on_phase(plan, "warmup", window)
+
+            on_phase(plan, "starting load generator", {})
             try:
                 result = run_load(_load_spec(scenario, plan, server.host, server.port, gen_cpus, targets),
-                                  on_window=probe.schedule)
+                                  on_window=window_scheduled)
             finally:
                 probe.close()
             hold.enter_context(deferred_stop())
+            on_phase(plan, "stopping", {})
             if result.warnings:  # the generator's own caveats about this run, kept beside its stderr
                 (writer.logs_dir / f"{plan.run_id}.load-warnings.txt").write_text("\n".join(result.warnings) + "\n")
             monitor.stop()
@@ -355,6 +394,9 @@ def execute_run(scenario: Any, plan: RunPlan, writer: ResultsWriter, *, file_roo
         writer.add_run(row, timeline, histograms)
     finally:
         hold.close()  # a signal that waited raises Stopped now, the run kept whole
+    wall = time.monotonic() - began
+    on_phase(plan, "done", {"idle_wait_s": idle_wait_s, "wall_s": wall, "status": row["status"],
+                            "overhead_s": max(0.0, wall - idle_wait_s - scenario.warmup_s - scenario.duration_s)})
     return row
 
 
@@ -369,11 +411,16 @@ def _warn_stderr(message: str) -> None:
 def run_scenario(scenario: Any, *, results_root: Path = Path("results"),
                  on_run: Callable[[RunPlan, dict[str, Any], int, int], None] | None = None,
                  on_start: Callable[[Path, list[RunPlan]], None] | None = None,
-                 finish: bool = True, plots: bool = True, warn: Callable[[str], None] = _warn_stderr) -> Path:
+                 finish: bool = True, plots: bool = True, warn: Callable[[str], None] = _warn_stderr,
+                 on_phase: PhaseCallback = _no_phase) -> Path:
     """Run every model x point x repetition of ``scenario``; return the results folder.
 
     ``on_start(results_dir, plans)`` is called once the folder exists;
-    ``on_run(plan, row, done, total)`` after each run is on disk.
+    ``on_run(plan, row, done, total)`` after each run is on disk;
+    ``on_phase(plan, phase, info)`` as each run enters each of :data:`PHASES`
+    (see :func:`execute_run`), then with ``plan`` None through
+    :data:`FINISH_PHASES` (``drawing figures`` once per figure, with
+    ``done`` and ``total``; ``finished`` with the stage's ``seconds``).
     With ``finish`` (the default), summary.json is written at the end, and
     with ``plots`` too the figures and the report.
 
@@ -395,13 +442,13 @@ def run_scenario(scenario: Any, *, results_root: Path = Path("results"),
     ensure_fd_limit(max(p.point.load.clients for p in plans) if plans else 0)
     with stop_signals():
         return _run_plans(scenario, plans, results_root=results_root, on_run=on_run, on_start=on_start,
-                          finish=finish, plots=plots, warn=warn)
+                          finish=finish, plots=plots, warn=warn, on_phase=on_phase)
 
 
 def _run_plans(scenario: Any, plans: list[RunPlan], *, results_root: Path,
                on_run: Callable[[RunPlan, dict[str, Any], int, int], None] | None,
                on_start: Callable[[Path, list[RunPlan]], None] | None,
-               finish: bool, plots: bool, warn: Callable[[str], None]) -> Path:
+               finish: bool, plots: bool, warn: Callable[[str], None], on_phase: PhaseCallback) -> Path:
     """:func:`run_scenario` once the runs are planned, inside :func:`stop_signals`."""
     from bench.environment import collect_environment
 
@@ -435,7 +482,8 @@ def _run_plans(scenario: Any, plans: list[RunPlan], *, results_root: Path,
                 file_root, targets = make_file_root(sizes)
                 stack.callback(shutil.rmtree, file_root, ignore_errors=True)
             for done, plan in enumerate(plans, start=1):
-                row = execute_run(scenario, plan, writer, file_root=file_root, targets=targets, cpu_work=cpu_work)
+                row = execute_run(scenario, plan, writer, file_root=file_root, targets=targets, cpu_work=cpu_work,
+                                  on_phase=on_phase)
                 if on_run:
                     on_run(plan, row, done, len(plans))
         except KeyboardInterrupt as exc:
@@ -449,7 +497,7 @@ def _run_plans(scenario: Any, plans: list[RunPlan], *, results_root: Path,
             raise Interrupted(results_dir, signum_of(exc), summary_written=_has_summary(results_dir)) from None
     if finish:
         try:
-            _finish(results_dir, plots=plots, warn=warn)
+            _finish(results_dir, plots=plots, warn=warn, on_phase=on_phase)
         except KeyboardInterrupt as exc:
             # every run is on disk; figures are written whole or not at all
             raise Interrupted(results_dir, signum_of(exc), summary_written=_has_summary(results_dir)) from None
@@ -474,7 +522,8 @@ def _disk_full_as_diskfull(what: str) -> Iterator[None]:
         raise
 
 
-def _finish(results_dir: Path, *, plots: bool, warn: Callable[[str], None]) -> None:
+def _finish(results_dir: Path, *, plots: bool, warn: Callable[[str], None],
+            on_phase: PhaseCallback = _no_phase) -> None:
     """Write summary.json and, with ``plots``, the figures and the report.
 
     Error handling: a stop signal while summary.json is written is held back
@@ -485,16 +534,28 @@ def _finish(results_dir: Path, *, plots: bool, warn: Callable[[str], None]) -> N
     """
     from bench.stats import write_summary
 
+    began = time.monotonic()
+    on_phase(None, "writing summary", {})
     with deferred_stop(), _disk_full_as_diskfull(f"{results_dir}/summary.json"):
         write_summary(results_dir)
     if not plots:
+        on_phase(None, "finished", {"seconds": time.monotonic() - began, "plots": False})
         return
     from bench.plots import plot_results
     from bench.report import write_report
 
-    for step in (plot_results, write_report):
+    def draw(folder: Path) -> None:
+        on_phase(None, "drawing figures", {"done": 0, "total": None})
+        plot_results(folder, on_figure=lambda done, total, _job: on_phase(None, "drawing figures",
+                                                                           {"done": done, "total": total}))
+
+    def report(folder: Path) -> None:
+        on_phase(None, "writing report", {})
+        write_report(folder)
+
+    for step, what in ((draw, "figures"), (report, "report")):
         try:
-            with _disk_full_as_diskfull(f"{step.__name__} output in {results_dir}"):
+            with _disk_full_as_diskfull(f"the {what} in {results_dir}"):
                 step(results_dir)
         except DiskFull:
             raise
@@ -502,9 +563,11 @@ def _finish(results_dir: Path, *, plots: bool, warn: Callable[[str], None]) -> N
             log = results_dir / "logs" / "finish-errors.txt"
             try:
                 with open(log, "a") as fh:
-                    fh.write(f"{step.__name__}: {traceback.format_exc()}\n")
+                    fh.write(f"{what}: {traceback.format_exc()}\n")
                 see = f"see {log} and "
             except OSError:  # reporting must not depend on the disk that may have failed
                 see = ""
-            warn(f"{step.__name__} failed ({type(exc).__name__}: {exc}); the runs are saved, "
-                 f"{see}re-run it on the folder")
+            command = "bench plot" if step is draw else "bench report"
+            warn(f"the {what} failed ({type(exc).__name__}: {exc}); the runs are saved, {see}"
+                 f"run `{command} {results_dir}`")
+    on_phase(None, "finished", {"seconds": time.monotonic() - began, "plots": True})

@@ -8,6 +8,19 @@ from __future__ import annotations
 import os
 
 
+def pytest_configure(config) -> None:
+    # bench run learns its estimate in the user's cache folder: the tests' runs go to one of their own.
+    import tempfile
+
+    os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="sockbench-test-cache-")
+
+
+def pytest_unconfigure(config) -> None:
+    import shutil
+
+    shutil.rmtree(os.environ["XDG_CACHE_HOME"], ignore_errors=True)
+
+
 def pytest_report_header() -> str:
     # Timing-sensitive failures are easier to read knowing how many CPUs the run had.
     return f"sockbench: {len(os.sched_getaffinity(0))} CPU(s) available to the tests"

@@ -418,3 +418,19 @@ def test_a_signal_while_the_server_is_stopped_waits_until_it_is_reaped(tmp_path,
     assert runs["server_exit"].tolist() == [0]
     assert session_processes(stopped[0]) == []
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the caller's handlers are back
+
+
+def test_each_run_reports_its_phases_in_order_and_what_it_cost(tmp_path):
+    scenario = parse_scenario(tiny_scenario(models="[selectors]", duration="0.5s"))
+    seen: list[tuple[str | None, str, dict]] = []
+    run_scenario(scenario, results_root=tmp_path, plots=False,
+                 on_phase=lambda plan, phase, info: seen.append((plan and plan.model, phase, dict(info))))
+    phases = [phase for _model, phase, _info in seen]
+    assert phases == ["waiting for an idle machine", "starting server", "starting load generator", "warmup",
+                      "measuring", "stopping", "done", "writing summary", "finished"]
+    info = {phase: i for _m, phase, i in seen}
+    assert info["warmup"]["window_end"] - info["warmup"]["window_start"] == pytest.approx(0.5)
+    done = info["done"]
+    # the run's wall time splits into the idle wait, the load and the overhead, none negative
+    assert done["wall_s"] == pytest.approx(done["idle_wait_s"] + 0.2 + 0.5 + done["overhead_s"])
+    assert 0 <= done["idle_wait_s"] and 0 < done["overhead_s"] < done["wall_s"]
