@@ -146,17 +146,20 @@ def run_line(plan: Any, row: dict[str, Any]) -> str:
     return f"{head}  " + "  ".join(parts)
 
 
-def _summary_table(results_dir: Path) -> Any:
-    """A rich table of :func:`bench.stats.aggregate`: the same figures and flags as the report."""
-    from rich.table import Table
+#: The summary's columns after model and point, in the order they are placed: when the
+#: terminal is too narrow for all, the ones that do not fit go to a further table.
+_SUMMARY_COLUMNS = ("runs", "req/s", "p50", "p99", "errors", "CI of the median", "connects timed out/pending",
+                    "peak PSS", "peak RSS", "procs/threads", "flags")
+#: The flags column wraps its text; it is never narrower than this.
+_FLAGS_MIN_WIDTH = 16
 
+
+def _summary_rows(results_dir: Path) -> list[dict[str, str]]:
+    """Each row of :func:`bench.stats.aggregate` as the summary's cells: the same figures and flags as the report."""
     from bench.stats import bound_mark, ci_label, load_results, served_phrase
 
     agg = load_results(results_dir).aggregate
-    table = Table(title=f"Summary (medians over repetitions): {results_dir}")
-    for col in ["model", "point", "runs", "req/s", "CI of the median", "p50", "p99", "connects timed out/pending", "errors",
-                "peak PSS", "peak RSS", "procs/threads", "flags"]:
-        table.add_column(col, justify="left" if col in ("model", "point", "flags") else "right")
+    rows = []
     for row in agg.to_dict("records"):
         flags = []
         if row["n_failed"]:
@@ -173,18 +176,70 @@ def _summary_table(results_dir: Path) -> Any:
               f"({ci_label(row['req_per_s_ci_level'])})"
               if row["req_per_s_ci_low"] is not None and row["req_per_s_ci_low"] == row["req_per_s_ci_low"]
               else "-")
-        table.add_row(
-            str(row["model"]), str(row["label"] or "-"), f"{row['n_ok']}/{row['n_runs']}",
-            _fmt_rate(row["req_per_s_median"]), ci,
-            bound_mark(row, "lat_p50_us") + _fmt_us(row["lat_p50_us_median"]),
-            bound_mark(row, "lat_p99_us") + _fmt_us(row["lat_p99_us_median"]),
-            f"{_fmt_rate(row['conn_timeout_median'])}/{_fmt_rate(row['conn_pending_median'])}",
-            _fmt_rate(row["errors_median"]),
-            _fmt_mib(row["mem_pss_peak_bytes_median"]), _fmt_mib(row["mem_rss_peak_bytes_median"]),
-            f"{_fmt_rate(row['procs_peak_median'])}/{_fmt_rate(row['threads_peak_median'])}",
-            ", ".join(flags),
-        )
-    return table
+        rows.append({
+            "model": str(row["model"]), "point": str(row["label"] or "-"), "runs": f"{row['n_ok']}/{row['n_runs']}",
+            "req/s": _fmt_rate(row["req_per_s_median"]), "CI of the median": ci,
+            "p50": bound_mark(row, "lat_p50_us") + _fmt_us(row["lat_p50_us_median"]),
+            "p99": bound_mark(row, "lat_p99_us") + _fmt_us(row["lat_p99_us_median"]),
+            "connects timed out/pending": f"{_fmt_rate(row['conn_timeout_median'])}/"
+                                          f"{_fmt_rate(row['conn_pending_median'])}",
+            "errors": _fmt_rate(row["errors_median"]),
+            "peak PSS": _fmt_mib(row["mem_pss_peak_bytes_median"]),
+            "peak RSS": _fmt_mib(row["mem_rss_peak_bytes_median"]),
+            "procs/threads": f"{_fmt_rate(row['procs_peak_median'])}/{_fmt_rate(row['threads_peak_median'])}",
+            "flags": ", ".join(flags),
+        })
+    return rows
+
+
+def _summary_tables(results_dir: Path, width: int) -> list[Any]:
+    """The summary as rich tables that fit ``width`` columns, never cutting a number or a model name.
+
+    Model and point head every table; the other columns are placed in
+    :data:`_SUMMARY_COLUMNS` order while they fit, the rest go to a further
+    table. A cell is never narrower than its text (headers wrap at spaces
+    instead); only the flags and a long point label wrap.
+    """
+    from rich.table import Table
+
+    rows = _summary_rows(results_dir)
+    key = ["model"] + (["point"] if any(r["point"] != "-" for r in rows) else [])
+    shown = [c for c in _SUMMARY_COLUMNS if c != "flags" or any(r["flags"] for r in rows)]
+
+    def longest_word(text: str) -> int:
+        return max((len(w) for w in text.split()), default=0)
+
+    def needed(col: str, split_headers: bool) -> int:
+        head = longest_word(col) if split_headers else len(col)
+        if col in ("flags", "point"):  # these wrap at spaces, down to their longest word
+            return max(head, max((longest_word(r[col]) for r in rows), default=0),
+                       min(_FLAGS_MIN_WIDTH, max((len(r[col]) for r in rows), default=0)))
+        return max([head] + [len(r[col]) for r in rows])
+
+    def table_width(cols: list[str], split_headers: bool) -> int:
+        # "│ " before each cell and " │" after the last one
+        return sum(needed(c, split_headers) for c in cols) + 3 * len(cols) + 1
+
+    # One table with one-line headers if it fits; else headers one word a line, and as many tables as needed.
+    split = table_width(key + shown, False) > width
+    groups: list[list[str]] = [[]]
+    for col in shown:
+        if groups[-1] and table_width(key + groups[-1] + [col], split) > width:
+            groups.append([])
+        groups[-1].append(col)
+    tables = []
+    for i, cols in enumerate(groups):
+        title = f"Summary (medians over repetitions): {results_dir}" if i == 0 else None
+        table = Table(title=title, title_justify="left")
+        for col in key + cols:
+            wraps = col in ("flags", "point")
+            table.add_column("\n".join(col.split()) if split else col,
+                             justify="left" if col in ("model", "point", "flags") else "right",
+                             no_wrap=not wraps, overflow="fold", min_width=needed(col, split))
+        for row in rows:
+            table.add_row(*(row[c] for c in key + cols))
+        tables.append(table)
+    return tables
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -234,7 +289,8 @@ def run_command(args: argparse.Namespace) -> int:
         else:
             console.print("[yellow]Interrupted[/] before the results folder was written.")
         return exit_status_for_signal(getattr(exc, "signum", signal.SIGINT))
-    console.print(_summary_table(results_dir))
+    for table in _summary_tables(results_dir, console.width):
+        console.print(table)
     _print_warnings(console, results_dir)
     console.print(f"Results: {results_dir}")
     if not args.no_plots:

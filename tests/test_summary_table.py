@@ -1,0 +1,50 @@
+"""The summary table printed by bench run fits the terminal and never cuts a number or a model name."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from rich.console import Console
+
+from bench.cli import _fmt_rate, _fmt_us, _summary_rows, _summary_tables
+from bench.stats import load_results
+from fake_results import write_fake_results
+
+
+@pytest.fixture(scope="module")
+def fake(tmp_path_factory):
+    # a swept parameter and 3 repetitions: point labels, confidence intervals and flags are all present
+    return write_fake_results(tmp_path_factory.mktemp("summary") / "r", sweep=("clients", (1, 10, 100)),
+                              repetitions=3)
+
+
+def render(folder, width: int) -> str:
+    out = io.StringIO()
+    console = Console(width=width, file=out, color_system=None)
+    for table in _summary_tables(folder, console.width):
+        console.print(table)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_summary_fits_the_terminal_and_keeps_every_value_whole(fake, width):
+    text = render(fake, width)
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= width
+    assert "…" not in text
+    cells = {word for line in lines for word in line.replace("│", " ").replace("┃", " ").split()}
+    agg = load_results(fake).aggregate
+    for row in agg.to_dict("records"):
+        assert row["model"] in cells
+        assert _fmt_rate(row["req_per_s_median"]) in cells  # a whole number, never "14,9..."
+        assert _fmt_us(row["lat_p99_us_median"]).split()[0] in cells
+    for row in _summary_rows(fake):  # every value of every column is somewhere, whole
+        for column, value in row.items():
+            if column not in ("flags", "point"):
+                assert value in text, (column, value)
+
+
+def test_a_wide_terminal_gets_one_table_with_one_line_headers(fake):
+    text = render(fake, 240)
+    assert text.count("┏") == 1 and "connects timed out/pending" in text
