@@ -282,6 +282,7 @@ def serve(
         try:
             stopper.finish()
             server.server_close()  # type: ignore[attr-defined]
+            service.log_stop()
         finally:
             for sig, handler_before in previous.items():
                 signal.signal(sig, handler_before)

@@ -8,16 +8,22 @@ the calibrated per-chunk CPU work and the per-connection timeouts. Models build 
 Error handling
 --------------
 A failing connection costs exactly one line on stderr (:meth:`Service.log_error`),
-never a traceback and never the server. :class:`SetupError` is raised for
+never a traceback and never the server. A connection its client reset or
+closed with a reply in flight (ECONNRESET, EPIPE: what every client of a load
+run does when its window ends) is not an error: it is counted, and
+:meth:`Service.log_stop` says how many in one line when the server stops. :class:`SetupError` is raised for
 problems found before serving (cannot listen, bad root) with a message that
 names the problem and the fix; the command line prints it and exits non-zero.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import socket
 import sys
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from servers import protocol
@@ -30,6 +36,51 @@ class SetupError(Exception):
     """The server cannot start as asked (bad option, cannot listen). The message says why and what to do."""
 
 
+#: A client that went away with a reply in flight: its end of a load run, not a server error.
+PEER_CLOSED = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
+
+
+class PeerCloses:
+    """How many connections their client closed with a reply in flight, across threads and forked children.
+
+    Threads add under a lock; a forked child (the forking model) cannot
+    change its parent's memory, so it writes one byte per close into a pipe
+    made here, before any fork, which :meth:`total` drains in the parent.
+    A full pipe (64 KiB of closes between two stops) drops further counts
+    rather than blocking a child.
+    """
+
+    def __init__(self) -> None:
+        self._owner = os.getpid()
+        self._lock = threading.Lock()
+        self._count = 0
+        self._read, self._write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def add(self) -> None:
+        if os.getpid() == self._owner:
+            with self._lock:
+                self._count += 1
+            return
+        try:
+            os.write(self._write, b"\x01")
+        except OSError as exc:
+            if exc.errno != errno.EAGAIN:
+                raise
+
+    def total(self) -> int:
+        """Closes counted so far, in this process and (drained now) in its forked children."""
+        while True:
+            try:
+                chunk = os.read(self._read, 65536)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            with self._lock:
+                self._count += len(chunk)
+        return self._count
+
+
 @dataclass(frozen=True)
 class Service:
     """Per-connection settings shared by every model."""
@@ -40,15 +91,33 @@ class Service:
     sendfile: bool
     work: CpuWork
     timeouts: Timeouts = Timeouts()
+    peer_closes: PeerCloses = field(default_factory=PeerCloses, compare=False, repr=False)
 
     def log_error(self, peer: object, error: BaseException | str) -> None:
-        """Write one line about a failed connection to stderr."""
+        """Write one line about a failed connection to stderr; count one its client closed (:data:`PEER_CLOSED`)."""
+        if isinstance(error, PEER_CLOSED):
+            self.peer_closes.add()
+            return
         if isinstance(error, BaseException):
             detail = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
         else:
             detail = error
         detail = " ".join(detail.split())
-        print(f"{self.model} {self.name} {format_peer(peer)}: {detail}", file=sys.stderr, flush=True)
+        _write_line(f"{self.model} {self.name} {format_peer(peer)}: {detail}")
+
+    def log_stop(self) -> None:
+        """At stop: one line saying how many connections their client closed with a reply in flight, if any."""
+        closes = self.peer_closes.total()
+        if closes:
+            _write_line(f"{self.model} {self.name}: {closes} connection{'' if closes == 1 else 's'} closed by "
+                        "the client with a reply in flight (ECONNRESET/EPIPE), as clients do when a load ends: "
+                        "not counted as errors")
+
+
+def _write_line(line: str) -> None:
+    # One write per line: threads logging at once never run their lines together.
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
 
 
 def make_service(model: str, name: str, options: ServerOptions) -> Service:

@@ -139,3 +139,25 @@ def test_leftover_processes_are_killed_and_reported(tmp_path: Path) -> None:
         assert psutil.Process(leaked[0]).status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         pass
+
+
+@pytest.mark.parametrize("model", ["sequential", "threading", "forking", "selectors", "asyncio"])
+def test_clients_leaving_with_a_reply_in_flight_make_one_summary_line_not_errors(model: str, tmp_path: Path) -> None:
+    import struct
+
+    path = tmp_path / "server.stderr"
+    leaving = 5
+    with run_server(model, "echo", stderr_path=path) as server:
+        for _ in range(leaving):
+            with socket.create_connection((server.host, server.port), timeout=5) as sock:
+                sock.sendall(b"x" * 65536)  # a request the server is echoing ...
+                sock.recv(1)  # ... and has started to answer when the client resets the connection
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        with socket.create_connection((server.host, server.port), timeout=5) as sock:  # still serving
+            sock.sendall(b"ping")
+            assert sock.recv(4) == b"ping"
+    lines = path.read_text().splitlines()
+    assert not [line for line in lines if "Error" in line], lines
+    summary = [line for line in lines if "closed by the client with a reply in flight" in line]
+    assert len(summary) == 1, lines
+    assert summary[0].startswith(f"{model} echo: {leaving} connections"), summary

@@ -370,5 +370,8 @@ def serve(service: str, options: ServerOptions, ready: Callable[[str, int], None
     """Serve ``service`` with asyncio streams until SIGTERM/SIGINT."""
     loop_factory = check_loop(options, service)
     server = AsyncServer(make_service("asyncio", service, options), options)
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
-        runner.run(server.run(ready))
+    try:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(server.run(ready))
+    finally:
+        server.service.log_stop()

@@ -505,3 +505,4 @@ def serve(service: str, options: ServerOptions, ready: Callable[[str, int], None
             signal.signal(sig, handler)
         signal.set_wakeup_fd(previous_wakeup)
         loop.close()
+        loop.service.log_stop()
