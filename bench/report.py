@@ -602,7 +602,11 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
 
 def report_command(args: argparse.Namespace) -> int:
     """Run ``bench report``; returns the exit status."""
+    from bench.stats import ensure_summary
+
     try:
+        if ensure_summary(args.results_dir):
+            print(f"wrote {Path(args.results_dir) / 'summary.json'} (it was missing)")
         path = write_report(args.results_dir)
     except NotAResultsFolder as exc:
         print(f"bench report: {exc}", file=sys.stderr)

@@ -606,6 +606,19 @@ def write_summary(results_dir: Path) -> Path:
     return target
 
 
+def ensure_summary(results_dir: Path) -> bool:
+    """Write ``summary.json`` if the folder has none (a run stopped before it, an older folder); True if written.
+
+    Raises :class:`NotAResultsFolder` for a path that is not a results folder.
+    """
+    results_dir = Path(results_dir)
+    if (results_dir / "summary.json").is_file():
+        return False
+    load_results(results_dir)  # a path that is not a results folder raises NotAResultsFolder, before any write
+    write_summary(results_dir)
+    return True
+
+
 # --------------------------------------------------------------------------
 # Reading a results folder
 

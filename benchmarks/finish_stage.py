@@ -7,7 +7,9 @@ with its figures and report removed, in a fresh process per round, with the
 modules already imported (``bench run`` has most of them loaded by then),
 so the figure is the work itself. Checkouts given with ``--code`` are timed
 in alternating order, round after round, so a machine whose load drifts
-weighs on each alike; the load average is printed with each round.
+weighs on each alike; the load average is printed with each round. Beside
+the wall time, the CPU seconds of the process tree (figure workers included)
+are printed: on a machine shared with other work they vary far less.
 
     python benchmarks/finish_stage.py results/20261201T224922Z-quick
     python benchmarks/finish_stage.py FOLDER --code /work/main --code .   # before/after
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import signal
 import statistics
@@ -53,11 +56,20 @@ def synthetic_quick(parent: Path) -> Path:
     return write_fake_results(parent / "synthetic-quick", repetitions=2, sweep=("clients", (20,)))
 
 
-def time_once(code: Path, source: Path, work: Path, timeout: float) -> float | str:
-    """One round: copy ``source`` without figures and report, run the finish stage with ``code``."""
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # every reaped descendant: the drawing workers too
+    return usage.ru_utime + usage.ru_stime
+
+
+def time_once(code: Path, source: Path, work: Path, timeout: float) -> tuple[float, float] | str:
+    """One round: copy ``source`` without figures and report, run the finish stage with ``code``.
+
+    Returns (wall seconds of the stage, CPU seconds of the whole child process tree, imports included).
+    """
     shutil.rmtree(work, ignore_errors=True)
     shutil.copytree(source, work, ignore=shutil.ignore_patterns("figures", "report.html", "summary.json"))
     env = dict(os.environ, PYTHONPATH=str(code.resolve()), MPLBACKEND="Agg")
+    cpu_before = _children_cpu_s()
     proc = subprocess.Popen([sys.executable, "-c", CHILD, str(work)], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
@@ -68,7 +80,7 @@ def time_once(code: Path, source: Path, work: Path, timeout: float) -> float | s
         return f"killed after {timeout:.0f} s"
     if proc.returncode != 0:
         return f"exit status {proc.returncode}: {err.strip().splitlines()[-1:] or ''}"
-    return float(out.strip().splitlines()[-1])
+    return float(out.strip().splitlines()[-1]), _children_cpu_s() - cpu_before
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,20 +97,24 @@ def main(argv: list[str] | None = None) -> int:
         runs = sum(1 for _ in open(source / "runs.csv")) - 1
         print(f"finish stage of {source} ({runs} runs), {os.cpu_count()} CPUs")
         times: dict[Path, list[float]] = {code: [] for code in codes}
+        cpus: dict[Path, list[float]] = {code: [] for code in codes}
         for round_no in range(1, args.rounds + 1):
             for code in codes if round_no % 2 else reversed(codes):  # alternate the order
                 took = time_once(code, source, Path(tmp) / "work", args.timeout)
                 load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-                print(f"  round {round_no}  {str(code):<32} {took if isinstance(took, str) else f'{took:6.1f} s'}"
-                      f"   (load average {load})")
-                if isinstance(took, float):
-                    times[code].append(took)
+                shown = took if isinstance(took, str) else f"{took[0]:6.1f} s wall, {took[1]:6.1f} s CPU"
+                print(f"  round {round_no}  {str(code):<32} {shown}   (load average {load})")
+                if not isinstance(took, str):
+                    times[code].append(took[0])
+                    cpus[code].append(took[1])
         for code, values in times.items():
             if values:
-                print(f"{str(code):<32} median {statistics.median(values):.1f} s over {len(values)} rounds")
+                print(f"{str(code):<32} median {statistics.median(values):.1f} s wall, "
+                      f"{statistics.median(cpus[code]):.1f} s CPU over {len(values)} rounds")
         if len(codes) == 2 and all(times.values()):
-            a, b = (statistics.median(times[c]) for c in codes)
-            print(f"{codes[1]} / {codes[0]}: {b / a:.2f}")
+            for what, data in (("wall", times), ("CPU", cpus)):
+                a, b = (statistics.median(data[c]) for c in codes)
+                print(f"{what}: {codes[1]} / {codes[0]} = {b / a:.2f}")
     return 0
 
 

@@ -393,3 +393,17 @@ def test_report_draws_missing_figures_once_and_is_readable_by_all(tmp_path):
     path = write_report(folder)
     assert (folder / "figures" / "throughput.svg").is_file() and (folder / "figures" / "throughput.png").is_file()
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_bench_report_and_plot_write_a_missing_summary(tmp_path, capsys):
+    from bench.plots import plot_command
+
+    folder = write_fake_results(tmp_path / "r", models=("threading",), repetitions=1)
+    (folder / "summary.json").unlink()
+    assert report_command(argparse.Namespace(results_dir=folder)) == 0
+    assert json.loads((folder / "summary.json").read_text())["results_version"] >= 1
+    assert (folder / "summary.json").stat().st_mode & 0o777 == 0o644
+    (folder / "summary.json").unlink()
+    assert plot_command(argparse.Namespace(results_dir=folder, formats=["png"], timelines=False, point=None)) == 0
+    assert (folder / "summary.json").is_file()
+    assert "summary.json (it was missing)" in capsys.readouterr().out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 
 import pytest
 from rich.console import Console
@@ -48,3 +49,20 @@ def test_summary_fits_the_terminal_and_keeps_every_value_whole(fake, width):
 def test_a_wide_terminal_gets_one_table_with_one_line_headers(fake):
     text = render(fake, 240)
     assert text.count("┏") == 1 and "connects timed out/pending" in text
+
+
+def test_no_plots_still_writes_the_summary_and_prints_every_warning(tmp_path, capsys):
+    from bench import cli
+
+    scenario = tmp_path / "tiny.yaml"
+    scenario.write_text("name: tiny\nservice: echo\nmodels: [selectors]\nduration: 300ms\nwarmup: 100ms\n"
+                        "repetitions: 1\nplacement: none\nload:\n  clients: 2\n  message_bytes: 64\n"
+                        "monitor:\n  idle_wait: 0.2s\n  idle_threshold_pct: 100\n")
+    assert cli.main(["run", str(scenario), "--results", str(tmp_path / "out"), "--no-plots"]) == 0
+    folder = next((tmp_path / "out").iterdir())
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["warnings"], "one repetition: no confidence interval, a warning"
+    out = capsys.readouterr().out
+    for warning in summary["warnings"]:
+        assert " ".join(warning.split()[:4]) in " ".join(out.split())
+    assert not (folder / "figures").exists() and not (folder / "report.html").exists()

@@ -297,7 +297,11 @@ def add_plot_arguments(parser: argparse.ArgumentParser) -> None:
 
 def plot_command(args: argparse.Namespace) -> int:
     """Run ``bench plot``; returns the exit status."""
+    from bench.stats import ensure_summary
+
     try:
+        if ensure_summary(args.results_dir):
+            print(f"wrote {Path(args.results_dir) / 'summary.json'} (it was missing)")
         paths = plot_results(args.results_dir, tuple(args.formats or ("png", "svg")),
                              timelines=getattr(args, "timelines", True), spectrum_point=getattr(args, "point", None))
     except NotAResultsFolder as exc:
