@@ -166,6 +166,13 @@ def _description_html(text: str) -> str:
 
 
 def _meta_html(results: Results) -> str:
+    parts, machine = _meta_parts(results)
+    measured = f"<br>measured with {_e(machine)} (see <a href='#environment'>environment</a>)" if machine else ""
+    return (f'<p class="meta">{_e(" · ".join(parts))}{measured}<br>folder: <code>{_e(results.path)}</code></p>')
+
+
+def _meta_parts(results: Results) -> tuple[list[str], str]:
+    """What was run (runs by status, models, services, swept, repetitions) and on what machine."""
     runs = results.runs
     counts = runs["status"].value_counts().to_dict() if len(runs) else {}
     reps = int(runs["repetition"].max()) if len(runs) else 0
@@ -188,8 +195,7 @@ def _meta_html(results: Results) -> str:
         f"{_get(env, 'cpu', 'logical')} CPUs" if _get(env, "cpu", "logical") else None,
         f"placement {_get(env, 'placement', 'policy')}" if _get(env, "placement", "policy") else None,
     ) if v)
-    measured = f"<br>measured with {_e(machine)} (see <a href='#environment'>environment</a>)" if machine else ""
-    return (f'<p class="meta">{_e(" · ".join(parts))}{measured}<br>folder: <code>{_e(results.path)}</code></p>')
+    return parts, machine
 
 
 def _warning_kind(text: str) -> str:
@@ -278,6 +284,11 @@ def _conn_text(row: pd.Series) -> str:
 
 
 def _flags_html(row: pd.Series) -> str:
+    return " ".join(f'<span class="tag {k}">{_e(t)}</span>' for k, t in _flag_tags(row))
+
+
+def _flag_tags(row: pd.Series) -> list[tuple[str, str]]:
+    """(kind, text) of each flag of an aggregate row: failed, generator-bound, unstable, busy machine, served, bounds."""
     tags = []
     if row["n_failed"] or row["n_interrupted"]:
         bad = int(row["n_failed"] + row["n_interrupted"])
@@ -293,7 +304,7 @@ def _flags_html(row: pd.Series) -> str:
         tags.append(("failed", served_phrase(row)))
     if lower_bound_names(row):
         tags.append(("unstable", "≥: " + ", ".join(lower_bound_names(row)) + " lower bound"))
-    return " ".join(f'<span class="tag {k}">{_e(t)}</span>' for k, t in tags)
+    return tags
 
 
 def _calibration_text(results: Results, calibration: Any) -> str:
@@ -595,9 +606,58 @@ def write_report(results_dir: Path) -> Path:
     return target
 
 
+# --------------------------------------------------------------------------
+# Markdown, for a pull request comment
+
+
+def _md(text: Any) -> str:
+    """A Markdown table cell: pipes escaped, on one line."""
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def render_markdown(results: Results) -> str:
+    """A summary and the headline table in GitHub Markdown (as hyperfine's ``--export-markdown``).
+
+    The same figures as the HTML report's table: medians over the successful
+    repetitions with their confidence interval, p50, p99, connection
+    outcomes, PSS peak and the flags; then every warning.
+    """
+    parts, machine = _meta_parts(results)
+    out = [f"### sockbench: {_md(results.name)}", "", " · ".join(parts) + (f"; {machine}" if machine else ""), ""]
+    for view in results.facets():
+        agg = view.aggregate
+        if agg.empty:
+            continue
+        metric = "mb_per_s" if view.service == "file" else "req_per_s"
+        one_point = agg["point"].nunique() == 1
+        head = ["model"] + ([] if one_point else ["point"]) + [
+            "MB/s" if view.service == "file" else "req/s", "p50", "p99", "connections", "PSS peak", "flags"]
+        if view.facet:
+            out += [f"**{_md(view.facet)} service**", ""]
+        out += ["| " + " | ".join(head) + " |",
+                "|" + "|".join(":---" if h in ("model", "point", "connections", "flags") else "---:" for h in head) + "|"]
+        for _, row in agg.iterrows():
+            med = _num(row[f"{metric}_median"])
+            value = f"{_fmt_plain_rate(med)} {_ci_text(row, metric)}".strip() if math.isfinite(med) else "-"
+            cells = [f"`{row['model']}`"] + ([] if one_point else [row["label"]]) + [
+                value, bound_mark(row, "lat_p50_us", "≥ ") + _fmt_us(row["lat_p50_us_median"]),
+                bound_mark(row, "lat_p99_us", "≥ ") + _fmt_us(row["lat_p99_us_median"]), _conn_text(row),
+                fmt_mib(_num(row["mem_pss_peak_bytes_median"])), ", ".join(t for _k, t in _flag_tags(row)) or ""]
+            out.append("| " + " | ".join(_md(c) for c in cells) + " |")
+        out.append("")
+    if results.warnings:
+        out += ["**Warnings**", ""] + [f"- {' '.join(str(w).split())}" for w in results.warnings] + [""]
+    out.append(f"Medians over successful repetitions, [confidence interval of the median, its level]. "
+               f"Full report: `bench report {results.path}`.")
+    return "\n".join(out) + "\n"
+
+
 def add_report_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``bench report``."""
     parser.add_argument("results_dir", type=Path, metavar="RESULTS_DIR", help="a results folder written by `bench run`")
+    parser.add_argument("--markdown", metavar="FILE", nargs="?", const="-", default=None,
+                        help="write a summary and the headline table as Markdown (for a pull request comment) "
+                             "to FILE, or to standard output without FILE, instead of the HTML report")
 
 
 def report_command(args: argparse.Namespace) -> int:
@@ -605,11 +665,24 @@ def report_command(args: argparse.Namespace) -> int:
     from bench.stats import ensure_summary
 
     try:
+        markdown = getattr(args, "markdown", None)
         if ensure_summary(args.results_dir):
-            print(f"wrote {Path(args.results_dir) / 'summary.json'} (it was missing)")
+            print(f"wrote {Path(args.results_dir) / 'summary.json'} (it was missing)",
+                  file=sys.stderr if markdown == "-" else sys.stdout)
+        if markdown is not None:
+            text = render_markdown(load_results(args.results_dir))
+            if markdown == "-":
+                sys.stdout.write(text)
+            else:
+                write_text_atomically(Path(markdown), text)
+                print(f"wrote {markdown}")
+            return 0
         path = write_report(args.results_dir)
     except NotAResultsFolder as exc:
         print(f"bench report: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        print(f"bench report: {exc.filename or args.results_dir}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, self-contained: open it in any browser)")
     return 0

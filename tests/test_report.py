@@ -407,3 +407,19 @@ def test_bench_report_and_plot_write_a_missing_summary(tmp_path, capsys):
     assert plot_command(argparse.Namespace(results_dir=folder, formats=["png"], timelines=False, point=None)) == 0
     assert (folder / "summary.json").is_file()
     assert "summary.json (it was missing)" in capsys.readouterr().out
+
+
+def test_bench_report_markdown_prints_the_headline_table(fake, capsys, tmp_path):
+    assert report_command(argparse.Namespace(results_dir=fake, markdown="-")) == 0
+    text = capsys.readouterr().out
+    rows = [line for line in text.splitlines() if line.startswith("|")]
+    agg = load_results(fake).aggregate
+    assert len(rows) == 2 + len(agg)  # header, alignment, one row per model and point
+    assert len({line.count("|") for line in rows}) == 1  # every row has the same cells
+    for row in agg.to_dict("records"):
+        assert f"`{row['model']}`" in text
+    assert f"{agg['req_per_s_median'].max():,.0f}"[:3] in text
+    assert all(w.split(":")[0] in text for w in load_results(fake).warnings)
+    out = tmp_path / "pr.md"
+    assert report_command(argparse.Namespace(results_dir=fake, markdown=str(out))) == 0
+    assert out.read_text() == text and out.stat().st_mode & 0o777 == 0o644

@@ -164,28 +164,32 @@ def figure_jobs(results: Results, timelines: bool | Iterable[str] = True) -> lis
 
 #: The folder being plotted, loaded once: set by :func:`plot_results` before the
 #: workers fork, so they inherit it instead of reading the folder again.
-_SOURCE: dict[str, tuple[Results, Any]] = {}
+_SOURCE: dict[str, tuple[Results, Any, dict[str, Results]]] = {}
 
 
-def _source(results_dir: Path) -> tuple[Results, Any]:
+def _source(results_dir: Path) -> tuple[Results, Any, dict[str, Results]]:
+    """(results, calibration, {facet: view}) of the folder, each view's statistics computed once."""
     from bench.findings import load_calibration
 
     key = str(results_dir)
-    if key not in _SOURCE:  # a worker that was not forked from plot_results
+    if key not in _SOURCE:  # in plot_results, or in a worker that was not forked from it
         _SOURCE.clear()
-        _SOURCE[key] = (load_results(results_dir), load_calibration(results_dir))
+        results = load_results(results_dir)
+        views = {view.facet: view for view in results.facets()}
+        for view in views.values():
+            view.aggregate  # noqa: B018 - computed before the workers fork, so each inherits it
+        _SOURCE[key] = (results, load_calibration(results_dir), views)
     return _SOURCE[key]
 
 
 def draw_job(results_dir: Path, job: FigureJob, formats: tuple[str, ...], spectrum_point: int | None = None) -> list[Path]:
     """Draw one figure of ``results_dir`` into its ``figures/`` in every format; returns the files written."""
-    results, calibration = _source(results_dir)
+    results, calibration, views = _source(results_dir)
     with matplotlib.rc_context(_RC):
         if job.run_id:
             fig = timeline_figure(results, job.run_id)
         else:
-            view = next(v for v in results.facets() if v.facet == job.facet)
-            fig = FIGURES[job.name](view, spectrum_point, calibration)
+            fig = FIGURES[job.name](views[job.facet], spectrum_point, calibration)
         if fig is None:
             return []
         return save_figure(fig, Path(results_dir) / "figures" / job.base, formats, tight=not job.run_id)
