@@ -101,7 +101,7 @@ def test_stderr_path_is_kept(tmp_path: Path) -> None:
         with socket.create_connection(server.address, timeout=10) as sock:
             sock.sendall(b"big\n")
             assert sock.recv(16).startswith(b"OK ")
-        # The client left mid-file: the server's one line about it is in the file.
+        # The client left mid-file: counted, and said in one line at stop, which is in the file.
         with socket.create_connection(server.address, timeout=10) as sock:
             sock.sendall(b"missing\n")
             assert sock.recv(64).startswith(b"ERR 404")
@@ -109,7 +109,7 @@ def test_stderr_path_is_kept(tmp_path: Path) -> None:
         tail = server.stderr_tail()
     assert path.exists()
     assert tail == path.read_text().strip()
-    assert tail.startswith("selectors file 127.0.0.1:")
+    assert tail.startswith("selectors file: 1 connection closed by the client with a reply in flight")
 
 
 def test_leftover_processes_are_killed_and_reported(tmp_path: Path) -> None:
