@@ -199,7 +199,9 @@ def estimate(plans: Iterable[Any], warmup_s: float, duration_s: float, *, plots:
 
 
 def fmt_duration(seconds: float) -> str:
-    """``42 s``, ``3 min 05 s``, ``1 h 02 min``."""
+    """``0.2 s``, ``42 s``, ``3 min 05 s``, ``1 h 02 min``."""
+    if 0 < seconds < 0.95:  # an idle wait of 0.2 s is not "0 s"
+        return f"{seconds:.1f} s"
     s = int(round(max(0.0, seconds)))
     if s < 60:
         return f"{s} s"

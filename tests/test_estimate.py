@@ -75,4 +75,4 @@ def test_an_unwritable_history_costs_a_note_not_a_run(tmp_path):
 
 
 def test_durations_read_as_people_say_them():
-    assert [fmt_duration(s) for s in (4.4, 65, 3725)] == ["4 s", "1 min 05 s", "1 h 02 min"]
+    assert [fmt_duration(s) for s in (0, 0.2, 4.4, 65, 3725)] == ["0 s", "0.2 s", "4 s", "1 min 05 s", "1 h 02 min"]
