@@ -11,8 +11,8 @@ A failing connection costs exactly one line on stderr (:meth:`Service.log_error`
 never a traceback and never the server. A connection its client reset or
 closed with a reply in flight (ECONNRESET, EPIPE: what every client of a load
 run does when its window ends) is not an error: it is counted, and
-:meth:`Service.log_stop` says how many in one line when the server stops. :class:`SetupError` is raised for
-problems found before serving (cannot listen, bad root) with a message that
+:meth:`Service.log_stop` says how many in one line when the server stops.
+:class:`SetupError` is raised for problems found before serving (cannot listen, bad root) with a message that
 names the problem and the fix; the command line prints it and exits non-zero.
 """
 
