@@ -222,16 +222,38 @@ _children_reset_registered = False
 
 
 def _reset_signals_in_children() -> None:
-    """Make forked children die of SIGTERM/SIGINT (the parent's handlers would only start a stopper)."""
+    """Make forked children die of SIGTERM/SIGINT (the parent's handlers would only start a stopper).
+
+    The stop signals are blocked from just before ``fork()`` until the child
+    has put their default actions back: a SIGTERM that reaches a child in
+    between (the parent's stop sends one to every child) would otherwise run
+    the parent's Python handler in the child, in the middle of the
+    interpreter's own after-fork hooks (starting a stopper thread while
+    ``threading`` rebuilds its tables, which then fails with a traceback).
+    Blocked, it stays pending and kills the child once the default is back.
+    """
     global _children_reset_registered
     if not _children_reset_registered:
-        os.register_at_fork(after_in_child=_default_stop_signals)
+        os.register_at_fork(
+            before=_block_stop_signals,
+            after_in_parent=_unblock_stop_signals,
+            after_in_child=_default_stop_signals,
+        )
         _children_reset_registered = True
+
+
+def _block_stop_signals() -> None:
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+
+
+def _unblock_stop_signals() -> None:
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
 def _default_stop_signals() -> None:
     for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_DFL)
+    _unblock_stop_signals()
 
 
 class Stopper:
