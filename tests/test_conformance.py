@@ -44,6 +44,8 @@ from servers.work import calibrate, spin
 
 MODELS = PYTHON_MODELS
 CONCURRENT_MODELS = tuple(model for model in MODELS if model != "sequential")
+#: Models that serve at most N connections at once, and the option setting N.
+BOUNDED_MODELS = {"threadpool": "threads"}
 SERVICES = ("echo", "file")
 
 #: Longest wait for anything that should happen (an echo, a file, an exit).
@@ -405,7 +407,9 @@ def test_echo_twenty_clients_at_once(model: str) -> None:
     clients = 20
     # backlog 32: all twenty connects complete at once even where the server
     # accepts slowly, so the test is about serving, not about SYN retries.
-    with serving(model, "echo", backlog=32) as server:
+    # A bounded model gets room for all twenty (its limit is tested below).
+    room = {BOUNDED_MODELS[model]: clients} if model in BOUNDED_MODELS else {}
+    with serving(model, "echo", backlog=32, **room) as server:
         # Concurrent models must hold all twenty at the same time; the
         # sequential one serves them one after another.
         barrier = threading.Barrier(clients) if model in CONCURRENT_MODELS else None
@@ -580,6 +584,31 @@ def test_forking_waits_at_max_children() -> None:
             third.sendall(b"3")
             assert nothing_arrives(third), "a third child was forked beyond --max-children 2"
             assert len(psutil.Process(server.pid).children()) == 2
+            first.close()
+            assert recv_exactly(third, 1) == b"3"
+            assert echo(second, b"2 again") == b"2 again"
+
+
+def accept_queue(server: ServerProcess) -> list[int]:
+    """Connections waiting in each listening socket's accept queue (``ss`` Recv-Q), one entry per socket."""
+    ss = shutil.which("ss")
+    if ss is None:
+        pytest.skip("needs ss (iproute2) to read a listening socket's queue")
+    result = subprocess.run([ss, "-Hltn", f"sport = :{server.port}"], capture_output=True, text=True, timeout=30,
+                            check=True)
+    return [int(row.split()[1]) for row in result.stdout.splitlines()]
+
+
+@pytest.mark.parametrize("model", list(BOUNDED_MODELS))
+def test_bounded_models_leave_connections_beyond_the_limit_in_the_accept_queue(model: str) -> None:
+    """At its limit a pool accepts nothing more: the next client waits where the kernel counts it."""
+    with serving(model, "echo", **{BOUNDED_MODELS[model]: 2}) as server:
+        with connect(server) as first, connect(server) as second, connect(server) as third:
+            assert echo(first, b"1") == b"1"
+            assert echo(second, b"2") == b"2"
+            third.sendall(b"3")
+            assert nothing_arrives(third), f"a third connection was served beyond {BOUNDED_MODELS[model]}=2"
+            assert sum(accept_queue(server)) == 1, "the waiting connection is not in the listen queue"
             first.close()
             assert recv_exactly(third, 1) == b"3"
             assert echo(second, b"2 again") == b"2 again"

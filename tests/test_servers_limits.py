@@ -295,8 +295,9 @@ def wait_out_of_descriptors(server: ServerProcess, timeout_s: float = 10.0) -> N
         time.sleep(0.05)
 
 
-# sequential holds one connection and forking's parent none (each child
-# holds its own), so neither runs out of descriptors in its accept loop.
+# sequential holds one connection, threadpool at most its pool, and
+# forking's parent none (each child holds its own), so none of them runs out
+# of descriptors in its accept loop.
 @pytest.mark.parametrize("model", ("threading", "selectors", "asyncio", *C_MODELS))
 def test_out_of_descriptors_backs_off(model: str, root: Path) -> None:
     options = ServerOptions(backlog=FLOOD_BACKLOG)
