@@ -61,6 +61,9 @@ models:
   c-reference   a small C echo server: the machine's ceiling (echo only)
   threadpool    socketserver with a pool of --threads threads (at the limit
                 no more accepts: new clients wait in the listen queue)
+  prefork       --workers processes forked at start, each accepting and
+                serving one connection at a time (the rest wait in the
+                listen queue); a worker that dies is re-forked
 
 services:
   echo          RFC 862: every byte sent back until the client closes

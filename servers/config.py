@@ -82,7 +82,9 @@ class ServerOptions:
     )
     workers: int = field(
         default=0,
-        metadata={"help": "prefork and reuseport only: worker processes; 0 = the CPUs the server may run on"},
+        metadata={"help": "prefork and reuseport only: worker processes; 0 = the CPUs the server may run on. "
+                  "A prefork worker serves one connection at a time: with all busy, clients wait in the listen "
+                  "queue (--backlog), and beyond it their SYNs are dropped"},
     )
     loop: str = field(
         default="asyncio",

@@ -32,6 +32,7 @@ MODELS: dict[str, str] = {
     "asyncio": "servers.models.asyncio_streams",
     "c-reference": "servers.models.c_reference",
     "threadpool": "servers.models.thread_pool",
+    "prefork": "servers.models.prefork",
 }
 
 #: The five textbook Python models: the standard library's three socketserver
@@ -41,7 +42,7 @@ TEXTBOOK_MODELS = ("sequential", "threading", "forking", "selectors", "asyncio")
 #: What production Python servers run (gunicorn's pre-forked sync workers, a
 #: bounded thread pool, uvicorn's event-loop processes on one port, asyncio
 #: protocols, gevent): each bounded or spread over processes in its own way.
-DEPLOYED_MODELS = ("threadpool",)
+DEPLOYED_MODELS = ("threadpool", "prefork")
 
 #: Every Python model (c-reference is the machine's ceiling, echo only).
 PYTHON_MODELS = TEXTBOOK_MODELS + DEPLOYED_MODELS

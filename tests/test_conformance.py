@@ -38,6 +38,7 @@ import pytest
 
 from servers.config import ServerOptions
 from servers.launch import ServerProcess, ServerStartError, run_server
+from servers.models.prefork import RestartBudget
 from servers.models.selector_loop import FILE_BYTES_PER_TURN
 from servers.registry import PYTHON_MODELS
 from servers.work import calibrate, spin
@@ -45,7 +46,7 @@ from servers.work import calibrate, spin
 MODELS = PYTHON_MODELS
 CONCURRENT_MODELS = tuple(model for model in MODELS if model != "sequential")
 #: Models that serve at most N connections at once, and the option setting N.
-BOUNDED_MODELS = {"threadpool": "threads"}
+BOUNDED_MODELS = {"threadpool": "threads", "prefork": "workers"}
 SERVICES = ("echo", "file")
 
 #: Longest wait for anything that should happen (an echo, a file, an exit).
@@ -612,6 +613,46 @@ def test_bounded_models_leave_connections_beyond_the_limit_in_the_accept_queue(m
             first.close()
             assert recv_exactly(third, 1) == b"3"
             assert echo(second, b"2 again") == b"2 again"
+
+
+def _wait_for(condition, timeout_s: float = IO_TIMEOUT_S) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_prefork_replaces_a_worker_that_dies() -> None:
+    with serving("prefork", "echo", workers=2) as server:
+        parent = psutil.Process(server.pid)
+        workers = {child.pid for child in parent.children()}
+        assert len(workers) == 2, workers
+        victim = min(workers)
+        os.kill(victim, signal.SIGKILL)
+        assert _wait_for(lambda: len(set(c.pid for c in parent.children()) - workers) == 1), server.stderr_tail()
+        assert {c.pid for c in parent.children()} & workers == workers - {victim}
+        assert f"worker {victim} died (killed by SIGKILL)" in server.stderr_tail()
+        assert "(restart 1)" in server.stderr_tail()
+        with connect(server) as first, connect(server) as second:  # both workers serve again
+            assert echo(first, b"1") == b"1" and echo(second, b"2") == b"2"
+
+
+def test_prefork_restart_budget_bounds_a_crash_loop() -> None:
+    now = [0.0]
+    budget = RestartBudget(burst=3, interval_s=0.1, clock=lambda: now[0])
+    for _ in range(3):
+        assert budget.wait_s() == 0
+        budget.take()
+    assert budget.wait_s() == pytest.approx(0.1)  # the burst is spent: one per interval from now on
+    now[0] += 0.05
+    assert budget.wait_s() == pytest.approx(0.05)
+    now[0] += 0.05
+    assert budget.wait_s() == 0
+    budget.take()
+    now[0] += 10
+    assert budget.wait_s() == 0 and budget.tokens == 3  # refills to the burst, never beyond
 
 
 def test_forking_stops_while_waiting_at_max_children() -> None:
