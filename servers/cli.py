@@ -64,6 +64,8 @@ models:
   prefork       --workers processes forked at start, each accepting and
                 serving one connection at a time (the rest wait in the
                 listen queue); a worker that dies is re-forked
+  asyncio-protocol  asyncio BufferedProtocol callbacks, no streams (--loop
+                uvloop if installed); one thread, bounded by descriptors
 
 services:
   echo          RFC 862: every byte sent back until the client closes

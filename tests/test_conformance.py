@@ -40,7 +40,7 @@ from servers.config import ServerOptions
 from servers.launch import ServerProcess, ServerStartError, run_server
 from servers.models.prefork import RestartBudget
 from servers.models.selector_loop import FILE_BYTES_PER_TURN
-from servers.registry import PYTHON_MODELS
+from servers.registry import LOOP_MODELS, PYTHON_MODELS
 from servers.work import calibrate, spin
 
 MODELS = PYTHON_MODELS
@@ -811,12 +811,13 @@ def test_cpu_work_calibrated_by_the_server_is_in_its_ready_line() -> None:
 # ----------------------------------------------------------------------------- uvloop
 
 
-def test_asyncio_on_uvloop(served: ServedTree) -> None:
+@pytest.mark.parametrize("model", LOOP_MODELS)
+def test_asyncio_on_uvloop(model: str, served: ServedTree) -> None:
     pytest.importorskip("uvloop")
-    with serving("asyncio", "echo", loop="uvloop") as server, connect(server) as sock:
+    with serving(model, "echo", loop="uvloop") as server, connect(server) as sock:
         payload = random.Random(7).randbytes(1024 * 1024)
         assert echo(sock, payload) == payload
-    with serving("asyncio", "file", served, loop="uvloop", sendfile=False) as server:
+    with serving(model, "file", served, loop="uvloop", sendfile=False) as server:
         with file_client(server) as client:
             assert_ok(served, "f10m", *client.request("f10m"))
             assert client.request("../secret.txt")[0].startswith(b"ERR 403 ")
