@@ -66,6 +66,9 @@ models:
                 listen queue); a worker that dies is re-forked
   asyncio-protocol  asyncio BufferedProtocol callbacks, no streams (--loop
                 uvloop if installed); one thread, bounded by descriptors
+  reuseport     --workers asyncio-protocol processes, each listening with
+                SO_REUSEPORT on the same port: the kernel spreads connections
+                over their queues (--backlog each); a dead worker is re-forked
 
 services:
   echo          RFC 862: every byte sent back until the client closes

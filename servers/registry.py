@@ -34,6 +34,7 @@ MODELS: dict[str, str] = {
     "threadpool": "servers.models.thread_pool",
     "prefork": "servers.models.prefork",
     "asyncio-protocol": "servers.models.asyncio_protocol",
+    "reuseport": "servers.models.reuseport",
 }
 
 #: The five textbook Python models: the standard library's three socketserver
@@ -43,13 +44,13 @@ TEXTBOOK_MODELS = ("sequential", "threading", "forking", "selectors", "asyncio")
 #: What production Python servers run (gunicorn's pre-forked sync workers, a
 #: bounded thread pool, uvicorn's event-loop processes on one port, asyncio
 #: protocols, gevent): each bounded or spread over processes in its own way.
-DEPLOYED_MODELS = ("threadpool", "prefork", "asyncio-protocol")
+DEPLOYED_MODELS = ("threadpool", "prefork", "asyncio-protocol", "reuseport")
 
 #: Every Python model (c-reference is the machine's ceiling, echo only).
 PYTHON_MODELS = TEXTBOOK_MODELS + DEPLOYED_MODELS
 
 #: Models that run an asyncio event loop, and so take ``--loop``.
-LOOP_MODELS = ("asyncio", "asyncio-protocol")
+LOOP_MODELS = ("asyncio", "asyncio-protocol", "reuseport")
 
 
 class UnknownModel(ValueError):

@@ -590,16 +590,6 @@ def test_forking_waits_at_max_children() -> None:
             assert echo(second, b"2 again") == b"2 again"
 
 
-def accept_queue(server: ServerProcess) -> list[int]:
-    """Connections waiting in each listening socket's accept queue (``ss`` Recv-Q), one entry per socket."""
-    ss = shutil.which("ss")
-    if ss is None:
-        pytest.skip("needs ss (iproute2) to read a listening socket's queue")
-    result = subprocess.run([ss, "-Hltn", f"sport = :{server.port}"], capture_output=True, text=True, timeout=30,
-                            check=True)
-    return [int(row.split()[1]) for row in result.stdout.splitlines()]
-
-
 @pytest.mark.parametrize("model", list(BOUNDED_MODELS))
 def test_bounded_models_leave_connections_beyond_the_limit_in_the_accept_queue(model: str) -> None:
     """At its limit a pool accepts nothing more: the next client waits where the kernel counts it."""
@@ -609,7 +599,7 @@ def test_bounded_models_leave_connections_beyond_the_limit_in_the_accept_queue(m
             assert echo(second, b"2") == b"2"
             third.sendall(b"3")
             assert nothing_arrives(third), f"a third connection was served beyond {BOUNDED_MODELS[model]}=2"
-            assert sum(accept_queue(server)) == 1, "the waiting connection is not in the listen queue"
+            assert [row[1] for row in listening_sockets(server)] == ["1"], "the waiting one is not in the listen queue"
             first.close()
             assert recv_exactly(third, 1) == b"3"
             assert echo(second, b"2 again") == b"2 again"
@@ -624,8 +614,9 @@ def _wait_for(condition, timeout_s: float = IO_TIMEOUT_S) -> bool:
     return True
 
 
-def test_prefork_replaces_a_worker_that_dies() -> None:
-    with serving("prefork", "echo", workers=2) as server:
+@pytest.mark.parametrize("model", ["prefork", "reuseport"])
+def test_supervisor_replaces_a_worker_that_dies(model: str) -> None:
+    with serving(model, "echo", workers=2) as server:
         parent = psutil.Process(server.pid)
         workers = {child.pid for child in parent.children()}
         assert len(workers) == 2, workers
@@ -637,6 +628,18 @@ def test_prefork_replaces_a_worker_that_dies() -> None:
         assert "(restart 1)" in server.stderr_tail()
         with connect(server) as first, connect(server) as second:  # both workers serve again
             assert echo(first, b"1") == b"1" and echo(second, b"2") == b"2"
+
+
+def test_reuseport_workers_each_count_the_connections_they_accepted() -> None:
+    connections = 40
+    with run_server("reuseport", "echo", ServerOptions(workers=2)) as server:
+        for index in range(connections):
+            with connect(server) as sock:
+                assert echo(sock, b"%d" % index) == b"%d" % index
+        assert server.stop() == 0
+        counts = [int(line.split(": ")[-1].split()[0]) for line in server.stderr_tail().splitlines()
+                  if "connection(s) accepted" in line]
+    assert len(counts) == 2 and sum(counts) == connections, server.stderr_tail()
 
 
 def test_prefork_restart_budget_bounds_a_crash_loop() -> None:
@@ -667,18 +670,26 @@ def test_forking_stops_while_waiting_at_max_children() -> None:
             assert server.leftover_processes() == []
 
 
-@pytest.mark.parametrize("model", MODELS)
-def test_every_model_listens_with_the_backlog_asked_for(model: str) -> None:
+def listening_sockets(server: ServerProcess) -> list[list[str]]:
+    """``ss`` rows (split) of the sockets listening on the server's port: Recv-Q is the accept queue, Send-Q the backlog."""
     ss = shutil.which("ss")
     if ss is None:
-        pytest.skip("needs ss (iproute2) to read a listening socket's backlog")
-    with serving(model, "echo", backlog=3) as server:
-        result = subprocess.run(
-            [ss, "-Hltn", f"sport = :{server.port}"], capture_output=True, text=True, timeout=30, check=True
-        )
-        # For a listening socket ss shows the backlog in the Send-Q column.
-        (row,) = result.stdout.splitlines()
-        assert row.split()[2] == "3", row
+        pytest.skip("needs ss (iproute2) to read a listening socket's queue and backlog")
+    result = subprocess.run([ss, "-Hltn", f"sport = :{server.port}"], capture_output=True, text=True, timeout=30,
+                            check=True)
+    return [row.split() for row in result.stdout.splitlines()]
+
+
+#: Models listening on one socket per worker (SO_REUSEPORT), and the workers asked for in tests.
+PER_WORKER_LISTENERS = {"reuseport"}
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_every_model_listens_with_the_backlog_asked_for(model: str) -> None:
+    with serving(model, "echo", backlog=3, workers=2) as server:
+        rows = listening_sockets(server)
+        assert len(rows) == (2 if model in PER_WORKER_LISTENERS else 1), rows
+        assert all(row[2] == "3" for row in rows), rows
         assert server.ready["backlog"] == 3
 
 

@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import socketserver
 import time
 from collections.abc import Callable
@@ -113,12 +114,22 @@ def describe_exit(status: int) -> str:
 
 
 class Supervisor:
-    """The parent: forks the workers, replaces those that die, stops them all."""
+    """The parent: forks the workers, replaces those that die, stops them all.
 
-    def __init__(self, server: blocking.SequentialServer, service: Service, workers: int) -> None:
-        self.server = server
+    ``worker`` runs in each forked child and never returns while it serves
+    (the child exits when it does). ``listener`` is the parent's socket on
+    the port: its address is reported ready, and it is closed first at the
+    stop. ``before_ready`` runs once the first workers are forked, before the
+    ready line (a model whose workers listen themselves waits for them there).
+    """
+
+    def __init__(self, service: Service, workers: int, worker: Callable[[], None], listener: socket.socket,
+                 before_ready: Callable[[], None] = lambda: None) -> None:
         self.service = service
         self.workers = workers
+        self.worker = worker
+        self.listener = listener
+        self.before_ready = before_ready
         self.pids: set[int] = set()
         self.restarts = 0
         self.budget = RestartBudget()
@@ -138,7 +149,8 @@ class Supervisor:
                 for sig in blocking.STOP_SIGNALS:
                     signal.signal(sig, signal.SIG_DFL)
                 blocking.die_with_parent(self.parent_pid)
-                run_worker(self.server)
+                self.worker()
+                status = 0
             except BaseException as exc:  # noqa: BLE001  a worker must never return into the parent's code
                 self.service.log_error("worker", exc)
             finally:
@@ -168,7 +180,8 @@ class Supervisor:
         try:
             for _ in range(self.workers):
                 self.fork_worker()
-            host, port = self.server.socket.getsockname()[:2]
+            self.before_ready()
+            host, port = self.listener.getsockname()[:2]
             ready(host, port)
             self._supervise()
         finally:
@@ -201,7 +214,7 @@ class Supervisor:
 
     def stop(self) -> None:
         """Close the listener, SIGTERM every worker, SIGKILL those left after a grace period, reap all."""
-        self.server.socket.close()
+        self.listener.close()
         self._signal_all(signal.SIGTERM)
         deadline = time.monotonic() + blocking.CHILD_KILL_AFTER_S
         while self.pids:
@@ -251,6 +264,6 @@ def serve(service: str, options: ServerOptions, ready: Callable[[str, int], None
     handler: type[socketserver.BaseRequestHandler] = HANDLERS[service]
     server = blocking.SequentialServer(service_, options, handler)
     try:
-        Supervisor(server, service_, options.worker_processes()).run(ready)
+        Supervisor(service_, options.worker_processes(), lambda: run_worker(server), server.socket).run(ready)
     finally:
         server.server_close()
