@@ -84,7 +84,8 @@ class ServerOptions:
         default=0,
         metadata={"help": "prefork and reuseport only: worker processes; 0 = the CPUs the server may run on. "
                   "A prefork worker serves one connection at a time: with all busy, clients wait in the listen "
-                  "queue (--backlog), and beyond it their SYNs are dropped"},
+                  "queue (--backlog), and beyond it their SYNs are dropped; a reuseport worker is bounded by "
+                  "descriptors alone"},
     )
     loop: str = field(
         default="asyncio",

@@ -147,10 +147,10 @@ def test_bad_unit_lists_allowed_units(tmp_path):
 
 
 def test_bad_model_lists_valid_models(tmp_path):
-    err = error_of(tmp_path, MINIMAL.replace("[threading]", "[threading, forked]"))
+    err = error_of(tmp_path, MINIMAL.replace("[threading]", "[threading, forkng]"))
     issue = err.issues[0]
     assert (issue.line, issue.path) == (3, "models[1]")
-    assert "'forked'" in issue.message and "did you mean forking?" in issue.message
+    assert "'forkng'" in issue.message and "did you mean forking?" in issue.message
     assert ", ".join(MODELS) in issue.message
 
 
