@@ -157,7 +157,18 @@ class Connection(asyncio.BufferedProtocol):
         """Log one line (unless stopping) and abort: closing would wait to flush to a client that may not read."""
         if not self.server.stopping:
             self.service.log_error(self.peer, error)
+        self.cancel_sending()
         self.transport.abort()
+
+    def cancel_sending(self) -> None:
+        """Cancel a send in flight on the socket, *before* the transport closes it.
+
+        ``loop.sendfile`` watches the socket's descriptor itself; cancelled,
+        it stops watching one loop turn later. Cancelled only after the
+        abort, it would still watch when the socket is closed and its
+        descriptor number handed to the next accepted connection, whose
+        transport then fails to register it (the new client sees a reset).
+        """
 
 
 class EchoConnection(Connection):
@@ -317,9 +328,12 @@ class FileConnection(Connection):
             self.file.close()
             self.file = None
 
-    def closed(self) -> None:
+    def cancel_sending(self) -> None:
         if self.task is not None:
             self.task.cancel()
+
+    def closed(self) -> None:
+        self.cancel_sending()
         self.close_file()
 
 
@@ -386,12 +400,9 @@ class ProtocolServer:
     async def _stop(self, server: asyncio.AbstractServer) -> None:
         self.stopping = True
         server.close()  # stop accepting, close the listener
-        tasks = []
+        tasks = [task for connection in self.connections if (task := getattr(connection, "task", None)) is not None]
         for connection in list(self.connections):
-            task = getattr(connection, "task", None)
-            if task is not None:
-                task.cancel()
-                tasks.append(task)
+            connection.cancel_sending()
             connection.transport.abort()
         if tasks:
             await asyncio.wait(tasks, timeout=STOP_GRACE_S)
