@@ -127,6 +127,8 @@ class Connection(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
+        if exc is not None and not self.server.stopping:
+            self.service.log_error(self.peer, exc)  # a reset or broken pipe is counted, not logged
         self.closed()
 
     # -- for subclasses ----------------------------------------------------------
@@ -421,4 +423,7 @@ def serve(service: str, options: ServerOptions, ready: Callable[[str, int], None
     check_loop(options, service)
     server = ProtocolServer(make_service("asyncio-protocol", service, options), options,
                             copy_writes=options.loop == "uvloop")
-    run(server, options, service, ready)
+    try:
+        run(server, options, service, ready)
+    finally:
+        server.service.log_stop()

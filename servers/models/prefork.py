@@ -267,3 +267,4 @@ def serve(service: str, options: ServerOptions, ready: Callable[[str, int], None
         Supervisor(service_, options.worker_processes(), lambda: run_worker(server), server.socket).run(ready)
     finally:
         server.server_close()
+        service_.log_stop()  # the workers' counts of client closes come through the service's pipe

@@ -142,3 +142,4 @@ def serve(service: str, options: ServerOptions, ready: Callable[[str, int], None
                    before_ready=workers.wait_listening).run(ready)
     finally:
         workers.reserved.close()
+        workers.service.log_stop()  # the workers' counts of client closes come through the service's pipe
