@@ -59,6 +59,16 @@ models:
   selectors     hand-written single-threaded non-blocking selectors loop
   asyncio       asyncio.start_server streams (--loop uvloop if installed)
   c-reference   a small C echo server: the machine's ceiling (echo only)
+  threadpool    socketserver with a pool of --threads threads (at the limit
+                no more accepts: new clients wait in the listen queue)
+  prefork       --workers processes forked at start, each accepting and
+                serving one connection at a time (the rest wait in the
+                listen queue); a worker that dies is re-forked
+  asyncio-protocol  asyncio BufferedProtocol callbacks, no streams (--loop
+                uvloop if installed); one thread, bounded by descriptors
+  reuseport     --workers asyncio-protocol processes, each listening with
+                SO_REUSEPORT on the same port: the kernel spreads connections
+                over their queues (--backlog each); a dead worker is re-forked
 
 services:
   echo          RFC 862: every byte sent back until the client closes
@@ -87,6 +97,8 @@ MINIMUM = {
     "cpu_work_us": 0,
     "cpu_work_iterations": 0,
     "max_children": 1,
+    "threads": 0,
+    "workers": 0,
     "idle_timeout": 0,
     "request_timeout": 0,
     "send_timeout": 0,
@@ -193,9 +205,11 @@ def check(model_name: str, service: str, options: ServerOptions) -> ModuleType:
             f"--cpu-work-iterations {options.cpu_work_iterations}: a positive count that goes with --cpu-work-us "
             "(the iterations that make up those microseconds); leave it 0 to calibrate at start-up"
         )
-    if options.loop != "asyncio" and model_name != "asyncio":
-        raise UsageError(f"--loop {options.loop} only applies to the asyncio model, not {model_name!r}")
-    if model_name == "asyncio":
+    if options.loop != "asyncio" and model_name not in registry.LOOP_MODELS:
+        raise UsageError(
+            f"--loop {options.loop} only applies to the models {', '.join(registry.LOOP_MODELS)}, not {model_name!r}"
+        )
+    if model_name in registry.LOOP_MODELS:
         from servers.models.asyncio_streams import check_loop
 
         try:

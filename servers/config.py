@@ -31,6 +31,7 @@ and ``0`` turns each off to show the unbounded stdlib behaviour:
 from __future__ import annotations
 
 import dataclasses
+import os
 import socketserver
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,7 +73,24 @@ class ServerOptions:
         default=socketserver.ForkingMixIn.max_children,
         metadata={"help": "forking only: at most this many children; at the limit the accept loop waits for one to exit"},
     )
-    loop: str = field(default="asyncio", metadata={"help": "asyncio only: event loop, asyncio or uvloop"})
+    threads: int = field(
+        default=0,
+        metadata={"help": "threadpool only: pool threads, the most connections served at once; more wait in the "
+                  "kernel's accept queue (--backlog), and beyond it their SYNs are dropped; 0 = 2 x the CPUs the "
+                  "server may run on (handlers mostly wait on the network, so a few more threads than CPUs keep "
+                  "them busy; more only contend for the GIL)"},
+    )
+    workers: int = field(
+        default=0,
+        metadata={"help": "prefork and reuseport only: worker processes; 0 = the CPUs the server may run on. "
+                  "A prefork worker serves one connection at a time: with all busy, clients wait in the listen "
+                  "queue (--backlog), and beyond it their SYNs are dropped; a reuseport worker is bounded by "
+                  "descriptors alone"},
+    )
+    loop: str = field(
+        default="asyncio",
+        metadata={"help": "asyncio, asyncio-protocol and reuseport only: event loop, asyncio or uvloop"},
+    )
     idle_timeout: float = field(
         default=30.0,
         metadata={"help": "close a connection when no byte arrives for S seconds while it waits for input; "
@@ -89,6 +107,14 @@ class ServerOptions:
                   "read); 0 = off"},
     )
 
+    def pool_threads(self) -> int:
+        """``threads``, or 2 x the usable CPUs when 0 (see :mod:`servers.models.thread_pool` for why)."""
+        return self.threads or 2 * usable_cpus()
+
+    def worker_processes(self) -> int:
+        """``workers``, or one per usable CPU when 0."""
+        return self.workers or usable_cpus()
+
     def to_argv(self) -> list[str]:
         """Command-line arguments for ``python -m servers MODEL SERVICE`` that reproduce these options."""
         argv: list[str] = []
@@ -103,3 +129,8 @@ class ServerOptions:
             else:
                 argv += [flag, str(value)]
         return argv
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask: ``bench run`` pins servers to some)."""
+    return len(os.sched_getaffinity(0))

@@ -101,6 +101,33 @@ class Timeouts:
         return min((t for t in (self.idle, self.request, self.send) if t is not None), default=None)
 
 
+#: An expiry: (monotonic deadline, error class, its timeout in seconds).
+Expiry = tuple[float, type[ConnectionTimeout], float]
+
+
+def next_expiry(timeouts: Timeouts, *, sending: bool, waiting: bool, last_read: float, last_sent: float,
+                request_started: float | None) -> Expiry | None:
+    """When a connection of a non-blocking model times out as things stand, and why; None when none applies.
+
+    ``sending``: a reply waits to go out (the send timeout counts from
+    ``last_sent``, the last progress). ``waiting``: nothing to send and the
+    client may still send: the idle timeout counts from the last byte either
+    way, the request timeout from ``request_started``, the first byte of an
+    incomplete request line (a pipelined one waits for the answer before it,
+    so from ``last_sent`` when that is later).
+    """
+    if sending:
+        return None if timeouts.send is None else (last_sent + timeouts.send, SendTimeout, timeouts.send)
+    if not waiting:
+        return None
+    found: list[Expiry] = []
+    if timeouts.idle is not None:
+        found.append((max(last_read, last_sent) + timeouts.idle, IdleTimeout, timeouts.idle))
+    if timeouts.request is not None and request_started is not None:
+        found.append((max(request_started, last_sent) + timeouts.request, RequestTimeout, timeouts.request))
+    return min(found, key=lambda expiry: expiry[0], default=None)
+
+
 #: ``accept`` errnos that mean "out of descriptors or memory", not "this one connection failed".
 OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 

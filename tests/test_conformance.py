@@ -38,12 +38,15 @@ import pytest
 
 from servers.config import ServerOptions
 from servers.launch import ServerProcess, ServerStartError, run_server
+from servers.models.prefork import RestartBudget
 from servers.models.selector_loop import FILE_BYTES_PER_TURN
-from servers.registry import PYTHON_MODELS
+from servers.registry import LOOP_MODELS, PYTHON_MODELS
 from servers.work import calibrate, spin
 
 MODELS = PYTHON_MODELS
 CONCURRENT_MODELS = tuple(model for model in MODELS if model != "sequential")
+#: Models that serve at most N connections at once, and the option setting N.
+BOUNDED_MODELS = {"threadpool": "threads", "prefork": "workers"}
 SERVICES = ("echo", "file")
 
 #: Longest wait for anything that should happen (an echo, a file, an exit).
@@ -405,7 +408,9 @@ def test_echo_twenty_clients_at_once(model: str) -> None:
     clients = 20
     # backlog 32: all twenty connects complete at once even where the server
     # accepts slowly, so the test is about serving, not about SYN retries.
-    with serving(model, "echo", backlog=32) as server:
+    # A bounded model gets room for all twenty (its limit is tested below).
+    room = {BOUNDED_MODELS[model]: clients} if model in BOUNDED_MODELS else {}
+    with serving(model, "echo", backlog=32, **room) as server:
         # Concurrent models must hold all twenty at the same time; the
         # sequential one serves them one after another.
         barrier = threading.Barrier(clients) if model in CONCURRENT_MODELS else None
@@ -585,6 +590,74 @@ def test_forking_waits_at_max_children() -> None:
             assert echo(second, b"2 again") == b"2 again"
 
 
+@pytest.mark.parametrize("model", list(BOUNDED_MODELS))
+def test_bounded_models_leave_connections_beyond_the_limit_in_the_accept_queue(model: str) -> None:
+    """At its limit a pool accepts nothing more: the next client waits where the kernel counts it."""
+    with serving(model, "echo", **{BOUNDED_MODELS[model]: 2}) as server:
+        with connect(server) as first, connect(server) as second, connect(server) as third:
+            assert echo(first, b"1") == b"1"
+            assert echo(second, b"2") == b"2"
+            third.sendall(b"3")
+            assert nothing_arrives(third), f"a third connection was served beyond {BOUNDED_MODELS[model]}=2"
+            assert [row[1] for row in listening_sockets(server)] == ["1"], "the waiting one is not in the listen queue"
+            first.close()
+            assert recv_exactly(third, 1) == b"3"
+            assert echo(second, b"2 again") == b"2 again"
+
+
+def _wait_for(condition, timeout_s: float = IO_TIMEOUT_S) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+@pytest.mark.parametrize("model", ["prefork", "reuseport"])
+def test_supervisor_replaces_a_worker_that_dies(model: str) -> None:
+    with serving(model, "echo", workers=2) as server:
+        parent = psutil.Process(server.pid)
+        workers = {child.pid for child in parent.children()}
+        assert len(workers) == 2, workers
+        victim = min(workers)
+        os.kill(victim, signal.SIGKILL)
+        assert _wait_for(lambda: len(set(c.pid for c in parent.children()) - workers) == 1), server.stderr_tail()
+        assert {c.pid for c in parent.children()} & workers == workers - {victim}
+        assert f"worker {victim} died (killed by SIGKILL)" in server.stderr_tail()
+        assert "(restart 1)" in server.stderr_tail()
+        with connect(server) as first, connect(server) as second:  # both workers serve again
+            assert echo(first, b"1") == b"1" and echo(second, b"2") == b"2"
+
+
+def test_reuseport_workers_each_count_the_connections_they_accepted() -> None:
+    connections = 40
+    with run_server("reuseport", "echo", ServerOptions(workers=2)) as server:
+        for index in range(connections):
+            with connect(server) as sock:
+                assert echo(sock, b"%d" % index) == b"%d" % index
+        assert server.stop() == 0
+        counts = [int(line.split(": ")[-1].split()[0]) for line in server.stderr_tail().splitlines()
+                  if "connection(s) accepted" in line]
+    assert len(counts) == 2 and sum(counts) == connections, server.stderr_tail()
+
+
+def test_prefork_restart_budget_bounds_a_crash_loop() -> None:
+    now = [0.0]
+    budget = RestartBudget(burst=3, interval_s=0.1, clock=lambda: now[0])
+    for _ in range(3):
+        assert budget.wait_s() == 0
+        budget.take()
+    assert budget.wait_s() == pytest.approx(0.1)  # the burst is spent: one per interval from now on
+    now[0] += 0.05
+    assert budget.wait_s() == pytest.approx(0.05)
+    now[0] += 0.05
+    assert budget.wait_s() == 0
+    budget.take()
+    now[0] += 10
+    assert budget.wait_s() == 0 and budget.tokens == 3  # refills to the burst, never beyond
+
+
 def test_forking_stops_while_waiting_at_max_children() -> None:
     """At the limit the parent sits in waitpid(); SIGTERM must still end it, its children, everything."""
     with run_server("forking", "echo", ServerOptions(max_children=1)) as server:
@@ -597,18 +670,26 @@ def test_forking_stops_while_waiting_at_max_children() -> None:
             assert server.leftover_processes() == []
 
 
-@pytest.mark.parametrize("model", MODELS)
-def test_every_model_listens_with_the_backlog_asked_for(model: str) -> None:
+def listening_sockets(server: ServerProcess) -> list[list[str]]:
+    """``ss`` rows (split) of the sockets listening on the server's port: Recv-Q is the accept queue, Send-Q the backlog."""
     ss = shutil.which("ss")
     if ss is None:
-        pytest.skip("needs ss (iproute2) to read a listening socket's backlog")
-    with serving(model, "echo", backlog=3) as server:
-        result = subprocess.run(
-            [ss, "-Hltn", f"sport = :{server.port}"], capture_output=True, text=True, timeout=30, check=True
-        )
-        # For a listening socket ss shows the backlog in the Send-Q column.
-        (row,) = result.stdout.splitlines()
-        assert row.split()[2] == "3", row
+        pytest.skip("needs ss (iproute2) to read a listening socket's queue and backlog")
+    result = subprocess.run([ss, "-Hltn", f"sport = :{server.port}"], capture_output=True, text=True, timeout=30,
+                            check=True)
+    return [row.split() for row in result.stdout.splitlines()]
+
+
+#: Models listening on one socket per worker (SO_REUSEPORT), and the workers asked for in tests.
+PER_WORKER_LISTENERS = {"reuseport"}
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_every_model_listens_with_the_backlog_asked_for(model: str) -> None:
+    with serving(model, "echo", backlog=3, workers=2) as server:
+        rows = listening_sockets(server)
+        assert len(rows) == (2 if model in PER_WORKER_LISTENERS else 1), rows
+        assert all(row[2] == "3" for row in rows), rows
         assert server.ready["backlog"] == 3
 
 
@@ -741,12 +822,13 @@ def test_cpu_work_calibrated_by_the_server_is_in_its_ready_line() -> None:
 # ----------------------------------------------------------------------------- uvloop
 
 
-def test_asyncio_on_uvloop(served: ServedTree) -> None:
+@pytest.mark.parametrize("model", LOOP_MODELS)
+def test_asyncio_on_uvloop(model: str, served: ServedTree) -> None:
     pytest.importorskip("uvloop")
-    with serving("asyncio", "echo", loop="uvloop") as server, connect(server) as sock:
+    with serving(model, "echo", loop="uvloop") as server, connect(server) as sock:
         payload = random.Random(7).randbytes(1024 * 1024)
         assert echo(sock, payload) == payload
-    with serving("asyncio", "file", served, loop="uvloop", sendfile=False) as server:
+    with serving(model, "file", served, loop="uvloop", sendfile=False) as server:
         with file_client(server) as client:
             assert_ok(served, "f10m", *client.request("f10m"))
             assert client.request("../secret.txt")[0].startswith(b"ERR 403 ")

@@ -20,7 +20,7 @@ from bench.scenario import (
 )
 from bench.units import UnitError, format_duration, format_size, parse_duration, parse_size
 from servers.config import ServerOptions
-from servers.registry import MODELS, PYTHON_MODELS
+from servers.registry import MODELS, TEXTBOOK_MODELS
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
 
@@ -147,10 +147,10 @@ def test_bad_unit_lists_allowed_units(tmp_path):
 
 
 def test_bad_model_lists_valid_models(tmp_path):
-    err = error_of(tmp_path, MINIMAL.replace("[threading]", "[threading, forked]"))
+    err = error_of(tmp_path, MINIMAL.replace("[threading]", "[threading, forkng]"))
     issue = err.issues[0]
     assert (issue.line, issue.path) == (3, "models[1]")
-    assert "'forked'" in issue.message and "did you mean forking?" in issue.message
+    assert "'forkng'" in issue.message and "did you mean forking?" in issue.message
     assert ", ".join(MODELS) in issue.message
 
 
@@ -391,10 +391,10 @@ def test_shipped_scenarios_are_all_there():
 
 def test_quick_covers_every_model_and_both_services_in_about_a_minute():
     s = load_scenario(SCENARIOS / "quick.yaml")
-    assert set(s.models) == set(PYTHON_MODELS) | {"c-reference"}
+    assert set(s.models) == set(TEXTBOOK_MODELS) | {"c-reference"}
     assert {p.service for p in s.points()} == {"echo", "file"}
     for point in s.points():
-        expected = set(PYTHON_MODELS) | ({"c-reference"} if point.service == "echo" else set())
+        expected = set(TEXTBOOK_MODELS) | ({"c-reference"} if point.service == "echo" else set())
         assert set(point.models) == expected
     assert s.repetitions >= 2
     assert 45 <= s.estimate_s() <= 100

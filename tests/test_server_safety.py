@@ -221,11 +221,14 @@ def _port_free(host: str, port: int) -> bool:
 
 
 @pytest.mark.skipif(not os.uname().sysname == "Linux", reason="PR_SET_PDEATHSIG is Linux's")
-def test_sigkill_of_the_forking_parent_frees_the_port() -> None:
+@pytest.mark.parametrize("model", ["forking", "prefork", "reuseport"])
+def test_sigkill_of_the_forking_parent_frees_the_port(model: str) -> None:
     _set_child_subreaper(True)
     children: list[int] = []
     try:
-        with run_server("forking", "echo") as server, contextlib.ExitStack() as stack:
+        # Three workers (prefork: so each client below is served by one).
+        options = ServerOptions(workers=3) if model != "forking" else ServerOptions()
+        with run_server(model, "echo", options) as server, contextlib.ExitStack() as stack:
             clients = []
             for _ in range(3):
                 sock = stack.enter_context(socket.create_connection(server.address, timeout=IO_TIMEOUT_S))

@@ -89,7 +89,7 @@ def test_unknown_service_is_a_usage_error(capsys: pytest.CaptureFixture[str]) ->
     [
         (["threading", "file"], "add --root DIR"),
         (["threading", "file", "--root", "/nonexistent/dir"], "not a directory"),
-        (["forking", "echo", "--loop", "uvloop"], "only applies to the asyncio model"),
+        (["forking", "echo", "--loop", "uvloop"], "only applies to the models asyncio"),
         (["forking", "echo", "--max-children", "0"], "below the minimum 1"),
         (["forking", "echo", "--port", "70000"], "above the maximum 65535"),
         (["forking", "echo", "--cpu-work-us", "lots"], "not a whole number"),

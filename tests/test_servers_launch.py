@@ -12,6 +12,7 @@ import pytest
 
 from servers.config import ServerOptions
 from servers.launch import ServerLeftoverError, ServerStartError, run_server
+from servers.registry import PYTHON_MODELS
 
 
 def test_ready_line_is_the_contract() -> None:
@@ -141,7 +142,7 @@ def test_leftover_processes_are_killed_and_reported(tmp_path: Path) -> None:
         pass
 
 
-@pytest.mark.parametrize("model", ["sequential", "threading", "forking", "selectors", "asyncio"])
+@pytest.mark.parametrize("model", PYTHON_MODELS)
 def test_clients_leaving_with_a_reply_in_flight_make_one_summary_line_not_errors(model: str, tmp_path: Path) -> None:
     import struct
 

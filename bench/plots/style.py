@@ -37,8 +37,10 @@ from matplotlib.ticker import FuncFormatter, LogLocator, MultipleLocator, NullFo
 
 #: Okabe-Ito colours in registry order (sequential, threading, forking, selectors, asyncio, c-reference).
 _OKABE_ITO = ["#E69F00", "#56B4E9", "#009E73", "#0072B2", "#D55E00", "#000000"]
-#: For models not in the registry: Okabe-Ito's reddish purple, then greys.
-_EXTRA = ["#CC79A7", "#999999", "#666666", "#BBBBBB"]
+#: Registry models past the sixth, then models not in the registry: Okabe-Ito's
+#: reddish purple, then Paul Tol's wine, teal, olive and indigo (distinct from
+#: the six above and from each other for colour-blind readers), then a grey.
+_EXTRA = ["#CC79A7", "#882255", "#44AA99", "#999933", "#332288", "#999999"]
 _MARKERS = ["o", "s", "^", "D", "v", "P", "*", "<", ">", "p"]
 
 #: Flag name -> (legend label, marker style).

@@ -61,10 +61,11 @@ does the same for anything else, so no traceback reaches the terminal.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 from asyncio import constants as asyncio_constants
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from servers import protocol
@@ -129,17 +130,9 @@ class AsyncServer:
         self.sweep_every = None if shortest is None else max(shortest / 20, MIN_SWEEP_S)
         self.writers: set[asyncio.StreamWriter] = set()
         self.stopping = False
-        # asyncio pauses accepting for a fixed time: the back-off only paces the log.
-        retry = asyncio_constants.ACCEPT_RETRY_DELAY
-        self.accept_backoff = AcceptBackoff(lambda line: service.log_error("listener", line), retry, retry)
 
     async def run(self, ready: Callable[[str, int], None]) -> None:
-        loop = asyncio.get_running_loop()
-        loop.set_exception_handler(self._loop_error)
-        stop = asyncio.Event()
-        for sig in STOP_SIGNALS:
-            loop.add_signal_handler(sig, stop.set)
-        try:
+        with stop_on_signals(self.service) as stop:
             server = await self._listen()
             host, port = server.sockets[0].getsockname()[:2]
             ready(host, port)
@@ -148,9 +141,6 @@ class AsyncServer:
             if sweeper is not None:
                 sweeper.cancel()
             await self._stop(server)
-        finally:
-            for sig in STOP_SIGNALS:
-                loop.remove_signal_handler(sig)
 
     async def _listen(self) -> asyncio.AbstractServer:
         options = self.options
@@ -337,12 +327,38 @@ class AsyncServer:
         for writer in self.writers:
             writer.transport.abort()
 
-    def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+
+
+@contextlib.contextmanager
+def stop_on_signals(service: Service) -> Iterator[asyncio.Event]:
+    """In the running loop: an event set by SIGTERM/SIGINT, and the loop's errors as one line each.
+
+    The exception handler writes one line per error to stderr. The failed
+    accepts that asyncio reports while out of descriptors go through an
+    :class:`~servers.limits.AcceptBackoff` instead: asyncio already pauses
+    accepting for a fixed ``ACCEPT_RETRY_DELAY``, so the back-off only paces
+    the log. Every asyncio model runs its server inside this block.
+    """
+    loop = asyncio.get_running_loop()
+    retry = asyncio_constants.ACCEPT_RETRY_DELAY
+    backoff = AcceptBackoff(lambda line: service.log_error("listener", line), retry, retry)
+
+    def loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         error = context.get("exception") or context.get("message", "unknown error")
         if context.get("message") == ACCEPT_OUT_OF_RESOURCES and isinstance(error, OSError):
-            self.accept_backoff.failed(error)
+            backoff.failed(error)
             return
-        self.service.log_error(context.get("peername") or "loop", error)
+        service.log_error(context.get("peername") or "loop", error)
+
+    loop.set_exception_handler(loop_error)
+    stop = asyncio.Event()
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        yield stop
+    finally:
+        for sig in STOP_SIGNALS:
+            loop.remove_signal_handler(sig)
 
 
 def check_loop(options: ServerOptions, service: str) -> Callable[[], asyncio.AbstractEventLoop] | None:

@@ -69,7 +69,7 @@ from typing import BinaryIO
 from servers import protocol
 from servers.config import ServerOptions
 from servers.handlers import FileShrankError
-from servers.limits import AcceptBackoff, ConnectionTimeout, IdleTimeout, RequestTimeout, SendTimeout, Timeouts, out_of_resources
+from servers.limits import AcceptBackoff, Expiry, Timeouts, next_expiry, out_of_resources
 from servers.service import MSG_MORE, Service, accepted, address_family, listen_error, make_service
 
 SERVICES = ("echo", "file")
@@ -89,9 +89,6 @@ ACCEPTS_PER_TURN = 64
 #: Shortest interval between two timeout sweeps over all connections, so
 #: that with many connections the sweeps never run back to back.
 MIN_SWEEP_S = 0.01
-
-#: An expiry: (monotonic deadline, error class, its timeout in seconds).
-Expiry = tuple[float, type[ConnectionTimeout], float]
 
 READ = selectors.EVENT_READ
 WRITE = selectors.EVENT_WRITE
@@ -124,17 +121,8 @@ class Connection:
 
     def expiry(self, timeouts: Timeouts) -> Expiry | None:
         """When this connection times out as things stand, and why; None when no timeout applies now."""
-        if self.sending():
-            return None if timeouts.send is None else (self.last_sent + timeouts.send, SendTimeout, timeouts.send)
-        if not self.waiting_for_input():
-            return None
-        found: list[Expiry] = []
-        if timeouts.idle is not None:
-            found.append((max(self.last_read, self.last_sent) + timeouts.idle, IdleTimeout, timeouts.idle))
-        if timeouts.request is not None and self.request_started is not None:
-            started = max(self.request_started, self.last_sent)  # a pipelined request waits for the answer before it
-            found.append((started + timeouts.request, RequestTimeout, timeouts.request))
-        return min(found, key=lambda expiry: expiry[0], default=None)
+        return next_expiry(timeouts, sending=self.sending(), waiting=self.waiting_for_input(), last_read=self.last_read,
+                           last_sent=self.last_sent, request_started=self.request_started)
 
     def on_event(self, mask: int) -> None:
         """React to the events the selector reported."""
