@@ -102,7 +102,8 @@ CALIBRATION_VERSION = 1
 DEFAULT_DIR = Path("results") / "calibration"
 #: The message size of every echo figure: the size the guide and scenarios use.
 MESSAGE_BYTES = 1024
-#: Client counts of the generator-versus-C comparison (the issue's points).
+#: Client counts of the generator-versus-C comparison: one connection (the
+#: latency floor), ten (where models start to differ), a hundred (throughput).
 CLIENTS = (1, 10, 100)
 #: Concurrent connect+request+close cycles: enough that the rate is not bound
 #: by one cycle's latency; more gained nothing on a 2-CPU machine.
@@ -110,7 +111,7 @@ CONNECT_SLOTS = 4
 #: Listen backlog of the reference server: 100 simultaneous connects must never
 #: meet a full accept queue (the kernel caps it at somaxconn anyway).
 SERVER_BACKLOG = 1024
-#: Goal of the issue: generator round trips/s at 100 connections >= 0.9x the C
+#: The generator passes when its round trips/s at 100 connections are >= 0.9x the C
 #: client's, and its single-connection p50 within 1.1x of the C client's.
 GOAL_RT_RATIO = 0.9
 GOAL_P50_RATIO = 1.1
