@@ -124,36 +124,12 @@ def test_jitter_lengthens_the_delay_within_its_range():
     assert sorted(rtts)[10] < 4_000 + 2 * 4_000 + 10_000, rtts
 
 
-def _bulk_rate_bit(hosts, nbytes: int, upload: bool) -> float:
-    """Send ``nbytes`` one way over TCP; the receiver's rate from its first to its last byte, bit/s."""
-    with hosts.in_server():
-        listener = socket.create_server((hosts.server_address, 0))
-    with listener:
-        with hosts.in_client():
-            client = socket.create_connection(listener.getsockname(), timeout=10)
-        peer = listener.accept()[0]
-    sender, receiver = (client, peer) if upload else (peer, client)
-    with client, peer:
-        receiver.settimeout(20)
-        thread = threading.Thread(target=sender.sendall, args=(b"\0" * nbytes,), daemon=True)
-        thread.start()
-        got, first = 0, None
-        while got < nbytes:
-            chunk = receiver.recv(1 << 20)
-            assert chunk
-            first = first or time.perf_counter()
-            got += len(chunk)
-        last = time.perf_counter()
-        thread.join(10)
-    return (nbytes - 65536) * 8 / (last - first)  # the first read may hold up to 64 KiB that came at once
-
-
 @needs_root
 def test_the_rate_limit_holds_in_both_directions():
     rate = 20_000_000
     with namespace_hosts("t-rate", rate_bit=rate, measure=False) as hosts:
-        up = _bulk_rate_bit(hosts, 1_500_000, upload=True)
-        down = _bulk_rate_bit(hosts, 1_500_000, upload=False)
+        up = hosts.measure_bulk(1_500_000, upload=True)
+        down = hosts.measure_bulk(1_500_000, upload=False)
     for measured in (up, down):
         assert measured < rate * 1.1, (up, down)  # tbf's rate (+10% for its bucket and timing)
         assert measured > rate * 0.5, (up, down)  # and the link still carries data near it

@@ -111,11 +111,11 @@ class Link:
     delay_s: float
     jitter_s: float
 
-    def describe(self) -> str:
+    def describe(self, staged: bool) -> str:
         from bench.units import format_bitrate, format_duration
 
         parts = [f"tbf {format_bitrate(self.rate_bit)}" if self.rate_bit else "no rate limit"]
-        if self.delay_s or self.jitter_s:
+        if staged:
             parts.append(f"delay stage {format_duration(self.delay_s)}"
                          + (f" + 0..{format_duration(self.jitter_s)} jitter" if self.jitter_s else ""))
         else:
@@ -263,7 +263,7 @@ def _rtnl(name: str) -> Iterator[Any]:
         yield ipr
 
 
-def _build(names: dict[str, str], links: tuple[Link, Link]) -> None:
+def _build(names: dict[str, str], links: tuple[Link, Link], *, bridged: bool) -> None:
     for name in names.values():
         _create(name)
     fds = {role: os.open(NETNS_DIR / names[role], os.O_RDONLY | os.O_CLOEXEC) for role in ("srv", "cli")}
@@ -272,7 +272,7 @@ def _build(names: dict[str, str], links: tuple[Link, Link]) -> None:
             hop.link("add", ifname="to-srv", kind="veth", peer={"ifname": "eth0", "net_ns_fd": fds["srv"]})
             hop.link("add", ifname="to-cli", kind="veth", peer={"ifname": "eth0", "net_ns_fd": fds["cli"]})
             ends = [hop.link_lookup(ifname=n)[0] for n in ("to-srv", "to-cli")]
-            if not any(link.delay_s or link.jitter_s for link in links):
+            if bridged:
                 hop.link("add", ifname="br0", kind="bridge")
                 bridge = hop.link_lookup(ifname="br0")[0]
                 for index in ends:
@@ -353,6 +353,7 @@ class NamespaceHosts:
     base_rtt_us: list[float] = dataclasses.field(default_factory=list)
     stage_counters: dict[str, Any] = dataclasses.field(default_factory=dict)
     stage_cpu_s: float | None = None
+    staged: bool = False  # the delay stage forwards between the hosts (else a bridge)
 
     def in_server(self) -> contextlib.AbstractContextManager[None]:
         """The block runs on the server host (start the server and its monitor there)."""
@@ -362,8 +363,9 @@ class NamespaceHosts:
         """The block runs on the client host (start the load generator there)."""
         return inside(self.names["cli"])
 
-    def measure_rtt(self, samples: int = RTT_SAMPLES) -> list[float]:
-        """Time ``samples`` 1-byte TCP round trips client host -> server host, microseconds each."""
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[tuple[socket.socket, socket.socket]]:
+        """One TCP connection over the link: (the client host's end, the server host's end); closed after."""
         with self.in_server():
             listener = socket.create_server((self.server_address, 0))
         with contextlib.ExitStack() as stack:
@@ -371,6 +373,11 @@ class NamespaceHosts:
             with self.in_client():
                 client = stack.enter_context(socket.create_connection(listener.getsockname(), timeout=10))
             peer = stack.enter_context(listener.accept()[0])
+            yield client, peer
+
+    def measure_rtt(self, samples: int = RTT_SAMPLES) -> list[float]:
+        """Time ``samples`` 1-byte TCP round trips client host -> server host, microseconds each."""
+        with self.connection() as (client, peer):
             echo = threading.Thread(target=_echo_bytes, args=(peer, samples), daemon=True)
             echo.start()
             client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -384,6 +391,31 @@ class NamespaceHosts:
             echo.join(10)
         return times
 
+    def measure_bulk(self, nbytes: int, *, upload: bool = True) -> float:
+        """Send ``nbytes`` one way over one TCP connection; the receiver's rate, bit/s.
+
+        Timed from the receiver's first read to its last, with the first
+        read's bytes left out (up to 64 KiB may land at once): the rate the
+        link sustained, not the handshake.
+        """
+        with self.connection() as (client, peer):
+            sender, receiver = (client, peer) if upload else (peer, client)
+            # 60 s: 100 MB at the slowest rate this is used with (20 Mbit/s) takes 40 s
+            receiver.settimeout(60)
+            thread = threading.Thread(target=sender.sendall, args=(bytes(nbytes),), daemon=True)
+            thread.start()
+            got, first, counted_from = 0, 0.0, 0
+            while got < nbytes:
+                chunk = receiver.recv(1 << 20)
+                if not chunk:
+                    raise NetworkError(f"the bulk transfer between the hosts ended after {got} of {nbytes} bytes")
+                if not got:
+                    first, counted_from = time.perf_counter(), len(chunk)
+                got += len(chunk)
+            last = time.perf_counter()
+            thread.join(10)
+        return (nbytes - counted_from) * 8 / (last - first)
+
     def columns(self) -> dict[str, Any]:
         """The runs.csv cells describing these hosts (see bench.results COLUMN_HELP)."""
         to_server, to_client = self.links
@@ -392,7 +424,7 @@ class NamespaceHosts:
             "net_rtt_ms": round((to_server.delay_s + to_client.delay_s) * 1e3, 3),
             "net_jitter_ms": round(to_server.jitter_s * 1e3, 3),
             "net_rate_mbit": to_server.rate_bit / 1e6 if to_server.rate_bit else None,
-            "net_links": "; ".join(link.describe() for link in self.links),
+            "net_links": "; ".join(link.describe(self.staged) for link in self.links),
             "net_base_rtt_us": round(statistics.median(self.base_rtt_us), 1) if self.base_rtt_us else None,
             "net_base_rtt_min_us": round(min(self.base_rtt_us), 1) if self.base_rtt_us else None,
         }
@@ -422,30 +454,32 @@ def links_for(rtt_s: float = 0.0, jitter_s: float = 0.0, rate_bit: int | None = 
 
 @contextlib.contextmanager
 def namespace_hosts(run_id: str, *, rtt_s: float = 0.0, jitter_s: float = 0.0, rate_bit: int | None = None,
-                    measure: bool = True) -> Iterator[NamespaceHosts]:
+                    measure: bool = True, stage: bool = False) -> Iterator[NamespaceHosts]:
     """Build a server host and a client host for one run; remove them (and stop the delay stage) at the end.
 
     With ``measure``, the base round trip between the hosts is timed once
     they are up (:meth:`NamespaceHosts.measure_rtt`), through the delay stage
-    if there is one.
+    if there is one. The stage runs when there is delay or jitter, or with
+    ``stage`` at zero delay (to measure its own cost).
     """
     require_root()
     remove_stale()
     names = namespace_names(run_id)
-    hosts = NamespaceHosts(names, links_for(rtt_s, jitter_s, rate_bit))
-    stage = None
+    use_stage = bool(stage or rtt_s or jitter_s)
+    hosts = NamespaceHosts(names, links_for(rtt_s, jitter_s, rate_bit), staged=use_stage)
+    stage_process = None
     try:
-        _build(names, hosts.links)
-        if rtt_s or jitter_s:
-            stage = _start_stage(names, hosts.links)
+        _build(names, hosts.links, bridged=not use_stage)
+        if use_stage:
+            stage_process = _start_stage(names, hosts.links)
         if measure:
             hosts.base_rtt_us = hosts.measure_rtt()
         yield hosts
     finally:
         try:
-            if stage is not None:
+            if stage_process is not None:
                 before = os.times()
-                hosts.stage_counters = _stop_stage(stage)
+                hosts.stage_counters = _stop_stage(stage_process)
                 after = os.times()
                 hosts.stage_cpu_s = (after.children_user - before.children_user
                                      + after.children_system - before.children_system)
