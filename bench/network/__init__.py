@@ -68,6 +68,5 @@ def run_hosts(run_id: str, hosts: str = "loopback", *, rtt_s: float = 0.0, jitte
         with run_namespace() as netns:
             yield RunHosts(netns.scope)
         return
-    with namespace_hosts(run_id, rtt_s=rtt_s, jitter_s=jitter_s, rate_bit=rate_bit) as made:
-        with made.in_client():
-            yield RunHosts("own", made)
+    with namespace_hosts(run_id, rtt_s=rtt_s, jitter_s=jitter_s, rate_bit=rate_bit) as made, made.in_client():
+        yield RunHosts("own", made)
