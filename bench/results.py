@@ -120,6 +120,18 @@ RUN_COLUMNS: dict[str, str] = {
     # kernel counters: deltas over the measured window (snapshots when it opens and closes)
     "netns": "own = server and load ran in a network namespace of this run's own, so the k_* counters are "
              "this run's alone; shared = they count the whole namespace (not root)",
+    # network: hosts and the link between them (bench.network); empty columns on loopback
+    "net_hosts": "loopback = server and load on one loopback; namespaces = a server host and a client host "
+                 "(network namespaces) joined by a link with the conditions below",
+    "net_rtt_ms": "round trip the scenario added between the hosts (delay stage, half each way), ms",
+    "net_jitter_ms": "extra per-packet delay drawn uniformly from 0..this, each way (order kept), ms",
+    "net_rate_mbit": "bit rate of each direction of the link (tbf on each host's eth0), Mbit/s; empty = unlimited",
+    "net_links": "each direction's configuration: tbf rate, and bridge or delay stage",
+    "net_base_rtt_us": "median of 20 one-byte TCP round trips client host -> server host timed before the run "
+                       "(includes the added rtt and the delay stage's own cost)",
+    "net_base_rtt_min_us": "the fastest of those round trips",
+    "net_stage_dropped": "frames the delay stage dropped (its 64 MiB per-direction buffer full, or a send failed)",
+    "net_stage_cpu_s": "CPU seconds the delay stage used over the run (taken from the same cores as server and load)",
     "k_listen_overflows": "TcpExt ListenOverflows delta",
     "k_listen_drops": "TcpExt ListenDrops delta",
     "k_reqq_full_drop": "TcpExt TCPReqQFullDrop delta",

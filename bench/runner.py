@@ -10,7 +10,10 @@ slow drift of the machine across models instead of onto one of them), a run:
 3. starts the server monitor (process tree, accept queue); as root, the
    server and the generator run in a network namespace of the run's own
    (:func:`bench.monitor.run_namespace`), so the kernel's listen-queue
-   counters are this run's alone;
+   counters are this run's alone; with ``network: {hosts: namespaces}``
+   the server and its monitor run on a server host and the generator on a
+   client host, joined by a link with the scenario's rate and delay
+   (:func:`bench.network.run_hosts`);
 4. drives it with the load generator (warmup, then the measured window),
    snapshotting the kernel counters and per-CPU busy time when the window
    opens and closes (:class:`bench.monitor.WindowProbe`), so they cover the
@@ -278,7 +281,8 @@ def execute_run(scenario: Any, plan: RunPlan, writer: ResultsWriter, *, file_roo
     then raises :class:`Stopped` (the run is kept as finished).
     """
     from bench.loadgen import run_load
-    from bench.monitor import CpuBusy, KernelCounters, ServerMonitor, WindowProbe, run_namespace, wait_for_idle
+    from bench.monitor import CpuBusy, KernelCounters, ServerMonitor, WindowProbe, wait_for_idle
+    from bench.network import run_hosts
     from servers.launch import ServerLeftoverError, run_server
 
     server_cpus, gen_cpus = placement_cpus(scenario.placement)
@@ -314,11 +318,18 @@ def execute_run(scenario: Any, plan: RunPlan, writer: ResultsWriter, *, file_roo
         idle_wait_s = time.monotonic() - began
         row["idle_busy_pct"] = busy
         on_phase(plan, "starting server", {"idle_busy_pct": busy})
-        with runner_pinned(gen_cpus), run_namespace() as netns, run_server(
-                plan.model, plan.point.service, options, cpus=server_cpus, stderr_path=stderr_path) as server:
-            row["netns"] = netns.scope
-            monitor = ServerMonitor(server.pid, server.port, interval_s=scenario.monitor.interval_s)
-            monitor.start()
+        network = scenario.network
+        with runner_pinned(gen_cpus), run_hosts(plan.run_id, network.hosts, rtt_s=network.rtt,
+                                                 jitter_s=network.jitter, rate_bit=network.rate) as hosts, \
+                ExitStack() as on_server:
+            row.update(hosts.columns())
+            if hosts.server_host:
+                options = dataclasses.replace(options, host=hosts.server_host)
+            with hosts.in_server():  # the server and its monitor's thread start on the server host
+                server = on_server.enter_context(run_server(
+                    plan.model, plan.point.service, options, cpus=server_cpus, stderr_path=stderr_path))
+                monitor = ServerMonitor(server.pid, server.port, interval_s=scenario.monitor.interval_s)
+                monitor.start()
             # per-CPU busy time and kernel counters over the measured window only
             cpu_busy, kernel = CpuBusy(), {}
 
@@ -342,8 +353,10 @@ def execute_run(scenario: Any, plan: RunPlan, writer: ResultsWriter, *, file_roo
 
             on_phase(plan, "starting load generator", {})
             try:
-                result = run_load(_load_spec(scenario, plan, server.host, server.port, gen_cpus, targets),
-                                  on_window=window_scheduled)
+                spec = _load_spec(scenario, plan, server.host, server.port, gen_cpus, targets)
+                # the server host is a namespace of this run's own, not another machine
+                spec = dataclasses.replace(spec, allow_remote=bool(hosts.server_host))
+                result = run_load(spec, on_window=window_scheduled)
             finally:
                 probe.close()
             hold.enter_context(deferred_stop())
@@ -372,6 +385,7 @@ def execute_run(scenario: Any, plan: RunPlan, writer: ResultsWriter, *, file_roo
                                 f"stderr tail:\n{server.stderr_tail()}")
             if leftovers:
                 problems.append(f"processes of the server still alive after stop (killed): {leftovers}")
+        row.update(hosts.columns())  # the delay stage's counters, now that it is stopped
         row["status"] = "failed" if problems else "ok"
         row["error"] = "\n".join(problems)
     except KeyboardInterrupt as exc:
@@ -440,6 +454,12 @@ def run_scenario(scenario: Any, *, results_root: Path = Path("results"),
     if note:  # auto fell back to the python engine: said once here, and in each run's warnings
         warn(note)
     ensure_fd_limit(max(p.point.load.clients for p in plans) if plans else 0)
+    if scenario.network.hosts == "namespaces":
+        from bench.network import NetworkError, require_root
+        try:
+            require_root()
+        except NetworkError as exc:
+            raise ScenarioRefused(str(exc)) from None
     with stop_signals():
         return _run_plans(scenario, plans, results_root=results_root, on_run=on_run, on_start=on_start,
                           finish=finish, plots=plots, warn=warn, on_phase=on_phase)

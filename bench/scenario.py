@@ -98,7 +98,7 @@ from pydantic import (
 from bench.loadgen.spec import ENGINES
 from bench.results import PARAMETER_COLUMNS
 from bench.thresholds import Threshold, from_entry, parse_threshold
-from bench.units import format_duration, format_size, parse_duration, parse_size, plural
+from bench.units import format_bitrate, format_duration, format_size, parse_bitrate, parse_duration, parse_size, plural
 from servers.config import LOOPS, SERVICES, ServerOptions
 from servers.registry import MODELS
 
@@ -366,6 +366,29 @@ class MonitorSpec(_Section):
         return float(self.idle_wait)
 
 
+BitRate = Annotated[int, BeforeValidator(parse_bitrate), PlainSerializer(format_bitrate, when_used="json")]
+
+
+def _loss_refused(value: Any) -> Any:
+    if value not in (None, 0, "0", "0%"):
+        raise ValueError("loss is not supported: the delay stage forwards whole segmentation-offload units of up "
+                         "to 64 KiB, so dropping one would lose dozens of wire packets at once, not the rate you "
+                         "configure; remove loss (rate, rtt and jitter are supported)")
+    return None
+
+
+class NetworkSpec(_Section):
+    """``network:``: where server and load run, and the link between them (see :mod:`bench.network`)."""
+
+    hosts: Literal["loopback", "namespaces"] = Field(
+        "loopback", description="loopback: server and load share one loopback; namespaces: a server host and a "
+                                "client host (network namespaces, root only) joined by a link with the conditions below")
+    rtt: Duration = Field(0.0, description="namespaces: round trip added between the hosts, half each way (delay stage)")
+    jitter: Duration = Field(0.0, description="namespaces: extra delay per packet, uniform in 0..jitter, order kept")
+    rate: Optional[BitRate] = Field(None, description="namespaces: bit rate of each direction (tbf), e.g. 100Mbit")
+    loss: Annotated[Any, AfterValidator(_loss_refused)] = Field(None, description="not supported (see the error)")
+
+
 def _threshold_text(text: str) -> str:
     parse_threshold(text)  # raises ThresholdError (a ValueError) naming what is wrong
     return text
@@ -486,6 +509,7 @@ class Scenario(_Section):
     )
     generator: GeneratorSpec = Field(default_factory=GeneratorSpec)
     monitor: MonitorSpec = Field(default_factory=MonitorSpec)
+    network: NetworkSpec = Field(default_factory=NetworkSpec)
     thresholds: list[ThresholdEntry] = Field(
         default_factory=list,
         description="pass/fail checks of the medians over repetitions, e.g. 'p99 < 5ms', 'errors == 0', or "
@@ -654,6 +678,10 @@ def _cross_issues(s: Scenario) -> list[tuple[tuple, str]]:
         if model is not None and model not in s.models:
             where = ("thresholds", i, "model") if isinstance(entry, ThresholdSpec) else ("thresholds", i)
             issues.append((where, f"{model!r} is not one of this scenario's models ({', '.join(s.models)})"))
+    if s.network.hosts == "loopback":
+        for field in ("rtt", "jitter", "rate"):
+            if getattr(s.network, field):
+                issues.append((("network", field), "needs network.hosts: namespaces (loopback has no link to shape)"))
     if importlib.util.find_spec("uvloop") is None:
         for path, value in ((("server", "loop"), s.server.loop), (("generator", "loop"), s.generator.loop)):
             if value == "uvloop":

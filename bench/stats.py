@@ -104,7 +104,8 @@ STAT_FIELDS = ("n", "median", "min", "max", "ci_low", "ci_high", "ci_level", "cv
 _BOOL_COLUMNS = ("generator_bound", "sendfile", "cpu_work_short") + tuple(
     c for c in RUN_COLUMNS if c.endswith("_is_lower_bound"))
 _STRING_COLUMNS = ("run_id", "model", "service", "status", "error", "started_at", "mode",
-                   "mem_note", "server_cpus", "gen_cpus", "netns", "gen_engine", "point_label")
+                   "mem_note", "server_cpus", "gen_cpus", "netns", "gen_engine", "point_label",
+                   "net_hosts", "net_links")
 
 
 #: The per-CPU columns (bench.results.CPU_BUSY_COLUMN); how many depends on the machine.

@@ -49,6 +49,18 @@ SIZE_UNITS: dict[str, int] = {
     "GB": 1000**3,
 }
 
+#: Bit rate units, bits per second per unit: decimal, as ``tc`` and link
+#: speeds are spelled (``100Mbit`` is 100,000,000 bit/s).
+BITRATE_UNITS: dict[str, int] = {
+    "bit": 1,
+    "kbit": 1000,
+    "Mbit": 1000**2,
+    "Gbit": 1000**3,
+}
+
+#: Highest bit rate: 1 Tbit/s, far past any link emulated on one machine.
+MAX_BITRATE = 10**12
+
 #: Duration units, seconds per unit (exact fractions so parsing is exact).
 DURATION_UNITS: dict[str, Fraction] = {
     "us": Fraction(1, 1_000_000),
@@ -117,7 +129,7 @@ def _short(text: str) -> str:
 
 
 def _example(kind: str) -> str:
-    return "256MiB" if kind == "size" else "100ms"
+    return {"size": "256MiB", "bit rate": "100Mbit"}.get(kind, "100ms")
 
 
 def _exact(value: int | float, kind: str) -> Fraction:
@@ -131,18 +143,22 @@ def _exact(value: int | float, kind: str) -> Fraction:
         raise UnitError(f"expected a finite {kind}, got {value!r}") from None
 
 
+def _amount(value: object, kind: str, units: dict, bare: str, such_as: str) -> Fraction:
+    """A YAML number, or text with one of ``units`` (``bare`` when none is written), as an exact amount."""
+    if isinstance(value, (int, float)):
+        return _exact(value, kind)
+    if isinstance(value, str):
+        number, unit = _split(value, kind, units)
+        return number * units[unit or bare]
+    raise UnitError(f"expected a {kind} such as {such_as}, got {type(value).__name__}")
+
+
 def parse_size(value: object) -> int:
     """Bytes from ``1024``, ``"1024"``, ``"1KiB"``, ``"1.5 MiB"`` or ``"10MB"`` (decimal).
 
     The result must be a whole, non-negative number of bytes.
     """
-    if isinstance(value, (int, float)):
-        amount = _exact(value, "size")
-    elif isinstance(value, str):
-        number, unit = _split(value, "size", SIZE_UNITS)
-        amount = number * SIZE_UNITS[unit or "B"]
-    else:
-        raise UnitError(f"expected a size such as 1024 or 256MiB, got {type(value).__name__}")
+    amount = _amount(value, "size", SIZE_UNITS, "B", "1024 or 256MiB")
     if amount < 0:
         raise UnitError(f"a size cannot be negative: {value!r}")
     if amount > MAX_SIZE:
@@ -157,18 +173,34 @@ def parse_duration(value: object) -> float:
 
     A bare number is seconds. The result is never negative.
     """
-    if isinstance(value, (int, float)):
-        amount = _exact(value, "duration")
-    elif isinstance(value, str):
-        number, unit = _split(value, "duration", DURATION_UNITS)
-        amount = number * DURATION_UNITS[unit or "s"]
-    else:
-        raise UnitError(f"expected a duration such as 2s or 100ms, got {type(value).__name__}")
+    amount = _amount(value, "duration", DURATION_UNITS, "s", "2s or 100ms")
     if amount < 0:
         raise UnitError(f"a duration cannot be negative: {value!r}")
     if amount > MAX_DURATION_S:
         raise UnitError(f"{_short(str(value))} is too long: a duration is at most {MAX_DURATION_S} s (about 31 years)")
     return float(amount)
+
+
+def parse_bitrate(value: object) -> int:
+    """Bits per second from ``"100Mbit"``, ``"1.5Gbit"``, ``"64kbit"`` or a bare number (bit/s).
+
+    The result is a whole, positive number of bits per second.
+    """
+    amount = _amount(value, "bit rate", BITRATE_UNITS, "bit", "100Mbit")
+    problem = ("must be positive" if amount <= 0 else "is at most 1000Gbit" if amount > MAX_BITRATE
+               else "is a whole number of bits per second" if amount.denominator != 1 else "")
+    if problem:
+        raise UnitError(f"{_short(str(value))}: a bit rate {problem}")
+    return int(amount)
+
+
+def format_bitrate(bits: int) -> str:
+    """The shortest exact spelling: ``100_000_000 -> "100Mbit"``, ``1500 -> "1500bit"``."""
+    for unit in ("Gbit", "Mbit", "kbit"):
+        factor = BITRATE_UNITS[unit]
+        if bits % factor == 0:
+            return f"{bits // factor}{unit}"
+    return f"{bits}bit"
 
 
 def format_size(nbytes: int) -> str | int:

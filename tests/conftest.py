@@ -27,7 +27,7 @@ def pytest_report_header() -> str:
 
 
 def pytest_sessionfinish(session, exitstatus) -> None:
-    """No test may leave a process behind: every server, child and worker is reaped.
+    """No test may leave a process or a network namespace behind: every server, child and worker is reaped.
 
     Checked once, after the whole session, on the test process's own
     descendants (never by name). A leftover turns a green run red.
@@ -45,4 +45,11 @@ def pytest_sessionfinish(session, exitstatus) -> None:
             continue
     if leftovers:
         print("\nprocesses left behind by the tests:\n  " + "\n  ".join(leftovers))
+        session.exitstatus = 1
+    # Network namespaces the tests' runs made in this process (bench.network.hosts names them by owner).
+    from bench.network.hosts import PREFIX, ours, owner_tag
+
+    left = [name for name in ours() if name.startswith(f"{PREFIX}-{owner_tag()}-")]
+    if left:
+        print("\nnetwork namespaces left behind by the tests:\n  " + "\n  ".join(left))
         session.exitstatus = 1
