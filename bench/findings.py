@@ -26,10 +26,9 @@ from bench.monitor.kernel import syn_retry_times
 from bench.stats import (
     CONN_OUTCOMES, Results, bound_mark, format_param, lower_bound_names, served_phrase, unresolved_connects,
 )
+from servers.registry import CEILING_MODELS, is_ceiling_reference
 
 MIB = 2**20
-#: The Python models (c-reference is the machine's ceiling, not a contender).
-CEILING_MODEL = "c-reference"
 #: A connect this slow (microseconds) was a dropped SYN retried by the client, not a slow accept:
 #: the first retransmission comes after 1 s; 0.9 s leaves room for timer slack.
 SYN_RETRY_US = 900_000
@@ -189,7 +188,7 @@ def _throughput_ranking(ctx: _Ctx) -> list[Finding]:
     if ctx.largest is None:
         return []
     rows = ctx.at(ctx.largest)
-    rows = rows[rows[f"{ctx.metric}_median"].notna() & (rows["model"] != CEILING_MODEL)]
+    rows = _contenders(rows[rows[f"{ctx.metric}_median"].notna()])
     if len(rows) < 2:
         return []
     rows = rows.sort_values(f"{ctx.metric}_median", ascending=False)
@@ -201,25 +200,30 @@ def _throughput_ranking(ctx: _Ctx) -> list[Finding]:
     return [Finding("throughput", text)]
 
 
+def _contenders(rows: pd.DataFrame) -> pd.DataFrame:
+    """``rows`` without the machine's ceiling (a reference, not a contender)."""
+    return rows[~rows["model"].map(is_ceiling_reference).astype(bool)]
+
+
 def _ceiling(ctx: _Ctx) -> list[Finding]:
     if ctx.largest is None:
         return []
-    ref = ctx.row(CEILING_MODEL, ctx.largest)
+    ref = next((row for name in CEILING_MODELS if (row := ctx.row(name, ctx.largest)) is not None), None)
     if ref is None or not math.isfinite(_n(ref[f"{ctx.metric}_median"])):
         return []
     rows = ctx.at(ctx.largest)
-    rows = rows[rows[f"{ctx.metric}_median"].notna() & (rows["model"] != CEILING_MODEL)]
+    rows = _contenders(rows[rows[f"{ctx.metric}_median"].notna()])
     if rows.empty:
         return []
     c = ref[f"{ctx.metric}_median"]
     parts = ", ".join(f"{r['model']} {r[f'{ctx.metric}_median'] / c:.0%}"
                       for _, r in rows.sort_values(f"{ctx.metric}_median", ascending=False).iterrows())
     if ref["n_generator_bound"]:
-        lead = (f"{CEILING_MODEL} served {fmt_rate(c, ctx.unit)} {ctx.where(ctx.largest)}, but the load generator "
+        lead = (f"{ref['model']} served {fmt_rate(c, ctx.unit)} {ctx.where(ctx.largest)}, but the load generator "
                 f"was saturated in {int(ref['n_generator_bound'])} of its runs, so the machine's ceiling is at "
                 f"least that; as a share of it")
     else:
-        lead = f"{CEILING_MODEL}, the machine's ceiling, served {fmt_rate(c, ctx.unit)} {ctx.where(ctx.largest)}; as a share of it"
+        lead = f"{ref['model']}, the machine's ceiling, served {fmt_rate(c, ctx.unit)} {ctx.where(ctx.largest)}; as a share of it"
     return [Finding("ceiling", f"{lead}: {parts}.")]
 
 
@@ -460,7 +464,7 @@ def _unserved(ctx: _Ctx) -> list[Finding]:
     out = []
     for _, row in ctx.agg.iterrows():
         served = served_phrase(row)
-        if not served or row["model"] == CEILING_MODEL:
+        if not served or is_ceiling_reference(row["model"]):
             continue
         bounds = [f"{name} ≥ {fmt_us(row[f'lat_{name}_us_median'])}" for name in lower_bound_names(row)]
         out.append(Finding("latency", (

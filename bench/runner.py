@@ -65,7 +65,7 @@ from bench import cpuwork
 from bench.placement import placement_cpus
 from bench.results import DISK_FULL_ERRNOS, DiskFull, ResultsWriter, cpu_busy_column, new_results_dir
 from bench.stopping import Stopped, deferred_stop, signal_name, signum_of, stop_signals
-from servers import native
+from servers import native, registry
 
 class Interrupted(Exception):
     """A scenario stopped by Ctrl-C, SIGTERM or SIGHUP; the results folder holds every finished run.
@@ -444,11 +444,12 @@ def run_scenario(scenario: Any, *, results_root: Path = Path("results"),
     signal. A full disk raises :class:`bench.results.DiskFull`.
     """
     plans = plan_runs(scenario)
-    if any(p.model == "c-reference" for p in plans) and not native.available():
+    compiled = sorted({p.model for p in plans if registry.model(p.model).native}, key=registry.order_key)
+    if compiled and not native.available():
         # The ceiling is a bonus, not a requirement: without a C compiler its
         # runs are left out with one line, never recorded as failures.
-        plans = [p for p in plans if p.model != "c-reference"]
-        warn(f"c-reference left out: {native.why_unavailable()}")
+        plans = [p for p in plans if p.model not in compiled]
+        warn(f"{', '.join(compiled)} left out: {native.why_unavailable()}")
     from bench.loadgen import engines
     _engine, _command, note = engines.resolve(scenario.generator.engine)
     if note:  # auto fell back to the python engine: said once here, and in each run's warnings

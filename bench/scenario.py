@@ -102,10 +102,16 @@ from bench.units import format_bitrate, format_duration, format_size, parse_bitr
 from servers.config import LOOPS, SERVICES, ServerOptions
 from servers.registry import MODELS
 
-#: Models that serve echo only (the C reference is the machine's ceiling for
-#: echo; it has no file service). In a scenario sweeping both services they
-#: run the echo points and skip the file points.
-ECHO_ONLY_MODELS = frozenset({"c-reference"})
+
+def _offers(model: str, service: str) -> bool:
+    """Whether ``model`` offers ``service`` (the registry's fact).
+
+    A model that lacks one of a scenario's services (the C ceiling serves echo
+    only) runs the points of the services it has and skips the others.
+    """
+    known = MODELS.get(model)
+    return known is None or known.offers(service)
+
 
 #: Order in which sweep axes are expanded (first varies slowest) and in which
 #: they appear in ``Point.params``.
@@ -596,7 +602,7 @@ class Scenario(_Section):
             request_timeout=self.server.request_timeout,
             send_timeout=self.server.send_timeout,
         )
-        models = tuple(m for m in self.models if service == "echo" or m not in ECHO_ONLY_MODELS)
+        models = tuple(m for m in self.models if _offers(m, service))
         return Point(index=index, service=service, models=models, params={}, server=server, load=load)
 
     # -- typed access for the runner ---------------------------------------
@@ -666,10 +672,11 @@ def _cross_issues(s: Scenario) -> list[tuple[tuple, str]]:
         issues.append((("load", "rate"), "required when mode is open: total requests per second, e.g. rate: 5000"))
     if "open" not in modes and s.load.rate is not None:
         issues.append((("load", "rate"), "only used when mode is open; remove it or set mode: open"))
-    if "echo" not in services:
-        for i, model in enumerate(s.models):
-            if model in ECHO_ONLY_MODELS:
-                issues.append((("models", i), f"{model} serves echo only; remove it from a file scenario or add echo to service"))
+    for i, model in enumerate(s.models):
+        if not any(_offers(model, service) for service in services):
+            offered = MODELS[model].services
+            issues.append((("models", i), f"{model} serves {' and '.join(offered)} only; remove it from a "
+                           f"{' and '.join(services)} scenario or add {offered[0]} to service"))
     if s.server.cpu_work_iterations and (isinstance(s.server.cpu_work_us, list) or not s.server.cpu_work_us):
         issues.append((("server", "cpu_work_iterations"), "fixes the loop count of one cpu_work_us value: give a single "
                        "cpu_work_us > 0 with it, or remove it and let bench run calibrate"))
@@ -1304,7 +1311,9 @@ def summary_line(file: str | Path, scenario: Scenario) -> str:
     runs = scenario.run_count()
     note = ""
     if runs != n_models * n_points * reps:
-        note = f" ({', '.join(sorted(ECHO_ONLY_MODELS & set(scenario.models)))} runs the echo points only)"
+        partial = [m for m in scenario.models if not all(_offers(m, service) for service in scenario.services)]
+        offered = sorted({service for m in partial for service in MODELS[m].services} & set(scenario.services))
+        note = f" ({', '.join(partial)} {'runs' if len(partial) == 1 else 'run'} the {' and '.join(offered)} points only)"
     return (
         f"ok: {file}: {plural(n_models, 'model')} x {plural(n_points, 'point')} x {plural(reps, 'repetition')} = "
         f"{plural(runs, 'run')}, "

@@ -59,6 +59,7 @@ from bench.loadgen.spec import lower_bound_column
 from bench.results import (CPU_BUSY_COLUMN, PARAMETER_COLUMNS, RESULTS_VERSION, RUN_COLUMNS, TIMELINE_COLUMNS,
                            atomic_file)
 from bench.units import plural
+from servers import registry
 
 #: Metrics aggregated by default: the headline ones and what the report table shows.
 DEFAULT_METRICS: tuple[str, ...] = (
@@ -333,12 +334,7 @@ def aggregate(runs: pd.DataFrame, metrics: Iterable[str] = DEFAULT_METRICS) -> p
 
 def model_order_key(model: str) -> tuple[int, str]:
     """Sort key that puts models in registry order (the figures' order), unknown ones last."""
-    try:
-        from servers.registry import MODELS
-        names = list(MODELS)
-    except Exception:  # noqa: BLE001 - the registry is a nicety for ordering only
-        names = []
-    return (names.index(model) if model in names else len(names), model)
+    return registry.order_key(model)
 
 
 # --------------------------------------------------------------------------

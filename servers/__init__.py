@@ -15,13 +15,16 @@ The package separates two questions that a network server answers, the way
     ``sequential``, ``threading`` and ``forking`` are the standard library's
     ``TCPServer``, ``ThreadingTCPServer`` and ``ForkingTCPServer`` running the
     *same* handler classes (:mod:`servers.handlers`, glue in
-    :mod:`servers.blocking`), so any difference between them is the model
+    :mod:`servers.blocking`; each model module composes its server class in
+    one line), so any difference between them is the model
     alone. ``selectors`` (:mod:`servers.models.selector_loop`) is a
     hand-written non-blocking loop, ``asyncio``
     (:mod:`servers.models.asyncio_streams`) the idiomatic streams server. Each
-    model is a small module in :mod:`servers.models` with the same two names,
-    ``SERVICES`` and ``serve(service, options, ready)``, found through
-    :mod:`servers.registry`.
+    model is a small module in :mod:`servers.models` with the same entry
+    point, ``serve(service, options, ready)`` (and optionally its own
+    ``check``), found through :mod:`servers.registry`, which owns each
+    model's facts: the services it offers, its family, its colour and order
+    in figures, whether it is the machine's ceiling.
 
 Every model bounds what one client can cost it (idle, request-line and send
 timeouts) and backs off when ``accept`` runs out of descriptors, with the

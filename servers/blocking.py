@@ -2,8 +2,14 @@
 
 The three socketserver models differ only in the server class they pass to
 :func:`serve`: ``TCPServer``, ``ThreadingTCPServer`` or ``ForkingTCPServer``,
-used as the standard library ships them, defaults included. The additions of
-:class:`ServiceServerMixin` are limited to what sockbench needs around them:
+used as the standard library ships them, defaults included. Each model module
+composes its class in one line, as the standard library composes its own
+(``class ThreadingUDPServer(ThreadingMixIn, UDPServer): pass``)::
+
+    class ThreadingServer(ServiceServerMixin, socketserver.ThreadingTCPServer): pass
+
+The additions of :class:`ServiceServerMixin` (and, for forking,
+:class:`ForkingServiceMixin`) are limited to what sockbench needs around them:
 
 * ``request_queue_size`` (the listen backlog) and ``max_children`` come from
   the options; both default to the stdlib's own values (5 and 40);
@@ -134,7 +140,7 @@ class ServiceServerMixin:
                     pass  # already closed by the peer
 
     def stop_children(self) -> None:
-        """Forking only (see :class:`ForkingServer`); nothing to do for the others."""
+        """Forking only (see :class:`ForkingServiceMixin`); nothing to do for the others."""
 
     # -- errors ----------------------------------------------------------------
 
@@ -146,16 +152,10 @@ class ServiceServerMixin:
         self.service.log_error(client_address, error)
 
 
-class SequentialServer(ServiceServerMixin, socketserver.TCPServer):
-    """``socketserver.TCPServer``: one connection at a time, in the main thread."""
+class ForkingServiceMixin(ServiceServerMixin):
+    """What sockbench adds to ``socketserver.ForkingTCPServer``: ``max_children``, children that stop with the server."""
 
-
-class ThreadingServer(ServiceServerMixin, socketserver.ThreadingTCPServer):
-    """``socketserver.ThreadingTCPServer``: a thread per connection, joined on close."""
-
-
-class ForkingServer(ServiceServerMixin, socketserver.ForkingTCPServer):
-    """``socketserver.ForkingTCPServer``: a process per connection, at most ``max_children``."""
+    active_children: set[int] | None
 
     def __init__(self, service: Service, options: ServerOptions, handler: type[socketserver.BaseRequestHandler]) -> None:
         self.max_children = options.max_children
@@ -167,7 +167,7 @@ class ForkingServer(ServiceServerMixin, socketserver.ForkingTCPServer):
         # ForkingMixIn calls this in the child only, right after fork().
         self.socket.close()  # the listener is the parent's: a child holding it keeps the port bound
         die_with_parent(self.parent_pid)
-        super().finish_request(request, client_address)
+        super().finish_request(request, client_address)  # type: ignore[misc]
 
     def stop_children(self, sig: int = signal.SIGTERM) -> None:
         for pid in list(self.active_children or ()):
@@ -183,7 +183,7 @@ class ForkingServer(ServiceServerMixin, socketserver.ForkingTCPServer):
         watchdog.daemon = True
         watchdog.start()
         try:
-            super().server_close()
+            super().server_close()  # type: ignore[misc]
         finally:
             watchdog.cancel()
 
@@ -310,4 +310,4 @@ def serve(
                 signal.signal(sig, handler_before)
 
 
-__all__ = ["ForkingServer", "SequentialServer", "ServiceServerMixin", "SetupError", "ThreadingServer", "serve"]
+__all__ = ["ForkingServiceMixin", "ServiceServerMixin", "SetupError", "serve"]

@@ -32,6 +32,7 @@ import dataclasses
 import json
 import os
 import sys
+import textwrap
 import typing
 from collections.abc import Callable
 from pathlib import Path
@@ -40,7 +41,7 @@ from typing import Any
 
 from servers import registry
 from servers.config import LOOPS, SERVICES, ServerOptions
-from servers.service import SetupError
+from servers.service import SetupError, root_directory
 from servers.work import cpu_work
 
 PROG = "python -m servers"
@@ -50,25 +51,17 @@ Run one sockbench server: MODEL decides how connections are served
 concurrently, SERVICE what each connection gets. Prints one JSON "ready" line
 on stdout once listening; stops cleanly on SIGTERM or Ctrl-C."""
 
-EPILOG = """\
-models:
-  sequential    socketserver.TCPServer: one client at a time
-  threading     socketserver.ThreadingTCPServer: a thread per connection
-  forking       socketserver.ForkingTCPServer: a process per connection
-                (at --max-children the accept loop waits for a child to exit)
-  selectors     hand-written single-threaded non-blocking selectors loop
-  asyncio       asyncio.start_server streams (--loop uvloop if installed)
-  c-reference   a small C echo server: the machine's ceiling (echo only)
-  threadpool    socketserver with a pool of --threads threads (at the limit
-                no more accepts: new clients wait in the listen queue)
-  prefork       --workers processes forked at start, each accepting and
-                serving one connection at a time (the rest wait in the
-                listen queue); a worker that dies is re-forked
-  asyncio-protocol  asyncio BufferedProtocol callbacks, no streams (--loop
-                uvloop if installed); one thread, bounded by descriptors
-  reuseport     --workers asyncio-protocol processes, each listening with
-                SO_REUSEPORT on the same port: the kernel spreads connections
-                over their queues (--backlog each); a dead worker is re-forked
+
+def _models_help() -> str:
+    """The ``models:`` section of the help, from each model's label in the registry."""
+    lines = ["models:"]
+    for m in registry.MODELS.values():
+        # 14 columns: the widest common name and two spaces; 78: a terminal's width less a margin
+        lines += textwrap.wrap(m.label, 78, initial_indent=f"  {m.name:<12}  ", subsequent_indent=" " * 16)
+    return "\n".join(lines)
+
+
+EPILOG = _models_help() + """
 
 services:
   echo          RFC 862: every byte sent back until the client closes
@@ -184,39 +177,30 @@ def options_from_namespace(namespace: argparse.Namespace) -> ServerOptions:
 
 
 def check(model_name: str, service: str, options: ServerOptions) -> ModuleType:
-    """Validate the combination before listening; returns the model's module or raises :class:`UsageError`."""
+    """Validate the combination before listening; returns the model's module or raises :class:`UsageError`.
+
+    The model's facts and its own check are the registry's
+    (:meth:`servers.registry.Model.check`), the ``--root`` rules the file
+    service's (:func:`servers.service.root_directory`); this only turns their
+    errors into usage errors.
+    """
     try:
-        model = registry.get_model(model_name)
+        model = registry.model(model_name)
+        module = model.check(service, options)
+        if service == "file":
+            root_directory(options.root)
     except registry.UnknownModel as exc:
         raise UsageError(str(exc)) from None
     except ImportError as exc:
         raise UsageError(f"model {model_name!r} cannot be loaded ({exc}); is it installed/built?") from None
-    if service not in model.SERVICES:
-        raise UsageError(
-            f"model {model_name!r} does not provide the {service!r} service; it provides: {', '.join(model.SERVICES)}"
-        )
-    if service == "file":
-        if options.root is None:
-            raise UsageError("the file service needs a directory to serve: add --root DIR")
-        if not Path(options.root).is_dir():
-            raise UsageError(f"--root {options.root}: not a directory; pass an existing directory to serve")
+    except SetupError as exc:
+        raise UsageError(str(exc)) from None
     if options.cpu_work_iterations and not options.cpu_work_us:
         raise UsageError(
             f"--cpu-work-iterations {options.cpu_work_iterations}: a positive count that goes with --cpu-work-us "
             "(the iterations that make up those microseconds); leave it 0 to calibrate at start-up"
         )
-    if options.loop != "asyncio" and model_name not in registry.LOOP_MODELS:
-        raise UsageError(
-            f"--loop {options.loop} only applies to the models {', '.join(registry.LOOP_MODELS)}, not {model_name!r}"
-        )
-    if model_name in registry.LOOP_MODELS:
-        from servers.models.asyncio_streams import check_loop
-
-        try:
-            check_loop(options, service)
-        except SetupError as exc:
-            raise UsageError(str(exc)) from None
-    return model
+    return module
 
 
 def resolve_cpu_work(options: ServerOptions) -> tuple[ServerOptions, str]:

@@ -61,14 +61,11 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from servers import protocol
 from servers.limits import IdleTimeout, RequestTimeout, SendTimeout, Timeouts
+from servers.protocol import FileShrankError
 from servers.service import MSG_MORE
 
 if TYPE_CHECKING:
     from servers.blocking import ServiceServerMixin
-
-
-class FileShrankError(OSError):
-    """The file got shorter while being sent: the promised size cannot be honoured, the connection must close."""
 
 
 class EchoHandler(socketserver.BaseRequestHandler):
@@ -267,7 +264,7 @@ def send_file(sock: socket.socket, file: BinaryIO, size: int, *, use_sendfile: b
             send_all(sock, chunk, timeout)
             sent += len(chunk)
     if sent != size:
-        raise FileShrankError(f"file shrank while being sent ({sent} of {size} bytes)")
+        raise FileShrankError(sent, size)
 
 
 def sendfile_within(sock: socket.socket, file: BinaryIO, size: int, timeout: float | None) -> int:

@@ -145,6 +145,18 @@ class RequestError(Exception):
         return f"{self.code} {self.reason}"
 
 
+class FileShrankError(OSError):
+    """The file got shorter while being sent: the promised size cannot be honoured, the connection must close.
+
+    Raised by every model's file sender, with the bytes sent and the size the
+    header promised.
+    """
+
+    def __init__(self, sent: int, size: int) -> None:
+        super().__init__(f"file shrank while being sent ({sent} of {size} bytes)")
+        self.sent, self.size = sent, size
+
+
 def error_line(error: RequestError) -> bytes:
     """The bytes sent for ``error``: ``ERR <code> <reason>\\n`` (reason kept to one line)."""
     reason = " ".join(error.reason.split())

@@ -135,14 +135,20 @@ def make_service(model: str, name: str, options: ServerOptions) -> Service:
     )
 
 
-def check_root(root: Path | None) -> protocol.ServedRoot:
-    """The served root, opened; :class:`SetupError` when missing or not a directory."""
+def root_directory(root: Path | None) -> Path:
+    """``--root`` checked before anything listens; :class:`SetupError` when missing or not a directory."""
     if root is None:
         raise SetupError("the file service needs a directory to serve: add --root DIR")
     if not Path(root).is_dir():
         raise SetupError(f"--root {root}: not a directory; pass an existing directory to serve")
+    return Path(root)
+
+
+def check_root(root: Path | None) -> protocol.ServedRoot:
+    """The served root, opened; :class:`SetupError` when missing, not a directory or unreadable."""
+    directory = root_directory(root)
     try:
-        return protocol.prepare_root(Path(root))
+        return protocol.prepare_root(directory)
     except OSError as exc:
         raise SetupError(f"--root {root}: cannot open ({exc.strerror}); pass a directory this user can read") from None
 

@@ -338,14 +338,15 @@ def test_client_cannot_connect(client_bin: Path) -> None:
 
 
 def test_model_refuses_file_service_and_cpu_work() -> None:
-    from servers.models import c_reference
+    from servers import registry
     from servers.service import SetupError
 
-    with pytest.raises(SetupError, match="only echo"):
-        c_reference.check("file", ServerOptions(root=Path("/tmp")))
+    model = registry.model("c-reference")
+    with pytest.raises(SetupError, match="it provides: echo"):
+        model.check("file", ServerOptions(root=Path("/tmp")))
     with pytest.raises(SetupError, match="cpu-work-us"):
-        c_reference.check("echo", ServerOptions(cpu_work_us=10))
-    c_reference.check("echo", ServerOptions())  # accepted
+        model.check("echo", ServerOptions(cpu_work_us=10))
+    model.check("echo", ServerOptions())  # accepted
 
 
 def test_model_without_compiler_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,7 +6,6 @@ import dataclasses
 import socket
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -71,12 +70,10 @@ def test_unknown_model_lists_the_valid_ones(capsys: pytest.CaptureFixture[str]) 
         assert name in err
 
 
-def test_service_the_model_lacks(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    echo_only = types.SimpleNamespace(SERVICES=("echo",), serve=None)
-    monkeypatch.setattr(registry, "get_model", lambda name: echo_only)
-    status, _, err = _run_main(["echo-only", "file", "--root", "."], capsys)
+def test_service_the_model_lacks(capsys: pytest.CaptureFixture[str]) -> None:
+    status, _, err = _run_main(["c-reference", "file", "--root", "."], capsys)  # refused before anything is built
     assert status == 2
-    assert "does not provide the 'file' service" in err and "echo" in err
+    assert "does not provide the 'file' service; it provides: echo" in err
 
 
 def test_unknown_service_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:

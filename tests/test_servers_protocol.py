@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from servers import protocol
-from servers.handlers import FileShrankError, send_file
+from servers.handlers import send_file
+from servers.protocol import FileShrankError
 from servers.work import cpu_work
 
 

@@ -36,6 +36,7 @@ from bench.monitor.kernel import syn_retry_times
 from bench.stats import (
     LOWER_BOUNDED_METRICS, Results, format_param, is_lower_bound, merge_histograms, served_phrase,
 )
+from servers import registry
 
 #: Words for the swept parameter, used in titles ("as clients grow") and x labels.
 PARAM_TEXT: dict[str, tuple[str, str]] = {
@@ -186,7 +187,7 @@ def series(results: Results) -> list[Series]:
             if results.x_param:
                 rows = rows.sort_values(results.x_param)
             suffix = ", ".join(f"{p}={format_param(v)}" for p, v in zip(others, combo))
-            ls = "--" if model == "c-reference" and not others else styles[i % len(styles)]
+            ls = "--" if registry.is_ceiling_reference(model) and not others else styles[i % len(styles)]
             out.append(Series(model, f"{model} ({suffix})" if suffix else model, rows, ls))
     return out
 
@@ -273,7 +274,7 @@ def _metric_bars(ax: Axes, results: Results, metric: str,
         colour = style.model_colour(model)
         if np.isfinite(med):
             ax.bar([i], [med], color=colour, width=0.7, zorder=3,
-                   hatch="//" if model == "c-reference" else None, edgecolor="white")
+                   hatch="//" if registry.is_ceiling_reference(model) else None, edgecolor="white")
             ax.errorbar([i], [med], yerr=[[med - lo], [hi - med]], color="#333333", capsize=4, zorder=4)
             plotted += [lo, hi]
         _draw_point_marks(ax, i, hi if np.isfinite(hi) else None, row, metric, 0, flags)

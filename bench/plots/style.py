@@ -1,11 +1,11 @@
 """One look for every sockbench figure: model colours, flag markers, axes, units.
 
-A model keeps one colour in every figure, report and comparison: colours are
-assigned from :data:`servers.registry.MODELS` order, not from the models a
-particular results folder happens to contain. The palette is Okabe-Ito
-(colour-blind safe); its yellow is left out because it vanishes on white.
-Each model also has its own marker, so a grey-scale print still tells them
-apart, and ``c-reference`` (the machine's ceiling) is drawn dashed.
+A model keeps one colour in every figure, report and comparison: its colour
+is a fact of the model in :data:`servers.registry.MODELS`, not picked from the
+models a particular results folder happens to contain. Each model also has its
+own marker (by its place in the registry's order), so a grey-scale print still
+tells them apart, and a ceiling reference (the C server: the machine's
+ceiling) is drawn dashed.
 
 Flagged points are drawn over the data with shapes no model uses at that
 size, and each flag gets its own legend entry:
@@ -35,12 +35,13 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, MultipleLocator, NullFormatter
 
-#: Okabe-Ito colours in registry order (sequential, threading, forking, selectors, asyncio, c-reference).
-_OKABE_ITO = ["#E69F00", "#56B4E9", "#009E73", "#0072B2", "#D55E00", "#000000"]
-#: Registry models past the sixth, then models not in the registry: Okabe-Ito's
-#: reddish purple, then Paul Tol's wine, teal, olive and indigo (distinct from
-#: the six above and from each other for colour-blind readers), then a grey.
-_EXTRA = ["#CC79A7", "#882255", "#44AA99", "#999933", "#332288", "#999999"]
+from servers import registry
+
+#: Colours of models the registry does not know (a results folder from an
+#: older sockbench), picked by name so each keeps its colour: Okabe-Ito's
+#: reddish purple, Paul Tol's wine, teal, olive and indigo, then a grey.
+#: Registered models have their own (:attr:`servers.registry.Model.colour`).
+_UNREGISTERED = ["#CC79A7", "#882255", "#44AA99", "#999933", "#332288", "#999999"]
 _MARKERS = ["o", "s", "^", "D", "v", "P", "*", "<", ">", "p"]
 
 #: Flag name -> (legend label, marker style).
@@ -64,34 +65,23 @@ PANEL_W, PANEL_H = 6.4, 4.0
 DPI = 110  # PNG resolution: sharp on screen, files stay under ~150 KB
 
 
-def _registry_models() -> list[str]:
-    try:
-        from servers.registry import MODELS
-
-        return list(MODELS)
-    except Exception:  # noqa: BLE001 - colours must never break a figure
-        return ["sequential", "threading", "forking", "selectors", "asyncio", "c-reference"]
-
-
 def model_colour(model: str) -> str:
-    """The fixed colour of ``model`` (registry order; unknown models get stable extra colours)."""
-    names = _registry_models()
-    if model in names:
-        i = names.index(model)
-        return _OKABE_ITO[i] if i < len(_OKABE_ITO) else _EXTRA[(i - len(_OKABE_ITO)) % len(_EXTRA)]
-    return _EXTRA[sum(map(ord, model)) % len(_EXTRA)]
+    """The fixed colour of ``model`` (the registry's; unregistered models get stable extra colours)."""
+    known = registry.MODELS.get(model)
+    return known.colour if known is not None else _UNREGISTERED[sum(map(ord, model)) % len(_UNREGISTERED)]
 
 
 def model_marker(model: str) -> str:
-    names = _registry_models()
-    i = names.index(model) if model in names else sum(map(ord, model))
+    """The fixed marker of ``model``, by its place in the registry's order."""
+    known = registry.MODELS.get(model)
+    i = known.order if known is not None else sum(map(ord, model))
     return _MARKERS[i % len(_MARKERS)]
 
 
 def model_style(model: str) -> dict[str, Any]:
-    """Line2D keyword arguments for ``model``'s line."""
+    """Line2D keyword arguments for ``model``'s line (the machine's ceiling dashed)."""
     return dict(color=model_colour(model), marker=model_marker(model), markersize=5,
-                linestyle="--" if model == "c-reference" else "-", linewidth=1.8)
+                linestyle="--" if registry.is_ceiling_reference(model) else "-", linewidth=1.8)
 
 
 def new_figure(nrows: int = 1, ncols: int = 1, *, width: float | None = None, height: float | None = None,

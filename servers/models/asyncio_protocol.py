@@ -68,12 +68,10 @@ from typing import BinaryIO
 
 from servers import protocol
 from servers.config import ServerOptions
-from servers.handlers import FileShrankError
 from servers.limits import Expiry, next_expiry
-from servers.models.asyncio_streams import MIN_SWEEP_S, SENDFILE_PART, STOP_GRACE_S, check_loop, stop_on_signals
+from servers.models.asyncio_streams import MIN_SWEEP_S, SENDFILE_PART, STOP_GRACE_S, check, stop_on_signals
+from servers.protocol import FileShrankError
 from servers.service import Service, listen_error, make_service
-
-SERVICES = ("echo", "file")
 
 #: Size of the one read buffer (see "The read buffer" above).
 READ_BUFFER_BYTES = protocol.CHUNK_SIZE
@@ -284,8 +282,7 @@ class FileConnection(Connection):
                 return  # the client is gone: connection_lost releases the file
             chunk = os.pread(self.file.fileno(), min(protocol.CHUNK_SIZE, self.remaining), self.offset)
             if not chunk:
-                raise FileShrankError(f"file shrank while being sent ({self.offset} of {self.offset + self.remaining} "
-                                      "bytes)")
+                raise FileShrankError(self.offset, self.offset + self.remaining)
             self.transport.write(chunk)
             self.offset += len(chunk)
             self.remaining -= len(chunk)
@@ -301,8 +298,7 @@ class FileConnection(Connection):
                 self.last_sent = time.monotonic()
                 part = await loop.sendfile(self.transport, self.file, self.offset, min(SENDFILE_PART, self.remaining))
                 if not part:
-                    raise FileShrankError(f"file shrank while being sent ({self.offset} of "
-                                          f"{self.offset + self.remaining} bytes)")
+                    raise FileShrankError(self.offset, self.offset + self.remaining)
                 self.offset += part
                 self.remaining -= part
         except asyncio.CancelledError:
@@ -414,13 +410,13 @@ class ProtocolServer:
 def run(server: ProtocolServer, options: ServerOptions, service: str, ready: Callable[[str, int], None],
         sock: socket.socket | None = None) -> None:
     """Run ``server`` on the loop ``--loop`` asks for until SIGTERM/SIGINT."""
-    with asyncio.Runner(loop_factory=check_loop(options, service)) as runner:
+    with asyncio.Runner(loop_factory=check(service, options)) as runner:
         runner.run(server.run(ready, sock))
 
 
 def serve(service: str, options: ServerOptions, ready: Callable[[str, int], None]) -> None:
     """Serve ``service`` with asyncio protocols until SIGTERM/SIGINT."""
-    check_loop(options, service)
+    check(service, options)
     server = ProtocolServer(make_service("asyncio-protocol", service, options), options,
                             copy_writes=options.loop == "uvloop")
     try:

@@ -70,11 +70,9 @@ from typing import Any
 
 from servers import protocol
 from servers.config import ServerOptions
-from servers.handlers import FileShrankError
 from servers.limits import AcceptBackoff, ConnectionTimeout, IdleTimeout, RequestTimeout, SendTimeout
+from servers.protocol import FileShrankError
 from servers.service import Service, SetupError, listen_error, make_service
-
-SERVICES = ("echo", "file")
 
 #: Longest wait for cancelled connection tasks to finish when stopping (the
 #: spec allows 5 s for the whole stop; tasks normally end within one turn).
@@ -315,7 +313,7 @@ class AsyncServer:
                 sent += len(chunk)
                 await self._drain(writer, watch)
         if sent != size:
-            raise FileShrankError(f"file shrank while being sent ({sent} of {size} bytes)")
+            raise FileShrankError(sent, size)
 
     async def _stop(self, server: asyncio.AbstractServer) -> None:
         self.stopping = True
@@ -326,7 +324,6 @@ class AsyncServer:
             await asyncio.wait(set(self.tasks), timeout=STOP_GRACE_S)
         for writer in self.writers:
             writer.transport.abort()
-
 
 
 @contextlib.contextmanager
@@ -361,8 +358,12 @@ def stop_on_signals(service: Service) -> Iterator[asyncio.Event]:
             loop.remove_signal_handler(sig)
 
 
-def check_loop(options: ServerOptions, service: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """The loop factory for ``--loop``; :class:`SetupError` when it cannot serve as asked."""
+def check(service: str, options: ServerOptions) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The model's own check (see :mod:`servers.registry`), shared by every event-loop model.
+
+    Returns the loop factory for ``--loop``; :class:`SetupError` when that
+    loop cannot serve ``service`` as asked.
+    """
     if options.loop == "asyncio":
         return None
     if options.loop != "uvloop":
@@ -384,7 +385,7 @@ def check_loop(options: ServerOptions, service: str) -> Callable[[], asyncio.Abs
 
 def serve(service: str, options: ServerOptions, ready: Callable[[str, int], None]) -> None:
     """Serve ``service`` with asyncio streams until SIGTERM/SIGINT."""
-    loop_factory = check_loop(options, service)
+    loop_factory = check(service, options)
     server = AsyncServer(make_service("asyncio", service, options), options)
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:

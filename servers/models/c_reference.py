@@ -30,8 +30,9 @@ Error handling
 --------------
 Every error is a :class:`servers.service.SetupError`, which the command line
 prints as one line (no traceback) before exiting non-zero:
-:class:`UnsupportedOption` for the file service and for ``--cpu-work-us``
-other than 0; :class:`CReferenceUnavailable` when no C compiler exists, or
+:class:`UnsupportedOption` for ``--cpu-work-us`` other than 0 (the
+file service is refused by :meth:`servers.registry.Model.check`, as any service
+a model does not offer); :class:`CReferenceUnavailable` when no C compiler exists, or
 when the compiler fails (then the message carries the compiler's output).
 """
 
@@ -44,8 +45,6 @@ from collections.abc import Callable
 from servers import native
 from servers.config import ServerOptions
 from servers.service import SetupError
-
-SERVICES = ("echo",)
 
 
 class UnsupportedOption(SetupError, ValueError):
@@ -75,11 +74,7 @@ def command(options: ServerOptions) -> list[str]:
 
 
 def check(service: str, options: ServerOptions) -> None:
-    """Raise :class:`UnsupportedOption` for what the C server does not do."""
-    if service not in SERVICES:
-        raise UnsupportedOption(
-            f"model c-reference serves only echo, not {service!r}; use a Python model for the file service"
-        )
+    """Raise :class:`UnsupportedOption` for what the C server does not do (the registry checks the service)."""
     if options.cpu_work_us != 0:
         raise UnsupportedOption(
             f"model c-reference does not support --cpu-work-us (got {options.cpu_work_us}); "

@@ -13,6 +13,7 @@ beyond the limit is not refused; it simply waits for someone else to leave.
 
 from __future__ import annotations
 
+import socketserver
 from collections.abc import Callable
 
 from servers import blocking
@@ -20,9 +21,10 @@ from servers.config import ServerOptions
 from servers.handlers import HANDLERS
 from servers.service import make_service
 
-SERVICES = ("echo", "file")
+
+class ForkingServer(blocking.ForkingServiceMixin, socketserver.ForkingTCPServer): pass  # noqa: E701  (the stdlib's own style)
 
 
 def serve(service: str, options: ServerOptions, ready: Callable[[str, int], None]) -> None:
     """Serve ``service`` with ``socketserver.ForkingTCPServer`` until SIGTERM/SIGINT."""
-    blocking.serve(blocking.ForkingServer, HANDLERS[service], make_service("forking", service, options), options, ready)
+    blocking.serve(ForkingServer, HANDLERS[service], make_service("forking", service, options), options, ready)

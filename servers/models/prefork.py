@@ -1,6 +1,6 @@
 """Model ``prefork``: N worker processes forked at start, each accepting on the shared listener.
 
-The parent opens the listening socket (a :class:`servers.blocking.SequentialServer`,
+The parent opens the listening socket (a :class:`servers.models.sequential.SequentialServer`,
 so backlog, address family and connection handling are the sequential
 model's), forks ``--workers`` children and from then on only supervises. Each
 worker is a sequential server on the inherited listener: it blocks in
@@ -62,9 +62,8 @@ from collections.abc import Callable
 from servers import blocking
 from servers.config import ServerOptions
 from servers.handlers import HANDLERS
+from servers.models.sequential import SequentialServer
 from servers.service import Service, make_service
-
-SERVICES = ("echo", "file")
 
 #: Restarts allowed at once before the rate limit applies: enough to replace
 #: every worker of a machine-sized pool that died together (an OOM kill).
@@ -241,7 +240,7 @@ class Supervisor:
                 pass  # exited, to be reaped
 
 
-def run_worker(server: blocking.SequentialServer) -> None:
+def run_worker(server: SequentialServer) -> None:
     """One worker: accept on the shared listener (blocking), serve that connection, repeat; until killed."""
     while True:
         try:
@@ -262,7 +261,7 @@ def serve(service: str, options: ServerOptions, ready: Callable[[str, int], None
     """Serve ``service`` with ``--workers`` pre-forked processes until SIGTERM/SIGINT."""
     service_ = make_service("prefork", service, options)
     handler: type[socketserver.BaseRequestHandler] = HANDLERS[service]
-    server = blocking.SequentialServer(service_, options, handler)
+    server = SequentialServer(service_, options, handler)
     try:
         Supervisor(service_, options.worker_processes(), lambda: run_worker(server), server.socket).run(ready)
     finally:

@@ -45,11 +45,9 @@ from collections.abc import Callable
 
 from servers.config import ServerOptions
 from servers.models.asyncio_protocol import ProtocolServer, run
-from servers.models.asyncio_streams import check_loop
+from servers.models.asyncio_streams import check
 from servers.models.prefork import Supervisor
 from servers.service import Service, SetupError, address_family, listen_error, make_service
-
-SERVICES = ("echo", "file")
 
 #: How long the workers may take to start listening. A fork and a bind take
 #: milliseconds; 10 s covers a machine busy with other work.
@@ -135,7 +133,7 @@ class ReuseportWorkers:
 
 def serve(service: str, options: ServerOptions, ready: Callable[[str, int], None]) -> None:
     """Serve ``service`` with ``--workers`` event-loop processes on one port until SIGTERM/SIGINT."""
-    check_loop(options, service)
+    check(service, options)
     workers = ReuseportWorkers(make_service("reuseport", service, options), options, service, options.worker_processes())
     try:
         Supervisor(workers.service, workers.workers, workers.run_worker, workers.reserved,

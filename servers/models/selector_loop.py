@@ -68,11 +68,9 @@ from typing import BinaryIO
 
 from servers import protocol
 from servers.config import ServerOptions
-from servers.handlers import FileShrankError
 from servers.limits import AcceptBackoff, Expiry, Timeouts, next_expiry, out_of_resources
+from servers.protocol import FileShrankError
 from servers.service import MSG_MORE, Service, accepted, address_family, listen_error, make_service
-
-SERVICES = ("echo", "file")
 
 #: Echo bytes queued for one client before the loop stops reading from it.
 #: Four receive chunks: enough to keep the socket busy while the client
@@ -284,7 +282,7 @@ class FileConnection(Connection):
             self.out += data
             sent = len(data)
         if sent == 0:
-            raise FileShrankError(f"file shrank while being sent ({self.offset} of {self.offset + self.remaining} bytes)")
+            raise FileShrankError(self.offset, self.offset + self.remaining)
         if self.service.sendfile:
             self.last_sent = time.monotonic()
         self.offset += sent

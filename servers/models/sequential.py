@@ -10,6 +10,7 @@ and the seed's lesson: a server that blocks on one client serves nobody else.
 
 from __future__ import annotations
 
+import socketserver
 from collections.abc import Callable
 
 from servers import blocking
@@ -17,9 +18,10 @@ from servers.config import ServerOptions
 from servers.handlers import HANDLERS
 from servers.service import make_service
 
-SERVICES = ("echo", "file")
+
+class SequentialServer(blocking.ServiceServerMixin, socketserver.TCPServer): pass  # noqa: E701  (the stdlib's own style)
 
 
 def serve(service: str, options: ServerOptions, ready: Callable[[str, int], None]) -> None:
     """Serve ``service`` with ``socketserver.TCPServer`` until SIGTERM/SIGINT."""
-    blocking.serve(blocking.SequentialServer, HANDLERS[service], make_service("sequential", service, options), options, ready)
+    blocking.serve(SequentialServer, HANDLERS[service], make_service("sequential", service, options), options, ready)

@@ -11,6 +11,7 @@ joined when the server closes (``block_on_close``).
 
 from __future__ import annotations
 
+import socketserver
 from collections.abc import Callable
 
 from servers import blocking
@@ -18,9 +19,10 @@ from servers.config import ServerOptions
 from servers.handlers import HANDLERS
 from servers.service import make_service
 
-SERVICES = ("echo", "file")
+
+class ThreadingServer(blocking.ServiceServerMixin, socketserver.ThreadingTCPServer): pass  # noqa: E701  (the stdlib's own style)
 
 
 def serve(service: str, options: ServerOptions, ready: Callable[[str, int], None]) -> None:
     """Serve ``service`` with ``socketserver.ThreadingTCPServer`` until SIGTERM/SIGINT."""
-    blocking.serve(blocking.ThreadingServer, HANDLERS[service], make_service("threading", service, options), options, ready)
+    blocking.serve(ThreadingServer, HANDLERS[service], make_service("threading", service, options), options, ready)

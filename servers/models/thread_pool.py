@@ -42,8 +42,6 @@ from servers.config import ServerOptions
 from servers.handlers import HANDLERS
 from servers.service import Service, make_service
 
-SERVICES = ("echo", "file")
-
 
 class ThreadPoolMixIn:
     """Serve each connection in a thread of a fixed pool; accept only while a thread is free.
