@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 import time
 from pathlib import Path
 
@@ -27,12 +26,8 @@ def _net_namespaces() -> set[str]:
     return found
 
 
-def _nsfs_mounts() -> int:
-    return sum(" - nsfs " in line for line in Path("/proc/self/mountinfo").read_text().splitlines())
-
-
-def _ip_netns() -> str:
-    return subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False).stdout
+def _nsfs_mount_lines() -> list[str]:
+    return [line for line in Path("/proc/self/mountinfo").read_text().splitlines() if " - nsfs " in line]
 
 
 def _overflow_burst(listener: socket.socket, clients: list[socket.socket]) -> None:
@@ -76,16 +71,24 @@ def test_counters_of_a_run_namespace_leave_out_an_overflow_burst_outside():
 
 @needs_root
 def test_a_run_namespace_leaves_nothing_behind():
-    namespaces, mounts, named = _net_namespaces(), _nsfs_mounts(), _ip_netns()
+    # Only this test's own namespaces are looked for: other root processes on
+    # the machine (another run, a test of named hosts) may create and remove
+    # theirs meanwhile, so machine-wide before/after sets would be flaky.
+    ours: list[str] = []
     for _ in range(2):
         with run_namespace() as netns, run_server("forking", "echo") as server:
             inside = os.readlink(f"/proc/{server.pid}/ns/net")
+            ours.append(inside)
             with socket.create_connection(server.address, timeout=5) as conn:
                 conn.sendall(b"x")
                 assert conn.recv(1) == b"x"
         assert netns.own and inside not in _net_namespaces()
-    assert _net_namespaces() <= namespaces
-    assert _nsfs_mounts() == mounts and _ip_netns() == named
+    assert len(set(ours)) == 2, "each run gets a namespace of its own"
+    # Nothing keeps them alive: no process or thread in them, no nsfs mount
+    # of them (a bind mount is how `ip netns` names one).
+    assert not set(ours) & _net_namespaces()
+    inodes = {name.split("[")[1].rstrip("]") for name in ours}
+    assert not any(f"net:[{inode}]" in line for line in _nsfs_mount_lines() for inode in inodes)
 
 
 def test_without_root_the_counters_are_said_to_be_namespace_wide(monkeypatch):
