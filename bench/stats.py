@@ -55,18 +55,19 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from bench.loadgen.spec import lower_bound_column
+from bench.format import format_param
 from bench.results import (CPU_BUSY_COLUMN, PARAMETER_COLUMNS, RESULTS_VERSION, RUN_COLUMNS, TIMELINE_COLUMNS,
-                           atomic_file)
+                           atomic_file, lower_bound_column)
 from bench.units import plural
+from bench.vocabulary import (BUSY_THRESHOLD_PCT, CONN_OUTCOMES, CONN_PENDING, CV_THRESHOLD, FAILED_STATUSES,
+                             GENERATOR_BOUND_RULE)
 from servers import registry
 
 #: Metrics aggregated by default: the headline ones and what the report table shows.
 DEFAULT_METRICS: tuple[str, ...] = (
     "req_per_s", "mb_per_s", "lat_p50_us", "lat_p90_us", "lat_p99_us", "lat_p999_us", "lat_max_us",
     "ttfb_p50_us", "ttfb_p99_us", "connect_p50_us", "connect_p99_us", "connect_max_us",
-    "conn_ok", "conn_refused", "conn_reset", "conn_timeout", "conn_emfile", "conn_eaddrnotavail",
-    "conn_other", "conn_pending", "errors", "req_pending", "req_pending_oldest_s", "k_listen_overflows", "k_listen_drops", "k_reqq_full_drop",
+    *CONN_OUTCOMES, CONN_PENDING, "errors", "req_pending", "req_pending_oldest_s", "k_listen_overflows", "k_listen_drops", "k_reqq_full_drop",
     "k_syncookies_sent", "accept_queue_max",
     "mem_pss_peak_bytes", "mem_rss_peak_bytes", "mem_uss_peak_bytes",
     "procs_peak", "threads_peak", "fds_peak", "server_cpu_pct", "gen_cpu_pct_max",
@@ -74,15 +75,13 @@ DEFAULT_METRICS: tuple[str, ...] = (
 )
 
 #: Metrics whose runs.csv value may be only a lower bound (flagged in the column
-#: :func:`~bench.loadgen.spec.lower_bound_column` names); the point's median
+#: :func:`~bench.results.lower_bound_column` names); the point's median
 #: then gets ``<metric>_lower_bound`` (see :func:`median_is_lower_bound`).
 LOWER_BOUNDED_METRICS: tuple[str, ...] = tuple(m for m in DEFAULT_METRICS if lower_bound_column(m) in RUN_COLUMNS)
 
 #: Metrics whose coefficient of variation decides whether a point is unstable.
 STABILITY_METRICS: tuple[str, ...] = ("req_per_s", "lat_p50_us")
 
-#: pyperf's threshold: above 10% relative standard deviation, results are not reproducible enough.
-CV_THRESHOLD = 0.10
 
 #: Below three values the range covers the median at 50% (n=2): too little to call an interval.
 MIN_N_FOR_CI = 3
@@ -93,8 +92,6 @@ CI_TARGET = 0.95
 #: Fewest repetitions whose range reaches CI_TARGET: 1 - 2 * 0.5**6 = 96.9%.
 _N_FOR_TARGET = 6
 
-#: A machine busier than this (percent) just before a run skews it (see machine facts: 2-4x).
-BUSY_THRESHOLD_PCT = 5.0
 
 #: Metrics always present in summary.json points, measured or not.
 _HEADLINE_METRICS = ("req_per_s", "mb_per_s", "lat_p50_us", "lat_p99_us")
@@ -267,15 +264,6 @@ def point_label(params: Mapping[str, Any], swept: Sequence[str], service: str = 
     """
     parts = ([service] if service else []) + [f"{p}={format_param(params.get(p))}" for p in swept]
     return ", ".join(parts) or "all"
-
-
-def format_param(v: Any) -> str:
-    """A parameter value as a user types it: 100 not 100.0, True, 'closed'."""
-    if _is_missing(v):
-        return "-"
-    if isinstance(v, (float, np.floating)) and float(v).is_integer():
-        return str(int(v))
-    return str(v)
 
 
 def aggregate(runs: pd.DataFrame, metrics: Iterable[str] = DEFAULT_METRICS) -> pd.DataFrame:
@@ -466,7 +454,7 @@ def summary_warnings(results: "Results") -> list[str]:
             unstable.append(f"{where} ({', '.join(parts)} over {plural(row['n_ok'], 'repetition')})")
     if bound:
         out.append(f"generator-bound: {'; '.join(bound)}: a load generator worker was short of CPU "
-                   "(CPU + run-queue wait > 90% of the window, or wait > 20%), so these figures may measure the generator, not the server; add generator workers "
+                   f"({GENERATOR_BOUND_RULE}), so these figures may measure the generator, not the server; add generator workers "
                    "(generator.workers) or give the generator its own CPU")
     if lower:
         out.append(f"latency lower bounds: {'; '.join(lower)}: more requests never completed (timed out, unanswered "
@@ -479,7 +467,7 @@ def summary_warnings(results: "Results") -> list[str]:
         out.append(f"unstable: {'; '.join(unstable)}: the coefficient of variation across repetitions exceeds "
                    f"{CV_THRESHOLD * 100:.0f}%; trust these medians less, or run more repetitions on a quieter "
                    "machine")
-    for _, run in runs[runs["status"].isin(["failed", "interrupted"])].iterrows():
+    for _, run in runs[runs["status"].isin(FAILED_STATUSES)].iterrows():
         err = first_line(run["error"]) or "no error recorded"
         out.append(f"{run['status']}: run {run['run_id']} ({run['model']}, repetition "
                    f"{run['repetition']}): {err}")
@@ -531,9 +519,6 @@ def served_phrase(row: Mapping[str, Any]) -> str:
     return f"served {served:.0f}/{clients:.0f}"
 
 
-#: Outcome columns of connection attempts (runs.csv), each attempt counted in exactly one.
-CONN_OUTCOMES = ("conn_ok", "conn_refused", "conn_reset", "conn_timeout", "conn_emfile", "conn_eaddrnotavail",
-                 "conn_other")
 
 
 def unresolved_connects(row: Mapping[str, Any], suffix: str = "_median") -> float:

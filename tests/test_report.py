@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from bench.findings import compute_findings, fmt_mib
+from bench.findings import compute_findings
+from bench.format import fmt_bytes as fmt_mib
 from bench.report import add_report_arguments, report_command, write_report
 from bench.stats import load_results
 from fake_results import write_fake_results
@@ -51,6 +52,17 @@ def test_report_is_self_contained(report):
     assert external == []
     assert all(r.startswith(("data:", "#")) for r in refs), [r[:40] for r in refs if not r.startswith(("data:", "#"))]
     assert "<script" not in text.lower() and "@import" not in text and "url(" not in text
+
+
+def test_the_stylesheet_is_package_data_inlined_whole(report):
+    """bench/report.css is declared package data (an installed bench has it) and each report inlines all of it."""
+    import tomllib
+
+    css = (Path(__file__).resolve().parent.parent / "bench" / "report.css")
+    data = tomllib.loads((css.parent.parent / "pyproject.toml").read_text())
+    assert "report.css" in data["tool"]["setuptools"]["package-data"]["bench"]
+    text = report.read_text(encoding="utf-8")
+    assert f"<style>{css.read_text(encoding='utf-8')}</style>" in text
 
 
 def test_report_embeds_decodable_figures(report):
