@@ -50,6 +50,7 @@ from bench.stats import (
     METRIC_LABELS, NotAResultsFolder, Results, bound_mark, ci_label, load_results, lower_bound_names,
     served_phrase, unresolved_connects,
 )
+from bench.summary import summary_warnings
 from bench.vocabulary import BUSY, CV_THRESHOLD, FAILED, FAILED_STATUSES, GENERATOR_BOUND, UNSTABLE, point_flags
 
 #: At most this many run timelines are embedded (the rest are in figures/timelines/).
@@ -163,7 +164,7 @@ def _warning_kind(text: str) -> str:
 
 
 def _warnings_html(results: Results) -> str:
-    warnings = results.warnings
+    warnings = summary_warnings(results)
     if not warnings:
         return ("<h2 id='warnings'>Warnings</h2><p class='note'>None: no failed, generator-bound or unstable "
                 "point, and the machine was idle before every run.</p>")
@@ -594,8 +595,9 @@ def render_markdown(results: Results) -> str:
                 fmt_bytes(row["mem_pss_peak_bytes_median"]), ", ".join(t for _k, t in _flag_tags(row)) or ""]
             out.append("| " + " | ".join(_md(c) for c in cells) + " |")
         out.append("")
-    if results.warnings:
-        out += ["**Warnings**", ""] + [f"- {' '.join(str(w).split())}" for w in results.warnings] + [""]
+    warnings = summary_warnings(results)
+    if warnings:
+        out += ["**Warnings**", ""] + [f"- {' '.join(str(w).split())}" for w in warnings] + [""]
     out.append(f"Medians over successful repetitions, [confidence interval of the median, its level]. "
                f"Full report: `bench report {results.path}`.")
     return "\n".join(out) + "\n"
@@ -611,7 +613,7 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
 
 def report_command(args: argparse.Namespace) -> int:
     """Run ``bench report``; returns the exit status."""
-    from bench.stats import ensure_summary
+    from bench.summary import ensure_summary
 
     try:
         markdown = getattr(args, "markdown", None)

@@ -28,7 +28,8 @@ from pathlib import Path
 from bench import vocabulary
 from bench.plots.style import FLAGS
 from bench.results import RUN_COLUMNS
-from bench.stats import load_results, summary_warnings
+from bench.stats import load_results
+from bench.summary import summary_warnings
 from bench.report import _table_html
 results = load_results(Path(sys.argv[1]))
 print(json.dumps({
