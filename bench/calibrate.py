@@ -98,7 +98,7 @@ from bench.results import CALIBRATION_FILE as RESULTS_COPY
 from bench.results import CALIBRATION_VERSION
 from bench.results import load_stored_calibration as load_stored  # noqa: F401 - the copy store_with_results makes
 from bench.results import read_calibration as _load
-from bench.vocabulary import BUSY_THRESHOLD_PCT, GENERATOR_BOUND_PCT
+from bench.vocabulary import BUSY_THRESHOLD_PCT, GENERATOR_BOUND_PCT, GENERATOR_BOUND_RULE
 from servers import native
 
 #: Where ``bench calibrate`` saves, relative to the current folder (like results/ of bench run).
@@ -855,7 +855,7 @@ def _generator_table(cal: dict[str, Any], key: str) -> Any:
                         f"{rounds} round{'s' if rounds != 1 else ''}",
                   caption=f"generator event loop: {', '.join(loops) or '-'}; gen/C: median of the rounds' ratios (C "
                           "client and generator alternate who goes first); gen CPU: its busiest worker, % of a "
-                          "core; * generator-bound (CPU + run-queue wait above 90%, or wait above 20%): the generator, not the "
+                          f"core; * generator-bound ({GENERATOR_BOUND_RULE}): the generator, not the "
                           "server, set that figure",
                   box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     for col in ("conns", "place", "C rt/s", "gen rt/s", "gen/C", "C p50", "gen p50", "gen/C", "gen CPU"):
