@@ -24,6 +24,7 @@ is stopped and reaped before :func:`run` returns or raises.
 
 from __future__ import annotations
 
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -34,6 +35,7 @@ from bench.scenario import load_scenario as _load_scenario
 from bench.stats import NotAResultsFolder
 from bench.stats import Results as _StatsResults
 from bench.stats import load_results as _load_results
+from bench.summary import summary_of
 
 __all__ = ["Results", "load_scenario", "run", "load_results", "Scenario", "ScenarioError", "NotAResultsFolder"]
 
@@ -72,9 +74,9 @@ class Results:
     def timeline(self) -> pd.DataFrame:
         return self._results.timeline
 
-    @property
+    @cached_property
     def summary(self) -> dict[str, Any]:
-        return self._results.summary
+        return summary_of(self._results)
 
     @property
     def stored_summary(self) -> dict[str, Any]:

@@ -94,10 +94,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.results import CALIBRATION_FILE as RESULTS_COPY
+from bench.results import CALIBRATION_VERSION
+from bench.results import load_stored_calibration as load_stored  # noqa: F401 - the copy store_with_results makes
+from bench.results import read_calibration as _load
+from bench.vocabulary import BUSY_THRESHOLD_PCT, GENERATOR_BOUND_PCT, GENERATOR_BOUND_RULE
 from servers import native
 
-#: Bumped when a key of the saved JSON changes meaning.
-CALIBRATION_VERSION = 1
 #: Where ``bench calibrate`` saves, relative to the current folder (like results/ of bench run).
 DEFAULT_DIR = Path("results") / "calibration"
 #: The message size of every echo figure: the size the guide and scenarios use.
@@ -126,7 +129,7 @@ BULK_FILE_BYTES = 8 * 2**20
 #: drain a good part of the socket's receive buffer, so per-call cost stays small.
 BULK_RECV_BYTES = 256 * 1024
 #: Idle check before measuring: the machine is "busy" above this percent.
-IDLE_THRESHOLD_PCT = 5.0
+IDLE_THRESHOLD_PCT = BUSY_THRESHOLD_PCT
 #: Rounds of the echo comparison (C client and generator alternating who goes first).
 #: Three is the fewest with a median that one disturbed round cannot move.
 ROUNDS = 3
@@ -658,7 +661,7 @@ def goal_verdict(cal: dict[str, Any]) -> dict[str, Any]:
         why.append(f"{rounds} round{'s' if rounds != 1 else ''} (at least {ROUNDS} needed)")
     involved = [g100, g1, echo.get((100, place), {}), echo.get((1, place), {})]
     if any(r.get("generator_bound") for r in involved):
-        why.append("generator-bound: a generator worker used more than 90% of a core")
+        why.append(f"generator-bound: a generator worker used more than {GENERATOR_BOUND_PCT:g}% of a core")
     if any(r.get("errors") or r.get("failed_rounds") or "error" in r for r in involved):
         why.append("errors during the measurement")
     busiest = max([r.get("busy_pct_before") or 0.0 for r in involved] + [
@@ -798,16 +801,6 @@ def load_latest(out_dir: Path | None = None) -> dict[str, Any] | None:
     return _load((Path(out_dir) if out_dir is not None else DEFAULT_DIR) / "latest.json")
 
 
-def _load(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) and data.get("version") == CALIBRATION_VERSION else None
-
-
-#: The copy of the calibration a results folder keeps (written by bench run when it starts).
-RESULTS_COPY = "calibration.json"
 
 
 def store_with_results(results_dir: Path, source_dir: Path | None = None) -> Path | None:
@@ -826,11 +819,6 @@ def store_with_results(results_dir: Path, source_dir: Path | None = None) -> Pat
     path = Path(results_dir) / RESULTS_COPY
     _write_atomic(path, json.dumps(cal, indent=2) + "\n")
     return path
-
-
-def load_stored(results_dir: Path) -> dict[str, Any] | None:
-    """The calibration stored with a results folder by :func:`store_with_results`, or None."""
-    return _load(Path(results_dir) / RESULTS_COPY)
 
 
 def echo_ceiling(cal: dict[str, Any] | None, clients: int, placement: str = "split") -> dict[str, Any] | None:
@@ -867,7 +855,7 @@ def _generator_table(cal: dict[str, Any], key: str) -> Any:
                         f"{rounds} round{'s' if rounds != 1 else ''}",
                   caption=f"generator event loop: {', '.join(loops) or '-'}; gen/C: median of the rounds' ratios (C "
                           "client and generator alternate who goes first); gen CPU: its busiest worker, % of a "
-                          "core; * generator-bound (CPU + run-queue wait above 90%, or wait above 20%): the generator, not the "
+                          f"core; * generator-bound ({GENERATOR_BOUND_RULE}): the generator, not the "
                           "server, set that figure",
                   box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     for col in ("conns", "place", "C rt/s", "gen rt/s", "gen/C", "C p50", "gen p50", "gen/C", "gen CPU"):

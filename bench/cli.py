@@ -28,8 +28,10 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from bench.format import fmt_bytes, fmt_time_us, fmt_whole
 from bench.thresholds import EXIT_CROSSED
 from bench.units import plural
+from bench.vocabulary import BUSY, CONN_FAILURES, CONN_PENDING, FAILED, GENERATOR_BOUND, UNSTABLE, point_flags
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -88,32 +90,6 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     add_threshold_argument(parser)
 
 
-def _fmt_rate(value: Any) -> str:
-    try:
-        return f"{float(value):,.0f}"
-    except (TypeError, ValueError):
-        return "-"
-
-
-def _number(value: Any) -> float | None:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _fmt_us(value: Any) -> str:
-    from bench.plots.style import fmt_time_us
-
-    return fmt_time_us(_number(value))
-
-
-def _fmt_mib(value: Any) -> str:
-    from bench.plots.style import fmt_bytes
-
-    return fmt_bytes(_number(value))
-
-
 def run_line(plan: Any, row: dict[str, Any]) -> str:
     """The one line printed when a run finishes: its headline figures and flags."""
     from bench.stats import bound_mark
@@ -122,18 +98,17 @@ def run_line(plan: Any, row: dict[str, Any]) -> str:
     if row.get("status") != "ok":
         first = (row.get("error") or "").splitlines()[0:1]
         return f"{head}  {row.get('status', '?').upper()}: {first[0] if first else ''}"
-    conn_bad = sum(int(row.get(k) or 0) for k in
-                   ("conn_refused", "conn_reset", "conn_timeout", "conn_emfile", "conn_eaddrnotavail", "conn_other"))
-    pending = int(row.get("conn_pending") or 0)
+    conn_bad = sum(int(row.get(k) or 0) for k in CONN_FAILURES)
+    pending = int(row.get(CONN_PENDING) or 0)
     mem = row.get("mem_pss_peak_bytes") or row.get("mem_rss_peak_bytes")
     oldest = float(row.get("req_pending_oldest_s") or 0)
     parts = [
-        f"{_fmt_rate(row.get('req_per_s'))} req/s",
-        f"p50 {bound_mark(row, 'lat_p50_us')}{_fmt_us(row.get('lat_p50_us'))}",
-        f"p99 {bound_mark(row, 'lat_p99_us')}{_fmt_us(row.get('lat_p99_us'))}",
+        f"{fmt_whole(row.get('req_per_s'))} req/s",
+        f"p50 {bound_mark(row, 'lat_p50_us')}{fmt_time_us(row.get('lat_p50_us'))}",
+        f"p99 {bound_mark(row, 'lat_p99_us')}{fmt_time_us(row.get('lat_p99_us'))}",
         f"errors {int(row.get('errors') or 0)}",
         f"failed connects {conn_bad}" + (f" (+{pending} still connecting)" if pending else ""),
-        f"{'PSS' if row.get('mem_pss_peak_bytes') else 'RSS'} {_fmt_mib(mem)}",
+        f"{'PSS' if row.get('mem_pss_peak_bytes') else 'RSS'} {fmt_bytes(mem)}",
         f"procs {row.get('procs_peak', '-')} threads {row.get('threads_peak', '-')}",
     ]
     if oldest >= 1.0:  # far above any answered request on loopback: these clients were ignored
@@ -161,32 +136,32 @@ def _summary_rows(results_dir: Path) -> list[dict[str, str]]:
     agg = load_results(results_dir).aggregate
     rows = []
     for row in agg.to_dict("records"):
-        flags = []
-        if row["n_failed"]:
-            flags.append(f"{row['n_failed']} failed")
-        if row["n_generator_bound"]:
-            flags.append("generator-bound")
-        if row["unstable"]:
+        flags, point = [], point_flags(row)
+        if FAILED in point:
+            flags.append(f"{row['n_failed'] + row['n_interrupted']} failed")
+        if GENERATOR_BOUND in point:
+            flags.append(GENERATOR_BOUND)
+        if UNSTABLE in point:
             flags.append(f"unstable ({row['unstable_metrics']})")
-        if row["n_busy"]:
+        if BUSY in point:
             flags.append("busy machine")
         if served_phrase(row):
             flags.append(served_phrase(row))
-        ci = (f"{_fmt_rate(row['req_per_s_ci_low'])}-{_fmt_rate(row['req_per_s_ci_high'])} "
+        ci = (f"{fmt_whole(row['req_per_s_ci_low'])}-{fmt_whole(row['req_per_s_ci_high'])} "
               f"({ci_label(row['req_per_s_ci_level'])})"
               if row["req_per_s_ci_low"] is not None and row["req_per_s_ci_low"] == row["req_per_s_ci_low"]
               else "-")
         rows.append({
             "model": str(row["model"]), "point": str(row["label"] or "-"), "runs": f"{row['n_ok']}/{row['n_runs']}",
-            "req/s": _fmt_rate(row["req_per_s_median"]), "CI of the median": ci,
-            "p50": bound_mark(row, "lat_p50_us") + _fmt_us(row["lat_p50_us_median"]),
-            "p99": bound_mark(row, "lat_p99_us") + _fmt_us(row["lat_p99_us_median"]),
-            "connects timed out/pending": f"{_fmt_rate(row['conn_timeout_median'])}/"
-                                          f"{_fmt_rate(row['conn_pending_median'])}",
-            "errors": _fmt_rate(row["errors_median"]),
-            "peak PSS": _fmt_mib(row["mem_pss_peak_bytes_median"]),
-            "peak RSS": _fmt_mib(row["mem_rss_peak_bytes_median"]),
-            "procs/threads": f"{_fmt_rate(row['procs_peak_median'])}/{_fmt_rate(row['threads_peak_median'])}",
+            "req/s": fmt_whole(row["req_per_s_median"]), "CI of the median": ci,
+            "p50": bound_mark(row, "lat_p50_us") + fmt_time_us(row["lat_p50_us_median"]),
+            "p99": bound_mark(row, "lat_p99_us") + fmt_time_us(row["lat_p99_us_median"]),
+            "connects timed out/pending": f"{fmt_whole(row['conn_timeout_median'])}/"
+                                          f"{fmt_whole(row['conn_pending_median'])}",
+            "errors": fmt_whole(row["errors_median"]),
+            "peak PSS": fmt_bytes(row["mem_pss_peak_bytes_median"]),
+            "peak RSS": fmt_bytes(row["mem_rss_peak_bytes_median"]),
+            "procs/threads": f"{fmt_whole(row['procs_peak_median'])}/{fmt_whole(row['threads_peak_median'])}",
             "flags": ", ".join(flags),
         })
     return rows

@@ -60,7 +60,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from bench.results import PARAMETER_COLUMNS
-from bench.stats import NotAResultsFolder, Results, format_param, load_results
+from bench.format import format_param, formatter_for
+from bench.stats import NotAResultsFolder, Results, load_results
 from bench.units import plural
 
 #: Metrics compared, with the direction that counts as better.
@@ -434,7 +435,7 @@ def _set_series(cmp: ComparisonResult, res: Results, model: str, metric: str) ->
 
 
 def _overlay_figure(cmp: ComparisonResult, style: Any, metrics: Sequence[str]) -> Figure | None:
-    from bench.plots.figures import PARAM_TEXT, make_x_axis
+    from bench.plots.figures import PARAM_TEXT, axis_key, make_x_axis
 
     models = [m for m in cmp.results[0].models if all(m in r.models for r in cmp.results)]
     if not models:
@@ -449,7 +450,7 @@ def _overlay_figure(cmp: ComparisonResult, style: Any, metrics: Sequence[str]) -
             for mi, model in enumerate(models):
                 xs, med, lo, hi = _set_series(cmp, res, model, metric)
                 if xa:
-                    pos = np.array([xa.pos(_k(v)) for v in xs])
+                    pos = np.array([xa.pos(axis_key(v)) for v in xs])
                 else:
                     pos = np.array([mi + (si - (len(cmp.results) - 1) / 2) * 0.8 / len(cmp.results)])
                 kw = style.model_style(model)
@@ -495,15 +496,9 @@ def _facet(cmp: ComparisonResult) -> str:
     return f" ({cmp.facet} service)" if cmp.facet else ""
 
 
-def _k(v: Any) -> Any:
-    from bench.plots.figures import _key
-
-    return _key(v)
-
-
 def _ratio_figure(cmp: ComparisonResult, style: Any) -> Figure | None:
     """B/A ratio of throughput per model and point; filled = significant, hollow = not."""
-    from bench.plots.figures import PARAM_TEXT, make_x_axis
+    from bench.plots.figures import PARAM_TEXT, axis_key, make_x_axis
 
     t = cmp.table
     metric = "mb_per_s" if cmp.service == "file" else "req_per_s"
@@ -524,7 +519,7 @@ def _ratio_figure(cmp: ComparisonResult, style: Any) -> Figure | None:
             if rows.empty:
                 continue
             if xa:
-                pos = np.array([xa.pos(_k(v)) for v in rows[x_param]])
+                pos = np.array([xa.pos(axis_key(v)) for v in rows[x_param]])
             else:
                 pos = np.array([mi + si * 0.15])
             colour = style.model_colour(model)
@@ -660,7 +655,7 @@ def print_table(result: ComparisonResult, file: Any = None) -> None:
                         ("B/A", {"justify": "right"}), ("change", {"no_wrap": True}), ("test", {})):
             table.add_column(col, **kw)
         for _, r in t.iterrows():
-            fmt = _fmt_value(r["metric"])
+            fmt = formatter_for(r["metric"])
             style = "" if not r["significant"] else ("green" if r["change"].endswith("better") else "red")
             table.add_row(r["model"], r["point_label"], r["metric_label"], fmt(r["a_mean"]), fmt(r["b_mean"]),
                           "-" if not math.isfinite(r["ratio"]) else f"{r['ratio']:.3f}",
@@ -668,11 +663,3 @@ def print_table(result: ComparisonResult, file: Any = None) -> None:
         console.print(table)
 
 
-def _fmt_value(metric: str):
-    from bench.plots.style import fmt_count, fmt_time_us
-
-    if metric.startswith("lat_"):
-        return fmt_time_us
-    if metric == "mb_per_s":
-        return lambda v: "-" if not math.isfinite(v) else (f"{v:,.0f}" if v >= 100 else f"{v:.3g}")
-    return fmt_count

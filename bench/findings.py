@@ -22,13 +22,12 @@ from typing import Any, Callable, Iterable
 
 import pandas as pd
 
-from bench.monitor.kernel import syn_retry_times
-from bench.stats import (
-    CONN_OUTCOMES, Results, bound_mark, format_param, lower_bound_names, served_phrase, unresolved_connects,
-)
+from bench.format import fmt_bytes, fmt_rate, fmt_time_us, format_param
+from bench.results import load_stored_calibration
+from bench.stats import Results, bound_mark, lower_bound_names, served_phrase, unresolved_connects
+from bench.vocabulary import BUSY_THRESHOLD_PCT, CONN_OUTCOMES, CONN_PENDING, syn_retry_times
 from servers.registry import CEILING_MODELS, is_ceiling_reference
 
-MIB = 2**20
 #: A connect this slow (microseconds) was a dropped SYN retried by the client, not a slow accept:
 #: the first retransmission comes after 1 s; 0.9 s leaves room for timer slack.
 SYN_RETRY_US = 900_000
@@ -40,8 +39,6 @@ RSS_PSS_RATIO = 1.3
 FLAT = 0.25
 #: At most this many sentences of one repetitive kind (connection failures, SYN retries).
 MAX_PER_KIND = 4
-#: A calibration measured with the machine this busy (percent, like bench calibrate's idle check) is suspect.
-BUSY_CALIBRATION_PCT = 5.0
 #: A ceiling measured more than this many hours from the runs is "another day": the machine may have changed.
 CALIBRATION_AGE_H = 24.0
 
@@ -56,32 +53,6 @@ class Finding:
 
 # --------------------------------------------------------------------------
 # Formatting
-
-
-def fmt_rate(v: float, unit: str = "req/s") -> str:
-    """3 significant digits with thousands separators: 69,800 req/s."""
-    if v is None or not math.isfinite(v):
-        return "-"
-    if v >= 100:
-        digits = int(math.floor(math.log10(v))) - 2
-        return f"{round(v, -digits):,.0f} {unit}"
-    return f"{v:.3g} {unit}"
-
-
-def fmt_mib(b: float) -> str:
-    if b is None or not math.isfinite(b):
-        return "-"
-    if b >= 2**30:
-        return f"{b / 2**30:.3g} GiB"
-    if b >= MIB:
-        return f"{b / MIB:.3g} MiB"
-    return f"{b / 1024:.3g} KiB"
-
-
-def fmt_us(us: float) -> str:
-    from bench.plots.style import fmt_time_us
-
-    return fmt_time_us(us)
 
 
 def _n(v: Any) -> float:
@@ -287,11 +258,11 @@ def _memory(ctx: _Ctx) -> list[Finding]:
         held = _n(row.get("conn_ok_median"))
         per_conn = _n(row.get("requests_per_connection"))
         if math.isfinite(held) and per_conn == 0:
-            lead = f"{model} held {held:,.0f} connections in {fmt_mib(pss)} PSS over {procs} processes"
+            lead = f"{model} held {held:,.0f} connections in {fmt_bytes(pss)} PSS over {procs} processes"
         else:
-            lead = f"{model} used {fmt_mib(pss)} PSS over {procs} processes"
+            lead = f"{model} used {fmt_bytes(pss)} PSS over {procs} processes"
         out.append(Finding("memory", (
-            f"{lead} ({ctx.where(int(row['point']))}); summed RSS says {fmt_mib(rss)}, {rss / pss:.1f}x as much: "
+            f"{lead} ({ctx.where(int(row['point']))}); summed RSS says {fmt_bytes(rss)}, {rss / pss:.1f}x as much: "
             "it counts the pages the processes share copy-on-write once per process.")))
     return out
 
@@ -324,11 +295,11 @@ def _memory_per_client(ctx: _Ctx) -> list[Finding]:
     where = ctx.fixed().replace(' (', ', ').rstrip(')')
     sentences = []
     if per_client:
-        text = ", ".join(f"{model} {fmt_mib(max(0.0, per))}" for per, model in sorted(per_client))
+        text = ", ".join(f"{model} {fmt_bytes(max(0.0, per))}" for per, model in sorted(per_client))
         sentences.append(f"Each additional client cost, in PSS (largest minus smallest point, per client{where}): "
                          f"{text}.")
     if per_process:
-        text = ", ".join(f"{model} {fmt_mib(max(0.0, per))} per additional process ({procs:,.0f} processes "
+        text = ", ".join(f"{model} {fmt_bytes(max(0.0, per))} per additional process ({procs:,.0f} processes "
                          f"served {clients:,.0f} clients)" for per, model, procs, clients in sorted(per_process))
         sentences.append(f"Where a process serves each connection, the PSS growth is per process added (largest "
                          f"minus smallest point{where}): {text}.")
@@ -401,7 +372,7 @@ def connection_attempts(view: Results, model: str, point: int) -> float:
     different runs and need not be any run's total.
     """
     runs = view.runs_at(model, point)
-    cols = [c for c in (*CONN_OUTCOMES, "conn_pending") if c in runs.columns]
+    cols = [c for c in (*CONN_OUTCOMES, CONN_PENDING) if c in runs.columns]
     if runs.empty or not cols:
         return math.nan
     return float(runs[cols].fillna(0).sum(axis=1).median())
@@ -435,7 +406,7 @@ def _syn_retries(ctx: _Ctx) -> list[Finding]:
         retries = ", ".join(f"{t:g}" for t in reached) + " s"
         out.append(Finding("connections", (
             f"{ctx.where(int(row['point'])).capitalize()}, {slow:,} of {total:,} connects of {row['model']} "
-            f"({share:.0%}, all repetitions) took 1 s or more, the slowest {fmt_us(mx)}: SYNs dropped by a full "
+            f"({share:.0%}, all repetitions) took 1 s or more, the slowest {fmt_time_us(mx)}: SYNs dropped by a full "
             f"listen queue and retransmitted by the client after {retries}.")))
     return out
 
@@ -455,8 +426,8 @@ def _tail(ctx: _Ctx) -> list[Finding]:
     at_least = "at least " if bound_mark(row, "lat_p99_us") else ""
     return [Finding("latency", (
         f"{row['model']}'s p99 latency {ctx.where(ctx.largest)} is {at_least}{ratio[i]:.1f}x its median "
-        f"({bound_mark(row, 'lat_p99_us', '≥ ')}{fmt_us(row['lat_p99_us_median'])} vs "
-        f"{fmt_us(row['lat_p50_us_median'])}): most requests are quick, one in a hundred waits much longer."))]
+        f"({bound_mark(row, 'lat_p99_us', '≥ ')}{fmt_time_us(row['lat_p99_us_median'])} vs "
+        f"{fmt_time_us(row['lat_p50_us_median'])}): most requests are quick, one in a hundred waits much longer."))]
 
 
 def _unserved(ctx: _Ctx) -> list[Finding]:
@@ -466,7 +437,7 @@ def _unserved(ctx: _Ctx) -> list[Finding]:
         served = served_phrase(row)
         if not served or is_ceiling_reference(row["model"]):
             continue
-        bounds = [f"{name} ≥ {fmt_us(row[f'lat_{name}_us_median'])}" for name in lower_bound_names(row)]
+        bounds = [f"{name} ≥ {fmt_time_us(row[f'lat_{name}_us_median'])}" for name in lower_bound_names(row)]
         out.append(Finding("latency", (
             f"{row['model']} {ctx.where(int(row['point']))} {served} clients: the others completed no request "
             f"in the window, so its latency percentiles describe only the clients served and count the others' "
@@ -520,11 +491,7 @@ def load_calibration(results_dir: Any) -> dict[str, Any] | None:
     may come from another day, host or placement than the runs.
     """
     try:
-        from bench.calibrate import load_stored  # optional: another part of the project
-    except ImportError:
-        return None
-    try:
-        return load_stored(results_dir)
+        return load_stored_calibration(results_dir)
     except Exception:  # noqa: BLE001 - a broken calibration file must not break the report
         return None
 
@@ -549,7 +516,7 @@ def calibration_context(calibration: Any, results: Results) -> tuple[str, list[s
             *((calibration.get("bulk") or {}).get("points") or [])]
     busiest = max([_n(r.get("busy_pct_before")) for r in rows if isinstance(r, dict)]
                   + [_n(machine.get("busy_pct_before"))], default=math.nan)
-    if math.isfinite(busiest) and busiest >= BUSY_CALIBRATION_PCT:
+    if math.isfinite(busiest) and busiest >= BUSY_THRESHOLD_PCT:
         caveats.append(f"the ceiling run was on a busy machine, up to {busiest:.0f}% busy")
     if calibration.get("quick"):
         caveats.append("the ceiling run was in quick mode (0.3 s windows)")

@@ -13,7 +13,8 @@ timelines, and the environment.
 Self-contained means: every figure is embedded as a ``data:`` URI (SVG for
 the question figures, which stay sharp when zoomed, PNG for the timelines,
 which are many), the CSS is inline, there is no script and no external
-reference, so the file renders the same from a mail attachment, a USB stick
+reference (the stylesheet is package data, ``bench/report.css``, copied into
+each report), so the file renders the same from a mail attachment, a USB stick
 or a browser without network. Figure SVGs are embedded as images rather
 than inline ``<svg>`` elements so their internal ids can never collide.
 
@@ -36,17 +37,21 @@ import json
 import math
 import re
 import sys
+from importlib import resources
 from pathlib import Path
 from typing import Any, Sequence
 
 import pandas as pd
 
-from bench.findings import Finding, compute_findings, findings_by_topic, fmt_mib, fmt_rate, load_calibration
+from bench.findings import Finding, compute_findings, findings_by_topic, load_calibration
+from bench.format import fmt_bytes, fmt_rate, fmt_time_us
 from bench.results import write_text_atomically
 from bench.stats import (
-    CV_THRESHOLD, METRIC_LABELS, NotAResultsFolder, Results, bound_mark, ci_label, load_results, lower_bound_names,
+    METRIC_LABELS, NotAResultsFolder, Results, bound_mark, ci_label, load_results, lower_bound_names,
     served_phrase, unresolved_connects,
 )
+from bench.summary import summary_warnings
+from bench.vocabulary import BUSY, CV_THRESHOLD, FAILED, FAILED_STATUSES, GENERATOR_BOUND, UNSTABLE, point_flags
 
 #: At most this many run timelines are embedded (the rest are in figures/timelines/).
 MAX_TIMELINES = 12
@@ -71,54 +76,10 @@ _TOPIC_TITLES = {
     "threads": "Threads", "processes": "Processes", "connections": "Connections",
 }
 
-_CSS = """
-:root { --fg: #1a1a1a; --muted: #5a5a5a; --line: #d9d9d9; --warn: #8a4b00; --warnbg: #fff6e5;
-        --bad: #9b1c1c; --badbg: #fdecec; --ok: #1d6b38; }
-* { box-sizing: border-box; }
-body { font: 15px/1.5 -apple-system, "Segoe UI", Roboto, "DejaVu Sans", Arial, sans-serif; color: var(--fg);
-       margin: 0 auto; max-width: 1200px; padding: 24px 28px 64px; }
-h1 { font-size: 28px; margin: 0 0 4px; }
-h2 { font-size: 21px; margin: 36px 0 10px; border-bottom: 2px solid var(--line); padding-bottom: 4px; }
-h3 { font-size: 16px; margin: 20px 0 6px; }
-p, li { max-width: 75em; }
-.meta { color: var(--muted); font-size: 13px; margin: 0 0 16px; }
-.description { background: #f6f8fa; border-left: 4px solid #0072B2; padding: 10px 18px; margin: 12px 0; }
-.description ul { padding-left: 20px; }
-ul.warnings { list-style: none; padding: 0; }
-ul.warnings li { background: var(--warnbg); border-left: 4px solid #E69F00; padding: 6px 12px; margin: 6px 0; }
-ul.warnings li.failed, ul.warnings li.interrupted { background: var(--badbg); border-color: var(--bad); }
-.tag { display: inline-block; font-size: 11px; font-weight: 700; text-transform: uppercase; letter-spacing: .03em;
-       padding: 1px 6px; border-radius: 3px; margin-right: 6px; color: #fff; background: var(--warn); }
-.tag.failed, .tag.interrupted { background: var(--bad); }
-.tag.unstable { background: #9c4d84; }
-.tag.generator-bound { background: #333; }
-.tag.busy { background: #7a5c00; }
-.findings li { margin: 4px 0; }
-table { border-collapse: collapse; font-size: 13px; margin: 8px 0 4px; }
-th, td { border-bottom: 1px solid var(--line); padding: 4px 8px; text-align: right; vertical-align: top;
-         white-space: nowrap; }
-th { background: #f0f0f0; position: sticky; top: 0; }
-td.text, th.text { text-align: left; }
-td.flags { text-align: left; white-space: normal; min-width: 10em; }
-td.flags .tag { text-transform: none; font-weight: 600; margin: 1px 4px 1px 0; }
-tr.flagged td { background: #fffaf0; }
-tr.failedrow td { background: #fdf3f3; }
-.swatch { display: inline-block; width: 10px; height: 10px; border-radius: 2px; margin-right: 5px; }
-.ci { color: var(--muted); font-size: 12px; }
-.tablewrap { overflow-x: auto; max-width: 100%; }
-figure { margin: 18px 0 28px; }
-figure img { max-width: 100%; height: auto; display: block; border: 1px solid #eee; }
-figcaption { color: var(--muted); font-size: 13px; margin-top: 4px; }
-details { margin: 8px 0; }
-summary { cursor: pointer; font-weight: 600; }
-pre { background: #f6f8fa; padding: 8px 12px; overflow-x: auto; font-size: 12px; white-space: pre-wrap; }
-dl.env { display: grid; grid-template-columns: max-content 1fr; gap: 2px 16px; font-size: 14px; }
-dl.env dt { color: var(--muted); }
-dl.env dd { margin: 0; }
-.note { color: var(--muted); font-size: 13px; }
-footer { margin-top: 48px; color: var(--muted); font-size: 12px; }
-@media print { figure { break-inside: avoid; } th { position: static; } }
-"""
+
+def _css() -> str:
+    """The report's stylesheet (``bench/report.css``, package data), inlined into every report."""
+    return resources.files("bench").joinpath("report.css").read_text(encoding="utf-8")
 
 
 def _e(text: Any) -> str:
@@ -203,7 +164,7 @@ def _warning_kind(text: str) -> str:
 
 
 def _warnings_html(results: Results) -> str:
-    warnings = results.warnings
+    warnings = summary_warnings(results)
     if not warnings:
         return ("<h2 id='warnings'>Warnings</h2><p class='note'>None: no failed, generator-bound or unstable "
                 "point, and the machine was idle before every run.</p>")
@@ -213,7 +174,7 @@ def _warnings_html(results: Results) -> str:
         label = {"busy-machine": "busy"}.get(kind, kind)
         body = w.split(":", 1)[1].strip() if ":" in w else w
         items.append(f'<li class="{_e(label)}"><span class="tag {_e(label)}">{_e(label)}</span>{_e(body)}</li>')
-    failed = results.runs[results.runs["status"].isin(["failed", "interrupted"])]
+    failed = results.runs[results.runs["status"].isin(FAILED_STATUSES)]
     details = ""
     if len(failed):
         blocks = "".join(f"<h3>{_e(r['run_id'])} ({_e(r['status'])})</h3><pre>{_e(r['error'] or 'no error recorded')}</pre>"
@@ -246,23 +207,11 @@ def _num(v: Any) -> float:
         return math.nan
 
 
-def _fmt_us(v: Any) -> str:
-    from bench.plots.style import fmt_time_us
-
-    f = _num(v)
-    return fmt_time_us(f) if math.isfinite(f) else "-"
-
-
-def _fmt_plain_rate(v: Any) -> str:
-    f = _num(v)
-    return fmt_rate(f, "").strip() if math.isfinite(f) else "-"
-
-
 def _ci_text(row: pd.Series, metric: str) -> str:
     lo, hi = _num(row.get(f"{metric}_ci_low")), _num(row.get(f"{metric}_ci_high"))
     level = _num(row.get(f"{metric}_ci_level"))
     if math.isfinite(lo) and math.isfinite(hi) and math.isfinite(level):
-        return f"[{_fmt_plain_rate(lo)}–{_fmt_plain_rate(hi)}, {ci_label(level)}]"
+        return f"[{fmt_rate(lo, '')}–{fmt_rate(hi, '')}, {ci_label(level)}]"
     n = int(_num(row.get(f"{metric}_n")) or 0) if math.isfinite(_num(row.get(f"{metric}_n"))) else 0
     return f"no CI (n={n})" if n else ""
 
@@ -290,16 +239,17 @@ def _flags_html(row: pd.Series) -> str:
 def _flag_tags(row: pd.Series) -> list[tuple[str, str]]:
     """(kind, text) of each flag of an aggregate row: failed, generator-bound, unstable, busy machine, served, bounds."""
     tags = []
-    if row["n_failed"] or row["n_interrupted"]:
+    flags = point_flags(row)
+    if FAILED in flags:
         bad = int(row["n_failed"] + row["n_interrupted"])
-        tags.append(("failed", f"failed {bad}/{int(row['n_runs'])}"))
-    if row["n_generator_bound"]:
-        tags.append(("generator-bound", f"generator-bound {int(row['n_generator_bound'])}/{int(row['n_runs'])}"))
-    if row["unstable"]:
+        tags.append((FAILED, f"failed {bad}/{int(row['n_runs'])}"))
+    if GENERATOR_BOUND in flags:
+        tags.append((GENERATOR_BOUND, f"generator-bound {int(row['n_generator_bound'])}/{int(row['n_runs'])}"))
+    if UNSTABLE in flags:
         cvs = [f"{METRIC_LABELS.get(m, m)} CV {row[f'{m}_cv']:.0%}" for m in row["unstable_metrics"].split(",") if m]
-        tags.append(("unstable", "unstable: " + ", ".join(cvs)))
-    if row["n_busy"]:
-        tags.append(("busy", f"busy machine {int(row['n_busy'])}/{int(row['n_runs'])}"))
+        tags.append((UNSTABLE, "unstable: " + ", ".join(cvs)))
+    if BUSY in flags:
+        tags.append((BUSY, f"busy machine {int(row['n_busy'])}/{int(row['n_runs'])}"))
     if served_phrase(row):
         tags.append(("failed", served_phrase(row)))
     if lower_bound_names(row):
@@ -353,17 +303,17 @@ def _table_html(results: Results, calibration: Any) -> str:
         rows_html = []
         for _, row in agg.iterrows():
             med = _num(row[f"{metric}_median"])
-            value = (f"{_fmt_plain_rate(med)} <span class='ci'>{_e(_ci_text(row, metric))}</span>"
+            value = (f"{fmt_rate(med, '')} <span class='ci'>{_e(_ci_text(row, metric))}</span>"
                      if math.isfinite(med) else "-")
             cells = [
                 f"<td class='text'><span class='swatch' style='background:{model_colour(row['model'])}'></span>{_e(row['model'])}</td>",
                 *([] if one_point else [f"<td class='text'>{_e(row['label'])}</td>"]),
                 f"<td>{value}</td>",
-                f"<td>{_e(bound_mark(row, 'lat_p50_us', '≥ ') + _fmt_us(row['lat_p50_us_median']))}</td>",
-                f"<td>{_e(bound_mark(row, 'lat_p99_us', '≥ ') + _fmt_us(row['lat_p99_us_median']))}</td>",
+                f"<td>{_e(bound_mark(row, 'lat_p50_us', '≥ ') + fmt_time_us(row['lat_p50_us_median']))}</td>",
+                f"<td>{_e(bound_mark(row, 'lat_p99_us', '≥ ') + fmt_time_us(row['lat_p99_us_median']))}</td>",
                 f"<td class='text'>{_e(_conn_text(row))}</td>",
-                f"<td>{_e(fmt_mib(_num(row['mem_pss_peak_bytes_median'])))}</td>",
-                f"<td>{_e(fmt_mib(_num(row['mem_rss_peak_bytes_median'])))}</td>",
+                f"<td>{_e(fmt_bytes(row['mem_pss_peak_bytes_median']))}</td>",
+                f"<td>{_e(fmt_bytes(row['mem_rss_peak_bytes_median']))}</td>",
                 f"<td>{_e(_count(row['procs_peak_median']))} / {_e(_count(row['threads_peak_median']))}</td>",
             ]
             if show_ceiling:
@@ -452,7 +402,7 @@ def _figures_html(results: Results, files: dict[str, Path], note: str = "") -> s
 
     out = ["<h2 id='figures'>Figures</h2>",
            "<p class='note'>The same figures are in <code>figures/</code> as PNG and SVG. Markers: hollow square = "
-           "generator-bound, pink circle = unstable (CV &gt; 10%), X = failed run.</p>"]
+           f"generator-bound, pink circle = unstable (CV &gt; {CV_THRESHOLD:.0%}), X = failed run.</p>"]
     if note:
         out.append(f"<p class='note'>Some figures could not be drawn: {_e(note)}</p>")
     shown = 0
@@ -476,7 +426,7 @@ def _chosen_timelines(results: Results) -> list[str]:
     runs = results.runs
     with_tl = set(results.timeline["run_id"])
     chosen: list[str] = []
-    flagged = runs[(runs["generator_bound"] == True) | runs["status"].isin(["failed", "interrupted"])]  # noqa: E712
+    flagged = runs[(runs["generator_bound"] == True) | runs["status"].isin(FAILED_STATUSES)]  # noqa: E712
     chosen += [r for r in flagged["run_id"] if r in with_tl]
     for view in results.facets():
         if view.points.empty:
@@ -536,7 +486,7 @@ def _environment_html(results: Results, calibration: Any) -> str:
                                           str(_get(env, "python", "version") or "")]))),
         ("kernel", _get(env, "platform", "kernel_release") or _get(env, "platform", "kernel")),
         ("CPU", f"{_get(env, 'cpu', 'model') or '?'} × {_get(env, 'cpu', 'logical') or _get(env, 'cpu', 'count') or '?'}"),
-        ("memory", fmt_mib(_num(env.get("memory_total_bytes"))) if env.get("memory_total_bytes") else None),
+        ("memory", fmt_bytes(env.get("memory_total_bytes")) if env.get("memory_total_bytes") else None),
         ("CPU placement", ", ".join(f"{k}={v}" for k, v in placement.items()) if isinstance(placement, dict) else placement),
         ("listen queue sysctls", ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in sysctls.items()
                                            if any(s in k for s in ("somaxconn", "syncookies", "abort_on_overflow",
@@ -588,7 +538,7 @@ def render_report(results: Results, calibration: Any = None, figures: dict[str, 
     return ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
             "<meta name='viewport' content='width=device-width, initial-scale=1'>"
             "<link rel='icon' href='data:,'>"  # an empty icon: browsers would otherwise fetch favicon.ico
-            f"<title>{_e(results.name)}: sockbench report</title><style>{_CSS}</style></head><body>"
+            f"<title>{_e(results.name)}: sockbench report</title><style>{_css()}</style></head><body>"
             + "\n".join(s for s in sections if s) + "</body></html>\n")
 
 
@@ -638,15 +588,16 @@ def render_markdown(results: Results) -> str:
                 "|" + "|".join(":---" if h in ("model", "point", "connections", "flags") else "---:" for h in head) + "|"]
         for _, row in agg.iterrows():
             med = _num(row[f"{metric}_median"])
-            value = f"{_fmt_plain_rate(med)} {_ci_text(row, metric)}".strip() if math.isfinite(med) else "-"
+            value = f"{fmt_rate(med, '')} {_ci_text(row, metric)}".strip() if math.isfinite(med) else "-"
             cells = [f"`{row['model']}`"] + ([] if one_point else [row["label"]]) + [
-                value, bound_mark(row, "lat_p50_us", "≥ ") + _fmt_us(row["lat_p50_us_median"]),
-                bound_mark(row, "lat_p99_us", "≥ ") + _fmt_us(row["lat_p99_us_median"]), _conn_text(row),
-                fmt_mib(_num(row["mem_pss_peak_bytes_median"])), ", ".join(t for _k, t in _flag_tags(row)) or ""]
+                value, bound_mark(row, "lat_p50_us", "≥ ") + fmt_time_us(row["lat_p50_us_median"]),
+                bound_mark(row, "lat_p99_us", "≥ ") + fmt_time_us(row["lat_p99_us_median"]), _conn_text(row),
+                fmt_bytes(row["mem_pss_peak_bytes_median"]), ", ".join(t for _k, t in _flag_tags(row)) or ""]
             out.append("| " + " | ".join(_md(c) for c in cells) + " |")
         out.append("")
-    if results.warnings:
-        out += ["**Warnings**", ""] + [f"- {' '.join(str(w).split())}" for w in results.warnings] + [""]
+    warnings = summary_warnings(results)
+    if warnings:
+        out += ["**Warnings**", ""] + [f"- {' '.join(str(w).split())}" for w in warnings] + [""]
     out.append(f"Medians over successful repetitions, [confidence interval of the median, its level]. "
                f"Full report: `bench report {results.path}`.")
     return "\n".join(out) + "\n"
@@ -662,7 +613,7 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
 
 def report_command(args: argparse.Namespace) -> int:
     """Run ``bench report``; returns the exit status."""
-    from bench.stats import ensure_summary
+    from bench.summary import ensure_summary
 
     try:
         markdown = getattr(args, "markdown", None)

@@ -37,8 +37,34 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator, Mapping
 
+from bench.vocabulary import CONN_OUTCOMES, CONN_PENDING, GENERATOR_BOUND_RULE
+
 #: Bumped whenever a column changes meaning or a file changes shape.
 RESULTS_VERSION = 1
+#: The copy of the machine's calibration a results folder keeps (written by bench run when it starts).
+CALIBRATION_FILE = "calibration.json"
+#: Version of the calibration's JSON (``bench calibrate``'s latest.json and the copy): bumped when a key
+#: changes meaning.
+CALIBRATION_VERSION = 1
+
+
+def lower_bound_column(latency_column: str) -> str:
+    """The flag column saying ``latency_column`` (e.g. ``lat_p99_us``) is only a lower bound."""
+    return latency_column.removesuffix("_us") + "_is_lower_bound"
+
+
+def read_calibration(path: Path) -> dict[str, Any] | None:
+    """The calibration JSON at ``path``; None when it is missing, unreadable or of another version."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("version") == CALIBRATION_VERSION else None
+
+
+def load_stored_calibration(results_dir: Path) -> dict[str, Any] | None:
+    """The calibration a results folder keeps (:data:`CALIBRATION_FILE`), or None."""
+    return read_calibration(Path(results_dir) / CALIBRATION_FILE)
 
 #: Columns of runs.csv, in order, with their meaning. Readers must look
 #: columns up by name; missing values are empty cells (NaN in pandas).
@@ -162,8 +188,7 @@ RUN_COLUMNS: dict[str, str] = {
     "clients_served": "clients that completed at least one request in the window (of `clients`)",
     "gen_cpu_pct_max": "busiest generator worker, percent of one core",
     "gen_runq_wait_pct_max": "longest a generator worker waited on a run queue (runnable, no CPU), percent of the window",
-    "generator_bound": "True if a generator worker was short of CPU: CPU + run-queue wait > 90% of the window, "
-                       "or run-queue wait > 20% (bench.loadgen.merge.GENERATOR_BOUND_RULE)",
+    "generator_bound": f"True if a generator worker was short of CPU: {GENERATOR_BOUND_RULE}",
     "gen_engine": "load engine that measured: native (C, epoll) or python (asyncio/uvloop)",
     "runner_cpu_pct": "CPU of the runner process (its server monitor included) over the window, percent of one core; "
                       "it runs on the generator's CPUs",
@@ -201,8 +226,7 @@ METRIC_COLUMNS: tuple[str, ...] = (
     "requests", "errors", "req_per_s", "mb_per_s",
     "lat_p50_us", "lat_p90_us", "lat_p99_us", "lat_p999_us", "lat_max_us", "lat_mean_us",
     "lat_censored", "clients_served", "ttfb_p50_us", "ttfb_p99_us", "lat_uncorrected_p99_us", "late_starts",
-    "conn_ok", "conn_refused", "conn_reset", "conn_timeout", "conn_emfile", "conn_eaddrnotavail", "conn_other",
-    "conn_pending", "connect_p50_us", "connect_p99_us", "connect_max_us",
+    *CONN_OUTCOMES, CONN_PENDING, "connect_p50_us", "connect_p99_us", "connect_max_us",
     "err_reset", "err_timeout", "err_closed_early", "err_short", "err_corrupt", "req_pending", "req_pending_oldest_s",
     "k_listen_overflows", "k_listen_drops", "k_reqq_full_drop", "k_reqq_full_do_cookies", "k_syncookies_sent",
     "accept_queue_max",

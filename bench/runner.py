@@ -553,7 +553,7 @@ def _finish(results_dir: Path, *, plots: bool, warn: Callable[[str], None],
     Any other failure of a figure or the report is a warning: the runs are
     safe on disk and `bench plot` / `bench report` can be re-run.
     """
-    from bench.stats import write_summary
+    from bench.summary import write_summary
 
     began = time.monotonic()
     on_phase(None, "writing summary", {})

@@ -32,8 +32,8 @@ numbers about the generator) but the point is marked everywhere it is shown.
 :func:`load_results` is the one reader of a results folder (see
 :mod:`bench.results` for the contract); it returns a :class:`Results` that the
 plots, the comparison and the report all use, so they agree on what a folder
-contains. :func:`build_summary` / :func:`write_summary` produce
-``summary.json``, which the runner writes at the end of a scenario.
+contains. What a folder's runs add up to, ``summary.json`` and its warnings, is
+:mod:`bench.summary`.
 
 Error handling: a folder without ``runs.csv`` raises :class:`NotAResultsFolder`
 whose message names the folder and what a results folder contains. Missing
@@ -43,7 +43,6 @@ error: a scenario interrupted early still has a readable folder.
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import math
 import re
@@ -55,18 +54,16 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from bench.loadgen.spec import lower_bound_column
-from bench.results import (CPU_BUSY_COLUMN, PARAMETER_COLUMNS, RESULTS_VERSION, RUN_COLUMNS, TIMELINE_COLUMNS,
-                           atomic_file)
-from bench.units import plural
+from bench.format import format_param
+from bench.results import CPU_BUSY_COLUMN, PARAMETER_COLUMNS, RUN_COLUMNS, TIMELINE_COLUMNS, lower_bound_column
+from bench.vocabulary import BUSY_THRESHOLD_PCT, CONN_OUTCOMES, CONN_PENDING, CV_THRESHOLD
 from servers import registry
 
 #: Metrics aggregated by default: the headline ones and what the report table shows.
 DEFAULT_METRICS: tuple[str, ...] = (
     "req_per_s", "mb_per_s", "lat_p50_us", "lat_p90_us", "lat_p99_us", "lat_p999_us", "lat_max_us",
     "ttfb_p50_us", "ttfb_p99_us", "connect_p50_us", "connect_p99_us", "connect_max_us",
-    "conn_ok", "conn_refused", "conn_reset", "conn_timeout", "conn_emfile", "conn_eaddrnotavail",
-    "conn_other", "conn_pending", "errors", "req_pending", "req_pending_oldest_s", "k_listen_overflows", "k_listen_drops", "k_reqq_full_drop",
+    *CONN_OUTCOMES, CONN_PENDING, "errors", "req_pending", "req_pending_oldest_s", "k_listen_overflows", "k_listen_drops", "k_reqq_full_drop",
     "k_syncookies_sent", "accept_queue_max",
     "mem_pss_peak_bytes", "mem_rss_peak_bytes", "mem_uss_peak_bytes",
     "procs_peak", "threads_peak", "fds_peak", "server_cpu_pct", "gen_cpu_pct_max",
@@ -74,15 +71,13 @@ DEFAULT_METRICS: tuple[str, ...] = (
 )
 
 #: Metrics whose runs.csv value may be only a lower bound (flagged in the column
-#: :func:`~bench.loadgen.spec.lower_bound_column` names); the point's median
+#: :func:`~bench.results.lower_bound_column` names); the point's median
 #: then gets ``<metric>_lower_bound`` (see :func:`median_is_lower_bound`).
 LOWER_BOUNDED_METRICS: tuple[str, ...] = tuple(m for m in DEFAULT_METRICS if lower_bound_column(m) in RUN_COLUMNS)
 
 #: Metrics whose coefficient of variation decides whether a point is unstable.
 STABILITY_METRICS: tuple[str, ...] = ("req_per_s", "lat_p50_us")
 
-#: pyperf's threshold: above 10% relative standard deviation, results are not reproducible enough.
-CV_THRESHOLD = 0.10
 
 #: Below three values the range covers the median at 50% (n=2): too little to call an interval.
 MIN_N_FOR_CI = 3
@@ -93,11 +88,7 @@ CI_TARGET = 0.95
 #: Fewest repetitions whose range reaches CI_TARGET: 1 - 2 * 0.5**6 = 96.9%.
 _N_FOR_TARGET = 6
 
-#: A machine busier than this (percent) just before a run skews it (see machine facts: 2-4x).
-BUSY_THRESHOLD_PCT = 5.0
 
-#: Metrics always present in summary.json points, measured or not.
-_HEADLINE_METRICS = ("req_per_s", "mb_per_s", "lat_p50_us", "lat_p99_us")
 
 #: Stats columns produced per metric by :func:`aggregate`.
 STAT_FIELDS = ("n", "median", "min", "max", "ci_low", "ci_high", "ci_level", "cv", "unstable")
@@ -269,21 +260,12 @@ def point_label(params: Mapping[str, Any], swept: Sequence[str], service: str = 
     return ", ".join(parts) or "all"
 
 
-def format_param(v: Any) -> str:
-    """A parameter value as a user types it: 100 not 100.0, True, 'closed'."""
-    if _is_missing(v):
-        return "-"
-    if isinstance(v, (float, np.floating)) and float(v).is_integer():
-        return str(int(v))
-    return str(v)
-
-
 def aggregate(runs: pd.DataFrame, metrics: Iterable[str] = DEFAULT_METRICS) -> pd.DataFrame:
     """One row per model x point: parameters, run counts, and per metric the stats columns.
 
     Columns: ``model, point, service``, every parameter column, ``label``,
     ``n_runs, n_ok, n_failed, n_interrupted, n_generator_bound, n_busy``,
-    ``unstable`` (any of :data:`STABILITY_METRICS` has CV > 10%),
+    ``unstable`` (any of :data:`STABILITY_METRICS` has CV above :data:`~bench.vocabulary.CV_THRESHOLD`),
     ``unstable_metrics`` (comma-separated), ``errors`` (list of error strings
     of failed runs), and ``<metric>_<stat>`` for stat in :data:`STAT_FIELDS`;
     for :data:`LOWER_BOUNDED_METRICS` also ``<metric>_lower_bound``.
@@ -337,176 +319,6 @@ def model_order_key(model: str) -> tuple[int, str]:
     return registry.order_key(model)
 
 
-# --------------------------------------------------------------------------
-# Summary
-
-
-def build_summary(results_dir: Path) -> dict[str, Any]:
-    """The ``summary.json`` content of a results folder (see module doc for the statistics).
-
-    Shape::
-
-        {"results_version": 1, "generated_at": ISO time,
-         "scenario": {"name", "description", "service"},
-         "swept": [parameter, ...], "x": first swept parameter or null,
-         "models": [...], "metrics": [...], "cv_threshold": 0.1,
-         "runs": {"total", "ok", "failed", "interrupted", "generator_bound", "busy"},
-         "points": [{"model", "point", "label", "parameters": {...},
-                     "runs", "ok", "failed", "interrupted", "generator_bound", "busy",
-                     "unstable": bool, "unstable_metrics": [...], "errors": [...],
-                     "metrics": {metric: {n, median, min, max, ci_low, ci_high, cv, unstable, note,
-                                          lower_bound (latency percentiles only)}}}],
-         "warnings": ["generator-bound: ...", "unstable: ...", "failed: ...", "busy machine: ..."],
-         "thresholds": [{"threshold", "model", "statistic", "passed", "checked", "failed",
-                         "value", "value_text", "where", "failures": [...]}]}  (see bench.thresholds.check)
-    """
-    results = load_results(results_dir, summary=False)
-    return _summary_from(results)
-
-
-def _summary_from(results: "Results") -> dict[str, Any]:
-    agg = results.aggregate
-    runs = results.runs
-    swept = results.swept
-    points = []
-    for _, row in agg.iterrows():
-        metrics = {}
-        for metric in DEFAULT_METRICS:
-            # every measured metric, and the headline ones even when unmeasured (with a note)
-            if row[f"{metric}_n"] or metric in _HEADLINE_METRICS:
-                metrics[metric] = {f: _json_value(row[f"{metric}_{f}"]) for f in STAT_FIELDS}
-                metrics[metric]["note"] = _metric_note(row, metric)
-                if metric in LOWER_BOUNDED_METRICS:
-                    metrics[metric]["lower_bound"] = bool(row[f"{metric}_lower_bound"])
-        points.append({
-            "model": row["model"], "point": int(row["point"]), "label": row["label"],
-            "parameters": {c: _json_value(row[c]) for c in PARAMETER_COLUMNS if c in row.index},
-            "runs": int(row["n_runs"]), "ok": int(row["n_ok"]), "failed": int(row["n_failed"]),
-            "interrupted": int(row["n_interrupted"]), "generator_bound": int(row["n_generator_bound"]),
-            "busy": int(row["n_busy"]), "unstable": bool(row["unstable"]),
-            "unstable_metrics": [m for m in row["unstable_metrics"].split(",") if m],
-            "errors": list(row["errors"]), "metrics": metrics,
-        })
-    gb = runs["generator_bound"].fillna(False).astype(bool) if len(runs) else pd.Series([], dtype=bool)
-    return {
-        "results_version": RESULTS_VERSION,
-        "generated_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "scenario": {"name": results.name, "description": results.description, "service": results.service,
-                     "services": results.services},
-        "swept": swept,
-        "x": swept[0] if swept else None,
-        "models": results.models,
-        "metrics": list(DEFAULT_METRICS),
-        "cv_threshold": CV_THRESHOLD,
-        "runs": {
-            "total": int(len(runs)),
-            "ok": int((runs["status"] == "ok").sum()),
-            "failed": int((runs["status"] == "failed").sum()),
-            "interrupted": int((runs["status"] == "interrupted").sum()),
-            "generator_bound": int(gb.sum()),
-            "busy": int((runs["idle_busy_pct"] > BUSY_THRESHOLD_PCT).sum()),
-        },
-        "points": points,
-        "warnings": summary_warnings(results),
-        "thresholds": threshold_results(results),
-    }
-
-
-def threshold_results(results: "Results") -> list[dict[str, Any]]:
-    """Each ``thresholds:`` entry of the scenario tested against the median over repetitions
-    of each model at each point (see :mod:`bench.thresholds`), in file order."""
-    from bench.thresholds import RUN_STATISTIC, Measured, ThresholdError, check, from_entry
-
-    checks, unreadable = [], []
-    for entry in results.scenario.get("thresholds") or []:
-        try:
-            checks.append(from_entry(entry))
-        except ThresholdError as exc:  # written by another version of sockbench
-            unreadable.append({"threshold": str(entry), "model": None, "statistic": RUN_STATISTIC,
-                               "passed": False, "checked": 0, "failed": 0, "value": None,
-                               "value_text": f"cannot be read: {exc}", "where": "", "failures": []})
-    if not checks:
-        return unreadable
-    agg = aggregate(results.runs, metrics=sorted({c.metric for c in checks}))
-    out = []
-    for threshold in checks:
-        measured = [Measured(row["model"], row["label"] or "", _json_value(row[f"{threshold.metric}_median"]),
-                             bool(row.get(f"{threshold.metric}_lower_bound", False)))
-                    for row in agg.to_dict("records")]
-        out.append(check(threshold, measured, RUN_STATISTIC))
-    return out + unreadable
-
-
-def _metric_note(row: pd.Series, metric: str) -> str:
-    n = row[f"{metric}_n"]
-    if n == 0:
-        return "not measured in any successful run"
-    if n < MIN_N_FOR_CI:
-        return f"no confidence interval: {int(n)} value{'s' if n != 1 else ''}, need {MIN_N_FOR_CI}"
-    return ""
-
-
-def summary_warnings(results: "Results") -> list[str]:
-    """Plain-language warnings: generator-bound, unstable, failed/interrupted, busy machine, thin CIs."""
-    agg, runs = results.aggregate, results.runs
-    out: list[str] = []
-    bound, unstable, lower, unserved = [], [], [], []
-    for _, row in agg.iterrows():
-        where = f"{row['model']} {where_phrase(row['label'], row['service'])}"
-        names = lower_bound_names(row)
-        if names:
-            lower.append(f"{where} ({', '.join(names)})")
-        if served_phrase(row):
-            unserved.append(f"{where} ({served_phrase(row)})")
-        if row["n_generator_bound"]:
-            bound.append(f"{where} ({row['n_generator_bound']} of {plural(row['n_runs'], 'run')})")
-        if row["unstable"]:
-            parts = [f"{METRIC_LABELS.get(m, m)} {row[f'{m}_cv'] * 100:.0f}%"
-                     for m in row["unstable_metrics"].split(",") if m]
-            unstable.append(f"{where} ({', '.join(parts)} over {plural(row['n_ok'], 'repetition')})")
-    if bound:
-        out.append(f"generator-bound: {'; '.join(bound)}: a load generator worker was short of CPU "
-                   "(CPU + run-queue wait > 90% of the window, or wait > 20%), so these figures may measure the generator, not the server; add generator workers "
-                   "(generator.workers) or give the generator its own CPU")
-    if lower:
-        out.append(f"latency lower bounds: {'; '.join(lower)}: more requests never completed (timed out, unanswered "
-                   "at the end, or never sent) than the share above that percentile, so it is at least the value "
-                   "shown (marked >=) and may be far higher")
-    if unserved:
-        out.append(f"clients not served: {'; '.join(unserved)} (median over repetitions): the others completed no "
-                   "request in the window, so the latency figures describe only the clients served")
-    if unstable:
-        out.append(f"unstable: {'; '.join(unstable)}: the coefficient of variation across repetitions exceeds "
-                   f"{CV_THRESHOLD * 100:.0f}%; trust these medians less, or run more repetitions on a quieter "
-                   "machine")
-    for _, run in runs[runs["status"].isin(["failed", "interrupted"])].iterrows():
-        err = first_line(run["error"]) or "no error recorded"
-        out.append(f"{run['status']}: run {run['run_id']} ({run['model']}, repetition "
-                   f"{run['repetition']}): {err}")
-    short = runs[runs["cpu_work_short"].fillna(False).astype(bool)] if len(runs) else runs
-    if len(short):
-        ids = ", ".join(short["run_id"].head(5)) + (", ..." if len(short) > 5 else "")
-        out.append(f"CPU work not accounted for: in {len(short)} run{'s' if len(short) != 1 else ''} ({ids}) the "
-                   "server's CPU time was less than requests x cpu_work_us: the server did less work per request "
-                   "than the label says, or part of its CPU was not counted; do not read those runs as "
-                   "cpu_work_us of work per request")
-    busy = runs[runs["idle_busy_pct"] > BUSY_THRESHOLD_PCT]
-    if len(busy):
-        worst = busy["idle_busy_pct"].max()
-        ids = ", ".join(busy["run_id"].head(5)) + (", ..." if len(busy) > 5 else "")
-        out.append(f"busy machine: {len(busy)} run{'s' if len(busy) != 1 else ''} started with the "
-                   f"machine up to {worst:.0f}% busy (threshold {BUSY_THRESHOLD_PCT:.0f}%): {ids}; "
-                   "another process competes for the CPUs and can change results 2-4x")
-    thin = agg[(agg["n_ok"] > 0) & (agg["n_ok"] < MIN_N_FOR_CI)] if len(agg) else agg
-    if len(thin):
-        where = ", ".join(f"{r['model']} {where_phrase(r['label'], r['service'])}" for _, r in thin.head(4).iterrows())
-        more = f" and {len(thin) - 4} more" if len(thin) > 4 else ""
-        out.append(f"no confidence interval: fewer than {MIN_N_FOR_CI} successful repetitions at "
-                   f"{len(thin)} point{'s' if len(thin) != 1 else ''} ({where}{more}); their medians rest on "
-                   "one or two runs")
-    return out
-
-
 def lower_bound_names(row: Mapping[str, Any]) -> list[str]:
     """Short names ("p99", "max") of the latency medians of an aggregate row that are only lower bounds."""
     return [m.removeprefix("lat_").removesuffix("_us") for m in LOWER_BOUNDED_METRICS if is_lower_bound(row, m)]
@@ -531,9 +343,6 @@ def served_phrase(row: Mapping[str, Any]) -> str:
     return f"served {served:.0f}/{clients:.0f}"
 
 
-#: Outcome columns of connection attempts (runs.csv), each attempt counted in exactly one.
-CONN_OUTCOMES = ("conn_ok", "conn_refused", "conn_reset", "conn_timeout", "conn_emfile", "conn_eaddrnotavail",
-                 "conn_other")
 
 
 def unresolved_connects(row: Mapping[str, Any], suffix: str = "_median") -> float:
@@ -574,48 +383,6 @@ METRIC_LABELS: dict[str, str] = {
 }
 
 
-def _json_value(v: Any) -> Any:
-    if isinstance(v, (np.bool_, bool)):
-        return bool(v)
-    if isinstance(v, (np.integer,)):
-        return int(v)
-    if isinstance(v, (float, np.floating)):
-        f = float(v)
-        return None if math.isnan(f) or math.isinf(f) else f
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return None
-    return v
-
-
-def write_summary(results_dir: Path) -> Path:
-    """Write ``summary.json`` into ``results_dir`` atomically (temporary file + rename); return its path.
-
-    Resource handling: :func:`bench.results.atomic_file` keeps the temporary
-    file in the same folder and removes it if writing fails; a full disk
-    raises :class:`bench.results.DiskFull`.
-    """
-    results_dir = Path(results_dir)
-    summary = build_summary(results_dir)
-    target = results_dir / "summary.json"
-    with atomic_file(target) as fh:
-        json.dump(summary, fh, indent=2, allow_nan=False)
-        fh.write("\n")
-    return target
-
-
-def ensure_summary(results_dir: Path) -> bool:
-    """Write ``summary.json`` if the folder has none (a run stopped before it, an older folder); True if written.
-
-    Raises :class:`NotAResultsFolder` for a path that is not a results folder.
-    """
-    results_dir = Path(results_dir)
-    if (results_dir / "summary.json").is_file():
-        return False
-    load_results(results_dir)  # a path that is not a results folder raises NotAResultsFolder, before any write
-    write_summary(results_dir)
-    return True
-
-
 # --------------------------------------------------------------------------
 # Reading a results folder
 
@@ -626,8 +393,8 @@ class Results:
 
     ``runs`` and ``timeline`` are DataFrames with every contract column (empty
     cells are NaN); ``scenario`` and ``environment`` are plain dicts (empty if
-    the file is missing); ``summary`` is summary.json, or computed on the fly
-    when that file is missing or from another results version.
+    the file is missing); ``stored_summary`` is summary.json as the run wrote
+    it, :func:`bench.summary.summary_of` what today's analysis makes of the runs.
     """
 
     path: Path
@@ -635,7 +402,6 @@ class Results:
     timeline: pd.DataFrame
     scenario: dict[str, Any]
     environment: dict[str, Any]
-    _summary: dict[str, Any] | None = field(default=None, repr=False)
     _hist_cache: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -648,7 +414,7 @@ class Results:
 
     #: Set on a one-service view of a folder that holds several (see :meth:`subset`).
     facet: str = ""
-    #: summary.json as the run wrote it ({} if missing); :attr:`summary` is recomputed.
+    #: summary.json as the run wrote it ({} if missing); :func:`bench.summary.summary_of` recomputes it.
     stored_summary: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -705,22 +471,6 @@ class Results:
         df["label"] = [point_label(r, self.swept, r["service"] if several else "") for r in df.to_dict("records")]
         return df
 
-    @property
-    def summary(self) -> dict[str, Any]:
-        """The summary computed from the runs (the same shape as summary.json).
-
-        Computed, not read back: a report re-run after an upgrade says what
-        today's analysis says about the same runs. ``stored_summary`` holds
-        summary.json as written by the run.
-        """
-        if self._summary is None:
-            self._summary = _summary_from(self)
-        return self._summary
-
-    @property
-    def warnings(self) -> list[str]:
-        return list(self.summary.get("warnings", []))
-
     def hist_path(self, run_id: str, kind: str) -> Path:
         return self.path / "hist" / f"{run_id}.{kind}.hlog"
 
@@ -745,7 +495,7 @@ class Results:
 def load_results(results_dir: Path | str, *, summary: bool = True) -> Results:
     """Read a results folder written by ``bench run`` (see :mod:`bench.results`).
 
-    ``summary=False`` skips reading summary.json (:func:`build_summary` writes it).
+    ``summary=False`` skips reading summary.json (:func:`bench.summary.build_summary` writes it).
 
     Error handling: raises :class:`NotAResultsFolder` with a message naming the
     path and the fix when the folder or its ``runs.csv`` is missing or unreadable.

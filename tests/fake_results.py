@@ -19,7 +19,7 @@ special case a reader must handle is present by default:
   the last point is a lower bound too, as in an overloaded open loop;
 * timeline rows for ``server`` and ``load`` sources, hlog files per run and
   kind written with hdrh's ``HistogramLogWriter``; scenario.yaml,
-  environment.json and summary.json (via :func:`bench.stats.write_summary`,
+  environment.json and summary.json (via :func:`bench.summary.write_summary`,
   as the runner does).
 
 Because the noise factors are fixed, a second folder written with
@@ -126,7 +126,7 @@ def write_fake_results(
     _write_scenario(path, name, services if len(services) > 1 else services[0], models, repetitions, sweep, backlog)
     _write_environment(path, python_version)
     if summary:
-        from bench.stats import write_summary
+        from bench.summary import write_summary
 
         write_summary(path)
     return path

@@ -19,9 +19,11 @@ from typing import Any
 
 import pytest
 
-from bench.findings import compute_findings, fmt_mib
+from bench.findings import compute_findings
+from bench.format import fmt_bytes as fmt_mib
 from bench.report import add_report_arguments, report_command, write_report
 from bench.stats import load_results
+from bench.summary import summary_warnings
 from fake_results import write_fake_results
 
 MODELS = ("sequential", "threading", "forking", "c-reference")
@@ -51,6 +53,17 @@ def test_report_is_self_contained(report):
     assert external == []
     assert all(r.startswith(("data:", "#")) for r in refs), [r[:40] for r in refs if not r.startswith(("data:", "#"))]
     assert "<script" not in text.lower() and "@import" not in text and "url(" not in text
+
+
+def test_the_stylesheet_is_package_data_inlined_whole(report):
+    """bench/report.css is declared package data (an installed bench has it) and each report inlines all of it."""
+    import tomllib
+
+    css = (Path(__file__).resolve().parent.parent / "bench" / "report.css")
+    data = tomllib.loads((css.parent.parent / "pyproject.toml").read_text())
+    assert "report.css" in data["tool"]["setuptools"]["package-data"]["bench"]
+    text = report.read_text(encoding="utf-8")
+    assert f"<style>{css.read_text(encoding='utf-8')}</style>" in text
 
 
 def test_report_embeds_decodable_figures(report):
@@ -419,7 +432,7 @@ def test_bench_report_markdown_prints_the_headline_table(fake, capsys, tmp_path)
     for row in agg.to_dict("records"):
         assert f"`{row['model']}`" in text
     assert f"{agg['req_per_s_median'].max():,.0f}"[:3] in text
-    assert all(w.split(":")[0] in text for w in load_results(fake).warnings)
+    assert all(w.split(":")[0] in text for w in summary_warnings(load_results(fake)))
     out = tmp_path / "pr.md"
     assert report_command(argparse.Namespace(results_dir=fake, markdown=str(out))) == 0
     assert out.read_text() == text and out.stat().st_mode & 0o777 == 0o644

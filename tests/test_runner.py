@@ -20,7 +20,7 @@ import pytest
 from bench.results import TIMELINE_COLUMNS, run_columns
 from bench.runner import plan_runs, run_scenario, runner_pinned
 from bench.scenario import parse_scenario
-from bench.stats import write_summary
+from bench.summary import write_summary
 from servers import native
 
 REPO = Path(__file__).resolve().parent.parent
@@ -268,10 +268,10 @@ def test_a_run_doing_less_cpu_work_than_labelled_is_flagged(tmp_path, monkeypatc
 
 def test_a_second_ctrl_c_while_the_summary_is_written_keeps_it(tmp_path, monkeypatch, capsys):
     import bench.runner
-    import bench.stats
+    import bench.summary
     from bench import cli
 
-    real_execute, real_summary = bench.runner.execute_run, bench.stats.write_summary
+    real_execute, real_summary = bench.runner.execute_run, bench.summary.write_summary
     summary_calls = []
 
     def execute_then_ctrl_c(*args, **kwargs):
@@ -286,7 +286,7 @@ def test_a_second_ctrl_c_while_the_summary_is_written_keeps_it(tmp_path, monkeyp
         return real_summary(results_dir)
 
     monkeypatch.setattr(bench.runner, "execute_run", execute_then_ctrl_c)
-    monkeypatch.setattr(bench.stats, "write_summary", summary_with_ctrl_c)
+    monkeypatch.setattr(bench.summary, "write_summary", summary_with_ctrl_c)
     path = tmp_path / "tiny.yaml"
     path.write_text(tiny_scenario(models="[selectors]", repetitions="3", duration="0.5s"))
     status = cli.main(["run", str(path), "--results", str(tmp_path / "out"), "--no-plots"])

@@ -12,13 +12,12 @@ from bench.results import RESULTS_VERSION, RUN_COLUMNS
 from bench.stats import (
     NotAResultsFolder,
     aggregate,
-    build_summary,
     ci_label,
     load_results,
     median_ci,
     summarize_point,
-    write_summary,
 )
+from bench.summary import build_summary, summary_of, summary_warnings, write_summary
 from fake_results import write_fake_results
 
 MODELS = ("sequential", "threading", "forking", "c-reference")
@@ -171,7 +170,7 @@ def test_write_summary_is_atomic_valid_json(fake):
 def test_no_busy_warning_on_an_idle_machine(tmp_path):
     folder = write_fake_results(tmp_path / "r", models=("selectors",), sweep=("clients", (1, 10)), busy=False,
                                 failed=False, generator_bound=False, unstable=False, hlogs=False, timeline=False)
-    assert load_results(folder).warnings == []
+    assert summary_warnings(load_results(folder)) == []
 
 
 def test_load_results_rejects_what_is_not_a_results_folder(tmp_path):
@@ -189,7 +188,7 @@ def test_load_results_tolerates_missing_columns_and_files(tmp_path):
     assert results.timeline.empty and results.environment == {} and results.histogram("a-p0-r1", "latency") is None
     row = results.aggregate.iloc[0]
     assert row["req_per_s_median"] == 110 and pd.isna(row["lat_p99_us_median"])
-    assert results.summary["points"][0]["metrics"]["lat_p99_us"]["note"].startswith("not measured")
+    assert summary_of(results)["points"][0]["metrics"]["lat_p99_us"]["note"].startswith("not measured")
 
 
 def test_several_services_label_points_with_their_service(tmp_path):
@@ -232,8 +231,8 @@ def test_lower_bounds_and_unserved_clients_reach_the_aggregate_and_summary(tmp_p
     assert not agg.loc[("asyncio", 1), "lat_p99_us_lower_bound"]
     assert agg.loc[("sequential", 100), "lat_max_us_lower_bound"]
     assert agg.loc[("sequential", 100), "clients_served_median"] == 1
-    point = next(p for p in results.summary["points"] if p["model"] == "asyncio" and p["parameters"]["clients"] == 100)
+    point = next(p for p in summary_of(results)["points"] if p["model"] == "asyncio" and p["parameters"]["clients"] == 100)
     assert point["metrics"]["lat_p99_us"]["lower_bound"] is True
-    text = " ".join(results.warnings)
+    text = " ".join(summary_warnings(results))
     assert "latency lower bounds: sequential at clients=100 (p999, max); asyncio at clients=100 (p99)" in text
     assert "clients not served: sequential" in text and "served 1/100" in text

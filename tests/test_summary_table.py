@@ -8,7 +8,9 @@ import json
 import pytest
 from rich.console import Console
 
-from bench.cli import _fmt_rate, _fmt_us, _summary_rows, _summary_tables
+from bench.cli import _summary_rows, _summary_tables
+from bench.format import fmt_time_us as _fmt_us
+from bench.format import fmt_whole as _fmt_rate
 from bench.stats import load_results
 from fake_results import write_fake_results
 

@@ -21,7 +21,7 @@ measured window, record latencies into HdrHistogram buckets
 one JSON document each; the parent merges them (:mod:`bench.loadgen.merge`)
 into a :class:`LoadResult` whose ``row`` holds runs.csv columns. Each worker
 measures its own CPU and the parent reads each worker's run-queue wait; one
-short of CPU (``merge.GENERATOR_BOUND_RULE``) marks the run generator-bound.
+short of CPU (``bench.vocabulary.GENERATOR_BOUND_RULE``) marks the run generator-bound.
 ``bench load`` is :mod:`bench.loadgen.cli`.
 """
 

@@ -25,26 +25,10 @@ from __future__ import annotations
 from typing import Any
 
 from bench.loadgen import histograms
-from bench.loadgen.recording import CONNECT_OUTCOMES, REQUEST_ERRORS
+from bench.loadgen.recording import REQUEST_ERRORS
 from bench.loadgen.spec import ROW_COLUMNS, LoadResult, LoadSpec, lower_bound_column
+from bench.vocabulary import CONNECT_OUTCOMES, GENERATOR_BOUND_PCT, GENERATOR_BOUND_RULE, RUNQ_WAIT_BOUND_PCT
 
-#: A worker that ran *or waited to run* (CPU + run-queue wait, percent of the
-#: window) more than this is the likely bottleneck: its loop has no idle time
-#: left to notice replies promptly. CPU alone misses a worker that is runnable
-#: but kept off its CPU by another process (the server on a shared CPU, the
-#: runner, another program): for the load offered, waiting for a CPU is as
-#: much a generator limit as using one.
-GENERATOR_BOUND_PCT = 90.0
-#: A worker that waited on a run queue more than this percent of the window
-#: is flagged too, however little CPU it got: it does not run flat out (on
-#: each wake-up it handles what is ready and sleeps again), yet every reply
-#: that arrives while it waits is time-stamped late and the next request
-#: goes out late. Measured here: three spinning processes on a worker's CPU
-#: gave it 22-33% CPU and 34-43% wait (CPU + wait only ~66%) at a third of
-#: its usual throughput; a worker alone on an idle CPU waits ~1%.
-RUNQ_WAIT_BOUND_PCT = 20.0
-GENERATOR_BOUND_RULE = (f"worker CPU + run-queue wait > {GENERATOR_BOUND_PCT:g}% of the window, "
-                        f"or run-queue wait > {RUNQ_WAIT_BOUND_PCT:g}%")
 #: Workers starting later than this after the shared start make the windows
 #: disagree by more than timer noise; said in a warning.
 START_LATE_WARN_S = 0.05

@@ -58,11 +58,10 @@ from bench.loadgen import histograms
 from bench.loadgen.histograms import (
     BUCKET_SHIFT, HALF_COUNT, HALF_COUNT_MAGNITUDE, HIGHEST_US, SUB_BUCKET_MASK, UNIT_MAGNITUDE, Counts, index_of,
 )
+from bench.vocabulary import CONNECT_OUTCOMES
 
 #: Request failures after connect, in runs.csv order.
 REQUEST_ERRORS = ("reset", "timeout", "closed_early", "short", "corrupt")
-#: Connection attempt outcomes, in runs.csv order ("other" keeps errno names aside).
-CONNECT_OUTCOMES = ("ok", "refused", "reset", "timeout", "emfile", "eaddrnotavail", "other")
 
 
 class WorkerStats:

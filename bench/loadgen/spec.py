@@ -32,6 +32,7 @@ from typing import Any
 from hdrh.histogram import HdrHistogram
 
 from bench.loadgen import histograms
+from bench.results import lower_bound_column  # noqa: F401 - the row's flag columns, named by results
 
 SERVICES = ("echo", "file")
 MODES = ("closed", "open")
@@ -54,11 +55,6 @@ ROW_COLUMNS = (
     "clients_served",
     "gen_workers", "gen_cpu_pct_max", "gen_runq_wait_pct_max", "generator_bound", "gen_engine",
 )
-
-
-def lower_bound_column(latency_column: str) -> str:
-    """The flag column saying ``latency_column`` (e.g. ``lat_p99_us``) is only a lower bound."""
-    return latency_column.removesuffix("_us") + "_is_lower_bound"
 
 
 @dataclass

@@ -92,7 +92,7 @@ CPU
 The worker measures its own CPU over the measured window:
 ``time.process_time()`` delta / wall-time delta, in percent of one core. A
 worker with no idle time is the bottleneck, not the server; the parent flags
-it, counting run-queue wait too (:data:`bench.loadgen.merge.GENERATOR_BOUND_RULE`).
+it, counting run-queue wait too (:data:`bench.vocabulary.GENERATOR_BOUND_RULE`).
 
 Resource handling
 -----------------

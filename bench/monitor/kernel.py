@@ -55,6 +55,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.vocabulary import syn_retry_times  # noqa: F401 - part of bench.monitor's interface
+
 NETSTAT = "/proc/net/netstat"
 TCP_TABLES = ("/proc/net/tcp", "/proc/net/tcp6")
 
@@ -77,32 +79,6 @@ SYSCTLS: dict[str, str] = {
     "net.ipv4.tcp_syn_retries": "/proc/sys/net/ipv4/tcp_syn_retries",
     "net.ipv4.tcp_syn_linear_timeouts": "/proc/sys/net/ipv4/tcp_syn_linear_timeouts",
 }
-
-#: Linux's initial retransmission timeout for a SYN (TCP_TIMEOUT_INIT), seconds.
-SYN_INITIAL_RTO_S = 1.0
-
-
-def syn_retry_times(sysctls: dict[str, int | None]) -> list[float]:
-    """Seconds after its first SYN at which a Linux client retransmits a dropped SYN.
-
-    The first ``tcp_syn_linear_timeouts`` retransmissions (a sysctl of newer
-    kernels; absent = 0) wait the initial 1 s RTO each, later ones double it,
-    for ``tcp_syn_retries`` retransmissions (default 6; kernels with linear
-    timeouts may allow that many more, which only adds later marks). Kernels
-    without linear timeouts give 1, 3, 7, 15 ... s; with 4 linear timeouts,
-    1, 2, 3, 4, 5, 7 ... s. These are where connect times pile up when a full
-    accept queue drops SYNs.
-    """
-    linear = sysctls.get("net.ipv4.tcp_syn_linear_timeouts") or 0
-    retries = sysctls.get("net.ipv4.tcp_syn_retries")
-    retries = 6 if retries is None else retries
-    times, t, rto = [], 0.0, SYN_INITIAL_RTO_S
-    for i in range(retries):
-        t += rto
-        times.append(t)
-        if i >= linear:
-            rto *= 2
-    return times
 
 NAMESPACE_NOTE = (
     "kernel counters (k_* columns, /proc/net/netstat TcpExt) are namespace-wide: they count every socket "

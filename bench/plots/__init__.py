@@ -301,7 +301,7 @@ def add_plot_arguments(parser: argparse.ArgumentParser) -> None:
 
 def plot_command(args: argparse.Namespace) -> int:
     """Run ``bench plot``; returns the exit status."""
-    from bench.stats import ensure_summary
+    from bench.summary import ensure_summary
 
     try:
         if ensure_summary(args.results_dir):

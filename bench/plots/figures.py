@@ -31,11 +31,12 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter, NullLocator
 
+from bench.format import fmt_bytes, format_param
 from bench.plots import style
-from bench.monitor.kernel import syn_retry_times
 from bench.stats import (
-    LOWER_BOUNDED_METRICS, Results, format_param, is_lower_bound, merge_histograms, served_phrase,
+    LOWER_BOUNDED_METRICS, Results, is_lower_bound, merge_histograms, served_phrase,
 )
+from bench.vocabulary import FAILED, GENERATOR_BOUND, UNSTABLE, point_flags, syn_retry_times
 from servers import registry
 
 #: Words for the swept parameter, used in titles ("as clients grow") and x labels.
@@ -78,7 +79,7 @@ class XAxis:
     scale: str                 # linear | log | symlog | category
 
     def pos(self, value: Any) -> float:
-        return self.positions[_key(value)]
+        return self.positions[axis_key(value)]
 
     def apply(self, ax: Axes) -> None:
         if self.param is None:
@@ -89,7 +90,7 @@ class XAxis:
             positive = [v for v in self.positions.values() if v > 0]
             ax.set_xscale("symlog", linthresh=min(positive) if positive else 1)
         ax.xaxis.set_major_locator(FixedLocator(sorted(set(self.positions.values()))))
-        labels = {self.positions[_key(v)]: param_value_text(self.param, v) for v in self.values}
+        labels = {self.positions[axis_key(v)]: param_value_text(self.param, v) for v in self.values}
         ax.xaxis.set_major_formatter(FuncFormatter(lambda p, _i: labels.get(p, "")))
         ax.xaxis.set_minor_locator(NullLocator())
         ax.xaxis.set_minor_formatter(NullFormatter())
@@ -99,7 +100,8 @@ class XAxis:
         ax.set_xlabel(PARAM_TEXT.get(self.param, (None, self.param))[1])
 
 
-def _key(v: Any) -> Any:
+def axis_key(v: Any) -> Any:
+    """A parameter value as a plain Python key: 100.0 -> 100, numpy scalars -> int, bool (positions on an axis)."""
     if isinstance(v, (float, np.floating)) and float(v).is_integer():
         return int(v)
     if isinstance(v, np.integer):
@@ -112,7 +114,7 @@ def _key(v: Any) -> Any:
 def param_value_text(param: str, v: Any) -> str:
     if param in _BYTE_PARAMS:
         try:
-            return style.fmt_bytes(float(v)).replace(".0 ", " ")
+            return fmt_bytes(float(v)).replace(".0 ", " ")
         except (TypeError, ValueError):
             pass
     return format_param(v)
@@ -127,7 +129,7 @@ def x_axis(results: Results) -> XAxis:
 
 def make_x_axis(param: str, raw_values: Iterable[Any]) -> XAxis:
     """Positions and scale for the values a parameter takes (log when they span decades)."""
-    values = list(dict.fromkeys(_key(v) for v in raw_values))
+    values = list(dict.fromkeys(axis_key(v) for v in raw_values))
     numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
     if numeric:
         values = sorted(values)
@@ -193,14 +195,9 @@ def series(results: Results) -> list[Series]:
 
 
 def row_flags(row: pd.Series) -> list[str]:
-    flags = []
-    if row.get("n_generator_bound", 0):
-        flags.append("generator-bound")
-    if row.get("unstable", False):
-        flags.append("unstable")
-    if row.get("n_failed", 0) or row.get("n_interrupted", 0):
-        flags.append("failed")
-    return flags
+    """The point's flags a figure marks, in drawing order (a busy machine is said in the warnings, not drawn)."""
+    flags = point_flags(row)
+    return [flag for flag in (GENERATOR_BOUND, UNSTABLE, FAILED) if flag in flags]
 
 
 def all_flags(results: Results) -> set[str]:
@@ -242,7 +239,7 @@ def _metric_lines(ax: Axes, results: Results, xa: XAxis, metric: str,
     flags = flags or row_flags
     plotted: list[float] = []
     for slot, s in enumerate(series(results)):
-        x = np.array([xa.pos(_key(v)) for v in s.rows[xa.param]])
+        x = np.array([xa.pos(axis_key(v)) for v in s.rows[xa.param]])
         med = scale(s.rows[f"{metric}_median"].to_numpy(dtype=float))
         lo = scale(s.rows[f"{metric}_min"].to_numpy(dtype=float))
         hi = scale(s.rows[f"{metric}_max"].to_numpy(dtype=float))
@@ -340,7 +337,7 @@ def _draw_ceilings(ax: Axes, results: Results, metric: str, calibration: Any) ->
         if xa.param is None:
             ax.axhline(c.value, color="#777777", linestyle=(0, (6, 3)), linewidth=1.2, zorder=1)
         else:
-            ax.plot([xa.pos(_key(row[xa.param]))], [c.value], marker="_", markersize=26, markeredgewidth=2.5,
+            ax.plot([xa.pos(axis_key(row[xa.param]))], [c.value], marker="_", markersize=26, markeredgewidth=2.5,
                     color="#777777", linestyle="none", zorder=2)
         drawn.append(c.value)
     return drawn

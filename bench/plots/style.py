@@ -11,7 +11,7 @@ Flagged points are drawn over the data with shapes no model uses at that
 size, and each flag gets its own legend entry:
 
 * generator-bound: a large hollow square;
-* unstable (CV > 10%): a large hollow circle;
+* unstable (CV above :data:`bench.vocabulary.CV_THRESHOLD`): a large hollow circle;
 * failed: a black X (at the bottom of the axes when no repetition succeeded).
 
 Figures are built with :class:`matplotlib.figure.Figure` directly, never with
@@ -35,6 +35,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, MultipleLocator, NullFormatter
 
+from bench.format import fmt_bytes, fmt_count, fmt_time_us
+from bench.vocabulary import FAILED, FLAG_LABELS, GENERATOR_BOUND, UNSTABLE
+
 from servers import registry
 
 #: Colours of models the registry does not know (a results folder from an
@@ -46,16 +49,16 @@ _MARKERS = ["o", "s", "^", "D", "v", "P", "*", "<", ">", "p"]
 
 #: Flag name -> (legend label, marker style).
 FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
-    "generator-bound": ("generator-bound (load generator short of CPU)",
+    GENERATOR_BOUND: (FLAG_LABELS[GENERATOR_BOUND],
                         dict(marker="s", markersize=14, markerfacecolor="none", markeredgecolor="black",
                              markeredgewidth=1.6, linestyle="none")),
-    "unstable": ("unstable (CV > 10% across repetitions)",
+    UNSTABLE: (FLAG_LABELS[UNSTABLE],
                  dict(marker="o", markersize=17, markerfacecolor="none", markeredgecolor="#CC79A7",
                       markeredgewidth=2.0, linestyle="none")),
     "lower-bound": ("≥ only a lower bound: too many requests never completed",
                     dict(marker=r"$\geq$", markersize=13, markerfacecolor="black", markeredgecolor="black",
                          markeredgewidth=0.4, linestyle="none")),
-    "failed": ("failed run (see report)",
+    FAILED: (FLAG_LABELS[FAILED],
                dict(marker="X", markersize=11, markerfacecolor="black", markeredgecolor="white",
                     markeredgewidth=0.8, linestyle="none")),
 }
@@ -160,41 +163,6 @@ def draw_served(ax: Axes, x: float, y: float | None, text: str) -> None:
 
 # --------------------------------------------------------------------------
 # Units
-
-
-def fmt_time_us(us: float) -> str:
-    """A duration given in microseconds, with a readable unit: 55 µs, 1.2 ms, 3 s."""
-    if us is None or not np.isfinite(us):
-        return "-"
-    if us == 0:
-        return "0"
-    a = abs(us)
-    if a >= 1e6:
-        return f"{us / 1e6:.3g} s"
-    if a >= 1e3:
-        return f"{us / 1e3:.3g} ms"
-    return f"{us:.3g} µs"
-
-
-def fmt_bytes(b: float) -> str:
-    if b is None or not np.isfinite(b):
-        return "-"
-    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if abs(b) >= size:
-            return f"{b / size:.3g} {unit}"
-    return f"{b:.0f} B"
-
-
-def fmt_count(v: float) -> str:
-    """12345 -> 12.3k, 1.5e6 -> 1.5M (tick labels for throughput)."""
-    if v is None or not np.isfinite(v):
-        return "-"
-    a = abs(v)
-    if a >= 1e6:
-        return f"{v / 1e6:.3g}M"
-    if a >= 1e3:
-        return f"{v / 1e3:.3g}k"
-    return f"{v:.3g}"
 
 
 def time_axis(ax: Axes, which: str = "y", span: Sequence[float] = (), log: bool = True) -> None:

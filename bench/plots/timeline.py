@@ -25,19 +25,21 @@ from bench.plots import style
 MIB = 2**20
 #: Second line of a panel (summed RSS, threads): dark grey, so it never passes for another model.
 SECOND = "#555555"
-from bench.stats import Results, first_line, format_param, where_phrase
+from bench.format import format_param
+from bench.stats import Results, first_line, where_phrase
+from bench.vocabulary import FAILED, FAILED_STATUSES, GENERATOR_BOUND, UNSTABLE
 
 
 def run_flags(results: Results, run: pd.Series) -> list[str]:
     flags = []
     if run.get("generator_bound") is True:
-        flags.append("generator-bound")
+        flags.append(GENERATOR_BOUND)
     agg = results.aggregate
     row = agg[(agg["model"] == run["model"]) & (agg["point"] == run["point"])]
     if len(row) and bool(row["unstable"].iloc[0]):
-        flags.append("unstable")
-    if run.get("status") in ("failed", "interrupted"):
-        flags.append("failed")
+        flags.append(UNSTABLE)
+    if run.get("status") in FAILED_STATUSES:
+        flags.append(FAILED)
     return flags
 
 
