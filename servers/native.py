@@ -34,7 +34,10 @@ compiler's output, since that is a bug in the project or a broken toolchain.
 Resource handling
 -----------------
 Temporary files of a failed or interrupted compile are removed. Nothing is
-left running: the compiler is a short subprocess with a timeout.
+left running: the compiler driver runs in a process group of its own, and a
+timeout or any exception while it runs (Ctrl-C, a stop signal turned into an
+exception) kills the whole group and reaps the driver, so its ``cc1``/``as``/
+``ld`` children do not outlive the build.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ import functools
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -162,6 +166,25 @@ def build(name: str, source: Path | None = None, extra: tuple[str, ...] = ()) ->
     return target
 
 
+def _run_compiler(cmd: list[str]) -> tuple[int, str, str]:
+    """Run the compiler in a new process group; kill the group on a timeout or any exception.
+
+    ``subprocess.run`` kills only the driver it started: the driver's own
+    children (``cc1``, ``as``) would be orphaned and go on compiling.
+    """
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=COMPILE_TIMEOUT_S)
+    except BaseException:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.communicate()
+        raise
+    return proc.returncode, stdout, stderr
+
+
 def _compile(cc: str, src: Path, folder: Path, target: Path, extra: tuple[str, ...] = ()) -> None:
     """Compile ``src`` to a temporary name in ``folder`` and rename it to ``target``."""
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
@@ -170,12 +193,12 @@ def _compile(cc: str, src: Path, folder: Path, target: Path, extra: tuple[str, .
     cmd = [cc, *CFLAGS, "-o", str(tmp), str(src), *extra]
     try:
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S)
+            returncode, stdout, stderr = _run_compiler(cmd)
         except subprocess.TimeoutExpired:
             raise NativeBuildError(f"{' '.join(cmd)} took more than {COMPILE_TIMEOUT_S:.0f} s") from None
-        if proc.returncode != 0:
-            output = (proc.stderr + proc.stdout).strip()
-            raise NativeBuildError(f"compiling {src.name} failed (exit {proc.returncode}): {' '.join(cmd)}\n{output}")
+        if returncode != 0:
+            output = (stderr + stdout).strip()
+            raise NativeBuildError(f"compiling {src.name} failed (exit {returncode}): {' '.join(cmd)}\n{output}")
         tmp.chmod(0o755)
         os.replace(tmp, target)
     finally:
