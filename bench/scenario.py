@@ -100,7 +100,7 @@ from bench.results import PARAMETER_COLUMNS
 from bench.thresholds import Threshold, from_entry, parse_threshold
 from bench.units import format_bitrate, format_duration, format_size, parse_bitrate, parse_duration, parse_size, plural
 from servers.config import LOOPS, SERVICES, ServerOptions
-from servers.registry import MODELS
+from servers.registry import MODELS, unavailable
 
 
 def _offers(model: str, service: str) -> bool:
@@ -272,6 +272,9 @@ def _known_model(name: str) -> str:
         close = difflib.get_close_matches(name, MODELS, n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
         raise ValueError(f"unknown model {name!r}{hint}; valid models: {', '.join(MODELS)}")
+    reason = unavailable(name)
+    if reason is not None:
+        raise ValueError(f"{reason}; or remove {name} from models")
     return name
 
 

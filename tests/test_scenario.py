@@ -2,6 +2,7 @@
 
 import argparse
 import dataclasses
+import sys
 import textwrap
 from pathlib import Path
 
@@ -44,6 +45,12 @@ def error_of(tmp_path: Path, text: str, overrides=()) -> ScenarioError:
     with pytest.raises(ScenarioError) as info:
         load_scenario(path, overrides)
     return info.value
+
+
+def test_a_model_whose_extra_is_missing_names_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "gevent", None)  # as if the extra were not installed
+    message = str(error_of(tmp_path, MINIMAL.replace("[threading]", "[threading, gevent]")))
+    assert "models[1]" in message and "optional extra 'gevent'" in message and "pip install -e '.[gevent]'" in message
 
 
 # -- units -----------------------------------------------------------------

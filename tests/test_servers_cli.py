@@ -105,6 +105,24 @@ def test_uvloop_missing(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureF
     assert "uvloop is not installed" in err and "--loop asyncio" in err
 
 
+def test_gevent_missing_names_the_extra(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setitem(sys.modules, "gevent", None)  # as if the extra were not installed
+    assert "pip install -e '.[gevent]'" in (registry.available_models()["gevent"] or "")
+    assert all(why is None for name, why in registry.available_models().items() if name != "gevent")
+    status, out, err = _run_main(["gevent", "echo"], capsys)
+    assert status == 2 and out == ""
+    assert "optional extra 'gevent'" in err and "pip install -e '.[gevent]'" in err and "Traceback" not in err
+    assert "not available here:\n  gevent: " in cli.build_parser().format_help()
+
+
+def test_only_the_gevent_server_process_imports_gevent() -> None:
+    """Validating and listing models never imports gevent (nor patches anything) in the bench process."""
+    code = ("import sys; from bench.scenario import load_scenario; from servers import cli; "
+            "load_scenario('scenarios/deployed.yaml'); cli.build_parser(); "
+            "assert 'gevent' not in sys.modules, sorted(m for m in sys.modules if 'gevent' in m)")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60, cwd=Path(__file__).resolve().parent.parent)
+
+
 def test_command_line_errors_have_no_traceback() -> None:
     result = subprocess.run(
         server_command("quantum", "echo", ServerOptions()), capture_output=True, text=True, timeout=60, check=False
