@@ -40,7 +40,7 @@ from types import ModuleType
 from typing import Any
 
 from servers import registry
-from servers.config import LOOPS, SERVICES, ServerOptions
+from servers.config import LOOPS, POOL_OPTIONS, SERVICES, ServerOptions
 from servers.service import SetupError, root_directory
 from servers.work import cpu_work
 
@@ -202,6 +202,12 @@ def check(model_name: str, service: str, options: ServerOptions) -> ModuleType:
             f"--cpu-work-iterations {options.cpu_work_iterations}: a positive count that goes with --cpu-work-us "
             "(the iterations that make up those microseconds); leave it 0 to calibrate at start-up"
         )
+    for name, models in POOL_OPTIONS.items():
+        if getattr(options, name) and model_name not in models:
+            raise UsageError(
+                f"{_flag(name)} {getattr(options, name)} sizes the pool of {', '.join(models)} only; "
+                f"{model_name!r} has no such pool: remove {_flag(name)}"
+            )
     return module
 
 
