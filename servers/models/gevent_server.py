@@ -147,9 +147,14 @@ class GeventServer(StreamServer):
 
     def do_read(self):  # type: ignore[no-untyped-def]
         """Accept one connection (TCP_NODELAY on), or pause after a failure instead of a traceback."""
+        accepted_pair = None
         try:
             accepted_pair = super().do_read()
+            if accepted_pair:
+                accepted(accepted_pair[0])
         except OSError as exc:
+            if accepted_pair:
+                accepted_pair[0].close()  # reset before its options could be set: it is gone anyway
             if out_of_resources(exc):
                 self.stop_accepting()
                 self._resume = gevent.spawn_later(self.backoff.failed(exc), self._accept_again)
@@ -158,7 +163,6 @@ class GeventServer(StreamServer):
             return None
         if accepted_pair:
             self.backoff.succeeded()
-            accepted(accepted_pair[0])
         return accepted_pair
 
     def _accept_again(self) -> None:
