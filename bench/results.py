@@ -85,6 +85,10 @@ RUN_COLUMNS: dict[str, str] = {
     "file_bytes": "file size requested (file service)",
     "backlog": "listen backlog given to the server",
     "max_children": "ForkingMixIn.max_children",
+    "threads": "server.threads: threadpool's pool threads (the other models have no such pool); empty: its default, "
+               "2 x the server's CPUs",
+    "workers": "server.workers: prefork's and reuseport's worker processes (the other models have none); empty: "
+               "their default, one per server CPU",
     "cpu_work_us": "server CPU burn per chunk",
     "cpu_work_iterations": "loop iterations per chunk the server ran for cpu_work_us (from its ready line)",
     "cpu_work_per_us": "the scenario's calibration: iterations per microsecond of CPU (environment.json has the rest)",
@@ -295,7 +299,7 @@ def columns_markdown(runs: Mapping[str, str] | None = None, files: Iterable[str]
 
 #: Swept parameters a figure may use as its x axis, in order of preference.
 PARAMETER_COLUMNS = [
-    "clients", "message_bytes", "file_bytes", "backlog", "cpu_work_us", "max_children",
+    "clients", "message_bytes", "file_bytes", "backlog", "cpu_work_us", "max_children", "threads", "workers",
     "requests_per_connection", "rate", "sendfile", "mode",
 ]
 

@@ -299,7 +299,7 @@ def execute_run(scenario: Any, plan: RunPlan, writer: ResultsWriter, *, file_roo
     }
     timeline: list[dict[str, Any]] = []
     histograms: dict[str, Any] = {}
-    options = plan.point.server
+    options = plan.point.server.for_model(plan.model)  # a pool size only for the models that have the pool
     if plan.point.service == "file":
         options = dataclasses.replace(options, root=file_root)
     options = cpuwork.with_iterations(options, cpu_work)

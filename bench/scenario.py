@@ -13,7 +13,7 @@ Sweeps
 Every parameter that has a column in ``runs.csv`` (``bench/results.py``) may
 be a list instead of a single value; a list sweeps that parameter, and several
 lists sweep their cartesian product. The sweepable fields are ``service``,
-``server.{backlog, max_children, sendfile, cpu_work_us}`` and
+``server.{backlog, max_children, threads, workers, sendfile, cpu_work_us}`` and
 ``load.{clients, message_bytes, file_bytes, requests_per_connection, mode,
 rate}``. Timeouts, durations and the like are deliberately single values: a
 run's settings must be recoverable from its row, and they have no column.
@@ -99,8 +99,8 @@ from bench.loadgen.spec import ENGINES
 from bench.results import PARAMETER_COLUMNS
 from bench.thresholds import Threshold, from_entry, parse_threshold
 from bench.units import format_bitrate, format_duration, format_size, parse_bitrate, parse_duration, parse_size, plural
-from servers.config import LOOPS, SERVICES, ServerOptions
-from servers.registry import MODELS
+from servers.config import LOOPS, POOL_OPTIONS, SERVICES, ServerOptions
+from servers.registry import MODELS, unavailable
 
 
 def _offers(model: str, service: str) -> bool:
@@ -122,6 +122,8 @@ SWEEP_PATHS: dict[str, tuple[str, ...]] = {
     "service": ("service",),
     "backlog": ("server", "backlog"),
     "max_children": ("server", "max_children"),
+    "threads": ("server", "threads"),
+    "workers": ("server", "workers"),
     "sendfile": ("server", "sendfile"),
     "cpu_work_us": ("server", "cpu_work_us"),
     "clients": ("load", "clients"),
@@ -272,6 +274,9 @@ def _known_model(name: str) -> str:
         close = difflib.get_close_matches(name, MODELS, n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
         raise ValueError(f"unknown model {name!r}{hint}; valid models: {', '.join(MODELS)}")
+    reason = unavailable(name)
+    if reason is not None:
+        raise ValueError(f"{reason}; or remove {name} from models")
     return name
 
 
@@ -290,6 +295,25 @@ _SERVER_DEFAULTS = ServerOptions()
 _SERVER_HELP = {f.name: f.metadata.get("help", "") for f in dataclasses.fields(ServerOptions)}
 
 
+def _pool_size(name: str) -> Any:
+    """The type of ``server.threads`` / ``server.workers``: a count of at least 1, for the models that have the pool."""
+    takers = ", ".join(POOL_OPTIONS[name])
+
+    def check(value: int) -> int:
+        if value < 1:
+            raise ValueError(f"{value} {name}: a pool needs at least 1 (server.{name} sizes the pool of {takers} "
+                             "only); leave it out for each model's default")
+        return value
+
+    return Annotated[StrictInt, AfterValidator(check)]
+
+
+def _pool_field(name: str, default_text: str) -> Any:
+    takers = " and ".join(POOL_OPTIONS[name])
+    return Field(None, description=f"{takers} only: {name}, the most connections each serves at once (see "
+                                   f"python -m servers --help); left out: {default_text}")
+
+
 def _server_field(name: str) -> Any:
     """A field with ServerOptions' default and help text: one source for both."""
     return Field(default=getattr(_SERVER_DEFAULTS, name), description=_SERVER_HELP[name])
@@ -306,6 +330,8 @@ class ServerSpec(_Section):
 
     backlog: sweep(NonNegInt) = _server_field("backlog")
     max_children: sweep(Count) = _server_field("max_children")
+    threads: Optional[sweep(_pool_size("threads"))] = _pool_field("threads", "2 x the CPUs the server runs on")
+    workers: Optional[sweep(_pool_size("workers"))] = _pool_field("workers", "one per CPU the server runs on")
     sendfile: sweep(StrictBool) = _server_field("sendfile")
     cpu_work_us: sweep(NonNegInt) = _server_field("cpu_work_us")
     cpu_work_iterations: NonNegInt = _server_field("cpu_work_iterations")
@@ -467,6 +493,8 @@ class Point:
             "backlog": self.server.backlog,
             "cpu_work_us": self.server.cpu_work_us,
             "max_children": self.server.max_children,
+            "threads": self.server.threads or None,  # None: the model's default
+            "workers": self.server.workers or None,
             "requests_per_connection": self.load.requests_per_connection,
             "rate": self.load.rate,
             "sendfile": self.server.sendfile if self.service == "file" else None,
@@ -594,6 +622,8 @@ class Scenario(_Section):
         server = ServerOptions(
             backlog=v["backlog"],
             max_children=v["max_children"],
+            threads=v["threads"] or 0,
+            workers=v["workers"] or 0,
             sendfile=v["sendfile"],
             cpu_work_us=v["cpu_work_us"],
             cpu_work_iterations=self.server.cpu_work_iterations,
@@ -677,6 +707,11 @@ def _cross_issues(s: Scenario) -> list[tuple[tuple, str]]:
             offered = MODELS[model].services
             issues.append((("models", i), f"{model} serves {' and '.join(offered)} only; remove it from a "
                            f"{' and '.join(services)} scenario or add {offered[0]} to service"))
+    for name, takers in POOL_OPTIONS.items():
+        if getattr(s.server, name) is not None and not set(takers) & set(s.models):
+            issues.append((("server", name), f"sizes the pool of {', '.join(takers)} only, and none of this "
+                           f"scenario's models ({', '.join(s.models)}) has it: add one of them to models or remove "
+                           f"server.{name}"))
     if s.server.cpu_work_iterations and (isinstance(s.server.cpu_work_us, list) or not s.server.cpu_work_us):
         issues.append((("server", "cpu_work_iterations"), "fixes the loop count of one cpu_work_us value: give a single "
                        "cpu_work_us > 0 with it, or remove it and let bench run calibrate"))

@@ -40,7 +40,7 @@ from types import ModuleType
 from typing import Any
 
 from servers import registry
-from servers.config import LOOPS, SERVICES, ServerOptions
+from servers.config import LOOPS, POOL_OPTIONS, SERVICES, ServerOptions
 from servers.service import SetupError, root_directory
 from servers.work import cpu_work
 
@@ -159,8 +159,10 @@ def _add_option(group: argparse._ArgumentGroup, field: dataclasses.Field[Any], k
 
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     """The parser of ``python -m servers`` (or ``prog``); its options are generated from :class:`ServerOptions`."""
+    missing = [f"  {name}: {why}" for name, why in registry.available_models().items() if why]
+    epilog = EPILOG + ("\n\nnot available here:\n" + "\n".join(missing) if missing else "")
     parser = argparse.ArgumentParser(
-        prog=prog, description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog=prog, description=DESCRIPTION, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("model", metavar="MODEL", help=f"one of: {', '.join(registry.MODELS)}")
     parser.add_argument("service", metavar="SERVICE", choices=SERVICES, help=f"one of: {', '.join(SERVICES)}")
@@ -189,7 +191,7 @@ def check(model_name: str, service: str, options: ServerOptions) -> ModuleType:
         module = model.check(service, options)
         if service == "file":
             root_directory(options.root)
-    except registry.UnknownModel as exc:
+    except (registry.UnknownModel, registry.ModelUnavailable) as exc:
         raise UsageError(str(exc)) from None
     except ImportError as exc:
         raise UsageError(f"model {model_name!r} cannot be loaded ({exc}); is it installed/built?") from None
@@ -200,6 +202,12 @@ def check(model_name: str, service: str, options: ServerOptions) -> ModuleType:
             f"--cpu-work-iterations {options.cpu_work_iterations}: a positive count that goes with --cpu-work-us "
             "(the iterations that make up those microseconds); leave it 0 to calibrate at start-up"
         )
+    for name, models in POOL_OPTIONS.items():
+        if getattr(options, name) and model_name not in models:
+            raise UsageError(
+                f"{_flag(name)} {getattr(options, name)} sizes the pool of {', '.join(models)} only; "
+                f"{model_name!r} has no such pool: remove {_flag(name)}"
+            )
     return module
 
 

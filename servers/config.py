@@ -39,6 +39,12 @@ from pathlib import Path
 SERVICES = ("echo", "file")
 LOOPS = ("asyncio", "uvloop")
 
+#: Options that size one model's pool, and the models that have that pool.
+#: Any other model has none: ``python -m servers`` refuses the option there,
+#: a scenario refuses it unless one of its models takes it, and ``bench run``
+#: gives it only to these models (:meth:`ServerOptions.for_model`).
+POOL_OPTIONS: dict[str, tuple[str, ...]] = {"threads": ("threadpool",), "workers": ("prefork", "reuseport")}
+
 
 @dataclass(frozen=True)
 class ServerOptions:
@@ -114,6 +120,10 @@ class ServerOptions:
     def worker_processes(self) -> int:
         """``workers``, or one per usable CPU when 0."""
         return self.workers or usable_cpus()
+
+    def for_model(self, model: str) -> ServerOptions:
+        """These options as ``model`` takes them: the pool sizes of :data:`POOL_OPTIONS` it has no pool for at 0."""
+        return dataclasses.replace(self, **{name: 0 for name, models in POOL_OPTIONS.items() if model not in models})
 
     def to_argv(self) -> list[str]:
         """Command-line arguments for ``python -m servers MODEL SERVICE`` that reproduce these options."""

@@ -57,6 +57,7 @@ import socket
 import socketserver
 import struct
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, BinaryIO
 
 from servers import protocol
@@ -244,7 +245,9 @@ def send_all(sock: socket.socket, data: bytes, timeout: float | None, flags: int
         raise SendTimeout(timeout or 0) from None
 
 
-def send_file(sock: socket.socket, file: BinaryIO, size: int, *, use_sendfile: bool, timeout: float | None = None) -> None:
+def send_file(sock: socket.socket, file: BinaryIO, size: int, *, use_sendfile: bool, timeout: float | None = None,
+              send: Callable[..., None] | None = None,
+              sendfile: Callable[[socket.socket, BinaryIO, int, float | None], int] | None = None) -> None:
     """Send ``OK <size>\\n`` and exactly ``size`` bytes of ``file`` on a blocking socket.
 
     ``use_sendfile``: ``os.sendfile`` (the kernel copies from the page cache
@@ -252,16 +255,20 @@ def send_file(sock: socket.socket, file: BinaryIO, size: int, *, use_sendfile: b
     :data:`protocol.CHUNK_SIZE`. Both start at offset 0 whatever the file position.
     Raises :class:`FileShrankError` when the file ends before ``size`` bytes,
     :class:`SendTimeout` when the client takes no byte for ``timeout`` seconds.
+    ``send`` and ``sendfile`` replace :func:`send_all` and :func:`sendfile_within`
+    for a socket whose waits are bounded otherwise (gevent's cooperative sockets).
     """
+    send = send or send_all
+    sendfile = sendfile or sendfile_within
     # MSG_MORE only when data follows: a corked header with nothing behind it
     # would wait for the kernel's cork timeout (200 ms).
-    send_all(sock, protocol.ok_header(size), timeout, MSG_MORE if size else 0)
+    send(sock, protocol.ok_header(size), timeout, MSG_MORE if size else 0)
     sent = 0
     if use_sendfile:
-        sent = sendfile_within(sock, file, size, timeout) if size else 0
+        sent = sendfile(sock, file, size, timeout) if size else 0
     else:
         while sent < size and (chunk := os.pread(file.fileno(), min(protocol.CHUNK_SIZE, size - sent), sent)):
-            send_all(sock, chunk, timeout)
+            send(sock, chunk, timeout)
             sent += len(chunk)
     if sent != size:
         raise FileShrankError(sent, size)

@@ -29,6 +29,10 @@ model, and nowhere else:
     results folder happens to contain.
 ``label``
     one line for ``python -m servers --help``.
+``extra``
+    the optional extra of the package that installs the model's dependency
+    (``pip install -e '.[gevent]'``); without it the model is unavailable and
+    says so (:meth:`Model.unavailable`), in the command line and in scenarios.
 
 The order of :data:`MODELS` is the order models appear in tables and figures:
 the textbook models first, then the machine's ceiling, then the deployed
@@ -49,7 +53,7 @@ The model module's contract is two names, one optional:
 
 Modules are imported only when asked for, so listing the models and their
 facts costs nothing and an optional dependency of one model (uvloop) never
-breaks another.
+breaks another (uvloop, gevent).
 
 Error handling
 --------------
@@ -61,6 +65,7 @@ Error handling
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Literal
@@ -84,6 +89,10 @@ class UnsupportedService(SetupError, ValueError):
     """A service the model does not offer; the message names the ones it does."""
 
 
+class ModelUnavailable(ImportError):
+    """A model whose optional extra is not installed; the message names the extra and how to install it."""
+
+
 @dataclass(frozen=True)
 class Model:
     """One model's facts (see the module docstring) and the way to its module."""
@@ -98,6 +107,8 @@ class Model:
     ceiling_reference: bool = False
     native: bool = False
     loop: bool = False
+    #: The package's optional extra that installs what the module imports (None: the dependencies suffice).
+    extra: str | None = None
 
     @property
     def order(self) -> int:
@@ -107,8 +118,28 @@ class Model:
     def offers(self, service: str) -> bool:
         return service in self.services
 
+    def unavailable(self) -> str | None:
+        """Why this model cannot run here (its optional extra is not installed), or None when it can.
+
+        Looks the extra's module up without importing it: asking costs
+        nothing and never imports gevent into the asking process.
+        """
+        if self.extra is None:
+            return None
+        try:
+            found = importlib.util.find_spec(self.extra) is not None
+        except (ImportError, ValueError):
+            found = False
+        if found:
+            return None
+        return (f"the {self.name} model needs the optional extra {self.extra!r}, not installed here: "
+                f"pip install -e '.[{self.extra}]'")
+
     def load(self) -> ModuleType:
-        """Import and return the module implementing this model."""
+        """Import and return the module implementing this model; :class:`ModelUnavailable` without its extra."""
+        reason = self.unavailable()
+        if reason is not None:
+            raise ModelUnavailable(reason)
         return importlib.import_module(self.module)
 
     def check(self, service: str, options: ServerOptions) -> ModuleType:
@@ -163,6 +194,10 @@ MODELS: dict[str, Model] = _models(
           "--workers asyncio-protocol processes, each listening with SO_REUSEPORT on the same port: the "
           "kernel spreads connections over their queues (--backlog each); a dead worker is re-forked",
           loop=True),
+    Model("gevent", "servers.models.gevent_server", "deployed", PYTHON_SERVICES, "#332288",
+          "gevent's StreamServer, a greenlet per connection, no monkey-patching; one thread, bounded by "
+          "descriptors; its --sendfile is os.sendfile (gevent's own socket.sendfile is an 8 KiB read/send "
+          "loop); needs pip install -e '.[gevent]'", extra="gevent"),
 )
 
 
@@ -172,6 +207,16 @@ def model(name: str) -> Model:
         return MODELS[name]
     except KeyError:
         raise UnknownModel(f"unknown model {name!r}; valid models: {', '.join(MODELS)}") from None
+
+
+def unavailable(name: str) -> str | None:
+    """Why model ``name`` cannot run here, or None (see :meth:`Model.unavailable`)."""
+    return model(name).unavailable()
+
+
+def available_models() -> dict[str, str | None]:
+    """Every model and why it cannot run here (None when it can), in :data:`MODELS` order."""
+    return {name: m.unavailable() for name, m in MODELS.items()}
 
 
 def get_model(name: str) -> ModuleType:
@@ -189,7 +234,8 @@ TEXTBOOK_MODELS = _family("textbook")
 
 #: What production Python servers run (gunicorn's pre-forked sync workers, a
 #: bounded thread pool, uvicorn's event-loop processes on one port, asyncio
-#: protocols): each bounded or spread over processes in its own way.
+#: protocols, gevent's StreamServer): each bounded or spread over processes in
+#: its own way. gevent needs the optional extra ``gevent`` (:meth:`Model.unavailable`).
 DEPLOYED_MODELS = _family("deployed")
 
 #: Every Python model (the ceiling is C).

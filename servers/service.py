@@ -176,6 +176,24 @@ def listen_error(host: str, port: int, exc: OSError) -> SetupError:
     return SetupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; {hint}")
 
 
+def listening_socket(options: ServerOptions, socket_class: type[socket.socket] = socket.socket) -> socket.socket:
+    """A ``socket_class`` bound to the options' host and port with SO_REUSEADDR, listening with their backlog.
+
+    SO_REUSEADDR as asyncio and gevent set it: a restarted server binds its
+    port again while connections of the one before linger in TIME-WAIT.
+    Failing to bind or listen is a :func:`listen_error`.
+    """
+    sock = socket_class(address_family(options.host, options.port), socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((options.host, options.port))
+        sock.listen(options.backlog)
+    except OSError as exc:
+        sock.close()
+        raise listen_error(options.host, options.port, exc) from None
+    return sock
+
+
 def accepted(sock: socket.socket) -> socket.socket:
     """Prepare a freshly accepted connection the same way in every model: TCP_NODELAY on.
 

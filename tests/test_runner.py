@@ -127,6 +127,16 @@ def test_run_writes_a_complete_results_folder(tmp_path, monkeypatch):
     assert "load engine: " + runs["gen_engine"][0] in (results / "report.html").read_text()
 
 
+def test_server_threads_sizes_the_pool_of_threadpool_alone(tmp_path):
+    """A swept server.threads reaches threadpool's pool and not threading, which has no pool to size."""
+    scenario = parse_scenario(tiny_scenario(models="[threading, threadpool]", server="{threads: [1, 3]}"))
+    runs = pd.read_csv(run_scenario(scenario, results_root=tmp_path, plots=False) / "runs.csv")
+    assert (runs["status"] == "ok").all(), runs["error"].tolist()
+    peaks = {(row.model, row.threads): row.threads_peak for row in runs.itertuples()}
+    # 4 clients: threading has a thread each at both points (plus main); threadpool has its pool (plus main)
+    assert peaks == {("threading", 1): 5, ("threading", 3): 5, ("threadpool", 1): 2, ("threadpool", 3): 4}, peaks
+
+
 def test_a_server_killed_mid_run_is_recorded_as_failed(tmp_path):
     scenario = parse_scenario(tiny_scenario(models="[threading]", duration="4s"))
     me = psutil.Process()

@@ -2,6 +2,7 @@
 
 import argparse
 import dataclasses
+import sys
 import textwrap
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from bench.scenario import (
     validate_command,
 )
 from bench.units import UnitError, format_duration, format_size, parse_duration, parse_size
-from servers.config import ServerOptions
+from servers.config import POOL_OPTIONS, ServerOptions
 from servers.registry import MODELS, TEXTBOOK_MODELS
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
@@ -44,6 +45,38 @@ def error_of(tmp_path: Path, text: str, overrides=()) -> ScenarioError:
     with pytest.raises(ScenarioError) as info:
         load_scenario(path, overrides)
     return info.value
+
+
+POOLS = MINIMAL.replace("[threading]", "[threading, threadpool, prefork]")
+
+
+def test_server_threads_and_workers_sweep_and_reach_only_the_models_with_the_pool(tmp_path):
+    s = load_scenario(write(tmp_path, POOLS + "server:\n  threads: [1, 4]\n  workers: 2\n"))
+    assert s.swept == ["threads"]
+    assert [(p.server.threads, p.server.workers, p.columns()["threads"]) for p in s.points()] == [(1, 2, 1), (4, 2, 4)]
+    point = s.points()[1]
+    assert point.label() == "threads=4"
+    assert point.server.for_model("threadpool").to_argv() == ["--threads", "4"]
+    assert point.server.for_model("prefork").to_argv() == ["--workers", "2"]
+    assert point.server.for_model("threading").to_argv() == []
+    assert load_scenario(write(tmp_path, POOLS)).points()[0].columns()["workers"] is None  # the models' default
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "[4, 0]"])
+def test_a_pool_of_no_size_names_the_field_and_the_models(tmp_path, value):
+    message = str(error_of(tmp_path, POOLS + f"server:\n  workers: {value}\n"))
+    assert "server.workers" in message and "prefork, reuseport" in message and "at least 1" in message
+
+
+def test_a_pool_size_for_models_without_a_pool_is_refused(tmp_path):
+    message = str(error_of(tmp_path, MINIMAL + "server:\n  threads: 8\n"))
+    assert "server.threads" in message and "threadpool only" in message and "(threading)" in message
+
+
+def test_a_model_whose_extra_is_missing_names_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "gevent", None)  # as if the extra were not installed
+    message = str(error_of(tmp_path, MINIMAL.replace("[threading]", "[threading, gevent]")))
+    assert "models[1]" in message and "optional extra 'gevent'" in message and "pip install -e '.[gevent]'" in message
 
 
 # -- units -----------------------------------------------------------------
@@ -357,7 +390,8 @@ def test_server_section_mirrors_server_options():
     defaults = ServerOptions()
     for name, field in ServerSpec.model_fields.items():
         assert name in {f.name for f in dataclasses.fields(ServerOptions)}
-        assert field.default == getattr(defaults, name)
+        # a pool size left out (None) is ServerOptions' 0: each model's own default
+        assert field.default == (None if name in POOL_OPTIONS and getattr(defaults, name) == 0 else getattr(defaults, name))
         assert field.description
 
 

@@ -87,6 +87,9 @@ def test_unknown_service_is_a_usage_error(capsys: pytest.CaptureFixture[str]) ->
         (["threading", "file"], "add --root DIR"),
         (["threading", "file", "--root", "/nonexistent/dir"], "not a directory"),
         (["forking", "echo", "--loop", "uvloop"], "only applies to the models asyncio"),
+        (["threading", "echo", "--threads", "4"], "sizes the pool of threadpool only"),
+        (["threadpool", "echo", "--workers", "2"], "sizes the pool of prefork, reuseport only"),
+        (["prefork", "echo", "--workers", "-1"], "below the minimum 0"),
         (["forking", "echo", "--max-children", "0"], "below the minimum 1"),
         (["forking", "echo", "--port", "70000"], "above the maximum 65535"),
         (["forking", "echo", "--cpu-work-us", "lots"], "not a whole number"),
@@ -103,6 +106,24 @@ def test_uvloop_missing(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureF
     status, _, err = _run_main(["asyncio", "echo", "--loop", "uvloop"], capsys)
     assert status == 2
     assert "uvloop is not installed" in err and "--loop asyncio" in err
+
+
+def test_gevent_missing_names_the_extra(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setitem(sys.modules, "gevent", None)  # as if the extra were not installed
+    assert "pip install -e '.[gevent]'" in (registry.available_models()["gevent"] or "")
+    assert all(why is None for name, why in registry.available_models().items() if name != "gevent")
+    status, out, err = _run_main(["gevent", "echo"], capsys)
+    assert status == 2 and out == ""
+    assert "optional extra 'gevent'" in err and "pip install -e '.[gevent]'" in err and "Traceback" not in err
+    assert "not available here:\n  gevent: " in cli.build_parser().format_help()
+
+
+def test_only_the_gevent_server_process_imports_gevent() -> None:
+    """Validating and listing models never imports gevent (nor patches anything) in the bench process."""
+    code = ("import sys; from bench.scenario import load_scenario; from servers import cli; "
+            "load_scenario('scenarios/deployed.yaml'); cli.build_parser(); "
+            "assert 'gevent' not in sys.modules, sorted(m for m in sys.modules if 'gevent' in m)")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60, cwd=Path(__file__).resolve().parent.parent)
 
 
 def test_command_line_errors_have_no_traceback() -> None:

@@ -47,6 +47,8 @@ PARAM_TEXT: dict[str, tuple[str, str]] = {
     "backlog": ("as the listen backlog changes", "listen backlog (connections)"),
     "cpu_work_us": ("as each request needs more CPU", "server CPU work per chunk (µs)"),
     "max_children": ("as max_children changes", "ForkingMixIn.max_children (processes)"),
+    "threads": ("as the thread pool grows", "threadpool's pool (threads)"),
+    "workers": ("as workers are added", "prefork / reuseport workers (processes)"),
     "requests_per_connection": ("as connections carry more requests", "requests per connection (0 = one connection per client)"),
     "rate": ("as the offered load rises", "scheduled rate (requests/s)"),
     "sendfile": ("with and without sendfile", "sendfile"),

@@ -70,7 +70,7 @@ from servers import protocol
 from servers.config import ServerOptions
 from servers.limits import AcceptBackoff, Expiry, Timeouts, next_expiry, out_of_resources
 from servers.protocol import FileShrankError
-from servers.service import MSG_MORE, Service, accepted, address_family, listen_error, make_service
+from servers.service import MSG_MORE, Service, accepted, listening_socket, make_service
 
 #: Echo bytes queued for one client before the loop stops reading from it.
 #: Four receive chunks: enough to keep the socket busy while the client
@@ -351,14 +351,7 @@ class Loop:
 
     @staticmethod
     def _listen(options: ServerOptions) -> socket.socket:
-        sock = socket.socket(address_family(options.host, options.port), socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((options.host, options.port))
-            sock.listen(options.backlog)
-        except OSError as exc:
-            sock.close()
-            raise listen_error(options.host, options.port, exc) from None
+        sock = listening_socket(options)
         sock.setblocking(False)
         return sock
 
