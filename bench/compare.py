@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime as _dt
 import math
 import sys
 import warnings as _warnings
@@ -59,7 +58,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from bench.results import PARAMETER_COLUMNS
+from bench.results import PARAMETER_COLUMNS, atomic_file, fresh_path, utc_stamp, write_text_atomically
 from bench.stats import NotAResultsFolder, Results, format_param, load_results
 from bench.units import plural
 
@@ -133,15 +132,15 @@ class ComparisonResult:
         out_dir.mkdir(parents=True, exist_ok=True)
         written = []
         csv_path = out_dir / "comparison.csv"
-        self.table.to_csv(csv_path, index=False)
+        with atomic_file(csv_path) as fh:
+            self.table.to_csv(fh, index=False)
         written.append(csv_path)
         for name, fig in self.figures().items():
             written += save_figure(fig, out_dir / name, formats)
         notes = out_dir / "README.txt"
-        notes.write_text("\n".join(
+        write_text_atomically(notes, "\n".join(
             ["bench compare", *[f"  {lab}: {d}" for lab, d in zip(self.labels, self.dirs)], "",
-             *[f"note: {n}" for n in self.notes], *[f"forced past: {m}" for m in self.mismatches]]) + "\n",
-            encoding="utf-8")
+             *[f"note: {n}" for n in self.notes], *[f"forced past: {m}" for m in self.mismatches]]) + "\n")
         written.append(notes)
         return written
 
@@ -573,13 +572,8 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def default_output_dir(root: Path = Path("results")) -> Path:
-    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    path = root / f"compare-{stamp}"
-    i = 2
-    while path.exists():  # never reuse a folder
-        path = root / f"compare-{stamp}-{i}"
-        i += 1
-    return path
+    """A fresh ``<root>/compare-<UTC time>`` folder, created (never reuses one)."""
+    return fresh_path(root, f"compare-{utc_stamp()}")
 
 
 def compare_command(args: argparse.Namespace) -> int:

@@ -296,20 +296,37 @@ DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 FILE_MODE = 0o644
 
 
-def new_results_dir(root: Path, scenario_name: str, now: _dt.datetime | None = None) -> Path:
-    """Create and return a fresh ``<root>/<UTC timestamp>-<name>`` folder; never reuses one."""
-    now = now or _dt.datetime.now(_dt.timezone.utc)
-    stamp = now.strftime("%Y%m%dT%H%M%SZ")
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", scenario_name).strip("-") or "scenario"
+def utc_stamp(now: _dt.datetime | None = None) -> str:
+    """``20261201T210500Z``: the UTC time every fresh results, calibration and compare name starts with."""
+    return (now or _dt.datetime.now(_dt.timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
+
+
+def fresh_path(root: Path, name: str, suffix: str = "", *, folder: bool = True) -> Path:
+    """Create and return ``<root>/<name><suffix>``, or ``<name>-2<suffix>``, ``-3``... when taken; never reuses one.
+
+    ``folder=False`` creates an empty file (mode 0644) instead of a folder,
+    to be replaced whole by :func:`atomic_file`. Creating the name is the
+    claim: two processes in the same second get two names.
+    """
+    root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    for suffix in [""] + [f"-{i}" for i in range(2, 1000)]:
-        path = root / f"{stamp}-{safe}{suffix}"
+    for n in [""] + [f"-{i}" for i in range(2, 1000)]:
+        path = root / f"{name}{n}{suffix}"
         try:
-            path.mkdir()
+            if folder:
+                path.mkdir()
+            else:
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
         except FileExistsError:
             continue
         return path
-    raise FileExistsError(f"could not find a free results folder name under {root}")
+    raise FileExistsError(f"could not find a free name for {name}{suffix} under {root}")
+
+
+def new_results_dir(root: Path, scenario_name: str, now: _dt.datetime | None = None) -> Path:
+    """Create and return a fresh ``<root>/<UTC timestamp>-<name>`` folder; never reuses one."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", scenario_name).strip("-") or "scenario"
+    return fresh_path(root, f"{utc_stamp(now)}-{safe}")
 
 
 def _cell(value: Any) -> Any:
@@ -328,7 +345,7 @@ def _append_atomically(path: Path, text: str) -> None:
     :class:`DiskFull` is raised.
     """
     data = text.encode("utf-8")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
     try:
         size = os.fstat(fd).st_size
         try:

@@ -362,7 +362,7 @@ def execute_run(scenario: Any, plan: RunPlan, writer: ResultsWriter, *, file_roo
             hold.enter_context(deferred_stop())
             on_phase(plan, "stopping", {})
             if result.warnings:  # the generator's own caveats about this run, kept beside its stderr
-                (writer.logs_dir / f"{plan.run_id}.load-warnings.txt").write_text("\n".join(result.warnings) + "\n")
+                writer.write_text(f"logs/{plan.run_id}.load-warnings.txt", "\n".join(result.warnings) + "\n")
             monitor.stop()
             died = not server.alive()
             exit_status = server.stop()
