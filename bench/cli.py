@@ -380,7 +380,8 @@ def serve_command(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from bench import calibrate, compare, plots, report, scenario
+    from bench import compare, plots, report, scenario
+    from bench.calibration import cli as calibrate
     from bench.loadgen import cli as load_cli
 
     parser = argparse.ArgumentParser(

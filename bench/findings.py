@@ -501,7 +501,7 @@ def compute_findings(results: Results, calibration: Any = None) -> list[Finding]
 
 
 # --------------------------------------------------------------------------
-# Calibration (bench.calibrate, optional)
+# Calibration (bench.calibration, optional)
 
 
 @dataclass(frozen=True)
@@ -520,7 +520,7 @@ def load_calibration(results_dir: Any) -> dict[str, Any] | None:
     may come from another day, host or placement than the runs.
     """
     try:
-        from bench.calibrate import load_stored  # optional: another part of the project
+        from bench.calibration.persist import load_stored  # optional: another part of the project
     except ImportError:
         return None
     try:

@@ -490,7 +490,7 @@ def _run_plans(scenario: Any, plans: list[RunPlan], *, results_root: Path,
     })
     environment["cpu_work_calibration"] = cpu_work  # None: no run burns CPU work
     writer.write_json("environment.json", environment)
-    from bench.calibrate import store_with_results
+    from bench.calibration.persist import store_with_results
 
     store_with_results(results_dir)  # the ceiling of this machine now, kept with the runs it describes
     if on_start:

@@ -243,7 +243,7 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
 
 def _calibration(*clients: int, rt_per_s: float = 200_000.0, host: str = "bench-host",
                  created_at: str = "2025-01-01T11:00:00+00:00", busy: float = 1.0) -> dict:
-    """A saved calibration (bench.calibrate's layout) with a C-client ceiling at these connection counts."""
+    """A saved calibration (bench.calibration.persist layout) with a C-client ceiling at these connection counts."""
     return {"version": 1, "message_bytes": 1024, "created_at": created_at, "quick": False,
             "machine": {"hostname": host, "busy_pct_before": busy},
             "echo": [{"clients": c, "placement": "split", "message_bytes": 1024, "rt_per_s": rt_per_s,
@@ -280,7 +280,7 @@ def test_a_share_above_the_ceiling_names_the_busy_day_and_host_it_came_from(fake
 
 def test_the_report_uses_the_calibration_stored_with_the_results_not_the_current_folder(fake, tmp_path,
                                                                                          monkeypatch):
-    from bench.calibrate import RESULTS_COPY, save, store_with_results
+    from bench.calibration.persist import RESULTS_COPY, save, store_with_results
     from bench.findings import load_calibration
 
     monkeypatch.chdir(tmp_path)

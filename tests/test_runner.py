@@ -82,7 +82,7 @@ def test_runner_and_threads_it_starts_are_pinned_during_a_run_and_restored_after
 
 
 def test_run_writes_a_complete_results_folder(tmp_path, monkeypatch):
-    from bench.calibrate import CALIBRATION_VERSION, load_stored, save
+    from bench.calibration.persist import CALIBRATION_VERSION, load_stored, save
 
     monkeypatch.chdir(tmp_path)  # the calibration of "this machine": results/calibration/latest.json here
     save({"version": CALIBRATION_VERSION, "created_at": "2026-01-01T00:00:00+00:00", "echo": []})
