@@ -245,15 +245,10 @@ def _fixed_value(results: Results, param: str) -> str:
 
 
 def python_version(results: Results) -> str:
-    """The Python version recorded in environment.json, whatever its exact layout."""
-    env = results.environment
-    for path in (("python", "version"), ("python_version",), ("python",), ("versions", "python")):
-        cur: Any = env
-        for k in path:
-            cur = cur.get(k) if isinstance(cur, dict) else None
-        if isinstance(cur, str) and cur:
-            return cur.split()[0]
-    return ""
+    """The Python version recorded in environment.json (``python.version``), or "" when none was."""
+    python = results.environment.get("python")
+    version = python.get("version") if isinstance(python, dict) else None
+    return version.split()[0] if isinstance(version, str) and version else ""
 
 
 def make_labels(results: Sequence[Results]) -> list[str]:

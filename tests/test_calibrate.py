@@ -18,6 +18,7 @@ import psutil
 import pytest
 
 from bench.calibration import cli, measure, persist, render
+from bench.results import FORMAT_KEY, FORMAT_VERSIONS, ResultsFileError
 from servers import native
 
 try:
@@ -191,12 +192,14 @@ def test_ratio_and_echo_ceiling() -> None:
 def test_load_latest_missing_or_corrupt(tmp_path: Path) -> None:
     assert persist.load_latest(tmp_path) is None
     (tmp_path / "latest.json").write_text("{not json")
-    assert persist.load_latest(tmp_path) is None
+    with pytest.raises(ResultsFileError, match="latest.json: not valid JSON"):
+        persist.load_latest(tmp_path)
+    assert persist.store_with_results(tmp_path, tmp_path) is None  # bench run goes on without a ceiling
 
 
 def test_save_keeps_both_of_two_saves_in_one_second(tmp_path: Path) -> None:
-    first = persist.save({"version": persist.CALIBRATION_VERSION, "n": 1}, tmp_path)
-    second = persist.save({"version": persist.CALIBRATION_VERSION, "n": 2}, tmp_path)
+    first = persist.save({FORMAT_KEY: FORMAT_VERSIONS["calibration"], "n": 1}, tmp_path)
+    second = persist.save({FORMAT_KEY: FORMAT_VERSIONS["calibration"], "n": 2}, tmp_path)
     assert first != second and first.exists() and second.exists()
     assert persist.load_latest(tmp_path)["n"] == 2
 

@@ -27,8 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.calibration.persist import CALIBRATION_VERSION, save
+from bench.calibration.persist import save
 from bench.placement import can_split, placement_cpus
+from bench.results import FORMAT_KEY, FORMAT_VERSIONS
 from servers import native
 from servers.processes import popen_killer
 
@@ -600,7 +601,7 @@ def goal_verdict(cal: dict[str, Any]) -> dict[str, Any]:
 
 def _skeleton(plan: Plan, places: dict[str, Placement]) -> dict[str, Any]:
     return {
-        "version": CALIBRATION_VERSION,
+        FORMAT_KEY: FORMAT_VERSIONS["calibration"],
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "quick": plan.quick,
         "rounds": plan.rounds,

@@ -13,10 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench.results import fresh_path, utc_stamp, write_text_atomically
+from bench.results import ResultsFileError, fresh_path, read_calibration, utc_stamp, write_text_atomically
 
-#: Bumped when a key of the saved JSON changes meaning.
-CALIBRATION_VERSION = 1
 #: Where ``bench calibrate`` saves, relative to the current folder (like results/ of bench run).
 DEFAULT_DIR = Path("results") / "calibration"
 
@@ -35,16 +33,12 @@ def save(cal: dict[str, Any], out_dir: Path | None = None) -> Path:
 
 
 def load_latest(out_dir: Path | None = None) -> dict[str, Any] | None:
-    """The last saved calibration, or None when there is none (or it cannot be read)."""
-    return _load((Path(out_dir) if out_dir is not None else DEFAULT_DIR) / "latest.json")
+    """The last saved calibration, or None when there is none.
 
-
-def _load(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) and data.get("version") == CALIBRATION_VERSION else None
+    Error handling: a damaged ``latest.json`` or one of another format
+    version raises :class:`bench.results.ResultsFileError` naming it.
+    """
+    return read_calibration((Path(out_dir) if out_dir is not None else DEFAULT_DIR) / "latest.json")
 
 
 #: The copy of the calibration a results folder keeps (written by bench run when it starts).
@@ -58,7 +52,10 @@ def store_with_results(results_dir: Path, source_dir: Path | None = None) -> Pat
     ran on: copied at run time, the ceiling travels with the results instead
     of being whatever ``latest.json`` the report's current folder holds later.
     """
-    cal = load_latest(source_dir)
+    try:
+        cal = load_latest(source_dir)
+    except ResultsFileError:
+        return None  # damaged, or of another version: no ceiling to give until bench calibrate runs again
     if cal is None:
         return None
     source = (Path(source_dir) if source_dir is not None else DEFAULT_DIR) / "latest.json"
@@ -70,8 +67,12 @@ def store_with_results(results_dir: Path, source_dir: Path | None = None) -> Pat
 
 
 def load_stored(results_dir: Path) -> dict[str, Any] | None:
-    """The calibration stored with a results folder by :func:`store_with_results`, or None."""
-    return _load(Path(results_dir) / RESULTS_COPY)
+    """The calibration stored with a results folder by :func:`store_with_results`, or None when it has none.
+
+    Error handling: one of another format version raises
+    :class:`bench.results.FormatVersionError` naming it.
+    """
+    return read_calibration(Path(results_dir) / RESULTS_COPY)
 
 
 def echo_ceiling(cal: dict[str, Any] | None, clients: int, placement: str = "split") -> dict[str, Any] | None:
