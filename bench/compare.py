@@ -104,7 +104,6 @@ class ComparisonResult:
     def figures(self) -> dict[str, Figure]:
         """Overlay figures (throughput, latency) and the ratio figure, per service when there are several."""
         from bench.plots import style
-        from matplotlib import rc_context
 
         services = self.results[0].services
         views = [self] if len(services) == 1 else [
@@ -113,7 +112,7 @@ class ComparisonResult:
                                 swept=self.results[0].subset(svc).swept, facet=svc)
             for svc in services]
         out: dict[str, Figure | None] = {}
-        with rc_context({"svg.hashsalt": "sockbench", "svg.fonttype": "path", "font.size": 9}):
+        with style.settings():
             for v in views:
                 suffix = f"_{v.facet}" if v.facet else ""
                 out["throughput" + suffix] = _overlay_figure(v, style, ["mb_per_s" if v.service == "file" else "req_per_s"])
