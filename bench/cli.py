@@ -284,12 +284,11 @@ def run_command(args: argparse.Namespace) -> int:
 
 def _print_thresholds(console: Any, results_dir: Path) -> bool:
     """Print summary.json's threshold results; return whether all passed (True when there are none)."""
-    import json
-
+    from bench.results import read_summary
     from bench.thresholds import print_results
 
     try:
-        results = json.loads((results_dir / "summary.json").read_text()).get("thresholds", [])
+        results = read_summary(results_dir).get("thresholds", [])
     except (OSError, ValueError):
         return True  # no summary: nothing was tested, and the run's own status says why
     return print_results(results, lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True))
@@ -331,10 +330,10 @@ def _what_is_saved(results_dir: Path, summary_written: bool | None) -> str:
 
 
 def _print_warnings(console: Any, results_dir: Path) -> None:
-    import json
+    from bench.results import read_summary
 
     try:
-        summary = json.loads((results_dir / "summary.json").read_text())
+        summary = read_summary(results_dir)
     except (OSError, ValueError):
         return
     for warning in summary.get("warnings", []):
@@ -355,7 +354,8 @@ def serve_command(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from bench import calibrate, compare, plots, report, scenario
+    from bench import compare, plots, report, scenario
+    from bench.calibration import cli as calibrate
     from bench.loadgen import cli as load_cli
 
     parser = argparse.ArgumentParser(

@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime as _dt
 import math
 import sys
 import warnings as _warnings
@@ -59,8 +58,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from bench.results import PARAMETER_COLUMNS
 from bench.format import format_param, formatter_for
+from bench.results import PARAMETER_COLUMNS, atomic_file, fresh_path, utc_stamp, write_text_atomically
 from bench.stats import NotAResultsFolder, Results, load_results
 from bench.units import plural
 
@@ -106,7 +105,6 @@ class ComparisonResult:
     def figures(self) -> dict[str, Figure]:
         """Overlay figures (throughput, latency) and the ratio figure, per service when there are several."""
         from bench.plots import style
-        from matplotlib import rc_context
 
         services = self.results[0].services
         views = [self] if len(services) == 1 else [
@@ -115,7 +113,7 @@ class ComparisonResult:
                                 swept=self.results[0].subset(svc).swept, facet=svc)
             for svc in services]
         out: dict[str, Figure | None] = {}
-        with rc_context({"svg.hashsalt": "sockbench", "svg.fonttype": "path", "font.size": 9}):
+        with style.settings():
             for v in views:
                 suffix = f"_{v.facet}" if v.facet else ""
                 out["throughput" + suffix] = _overlay_figure(v, style, ["mb_per_s" if v.service == "file" else "req_per_s"])
@@ -134,15 +132,15 @@ class ComparisonResult:
         out_dir.mkdir(parents=True, exist_ok=True)
         written = []
         csv_path = out_dir / "comparison.csv"
-        self.table.to_csv(csv_path, index=False)
+        with atomic_file(csv_path) as fh:
+            self.table.to_csv(fh, index=False)
         written.append(csv_path)
         for name, fig in self.figures().items():
             written += save_figure(fig, out_dir / name, formats)
         notes = out_dir / "README.txt"
-        notes.write_text("\n".join(
+        write_text_atomically(notes, "\n".join(
             ["bench compare", *[f"  {lab}: {d}" for lab, d in zip(self.labels, self.dirs)], "",
-             *[f"note: {n}" for n in self.notes], *[f"forced past: {m}" for m in self.mismatches]]) + "\n",
-            encoding="utf-8")
+             *[f"note: {n}" for n in self.notes], *[f"forced past: {m}" for m in self.mismatches]]) + "\n")
         written.append(notes)
         return written
 
@@ -247,15 +245,10 @@ def _fixed_value(results: Results, param: str) -> str:
 
 
 def python_version(results: Results) -> str:
-    """The Python version recorded in environment.json, whatever its exact layout."""
-    env = results.environment
-    for path in (("python", "version"), ("python_version",), ("python",), ("versions", "python")):
-        cur: Any = env
-        for k in path:
-            cur = cur.get(k) if isinstance(cur, dict) else None
-        if isinstance(cur, str) and cur:
-            return cur.split()[0]
-    return ""
+    """The Python version recorded in environment.json (``python.version``), or "" when none was."""
+    python = results.environment.get("python")
+    version = python.get("version") if isinstance(python, dict) else None
+    return version.split()[0] if isinstance(version, str) and version else ""
 
 
 def make_labels(results: Sequence[Results]) -> list[str]:
@@ -568,13 +561,8 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def default_output_dir(root: Path = Path("results")) -> Path:
-    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    path = root / f"compare-{stamp}"
-    i = 2
-    while path.exists():  # never reuse a folder
-        path = root / f"compare-{stamp}-{i}"
-        i += 1
-    return path
+    """A fresh ``<root>/compare-<UTC time>`` folder, created (never reuses one)."""
+    return fresh_path(root, f"compare-{utc_stamp()}")
 
 
 def compare_command(args: argparse.Namespace) -> int:

@@ -35,9 +35,7 @@ from pathlib import Path
 import psutil
 
 from bench.monitor.kernel import counter_scope, read_sysctls
-
-#: Bumped when a key changes meaning or the layout changes.
-ENVIRONMENT_VERSION = 1
+from bench.results import FORMAT_KEY, FORMAT_VERSIONS
 
 #: Distributions whose versions are recorded (PyPI names; None if not installed).
 PACKAGES = (
@@ -61,7 +59,7 @@ def collect_environment(placement: dict | None = None) -> dict:
     """
     scope, scope_note = counter_scope()
     return {
-        "environment_version": ENVIRONMENT_VERSION,
+        FORMAT_KEY: FORMAT_VERSIONS["environment.json"],
         "timestamp": _iso(dt.datetime.now(dt.timezone.utc)),
         "hostname": socket.gethostname(),
         "python": {

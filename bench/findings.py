@@ -472,7 +472,7 @@ def compute_findings(results: Results, calibration: Any = None) -> list[Finding]
 
 
 # --------------------------------------------------------------------------
-# Calibration (bench.calibrate, optional)
+# Calibration (bench.calibration, optional)
 
 
 @dataclass(frozen=True)

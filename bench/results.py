@@ -21,6 +21,18 @@ Layout::
 
 Units are in the column names: ``_us`` microseconds, ``_s`` seconds,
 ``_bytes`` bytes, ``_pct`` percent of one CPU (100 = one core busy).
+
+Versions
+--------
+Every file above but the text ones (scenario.yaml, logs, COLUMNS.md) carries
+its format version under one name, :data:`FORMAT_KEY`: a key of the JSON
+files, a column of the CSV files, a field of the histogram logs' first
+comment. This module writes them and is the one reader of them
+(:func:`read_runs`, :func:`read_timeline`, :func:`read_environment`,
+:func:`read_summary`, :func:`read_hlog`, :func:`read_calibration`); each
+refuses a file of another version, or of none, with
+:class:`FormatVersionError` naming the file, the version found and the one
+supported (:data:`FORMAT_VERSIONS`).
 """
 
 from __future__ import annotations
@@ -39,13 +51,29 @@ from typing import IO, Any, Iterable, Iterator, Mapping
 
 from bench.vocabulary import CONN_OUTCOMES, CONN_PENDING, GENERATOR_BOUND_RULE
 
-#: Bumped whenever a column changes meaning or a file changes shape.
-RESULTS_VERSION = 1
+#: The one name under which every file of a results folder, and a saved
+#: calibration, carries its format version: a key of the JSON files, a column
+#: of the CSV files (the same value on every row, so ``pandas.read_csv`` and
+#: ``csv.DictReader`` read the files as before), a field of the histogram
+#: logs' first comment line.
+FORMAT_KEY = "format_version"
+
+#: The format version of each kind of file this sockbench writes, and the
+#: only one it reads (:func:`check_format`). Bump one whenever its file
+#: changes shape or a field changes meaning. Version 1 of runs.csv,
+#: timeline.csv and the histogram logs is the layout before they carried a
+#: version; summary.json and the calibration had theirs under other keys.
+FORMAT_VERSIONS: dict[str, int] = {
+    "runs.csv": 2,
+    "timeline.csv": 2,
+    "summary.json": 2,
+    "environment.json": 2,
+    "calibration": 2,
+    "histogram": 2,
+}
+
 #: The copy of the machine's calibration a results folder keeps (written by bench run when it starts).
 CALIBRATION_FILE = "calibration.json"
-#: Version of the calibration's JSON (``bench calibrate``'s latest.json and the copy): bumped when a key
-#: changes meaning.
-CALIBRATION_VERSION = 1
 
 
 def lower_bound_column(latency_column: str) -> str:
@@ -53,17 +81,11 @@ def lower_bound_column(latency_column: str) -> str:
     return latency_column.removesuffix("_us") + "_is_lower_bound"
 
 
-def read_calibration(path: Path) -> dict[str, Any] | None:
-    """The calibration JSON at ``path``; None when it is missing, unreadable or of another version."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) and data.get("version") == CALIBRATION_VERSION else None
-
-
 def load_stored_calibration(results_dir: Path) -> dict[str, Any] | None:
-    """The calibration a results folder keeps (:data:`CALIBRATION_FILE`), or None."""
+    """The calibration a results folder keeps (:data:`CALIBRATION_FILE`), or None when it has none.
+
+    Error handling: one of another format version raises :class:`FormatVersionError` naming it.
+    """
     return read_calibration(Path(results_dir) / CALIBRATION_FILE)
 
 #: Columns of runs.csv, in order, with their meaning. Readers must look
@@ -200,6 +222,7 @@ RUN_COLUMNS: dict[str, str] = {
     "server_cpus": "CPUs the server was pinned to (e.g. '0'), empty if unpinned",
     "gen_cpus": "CPUs the generator was pinned to",
     "server_exit": "server exit status after stop (0 expected)",
+    FORMAT_KEY: "format version of runs.csv (bench.results.FORMAT_VERSIONS); bench refuses a file of another version",
 }
 
 #: One column of runs.csv per CPU of the machine, after ``gen_cpus``: that
@@ -271,6 +294,7 @@ TIMELINE_COLUMNS: dict[str, str] = {
     "procs": "server: processes in the tree", "threads": "server: threads, summed", "fds": "server: open files, summed",
     "server_cpu_pct": "server: CPU of the tree over the sample interval, percent of one core",
     "accept_queue": "listening socket's accept-queue depth",
+    FORMAT_KEY: "format version of timeline.csv (bench.results.FORMAT_VERSIONS)",
 }
 
 #: The files :func:`columns_markdown` describes, and what one row of each is.
@@ -285,7 +309,8 @@ def columns_markdown(runs: Mapping[str, str] | None = None, files: Iterable[str]
     it cannot disagree with what is written.
     """
     tables = {"runs.csv": runs if runs is not None else run_columns(), "timeline.csv": TIMELINE_COLUMNS}
-    lines = [f"# Columns of a sockbench results folder (results version {RESULTS_VERSION})", "",
+    versions = ", ".join(f"{name} {FORMAT_VERSIONS[name]}" for name in files)
+    lines = [f"# Columns of a sockbench results folder (format versions: {versions})", "",
              "Look columns up by name. An empty cell is a value that was not measured or does not apply.",
              "Units are in the names: `_us` microseconds, `_s` seconds, `_bytes` bytes, `_pct` percent of one",
              "CPU (100 = one core busy), `_per_s` per second. Generated from bench/results.py.", ""]
@@ -324,20 +349,37 @@ DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 FILE_MODE = 0o644
 
 
-def new_results_dir(root: Path, scenario_name: str, now: _dt.datetime | None = None) -> Path:
-    """Create and return a fresh ``<root>/<UTC timestamp>-<name>`` folder; never reuses one."""
-    now = now or _dt.datetime.now(_dt.timezone.utc)
-    stamp = now.strftime("%Y%m%dT%H%M%SZ")
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", scenario_name).strip("-") or "scenario"
+def utc_stamp(now: _dt.datetime | None = None) -> str:
+    """``20261201T210500Z``: the UTC time every fresh results, calibration and compare name starts with."""
+    return (now or _dt.datetime.now(_dt.timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
+
+
+def fresh_path(root: Path, name: str, suffix: str = "", *, folder: bool = True) -> Path:
+    """Create and return ``<root>/<name><suffix>``, or ``<name>-2<suffix>``, ``-3``... when taken; never reuses one.
+
+    ``folder=False`` creates an empty file (mode 0644) instead of a folder,
+    to be replaced whole by :func:`atomic_file`. Creating the name is the
+    claim: two processes in the same second get two names.
+    """
+    root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    for suffix in [""] + [f"-{i}" for i in range(2, 1000)]:
-        path = root / f"{stamp}-{safe}{suffix}"
+    for n in [""] + [f"-{i}" for i in range(2, 1000)]:
+        path = root / f"{name}{n}{suffix}"
         try:
-            path.mkdir()
+            if folder:
+                path.mkdir()
+            else:
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
         except FileExistsError:
             continue
         return path
-    raise FileExistsError(f"could not find a free results folder name under {root}")
+    raise FileExistsError(f"could not find a free name for {name}{suffix} under {root}")
+
+
+def new_results_dir(root: Path, scenario_name: str, now: _dt.datetime | None = None) -> Path:
+    """Create and return a fresh ``<root>/<UTC timestamp>-<name>`` folder; never reuses one."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", scenario_name).strip("-") or "scenario"
+    return fresh_path(root, f"{utc_stamp(now)}-{safe}")
 
 
 def _cell(value: Any) -> Any:
@@ -356,7 +398,7 @@ def _append_atomically(path: Path, text: str) -> None:
     :class:`DiskFull` is raised.
     """
     data = text.encode("utf-8")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
     try:
         size = os.fstat(fd).st_size
         try:
@@ -434,7 +476,8 @@ class ResultsWriter:
         self.write_text("COLUMNS.md", columns_markdown(self.run_columns))
 
     def write_json(self, name: str, data: Mapping[str, Any]) -> None:
-        write_text_atomically(self.path / name, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+        """Write ``name`` (JSON); a file of :data:`FORMAT_VERSIONS` gets its :data:`FORMAT_KEY`."""
+        write_json_file(self.path / name, data, name if name in FORMAT_VERSIONS else None)
 
     def write_text(self, name: str, text: str) -> None:
         write_text_atomically(self.path / name, text)
@@ -456,12 +499,18 @@ class ResultsWriter:
         for kind, hist in (histograms or {}).items():
             if hist is not None and hist.get_total_count() > 0:
                 write_text_atomically(self.hist_dir / f"{run_id}.{kind}.hlog", encode_hlog(hist, kind))
-        rows = [dict(r, run_id=run_id) for r in timeline]
+        rows = [dict(r, run_id=run_id, **{FORMAT_KEY: FORMAT_VERSIONS["timeline.csv"]}) for r in timeline]
         if rows:
             _append_atomically(self.timeline_csv, self._csv_text(
                 TIMELINE_COLUMNS, rows, header=not self.timeline_csv.exists()))
+        row = {**row, FORMAT_KEY: FORMAT_VERSIONS["runs.csv"]}
         _append_atomically(self.runs_csv, self._csv_text(self.run_columns, [row], header=not self.runs_csv.exists()))
         self.rows_written += 1
+
+
+def hlog_comment(kind: str) -> str:
+    """The first comment line of a histogram log: what it holds, its unit and its format version."""
+    return f"[sockbench {kind} histogram, values in microseconds, {FORMAT_KEY} {FORMAT_VERSIONS['histogram']}]"
 
 
 def encode_hlog(hist: Any, kind: str) -> str:
@@ -470,10 +519,196 @@ def encode_hlog(hist: Any, kind: str) -> str:
 
     buf = io.StringIO()
     writer = HistogramLogWriter(buf)
-    writer.output_comment(f"[sockbench {kind} histogram, values in microseconds]")
+    writer.output_comment(hlog_comment(kind))
     writer.output_log_format_version()
     writer.output_legend()
     start_ms = hist.get_start_time_stamp() or 1  # the writer treats 0 as "unset"
     end_ms = hist.get_end_time_stamp() or start_ms
     writer.output_interval_histogram(hist, start_ms / 1000.0, end_ms / 1000.0, max_value_unit_ratio=1.0)
     return buf.getvalue()
+
+
+# --------------------------------------------------------------------------
+# Reading: one typed reader per file, each checking the format version
+
+
+class ResultsFileError(ValueError):
+    """A file of a results folder (or a saved calibration) cannot be read; the message names it and why."""
+
+
+class FormatVersionError(ResultsFileError):
+    """A file is not of the format version this sockbench reads; the message names the file and both versions."""
+
+    def __init__(self, path: Path, kind: str, found: Any):
+        self.path, self.kind, self.found = Path(path), kind, found
+        self.supported = FORMAT_VERSIONS[kind]
+        what = (f"format version {found!r}" if found is not None else
+                f"no {FORMAT_KEY} (written before sockbench versioned its files, or not by sockbench)")
+        super().__init__(f"{path}: {what}; this sockbench reads {kind} format version {self.supported} only. "
+                         f"Re-create it with this sockbench (bench run / bench calibrate), or read it with the "
+                         f"sockbench that wrote it")
+
+
+def check_format(path: Path, kind: str, found: Any) -> None:
+    """Raise :class:`FormatVersionError` unless ``found`` is the version of ``kind`` this sockbench reads."""
+    if found != FORMAT_VERSIONS[kind] or isinstance(found, bool):
+        raise FormatVersionError(path, kind, found)
+
+
+def write_json_file(path: Path, data: Mapping[str, Any], kind: str | None = None) -> None:
+    """Write ``data`` as JSON atomically; with ``kind``, stamped with that kind's format version first."""
+    if kind is not None:
+        data = {FORMAT_KEY: FORMAT_VERSIONS[kind], **{k: v for k, v in data.items() if k != FORMAT_KEY}}
+    write_text_atomically(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_json_file(path: Path, kind: str) -> dict[str, Any] | None:
+    """A versioned JSON file of ``kind``, or None when it does not exist.
+
+    Error handling: a file that is not a JSON object raises
+    :class:`ResultsFileError`; one whose :data:`FORMAT_KEY` is missing or
+    another version raises :class:`FormatVersionError` naming the file and
+    the versions.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ResultsFileError(f"{path}: not valid JSON ({exc}); the file is damaged, re-create it") from None
+    if not isinstance(data, dict):
+        raise ResultsFileError(f"{path}: a JSON {type(data).__name__}, not the object sockbench writes")
+    check_format(path, kind, data.get(FORMAT_KEY))
+    return data
+
+
+def read_environment(folder: Path) -> dict[str, Any]:
+    """``environment.json`` of a results folder, in the layout of :func:`bench.environment.collect_environment`
+    ({} when the folder has none); another version raises :class:`FormatVersionError`."""
+    return read_json_file(Path(folder) / "environment.json", "environment.json") or {}
+
+
+def read_summary(folder: Path) -> dict[str, Any]:
+    """``summary.json`` of a results folder ({} when none was written); version-checked like the others."""
+    return read_json_file(Path(folder) / "summary.json", "summary.json") or {}
+
+
+def read_calibration(path: Path) -> dict[str, Any] | None:
+    """A saved calibration (``latest.json``, a results folder's ``calibration.json``), or None when absent."""
+    return read_json_file(path, "calibration")
+
+
+def _check_csv_versions(path: Path, kind: str, frame: Any) -> None:
+    if frame.empty and FORMAT_KEY not in frame.columns and not _has_rows(path):
+        return  # a header-only or empty file holds no data to misread
+    if FORMAT_KEY not in frame.columns:
+        raise FormatVersionError(path, kind, None)
+    found = sorted({str(v) for v in frame[FORMAT_KEY].tolist()})
+    if found != [str(FORMAT_VERSIONS[kind])]:
+        raise FormatVersionError(path, kind, found[0] if len(found) == 1 else found)
+
+
+def _has_rows(path: Path) -> bool:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return sum(1 for line in fh if line.strip()) > 1
+    except OSError:
+        return False
+
+
+def read_runs(folder: Path) -> Any:
+    """``runs.csv`` as a pandas DataFrame (columns as written; an empty file gives no rows).
+
+    Error handling: a missing or other :data:`FORMAT_KEY` raises
+    :class:`FormatVersionError`; a damaged file raises ValueError naming it.
+    """
+    import pandas as pd
+
+    path = Path(folder) / "runs.csv"
+    try:
+        runs = pd.read_csv(path, keep_default_na=True, low_memory=False)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame(columns=list(RUN_COLUMNS))
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} cannot be read as CSV ({exc}); the file is damaged, re-run the scenario") from None
+    _check_csv_versions(path, "runs.csv", runs)
+    return runs
+
+
+def read_timeline(folder: Path) -> Any:
+    """``timeline.csv`` as a DataFrame with every :data:`TIMELINE_COLUMNS` column (numbers as numbers);
+    no rows when the folder has none. Version-checked like :func:`read_runs`."""
+    import numpy as np
+    import pandas as pd
+
+    path = Path(folder) / "timeline.csv"
+    try:
+        df = pd.read_csv(path) if path.exists() else pd.DataFrame(columns=list(TIMELINE_COLUMNS))
+    except pd.errors.EmptyDataError:
+        df = pd.DataFrame(columns=list(TIMELINE_COLUMNS))
+    if path.exists():
+        _check_csv_versions(path, "timeline.csv", df)
+    for col in TIMELINE_COLUMNS:
+        if col not in df.columns:
+            df[col] = np.nan
+        elif col not in ("run_id", "source"):
+            df[col] = pd.to_numeric(df[col], errors="coerce")
+    df["run_id"] = df["run_id"].astype(str)
+    df["source"] = df["source"].astype(str)
+    return df
+
+
+_HLOG_VERSION = re.compile(rf"\b{FORMAT_KEY} (\S+?)\]?$")
+
+
+def read_hlog(path: Path) -> Any | None:
+    """Sum every interval of a histogram log into one histogram (values as recorded: microseconds).
+
+    Error handling: a log without the version of :func:`hlog_comment`, or
+    with another, raises :class:`FormatVersionError`; an unreadable or empty
+    log gives None (the figure then says the histogram is missing).
+    """
+    from hdrh.histogram import HdrHistogram
+
+    hists = []
+    found: Any = None
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                line = line.strip()
+                if line.startswith("#[sockbench") and found is None:
+                    match = _HLOG_VERSION.search(line)
+                    found = int(match.group(1)) if match and match.group(1).isdigit() else (match and match.group(1))
+                    check_format(Path(path), "histogram", found)
+                if not line or line.startswith("#") or line.startswith('"'):
+                    continue
+                if found is None:
+                    check_format(Path(path), "histogram", None)
+                if line.startswith("Tag="):
+                    line = line.split(",", 1)[1]
+                payload = line.rsplit(",", 1)[-1]
+                hists.append(HdrHistogram.decode(payload))
+    except (OSError, ValueError, TypeError) as exc:
+        if isinstance(exc, FormatVersionError):
+            raise
+        return None
+    return merge_histograms(hists)
+
+
+def merge_histograms(hists: Iterable[Any]) -> Any | None:
+    """Add histograms into a new one wide enough for all of them (None when none holds a value)."""
+    hists = [h for h in hists if h is not None and h.get_total_count() > 0]
+    if not hists:
+        return None
+    from hdrh.histogram import HdrHistogram
+
+    lowest = min(h.lowest_trackable_value for h in hists)
+    highest = max(max(h.highest_trackable_value, h.get_max_value()) for h in hists)
+    digits = max(h.significant_figures for h in hists)
+    total = HdrHistogram(lowest, highest, digits)
+    for h in hists:
+        total.add(h)
+    return total

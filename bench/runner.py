@@ -362,7 +362,7 @@ def execute_run(scenario: Any, plan: RunPlan, writer: ResultsWriter, *, file_roo
             hold.enter_context(deferred_stop())
             on_phase(plan, "stopping", {})
             if result.warnings:  # the generator's own caveats about this run, kept beside its stderr
-                (writer.logs_dir / f"{plan.run_id}.load-warnings.txt").write_text("\n".join(result.warnings) + "\n")
+                writer.write_text(f"logs/{plan.run_id}.load-warnings.txt", "\n".join(result.warnings) + "\n")
             monitor.stop()
             died = not server.alive()
             exit_status = server.stop()
@@ -490,7 +490,7 @@ def _run_plans(scenario: Any, plans: list[RunPlan], *, results_root: Path,
     })
     environment["cpu_work_calibration"] = cpu_work  # None: no run burns CPU work
     writer.write_json("environment.json", environment)
-    from bench.calibrate import store_with_results
+    from bench.calibration.persist import store_with_results
 
     store_with_results(results_dir)  # the ceiling of this machine now, kept with the runs it describes
     if on_start:

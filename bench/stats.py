@@ -55,7 +55,9 @@ import numpy as np
 import pandas as pd
 
 from bench.format import format_param
-from bench.results import CPU_BUSY_COLUMN, PARAMETER_COLUMNS, RUN_COLUMNS, TIMELINE_COLUMNS, lower_bound_column
+from bench.results import (CPU_BUSY_COLUMN, PARAMETER_COLUMNS, RUN_COLUMNS, TIMELINE_COLUMNS, lower_bound_column,
+                           merge_histograms, read_environment, read_hlog, read_runs, read_summary, read_timeline)
+from bench.units import plural
 from bench.vocabulary import BUSY_THRESHOLD_PCT, CONN_OUTCOMES, CONN_PENDING, CV_THRESHOLD
 from servers import registry
 
@@ -511,35 +513,17 @@ def load_results(results_dir: Path | str, *, summary: bool = True) -> Results:
             "scenario.yaml, environment.json, runs.csv, timeline.csv, hist/); pass a folder "
             "written by `bench run`, e.g. results/20250101T120000Z-quick")
     try:
-        runs = pd.read_csv(runs_csv, keep_default_na=True, low_memory=False)
-    except pd.errors.EmptyDataError:
-        runs = pd.DataFrame(columns=list(RUN_COLUMNS))
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise NotAResultsFolder(f"{runs_csv} cannot be read as CSV ({exc}); "
-                                "the file is damaged, re-run the scenario") from None
+        runs = read_runs(path)
+        timeline = read_timeline(path)
+        environment = read_environment(path)
+        stored = read_summary(path) if summary else {}
+    except ValueError as exc:  # FormatVersionError included: it names the file and the versions
+        raise NotAResultsFolder(str(exc)) from None
     runs = normalize_runs(runs)
-    timeline = _read_timeline(path / "timeline.csv")
     scenario = _read_yaml(path / "scenario.yaml")
-    environment = _read_json(path / "environment.json")
     results = Results(path=path, runs=runs, timeline=timeline, scenario=scenario, environment=environment)
-    if summary:
-        results.stored_summary = _read_json(path / "summary.json")
+    results.stored_summary = stored
     return results
-
-
-def _read_timeline(path: Path) -> pd.DataFrame:
-    try:
-        df = pd.read_csv(path) if path.exists() else pd.DataFrame(columns=list(TIMELINE_COLUMNS))
-    except pd.errors.EmptyDataError:
-        df = pd.DataFrame(columns=list(TIMELINE_COLUMNS))
-    for col in TIMELINE_COLUMNS:
-        if col not in df.columns:
-            df[col] = np.nan
-        elif col not in ("run_id", "source"):
-            df[col] = pd.to_numeric(df[col], errors="coerce")
-    df["run_id"] = df["run_id"].astype(str)
-    df["source"] = df["source"].astype(str)
-    return df
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -554,55 +538,3 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    if not path.exists():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-# --------------------------------------------------------------------------
-# Histograms
-
-
-def read_hlog(path: Path) -> Any | None:
-    """Sum every interval of an HdrHistogram log into one histogram (values as recorded: microseconds).
-
-    Error handling: an unreadable or empty log gives None (the figure then
-    says the histogram is missing) rather than an exception.
-    """
-    from hdrh.histogram import HdrHistogram
-
-    hists = []
-    try:
-        with open(path, encoding="utf-8") as fh:
-            for line in fh:
-                line = line.strip()
-                if not line or line.startswith("#") or line.startswith('"'):
-                    continue
-                if line.startswith("Tag="):
-                    line = line.split(",", 1)[1]
-                payload = line.rsplit(",", 1)[-1]
-                hists.append(HdrHistogram.decode(payload))
-    except (OSError, ValueError, TypeError):
-        return None
-    return merge_histograms(hists)
-
-
-def merge_histograms(hists: Sequence[Any]) -> Any | None:
-    """Add histograms into a new one wide enough for all of them (None for an empty list)."""
-    hists = [h for h in hists if h is not None and h.get_total_count() > 0]
-    if not hists:
-        return None
-    from hdrh.histogram import HdrHistogram
-
-    lowest = min(h.lowest_trackable_value for h in hists)
-    highest = max(max(h.highest_trackable_value, h.get_max_value()) for h in hists)
-    digits = max(h.significant_figures for h in hists)
-    total = HdrHistogram(lowest, highest, digits)
-    for h in hists:
-        total.add(h)
-    return total

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.results import PARAMETER_COLUMNS, RESULTS_VERSION, atomic_file
+from bench.results import FORMAT_KEY, FORMAT_VERSIONS, PARAMETER_COLUMNS, atomic_file
 from bench.stats import (
     DEFAULT_METRICS, LOWER_BOUNDED_METRICS, METRIC_LABELS, MIN_N_FOR_CI, STAT_FIELDS, Results, aggregate, first_line,
     load_results, lower_bound_names, served_phrase, where_phrase,
@@ -49,7 +49,7 @@ def build_summary(results_dir: Path) -> dict[str, Any]:
 
     Shape::
 
-        {"results_version": 1, "generated_at": ISO time,
+        {"format_version": 2, "generated_at": ISO time,
          "scenario": {"name", "description", "service"},
          "swept": [parameter, ...], "x": first swept parameter or null,
          "models": [...], "metrics": [...], "cv_threshold": 0.1,
@@ -92,7 +92,7 @@ def summary_of(results: Results) -> dict[str, Any]:
         })
     gb = runs["generator_bound"].fillna(False).astype(bool) if len(runs) else pd.Series([], dtype=bool)
     return {
-        "results_version": RESULTS_VERSION,
+        FORMAT_KEY: FORMAT_VERSIONS["summary.json"],
         "generated_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "scenario": {"name": results.name, "description": results.description, "service": results.service,
                      "services": results.services},

@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 
 import psutil  # noqa: E402
 
-from bench.calibrate import reference_server, run_c_client  # noqa: E402
+from bench.calibration.measure import reference_server, run_c_client  # noqa: E402
 from bench.loadgen import LoadSpec, run_load  # noqa: E402
 from servers import native  # noqa: E402
 

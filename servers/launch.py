@@ -51,10 +51,7 @@ from typing import Any
 import psutil
 
 from servers.config import ServerOptions
-
-#: Waiting for the SIGKILLed process group to be reaped; SIGKILL cannot be
-#: caught, so this only covers the kernel tearing the processes down.
-KILL_WAIT_S = 5.0
+from servers.processes import KILL_WAIT_S, stop, wait_exit
 
 #: Grace for processes of a stopped server's session to vanish on their own
 #: (an orphaned child being reaped by init) before they count as left over.
@@ -143,20 +140,14 @@ class ServerProcess:
         """
         if not self._stopped:
             self._stopped = True
-            if self.popen.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    self.popen.send_signal(signal.SIGTERM)
-                if not _wait_exit(self.popen, timeout_s):
-                    self.killed = True
-                    self.kill_group()
-                    _wait_exit(self.popen, KILL_WAIT_S)
+            self.killed = stop(self.popen, timeout_s)
             self._collect_stdout()
         return self.popen.returncode
 
     def kill_group(self) -> None:
         """SIGKILL every process of the server's process group (the server included, if alive)."""
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, signal.SIGKILL)
+            os.killpg(self.pid, signal.SIGKILL)  # even after the leader is reaped: its group may live on
 
     def leftover_processes(self) -> list[int]:
         """PIDs of processes of the server's session other than an already reaped server (zombies count)."""
@@ -196,7 +187,7 @@ class ServerProcess:
                 raise self._start_error(f"was not ready within {timeout_s:g} s")
             chunk = os.read(fd, READ_SIZE)
             if not chunk:
-                _wait_exit(self.popen, KILL_WAIT_S)
+                wait_exit(self.popen, KILL_WAIT_S)
                 raise self._start_error("exited before it was ready")
             self._stdout_buffer += chunk
         line, _, rest = bytes(self._stdout_buffer).partition(b"\n")
@@ -216,25 +207,6 @@ class ServerProcess:
             f"server {self.model} {self.service} (pid {self.pid}) {what}; exit status {status}; "
             f"stderr tail:\n{self.stderr_tail() or '(empty)'}"
         )
-
-
-def _wait_exit(popen: subprocess.Popen[bytes], timeout_s: float) -> bool:
-    """Wait until ``popen`` exits (reaping it), at most ``timeout_s``; True if it did."""
-    if popen.poll() is not None:
-        return True
-    try:
-        pidfd = os.pidfd_open(popen.pid)
-    except (AttributeError, OSError):  # no pidfd (old kernel): Popen's own wait
-        try:
-            popen.wait(timeout_s)
-            return True
-        except subprocess.TimeoutExpired:
-            return False
-    try:
-        select.select([pidfd], [], [], timeout_s)
-    finally:
-        os.close(pidfd)
-    return popen.poll() is not None
 
 
 def server_command(model: str, service: str, options: ServerOptions) -> list[str]:

@@ -39,7 +39,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import yaml
 
-from bench.results import TIMELINE_COLUMNS, run_columns
+from bench.results import FORMAT_KEY, FORMAT_VERSIONS, TIMELINE_COLUMNS, hlog_comment, run_columns
 
 MIB = 1024 * 1024
 DEFAULT_MODELS = ("sequential", "threading", "forking", "selectors", "asyncio", "c-reference")
@@ -296,7 +296,7 @@ def _write_hlogs(hist_dir: Path, row: Mapping[str, Any], noise: float) -> None:
             continue
         with open(hist_dir / f"{row['run_id']}.{kind}.hlog", "w", encoding="utf-8") as fh:
             writer = HistogramLogWriter(fh)
-            writer.output_comment(f"[sockbench {kind} histogram, values in microseconds]")
+            writer.output_comment(hlog_comment(kind))
             writer.output_log_format_version()
             writer.output_legend()
             writer.output_interval_histogram(h, start_ms / 1000.0, start_ms / 1000.0 + row["duration_s"],
@@ -308,7 +308,7 @@ def _write_csv(path: Path, columns: Mapping[str, str], rows: list[dict[str, Any]
         writer = csv.DictWriter(fh, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: _cell(row.get(k)) for k in columns})
+            writer.writerow({k: _cell(row.get(k)) for k in columns} | {FORMAT_KEY: FORMAT_VERSIONS[path.name]})
 
 
 def _cell(v: Any) -> Any:
@@ -343,7 +343,7 @@ def _write_scenario(path: Path, name: str, service: str | list[str], models: Seq
 def _write_environment(path: Path, python_version: str) -> None:
     # the layout of bench.environment.collect_environment()
     env = {
-        "environment_version": 1,
+        FORMAT_KEY: FORMAT_VERSIONS["environment.json"],
         "timestamp": "2025-01-01T12:00:00+00:00",
         "hostname": "bench-host",
         "python": {"version": python_version, "implementation": "CPython", "executable": "/usr/bin/python3"},

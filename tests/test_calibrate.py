@@ -17,7 +17,8 @@ import numpy as np
 import psutil
 import pytest
 
-from bench import calibrate as cal_mod
+from bench.calibration import cli, measure, persist, render
+from bench.results import FORMAT_KEY, FORMAT_VERSIONS, ResultsFileError
 from servers import native
 
 try:
@@ -38,18 +39,18 @@ def _check_saved(result: dict, out: Path) -> None:
     assert saved.parent == out and saved.name != "latest.json"
     on_disk = json.loads(saved.read_text())
     assert on_disk == json.loads((out / "latest.json").read_text())
-    assert cal_mod.load_latest(out) == on_disk
+    assert persist.load_latest(out) == on_disk
     assert on_disk == {k: v for k, v in result.items() if k != "saved_as"}
 
 
 @pytest.mark.skipif(not native.available(), reason=native.why_unavailable() or "no C compiler")
 def test_quick_calibration_with_c_programs(tmp_path: Path) -> None:
     lines: list[str] = []
-    result = cal_mod.calibrate(tmp_path, quick=True, progress=lines.append)
+    result = measure.calibrate(tmp_path, quick=True, progress=lines.append)
     _no_children_left()
     assert result["quick"] and result["c_programs"]["available"]
-    places = cal_mod.placements()
-    expected_points = {(clients, place.name) for clients, place in cal_mod._echo_points(places)}
+    places = measure.placements()
+    expected_points = {(clients, place.name) for clients, place in measure._echo_points(places)}
     assert {(r["clients"], r["placement"]) for r in result["echo"]} == expected_points
     for row in result["echo"]:
         assert "error" not in row, row
@@ -63,7 +64,7 @@ def test_quick_calibration_with_c_programs(tmp_path: Path) -> None:
             c = c_by_point[(row["clients"], row["placement"])]
             assert row["c_rt_per_s"] == c["rt_per_s"]
             # each round's ratio is taken within the round; the row gives their median and range
-            assert len(row["rounds"]) == len(c["rounds"]) == cal_mod.QUICK_ROUNDS == result["rounds"]
+            assert len(row["rounds"]) == len(c["rounds"]) == measure.QUICK_ROUNDS == result["rounds"]
             ratios = []
             for g_r, c_r in zip(row["rounds"], c["rounds"]):
                 assert g_r["round"] == c_r["round"] and g_r["order"] == c_r["order"]
@@ -99,7 +100,7 @@ def test_without_a_compiler_c_parts_are_skipped(tmp_path: Path, monkeypatch: pyt
     monkeypatch.setenv("PATH", str(bin_dir))
     monkeypatch.delenv("CC", raising=False)
     out = tmp_path / "out"
-    result = cal_mod.calibrate(out, quick=True)
+    result = measure.calibrate(out, quick=True)
     _no_children_left()
     assert result["c_programs"]["available"] is False
     assert "no C compiler" in result["c_programs"]["note"]
@@ -112,8 +113,8 @@ def test_without_a_compiler_c_parts_are_skipped(tmp_path: Path, monkeypatch: pyt
 
 
 def test_python_bulk_pair(tmp_path: Path) -> None:
-    place = next(iter(cal_mod.placements().values()))
-    r = cal_mod.measure_bulk(place, 0.3, cal_mod.PYTHON_BULK_TOOL)
+    place = next(iter(measure.placements().values()))
+    r = measure.measure_bulk(place, 0.3, measure.PYTHON_BULK_TOOL)
     _no_children_left()
     assert r["bytes"] > 0 and r["duration_s"] > 0
     assert r["gbit_per_s"] == pytest.approx(r["bytes"] * 8 / r["duration_s"] / 1e9)
@@ -121,9 +122,9 @@ def test_python_bulk_pair(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(shutil.which("iperf3") is None, reason="iperf3 not installed")
 def test_iperf3_bulk() -> None:
-    place = next(iter(cal_mod.placements().values()))
-    assert cal_mod.bulk_tool().startswith("iperf 3")
-    r = cal_mod.measure_bulk(place, 1.0, cal_mod.bulk_tool())
+    place = next(iter(measure.placements().values()))
+    assert measure.bulk_tool().startswith("iperf 3")
+    r = measure.measure_bulk(place, 1.0, measure.bulk_tool())
     _no_children_left()
     assert r["gbit_per_s"] > 0 and r["bytes"] > 0
 
@@ -139,8 +140,8 @@ def _gen_row(clients: int, place: str, rt_ratio: float | None, p50_ratio: float 
 def test_goal_verdict(rt: float | None, p50: float | None, verdict: str) -> None:
     rows = [_gen_row(1, "split", 2.0, p50), _gen_row(1, "shared", 0.1, 9.0), _gen_row(100, "split", rt, 3.0)]
     for row in rows:
-        row["n_rounds"] = cal_mod.ROUNDS
-    goal = cal_mod.goal_verdict({"generator": rows})
+        row["n_rounds"] = measure.ROUNDS
+    goal = measure.goal_verdict({"generator": rows})
     assert goal["verdict"] == verdict and goal["placement"] == "split"
     assert goal["rt_ratio_at_100"] == rt and goal["p50_ratio_at_1"] == p50
     assert goal["reliable"] == (verdict != "NOT MEASURED"), goal["unreliable_because"]
@@ -160,10 +161,10 @@ def test_goal_is_not_reliable_when_a_flag_is_set(change: dict, reason: str) -> N
             "errors": change.get("errors", 0), "busy_pct_before": change.get("busy", 1.0)}
     g1 = {"clients": 1, "placement": "split", "p50_ratio": 1.0, "p50_ratio_range": [0.98, 1.02], "n_rounds": 3}
     cal = {"generator": [g100, g1], "echo": [], "quick": change.get("quick", False)}
-    goal = cal_mod.goal_verdict(cal)
+    goal = measure.goal_verdict(cal)
     assert goal["verdict"] == "PASS"  # the medians pass; whether to believe it is the other question
     assert goal["reliable"] is False and any(reason in why for why in goal["unreliable_because"])
-    line = cal_mod.goal_line(goal)
+    line = render.goal_line(goal)
     assert "PASS" in line and "NOT RELIABLE" in line and reason in line
     assert "rounds 0.8" in line or "rounds 0.9" in line  # the spread is printed
 
@@ -172,37 +173,39 @@ def test_combine_rounds_gives_median_range_and_keeps_failed_rounds() -> None:
     rounds = [{"round": 1, "rt_per_s": 10.0, "errors": 0, "label": "x r1", "busy_pct_before": 1.0},
               {"round": 2, "error": "boom", "label": "x r2", "busy_pct_before": 9.0},
               {"round": 3, "rt_per_s": 14.0, "errors": 2, "label": "x r3", "busy_pct_before": 0.0}]
-    row = cal_mod.combine_rounds(rounds, ("rt_per_s",))
+    row = measure.combine_rounds(rounds, ("rt_per_s",))
     assert row["rt_per_s"] == 12.0 and row["rt_per_s_range"] == [10.0, 14.0]
     assert row["n_rounds"] == 2 and row["failed_rounds"] == 1 and row["errors"] == 2
     assert row["busy_pct_before"] == 9.0 and row["label"] == "x" and row["rounds"] == rounds
 
 
 def test_ratio_and_echo_ceiling() -> None:
-    assert cal_mod.ratio(90, 100) == pytest.approx(0.9)
-    assert cal_mod.ratio(None, 100) is None and cal_mod.ratio(5, 0) is None
+    assert measure.ratio(90, 100) == pytest.approx(0.9)
+    assert measure.ratio(None, 100) is None and measure.ratio(5, 0) is None
     cal = {"echo": [{"clients": 1, "placement": "split", "rt_per_s": 5.0},
                     {"clients": 1, "placement": "shared", "error": "boom"}]}
-    assert cal_mod.echo_ceiling(cal, 1)["rt_per_s"] == 5.0
-    assert cal_mod.echo_ceiling(cal, 1, "shared") is None
-    assert cal_mod.echo_ceiling(None, 1) is None
+    assert persist.echo_ceiling(cal, 1)["rt_per_s"] == 5.0
+    assert persist.echo_ceiling(cal, 1, "shared") is None
+    assert persist.echo_ceiling(None, 1) is None
 
 
 def test_load_latest_missing_or_corrupt(tmp_path: Path) -> None:
-    assert cal_mod.load_latest(tmp_path) is None
+    assert persist.load_latest(tmp_path) is None
     (tmp_path / "latest.json").write_text("{not json")
-    assert cal_mod.load_latest(tmp_path) is None
+    with pytest.raises(ResultsFileError, match="latest.json: not valid JSON"):
+        persist.load_latest(tmp_path)
+    assert persist.store_with_results(tmp_path, tmp_path) is None  # bench run goes on without a ceiling
 
 
 def test_save_keeps_both_of_two_saves_in_one_second(tmp_path: Path) -> None:
-    first = cal_mod.save({"version": cal_mod.CALIBRATION_VERSION, "n": 1}, tmp_path)
-    second = cal_mod.save({"version": cal_mod.CALIBRATION_VERSION, "n": 2}, tmp_path)
+    first = persist.save({FORMAT_KEY: FORMAT_VERSIONS["calibration"], "n": 1}, tmp_path)
+    second = persist.save({FORMAT_KEY: FORMAT_VERSIONS["calibration"], "n": 2}, tmp_path)
     assert first != second and first.exists() and second.exists()
-    assert cal_mod.load_latest(tmp_path)["n"] == 2
+    assert persist.load_latest(tmp_path)["n"] == 2
 
 
 def test_placements_are_distinct_cpus() -> None:
-    places = cal_mod.placements()
+    places = measure.placements()
     shared = places["shared"]
     assert shared.server_cpus == shared.client_cpus
     if len(os.sched_getaffinity(0)) >= 2:
@@ -210,11 +213,21 @@ def test_placements_are_distinct_cpus() -> None:
         assert split.server_cpus.isdisjoint(split.client_cpus)
 
 
+@pytest.mark.parametrize("cpus", [[0, 1], [0, 1, 2, 3], list(range(64))])
+def test_placements_mean_what_bench_run_means(cpus: list[int]) -> None:
+    from bench.placement import placement_cpus
+
+    places = measure.placements(cpus)
+    for name in ("split", "shared"):
+        assert (set(places[name].server_cpus), set(places[name].client_cpus)) == placement_cpus(name, cpus)
+    assert list(measure.placements([5])) == ["shared"]  # one CPU: nothing to split
+
+
 def test_run_rejects_bad_duration(capsys: pytest.CaptureFixture[str]) -> None:
     parser = argparse.ArgumentParser()
-    cal_mod.add_arguments(parser)
+    cli.add_arguments(parser)
     args = parser.parse_args(["--duration", "0"])
-    assert cal_mod.run(args) == 2
+    assert cli.run(args) == 2
     assert "--duration" in capsys.readouterr().err
 
 
@@ -231,7 +244,7 @@ def test_render_prints_tables_and_goal(tmp_path: Path) -> None:
         "goal": {"verdict": "NOT MEASURED", "placement": "split"}, "notes": ["a note"], "rounds": 3,
     }
     console = Console(record=True, width=100)
-    cal_mod.render(cal, console)
+    render.render(cal, console)
     text = console.export_text()
     assert "17,000" in text and "16,000" in text and "0.94" in text and "30.0 Gbit/s" in text
     assert "NOT MEASURED" in text and "a note" in text and "iperf 3.12" in text

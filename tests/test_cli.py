@@ -17,6 +17,7 @@ import pytest
 from bench import cli
 from servers.config import ServerOptions
 from servers.launch import run_server
+from servers.processes import popen_killer
 
 REPO = Path(__file__).resolve().parent.parent
 SUBCOMMANDS = ("run", "validate", "serve", "load", "calibrate", "plot", "report", "compare", "completion", "columns")
@@ -101,7 +102,7 @@ def test_sigterm_stops_bench_load_with_143_and_reaps_its_workers():
             [sys.executable, "-m", "bench", "load", "echo", f"127.0.0.1:{server.port}", "--clients", "2",
              "--duration", "30", "--workers", "1", "--message-bytes", "64"],
             env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
+        with popen_killer(proc):
             parent = psutil.Process(proc.pid)
             deadline = time.monotonic() + 20
             while not parent.children() and time.monotonic() < deadline:
@@ -111,10 +112,6 @@ def test_sigterm_stops_bench_load_with_143_and_reaps_its_workers():
             time.sleep(0.3)  # let the worker settle into its load loop
             proc.send_signal(signal.SIGTERM)
             _, err = proc.communicate(timeout=30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
         assert proc.returncode == 128 + signal.SIGTERM, err
         assert "interrupted by SIGTERM" in err
         assert not [w for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]

@@ -16,7 +16,7 @@ from bench.environment import PACKAGES, REPO_DIR, collect_environment, git_state
 from bench.monitor import NAMESPACE_NOTE, OWN_NAMESPACE_NOTE
 
 TOP_KEYS = {
-    "environment_version", "timestamp", "hostname", "python", "platform", "cpu", "memory_total_bytes",
+    "format_version", "timestamp", "hostname", "python", "platform", "cpu", "memory_total_bytes",
     "sysctls", "ulimits", "packages", "sockbench", "boot_time", "load_average", "clocksource",
     "placement", "kernel_counters", "notes",
 }

@@ -35,7 +35,7 @@ from bench.monitor import (
     wait_for_idle,
 )
 from bench.monitor import kernel
-from bench.results import RUN_COLUMNS, TIMELINE_COLUMNS
+from bench.results import FORMAT_KEY, RUN_COLUMNS, TIMELINE_COLUMNS
 
 TREE_PROGRAM = r'''
 import json, os, socket, sys, threading, time
@@ -506,7 +506,7 @@ def test_timeline_rows_match_the_results_columns(make_tree, monitors):
     wait_samples(monitor, 3)
     rows = monitor.timeline(t0)
     assert len(rows) >= 3
-    assert set(TIMELINE_KEYS) == set(TIMELINE_COLUMNS) - {"run_id"}
+    assert set(TIMELINE_KEYS) == set(TIMELINE_COLUMNS) - {"run_id", FORMAT_KEY}  # both added by ResultsWriter
     assert all(set(r) == set(TIMELINE_KEYS) and r["source"] == "server" and r["procs"] == 1 for r in rows)
     times = [r["t_s"] for r in rows]
     assert times == sorted(times) and times[0] >= 0

@@ -24,6 +24,7 @@ import pytest
 
 from servers import native
 from servers.config import ServerOptions
+from servers.processes import popen_killer
 
 pytestmark = pytest.mark.skipif(not native.available(), reason=native.why_unavailable() or "C programs unavailable")
 
@@ -61,19 +62,9 @@ def _read_line(proc: subprocess.Popen[bytes], timeout_s: float = TIMEOUT_S) -> b
 @contextlib.contextmanager
 def c_server(binary: Path, host: str = "127.0.0.1", backlog: int = 64) -> Iterator[tuple[subprocess.Popen[bytes], dict]]:
     proc = subprocess.Popen([str(binary), host, "0", str(backlog)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
+    with popen_killer(proc, TIMEOUT_S):
         line = _read_line(proc)
         yield proc, json.loads(line) | {"_raw": line.decode()}
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-        try:
-            proc.wait(TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()  # type: ignore[union-attr]
-        proc.stderr.close()  # type: ignore[union-attr]
 
 
 def _echo(host: str, port: int, payload: bytes, chunk: int) -> bytes:

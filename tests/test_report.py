@@ -22,6 +22,7 @@ import pytest
 from bench.findings import compute_findings
 from bench.format import fmt_bytes as fmt_mib
 from bench.report import add_report_arguments, report_command, write_report
+from bench.results import FORMAT_VERSIONS
 from bench.stats import load_results
 from bench.summary import summary_warnings
 from fake_results import write_fake_results
@@ -256,8 +257,8 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
 
 def _calibration(*clients: int, rt_per_s: float = 200_000.0, host: str = "bench-host",
                  created_at: str = "2025-01-01T11:00:00+00:00", busy: float = 1.0) -> dict:
-    """A saved calibration (bench.calibrate's layout) with a C-client ceiling at these connection counts."""
-    return {"version": 1, "message_bytes": 1024, "created_at": created_at, "quick": False,
+    """A saved calibration (bench.calibration.persist layout) with a C-client ceiling at these connection counts."""
+    return {"format_version": FORMAT_VERSIONS["calibration"], "message_bytes": 1024, "created_at": created_at, "quick": False,
             "machine": {"hostname": host, "busy_pct_before": busy},
             "echo": [{"clients": c, "placement": "split", "message_bytes": 1024, "rt_per_s": rt_per_s,
                       "busy_pct_before": busy} for c in clients],
@@ -293,7 +294,7 @@ def test_a_share_above_the_ceiling_names_the_busy_day_and_host_it_came_from(fake
 
 def test_the_report_uses_the_calibration_stored_with_the_results_not_the_current_folder(fake, tmp_path,
                                                                                          monkeypatch):
-    from bench.calibrate import RESULTS_COPY, save, store_with_results
+    from bench.calibration.persist import RESULTS_COPY, save, store_with_results
     from bench.findings import load_calibration
 
     monkeypatch.chdir(tmp_path)
@@ -414,7 +415,7 @@ def test_bench_report_and_plot_write_a_missing_summary(tmp_path, capsys):
     folder = write_fake_results(tmp_path / "r", models=("threading",), repetitions=1)
     (folder / "summary.json").unlink()
     assert report_command(argparse.Namespace(results_dir=folder)) == 0
-    assert json.loads((folder / "summary.json").read_text())["results_version"] >= 1
+    assert json.loads((folder / "summary.json").read_text())["format_version"] >= 1
     assert (folder / "summary.json").stat().st_mode & 0o777 == 0o644
     (folder / "summary.json").unlink()
     assert plot_command(argparse.Namespace(results_dir=folder, formats=["png"], timelines=False, point=None)) == 0

@@ -82,10 +82,11 @@ def test_runner_and_threads_it_starts_are_pinned_during_a_run_and_restored_after
 
 
 def test_run_writes_a_complete_results_folder(tmp_path, monkeypatch):
-    from bench.calibrate import CALIBRATION_VERSION, load_stored, save
+    from bench.calibration.persist import load_stored, save
+    from bench.results import FORMAT_KEY, FORMAT_VERSIONS
 
     monkeypatch.chdir(tmp_path)  # the calibration of "this machine": results/calibration/latest.json here
-    save({"version": CALIBRATION_VERSION, "created_at": "2026-01-01T00:00:00+00:00", "echo": []})
+    save({FORMAT_KEY: FORMAT_VERSIONS["calibration"], "created_at": "2026-01-01T00:00:00+00:00", "echo": []})
     scenario = parse_scenario(tiny_scenario())
     results = run_scenario(scenario, results_root=tmp_path)
     runs = pd.read_csv(results / "runs.csv")
@@ -117,7 +118,7 @@ def test_run_writes_a_complete_results_folder(tmp_path, monkeypatch):
     assert set(timeline["source"]) == {"server", "load"}
     assert (results / "hist" / f"{runs.run_id[0]}.latency.hlog").exists()
     summary = json.loads((results / "summary.json").read_text())
-    assert summary["results_version"] >= 1
+    assert summary["format_version"] >= 1
     assert (results / "scenario.yaml").read_text().startswith("#")
     env = json.loads((results / "environment.json").read_text())
     assert env["placement"]["policy"] == "none"
@@ -226,7 +227,7 @@ def test_a_stop_signal_mid_run_keeps_finished_runs_and_reaps_the_server(tmp_path
     assert stopped["error"].tolist() == [f"stopped by {name}"]
     assert len(runs) < 10  # it stopped early
     summary = json.loads((folder / "summary.json").read_text())
-    assert summary["results_version"] >= 1
+    assert summary["format_version"] >= 1
     assert not psutil.pid_exists(server.pid) or server.status() == psutil.STATUS_ZOMBIE
     assert session_processes(server_sid) == []
     assert session_processes(proc.pid) == []
@@ -304,7 +305,7 @@ def test_a_second_ctrl_c_while_the_summary_is_written_keeps_it(tmp_path, monkeyp
     assert status == 130, out
     assert len(summary_calls) == 1
     (folder,) = (tmp_path / "out").iterdir()
-    assert json.loads((folder / "summary.json").read_text())["results_version"] >= 1
+    assert json.loads((folder / "summary.json").read_text())["format_version"] >= 1
     assert "before the results folder was written" not in out
     assert "1 finished run is saved" in out and "summary.json is written" in out, out
     assert not list(folder.glob(".*.tmp"))
@@ -393,7 +394,7 @@ def test_a_full_disk_while_drawing_figures_is_reported_and_leaves_no_broken_figu
     assert "disk full while writing" in captured.err and "free some space" in captured.err, captured.err
     (folder,) = (small_disk / "out").iterdir()
     assert pd.read_csv(folder / "runs.csv")["status"].tolist() == ["ok"]
-    assert json.loads((folder / "summary.json").read_text())["results_version"] >= 1
+    assert json.loads((folder / "summary.json").read_text())["format_version"] >= 1
     assert not list(folder.rglob("*.tmp")), "a temporary file was left behind"
     figures = list((folder / "figures").rglob("*.*"))
     assert figures, "no figure fitted: the test does not show that those written are whole"

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.results import RESULTS_VERSION, RUN_COLUMNS
+from bench.results import FORMAT_KEY, FORMAT_VERSIONS, RUN_COLUMNS
 from bench.stats import (
     NotAResultsFolder,
     aggregate,
@@ -147,7 +147,7 @@ def test_aggregate_median_is_the_middle_repetition(fake):
 
 def test_summary_has_version_points_and_warnings(fake):
     summary = build_summary(fake)
-    assert summary["results_version"] == RESULTS_VERSION
+    assert summary[FORMAT_KEY] == FORMAT_VERSIONS["summary.json"]
     assert summary["swept"] == ["clients"] and summary["x"] == "clients"
     assert len(summary["points"]) == len(MODELS) * 3
     assert summary["runs"]["failed"] == 1 and summary["runs"]["generator_bound"] == 1
@@ -163,7 +163,7 @@ def test_write_summary_is_atomic_valid_json(fake):
     path = write_summary(fake)
     assert path == fake / "summary.json"
     data = json.loads(path.read_text())  # allow_nan=False when written: strict JSON
-    assert data["results_version"] == RESULTS_VERSION
+    assert data[FORMAT_KEY] == FORMAT_VERSIONS["summary.json"]
     assert not [p for p in fake.iterdir() if p.name.endswith(".tmp")]
 
 
@@ -181,9 +181,10 @@ def test_load_results_rejects_what_is_not_a_results_folder(tmp_path):
 
 
 def test_load_results_tolerates_missing_columns_and_files(tmp_path):
-    (tmp_path / "runs.csv").write_text("run_id,model,service,point,repetition,status,clients,req_per_s\n"
-                                       "a-p0-r1,asyncio,echo,0,1,ok,5,100\n"
-                                       "a-p0-r2,asyncio,echo,0,2,ok,5,120\n")
+    v = FORMAT_VERSIONS["runs.csv"]
+    (tmp_path / "runs.csv").write_text("run_id,model,service,point,repetition,status,clients,req_per_s,format_version\n"
+                                       f"a-p0-r1,asyncio,echo,0,1,ok,5,100,{v}\n"
+                                       f"a-p0-r2,asyncio,echo,0,2,ok,5,120,{v}\n")
     results = load_results(tmp_path)
     assert results.timeline.empty and results.environment == {} and results.histogram("a-p0-r1", "latency") is None
     row = results.aggregate.iloc[0]

@@ -64,7 +64,6 @@ import importlib.util
 import json
 import os
 import selectors
-import signal
 import subprocess
 import sys
 import time
@@ -77,6 +76,7 @@ from bench.loadgen import engines
 from bench.loadgen.merge import merge_reports
 from bench.loadgen.spec import LoadResult, LoadSpec, resolve_target, validate
 from bench.monitor.procfs import ProcessGone, read_schedstat
+from servers.processes import close_pipes, kill
 
 #: Time a worker may take past its planned end (teardown, encoding) before
 #: its own SIGALRM kills it: both take well under a second even with 10k
@@ -286,19 +286,10 @@ class WorkerPool:
                 os.close(key.fd)
         self.sel.close()
         for p in self.procs:
-            if p.poll() is None:
-                try:
-                    os.killpg(p.pid, signal.SIGKILL)  # own session: pgid == pid
-                except ProcessLookupError:
-                    pass  # exited between poll and kill; reaped below
+            kill(p)  # all first, then reap: they go down together
         for p in self.procs:
-            p.wait()
-            for f in (p.stdin, p.stdout, p.stderr):
-                if f is not None:
-                    try:
-                        f.close()
-                    except OSError:
-                        pass  # broken pipe on flush: nothing left to deliver
+            p.wait()  # SIGKILLed: it goes, unbounded wait is safe
+            close_pipes(p)
 
     # ------------------------------------------------------------ plumbing
     @staticmethod

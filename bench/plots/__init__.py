@@ -36,10 +36,10 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-import matplotlib
 from matplotlib.figure import Figure
 
 from bench.plots import figures as _figures
+from bench.plots import style
 from bench.plots.timeline import timeline_figure
 from bench.results import DiskFull, atomic_file
 from bench.stats import NotAResultsFolder, Results, load_results
@@ -53,9 +53,6 @@ FIGURES: dict[str, Callable[[Results, int | None, Any], Figure | None]] = {
     "connect_time": lambda r, _p, _c: _figures.connect_time_figure(r),
     "memory": lambda r, _p, _c: _figures.memory_figure(r),
 }
-
-#: SVG ids are salted with a constant so the same data gives the same file (diffable, cacheable).
-_RC = {"svg.hashsalt": "sockbench", "svg.fonttype": "path", "font.size": 9}
 
 __all__ = ["FIGURES", "FigureJob", "FiguresFailed", "add_plot_arguments", "build_figures", "figure_jobs",
            "plot_command", "plot_results", "save_figure", "timeline_figure"]
@@ -71,7 +68,7 @@ def build_figures(results: Results, spectrum_point: int | None = None, calibrati
     """
     out = {}
     facets = results.facets()
-    with matplotlib.rc_context(_RC):
+    with style.settings():
         for name, build in FIGURES.items():
             for view in facets:
                 fig = build(view, spectrum_point, calibration)
@@ -93,7 +90,7 @@ def save_figure(fig: Figure, base: Path, formats: Iterable[str], *, tight: bool 
     """
     paths = []
     base.parent.mkdir(parents=True, exist_ok=True)
-    with matplotlib.rc_context(_RC):
+    with style.settings():
         for i, fmt in enumerate(formats):
             path = base.with_suffix(f".{fmt}")
             extra = {"bbox_inches": "tight", "pad_inches": 0.15} if tight else {}
@@ -185,7 +182,7 @@ def _source(results_dir: Path) -> tuple[Results, Any, dict[str, Results]]:
 def draw_job(results_dir: Path, job: FigureJob, formats: tuple[str, ...], spectrum_point: int | None = None) -> list[Path]:
     """Draw one figure of ``results_dir`` into its ``figures/`` in every format; returns the files written."""
     results, calibration, views = _source(results_dir)
-    with matplotlib.rc_context(_RC):
+    with style.settings():
         if job.run_id:
             fig = timeline_figure(results, job.run_id)
         else:

@@ -21,8 +21,10 @@ backend, and rendering goes through Agg for PNG and the SVG backend for SVG.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import textwrap
+from collections.abc import Iterator
 from typing import Any, Iterable, Sequence
 
 import matplotlib
@@ -39,6 +41,20 @@ from bench.format import fmt_bytes, fmt_count, fmt_time_us
 from bench.vocabulary import FAILED, FLAG_LABELS, GENERATOR_BOUND, UNSTABLE
 
 from servers import registry
+
+#: The matplotlib settings of every figure sockbench draws (its own figures
+#: and bench compare's). SVG ids are salted with a constant so the same data
+#: gives the same file (diffable, cacheable); text as paths so an SVG looks
+#: the same without the fonts; 9 pt fits the axis labels in a 6.4 in figure.
+RC = {"svg.hashsalt": "sockbench", "svg.fonttype": "path", "font.size": 9}
+
+
+@contextlib.contextmanager
+def settings() -> Iterator[None]:
+    """Draw (and save) inside this: :data:`RC` applied, the caller's settings back afterwards."""
+    with matplotlib.rc_context(RC):
+        yield
+
 
 #: Colours of models the registry does not know (a results folder from an
 #: older sockbench), picked by name so each keeps its colour: Okabe-Ito's

@@ -1,82 +1,15 @@
-"""``bench calibrate``: what this machine can do, and how close sockbench's generator gets.
+"""Measuring a calibration: the C client, sockbench's generator and bulk tools against loopback.
 
-A figure for a Python server means little without two others beside it: what
-the machine itself can do on loopback (the *ceiling*), and what the load
-generator can drive (if the generator saturates first, the server was never
-measured). This module measures both, prints them, and saves them where runs
-and reports find them (:func:`load_latest`).
-
-What is measured
-----------------
-All echo figures use 1 KiB messages, closed loop.
-
-``echo``
-    The C reference client (``servers/c/echo_client.c``) against the
-    ``c-reference`` server at 1, 10 and 100 connections: the echo ceiling per
-    client count. At 1 connection it is also the single-connection round-trip
-    rate and latency ceiling.
-``generator``
-    sockbench's own generator (:func:`bench.loadgen.run_load`) against the
-    same server, same points, same run, with its ratio to the C client:
-    round trips/s generator / C, and p50 latency generator / C. The goal is
-    >= 0.9 at 100 connections and <= 1.1 at one connection.
-``connect``
-    Connect + 1 KiB request + close, repeated (the C client's connect mode),
-    with a few cycles in flight at once.
-``bulk``
-    One TCP stream on loopback, with ``iperf3`` when installed (said so),
-    otherwise the project's own pair: ``os.sendfile`` of a cached file into a
-    socket, ``recv_into`` a preallocated buffer on the other side.
-
-Placement
----------
-Every figure carries its CPU placement. ``split``: server on the first
-allowed CPU, client on the second. ``shared``: both on the first. On small
-VMs waking a CPU costs tens of microseconds, so at one connection the two
-differ several-fold *for every server*; both are measured there. Other
-points use ``split``, the default placement of ``bench run``. The machine's
-busy percent before the run is recorded: a process spinning elsewhere
-changes these figures 2-4x.
-
-Design
-------
-One ``c-reference`` server (pinned to the server CPU) serves every echo and
-connect measurement, so C client and generator meet the very same server.
-Each echo point is measured in :data:`ROUNDS` rounds (``--rounds``); in each
-round the C client and the generator run back to back, the C client first in
-odd rounds and the generator first in even ones, so neither always meets a
-warmer (or more tired) machine. A row gives the median over the rounds, the
-per-round values and their spread; the generator's ratios are taken within
-each round (one pair, side by side) and their median and range reported.
-Connect-mode runs come last: they leave tens of thousands of sockets in
-TIME-WAIT. Each measurement is a small function returning a plain dict,
-testable alone; :func:`calibrate` strings them together.
-
-The goal's PASS/MISS (:func:`goal_verdict`) is said to be **NOT RELIABLE**,
-with the reasons, when it rests on quick mode, fewer than 3 rounds, a
-generator-bound or erroring measurement, a busy machine, or rounds whose
-ratios fall on both sides of the goal.
-
-Error handling
---------------
-No C compiler: every C measurement is skipped with the one-line note from
-:func:`servers.native.why_unavailable`, and the bulk figure is still
-measured. Generator not importable: those rows are skipped with a note. A
-measurement that fails (a program exits non-zero, a timeout) is recorded as
-``{"error": ...}`` in its row and reported; the others go on. Nothing here
-prints a guess in place of a figure.
-
-Resource handling
------------------
-Every process started here has a timeout and is stopped and reaped: the
-server through :func:`servers.launch.run_server`; clients, iperf3 and the
-bulk pair through :func:`_reap` in ``finally`` blocks. The bulk pair's file
-lives in a temporary folder that is removed.
+What is measured, in which order and why is the package's essay
+(:mod:`bench.calibration`). :func:`calibrate` strings the measurements
+together and hands the result to :func:`bench.calibration.persist.save`; each
+measurement is a small function returning a plain dict, testable alone.
+Nothing here prints tables: ``progress`` receives one plain line per
+finished measurement.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import datetime as dt
 import json
@@ -94,15 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.results import CALIBRATION_FILE as RESULTS_COPY
-from bench.results import CALIBRATION_VERSION
-from bench.results import load_stored_calibration as load_stored  # noqa: F401 - the copy store_with_results makes
-from bench.results import read_calibration as _load
-from bench.vocabulary import BUSY_THRESHOLD_PCT, GENERATOR_BOUND_PCT, GENERATOR_BOUND_RULE
+from bench.calibration.persist import save
+from bench.placement import can_split, placement_cpus
+from bench.results import FORMAT_KEY, FORMAT_VERSIONS
+from bench.vocabulary import BUSY_THRESHOLD_PCT, GENERATOR_BOUND_PCT
 from servers import native
+from servers.processes import popen_killer
 
-#: Where ``bench calibrate`` saves, relative to the current folder (like results/ of bench run).
-DEFAULT_DIR = Path("results") / "calibration"
 #: The message size of every echo figure: the size the guide and scenarios use.
 MESSAGE_BYTES = 1024
 #: Client counts of the generator-versus-C comparison: one connection (the
@@ -177,14 +108,16 @@ class Plan:
         return cls(duration_s=duration_s, warmup_s=min(1.0, duration_s / 4), quick=False, rounds=rounds or ROUNDS)
 
 
-def placements() -> dict[str, Placement]:
-    """``split`` and ``shared`` over the CPUs this process may use (``split`` needs two)."""
-    cpus = sorted(os.sched_getaffinity(0))
-    first = frozenset(cpus[:1])
+def placements(cpus: list[int] | None = None) -> dict[str, Placement]:
+    """``split`` and ``shared`` over ``cpus`` (default: those this process may use), as
+    :func:`bench.placement.placement_cpus` defines them; ``split`` only with two CPUs or more."""
     result = {}
-    if len(cpus) >= 2:
-        result["split"] = Placement("split", first, frozenset(cpus[1:2]))
-    result["shared"] = Placement("shared", first, first)
+    for name in ("split", "shared"):
+        if name == "split" and not can_split(cpus):
+            continue
+        server, client = placement_cpus(name, cpus)
+        assert server is not None and client is not None  # only "none" leaves them unpinned
+        result[name] = Placement(name, frozenset(server), frozenset(client))
     return result
 
 
@@ -199,31 +132,15 @@ def _pin(cpus: frozenset[int] | None) -> Callable[[], None] | None:
     return lambda: os.sched_setaffinity(0, cpus)
 
 
-def _reap(proc: subprocess.Popen[Any], timeout_s: float = 5.0) -> None:
-    """Make sure ``proc`` has exited and is reaped: SIGTERM, wait, then SIGKILL."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.terminate()
-        try:
-            proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    for stream in (proc.stdin, proc.stdout, proc.stderr):
-        if stream is not None:
-            stream.close()
-
-
 def _run_json(cmd: list[str], *, cpus: frozenset[int] | None, timeout_s: float, what: str) -> dict[str, Any]:
     """Run ``cmd`` pinned to ``cpus``, return the JSON object it printed last on stdout."""
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, preexec_fn=_pin(cpus))
-    try:
-        out, err = proc.communicate(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        raise CalibrationError(f"{what} did not finish within {timeout_s:.0f} s") from None
-    finally:
-        _reap(proc)
+    with popen_killer(proc):
+        try:
+            out, err = proc.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            raise CalibrationError(f"{what} did not finish within {timeout_s:.0f} s") from None
     result = _last_json(out)
     if proc.returncode != 0 or not isinstance(result, dict):
         tail = err.strip().splitlines()[-5:]
@@ -326,12 +243,10 @@ def bulk_iperf3(placement: Placement, duration_s: float, host: str = "127.0.0.1"
     server = subprocess.Popen([exe, "-s", "-1", "--forceflush", "-B", host, "-p", str(port)],
                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               preexec_fn=_pin(placement.server_cpus))
-    try:
+    with popen_killer(server):
         _wait_for_line(server, b"Server listening", timeout_s=10)
         report = _run_json([exe, "-c", host, "-p", str(port), "-t", str(seconds), "--json"],
                            cpus=placement.client_cpus, timeout_s=seconds + CHILD_SLACK_S, what="iperf3 client")
-    finally:
-        _reap(server)
     end = report.get("end", {})
     received = end.get("sum_received", {})
     if "bits_per_second" not in received:
@@ -351,11 +266,11 @@ def bulk_python(placement: Placement, duration_s: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="sockbench-bulk-") as folder:
         path = Path(folder) / "payload"
         path.write_bytes(os.urandom(BULK_FILE_BYTES))
-        code = "from bench.calibrate import _bulk_child; _bulk_child()"
+        code = "from bench.calibration.measure import _bulk_child; _bulk_child()"
         receiver = subprocess.Popen([sys.executable, "-c", code, "recv", repr(duration_s + CHILD_SLACK_S)],
                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                     text=True, preexec_fn=_pin(placement.server_cpus))
-        try:
+        with popen_killer(receiver):
             assert receiver.stdout is not None
             ready, _, _ = select.select([receiver.stdout], [], [], CHILD_SLACK_S)
             line = receiver.stdout.readline() if ready else ""
@@ -364,11 +279,10 @@ def bulk_python(placement: Placement, duration_s: float) -> dict[str, Any]:
             port = json.loads(line)["port"]
             _run_json([sys.executable, "-c", code, "send", str(port), str(path), repr(duration_s)],
                       cpus=placement.client_cpus, timeout_s=duration_s + CHILD_SLACK_S, what="bulk sender")
-            out, err = receiver.communicate(timeout=CHILD_SLACK_S)
-        except subprocess.TimeoutExpired:
-            raise CalibrationError("bulk receiver did not finish") from None
-        finally:
-            _reap(receiver)
+            try:
+                out, err = receiver.communicate(timeout=CHILD_SLACK_S)
+            except subprocess.TimeoutExpired:
+                raise CalibrationError("bulk receiver did not finish") from None
     try:
         result = json.loads(out.strip().splitlines()[-1])
     except (ValueError, IndexError):
@@ -453,6 +367,16 @@ def _measure(cal: dict[str, Any], plan: Plan, label: str, fn: Callable[[], dict[
     return row
 
 
+def fmt_value(value: Any, spec: str) -> str:
+    """``value`` formatted with ``spec`` (a ``str.format`` pattern), ``-`` when not measured."""
+    if value is None:
+        return "-"
+    try:
+        return spec.format(value)
+    except (TypeError, ValueError):
+        return str(value)
+
+
 def _progress_line(row: dict[str, Any]) -> str:
     """One line per finished measurement: its label, headline figures, and what went wrong."""
     if "error" in row:
@@ -461,7 +385,7 @@ def _progress_line(row: dict[str, Any]) -> str:
     if "gbit_per_s" in row:
         parts.append(f"{row['gbit_per_s']:.1f} Gbit/s")
     else:
-        parts.append(f"{_fmt(row.get('rt_per_s'), '{:,.0f}')}/s  p50 {_fmt(row.get('p50_us'), '{:.0f}')} us")
+        parts.append(f"{fmt_value(row.get('rt_per_s'), '{:,.0f}')}/s  p50 {fmt_value(row.get('p50_us'), '{:.0f}')} us")
     if row.get("rt_ratio") is not None:
         parts.append(f"= {row['rt_ratio']:.2f}x the C client")
     if row.get("generator_bound"):
@@ -678,7 +602,7 @@ def goal_verdict(cal: dict[str, Any]) -> dict[str, Any]:
 
 def _skeleton(plan: Plan, places: dict[str, Placement]) -> dict[str, Any]:
     return {
-        "version": CALIBRATION_VERSION,
+        FORMAT_KEY: FORMAT_VERSIONS["calibration"],
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "quick": plan.quick,
         "rounds": plan.rounds,
@@ -770,210 +694,3 @@ def _build_c_programs(cal: dict[str, Any], say: Callable[[str], None]) -> dict[s
     return {"server": server, "client": client}
 
 
-# --------------------------------------------------------------------------
-# saving and loading
-
-
-def save(cal: dict[str, Any], out_dir: Path | None = None) -> Path:
-    """Write ``<UTC timestamp>.json`` and ``latest.json`` in ``out_dir``; return the first."""
-    folder = Path(out_dir) if out_dir is not None else DEFAULT_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    path = folder / f"{stamp}.json"
-    n = 1
-    while path.exists():  # two calibrations in one second keep both
-        n += 1
-        path = folder / f"{stamp}-{n}.json"
-    text = json.dumps(cal, indent=2) + "\n"
-    _write_atomic(path, text)
-    _write_atomic(folder / "latest.json", text)
-    return path
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def load_latest(out_dir: Path | None = None) -> dict[str, Any] | None:
-    """The last saved calibration, or None when there is none (or it cannot be read)."""
-    return _load((Path(out_dir) if out_dir is not None else DEFAULT_DIR) / "latest.json")
-
-
-
-
-def store_with_results(results_dir: Path, source_dir: Path | None = None) -> Path | None:
-    """Copy the latest calibration into ``results_dir`` (``calibration.json``); None when there is none.
-
-    The report compares runs with the ceiling measured on the machine they
-    ran on: copied at run time, the ceiling travels with the results instead
-    of being whatever ``latest.json`` the report's current folder holds later.
-    """
-    cal = load_latest(source_dir)
-    if cal is None:
-        return None
-    source = (Path(source_dir) if source_dir is not None else DEFAULT_DIR) / "latest.json"
-    cal = {**cal, "copied_from": str(source.resolve()),
-           "copied_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-    path = Path(results_dir) / RESULTS_COPY
-    _write_atomic(path, json.dumps(cal, indent=2) + "\n")
-    return path
-
-
-def echo_ceiling(cal: dict[str, Any] | None, clients: int, placement: str = "split") -> dict[str, Any] | None:
-    """The C client's echo figures at ``clients`` connections and ``placement``, or None if not measured."""
-    for row in (cal or {}).get("echo", []):
-        if row.get("clients") == clients and row.get("placement") == placement and "error" not in row:
-            return row
-    return None
-
-
-# --------------------------------------------------------------------------
-# printing and the command line
-
-
-def _fmt(value: Any, spec: str) -> str:
-    if value is None:
-        return "-"
-    try:
-        return spec.format(value)
-    except (TypeError, ValueError):
-        return str(value)
-
-
-def _generator_table(cal: dict[str, Any], key: str) -> Any:
-    """The rich table of ``cal[key]`` (one engine's rows) beside the C client's."""
-    from rich import box
-    from rich.table import Table
-
-    loops = sorted({str(g["loop"]) for g in cal[key] if g.get("loop")})
-    engines = sorted({str(g["engine"]) for g in cal[key] if g.get("engine")})
-    name = f"Generator ({', '.join(engines)} engine)" if engines else "Generator"
-    rounds = cal.get("rounds", 1)
-    table = Table(title=f"{name} vs C client, {cal['message_bytes']} B echo, c-reference server, median of "
-                        f"{rounds} round{'s' if rounds != 1 else ''}",
-                  caption=f"generator event loop: {', '.join(loops) or '-'}; gen/C: median of the rounds' ratios (C "
-                          "client and generator alternate who goes first); gen CPU: its busiest worker, % of a "
-                          f"core; * generator-bound ({GENERATOR_BOUND_RULE}): the generator, not the "
-                          "server, set that figure",
-                  box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-    for col in ("conns", "place", "C rt/s", "gen rt/s", "gen/C", "C p50", "gen p50", "gen/C", "gen CPU"):
-        table.add_column(col, justify="right", no_wrap=True)
-    gen = {(r["clients"], r["placement"]): r for r in cal[key]}
-    for c in cal["echo"]:
-        g = gen.get((c["clients"], c["placement"]), {})
-        bound = "*" if g.get("generator_bound") else ""
-        table.add_row(str(c["clients"]), c["placement"], _fmt(c.get("rt_per_s"), "{:,.0f}"),
-                      _fmt(g.get("rt_per_s"), "{:,.0f}"), _fmt(g.get("rt_ratio"), "{:.2f}"),
-                      _fmt(c.get("p50_us"), "{:.0f} us"), _fmt(g.get("p50_us"), "{:.0f} us"),
-                      _fmt(g.get("p50_ratio"), "{:.2f}"), _fmt(g.get("gen_cpu_pct_max"), "{:.0f}%") + bound)
-    return table
-
-
-def render(cal: dict[str, Any], console: Any) -> None:
-    """Print ``cal`` as rich tables (fitting 80 columns: each engine's, the ceilings), the placements, the goal line and the notes."""
-    from rich import box
-    from rich.table import Table
-
-    console.print(_generator_table(cal, "generator"))
-    if cal.get("generator_python"):
-        console.print(_generator_table(cal, "generator_python"))
-    if any(g.get("rounds") for g in cal["generator"]):
-        spread = Table(title="Spread over the rounds (min-max of each round's gen/C)", box=box.SIMPLE_HEAD,
-                       show_edge=False, pad_edge=False)
-        for col in ("conns", "place", "rounds", "rt/s gen/C", "p50 gen/C", "C rt/s"):
-            spread.add_column(col, justify="right", no_wrap=True)
-        echo = {(r["clients"], r["placement"]): r for r in cal["echo"]}
-        for g in cal["generator"]:
-            c = echo.get((g["clients"], g["placement"]), {})
-            c_range = c.get("rt_per_s_range")
-            spread.add_row(str(g["clients"]), g["placement"], str(g.get("n_rounds", "-")), _range(g, "rt_ratio"),
-                           _range(g, "p50_ratio"),
-                           f"{c_range[0]:,.0f}-{c_range[1]:,.0f}" if c_range else "-")
-        console.print(spread)
-
-    ceilings = Table(title="Machine ceilings on loopback", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
-                     caption=f"echo and connect: C client + c-reference; bulk: {cal['bulk']['tool']}")
-    for col in ("figure", "place", "rate", "p50", "p99"):
-        ceilings.add_column(col, justify="left" if col == "figure" else "right", no_wrap=True)
-    for c in cal["echo"]:
-        if c["clients"] == 1:
-            ceilings.add_row("1-connection request/response", c["placement"], _fmt(c.get("rt_per_s"), "{:,.0f}/s"),
-                             _fmt(c.get("p50_us"), "{:.0f} us"), _fmt(c.get("p99_us"), "{:.0f} us"))
-    for c in cal["connect"]:
-        ceilings.add_row(f"connect+request+close, {CONNECT_SLOTS} at once", c["placement"],
-                         _fmt(c.get("rt_per_s"), "{:,.0f}/s"), _fmt(c.get("p50_us"), "{:.0f} us"),
-                         _fmt(c.get("p99_us"), "{:.0f} us"))
-    for b in cal["bulk"]["points"]:
-        ceilings.add_row("bulk, one TCP stream", b["placement"], _fmt(b.get("gbit_per_s"), "{:.1f} Gbit/s"), "", "")
-    console.print(ceilings)
-    for name, place in cal["placements"].items():
-        console.print(f"  {name}: {place['description']}")
-    console.print(goal_line(cal["goal"]))
-    for note in cal["notes"]:
-        console.print(f"[yellow]note:[/] {note}", highlight=False, markup=True)
-
-
-def _range(row: dict[str, Any], key: str) -> str:
-    """'0.74-0.81': a ratio's range over the rounds."""
-    spread = row.get(f"{key}_range")
-    return f"{spread[0]:.2f}-{spread[1]:.2f}" if spread else "-"
-
-
-def goal_line(goal: dict[str, Any]) -> str:
-    """The line that states the goal, the medians and spread over the rounds, and whether it was reached."""
-    verdict = goal.get("verdict", "NOT MEASURED")
-    reliable = goal.get("reliable", verdict != "NOT MEASURED")
-    colour = {"PASS": "green", "MISS": "red"}.get(verdict, "yellow") if reliable else "yellow"
-
-    def got(key: str) -> str:
-        spread = goal.get(f"{key}_range")
-        around = f", rounds {spread[0]:.2f}-{spread[1]:.2f}" if spread else ""
-        return f"median {_fmt(goal.get(key), '{:.2f}')}x{around}"
-
-    line = (f"Goal ({goal.get('placement', '-')}): generator >= {GOAL_RT_RATIO}x C client rt/s at 100 connections "
-            f"(got {got('rt_ratio_at_100')}) and 1-connection p50 <= {GOAL_P50_RATIO}x "
-            f"(got {got('p50_ratio_at_1')}): [bold {colour}]{verdict}[/]")
-    if verdict != "NOT MEASURED" and not reliable:
-        line += f" [bold yellow]NOT RELIABLE[/]: {'; '.join(goal.get('unreliable_because') or [])}"
-    return line
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``bench calibrate``."""
-    parser.add_argument("--duration", type=float, default=3.0, metavar="SECONDS",
-                        help="measured window of each figure (default 3; a warmup of a quarter of it, at most 1 s, "
-                             "comes first)")
-    parser.add_argument("--quick", action="store_true",
-                        help="0.3 s per figure: a rough look in about 15 s (figures are noisy)")
-    parser.add_argument("--rounds", type=int, default=None, metavar="N",
-                        help=f"rounds of the generator-vs-C comparison, alternating which goes first (default "
-                             f"{ROUNDS}; {QUICK_ROUNDS} with --quick); the verdict needs {ROUNDS}")
-    parser.add_argument("--out", type=Path, default=DEFAULT_DIR, metavar="DIR",
-                        help=f"where to save <timestamp>.json and latest.json (default {DEFAULT_DIR})")
-    parser.add_argument("--no-iperf3", action="store_true",
-                        help="measure bulk throughput with the project's own sendfile/recv_into pair even when "
-                             "iperf3 is installed")
-
-
-def run(args: argparse.Namespace) -> int:
-    """``bench calibrate``: measure, print, save; 0 on success, 2 on bad input."""
-    from rich.console import Console
-
-    console = Console()
-    if args.duration <= 0:
-        print(f"error: --duration must be > 0 seconds, got {args.duration}", file=sys.stderr)
-        return 2
-    if args.rounds is not None and args.rounds < 1:
-        print(f"error: --rounds must be >= 1, got {args.rounds}", file=sys.stderr)
-        return 2
-    plan = Plan.make(args.duration, args.quick, args.rounds)
-    # 8 measured windows per round (4 C client, 4 generator), then 2 connect and 2 bulk, ~1 s of start-up each.
-    estimate = (8 * plan.rounds + 4) * (plan.duration_s + plan.warmup_s + 1.0)
-    console.print(f"Calibrating (about {estimate:.0f} s); keep the machine otherwise idle.")
-    cal = calibrate(args.out, args.duration, args.quick, progress=console.print, use_iperf3=not args.no_iperf3,
-                    rounds=args.rounds)
-    render(cal, console)
-    console.print(f"Saved: {cal['saved_as']} (and latest.json beside it)")
-    return 0
