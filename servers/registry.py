@@ -5,7 +5,8 @@ sockbench asks about it. The facts live here, in one :class:`Model` entry per
 model, and nowhere else:
 
 ``services``
-    the services the model offers (``"echo"``, ``"file"``); asking a model for
+    the services the model offers (``"echo"``, ``"file"``, ``"http"``,
+    ``"timeauth"``; c-reference echo only); asking a model for
     any other is refused by :meth:`Model.check` with a message naming the
     ones it has. A new service is one more name in the entries of the models
     that implement it.
@@ -78,7 +79,7 @@ if TYPE_CHECKING:
 Family = Literal["textbook", "ceiling", "deployed"]
 
 #: The services every Python model offers (the C ceiling serves echo only).
-PYTHON_SERVICES = ("echo", "file")
+PYTHON_SERVICES = ("echo", "file", "http", "timeauth")
 
 
 class UnknownModel(ValueError):
