@@ -52,6 +52,7 @@ connection socket after ``handle()`` returns or raises.
 from __future__ import annotations
 
 import importlib
+import io
 import os
 import select
 import socket
@@ -155,7 +156,7 @@ class LineReader:
     end of the stream.
     """
 
-    def __init__(self, rfile: BinaryIO, sock: socket.socket, timeouts: Timeouts) -> None:
+    def __init__(self, rfile: io.BufferedIOBase, sock: socket.socket, timeouts: Timeouts) -> None:
         self.rfile = rfile
         self.sock = sock
         self.timeouts = timeouts

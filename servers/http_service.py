@@ -38,11 +38,13 @@ prefork) run :class:`HTTPHandler`, a ``http.server.BaseHTTPRequestHandler``
 under their server class, exactly as the standard library builds
 ``ThreadingHTTPServer``: ``protocol_version = "HTTP/1.1"``, its parser, its
 keep-alive loop. Its per-request log line (``log_message`` to stderr) is off
-unless ``--log-requests``. What that line costs, measured with wrk against
-the threading model on a 1 KiB file, 10 keep-alive connections, 5 s each,
-alternating three rounds on the shared 2-core machine: see the note of
-``benchmarks`` below (``--log-requests`` serves about a third fewer requests
-per second; the figure and the command are in the project notes).
+unless ``--log-requests``, because it costs: ``python benchmarks/http_logging.py``
+(wrk, threading model, a 1 KiB file, 10 keep-alive connections, five
+alternating pairs of 3 s rounds, stderr to a file) measured the server's CPU
+per request at a median 150 us without the line and 176 us with it (+17%),
+and req/s with logging at 0.51 to 0.85 of req/s without (median 0.75). The
+machine was shared (load average 12 on 2 CPUs), so the rates are noisy and
+the CPU figure is the steadier one.
 
 The event-loop models (selectors, asyncio, asyncio-protocol, reuseport) run
 :class:`HTTPSession`, which parses with h11, a well-kept sans-IO HTTP/1.1
@@ -51,7 +53,7 @@ library, and hands the loop a head to write and a file to stream
 counted, a request body is read and dropped before answering).
 
 Limits differ in one way: ``http.server`` bounds each line (64 KiB) and the
-header count (100), so a head can reach 100 x 64 KiB; the h11 models also
+header count (99), so a head can reach 99 x 64 KiB; the h11 models also
 bound the whole head at :data:`MAX_HEAD`.
 
 Error handling
@@ -69,14 +71,14 @@ from __future__ import annotations
 
 import http.server
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import h11
 
 from servers import protocol
 from servers.exchange import Answer
-from servers.handlers import LineReader, kernel_timeouts, send_body
-from servers.limits import ConnectionTimeout
+from servers.handlers import LineReader, kernel_timeouts, send_all, send_body
+from servers.limits import ConnectionTimeout, SendTimeout
 
 if TYPE_CHECKING:
     from servers.blocking import ServiceServerMixin
@@ -180,6 +182,12 @@ class HTTPHandler(http.server.BaseHTTPRequestHandler):
             if body and size:
                 send_body(self.request, file, size, use_sendfile=service.sendfile, timeout=service.timeouts.send)
 
+    def flush_headers(self) -> None:
+        try:
+            super().flush_headers()
+        except BlockingIOError:  # SO_SNDTIMEO expired (see servers.handlers)
+            raise SendTimeout(self.server.service.timeouts.send or 0) from None
+
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """http.server's own refusals (400, 414, 431, 505) in the same form as this service's, with a status line.
 
@@ -199,9 +207,9 @@ class HTTPHandler(http.server.BaseHTTPRequestHandler):
                             ("Connection", "close"), *headers]:
             self.send_header(name, value)
         self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(text)
         self.close_connection = True
+        if self.command != "HEAD":
+            send_all(self.request, text, self.server.service.timeouts.send)
 
     def log_message(self, format: str, *args: Any) -> None:
         if self.server.service.log_requests:
@@ -313,15 +321,16 @@ class HTTPSession:
         conn = self.conn
         head = conn.send(h11.Response(status_code=200, reason=b"OK", headers=[
             ("Content-Type", CONTENT_TYPE), ("Content-Length", str(size))]))
+        body: BinaryIO | None = file
         if request.method == b"HEAD" or not size:
             file.close()
-            file, size = None, 0
+            body, size = None, 0
         else:
             conn.send_with_data_passthrough(h11.Data(data=_Length(size)))  # type: ignore[arg-type]
         head = (head or b"") + (conn.send(h11.EndOfMessage()) or b"")
         close = conn.our_state is h11.MUST_CLOSE
         self.over = close
-        return Answer(head, file, size, close=close)
+        return Answer(head, body, size, close=close)
 
     def problem(self, code: int, reason: str, headers: list[tuple[str, str]] = ()) -> Answer:  # type: ignore[assignment]
         """An error response with a one-line plain-text body; the connection closes after it."""

@@ -50,7 +50,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import socketserver
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -122,7 +122,7 @@ NOBODY = _digest(b"")
 
 
 def time_line() -> bytes:
-    return b"TIME " + datetime.now(timezone.utc).isoformat(timespec="microseconds").encode("ascii") + b"\n"
+    return b"TIME " + datetime.now(UTC).isoformat(timespec="microseconds").encode("ascii") + b"\n"
 
 
 def check_line(line: bytes) -> bytes | Answer:
