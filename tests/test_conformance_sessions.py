@@ -153,6 +153,15 @@ def test_http_pipelined_requests_are_answered_in_order(http_server: ServerProces
         assert client.response(head_only=True).headers["content-length"] == "1"
 
 
+@pytest.mark.parametrize("model", HTTP_MODELS)
+def test_http_without_sendfile(model: str, served: ServedTree) -> None:  # noqa: F811
+    """--no-sendfile: the bodies go out by the read/write loop, pipelined answers still in order."""
+    with serving(model, "http", root=served.root, sendfile=False) as server, http_client(server) as client:
+        client.send(b"GET /one-turn HTTP/1.1\r\nHost: t\r\n\r\nGET /f100k HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert_file(served, "one-turn", client.response())
+        assert_file(served, "f100k", client.response())
+
+
 def test_http_request_arriving_byte_by_byte(http_server: ServerProcess, served: ServedTree) -> None:  # noqa: F811
     with http_client(http_server) as client:
         client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
