@@ -41,13 +41,7 @@ bytes of it from offset 0 and closes it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, BinaryIO, Protocol
-
-if TYPE_CHECKING:
-    from servers.service import Service
-
-#: Services run as sessions by the event-loop models.
-SESSION_SERVICES = ("http", "timeauth")
+from typing import BinaryIO, Protocol
 
 
 @dataclass
@@ -68,18 +62,3 @@ class Session(Protocol):
     def buffered(self) -> bool: ...
 
     def next_answer(self) -> Answer | None: ...
-
-
-def new_session(service: Service) -> Session:
-    """A fresh session of ``service`` (``http`` or ``timeauth``) for one connection."""
-    if service.name == "http":
-        from servers.http_service import HTTPSession
-
-        assert service.root is not None  # checked at start-up
-        return HTTPSession(service.root)
-    if service.name == "timeauth":
-        from servers.timeauth import TimeAuthSession
-
-        assert service.credentials is not None  # checked at start-up
-        return TimeAuthSession(service.credentials)
-    raise ValueError(f"{service.name!r} is not a session service; session services: {', '.join(SESSION_SERVICES)}")

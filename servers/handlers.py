@@ -51,7 +51,6 @@ connection socket after ``handle()`` returns or raises.
 
 from __future__ import annotations
 
-import importlib
 import io
 import os
 import select
@@ -351,18 +350,5 @@ def sendfile_within(sock: socket.socket, file: BinaryIO, size: int, timeout: flo
         sock.setblocking(True)  # blocking again, bounded by SO_RCVTIMEO and SO_SNDTIMEO
 
 
-class Handlers(dict[str, type[socketserver.BaseRequestHandler]]):
-    """Handler class per service name; the handlers built on this module are imported when first asked for."""
-
-    #: service -> (module, class) of the handlers that import this module.
-    LATER = {"http": ("servers.http_service", "HTTPHandler"), "timeauth": ("servers.timeauth", "TimeAuthHandler")}
-
-    def __missing__(self, name: str) -> type[socketserver.BaseRequestHandler]:
-        module, attribute = self.LATER[name]
-        handler: type[socketserver.BaseRequestHandler] = getattr(importlib.import_module(module), attribute)
-        self[name] = handler
-        return handler
-
-
-#: Handler class per service name.
-HANDLERS = Handlers({"echo": EchoHandler, "file": FileHandler})
+#: Handler class per service name (the session services add theirs in :mod:`servers.sessions`).
+HANDLERS: dict[str, type[socketserver.BaseRequestHandler]] = {"echo": EchoHandler, "file": FileHandler}

@@ -23,6 +23,7 @@ import os
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,10 +131,8 @@ def make_service(model: str, name: str, options: ServerOptions) -> Service:
     root = credentials = None
     if name in ROOT_SERVICES:
         root = check_root(options.root, name)
-    if name == "timeauth":
-        from servers.timeauth import Credentials
-
-        credentials = Credentials.load(options.credentials)
+    if name in START_UP:
+        credentials = START_UP[name](options)
     return Service(
         model=model,
         name=name,
@@ -145,6 +144,10 @@ def make_service(model: str, name: str, options: ServerOptions) -> Service:
         log_requests=options.log_requests,
     )
 
+
+#: service name -> what it reads when built, before anything listens (timeauth's
+#: logins); filled by :mod:`servers.sessions`, which every model imports.
+START_UP: dict[str, Callable[[ServerOptions], Any]] = {}
 
 #: Services that serve files beneath ``--root``.
 ROOT_SERVICES = ("file", "http")

@@ -68,10 +68,11 @@ from typing import BinaryIO
 
 from servers import protocol
 from servers.config import ServerOptions
-from servers.exchange import Answer, new_session
+from servers.exchange import Answer
 from servers.limits import Expiry, next_expiry
 from servers.models.asyncio_streams import MIN_SWEEP_S, SENDFILE_PART, STOP_GRACE_S, check, stop_on_signals
 from servers.protocol import FileShrankError
+from servers.sessions import new_session
 from servers.service import Service, listen_error, make_service
 
 #: Size of the one read buffer (see "The read buffer" above).

@@ -70,9 +70,9 @@ from typing import Any
 
 from servers import protocol
 from servers.config import ServerOptions
-from servers.exchange import new_session
 from servers.limits import AcceptBackoff, ConnectionTimeout, IdleTimeout, RequestTimeout, SendTimeout
 from servers.protocol import FileShrankError
+from servers.sessions import new_session
 from servers.service import Service, SetupError, listen_error, make_service
 
 #: Longest wait for cancelled connection tasks to finish when stopping (the

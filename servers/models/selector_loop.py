@@ -68,10 +68,10 @@ from typing import BinaryIO
 
 from servers import protocol
 from servers.config import ServerOptions
-from servers.exchange import new_session
 from servers.limits import AcceptBackoff, Expiry, Timeouts, next_expiry, out_of_resources
 from servers.protocol import FileShrankError
 from servers.service import MSG_MORE, Service, accepted, listening_socket, make_service
+from servers.sessions import new_session
 
 #: Echo bytes queued for one client before the loop stops reading from it.
 #: Four receive chunks: enough to keep the socket busy while the client
