@@ -78,7 +78,7 @@ if TYPE_CHECKING:
 
 Family = Literal["textbook", "ceiling", "deployed"]
 
-#: The services every Python model offers (the C ceiling serves echo only).
+#: The services the Python models offer (the C ceiling serves echo only; gevent echo and file).
 PYTHON_SERVICES = ("echo", "file", "http", "timeauth")
 
 
@@ -195,7 +195,7 @@ MODELS: dict[str, Model] = _models(
           "--workers asyncio-protocol processes, each listening with SO_REUSEPORT on the same port: the "
           "kernel spreads connections over their queues (--backlog each); a dead worker is re-forked",
           loop=True),
-    Model("gevent", "servers.models.gevent_server", "deployed", PYTHON_SERVICES, "#332288",
+    Model("gevent", "servers.models.gevent_server", "deployed", ("echo", "file"), "#332288",
           "gevent's StreamServer, a greenlet per connection, no monkey-patching; one thread, bounded by "
           "descriptors; its --sendfile is os.sendfile (gevent's own socket.sendfile is an 8 KiB read/send "
           "loop); needs pip install -e '.[gevent]'", extra="gevent"),
