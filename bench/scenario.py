@@ -95,11 +95,11 @@ from pydantic import (
     model_validator,
 )
 
-from bench.loadgen.spec import ENGINES
+from bench.loadgen.spec import ENGINES, SERVICES
 from bench.results import PARAMETER_COLUMNS
 from bench.thresholds import Threshold, from_entry, parse_threshold
 from bench.units import format_bitrate, format_duration, format_size, parse_bitrate, parse_duration, parse_size, plural
-from servers.config import LOOPS, POOL_OPTIONS, SERVICES, ServerOptions
+from servers.config import LOOPS, POOL_OPTIONS, ServerOptions
 from servers.registry import MODELS, unavailable
 
 

@@ -41,7 +41,7 @@ from typing import Any
 
 from servers import registry
 from servers.config import LOOPS, POOL_OPTIONS, SERVICES, ServerOptions
-from servers.service import SetupError, root_directory
+from servers.service import ROOT_SERVICES, SetupError, root_directory
 from servers.work import cpu_work
 
 PROG = "python -m servers"
@@ -66,11 +66,14 @@ EPILOG = _models_help() + """
 services:
   echo          RFC 862: every byte sent back until the client closes
   file          request "PATH\\n", answer "OK SIZE\\n" + bytes or "ERR CODE REASON\\n"
+  http          HTTP/1.1 GET and HEAD of files under --root (keep-alive, pipelining)
+  timeauth      "name?", name, ACK byte, password, "TIME ..." for a login of
+                --credentials FILE (name:password lines)
 
 timeouts and limits (every model; c-reference: idle and send only):
   Each connection is closed, with one line on stderr, when it is idle for
   --idle-timeout (30 s), its request line is incomplete --request-timeout
-  after its first byte (10 s, file only) or a reply makes no progress for
+  after its first byte (10 s; file, http, timeauth) or a reply makes no progress for
   --send-timeout (30 s). 0 turns each off: the stdlib's servers wait forever.
   Out of file descriptors, a server stops accepting for 0.1 s doubling to
   1 s, logging one line per pause.
@@ -148,7 +151,7 @@ def _add_option(group: argparse._ArgumentGroup, field: dataclasses.Field[Any], k
         arguments["metavar"] = "S"
     elif kind in (Path, Path | None):
         arguments["type"] = Path
-        arguments["metavar"] = "DIR"
+        arguments["metavar"] = field.metadata.get("metavar", "DIR")
     else:
         arguments["type"] = str
         if field.name == "loop":
@@ -189,8 +192,12 @@ def check(model_name: str, service: str, options: ServerOptions) -> ModuleType:
     try:
         model = registry.model(model_name)
         module = model.check(service, options)
-        if service == "file":
-            root_directory(options.root)
+        if service in ROOT_SERVICES:
+            root_directory(options.root, service)
+        if service == "timeauth":
+            from servers.timeauth import Credentials
+
+            Credentials.load(options.credentials)
     except (registry.UnknownModel, registry.ModelUnavailable) as exc:
         raise UsageError(str(exc)) from None
     except ImportError as exc:

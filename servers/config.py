@@ -36,7 +36,7 @@ import socketserver
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SERVICES = ("echo", "file")
+SERVICES = ("echo", "file", "http", "timeauth")
 LOOPS = ("asyncio", "uvloop")
 
 #: Options that size one model's pool, and the models that have that pool.
@@ -59,9 +59,14 @@ class ServerOptions:
     root: Path | None = field(
         default=None,
         metadata={
-            "help": "directory served by the file service (required for it); opened once at start-up and every "
+            "help": "directory served by the file and http services (required for them); opened once at start-up and every "
             "request opened beneath it: symlinks are refused (403) even when they point inside, hard links are served"
         },
+    )
+    credentials: Path | None = field(
+        default=None,
+        metadata={"help": "timeauth service (required for it): file of the valid logins, one name:password a line; "
+                  "read once, before listening", "metavar": "FILE"},
     )
     cpu_work_us: int = field(
         default=0,
@@ -75,6 +80,11 @@ class ServerOptions:
         },
     )
     sendfile: bool = field(default=True, metadata={"help": "stream files with sendfile (off: a read/send loop)"})
+    log_requests: bool = field(
+        default=False,
+        metadata={"help": "http on the socketserver models: write http.server's line per request to stderr "
+                  "(off: it costs throughput, see servers.http_service)"},
+    )
     max_children: int = field(
         default=socketserver.ForkingMixIn.max_children,
         metadata={"help": "forking only: at most this many children; at the limit the accept loop waits for one to exit"},
@@ -104,7 +114,7 @@ class ServerOptions:
     )
     request_timeout: float = field(
         default=10.0,
-        metadata={"help": "file service: close a connection whose request line is not complete S seconds after its "
+        metadata={"help": "file, http and timeauth services: close a connection whose request line (http: request head) is not complete S seconds after its "
                   "first byte (stops slowloris, which an idle timeout does not); 0 = off"},
     )
     send_timeout: float = field(

@@ -51,6 +51,7 @@ connection socket after ``handle()`` returns or raises.
 
 from __future__ import annotations
 
+import io
 import os
 import select
 import socket
@@ -132,49 +133,75 @@ class FileHandler(socketserver.StreamRequestHandler):
         return True
 
     def read_request(self) -> bytes:
-        """The next request line, as ``rfile.readline(MAX_REQUEST_LINE)`` returns it, within the timeouts.
+        """The next request line, as ``rfile.readline(MAX_REQUEST_LINE)`` returns it, within the timeouts (see :class:`LineReader`)."""
+        reader = LineReader(self.rfile, self.request, self.server.service.timeouts)
+        return reader.readline(protocol.MAX_REQUEST_LINE)
 
-        Waits at most the idle timeout for each byte and, from the first byte
-        on, at most the request timeout for the whole line: ``readline``
-        alone would wait forever for a line trickling in a byte at a time.
-        A line that arrives in one read (the usual case) costs no system call
-        beyond that read; each further read of an incomplete line first sets
-        ``SO_RCVTIMEO`` to the time left (or the idle timeout, if shorter),
-        and the idle timeout is set back once the line is complete.
-        Reads go through ``rfile`` (peek, then take), so bytes after the line
-        stay buffered for the next request.
-        """
-        timeouts = self.server.service.timeouts
-        idle, request = timeouts.idle, timeouts.request
+
+class LineReader:
+    """``readline`` on a connection's ``rfile`` within the idle and request timeouts.
+
+    Waits at most the idle timeout for each byte and, from the first byte of
+    a request on, at most the request timeout for the whole request (every
+    line read until :meth:`next_request`): ``readline`` alone would wait
+    forever for a line trickling in a byte at a time.
+    A line that arrives in one read (the usual case) costs no system call
+    beyond that read; each further read of an incomplete line first sets
+    ``SO_RCVTIMEO`` to the time left (or the idle timeout, if shorter),
+    and the idle timeout is set back once the line is complete.
+    Reads go through ``rfile`` (peek, then take), so bytes after the line
+    stay buffered for the next request. Raises :class:`IdleTimeout` or
+    :class:`RequestTimeout`; returns what arrived (possibly ``b""``) at the
+    end of the stream.
+    """
+
+    def __init__(self, rfile: io.BufferedIOBase, sock: socket.socket, timeouts: Timeouts) -> None:
+        self.rfile = rfile
+        self.sock = sock
+        self.timeouts = timeouts
+        self.deadline: float | None = None
+
+    def next_request(self) -> None:
+        """The request timeout starts again at the next byte."""
+        self.deadline = None
+
+    def readline(self, limit: int = -1) -> bytes:
+        idle, request = self.timeouts.idle, self.timeouts.request
+        limit = limit if limit >= 0 else 1 << 62  # no limit: longer than any line
+        if self.deadline is not None and self.deadline <= time.monotonic():
+            raise RequestTimeout(request or 0)  # checked per line: whole lines a little under the idle timeout apart
         line = bytearray()
-        deadline: float | None = None
         shortened = False  # SO_RCVTIMEO changed from the idle timeout
         while True:
-            if deadline is not None:
-                left = deadline - time.monotonic()
+            if self.deadline is not None and line:
+                left = self.deadline - time.monotonic()
                 if left <= 0:
                     raise RequestTimeout(request or 0)
                 shortened = True
-                set_kernel_timeout(self.request, socket.SO_RCVTIMEO, left if idle is None else min(idle, left))
+                set_kernel_timeout(self.sock, socket.SO_RCVTIMEO, left if idle is None else min(idle, left))
             # A BufferedReader over a socket returns b"" both at the end of
             # the stream and when SO_RCVTIMEO expires (SocketIO maps EAGAIN
             # to "no data yet"); the peer's end is told apart below.
             pending = self.rfile.peek(1)  # type: ignore[attr-defined]
             if not pending:
-                if not waited_out(self.request):
+                if not waited_out(self.sock):
+                    self._restore(shortened)
                     return bytes(line)  # end of stream
-                if deadline is not None and deadline <= time.monotonic():
+                if self.deadline is not None and self.deadline <= time.monotonic():
                     raise RequestTimeout(request or 0)
                 raise IdleTimeout(idle or 0)
-            if deadline is None and request is not None:
-                deadline = time.monotonic() + request
-            room = protocol.MAX_REQUEST_LINE - len(line)
+            if self.deadline is None and request is not None:
+                self.deadline = time.monotonic() + request
+            room = limit - len(line)
             end = pending.find(protocol.NEWLINE, 0, room)
             line += self.rfile.read(end + 1 if end >= 0 else min(len(pending), room))
-            if end >= 0 or len(line) >= protocol.MAX_REQUEST_LINE:
-                if shortened:
-                    set_kernel_timeout(self.request, socket.SO_RCVTIMEO, idle)
+            if end >= 0 or len(line) >= limit:
+                self._restore(shortened)
                 return bytes(line)
+
+    def _restore(self, shortened: bool) -> None:
+        if shortened:
+            set_kernel_timeout(self.sock, socket.SO_RCVTIMEO, self.timeouts.idle)
 
 
 def waited_out(sock: socket.socket) -> bool:
@@ -263,6 +290,15 @@ def send_file(sock: socket.socket, file: BinaryIO, size: int, *, use_sendfile: b
     # MSG_MORE only when data follows: a corked header with nothing behind it
     # would wait for the kernel's cork timeout (200 ms).
     send(sock, protocol.ok_header(size), timeout, MSG_MORE if size else 0)
+    send_body(sock, file, size, use_sendfile=use_sendfile, timeout=timeout, send=send, sendfile=sendfile)
+
+
+def send_body(sock: socket.socket, file: BinaryIO, size: int, *, use_sendfile: bool, timeout: float | None,
+              send: Callable[..., None] | None = None,
+              sendfile: Callable[[socket.socket, BinaryIO, int, float | None], int] | None = None) -> None:
+    """Exactly ``size`` bytes of ``file`` from offset 0 (see :func:`send_file`); :class:`FileShrankError` if it ends first."""
+    send = send or send_all
+    sendfile = sendfile or sendfile_within
     sent = 0
     if use_sendfile:
         sent = sendfile(sock, file, size, timeout) if size else 0
@@ -314,5 +350,5 @@ def sendfile_within(sock: socket.socket, file: BinaryIO, size: int, timeout: flo
         sock.setblocking(True)  # blocking again, bounded by SO_RCVTIMEO and SO_SNDTIMEO
 
 
-#: Handler class per service name.
+#: Handler class per service name (the session services add theirs in :mod:`servers.sessions`).
 HANDLERS: dict[str, type[socketserver.BaseRequestHandler]] = {"echo": EchoHandler, "file": FileHandler}

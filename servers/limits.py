@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from servers.config import ServerOptions
 
 #: Services whose clients send request lines, and so get a request timeout.
-REQUEST_LINE_SERVICES = frozenset({"file"})
+REQUEST_LINE_SERVICES = frozenset({"file", "http", "timeauth"})
 
 
 class ConnectionTimeout(TimeoutError):

@@ -5,7 +5,8 @@ sockbench asks about it. The facts live here, in one :class:`Model` entry per
 model, and nowhere else:
 
 ``services``
-    the services the model offers (``"echo"``, ``"file"``); asking a model for
+    the services the model offers (``"echo"``, ``"file"``, ``"http"``,
+    ``"timeauth"``; c-reference echo only); asking a model for
     any other is refused by :meth:`Model.check` with a message naming the
     ones it has. A new service is one more name in the entries of the models
     that implement it.
@@ -77,8 +78,8 @@ if TYPE_CHECKING:
 
 Family = Literal["textbook", "ceiling", "deployed"]
 
-#: The services every Python model offers (the C ceiling serves echo only).
-PYTHON_SERVICES = ("echo", "file")
+#: The services the Python models offer (the C ceiling serves echo only; gevent echo and file).
+PYTHON_SERVICES = ("echo", "file", "http", "timeauth")
 
 
 class UnknownModel(ValueError):
@@ -194,7 +195,7 @@ MODELS: dict[str, Model] = _models(
           "--workers asyncio-protocol processes, each listening with SO_REUSEPORT on the same port: the "
           "kernel spreads connections over their queues (--backlog each); a dead worker is re-forked",
           loop=True),
-    Model("gevent", "servers.models.gevent_server", "deployed", PYTHON_SERVICES, "#332288",
+    Model("gevent", "servers.models.gevent_server", "deployed", ("echo", "file"), "#332288",
           "gevent's StreamServer, a greenlet per connection, no monkey-patching; one thread, bounded by "
           "descriptors; its --sendfile is os.sendfile (gevent's own socket.sendfile is an 8 KiB read/send "
           "loop); needs pip install -e '.[gevent]'", extra="gevent"),

@@ -23,8 +23,10 @@ import os
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from servers import protocol
 from servers.config import ServerOptions
@@ -91,6 +93,10 @@ class Service:
     sendfile: bool
     work: CpuWork
     timeouts: Timeouts = Timeouts()
+    #: The valid logins of the timeauth service (a :class:`servers.timeauth.Credentials`), None otherwise.
+    credentials: Any = None
+    #: http on the socketserver models: http.server's log line per request on stderr.
+    log_requests: bool = False
     peer_closes: PeerCloses = field(default_factory=PeerCloses, compare=False, repr=False)
 
     def log_error(self, peer: object, error: BaseException | str) -> None:
@@ -122,9 +128,11 @@ def _write_line(line: str) -> None:
 
 def make_service(model: str, name: str, options: ServerOptions) -> Service:
     """Check ``options`` for ``name`` and build the :class:`Service` (calibrating CPU work if asked)."""
-    root = None
-    if name == "file":
-        root = check_root(options.root)
+    root = credentials = None
+    if name in ROOT_SERVICES:
+        root = check_root(options.root, name)
+    if name in START_UP:
+        credentials = START_UP[name](options)
     return Service(
         model=model,
         name=name,
@@ -132,21 +140,31 @@ def make_service(model: str, name: str, options: ServerOptions) -> Service:
         sendfile=options.sendfile,
         work=cpu_work(options.cpu_work_us, options.cpu_work_iterations),
         timeouts=Timeouts.from_options(options, name),
+        credentials=credentials,
+        log_requests=options.log_requests,
     )
 
 
-def root_directory(root: Path | None) -> Path:
+#: service name -> what it reads when built, before anything listens (timeauth's
+#: logins); filled by :mod:`servers.sessions`, which every model imports.
+START_UP: dict[str, Callable[[ServerOptions], Any]] = {}
+
+#: Services that serve files beneath ``--root``.
+ROOT_SERVICES = ("file", "http")
+
+
+def root_directory(root: Path | None, name: str = "file") -> Path:
     """``--root`` checked before anything listens; :class:`SetupError` when missing or not a directory."""
     if root is None:
-        raise SetupError("the file service needs a directory to serve: add --root DIR")
+        raise SetupError(f"the {name} service needs a directory to serve: add --root DIR")
     if not Path(root).is_dir():
         raise SetupError(f"--root {root}: not a directory; pass an existing directory to serve")
     return Path(root)
 
 
-def check_root(root: Path | None) -> protocol.ServedRoot:
+def check_root(root: Path | None, name: str = "file") -> protocol.ServedRoot:
     """The served root, opened; :class:`SetupError` when missing, not a directory or unreadable."""
-    directory = root_directory(root)
+    directory = root_directory(root, name)
     try:
         return protocol.prepare_root(directory)
     except OSError as exc:

@@ -55,8 +55,32 @@ def _file(server: ServerProcess, root: Path) -> None:
         assert _receive(sock, len(header) + len(expected)) == header + expected
 
 
+def _http(server: ServerProcess, root: Path) -> None:
+    expected = (root / FILE_NAME).read_bytes()
+    with socket.create_connection(server.address, timeout=IO_TIMEOUT_S) as sock, sock.makefile("rb") as reader:
+        sock.sendall(f"GET /{FILE_NAME} HTTP/1.1\r\nHost: registry\r\n\r\n".encode())
+        assert reader.readline() == b"HTTP/1.1 200 OK\r\n"
+        headers = []
+        while (line := reader.readline()) not in (b"\r\n", b""):
+            headers.append(line.lower())
+        assert f"content-length: {len(expected)}\r\n".encode() in headers, headers
+        assert reader.read(len(expected)) == expected
+
+
+def _timeauth(server: ServerProcess, root: Path) -> None:
+    with socket.create_connection(server.address, timeout=IO_TIMEOUT_S) as sock, sock.makefile("rb") as reader:
+        assert reader.readline() == b"name?\n"
+        sock.sendall(b"registry\n")
+        assert reader.read(1) == b"\x06"
+        sock.sendall(b"facts\n")
+        assert reader.readline().startswith(b"TIME ")
+
+
 #: One exchange per service: what "the service works" means here.
-EXCHANGES: dict[str, Callable[[ServerProcess, Path], None]] = {"echo": _echo, "file": _file}
+EXCHANGES: dict[str, Callable[[ServerProcess, Path], None]] = {"echo": _echo, "file": _file, "http": _http,
+                                                                "timeauth": _timeauth}
+#: The logins file of the timeauth exchange, beside the served file.
+LOGINS = "logins"
 
 DECLARED = [(name, service) for name, model in registry.MODELS.items() for service in model.services]
 
@@ -70,6 +94,7 @@ def _available(name: str) -> None:
 def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("served")
     (folder / FILE_NAME).write_bytes(os.urandom(FILE_SIZE))
+    (folder / LOGINS).write_text("registry:facts\n")
     return folder
 
 
@@ -137,7 +162,8 @@ def test_figures_read_colour_and_ceiling_from_the_registry(name: str) -> None:
 @pytest.mark.parametrize(("name", "service"), DECLARED)
 def test_declared_service_works(name: str, service: str, root: Path) -> None:
     _available(name)
-    options = ServerOptions(root=root) if service == "file" else ServerOptions()
+    options = {"file": ServerOptions(root=root), "http": ServerOptions(root=root),
+               "timeauth": ServerOptions(credentials=root / LOGINS)}.get(service, ServerOptions())
     with run_server(name, service, options) as server:
         assert server.ready["model"] == name and server.ready["service"] == service
         EXCHANGES[service](server, root)

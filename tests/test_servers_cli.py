@@ -86,6 +86,9 @@ def test_unknown_service_is_a_usage_error(capsys: pytest.CaptureFixture[str]) ->
     [
         (["threading", "file"], "add --root DIR"),
         (["threading", "file", "--root", "/nonexistent/dir"], "not a directory"),
+        (["threading", "http"], "add --root DIR"),
+        (["threading", "timeauth"], "add --credentials FILE"),
+        (["selectors", "timeauth", "--credentials", "/nonexistent/creds"], "no such file"),
         (["forking", "echo", "--loop", "uvloop"], "only applies to the models asyncio"),
         (["threading", "echo", "--threads", "4"], "sizes the pool of threadpool only"),
         (["threadpool", "echo", "--workers", "2"], "sizes the pool of prefork, reuseport only"),
@@ -99,6 +102,20 @@ def test_bad_input_is_a_clear_error(argv: list[str], message: str, capsys: pytes
     status, out, err = _run_main(argv, capsys)
     assert status == 2 and out == ""
     assert message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("alice:pw\nbob\n", "line 2: no ':'"), (":pw\n", "line 1: empty user name"),
+     ("# only a comment\n", "no name:password line"), ("a:1\na:2\n", "line 2: user 'a' given twice")],
+)
+def test_bad_credentials_file_names_the_line(text: str, message: str, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    credentials = tmp_path / "logins"
+    credentials.write_text(text)
+    status, out, err = _run_main(["threading", "timeauth", "--credentials", str(credentials)], capsys)
+    assert status == 2 and out == ""
+    assert f"--credentials {credentials}" in err and message in err, err
 
 
 def test_uvloop_missing(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:

@@ -34,6 +34,7 @@ from hdrh.histogram import HdrHistogram
 from bench.loadgen import histograms
 from bench.results import lower_bound_column  # noqa: F401 - the row's flag columns, named by results
 
+#: Services the load generator can drive (and so scenarios may name); the servers offer more.
 SERVICES = ("echo", "file")
 MODES = ("closed", "open")
 LOOPS = ("auto", "asyncio", "uvloop")

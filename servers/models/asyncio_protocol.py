@@ -68,9 +68,11 @@ from typing import BinaryIO
 
 from servers import protocol
 from servers.config import ServerOptions
+from servers.exchange import Answer
 from servers.limits import Expiry, next_expiry
 from servers.models.asyncio_streams import MIN_SWEEP_S, SENDFILE_PART, STOP_GRACE_S, check, stop_on_signals
 from servers.protocol import FileShrankError
+from servers.sessions import new_session
 from servers.service import Service, listen_error, make_service
 
 #: Size of the one read buffer (see "The read buffer" above).
@@ -199,6 +201,7 @@ class FileConnection(Connection):
         self.lingering = False
         self.discarded = 0
         self.task: asyncio.Task[None] | None = None
+        self.close_after_reply = False
 
     def sending(self) -> bool:
         return self.busy or self.writing_paused
@@ -212,10 +215,18 @@ class FileConnection(Connection):
             if self.discarded >= protocol.LINGER_BYTES:
                 self.transport.close()
             return
-        if not self.pending:
+        if not self.has_pending():
             self.request_started = self.last_read
-        self.pending += data
+        self.take(data)
         self.advance()
+
+    def has_pending(self) -> bool:
+        """Part of a request is buffered."""
+        return bool(self.pending)
+
+    def take(self, data: memoryview) -> None:
+        """Buffer received bytes."""
+        self.pending += data
 
     def eof_received(self) -> bool:
         self.eof = True
@@ -226,31 +237,22 @@ class FileConnection(Connection):
     def advance(self) -> None:
         """Answer the buffered requests until one needs to wait for the socket; close at EOF."""
         while not self.busy and not self.lingering and not self.transport.is_closing():
-            try:
-                line = protocol.split_line(self.pending)
-            except protocol.RequestError as error:
-                self.reply_error(error)
-                continue
-            if line is None:
-                if not self.pending:
+            answer = self.next_answer()
+            if answer is None:
+                if not self.has_pending():
                     self.request_started = None
                 if self.eof:
                     self.transport.close()
                 return
-            now = time.monotonic()
-            self.request_started = now if self.pending else None
-            self.last_sent = now
-            self.service.work()
-            assert self.service.root is not None  # checked at start-up
-            try:
-                file, size = protocol.open_request(self.service.root, line)
-            except protocol.RequestError as error:
-                self.reply_error(error)
+            self.transport.write(answer.head)
+            file, size = answer.file, answer.size
+            if file is None or not size:
+                if file is not None:
+                    file.close()
+                if answer.close:
+                    self.linger()
                 continue
-            self.transport.write(protocol.ok_header(size))
-            if not size:
-                file.close()
-                continue
+            self.close_after_reply = answer.close
             self.busy = True
             self.transport.pause_reading()
             self.file, self.offset, self.remaining = file, 0, size
@@ -259,10 +261,28 @@ class FileConnection(Connection):
             else:
                 self.writable()
 
-    def reply_error(self, error: protocol.RequestError) -> None:
-        self.transport.write(protocol.error_line(error))
-        if error.close:
-            self.linger()
+    def next_answer(self) -> Answer | None:
+        """The answer to the next buffered request line; None when none is complete."""
+        try:
+            line = protocol.split_line(self.pending)
+        except protocol.RequestError as error:
+            return Answer(protocol.error_line(error), close=error.close)
+        if line is None:
+            return None
+        self.request_started_answer()
+        assert self.service.root is not None  # checked at start-up
+        try:
+            file, size = protocol.open_request(self.service.root, line)
+        except protocol.RequestError as error:
+            return Answer(protocol.error_line(error), close=error.close)
+        return Answer(protocol.ok_header(size), file, size)
+
+    def request_started_answer(self) -> None:
+        """A request is complete: its reply starts waiting to go out, and the next request's time starts now."""
+        now = time.monotonic()
+        self.request_started = now if self.has_pending() else None
+        self.last_sent = now
+        self.service.work()
 
     def linger(self) -> None:
         """Lingering close (see :mod:`servers.protocol`): FIN after the error line, then discard input for a while."""
@@ -315,8 +335,11 @@ class FileConnection(Connection):
         self.close_file()
         self.busy = False
         self.last_sent = time.monotonic()
-        if not self.pending:
+        if not self.has_pending():
             self.request_started = None
+        if self.close_after_reply:
+            self.linger()
+            return
         if not self.eof:
             self.transport.resume_reading()
         self.advance()
@@ -335,7 +358,33 @@ class FileConnection(Connection):
         self.close_file()
 
 
-CONNECTIONS: dict[str, type[Connection]] = {"echo": EchoConnection, "file": FileConnection}
+class SessionConnection(FileConnection):
+    """A session service (http, timeauth; see :mod:`servers.exchange`) on the file service's machinery."""
+
+    def __init__(self, server: ProtocolServer) -> None:
+        super().__init__(server)
+        self.session = new_session(server.service)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        if greeting := self.session.greeting():
+            self.transport.write(greeting)
+
+    def has_pending(self) -> bool:
+        return self.session.buffered()
+
+    def take(self, data: memoryview) -> None:
+        self.session.feed(data)
+
+    def next_answer(self) -> Answer | None:
+        answer = self.session.next_answer()
+        if answer is not None:
+            self.request_started_answer()
+        return answer
+
+
+CONNECTIONS: dict[str, type[Connection]] = {"echo": EchoConnection, "file": FileConnection,
+                                            "http": SessionConnection, "timeauth": SessionConnection}
 
 
 class ProtocolServer:

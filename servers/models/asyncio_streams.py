@@ -72,6 +72,7 @@ from servers import protocol
 from servers.config import ServerOptions
 from servers.limits import AcceptBackoff, ConnectionTimeout, IdleTimeout, RequestTimeout, SendTimeout
 from servers.protocol import FileShrankError
+from servers.sessions import new_session
 from servers.service import Service, SetupError, listen_error, make_service
 
 #: Longest wait for cancelled connection tasks to finish when stopping (the
@@ -147,7 +148,7 @@ class AsyncServer:
         # service, whose own line buffer adds at most that plus one chunk; the
         # default (64 KiB, one chunk) for echo.
         limit = protocol.MAX_REQUEST_LINE if self.service.name == "file" else protocol.CHUNK_SIZE
-        handler = self._echo if self.service.name == "echo" else self._file
+        handler = {"echo": self._echo, "file": self._file}.get(self.service.name, self._session)
         try:
             return await asyncio.start_server(
                 self._connection(handler), options.host, options.port, backlog=options.backlog, limit=limit
@@ -276,6 +277,46 @@ class AsyncServer:
                 writer.write(protocol.ok_header(size))
                 await self._send_file(writer, watch, file, size)
 
+    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, watch: Watch) -> None:
+        """A session service (http, timeauth; see :mod:`servers.exchange`): answers sent as the file service's."""
+        session = new_session(self.service)
+        idle, request = self.service.timeouts.idle, self.service.timeouts.request
+        loop = asyncio.get_running_loop()
+        started: float | None = None  # first byte of the request being read
+        if greeting := session.greeting():
+            writer.write(greeting)
+            await self._drain(writer, watch)
+        while True:
+            answer = session.next_answer()
+            if answer is None:
+                wait, error = idle, IdleTimeout
+                if started is not None and request is not None:
+                    left = started + request - loop.time()
+                    if left <= 0:
+                        raise RequestTimeout(request)
+                    if wait is None or left <= wait:
+                        wait, error = left, RequestTimeout
+                watch.arm(wait, error, loop.time())
+                data = await reader.read(protocol.CHUNK_SIZE)
+                if not data:
+                    return  # end of stream, possibly mid-request: nothing to answer
+                if not session.buffered():
+                    started = loop.time()
+                session.feed(data)
+                continue
+            started = loop.time() if session.buffered() else None
+            self.service.work()
+            writer.write(answer.head)
+            if answer.file is not None:
+                with answer.file:
+                    await self._send_file(writer, watch, answer.file, answer.size)
+            else:
+                await self._drain(writer, watch)
+            if answer.close:
+                watch.arm(None, IdleTimeout, 0)  # lingering has its own bound
+                await self._linger(reader, writer)
+                return
+
     @staticmethod
     async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Lingering close (see :mod:`servers.protocol`): FIN, then discard input for a bounded time and size."""
@@ -375,7 +416,7 @@ def check(service: str, options: ServerOptions) -> Callable[[], asyncio.Abstract
             "--loop uvloop: uvloop is not installed; install the extra (pip install 'sockbench[uvloop]') "
             "or use --loop asyncio"
         ) from None
-    if service == "file" and options.sendfile:
+    if service in ("file", "http") and options.sendfile:
         raise SetupError(
             "--loop uvloop: uvloop does not implement loop.sendfile; add --no-sendfile to serve files "
             "with a read/write loop, or use --loop asyncio"

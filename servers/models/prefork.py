@@ -61,7 +61,7 @@ from collections.abc import Callable
 
 from servers import blocking
 from servers.config import ServerOptions
-from servers.handlers import HANDLERS
+from servers.sessions import HANDLERS
 from servers.models.sequential import SequentialServer
 from servers.service import Service, make_service
 

@@ -71,6 +71,7 @@ from servers.config import ServerOptions
 from servers.limits import AcceptBackoff, Expiry, Timeouts, next_expiry, out_of_resources
 from servers.protocol import FileShrankError
 from servers.service import MSG_MORE, Service, accepted, listening_socket, make_service
+from servers.sessions import new_session
 
 #: Echo bytes queued for one client before the loop stops reading from it.
 #: Four receive chunks: enough to keep the socket busy while the client
@@ -201,12 +202,20 @@ class FileConnection(Connection):
             data = self.sock.recv(protocol.CHUNK_SIZE)
             if data:
                 self.last_read = time.monotonic()
-                if not self.inbuf:
+                if not self.has_pending():
                     self.request_started = self.last_read
-                self.inbuf += data
+                self.take(data)
             else:
                 self.eof = True
         self.advance()
+
+    def has_pending(self) -> bool:
+        """Part of a request is buffered."""
+        return bool(self.inbuf)
+
+    def take(self, data: bytes) -> None:
+        """Buffer received bytes."""
+        self.inbuf += data
 
     def advance(self) -> None:
         """Send what is pending, then take the next request; stop at EAGAIN or the turn's budget."""
@@ -317,7 +326,51 @@ class FileConnection(Connection):
         super().close()
 
 
-CONNECTIONS: dict[str, type[Connection]] = {"echo": EchoConnection, "file": FileConnection}
+class SessionConnection(FileConnection):
+    """A session service (http, timeauth; see :mod:`servers.exchange`) on the file service's machinery.
+
+    The session parses; this connection sends each answer's head and file
+    exactly as :class:`FileConnection` sends ``OK`` and a file, with the same
+    turn budget, timeouts and lingering close.
+    """
+
+    def __init__(self, sock: socket.socket, peer: object, service: Service) -> None:
+        super().__init__(sock, peer, service)
+        self.session = new_session(service)
+        self.stalled = False  # the session has no complete request since the last bytes fed
+        self.out += self.session.greeting()
+
+    def has_pending(self) -> bool:
+        return self.session.buffered()
+
+    def take(self, data: bytes) -> None:
+        self.session.feed(data)
+        self.stalled = False
+
+    def request_waiting(self) -> bool:
+        return not self.stalled and self.session.buffered()
+
+    def next_request(self) -> bool:
+        answer = self.session.next_answer()
+        if answer is None:
+            self.stalled = True
+            if not self.session.buffered():
+                self.request_started = None
+            return False
+        now = self.last_sent = time.monotonic()  # the reply starts waiting to go out
+        self.request_started = now if self.session.buffered() else None
+        self.service.work()
+        self.out += answer.head
+        if answer.file is not None and answer.size:
+            self.file, self.offset, self.remaining = answer.file, 0, answer.size
+        elif answer.file is not None:
+            answer.file.close()
+        self.close_after_answer = answer.close
+        return True
+
+
+CONNECTIONS: dict[str, type[Connection]] = {"echo": EchoConnection, "file": FileConnection,
+                                            "http": SessionConnection, "timeauth": SessionConnection}
 
 
 class Loop:
@@ -434,7 +487,7 @@ class Loop:
             sock.setblocking(False)
             connection = self.connection_class(sock, peer, self.service)
             self.connections[sock] = connection
-            self.selector.register(sock, READ, connection)
+            self.selector.register(sock, connection.events(), connection)  # WRITE too when a greeting waits
 
     def _serve(self, connection: Connection, mask: int) -> None:
         try:

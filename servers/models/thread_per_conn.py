@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from servers import blocking
 from servers.config import ServerOptions
-from servers.handlers import HANDLERS
+from servers.sessions import HANDLERS
 from servers.service import make_service
 
 

@@ -39,7 +39,7 @@ from typing import Any
 
 from servers import blocking
 from servers.config import ServerOptions
-from servers.handlers import HANDLERS
+from servers.sessions import HANDLERS
 from servers.service import Service, make_service
 
 
