@@ -18,7 +18,6 @@ import psutil
 import pytest
 
 from bench import calibrate as cal_mod
-from servers import native
 
 try:
     import bench.loadgen  # noqa: F401
@@ -42,7 +41,8 @@ def _check_saved(result: dict, out: Path) -> None:
     assert on_disk == {k: v for k, v in result.items() if k != "saved_as"}
 
 
-@pytest.mark.skipif(not native.available(), reason=native.why_unavailable() or "no C compiler")
+@pytest.mark.needs_cc
+@pytest.mark.slow
 def test_quick_calibration_with_c_programs(tmp_path: Path) -> None:
     lines: list[str] = []
     result = cal_mod.calibrate(tmp_path, quick=True, progress=lines.append)
@@ -90,6 +90,7 @@ def test_quick_calibration_with_c_programs(tmp_path: Path) -> None:
     _check_saved(result, tmp_path)
 
 
+@pytest.mark.slow
 def test_without_a_compiler_c_parts_are_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()

@@ -564,7 +564,7 @@ def test_file_client_leaving_mid_transfer(model: str, sendfile: bool, served: Se
 
 
 def test_second_client_while_first_stays_connected(echo_server: ServerProcess) -> None:
-    """The seed's lesson: sequential leaves a second client unanswered until the first leaves; the others serve both."""
+    """The first lesson: sequential leaves a second client unanswered until the first leaves; the others serve both."""
     with connect(echo_server) as first, connect(echo_server) as second:
         assert echo(first, b"first") == b"first"
         second.sendall(b"second")

@@ -25,7 +25,7 @@ import pytest
 from servers import native
 from servers.config import ServerOptions
 
-pytestmark = pytest.mark.skipif(not native.available(), reason=native.why_unavailable() or "C programs unavailable")
+pytestmark = pytest.mark.needs_cc
 
 #: Bounds every blocking step of these tests: loopback answers in microseconds.
 TIMEOUT_S = 10.0
@@ -188,16 +188,10 @@ def test_twenty_clients_at_once(server_bin: Path) -> None:
     assert results == payloads
 
 
-def test_ipv6(server_bin: Path) -> None:
-    if not socket.has_ipv6:
-        pytest.skip("no IPv6")
-    try:
-        socket.socket(socket.AF_INET6).bind(("::1", 0))
-    except OSError:
-        pytest.skip("::1 not available")
-    with c_server(server_bin, host="::1") as (_, ready):
-        assert ready["host"] == "::1"
-        assert _echo("::1", ready["port"], b"hello over IPv6", 5) == b"hello over IPv6"
+def test_ipv6(server_bin: Path, ipv6_loopback: str) -> None:
+    with c_server(server_bin, host=ipv6_loopback) as (_, ready):
+        assert ready["host"] == ipv6_loopback
+        assert _echo(ipv6_loopback, ready["port"], b"hello over IPv6", 5) == b"hello over IPv6"
 
 
 def test_sigterm_with_live_connections_exits_zero(server_bin: Path) -> None:
