@@ -50,17 +50,18 @@ import datetime as _dt
 import math
 import sys
 import warnings as _warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from bench.results import PARAMETER_COLUMNS
 from bench.format import format_param, formatter_for
+from bench.results import PARAMETER_COLUMNS
 from bench.stats import NotAResultsFolder, Results, load_results
 from bench.units import plural
 
@@ -105,8 +106,9 @@ class ComparisonResult:
 
     def figures(self) -> dict[str, Figure]:
         """Overlay figures (throughput, latency) and the ratio figure, per service when there are several."""
-        from bench.plots import style
         from matplotlib import rc_context
+
+        from bench.plots import style
 
         services = self.results[0].services
         views = [self] if len(services) == 1 else [
@@ -568,7 +570,7 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def default_output_dir(root: Path = Path("results")) -> Path:
-    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     path = root / f"compare-{stamp}"
     i = 2
     while path.exists():  # never reuse a folder

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import math
 import textwrap
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import matplotlib
 
@@ -37,7 +38,6 @@ from matplotlib.ticker import FuncFormatter, LogLocator, MultipleLocator, NullFo
 
 from bench.format import fmt_bytes, fmt_count, fmt_time_us
 from bench.vocabulary import FAILED, FLAG_LABELS, GENERATOR_BOUND, UNSTABLE
-
 from servers import registry
 
 #: Colours of models the registry does not know (a results folder from an

@@ -107,7 +107,7 @@ class Connection(asyncio.BufferedProtocol):
         self.last_read = time.monotonic()
         try:
             self.received(self.server.read_view[:nbytes])
-        except Exception as exc:  # one bad connection must not stop the others
+        except Exception as exc:  # noqa: BLE001 - one bad connection must not stop the others
             self.fail(exc)
 
     def pause_writing(self) -> None:
@@ -120,7 +120,7 @@ class Connection(asyncio.BufferedProtocol):
         self.last_sent = time.monotonic()
         try:
             self.writable()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - as in buffer_updated: this connection fails, not the server
             self.fail(exc)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -303,7 +303,7 @@ class FileConnection(Connection):
                 self.remaining -= part
         except asyncio.CancelledError:
             return  # the connection is gone or the server stops
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a failed send fails this connection only
             if not self.transport.is_closing():
                 self.fail(exc)
             return

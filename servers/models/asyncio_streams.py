@@ -180,7 +180,7 @@ class AsyncServer:
                 if watch.expired is not None and not self.stopping:
                     self.service.log_error(writer.get_extra_info("peername"), watch.expired)
                 # else a stop: the connection is aborted below
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - logged; one bad connection must not stop the others
                 if isinstance(exc, ConnectionTimeout):
                     watch.expired = exc
                 if not self.stopping:

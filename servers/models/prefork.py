@@ -252,7 +252,7 @@ def run_worker(server: SequentialServer) -> None:
             continue
         try:
             server.process_request(request, address)  # TCPServer: the handler, then close
-        except Exception:
+        except Exception:  # noqa: BLE001 - as socketserver's: reported by handle_error, the worker goes on
             server.handle_error(request, address)
             server.shutdown_request(request)
 
