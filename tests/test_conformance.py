@@ -1,4 +1,8 @@
-"""Conformance suite: the contract every Python server model keeps, for both services.
+"""Conformance suite: the contract every server model keeps, for both services.
+
+Every Python model serves both services; ``c-reference`` (the C epoll
+program, the machine's ceiling) serves echo only and joins every echo test
+where a C compiler is there to build it (``needs_cc``).
 
 Each test starts real servers with :func:`servers.launch.run_server` (a
 subprocess, its ready line, a clean stop) and talks to them over loopback with
@@ -44,10 +48,15 @@ from servers.registry import LOOP_MODELS, PYTHON_MODELS
 from servers.work import calibrate, spin
 
 MODELS = PYTHON_MODELS
-CONCURRENT_MODELS = tuple(model for model in MODELS if model != "sequential")
+SERVICES = ("echo", "file")
+#: The models the echo tests run: the C reference too, where it can be built.
+ECHO_MODELS = (*MODELS, pytest.param("c-reference", marks=pytest.mark.needs_cc))
+#: Every (model, service) pair served.
+MODEL_SERVICES = [*((model, service) for model in MODELS for service in SERVICES),
+                  pytest.param("c-reference", "echo", marks=pytest.mark.needs_cc)]
+CONCURRENT_MODELS = (*(model for model in MODELS if model != "sequential"), "c-reference")
 #: Models that serve at most N connections at once, and the option setting N.
 BOUNDED_MODELS = {"threadpool": "threads", "prefork": "workers"}
-SERVICES = ("echo", "file")
 
 #: Longest wait for anything that should happen (an echo, a file, an exit).
 IO_TIMEOUT_S = 15.0
@@ -118,7 +127,7 @@ def serving(model: str, service: str, served: ServedTree | None = None, **option
         assert "Traceback" not in stderr, stderr
 
 
-@pytest.fixture(scope="module", params=MODELS)
+@pytest.fixture(scope="module", params=ECHO_MODELS)
 def echo_server(request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
     with serving(request.param, "echo") as server:
         yield server
@@ -337,8 +346,7 @@ def _server_side_nodelay(server: ServerProcess, client: socket.socket) -> int:
         return copy.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
 
 
-@pytest.mark.parametrize("service", SERVICES)
-@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize(("model", "service"), MODEL_SERVICES)
 def test_every_accepted_connection_has_tcp_nodelay(model: str, service: str, served: ServedTree) -> None:
     """The cause of the stalls above, read directly: the server's socket option, per model and service."""
     with serving(model, service, served) as server, connect(server) as sock:
@@ -403,7 +411,7 @@ def test_echo_half_close_like_nc(echo_server: ServerProcess, size: int) -> None:
         assert received == payload, "every byte before the EOF, then the server's own EOF"
 
 
-@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("model", ECHO_MODELS)
 def test_echo_twenty_clients_at_once(model: str) -> None:
     clients = 20
     # backlog 32: all twenty connects complete at once even where the server
@@ -684,7 +692,7 @@ def listening_sockets(server: ServerProcess) -> list[list[str]]:
 PER_WORKER_LISTENERS = {"reuseport"}
 
 
-@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("model", ECHO_MODELS)
 def test_every_model_listens_with_the_backlog_asked_for(model: str) -> None:
     with serving(model, "echo", backlog=3, workers=2) as server:
         rows = listening_sockets(server)
@@ -737,8 +745,7 @@ def _open_live_connections(server: ServerProcess, model: str, service: str, stac
         waiting.sendall(b"one-without-newline")
 
 
-@pytest.mark.parametrize("service", SERVICES)
-@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize(("model", "service"), MODEL_SERVICES)
 def test_sigterm_with_live_connections(model: str, service: str, served: ServedTree) -> None:
     options = ServerOptions(root=served.root) if service == "file" else ServerOptions()
     with run_server(model, service, options) as server, contextlib.ExitStack() as stack:
@@ -750,7 +757,7 @@ def test_sigterm_with_live_connections(model: str, service: str, served: ServedT
         assert "Traceback" not in server.stderr_tail(200)
 
 
-@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("model", ECHO_MODELS)
 def test_sigint_stops_like_sigterm(model: str) -> None:
     with run_server(model, "echo") as server, contextlib.ExitStack() as stack:
         _open_live_connections(server, model, "echo", stack)
