@@ -54,6 +54,8 @@ def one_quick(values: Iterable[Any]) -> list[Any]:
             params.append(value)
         elif isinstance(value, ParameterSet):
             params.append(pytest.param(*value.values, marks=(*value.marks, pytest.mark.slow), id=value.id))
+        elif isinstance(value, tuple):  # the values of several arguments
+            params.append(pytest.param(*value, marks=pytest.mark.slow))
         else:
             params.append(pytest.param(value, marks=pytest.mark.slow))
     return params

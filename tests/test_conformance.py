@@ -15,7 +15,9 @@ Timeouts: positive checks wait up to :data:`IO_TIMEOUT_S` (a hang fails in
 seconds, a busy 2-core machine still passes); negative checks ("no answer
 yet") wait :data:`QUIET_S`, far longer than a served answer takes on loopback.
 Servers that tests only talk to are shared per module; a test that changes a
-server's state for good (stops it, pins it at a limit) starts its own.
+server's state for good (stops it, pins it at a limit) starts its own, and
+runs one model in the quick subset (``-m "not slow"``), every model in the
+full suite.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ from servers.models.prefork import RestartBudget
 from servers.models.selector_loop import FILE_BYTES_PER_TURN
 from servers.registry import LOOP_MODELS, PYTHON_MODELS
 from servers.work import calibrate, spin
+
+from conftest import one_quick
 
 MODELS = PYTHON_MODELS
 SERVICES = ("echo", "file")
@@ -346,7 +350,7 @@ def _server_side_nodelay(server: ServerProcess, client: socket.socket) -> int:
         return copy.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
 
 
-@pytest.mark.parametrize(("model", "service"), MODEL_SERVICES)
+@pytest.mark.parametrize(("model", "service"), one_quick(MODEL_SERVICES))
 def test_every_accepted_connection_has_tcp_nodelay(model: str, service: str, served: ServedTree) -> None:
     """The cause of the stalls above, read directly: the server's socket option, per model and service."""
     with serving(model, service, served) as server, connect(server) as sock:
@@ -411,7 +415,7 @@ def test_echo_half_close_like_nc(echo_server: ServerProcess, size: int) -> None:
         assert received == payload, "every byte before the EOF, then the server's own EOF"
 
 
-@pytest.mark.parametrize("model", ECHO_MODELS)
+@pytest.mark.parametrize("model", one_quick(ECHO_MODELS))
 def test_echo_twenty_clients_at_once(model: str) -> None:
     clients = 20
     # backlog 32: all twenty connects complete at once even where the server
@@ -555,7 +559,7 @@ def _send_ignoring_errors(sock: socket.socket, data: bytes) -> None:
 
 
 @pytest.mark.parametrize("sendfile", [True, False], ids=["sendfile", "no-sendfile"])
-@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("model", one_quick(MODELS))
 def test_file_client_leaving_mid_transfer(model: str, sendfile: bool, served: ServedTree) -> None:
     with serving(model, "file", served, sendfile=sendfile) as server:
         with file_client(server) as quitter:
@@ -692,7 +696,7 @@ def listening_sockets(server: ServerProcess) -> list[list[str]]:
 PER_WORKER_LISTENERS = {"reuseport"}
 
 
-@pytest.mark.parametrize("model", ECHO_MODELS)
+@pytest.mark.parametrize("model", one_quick(ECHO_MODELS))
 def test_every_model_listens_with_the_backlog_asked_for(model: str) -> None:
     with serving(model, "echo", backlog=3, workers=2) as server:
         rows = listening_sockets(server)
@@ -745,7 +749,7 @@ def _open_live_connections(server: ServerProcess, model: str, service: str, stac
         waiting.sendall(b"one-without-newline")
 
 
-@pytest.mark.parametrize(("model", "service"), MODEL_SERVICES)
+@pytest.mark.parametrize(("model", "service"), one_quick(MODEL_SERVICES))
 def test_sigterm_with_live_connections(model: str, service: str, served: ServedTree) -> None:
     options = ServerOptions(root=served.root) if service == "file" else ServerOptions()
     with run_server(model, service, options) as server, contextlib.ExitStack() as stack:
@@ -757,7 +761,7 @@ def test_sigterm_with_live_connections(model: str, service: str, served: ServedT
         assert "Traceback" not in server.stderr_tail(200)
 
 
-@pytest.mark.parametrize("model", ECHO_MODELS)
+@pytest.mark.parametrize("model", one_quick(ECHO_MODELS))
 def test_sigint_stops_like_sigterm(model: str) -> None:
     with run_server(model, "echo") as server, contextlib.ExitStack() as stack:
         _open_live_connections(server, model, "echo", stack)
@@ -804,7 +808,7 @@ def _best_cpu_cost(iterations: int, repeat: int = 5) -> float:
 
 
 @pytest.mark.parametrize("service", SERVICES)
-@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("model", one_quick(MODELS))
 def test_cpu_work_costs_server_cpu(model: str, service: str, served: ServedTree) -> None:
     rounds, work_us = 20, 5000
     iterations = round(calibrate() * work_us)
