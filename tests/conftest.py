@@ -21,7 +21,7 @@ import psutil
 import pytest
 from _pytest.mark.structures import ParameterSet
 
-from servers import native
+from servers import native, registry
 
 from thread_servers import ThreadServer
 
@@ -40,6 +40,18 @@ def pytest_unconfigure(config) -> None:
     import shutil
 
     shutil.rmtree(os.environ["XDG_CACHE_HOME"], ignore_errors=True)
+
+
+def served_by(service: str) -> list[Any]:
+    """The registered models that offer ``service``, as parameters; a native one is marked ``needs_cc``."""
+    return [pytest.param(name, marks=pytest.mark.needs_cc) if model.native else name
+            for name, model in registry.MODELS.items() if model.offers(service)]
+
+
+def model_services() -> list[Any]:
+    """Every (model, service) pair the registry declares, as parameters; native ones marked ``needs_cc``."""
+    return [pytest.param(name, service, marks=pytest.mark.needs_cc) if model.native else (name, service)
+            for name, model in registry.MODELS.items() for service in model.services]
 
 
 def one_quick(values: Iterable[Any]) -> list[Any]:

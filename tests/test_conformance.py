@@ -49,15 +49,14 @@ from servers.models.selector_loop import FILE_BYTES_PER_TURN
 from servers.registry import LOOP_MODELS, PYTHON_MODELS
 from servers.work import calibrate, spin
 
-from conftest import one_quick
+from conftest import model_services, one_quick, served_by
 
 MODELS = PYTHON_MODELS
 SERVICES = ("echo", "file")
 #: The models the echo tests run: the C reference too, where it can be built.
-ECHO_MODELS = (*MODELS, pytest.param("c-reference", marks=pytest.mark.needs_cc))
+ECHO_MODELS = served_by("echo")
 #: Every (model, service) pair served.
-MODEL_SERVICES = [*((model, service) for model in MODELS for service in SERVICES),
-                  pytest.param("c-reference", "echo", marks=pytest.mark.needs_cc)]
+MODEL_SERVICES = model_services()
 CONCURRENT_MODELS = (*(model for model in MODELS if model != "sequential"), "c-reference")
 #: Models that serve at most N connections at once, and the option setting N.
 BOUNDED_MODELS = {"threadpool": "threads", "prefork": "workers"}

@@ -29,10 +29,10 @@ from servers.config import ServerOptions
 from servers.launch import ServerProcess, run_server
 from servers.registry import PYTHON_MODELS
 
-from conftest import one_quick
+from conftest import one_quick, served_by
 
-C_MODELS = (pytest.param("c-reference", marks=pytest.mark.needs_cc),)
-ECHO_MODELS = (*PYTHON_MODELS, *C_MODELS)
+ECHO_MODELS = served_by("echo")
+C_MODELS = tuple(model for model in ECHO_MODELS if model not in PYTHON_MODELS)
 
 #: Short timeouts keep the tests fast; the margin absorbs a machine shared
 #: with other work (a close may come a sweep interval, 5%, late by design).
