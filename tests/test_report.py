@@ -410,6 +410,7 @@ def test_report_embeds_the_figure_files_already_drawn_without_drawing_them_again
     assert "could not be drawn" not in text
 
 
+@pytest.mark.slow
 def test_report_draws_missing_figures_once_and_is_readable_by_all(tmp_path):
     folder = write_fake_results(tmp_path / "r", models=("threading",), repetitions=1)
     path = write_report(folder)
