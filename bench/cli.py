@@ -25,8 +25,9 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from bench.format import fmt_bytes, fmt_time_us, fmt_whole
 from bench.thresholds import EXIT_CROSSED

@@ -49,9 +49,10 @@ import dataclasses
 import math
 import sys
 import warnings as _warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd

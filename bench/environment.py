@@ -60,7 +60,7 @@ def collect_environment(placement: dict | None = None) -> dict:
     scope, scope_note = counter_scope()
     return {
         FORMAT_KEY: FORMAT_VERSIONS["environment.json"],
-        "timestamp": _iso(dt.datetime.now(dt.timezone.utc)),
+        "timestamp": _iso(dt.datetime.now(dt.UTC)),
         "hostname": socket.gethostname(),
         "python": {
             "version": platform.python_version(),
@@ -80,7 +80,7 @@ def collect_environment(placement: dict | None = None) -> dict:
         "ulimits": ulimits(),
         "packages": package_versions(),
         "sockbench": {"version": _version("sockbench"), **git_state(REPO_DIR)},
-        "boot_time": _iso(dt.datetime.fromtimestamp(psutil.boot_time(), dt.timezone.utc)),
+        "boot_time": _iso(dt.datetime.fromtimestamp(psutil.boot_time(), dt.UTC)),
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "clocksource": _read_text("/sys/devices/system/clocksource/clocksource0/current_clocksource"),
         "placement": placement,

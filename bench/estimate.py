@@ -23,8 +23,9 @@ import dataclasses
 import json
 import os
 import statistics
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 #: Version of the history file's layout; another version is ignored, not misread.
 VERSION = 1
@@ -75,7 +76,7 @@ class History:
     path: Path | None = None
 
     @classmethod
-    def load(cls, path: Path | None = None) -> "History":
+    def load(cls, path: Path | None = None) -> History:
         """The history at ``path`` (default :func:`history_path`); an empty one if it is missing or unusable."""
         path = path or history_path()
         try:

@@ -17,8 +17,9 @@ raise on odd data: a value that is missing simply produces no sentence.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import pandas as pd
 
@@ -538,7 +539,7 @@ def _parse_time(text: Any) -> Any:
         moment = _dt.datetime.fromisoformat(str(text))
     except (TypeError, ValueError):
         return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=_dt.timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=_dt.UTC)
 
 
 def results_placement(results: Results) -> str:

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 #: Printed for a value that is missing or not a finite number.
 MISSING = "-"

@@ -29,7 +29,7 @@ from collections.abc import Iterable
 
 #: The policies, default first. ``split`` is the default because a generator
 #: sharing the server's CPU takes cycles from it and hides the server's own
-#: limit (measured here: docs/guide.md, and machine-facts on placement).
+#: limit (docs/guide.md shows the measurements).
 PLACEMENTS = ("split", "shared", "none")
 
 

@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -104,7 +105,7 @@ class RunProgress:
 
     # ------------------------------------------------------------------
 
-    def __enter__(self) -> "RunProgress":
+    def __enter__(self) -> RunProgress:
         self._live.start()
         return self
 

@@ -37,9 +37,10 @@ import json
 import math
 import re
 import sys
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -47,8 +48,15 @@ from bench.findings import Finding, compute_findings, findings_by_topic, load_ca
 from bench.format import fmt_bytes, fmt_rate, fmt_time_us
 from bench.results import write_text_atomically
 from bench.stats import (
-    METRIC_LABELS, NotAResultsFolder, Results, bound_mark, ci_label, load_results, lower_bound_names,
-    served_phrase, unresolved_connects,
+    METRIC_LABELS,
+    NotAResultsFolder,
+    Results,
+    bound_mark,
+    ci_label,
+    load_results,
+    lower_bound_names,
+    served_phrase,
+    unresolved_connects,
 )
 from bench.summary import summary_warnings
 from bench.vocabulary import BUSY, CV_THRESHOLD, FAILED, FAILED_STATUSES, GENERATOR_BOUND, UNSTABLE, point_flags
@@ -517,7 +525,7 @@ def render_report(results: Results, calibration: Any = None, figures: dict[str, 
     """The report's HTML text, embedding the figure files ``figures`` ({base: path}, see :func:`draw_missing_figures`)."""
     figures = figures or {}
     findings = compute_findings(results, calibration)
-    generated = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    generated = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     sections = [
         f"<h1>{_e(results.name)}</h1>",
         _meta_html(results),

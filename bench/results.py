@@ -46,8 +46,9 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any, Iterable, Iterator, Mapping
+from typing import IO, Any
 
 from bench.vocabulary import CONN_OUTCOMES, CONN_PENDING, GENERATOR_BOUND_RULE
 
@@ -351,7 +352,7 @@ FILE_MODE = 0o644
 
 def utc_stamp(now: _dt.datetime | None = None) -> str:
     """``20261201T210500Z``: the UTC time every fresh results, calibration and compare name starts with."""
-    return (now or _dt.datetime.now(_dt.timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
+    return (now or _dt.datetime.now(_dt.UTC)).strftime("%Y%m%dT%H%M%SZ")
 
 
 def fresh_path(root: Path, name: str, suffix: str = "", *, folder: bool = True) -> Path:

@@ -57,15 +57,17 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from bench import cpuwork
 from bench.placement import placement_cpus
 from bench.results import DISK_FULL_ERRNOS, DiskFull, ResultsWriter, cpu_busy_column, new_results_dir
-from bench.stopping import Stopped, deferred_stop, signal_name, signum_of, stop_signals
+from bench.stopping import deferred_stop, signal_name, signum_of, stop_signals
 from servers import native, registry
+
 
 class Interrupted(Exception):
     """A scenario stopped by Ctrl-C, SIGTERM or SIGHUP; the results folder holds every finished run.
@@ -373,7 +375,7 @@ def execute_run(scenario: Any, plan: RunPlan, writer: ResultsWriter, *, file_roo
             row.update(KernelCounters.delta(kernel.get("before", {}), kernel.get("after", {})))
             row.update(cpuwork.check_row(row, server.ready, cpu_work))
             row.update({cpu_busy_column(cpu): busy for cpu, busy in kernel.get("busy", {}).items()})
-            row["started_at"] = dt.datetime.fromtimestamp(result.window_start, dt.timezone.utc).isoformat()
+            row["started_at"] = dt.datetime.fromtimestamp(result.window_start, dt.UTC).isoformat()
             row["server_exit"] = exit_status
             histograms = result.histograms
             timeline = [dict(r, source="load") for r in result.timeline]

@@ -43,21 +43,30 @@ error: a scenario interrupted early still has a readable folder.
 
 from __future__ import annotations
 
-import json
 import math
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from bench.format import format_param
-from bench.results import (CPU_BUSY_COLUMN, PARAMETER_COLUMNS, RUN_COLUMNS, TIMELINE_COLUMNS, lower_bound_column,
-                           merge_histograms, read_environment, read_hlog, read_runs, read_summary, read_timeline)
-from bench.units import plural
+from bench.results import (
+    CPU_BUSY_COLUMN,
+    PARAMETER_COLUMNS,
+    RUN_COLUMNS,
+    lower_bound_column,
+    merge_histograms,
+    read_environment,
+    read_hlog,
+    read_runs,
+    read_summary,
+    read_timeline,
+)
 from bench.vocabulary import BUSY_THRESHOLD_PCT, CONN_OUTCOMES, CONN_PENDING, CV_THRESHOLD
 from servers import registry
 
@@ -433,7 +442,7 @@ class Results:
         """The folder's service (the first one when it holds several)."""
         return self.services[0]
 
-    def subset(self, service: str) -> "Results":
+    def subset(self, service: str) -> Results:
         """A view of the runs of one ``service`` only (figures are drawn per service)."""
         runs = self.runs[self.runs["service"] == service].reset_index(drop=True)
         ids = set(runs["run_id"])
@@ -442,7 +451,7 @@ class Results:
                        environment=self.environment, _hist_cache=self._hist_cache,
                        facet=service if len(self.services) > 1 else "")
 
-    def facets(self) -> list["Results"]:
+    def facets(self) -> list[Results]:
         """One view per service when the folder holds several, else just this one."""
         if len(self.services) <= 1:
             return [self]

@@ -16,7 +16,8 @@ import dataclasses
 import os
 import signal
 import threading
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 #: Signals that stop a scenario the way Ctrl-C does: SIGTERM is what ``kill``,
 #: ``timeout`` and CI cancellation send, SIGHUP what a closed terminal sends.

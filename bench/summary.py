@@ -35,8 +35,18 @@ import pandas as pd
 
 from bench.results import FORMAT_KEY, FORMAT_VERSIONS, PARAMETER_COLUMNS, atomic_file
 from bench.stats import (
-    DEFAULT_METRICS, LOWER_BOUNDED_METRICS, METRIC_LABELS, MIN_N_FOR_CI, STAT_FIELDS, Results, aggregate, first_line,
-    load_results, lower_bound_names, served_phrase, where_phrase,
+    DEFAULT_METRICS,
+    LOWER_BOUNDED_METRICS,
+    METRIC_LABELS,
+    MIN_N_FOR_CI,
+    STAT_FIELDS,
+    Results,
+    aggregate,
+    first_line,
+    load_results,
+    lower_bound_names,
+    served_phrase,
+    where_phrase,
 )
 from bench.units import plural
 from bench.vocabulary import BUSY_THRESHOLD_PCT, CV_THRESHOLD, FAILED_STATUSES, GENERATOR_BOUND_RULE
@@ -93,7 +103,7 @@ def summary_of(results: Results) -> dict[str, Any]:
     gb = runs["generator_bound"].fillna(False).astype(bool) if len(runs) else pd.Series([], dtype=bool)
     return {
         FORMAT_KEY: FORMAT_VERSIONS["summary.json"],
-        "generated_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "generated_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "scenario": {"name": results.name, "description": results.description, "service": results.service,
                      "services": results.services},
         "swept": swept,

@@ -39,8 +39,9 @@ import difflib
 import math
 import operator
 import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 from bench.results import METRIC_ALIASES, METRIC_COLUMNS, column_unit
 from bench.units import UnitError, parse_duration, parse_size

@@ -26,7 +26,8 @@ figures mark it from the sysctls a results folder records.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 # --------------------------------------------------------------------------
 # Connection outcomes

@@ -35,7 +35,6 @@ sys.path.insert(0, str(HERE / "tests"))
 
 from hostile_scenarios import BASE, cases  # noqa: E402
 
-
 #: The child: import, then time load_scenario alone; one result line on stdout.
 CHILD = """
 import sys, time, traceback

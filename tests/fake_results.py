@@ -1,10 +1,10 @@
 """A synthetic but realistic results folder, written exactly as bench/results.py specifies.
 
 Plots, compare and report are developed and tested against this fixture while
-real folders come from ``bench run``. The numbers follow the machine facts
-(forking's summed RSS ~6x its PSS, a full accept queue turning into SYN
-retries at 1 s and 3 s, sequential serving one client at a time), and every
-special case a reader must handle is present by default:
+real folders come from ``bench run``. The numbers follow what 2-CPU machines
+measured (forking's summed RSS ~6x its PSS, a full accept queue turning into
+SYN retries at 1 s and 3 s, sequential serving one client at a time), and
+every special case a reader must handle is present by default:
 
 * several models including ``c-reference``; a swept parameter (``clients``);
 * 3 repetitions with small deterministic noise (so medians are exact);
@@ -33,8 +33,9 @@ import csv
 import json
 import math
 import zlib
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import yaml
@@ -120,7 +121,7 @@ def write_fake_results(
                         tl_rows += _timeline(row)
                     if hlogs:
                         _write_hlogs(path / "hist", row, noise)
-    _write_csv(path / "runs.csv", run_columns(2), runs)  # the machine facts' two CPUs
+    _write_csv(path / "runs.csv", run_columns(2), runs)  # two CPUs, as on the machines these numbers come from
     if timeline:
         _write_csv(path / "timeline.csv", TIMELINE_COLUMNS, tl_rows)
     _write_scenario(path, name, services if len(services) > 1 else services[0], models, repetitions, sweep, backlog)

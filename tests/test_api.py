@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench import api
+
 from fake_results import write_fake_results
 
 REPO = Path(__file__).resolve().parent.parent
@@ -39,6 +40,7 @@ def test_histogram_of_an_unknown_run_names_the_runs(tmp_path):
         api.load_results(tmp_path / "missing")
 
 
+@pytest.mark.slow
 def test_running_example_runs_a_real_scenario(tmp_path, monkeypatch, capsys):
     (tmp_path / "scenarios").mkdir()
     shutil.copy(REPO / "scenarios" / "quick.yaml", tmp_path / "scenarios")

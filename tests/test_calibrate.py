@@ -19,7 +19,6 @@ import pytest
 
 from bench.calibration import cli, measure, persist, render
 from bench.results import FORMAT_KEY, FORMAT_VERSIONS, ResultsFileError
-from servers import native
 
 try:
     import bench.loadgen  # noqa: F401
@@ -43,7 +42,8 @@ def _check_saved(result: dict, out: Path) -> None:
     assert on_disk == {k: v for k, v in result.items() if k != "saved_as"}
 
 
-@pytest.mark.skipif(not native.available(), reason=native.why_unavailable() or "no C compiler")
+@pytest.mark.needs_cc
+@pytest.mark.slow
 def test_quick_calibration_with_c_programs(tmp_path: Path) -> None:
     lines: list[str] = []
     result = measure.calibrate(tmp_path, quick=True, progress=lines.append)
@@ -91,6 +91,7 @@ def test_quick_calibration_with_c_programs(tmp_path: Path) -> None:
     _check_saved(result, tmp_path)
 
 
+@pytest.mark.slow
 def test_without_a_compiler_c_parts_are_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()

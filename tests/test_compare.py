@@ -12,6 +12,7 @@ import yaml
 from scipy.stats import ttest_ind
 
 from bench.compare import ScenarioMismatch, add_compare_arguments, compare, compare_command, holm_adjust
+
 from fake_results import STABLE_NOISE, write_fake_results
 
 MODELS = ("threading", "selectors", "asyncio")

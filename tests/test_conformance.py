@@ -1,4 +1,8 @@
-"""Conformance suite: the contract every Python server model keeps, for both services.
+"""Conformance suite: the contract every server model keeps, for both services.
+
+Every Python model serves both services; ``c-reference`` (the C epoll
+program, the machine's ceiling) serves echo only and joins every echo test
+where a C compiler is there to build it (``needs_cc``).
 
 Each test starts real servers with :func:`servers.launch.run_server` (a
 subprocess, its ready line, a clean stop) and talks to them over loopback with
@@ -11,7 +15,9 @@ Timeouts: positive checks wait up to :data:`IO_TIMEOUT_S` (a hang fails in
 seconds, a busy 2-core machine still passes); negative checks ("no answer
 yet") wait :data:`QUIET_S`, far longer than a served answer takes on loopback.
 Servers that tests only talk to are shared per module; a test that changes a
-server's state for good (stops it, pins it at a limit) starts its own.
+server's state for good (stops it, pins it at a limit) starts its own, and
+runs one model in the quick subset (``-m "not slow"``), every model in the
+full suite.
 """
 
 from __future__ import annotations
@@ -43,11 +49,17 @@ from servers.models.selector_loop import FILE_BYTES_PER_TURN
 from servers.registry import LOOP_MODELS, PYTHON_MODELS
 from servers.work import calibrate, spin
 
+from conftest import model_services, one_quick, served_by
+
 MODELS = PYTHON_MODELS
-CONCURRENT_MODELS = tuple(model for model in MODELS if model != "sequential")
+SERVICES = ("echo", "file")
+#: The models the echo tests run: the C reference too, where it can be built.
+ECHO_MODELS = served_by("echo")
+#: Every (model, service) pair served.
+MODEL_SERVICES = model_services()
+CONCURRENT_MODELS = (*(model for model in MODELS if model != "sequential"), "c-reference")
 #: Models that serve at most N connections at once, and the option setting N.
 BOUNDED_MODELS = {"threadpool": "threads", "prefork": "workers"}
-SERVICES = ("echo", "file")
 
 #: Longest wait for anything that should happen (an echo, a file, an exit).
 IO_TIMEOUT_S = 15.0
@@ -118,7 +130,7 @@ def serving(model: str, service: str, served: ServedTree | None = None, **option
         assert "Traceback" not in stderr, stderr
 
 
-@pytest.fixture(scope="module", params=MODELS)
+@pytest.fixture(scope="module", params=ECHO_MODELS)
 def echo_server(request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
     with serving(request.param, "echo") as server:
         yield server
@@ -337,8 +349,7 @@ def _server_side_nodelay(server: ServerProcess, client: socket.socket) -> int:
         return copy.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
 
 
-@pytest.mark.parametrize("service", SERVICES)
-@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize(("model", "service"), one_quick(MODEL_SERVICES))
 def test_every_accepted_connection_has_tcp_nodelay(model: str, service: str, served: ServedTree) -> None:
     """The cause of the stalls above, read directly: the server's socket option, per model and service."""
     with serving(model, service, served) as server, connect(server) as sock:
@@ -403,7 +414,7 @@ def test_echo_half_close_like_nc(echo_server: ServerProcess, size: int) -> None:
         assert received == payload, "every byte before the EOF, then the server's own EOF"
 
 
-@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("model", one_quick(ECHO_MODELS))
 def test_echo_twenty_clients_at_once(model: str) -> None:
     clients = 20
     # backlog 32: all twenty connects complete at once even where the server
@@ -547,7 +558,7 @@ def _send_ignoring_errors(sock: socket.socket, data: bytes) -> None:
 
 
 @pytest.mark.parametrize("sendfile", [True, False], ids=["sendfile", "no-sendfile"])
-@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("model", one_quick(MODELS))
 def test_file_client_leaving_mid_transfer(model: str, sendfile: bool, served: ServedTree) -> None:
     with serving(model, "file", served, sendfile=sendfile) as server:
         with file_client(server) as quitter:
@@ -564,7 +575,7 @@ def test_file_client_leaving_mid_transfer(model: str, sendfile: bool, served: Se
 
 
 def test_second_client_while_first_stays_connected(echo_server: ServerProcess) -> None:
-    """The seed's lesson: sequential leaves a second client unanswered until the first leaves; the others serve both."""
+    """The first lesson: sequential leaves a second client unanswered until the first leaves; the others serve both."""
     with connect(echo_server) as first, connect(echo_server) as second:
         assert echo(first, b"first") == b"first"
         second.sendall(b"second")
@@ -684,7 +695,7 @@ def listening_sockets(server: ServerProcess) -> list[list[str]]:
 PER_WORKER_LISTENERS = {"reuseport"}
 
 
-@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("model", one_quick(ECHO_MODELS))
 def test_every_model_listens_with_the_backlog_asked_for(model: str) -> None:
     workers = {"workers": 2} if model in POOL_OPTIONS["workers"] else {}  # two listeners for reuseport
     with serving(model, "echo", backlog=3, **workers) as server:
@@ -738,8 +749,7 @@ def _open_live_connections(server: ServerProcess, model: str, service: str, stac
         waiting.sendall(b"one-without-newline")
 
 
-@pytest.mark.parametrize("service", SERVICES)
-@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize(("model", "service"), one_quick(MODEL_SERVICES))
 def test_sigterm_with_live_connections(model: str, service: str, served: ServedTree) -> None:
     options = ServerOptions(root=served.root) if service == "file" else ServerOptions()
     with run_server(model, service, options) as server, contextlib.ExitStack() as stack:
@@ -751,7 +761,7 @@ def test_sigterm_with_live_connections(model: str, service: str, served: ServedT
         assert "Traceback" not in server.stderr_tail(200)
 
 
-@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("model", one_quick(ECHO_MODELS))
 def test_sigint_stops_like_sigterm(model: str) -> None:
     with run_server(model, "echo") as server, contextlib.ExitStack() as stack:
         _open_live_connections(server, model, "echo", stack)
@@ -798,7 +808,7 @@ def _best_cpu_cost(iterations: int, repeat: int = 5) -> float:
 
 
 @pytest.mark.parametrize("service", SERVICES)
-@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("model", one_quick(MODELS))
 def test_cpu_work_costs_server_cpu(model: str, service: str, served: ServedTree) -> None:
     rounds, work_us = 20, 5000
     iterations = round(calibrate() * work_us)

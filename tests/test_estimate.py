@@ -7,8 +7,16 @@ from types import SimpleNamespace
 
 import pytest
 
-from bench.estimate import (DEFAULT_FINISH_FIXED_S, DEFAULT_FINISH_PER_RUN_S, DEFAULT_OVERHEAD_S, KEEP, VERSION,
-                            History, estimate, fmt_duration)
+from bench.estimate import (
+    DEFAULT_FINISH_FIXED_S,
+    DEFAULT_FINISH_PER_RUN_S,
+    DEFAULT_OVERHEAD_S,
+    KEEP,
+    VERSION,
+    History,
+    estimate,
+    fmt_duration,
+)
 
 
 def plans(*models: str) -> list[SimpleNamespace]:

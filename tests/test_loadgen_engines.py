@@ -5,7 +5,7 @@ other against one in-test server and asserts that they agree: the same
 classification of every outcome (which error columns are non-zero, which
 connect outcomes) and, where the server answers an exact budget of
 requests, the same request and byte counts. The servers are the obviously
-right blocking ones of ``tests/test_loadgen.py``. Latency agreement is not a
+right blocking ones of ``tests/thread_servers.py``. Latency agreement is not a
 test (it is machine-dependent); ``benchmarks/native_engine.py`` prints it.
 Also here: the native engine's histogram index against hdrh, engine
 selection, and the clean end of a run (no resets) for both engines.
@@ -28,13 +28,20 @@ import pytest
 from bench.loadgen import FileTarget, LoadGenError, LoadSpec, engines, histograms, run_load
 from bench.loadgen import spec as specmod
 from servers import native
-from test_loadgen import (  # the fixtures too: servers closed, workers reaped after each test
-    ThreadServer, corrupt_echo_handler, corrupt_file_handler, echo_handler, file_handler, hold, no_leftover_workers,
-    recv_exact, reset_handler, server, stream_echo_handler,
+
+from thread_servers import (
+    ThreadServer,
+    corrupt_echo_handler,
+    corrupt_file_handler,
+    echo_handler,
+    file_handler,
+    hold,
+    recv_exact,
+    reset_handler,
+    stream_echo_handler,
 )
 
-needs_native = pytest.mark.skipif(not native.available(), reason=native.why_unavailable() or "no C compiler")
-pytestmark = needs_native
+pytestmark = [pytest.mark.needs_cc, pytest.mark.usefixtures("no_leftover_workers")]
 ENGINES = ("python", "native")
 ERR_COLUMNS = ("err_reset", "err_timeout", "err_closed_early", "err_short", "err_corrupt")
 CONN_COLUMNS = ("conn_ok", "conn_refused", "conn_reset", "conn_timeout", "conn_emfile", "conn_eaddrnotavail", "conn_other")
@@ -91,6 +98,7 @@ def test_file_budget_and_checksums_agree(server: Callable[..., ThreadServer], tm
         assert row["mb_per_s"] * row["duration_s"] * 1e6 == pytest.approx(srv.bytes_served), engine
 
 
+@pytest.mark.slow
 def test_large_echo_messages_and_reconnects(server: Callable[..., ThreadServer]) -> None:
     for engine in ENGINES:
         big = server(echo_handler, budget=30, message_bytes=200_000)
@@ -145,6 +153,7 @@ def test_close_mid_reply(server: Callable[..., ThreadServer]) -> None:
     assert_same_classification(both(srv.port), {"err_short"}, {"conn_ok"})
 
 
+@pytest.mark.slow
 def test_never_answers(server: Callable[..., ThreadServer]) -> None:
     srv = server(lambda conn, _srv: hold(conn))
     results = both(srv.port, clients=3, warmup_s=0.2)

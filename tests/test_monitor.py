@@ -29,12 +29,11 @@ from bench.monitor import (
     KernelCounters,
     ServerMonitor,
     accept_queue,
-
+    kernel,
     read_sysctls,
     syn_retry_times,
     wait_for_idle,
 )
-from bench.monitor import kernel
 from bench.results import FORMAT_KEY, RUN_COLUMNS, TIMELINE_COLUMNS
 
 TREE_PROGRAM = r'''

@@ -12,6 +12,7 @@ from matplotlib.patches import Rectangle
 from bench.plots import FIGURES, add_plot_arguments, build_figures, plot_command, plot_results
 from bench.plots.style import FLAGS, model_colour
 from bench.stats import load_results
+
 from fake_results import write_fake_results
 
 MODELS = ("sequential", "threading", "forking", "c-reference")
@@ -33,6 +34,7 @@ def _legend_texts(fig) -> list[str]:
     return [t.get_text() for legend in fig.legends for t in legend.get_texts()]
 
 
+@pytest.mark.slow
 def test_plot_results_writes_every_figure_as_png_and_svg(tmp_path):
     # small on purpose: every timeline is drawn twice (PNG, SVG), the slow part
     fake = write_fake_results(tmp_path / "r", models=("forking", "c-reference"), sweep=("clients", (1, 50)),
@@ -188,6 +190,7 @@ def test_lower_bounds_and_clients_served_are_drawn(tmp_path):
         assert "served 1/100" in texts, name
 
 
+@pytest.mark.slow
 def test_a_figure_that_fails_is_named_and_the_others_are_written(tmp_path, monkeypatch):
     # Two workers, so the failure crosses a process boundary as it does after `bench run`.
     import bench.plots as plots

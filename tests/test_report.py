@@ -25,10 +25,11 @@ from bench.report import add_report_arguments, report_command, write_report
 from bench.results import FORMAT_VERSIONS
 from bench.stats import load_results
 from bench.summary import summary_warnings
+
+from conftest import CHROMIUM
 from fake_results import write_fake_results
 
 MODELS = ("sequential", "threading", "forking", "c-reference")
-CHROMIUM = "/usr/bin/chromium"
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +47,7 @@ def report(fake):
 # Content
 
 
+@pytest.mark.slow
 def test_report_is_self_contained(report):
     text = report.read_text(encoding="utf-8")
     refs = re.findall(r"""(?:src|href)\s*=\s*["']([^"']*)["']""", text, flags=re.I)
@@ -56,6 +58,7 @@ def test_report_is_self_contained(report):
     assert "<script" not in text.lower() and "@import" not in text and "url(" not in text
 
 
+@pytest.mark.slow
 def test_the_stylesheet_is_package_data_inlined_whole(report):
     """bench/report.css is declared package data (an installed bench has it) and each report inlines all of it."""
     import tomllib
@@ -67,6 +70,7 @@ def test_the_stylesheet_is_package_data_inlined_whole(report):
     assert f"<style>{css.read_text(encoding='utf-8')}</style>" in text
 
 
+@pytest.mark.slow
 def test_report_embeds_decodable_figures(report):
     text = report.read_text(encoding="utf-8")
     svgs = re.findall(r"data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)", text)
@@ -76,6 +80,7 @@ def test_report_embeds_decodable_figures(report):
     assert all(base64.b64decode(p).startswith(b"\x89PNG") for p in pngs)
 
 
+@pytest.mark.slow
 def test_report_shows_scenario_warnings_table_and_findings(fake, report):
     text = report.read_text(encoding="utf-8")
     assert "clients-sweep" in text and "How do the server models cope" in text  # name, teaching text
@@ -87,7 +92,7 @@ def test_report_shows_scenario_warnings_table_and_findings(fake, report):
     results = load_results(fake)
     forking = results.aggregate[(results.aggregate["model"] == "forking") & (results.aggregate["point"] == 2)].iloc[0]
     pss, rss = fmt_mib(forking["mem_pss_peak_bytes_median"]), fmt_mib(forking["mem_rss_peak_bytes_median"])
-    assert f"PSS over 41 processes" in text and f"summed RSS says {rss}" in text and pss in text
+    assert "PSS over 41 processes" in text and f"summed RSS says {rss}" in text and pss in text
 
 
 def test_findings_follow_the_data(fake, tmp_path):
@@ -221,8 +226,8 @@ _CHECK_IMAGES = """JSON.stringify(Array.from(document.images).map(i => {
 }))"""
 
 
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"Chromium is not installed at {CHROMIUM} "
-                                                        "(Debian: apt-get install chromium)")
+@pytest.mark.needs_chromium
+@pytest.mark.slow
 def test_report_renders_in_headless_chromium(report, tmp_path):
     browser = DevTools(tmp_path / "profile")
     try:
@@ -265,6 +270,7 @@ def _calibration(*clients: int, rt_per_s: float = 200_000.0, host: str = "bench-
             "connect": [], "bulk": {"tool": "iperf3", "points": []}}
 
 
+@pytest.mark.slow
 def test_calibrated_ceiling_gives_a_share_only_where_it_matches(fake):
     results = load_results(fake)
     agg = results.aggregate
@@ -278,6 +284,7 @@ def test_calibrated_ceiling_gives_a_share_only_where_it_matches(fake):
     assert "measured 2025-01-01 11:00 UTC on bench-host)" in ceiling[0] and "with care" not in ceiling[0]
 
 
+@pytest.mark.slow
 def test_a_share_above_the_ceiling_names_the_busy_day_and_host_it_came_from(fake):
     results = load_results(fake)
     suspect = _calibration(50, rt_per_s=1_000.0, host="other-host", created_at="2024-06-01T09:00:00+00:00", busy=60)
@@ -364,6 +371,7 @@ def test_scenario_descriptions_teach_without_quoting_measured_figures(path):
     assert not re.search(r"\bup to \d{3,}", text), text
 
 
+@pytest.mark.slow
 def test_report_marks_lower_bounds_and_unserved_clients(tmp_path):
     folder = write_fake_results(tmp_path / "r", models=("sequential", "asyncio"), sweep=("clients", (1, 100)),
                                 repetitions=1, lower_bound_p99=True, timeline=False)
@@ -380,6 +388,7 @@ def test_findings_say_who_was_served_and_which_latencies_are_lower_bounds(tmp_pa
     assert any("asyncio's p99 latency at clients=100 is at least" in t and "≥ 2 s" in t for t in texts), texts
 
 
+@pytest.mark.slow
 def test_report_embeds_the_figure_files_already_drawn_without_drawing_them_again(tmp_path, monkeypatch):
     import bench.plots as plots
 
@@ -402,6 +411,7 @@ def test_report_embeds_the_figure_files_already_drawn_without_drawing_them_again
     assert "could not be drawn" not in text
 
 
+@pytest.mark.slow
 def test_report_draws_missing_figures_once_and_is_readable_by_all(tmp_path):
     folder = write_fake_results(tmp_path / "r", models=("threading",), repetitions=1)
     path = write_report(folder)
@@ -409,6 +419,7 @@ def test_report_draws_missing_figures_once_and_is_readable_by_all(tmp_path):
     assert path.stat().st_mode & 0o777 == 0o644
 
 
+@pytest.mark.slow
 def test_bench_report_and_plot_write_a_missing_summary(tmp_path, capsys):
     from bench.plots import plot_command
 

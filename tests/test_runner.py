@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -22,6 +21,8 @@ from bench.runner import plan_runs, run_scenario, runner_pinned
 from bench.scenario import parse_scenario
 from bench.summary import write_summary
 from servers import native
+
+from conftest import fill_disk
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -81,6 +82,7 @@ def test_runner_and_threads_it_starts_are_pinned_during_a_run_and_restored_after
     assert os.sched_getaffinity(0) == before
 
 
+@pytest.mark.slow
 def test_run_writes_a_complete_results_folder(tmp_path, monkeypatch):
     from bench.calibration.persist import load_stored, save
     from bench.results import FORMAT_KEY, FORMAT_VERSIONS
@@ -138,6 +140,7 @@ def test_server_threads_sizes_the_pool_of_threadpool_alone(tmp_path):
     assert peaks == {("threading", 1): 5, ("threading", 3): 5, ("threadpool", 1): 2, ("threadpool", 3): 4}, peaks
 
 
+@pytest.mark.slow
 def test_a_server_killed_mid_run_is_recorded_as_failed(tmp_path):
     scenario = parse_scenario(tiny_scenario(models="[threading]", duration="4s"))
     me = psutil.Process()
@@ -193,6 +196,7 @@ def wait_for_new_server(parent: psutil.Process, old: set[int], timeout_s: float 
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize("sig, status, name", [
     (signal.SIGINT, 130, "Ctrl-C"), (signal.SIGTERM, 143, "SIGTERM"), (signal.SIGHUP, 129, "SIGHUP")])
+@pytest.mark.slow
 def test_a_stop_signal_mid_run_keeps_finished_runs_and_reaps_the_server(tmp_path, sig, status, name):
     path = tmp_path / "tiny.yaml"
     path.write_text(tiny_scenario(repetitions="5", duration="1s"))
@@ -251,6 +255,7 @@ def _cpu_work_scenario(models: str) -> object:
         "load:", "server:\n  cpu_work_us: 200\nload:"))
 
 
+@pytest.mark.slow
 def test_cpu_work_is_calibrated_once_and_recorded(tmp_path):
     results = run_scenario(_cpu_work_scenario("[forking, threading]"), results_root=tmp_path, finish=False)
     env = json.loads((results / "environment.json").read_text())
@@ -263,6 +268,7 @@ def test_cpu_work_is_calibrated_once_and_recorded(tmp_path):
     assert not runs["cpu_work_short"].any(), runs[["model", "requests", "server_cpu_user_s", "server_cpu_sys_s"]]
 
 
+@pytest.mark.slow
 def test_a_run_doing_less_cpu_work_than_labelled_is_flagged(tmp_path, monkeypatch):
     from bench import cpuwork
 
@@ -312,6 +318,7 @@ def test_a_second_ctrl_c_while_the_summary_is_written_keeps_it(tmp_path, monkeyp
 
 
 @pytest.mark.timeout(90)
+@pytest.mark.slow
 def test_a_killed_forking_server_is_recorded_as_died_and_bench_run_exits_1(tmp_path, capsys):
     from bench import cli
 
@@ -342,37 +349,7 @@ def test_a_killed_forking_server_is_recorded_as_died_and_bench_run_exits_1(tmp_p
     assert runs["error"][0].startswith("server died during the run (signal 9, SIGKILL)"), runs["error"][0]
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A real 16 MiB filesystem (tmpfs), unmounted afterwards; skipped where mounting is not allowed."""
-    mount_point = tmp_path / "small-disk"
-    mount_point.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=0755", "tmpfs", str(mount_point)],
-                          capture_output=True, text=True)
-    if made.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.strip()}")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
-
-
-def fill_disk(folder: Path, leave: int = 0) -> None:
-    """Write a file into ``folder`` until its filesystem has no byte left, then free ``leave`` bytes."""
-    block = b"\0" * (1 << 16)
-    with open(folder / "filler", "wb", buffering=0) as fh:
-        try:
-            while True:
-                fh.write(block)
-        except OSError as exc:
-            assert exc.errno == 28  # ENOSPC
-        with contextlib.suppress(OSError):  # the last partial block, byte-exact
-            while True:
-                fh.write(b"\0" * 512)
-        if leave:
-            fh.truncate(max(0, fh.tell() - leave))
-
-
+@pytest.mark.slow
 def test_a_full_disk_while_drawing_figures_is_reported_and_leaves_no_broken_figure(small_disk, monkeypatch,
                                                                                    capsys):
     import bench.plots
@@ -404,10 +381,10 @@ def test_a_full_disk_while_drawing_figures_is_reported_and_leaves_no_broken_figu
         assert figure.stat().st_mode & 0o777 == 0o644
 
 
+@pytest.mark.slow
 def test_a_signal_while_the_server_is_stopped_waits_until_it_is_reaped(tmp_path, monkeypatch):
-    from servers.launch import ServerProcess
-
     from bench.runner import Interrupted
+    from servers.launch import ServerProcess
 
     real_stop = ServerProcess.stop
     stopped: list[int] = []

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from bench.scenario import ScenarioError, load_scenario, validate_command
+
 from hostile_scenarios import BASE, cases
 
 #: Seconds: 5x the 1 s target, for a machine shared with other work.

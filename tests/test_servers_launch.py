@@ -36,17 +36,10 @@ def test_ready_line_is_the_contract() -> None:
         assert server.extra_stdout == b""
 
 
-def test_ipv6_loopback() -> None:
-    if not socket.has_ipv6:
-        pytest.skip("no IPv6")
-    try:
-        with socket.socket(socket.AF_INET6) as probe:
-            probe.bind(("::1", 0))
-    except OSError:
-        pytest.skip("no ::1 on this machine")
+def test_ipv6_loopback(ipv6_loopback: str) -> None:
     for model in ("sequential", "selectors", "asyncio"):
-        with run_server(model, "echo", ServerOptions(host="::1")) as server:
-            assert server.host == "::1"
+        with run_server(model, "echo", ServerOptions(host=ipv6_loopback)) as server:
+            assert server.host == ipv6_loopback
             with socket.create_connection(server.address, timeout=10) as sock:
                 sock.sendall(b"v6")
                 assert sock.recv(2) == b"v6"
@@ -113,6 +106,7 @@ def test_stderr_path_is_kept(tmp_path: Path) -> None:
     assert tail.startswith("selectors file: 1 connection closed by the client with a reply in flight")
 
 
+@pytest.mark.slow
 def test_leftover_processes_are_killed_and_reported(tmp_path: Path) -> None:
     # A sitecustomize that leaves a grandchild behind in the server's session,
     # the way a careless server would.

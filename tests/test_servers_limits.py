@@ -25,13 +25,14 @@ from pathlib import Path
 import psutil
 import pytest
 
-from servers import native
 from servers.config import ServerOptions
 from servers.launch import ServerProcess, run_server
 from servers.registry import PYTHON_MODELS
 
-C_MODELS = ("c-reference",) if native.available() else ()
-ECHO_MODELS = PYTHON_MODELS + C_MODELS
+from conftest import one_quick, served_by
+
+ECHO_MODELS = served_by("echo")
+C_MODELS = tuple(model for model in ECHO_MODELS if model not in PYTHON_MODELS)
 
 #: Short timeouts keep the tests fast; the margin absorbs a machine shared
 #: with other work (a close may come a sweep interval, 5%, late by design).
@@ -212,7 +213,7 @@ def short(**overrides: float) -> dict[str, float]:
 # ----------------------------------------------------------------------------- timeouts on
 
 
-@pytest.mark.parametrize("model", ECHO_MODELS)
+@pytest.mark.parametrize("model", one_quick(ECHO_MODELS))
 def test_echo_closes_idle_and_never_reading_clients(model: str, root: Path) -> None:
     with server_for(model, "echo", root, **short()) as server:
         elapsed = idle_client(server, IDLE_S + MARGIN_S)
@@ -224,7 +225,7 @@ def test_echo_closes_idle_and_never_reading_clients(model: str, root: Path) -> N
         assert_served(server, "echo")
 
 
-@pytest.mark.parametrize("model", PYTHON_MODELS)
+@pytest.mark.parametrize("model", one_quick(PYTHON_MODELS))
 def test_file_closes_idle_slowloris_and_never_reading_clients(model: str, root: Path) -> None:
     with server_for(model, "file", root, **short(idle_timeout=FILE_IDLE_S)) as server:
         with slowloris(server) as sock:
@@ -248,7 +249,7 @@ def test_file_closes_idle_slowloris_and_never_reading_clients(model: str, root: 
 BEYOND_S = 0.5
 
 
-@pytest.mark.parametrize("model", ECHO_MODELS)
+@pytest.mark.parametrize("model", one_quick(ECHO_MODELS))
 def test_echo_idle_timeout_zero_waits_forever(model: str, root: Path) -> None:
     with server_for(model, "echo", root, **short(idle_timeout=0)) as server:
         assert idle_client(server, IDLE_S + BEYOND_S) is None, "closed although the idle timeout is off"
@@ -256,7 +257,7 @@ def test_echo_idle_timeout_zero_waits_forever(model: str, root: Path) -> None:
         assert not stderr_lines(server, "connection closed"), server.stderr_tail()
 
 
-@pytest.mark.parametrize("model", PYTHON_MODELS)
+@pytest.mark.parametrize("model", one_quick(PYTHON_MODELS))
 def test_slowloris_defeats_the_idle_timeout_without_a_request_timeout(model: str, root: Path) -> None:
     """The lesson: a byte every 0.2 s is never idle for 0.5 s, so only the request timeout stops it."""
     with server_for(model, "file", root, **short(request_timeout=0)) as server:
@@ -308,6 +309,7 @@ def wait_out_of_descriptors(server: ServerProcess, timeout_s: float = 10.0) -> N
 # forking's parent none (each child holds its own), so none of them runs out
 # of descriptors in its accept loop.
 @pytest.mark.parametrize("model", ("threading", "selectors", "asyncio", "asyncio-protocol", "reuseport", "gevent", *C_MODELS))
+@pytest.mark.slow
 def test_out_of_descriptors_backs_off(model: str, root: Path) -> None:
     options = ServerOptions(backlog=FLOOD_BACKLOG)
     with run_server(model, "echo", options, rlimits={resource.RLIMIT_NOFILE: NOFILE}) as server:

@@ -18,6 +18,7 @@ from bench.stats import (
     summarize_point,
 )
 from bench.summary import build_summary, summary_of, summary_warnings, write_summary
+
 from fake_results import write_fake_results
 
 MODELS = ("sequential", "threading", "forking", "c-reference")

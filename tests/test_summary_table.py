@@ -12,6 +12,7 @@ from bench.cli import _summary_rows, _summary_tables
 from bench.format import fmt_time_us as _fmt_us
 from bench.format import fmt_whole as _fmt_rate
 from bench.stats import load_results
+
 from fake_results import write_fake_results
 
 
@@ -31,6 +32,7 @@ def render(folder, width: int) -> str:
 
 
 @pytest.mark.parametrize("width", [80, 120])
+@pytest.mark.slow
 def test_summary_fits_the_terminal_and_keeps_every_value_whole(fake, width):
     text = render(fake, width)
     lines = text.splitlines()

@@ -17,9 +17,10 @@ import pytest
 from bench.results import METRIC_ALIASES, METRIC_COLUMNS, RUN_COLUMNS
 from bench.scenario import ScenarioError, parse_scenario
 from bench.thresholds import EXIT_CROSSED, ThresholdError, parse_threshold
-from fake_results import write_fake_results
 from servers.config import ServerOptions
 from servers.launch import run_server
+
+from fake_results import write_fake_results
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -116,6 +117,7 @@ def test_scenario_thresholds_are_validated_with_their_line():
     assert parse_scenario(ok.to_yaml()).thresholds == ok.thresholds
 
 
+@pytest.mark.slow
 def test_bench_run_exits_0_when_thresholds_pass_and_99_when_one_is_crossed(tmp_path):
     (tmp_path / "tiny.yaml").write_text(SCENARIO + "thresholds:\n  - errors == 0\n")
     passing = bench("run", "tiny.yaml", "--no-plots", "--threshold", "req_per_s > 1", cwd=tmp_path)
@@ -165,6 +167,7 @@ def corrupting_server(stop: threading.Event) -> tuple[socket.socket, threading.T
     return sock, thread
 
 
+@pytest.mark.slow
 def test_bench_load_exit_statuses():
     load = ("load", "echo", "--clients", "2", "--duration", "0.4", "--workers", "1", "--message-bytes", "64")
     with run_server("selectors", "echo", ServerOptions()) as server:
@@ -189,6 +192,7 @@ def test_bench_load_exit_statuses():
     assert corrupt.returncode == 1 and "replies were corrupt" in corrupt.stderr, corrupt.stdout + corrupt.stderr
 
 
+@pytest.mark.slow
 def test_bench_compare_exits_99_on_a_regression_past_the_threshold(tmp_path, capsys):
     from bench.cli import main
 

@@ -20,8 +20,15 @@ from bench.calibration.persist import RESULTS_COPY, load_stored, save, store_wit
 from bench.environment import collect_environment
 from bench.loadgen.histograms import new_histogram
 from bench.report import add_report_arguments, report_command
-from bench.results import (FORMAT_KEY, FORMAT_VERSIONS, FormatVersionError, ResultsWriter, hlog_comment,
-                           read_calibration, read_hlog)
+from bench.results import (
+    FORMAT_KEY,
+    FORMAT_VERSIONS,
+    FormatVersionError,
+    ResultsWriter,
+    hlog_comment,
+    read_calibration,
+    read_hlog,
+)
 from bench.stats import NotAResultsFolder, load_results
 from bench.summary import write_summary
 

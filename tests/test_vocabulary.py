@@ -18,6 +18,7 @@ from bench import vocabulary
 from bench.plots import figures
 from bench.results import RUN_COLUMNS
 from bench.stats import DEFAULT_METRICS
+
 from fake_results import write_fake_results
 
 ROOT = Path(__file__).resolve().parent.parent

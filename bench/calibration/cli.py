@@ -10,6 +10,7 @@ from bench.calibration.measure import QUICK_ROUNDS, ROUNDS, Plan, calibrate
 from bench.calibration.persist import DEFAULT_DIR
 from bench.calibration.render import render
 
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``bench calibrate``."""
     parser.add_argument("--duration", type=float, default=3.0, metavar="SECONDS",

@@ -603,7 +603,7 @@ def goal_verdict(cal: dict[str, Any]) -> dict[str, Any]:
 def _skeleton(plan: Plan, places: dict[str, Placement]) -> dict[str, Any]:
     return {
         FORMAT_KEY: FORMAT_VERSIONS["calibration"],
-        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "quick": plan.quick,
         "rounds": plan.rounds,
         "duration_s": plan.duration_s,

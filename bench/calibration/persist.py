@@ -58,7 +58,7 @@ def store_with_results(results_dir: Path, source_dir: Path | None = None) -> Pat
         return None
     source = (Path(source_dir) if source_dir is not None else DEFAULT_DIR) / "latest.json"
     cal = {**cal, "copied_from": str(source.resolve()),
-           "copied_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+           "copied_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
     path = Path(results_dir) / RESULTS_COPY
     write_text_atomically(path, json.dumps(cal, indent=2) + "\n")
     return path

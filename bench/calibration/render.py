@@ -7,6 +7,7 @@ from typing import Any
 from bench.calibration.measure import CONNECT_SLOTS, GOAL_P50_RATIO, GOAL_RT_RATIO, fmt_value
 from bench.vocabulary import GENERATOR_BOUND_RULE
 
+
 def _generator_table(cal: dict[str, Any], key: str) -> Any:
     """The rich table of ``cal[key]`` (one engine's rows) beside the C client's."""
     from rich import box

@@ -40,8 +40,16 @@ from bench.loadgen.driver import LoadGenError, run_load
 from bench.loadgen.spec import ENGINES, LOOPS, FileTarget, LoadResult, LoadSpec, lower_bound_column
 from bench.placement import PLACEMENTS, placement_cpus
 from bench.stopping import signal_name, signum_of, stop_signals
-from bench.thresholds import (EXIT_CROSSED, LOAD_STATISTIC, Measured, ThresholdError, add_threshold_argument, check,
-                              parse_threshold, print_results)
+from bench.thresholds import (
+    EXIT_CROSSED,
+    LOAD_STATISTIC,
+    Measured,
+    ThresholdError,
+    add_threshold_argument,
+    check,
+    parse_threshold,
+    print_results,
+)
 from bench.units import plural
 
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 10**6, "mb": 10**6,

@@ -342,7 +342,7 @@ class Client:
                     _, conn = await sh.loop.create_connection(lambda: cls(self), sh.ip, sh.port)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # every connect failure is data, classified
+            except Exception as exc:  # noqa: BLE001 - every connect failure is data, classified
                 self.connecting = False
                 sh.stats.connect_failed(*classify_connect_error(exc))
                 await asyncio.sleep(RETRY_DELAY_S)

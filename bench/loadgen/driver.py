@@ -67,10 +67,11 @@ import selectors
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from time import monotonic
 from types import TracebackType
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from bench.loadgen import engines
 from bench.loadgen.merge import merge_reports

@@ -56,7 +56,14 @@ from typing import Any
 
 from bench.loadgen import histograms
 from bench.loadgen.histograms import (
-    BUCKET_SHIFT, HALF_COUNT, HALF_COUNT_MAGNITUDE, HIGHEST_US, SUB_BUCKET_MASK, UNIT_MAGNITUDE, Counts, index_of,
+    BUCKET_SHIFT,
+    HALF_COUNT,
+    HALF_COUNT_MAGNITUDE,
+    HIGHEST_US,
+    SUB_BUCKET_MASK,
+    UNIT_MAGNITUDE,
+    Counts,
+    index_of,
 )
 from bench.vocabulary import CONNECT_OUTCOMES
 

@@ -312,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         job = json.loads(sys.stdin.readline())
         result = run_job(job, ready_fd)
-    except BaseException as exc:  # report every failure as the one JSON document
+    except BaseException as exc:  # noqa: BLE001 - report every failure as the one JSON document
         result = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
     out.flush()
     write_all(out.fileno(), json.dumps(result).encode())

@@ -25,8 +25,16 @@ A typical point::
     row.update(KernelCounters.delta(counters, KernelCounters.snapshot()))
 """
 
-from bench.monitor.kernel import (NAMESPACE_NOTE, OWN_NAMESPACE_NOTE, KernelCounters, RunNamespace, accept_queue,
-                                  read_sysctls, run_namespace, syn_retry_times)
+from bench.monitor.kernel import (
+    NAMESPACE_NOTE,
+    OWN_NAMESPACE_NOTE,
+    KernelCounters,
+    RunNamespace,
+    accept_queue,
+    read_sysctls,
+    run_namespace,
+    syn_retry_times,
+)
 from bench.monitor.machine import CpuBusy, WindowProbe, wait_for_idle
 from bench.monitor.proctree import SUMMARY_KEYS, TIMELINE_KEYS, ServerMonitor
 

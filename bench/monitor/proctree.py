@@ -380,7 +380,7 @@ class ServerMonitor:
             self._smaps_cost_s = 0.0
             try:
                 self._take_sample(cpu0)
-            except Exception as exc:  # never let one bad sample end monitoring
+            except Exception as exc:  # noqa: BLE001 - never let one bad sample end monitoring
                 self._record_error(exc)
             cost = time.thread_time() - cpu0 - self._smaps_cost_s
             # Next sample one interval after this one started, or later if

@@ -21,7 +21,8 @@ kinds of hosts (where the server starts, its address, the runs.csv cells).
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from bench.network.hosts import NetworkError, namespace_hosts, ours, remove_stale, require_root
 

@@ -64,8 +64,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 #: Prefix of every namespace this module creates; nothing else is touched.
 PREFIX = "sbn"

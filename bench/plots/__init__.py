@@ -33,8 +33,9 @@ import multiprocessing
 import os
 import signal
 import sys
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 from matplotlib.figure import Figure
 

@@ -20,8 +20,9 @@ Reading the data:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -34,7 +35,11 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullForm
 from bench.format import fmt_bytes, format_param
 from bench.plots import style
 from bench.stats import (
-    LOWER_BOUNDED_METRICS, Results, is_lower_bound, merge_histograms, served_phrase,
+    LOWER_BOUNDED_METRICS,
+    Results,
+    is_lower_bound,
+    merge_histograms,
+    served_phrase,
 )
 from bench.vocabulary import FAILED, GENERATOR_BOUND, UNSTABLE, point_flags, syn_retry_times
 from servers import registry
@@ -446,7 +451,7 @@ def spectrum_figure(results: Results, point: int | None = None, kind: str = "lat
     max_x = 10.0
     all_y: list[float] = []
     agg = results.aggregate
-    for slot, (model, hist, n) in enumerate(curves):
+    for slot, (model, hist, _n) in enumerate(curves):
         xs, ys = _spectrum(hist)
         all_y += list(ys)
         kw = style.model_style(model)
@@ -541,7 +546,7 @@ def connections_figure(results: Results) -> Figure | None:
             labels.append(param_value_text(xa.param, row[xa.param]) if xa.param else row["model"])
         shares_arr = np.array(shares) if shares else np.zeros((0, len(OUTCOMES)))
         bottoms = np.zeros(len(rows))
-        for j, (name, _, colour, hatch) in enumerate(OUTCOMES):
+        for j, (_name, _, colour, hatch) in enumerate(OUTCOMES):
             ax.bar(positions, shares_arr[:, j], bottom=bottoms, color=colour, hatch=hatch,
                    edgecolor="#333333", linewidth=0.6, width=0.7, zorder=3)
             bottoms += shares_arr[:, j]

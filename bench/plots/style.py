@@ -24,8 +24,8 @@ from __future__ import annotations
 import contextlib
 import math
 import textwrap
-from collections.abc import Iterator
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 import matplotlib
 
@@ -39,7 +39,6 @@ from matplotlib.ticker import FuncFormatter, LogLocator, MultipleLocator, NullFo
 
 from bench.format import fmt_bytes, fmt_count, fmt_time_us
 from bench.vocabulary import FAILED, FLAG_LABELS, GENERATOR_BOUND, UNSTABLE
-
 from servers import registry
 
 #: The matplotlib settings of every figure sockbench draws (its own figures

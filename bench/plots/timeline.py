@@ -20,14 +20,14 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from bench.format import format_param
 from bench.plots import style
+from bench.stats import Results, first_line, where_phrase
+from bench.vocabulary import FAILED, FAILED_STATUSES, GENERATOR_BOUND, UNSTABLE
 
 MIB = 2**20
 #: Second line of a panel (summed RSS, threads): dark grey, so it never passes for another model.
 SECOND = "#555555"
-from bench.format import format_param
-from bench.stats import Results, first_line, where_phrase
-from bench.vocabulary import FAILED, FAILED_STATUSES, GENERATOR_BOUND, UNSTABLE
 
 
 def run_flags(results: Results, run: pd.Series) -> list[str]:

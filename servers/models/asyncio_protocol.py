@@ -72,8 +72,8 @@ from servers.exchange import Answer
 from servers.limits import Expiry, next_expiry
 from servers.models.asyncio_streams import MIN_SWEEP_S, SENDFILE_PART, STOP_GRACE_S, check, stop_on_signals
 from servers.protocol import FileShrankError
-from servers.sessions import new_session
 from servers.service import Service, listen_error, make_service
+from servers.sessions import new_session
 
 #: Size of the one read buffer (see "The read buffer" above).
 READ_BUFFER_BYTES = protocol.CHUNK_SIZE
@@ -109,7 +109,7 @@ class Connection(asyncio.BufferedProtocol):
         self.last_read = time.monotonic()
         try:
             self.received(self.server.read_view[:nbytes])
-        except Exception as exc:  # one bad connection must not stop the others
+        except Exception as exc:  # noqa: BLE001 - one bad connection must not stop the others
             self.fail(exc)
 
     def pause_writing(self) -> None:
@@ -122,7 +122,7 @@ class Connection(asyncio.BufferedProtocol):
         self.last_sent = time.monotonic()
         try:
             self.writable()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - as in buffer_updated: this connection fails, not the server
             self.fail(exc)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -323,7 +323,7 @@ class FileConnection(Connection):
                 self.remaining -= part
         except asyncio.CancelledError:
             return  # the connection is gone or the server stops
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a failed send fails this connection only
             if not self.transport.is_closing():
                 self.fail(exc)
             return

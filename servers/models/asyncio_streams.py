@@ -72,8 +72,8 @@ from servers import protocol
 from servers.config import ServerOptions
 from servers.limits import AcceptBackoff, ConnectionTimeout, IdleTimeout, RequestTimeout, SendTimeout
 from servers.protocol import FileShrankError
-from servers.sessions import new_session
 from servers.service import Service, SetupError, listen_error, make_service
+from servers.sessions import new_session
 
 #: Longest wait for cancelled connection tasks to finish when stopping (the
 #: spec allows 5 s for the whole stop; tasks normally end within one turn).
@@ -181,7 +181,7 @@ class AsyncServer:
                 if watch.expired is not None and not self.stopping:
                     self.service.log_error(writer.get_extra_info("peername"), watch.expired)
                 # else a stop: the connection is aborted below
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - logged; one bad connection must not stop the others
                 if isinstance(exc, ConnectionTimeout):
                     watch.expired = exc
                 if not self.stopping:

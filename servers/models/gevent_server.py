@@ -178,7 +178,7 @@ class GeventServer(StreamServer):
         def run(sock: gevent.socket.socket, peer: object) -> None:
             try:
                 handle(sock)
-            except Exception as exc:  # one bad connection must not reach the hub's error printer
+            except Exception as exc:  # noqa: BLE001 - one bad connection must not reach the hub's error printer
                 if not self.stopping:
                     self.service.log_error(peer, exc)
 

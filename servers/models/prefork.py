@@ -61,9 +61,9 @@ from collections.abc import Callable
 
 from servers import blocking
 from servers.config import ServerOptions
-from servers.sessions import HANDLERS
 from servers.models.sequential import SequentialServer
 from servers.service import Service, make_service
+from servers.sessions import HANDLERS
 
 #: Restarts allowed at once before the rate limit applies: enough to replace
 #: every worker of a machine-sized pool that died together (an OOM kill).
@@ -252,7 +252,7 @@ def run_worker(server: SequentialServer) -> None:
             continue
         try:
             server.process_request(request, address)  # TCPServer: the handler, then close
-        except Exception:
+        except Exception:  # noqa: BLE001 - as socketserver's: reported by handle_error, the worker goes on
             server.handle_error(request, address)
             server.shutdown_request(request)
 

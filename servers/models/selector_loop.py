@@ -493,7 +493,7 @@ class Loop:
         try:
             connection.on_event(mask)
             wanted = connection.events()
-        except Exception as exc:  # one bad connection must not stop the others
+        except Exception as exc:  # noqa: BLE001 - one bad connection must not stop the others
             self.service.log_error(connection.peer, exc)
             wanted = 0
         if not wanted:

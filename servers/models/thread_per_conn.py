@@ -16,8 +16,8 @@ from collections.abc import Callable
 
 from servers import blocking
 from servers.config import ServerOptions
-from servers.sessions import HANDLERS
 from servers.service import make_service
+from servers.sessions import HANDLERS
 
 
 class ThreadingServer(blocking.ServiceServerMixin, socketserver.ThreadingTCPServer): pass  # noqa: E701  (the stdlib's own style)

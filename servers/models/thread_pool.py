@@ -39,8 +39,8 @@ from typing import Any
 
 from servers import blocking
 from servers.config import ServerOptions
-from servers.sessions import HANDLERS
 from servers.service import Service, make_service
+from servers.sessions import HANDLERS
 
 
 class ThreadPoolMixIn:
@@ -85,7 +85,7 @@ class ThreadPoolMixIn:
         """As ``ThreadingMixIn``'s: run the handler, report its error, close the connection, free the thread."""
         try:
             self.finish_request(request, client_address)  # type: ignore[attr-defined]
-        except Exception:
+        except Exception:  # noqa: BLE001 - as ThreadingMixIn's: reported by handle_error
             self.handle_error(request, client_address)  # type: ignore[attr-defined]
         finally:
             try:

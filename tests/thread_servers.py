@@ -1,0 +1,152 @@
+"""Tiny in-test servers for the load generator's tests: threads with plain blocking sockets.
+
+Written to be obviously right rather than fast: an echo server, a file-protocol
+server, variants that corrupt, reset or answer slowly. Servers that must be
+counted exactly take a *budget*: they answer exactly that many requests and
+then stop answering (the connection stays open), so a run that lasts longer
+than the budget takes must report exactly the budget, no more, no fewer.
+The ``server`` fixture (tests/conftest.py) makes them and closes them after the test.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable
+
+
+class ThreadServer:
+    """A listening socket; each accepted connection runs ``handler(conn, server)`` in a thread."""
+
+    def __init__(self, handler: Callable[[socket.socket, ThreadServer], None], *, budget: int | None = None,
+                 message_bytes: int = 0, files: dict[str, bytes] | None = None, delay_s: float = 0.0) -> None:
+        self.handler = handler
+        self.budget = budget
+        self.message_bytes = message_bytes
+        self.files = files or {}
+        self.delay_s = delay_s
+        self.lock = threading.Lock()
+        self.served = 0
+        self.bytes_served = 0
+        self.accepted = 0
+        self.conns: list[socket.socket] = []
+        self.threads: list[threading.Thread] = []
+        self.stopping = False
+        self.sock = socket.create_server(("127.0.0.1", 0), backlog=128)
+        self.sock.settimeout(0.05)
+        self.port = self.sock.getsockname()[1]
+        self.acceptor = threading.Thread(target=self._accept_loop, daemon=True)
+        self.acceptor.start()
+
+    def take(self, nbytes: int) -> bool:
+        """Claim one request from the budget; False once it is spent."""
+        with self.lock:
+            if self.budget is not None and self.served >= self.budget:
+                return False
+            self.served += 1
+            self.bytes_served += nbytes
+            return True
+
+    def _accept_loop(self) -> None:
+        while not self.stopping:
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            conn.settimeout(None)
+            with self.lock:
+                self.accepted += 1
+                self.conns.append(conn)
+            t = threading.Thread(target=self._run, args=(conn,), daemon=True)
+            self.threads.append(t)
+            t.start()
+
+    def _run(self, conn: socket.socket) -> None:
+        try:
+            self.handler(conn, self)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        self.stopping = True
+        self.acceptor.join(5)
+        self.sock.close()
+        with self.lock:
+            for c in self.conns:
+                try:
+                    c.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+        for t in self.threads:
+            t.join(5)
+
+
+def recv_exact(conn: socket.socket, n: int) -> bytes | None:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = conn.recv(n - len(buf))
+        if not chunk:
+            return None
+        buf += chunk
+    return bytes(buf)
+
+
+def hold(conn: socket.socket) -> None:
+    """Budget spent: keep the connection open, answer nothing, until the client goes."""
+    while conn.recv(65536):
+        pass
+
+
+def echo_handler(conn: socket.socket, srv: ThreadServer) -> None:
+    while True:
+        msg = recv_exact(conn, srv.message_bytes)
+        if msg is None:
+            return
+        if not srv.take(len(msg)):
+            return hold(conn)
+        if srv.delay_s:
+            time.sleep(srv.delay_s)
+        conn.sendall(msg)
+
+
+def stream_echo_handler(conn: socket.socket, srv: ThreadServer) -> None:
+    while data := conn.recv(65536):
+        conn.sendall(data)
+        with srv.lock:
+            srv.bytes_served += len(data)
+
+
+def corrupt_echo_handler(conn: socket.socket, srv: ThreadServer) -> None:
+    while True:
+        msg = recv_exact(conn, srv.message_bytes)
+        if msg is None:
+            return
+        conn.sendall(bytes([msg[0] ^ 0xFF]) + msg[1:])
+
+
+def reset_handler(conn: socket.socket, srv: ThreadServer) -> None:
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close() sends RST
+
+
+def file_handler(conn: socket.socket, srv: ThreadServer, corrupt: bool = False) -> None:
+    f = conn.makefile("rb")
+    while line := f.readline(4097):
+        name = line.rstrip(b"\n").decode()
+        data = srv.files.get(name)
+        if data is None:
+            conn.sendall(b"ERR 404 not found\n")
+            continue
+        if not srv.take(len(data)):
+            return hold(conn)
+        body = bytes(len(data)) if corrupt else data
+        conn.sendall(b"OK %d\n" % len(data) + body)
+
+
+def corrupt_file_handler(conn: socket.socket, srv: ThreadServer) -> None:
+    file_handler(conn, srv, corrupt=True)
