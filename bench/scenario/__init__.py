@@ -33,8 +33,11 @@ Defaults
 The ``server:`` section reuses :class:`servers.config.ServerOptions`' names,
 defaults and help text, so the stdlib defaults (backlog 5, max_children 40)
 are what a scenario gets unless it says otherwise, and there is exactly one
-place to change them. :meth:`Scenario.to_yaml` writes the scenario with every
-default filled in; the result loads again to an equal object.
+place to change them. The ``load:`` and ``generator:`` sections are generated
+from :mod:`bench.parameters`, the one table of the load side's knobs (and of
+every parameter with a ``runs.csv`` column). :meth:`Scenario.to_yaml` writes
+the scenario with every default filled in; the result loads again to an
+equal object.
 
 Error handling
 --------------

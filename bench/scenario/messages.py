@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from bench.parameters import PARAMETERS
 from bench.scenario.sweep import SWEEP_PATHS
 from bench.units import format_duration, format_size
 
@@ -100,7 +101,8 @@ def dotted(path: Sequence) -> str:
 
 # -- pydantic errors in the user's words -------------------------------------
 
-_SWEEPABLE = ", ".join(dotted(p) for p in SWEEP_PATHS.values())
+# service first, then section by section (server, then the rest), each in the table's order
+_SWEEPABLE = ", ".join(dotted(p) for p in sorted(SWEEP_PATHS.values(), key=lambda p: (len(p) > 1, p[0] != "server")))
 _COMPARISONS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
 _TYPE_WORDS = {
     "int_type": "a whole number", "int_parsing": "a whole number", "int_from_float": "a whole number",
@@ -149,7 +151,8 @@ def describe(err: dict, root: type[BaseModel]) -> tuple[tuple, str]:
 
 #: Fields holding seconds: their limits are shown as durations ("10ms").
 _DURATION_FIELDS = frozenset(
-    {"duration", "warmup", "connect_timeout", "request_timeout", "interval", "idle_wait", "idle_timeout", "send_timeout"}
+    {"duration", "warmup", "interval", "idle_wait", "idle_timeout", "request_timeout", "send_timeout",
+     *(p.name for p in PARAMETERS if p.kind == "duration")}
 )
 
 

@@ -32,10 +32,11 @@ from pydantic import (
     StrictInt,
     Tag,
     ValidationInfo,
+    create_model,
     model_validator,
 )
 
-from bench.loadgen.spec import ENGINES
+from bench.parameters import PARAMETERS, Parameter, in_section
 from bench.scenario.machine import machine_issues
 from bench.scenario.messages import dotted, plain_number, show
 from bench.scenario.source import Dumper
@@ -112,7 +113,6 @@ MAX_RATE = 10_000_000
 Rate = Annotated[StrictFloat, Field(gt=0, le=MAX_RATE, allow_inf_nan=False),
                  PlainSerializer(plain_number, when_used="json")]
 Service = Literal[SERVICES]
-Mode = Literal["closed", "open"]
 
 
 def _known_model(name: str) -> str:
@@ -189,40 +189,49 @@ class ServerSpec(Section):
     send_timeout: Duration = _server_field("send_timeout")
 
 
-class LoadSpec(Section):
-    """``load:``: what the load generator does."""
-
-    # 10, not 1: at one connection the machine's CPU placement is measured,
-    # not the server (measured here: models differ from ~10 connections on).
-    clients: sweep(Count) = Field(10, description="concurrent client connections")
-    message_bytes: Optional[sweep(PositiveSize)] = Field(None, description="echo: size of each message (required for echo)")
-    file_bytes: Optional[sweep(Size)] = Field(None, description="file: size of the file requested (required for file)")
-    requests_per_connection: sweep(NonNegInt) = Field(
-        0, description="0 = keep each connection for the whole run; N = reconnect after every N requests"
-    )
-    mode: sweep(Mode) = Field("closed", description="closed: send, wait for the reply, repeat; open: start requests at a fixed rate")
-    rate: Optional[sweep(Rate)] = Field(None, description="open loop only: requests per second in total (required for open)")
-    # 3 s: long enough to ride out the kernel's first SYN retry (1 s), short
-    # enough that a server that never accepts shows up within a short run.
-    connect_timeout: PositiveDuration = Field(3.0, description="give up a connection attempt after this long")
-    request_timeout: PositiveDuration = Field(10.0, description="give up waiting for a reply after this long")
+#: The pydantic type of each kind of parameter (bench.parameters.KINDS), before sweep() and Optional.
+_KIND_TYPES: dict[str, Any] = {
+    "count": Count,
+    "whole": NonNegInt,
+    "size": Size,
+    "duration": Duration,
+    "rate": Rate,
+    "fraction": Annotated[StrictFloat, Field(ge=0, le=1)],
+    "flag": StrictBool,
+}
+#: ... of a size or duration that must be positive (Parameter.positive).
+_POSITIVE_TYPES: dict[str, Any] = {"size": PositiveSize, "duration": PositiveDuration}
 
 
-class GeneratorSpec(Section):
-    """``generator:``: the load generator's own process layout."""
+def _parameter_field(parameter: Parameter) -> tuple[Any, Any]:
+    """(type, Field) of a scenario field generated from a :class:`~bench.parameters.Parameter`.
 
-    workers: Optional[Count] = Field(None, description="worker processes; null = chosen from the CPUs and the placement")
-    engine: Literal[ENGINES] = Field(
-        "auto", description="load engine: native (C, epoll) or python (asyncio/uvloop); auto = native where it builds"
-    )
-    loop: Literal["auto", "asyncio", "uvloop"] = Field(
-        "auto", description="python engine: event loop of each worker; auto = uvloop when installed"
-    )
-    # 5%: enough to catch a corrupting server within a few hundred requests,
-    # cheap enough that hashing large files never makes the generator the bottleneck.
-    checksum_sample: Annotated[StrictFloat, Field(ge=0, le=1)] = Field(
-        0.05, description="fraction of file replies whose checksum is verified (the size is always checked)"
-    )
+    A parameter ``required`` where it applies has no default in a file (the
+    scenario must say it: the cross-field checks name what is missing).
+    """
+    if parameter.kind == "choice":
+        kind: Any = Literal[parameter.choices]
+    else:
+        kind = _POSITIVE_TYPES[parameter.kind] if parameter.positive else _KIND_TYPES[parameter.kind]
+    if parameter.sweepable:
+        kind = sweep(kind)
+    default = None if parameter.required else parameter.default
+    if default is None:
+        kind = Optional[kind]
+    return kind, Field(default, description=parameter.help)
+
+
+def parameter_section(section: str, doc: str, base: type[BaseModel] = Section) -> type[BaseModel]:
+    """The model of a scenario section whose fields are the :data:`~bench.parameters.PARAMETERS` of ``section``."""
+    fields = {p.name: _parameter_field(p) for p in in_section(section)}
+    model = create_model(f"{section.title()}Spec", __base__=base, __module__=__name__, **fields)
+    model.__doc__ = doc
+    return model
+
+
+LoadSpec = parameter_section("load", "``load:``: what the load generator does (fields: bench.parameters).")
+GeneratorSpec = parameter_section("generator", "``generator:``: the load generator's own process layout "
+                                               "(fields: bench.parameters).")
 
 
 class MonitorSpec(Section):
@@ -398,12 +407,11 @@ def _cross_issues(s: Scenario) -> list[tuple[tuple, str]]:
     issues: list[tuple[tuple, str]] = []
     services = s.services
     modes = s.load.mode if isinstance(s.load.mode, list) else [s.load.mode]
-    if "echo" in services and s.load.message_bytes is None:
-        issues.append((("load", "message_bytes"), "required for the echo service: the size of each message, e.g. message_bytes: 1KiB"))
-    if "file" in services and s.load.file_bytes is None:
-        issues.append((("load", "file_bytes"), "required for the file service: the size of the file to fetch, e.g. file_bytes: 1MiB"))
-    if "open" in modes and s.load.rate is None:
-        issues.append((("load", "rate"), "required when mode is open: total requests per second, e.g. rate: 5000"))
+    axes = {"service": services, "mode": modes}
+    for parameter in PARAMETERS:
+        if parameter.required and parameter.applies[1] in axes[parameter.applies[0]]:
+            if getattr(getattr(s, parameter.section), parameter.name) is None:
+                issues.append(((parameter.section, parameter.name), parameter.required_reason()))
     if "open" not in modes and s.load.rate is not None:
         issues.append((("load", "rate"), "only used when mode is open; remove it or set mode: open"))
     for i, model in enumerate(s.models):

@@ -14,7 +14,7 @@ import itertools
 from dataclasses import dataclass
 from typing import Any
 
-from bench.results import PARAMETER_COLUMNS
+from bench.parameters import PARAMETERS, in_section
 from bench.units import format_size
 from servers.config import ServerOptions
 from servers.registry import MODELS
@@ -29,44 +29,34 @@ def offers(model: str, service: str) -> bool:
     known = MODELS.get(model)
     return known is None or known.offers(service)
 
+#: The parameters a list sweeps (bench.parameters), each with a runs.csv column.
+_SWEPT_PARAMETERS = [p for p in PARAMETERS if p.sweepable]
+
 #: Order in which sweep axes are expanded (first varies slowest) and in which
 #: they appear in ``Point.params``.
-SWEEP_ORDER: tuple[str, ...] = ("service", *PARAMETER_COLUMNS)
+SWEEP_ORDER: tuple[str, ...] = ("service", *(p.name for p in _SWEPT_PARAMETERS))
 
 #: Where each sweep axis lives in the file.
 SWEEP_PATHS: dict[str, tuple[str, ...]] = {
     "service": ("service",),
-    "backlog": ("server", "backlog"),
-    "max_children": ("server", "max_children"),
-    "threads": ("server", "threads"),
-    "workers": ("server", "workers"),
-    "sendfile": ("server", "sendfile"),
-    "cpu_work_us": ("server", "cpu_work_us"),
-    "clients": ("load", "clients"),
-    "message_bytes": ("load", "message_bytes"),
-    "file_bytes": ("load", "file_bytes"),
-    "requests_per_connection": ("load", "requests_per_connection"),
-    "mode": ("load", "mode"),
-    "rate": ("load", "rate"),
+    **{p.name: (p.section, p.name) for p in _SWEPT_PARAMETERS},
 }
+
+_COLUMN_PARAMETERS = [p for p in PARAMETERS if p.column]
+_BY_NAME = {p.name: p for p in PARAMETERS}
 
 #: Refuse sweeps larger than this: at one second per run it is already more
 #: than a day of measuring, so it is almost certainly a typo in a list.
 MAX_POINTS = 10_000
 
 
-@dataclass(frozen=True)
-class LoadPoint:
-    """The load of one sweep point, every value concrete. Sizes not used by the service are ``None``."""
-
-    clients: int
-    message_bytes: int | None
-    file_bytes: int | None
-    requests_per_connection: int
-    mode: str
-    rate: float | None
-    connect_timeout_s: float
-    request_timeout_s: float
+#: The load of one sweep point, every value concrete: a field per ``load:``
+#: parameter (``connect_timeout_s`` for ``connect_timeout``: see
+#: :attr:`bench.parameters.Parameter.point_name`). A value that does not apply
+#: to the point (the other service's size, ``rate`` in closed loop) is ``None``.
+LoadPoint = dataclasses.make_dataclass(
+    "LoadPoint", [(p.point_name, Any) for p in in_section("load")], frozen=True, namespace={"__module__": __name__},
+)
 
 
 @dataclass(frozen=True, eq=True)
@@ -91,21 +81,15 @@ class Point:
         A value that does not apply to this point is ``None`` (an empty cell):
         ``sendfile`` for echo, ``rate`` for closed loop, the other service's size.
         """
-        values: dict[str, object] = {
-            "clients": self.load.clients,
-            "message_bytes": self.load.message_bytes,
-            "file_bytes": self.load.file_bytes,
-            "backlog": self.server.backlog,
-            "cpu_work_us": self.server.cpu_work_us,
-            "max_children": self.server.max_children,
-            "threads": self.server.threads or None,  # None: the model's default
-            "workers": self.server.workers or None,
-            "requests_per_connection": self.load.requests_per_connection,
-            "rate": self.load.rate,
-            "sendfile": self.server.sendfile if self.service == "file" else None,
-            "mode": self.load.mode,
-        }
-        return {"service": self.service, **{name: values[name] for name in PARAMETER_COLUMNS}}
+        where = {"service": self.service, "mode": self.load.mode}
+        values: dict[str, object] = {"service": self.service}
+        for parameter in _COLUMN_PARAMETERS:
+            section = self.load if parameter.section == "load" else self.server
+            value = getattr(section, parameter.point_name)
+            if parameter.zero_is_default and not value:
+                value = None  # the model's own default: an empty cell
+            values[parameter.name] = value if parameter.applies_at(where) else None
+        return values
 
     def label(self) -> str:
         """Short text for progress lines: ``"clients=100 backlog=5"``, or ``"-"`` without a sweep."""
@@ -119,14 +103,9 @@ def _show_value(name: str, value: object) -> object:
     return value
 
 
-
 def why_inert(name: str) -> str:
-    return {
-        "sendfile": "sendfile only applies to the file service",
-        "file_bytes": "file_bytes only applies to the file service",
-        "message_bytes": "message_bytes only applies to the echo service",
-        "rate": "rate only applies to mode: open",
-    }.get(name, "every value gives the same runs")
+    """Why a list of the parameter ``name`` changed nothing (where it applies)."""
+    return _BY_NAME[name].inert_reason() if name in _BY_NAME else "every value gives the same runs"
 
 
 def _axes(scenario: Any) -> dict[str, list]:
@@ -171,29 +150,15 @@ def expand(scenario: Any) -> tuple[list["Point"], list[str], list[tuple[tuple, s
 
 
 def _point(scenario: Any, v: dict[str, Any], index: int) -> "Point":
-    service, mode = v["service"], v["mode"]
-    load = LoadPoint(
-        clients=v["clients"],
-        message_bytes=v["message_bytes"] if service == "echo" else None,
-        file_bytes=v["file_bytes"] if service == "file" else None,
-        requests_per_connection=v["requests_per_connection"],
-        mode=mode,
-        rate=v["rate"] if mode == "open" else None,
-        connect_timeout_s=scenario.load.connect_timeout,
-        request_timeout_s=scenario.load.request_timeout,
-    )
-    server = ServerOptions(
-        backlog=v["backlog"],
-        max_children=v["max_children"],
-        threads=v["threads"] or 0,
-        workers=v["workers"] or 0,
-        sendfile=v["sendfile"],
-        cpu_work_us=v["cpu_work_us"],
-        cpu_work_iterations=scenario.server.cpu_work_iterations,
-        loop=scenario.server.loop,
-        idle_timeout=scenario.server.idle_timeout,
-        request_timeout=scenario.server.request_timeout,
-        send_timeout=scenario.server.send_timeout,
-    )
+    service = v["service"]
+    where = {"service": service, "mode": v["mode"]}
+    load = LoadPoint(**{
+        p.point_name: (v[p.name] if p.sweepable else getattr(scenario.load, p.name)) if p.applies_at(where) else None
+        for p in in_section("load")
+    })
+    server_values = {name: getattr(scenario.server, name) for name in type(scenario.server).model_fields}
+    server_values.update({p.name: v[p.name] for p in _SWEPT_PARAMETERS if p.section == "server"})
+    server_values.update({p.name: server_values[p.name] or 0 for p in _SWEPT_PARAMETERS if p.zero_is_default})
+    server = ServerOptions(**server_values)
     models = tuple(m for m in scenario.models if offers(m, service))
     return Point(index=index, service=service, models=models, params={}, server=server, load=load)
