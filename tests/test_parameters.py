@@ -20,7 +20,8 @@ ADD_ONE = textwrap.dedent('''
     parameters.PARAMETERS += (parameters.Parameter(
         "think_time", "load", "duration", 0.25, "pause between a reply and the next request", sweepable=True,
         column="pause between a reply and the next request", applies=("service", "echo"), spec="",
-        axis=("as clients think longer", "think time (s)")),)
+        axis=("as clients think longer", "think time (s)")),
+        parameters.Parameter("linger", "load", "flag", False, "close with SO_LINGER 0", spec=""))
 
     from bench.loadgen import cli
     from bench.plots.figures import PARAM_TEXT
@@ -33,6 +34,7 @@ ADD_ONE = textwrap.dedent('''
     assert args.think_time == 0.02, args.think_time
     assert parser.parse_args(["echo", "127.0.0.1:7", "--clients", "1", "--duration", "1"]).think_time == 0.25
     assert "--think-time" in parser.format_help()
+    assert parser.parse_args(["echo", "127.0.0.1:7", "--clients", "1", "--duration", "1", "--linger"]).linger is True
     with contextlib.redirect_stderr(io.StringIO()) as err:
         try:
             parser.parse_args(["echo", "127.0.0.1:7", "--clients", "1", "--duration", "1", "--think-time", "2 parsecs"])
@@ -55,6 +57,7 @@ ADD_ONE = textwrap.dedent('''
 
     assert SWEEP_PATHS["think_time"] == ("load", "think_time")
     assert PARAMETER_COLUMNS[-1] == "think_time" and RUN_COLUMNS["think_time"].startswith("pause")
+    assert LoadSpec.model_fields["linger"].default is False and "linger" not in RUN_COLUMNS
     assert "| `think_time` |" in columns_markdown()
     assert PARAM_TEXT["think_time"] == ("as clients think longer", "think time (s)")
     print("ok")

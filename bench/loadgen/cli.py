@@ -107,6 +107,10 @@ def _parameter_type(parameter: Parameter) -> Callable[[str], Any]:
 def _add_parameter_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per load and generator parameter that has one (bench.parameters)."""
     for parameter in [p for p in PARAMETERS if p.section in ("load", "generator") and p.flag]:
+        if parameter.kind == "flag":  # --name / --no-name
+            parser.add_argument(parameter.option, dest=parameter.name, action=argparse.BooleanOptionalAction,
+                                default=parameter.default, help=parameter.help)
+            continue
         shown = parameter.default
         if parameter.kind == "size" and shown is not None:
             shown = units.format_size(shown)
