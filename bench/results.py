@@ -50,6 +50,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
+from bench.parameters import PARAMETERS
 from bench.vocabulary import CONN_OUTCOMES, CONN_PENDING, GENERATOR_BOUND_RULE
 
 #: The one name under which every file of a results folder, and a saved
@@ -102,24 +103,11 @@ RUN_COLUMNS: dict[str, str] = {
     "status": "ok | failed | interrupted",
     "error": "why a run failed (server exit status and stderr tail, or the exception)",
     "started_at": "UTC ISO-8601 time the measured window started",
-    # swept / effective parameters (always present, swept or not)
-    "clients": "concurrent client connections",
-    "message_bytes": "echo message size",
-    "file_bytes": "file size requested (file service)",
-    "backlog": "listen backlog given to the server",
-    "max_children": "ForkingMixIn.max_children",
-    "threads": "server.threads: threadpool's pool threads (the other models have no such pool); empty: its default, "
-               "2 x the server's CPUs",
-    "workers": "server.workers: prefork's and reuseport's worker processes (the other models have none); empty: "
-               "their default, one per server CPU",
-    "cpu_work_us": "server CPU burn per chunk",
+    # swept / effective parameters (always present, swept or not): bench.parameters
+    **{p.name: p.column for p in PARAMETERS if p.column},
     "cpu_work_iterations": "loop iterations per chunk the server ran for cpu_work_us (from its ready line)",
     "cpu_work_per_us": "the scenario's calibration: iterations per microsecond of CPU (environment.json has the rest)",
     "cpu_work_short": "True if the server's CPU in the window is less than requests x cpu_work_us (less tick tolerance)",
-    "sendfile": "True if the server used sendfile",
-    "requests_per_connection": "0 = one connection for the whole run; N = reconnect every N requests",
-    "mode": "closed | open",
-    "rate": "open loop: total requests/s scheduled (empty for closed loop)",
     "duration_s": "length of the measured window as scheduled (the scenario's duration): requests are counted "
                   "by completion time inside [window start, window start + duration_s)",
     # throughput
@@ -323,11 +311,8 @@ def columns_markdown(runs: Mapping[str, str] | None = None, files: Iterable[str]
     return "\n".join(lines)
 
 
-#: Swept parameters a figure may use as its x axis, in order of preference.
-PARAMETER_COLUMNS = [
-    "clients", "message_bytes", "file_bytes", "backlog", "cpu_work_us", "max_children", "threads", "workers",
-    "requests_per_connection", "rate", "sendfile", "mode",
-]
+#: Swept parameters a figure may use as its x axis, in order of preference (:mod:`bench.parameters`' order).
+PARAMETER_COLUMNS = [p.name for p in PARAMETERS if p.column]
 
 
 # --------------------------------------------------------------------------

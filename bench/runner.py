@@ -207,32 +207,24 @@ def plan_runs(scenario: Any) -> list[RunPlan]:
 
 def _load_spec(scenario: Any, plan: RunPlan, host: str, port: int, gen_cpus: set[int] | None,
                targets: dict[int, Any]) -> Any:
+    """The generator's LoadSpec for one run: every parameter from the point's load or the generator section.
+
+    A parameter that does not apply to the point (``None``: the echo size of
+    a file point, ``rate`` in closed loop) is left to LoadSpec's default.
+    """
     from bench.loadgen import LoadSpec
+    from bench.parameters import load_spec_parameters
 
     load = plan.point.load
-    files = []
-    if plan.point.service == "file":
-        files = [targets[load.file_bytes]]
-    return LoadSpec(
-        service=plan.point.service,
-        host=host,
-        port=port,
-        clients=load.clients,
-        duration_s=scenario.duration_s,
-        warmup_s=scenario.warmup_s,
-        message_bytes=load.message_bytes or 1024,
-        files=files,
-        requests_per_connection=load.requests_per_connection,
-        mode=load.mode,
-        rate=load.rate,
-        connect_timeout_s=load.connect_timeout_s,
-        request_timeout_s=load.request_timeout_s,
-        workers=scenario.generator.workers,
-        cpus=gen_cpus,
-        checksum_sample=scenario.generator.checksum_sample,
-        loop=scenario.generator.loop,
-        engine=scenario.generator.engine,
-    )
+    values = {}
+    for parameter in load_spec_parameters():
+        source = load if parameter.section == "load" else getattr(scenario, parameter.section)
+        value = getattr(source, parameter.point_name)
+        if value is not None:
+            values[parameter.spec_name] = value
+    files = [targets[load.file_bytes]] if plan.point.service == "file" else []
+    return LoadSpec(service=plan.point.service, host=host, port=port, duration_s=scenario.duration_s,
+                    warmup_s=scenario.warmup_s, files=files, cpus=gen_cpus, **values)
 
 
 def _exit_text(status: int | None) -> str:

@@ -1,11 +1,21 @@
-"""Sizes and durations as people write them in scenario files: ``256MiB``, ``100ms``.
+"""Sizes and durations as people write them: ``256MiB``, ``100ms``, in scenario files and on command lines.
 
-A scenario says ``file_bytes: 256MiB`` and ``duration: 10s``; everything
-behind it works in plain bytes (``int``) and seconds (``float``). This module
-is the one place that converts between the two spellings, in both
-directions, so that a scenario written back to disk (``scenario.yaml`` in a
-results folder) reads the way a person would have written it and loads again
-to exactly the same numbers.
+A scenario says ``file_bytes: 256MiB`` and ``duration: 10s``, ``bench load``
+says ``--message-bytes 1KiB --duration 1m``; everything behind them works in
+plain bytes (``int``) and seconds (``float``). This module is the one place
+that converts between the two spellings, in both directions, for scenario
+files, ``--set`` values and every command-line flag alike, so that a value
+means the same wherever it is written, and a scenario written back to disk
+(``scenario.yaml`` in a results folder) reads the way a person would have
+written it and loads again to exactly the same numbers.
+
+The rule
+--------
+Sizes: ``B``; ``KiB``, ``MiB``, ``GiB`` are powers of 1024; ``KB``, ``MB``,
+``GB`` are powers of 1000. Durations: ``us``, ``ms``, ``s``, ``m`` (minutes).
+Exactly these spellings, case-sensitive; a bare number is bytes or seconds.
+So ``1m`` is 60 seconds, and as a size it is an error that names the units
+(``m`` could mean mega or milli, ``Mb`` megabits).
 
 Design
 ------
@@ -111,7 +121,7 @@ def _split(text: str, kind: str, units: dict) -> tuple[Fraction, str]:
         raise UnitError(f"{_short(text)} is not a {kind}: write a number followed by one of {allowed} (e.g. {_example(kind)})")
     number, unit = match.groups()
     if unit and unit not in units:
-        raise UnitError(f"unknown {kind} unit {unit!r} in {_short(text)}; allowed units: {allowed}")
+        raise UnitError(f"unknown {kind} unit {unit!r} in {_short(text)}{_near(unit, units)}; allowed units: {allowed}")
     mantissa, _, exponent = number.lower().partition("e")
     digits = sum(c.isdigit() for c in mantissa)
     if digits > MAX_DIGITS:
@@ -120,6 +130,16 @@ def _split(text: str, kind: str, units: dict) -> tuple[Fraction, str]:
         raise UnitError(f"{_short(text)}: the exponent is out of range; a {kind} takes exponents "
                         f"from -{MAX_EXPONENT} to {MAX_EXPONENT} (e.g. {_example(kind)})")
     return Fraction(number), unit
+
+
+def _near(unit: str, units: dict) -> str:
+    """`` (units are case-sensitive: did you mean MB or MiB?)`` for ``m``, ``mb`` or ``mib``; else ``""``."""
+    def stem(name: str) -> str:
+        return name.lower().removesuffix("ib").removesuffix("b")
+
+    near = [u for u in units if u.lower() == unit.lower()]
+    near = near or [u for u in units if stem(unit) and stem(u) == stem(unit)]
+    return f" (units are case-sensitive: did you mean {' or '.join(near)}?)" if near else ""
 
 
 def _short(text: str) -> str:

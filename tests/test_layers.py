@@ -41,6 +41,7 @@ LAYERS = {
     "bench.vocabulary": "base",
     "bench.placement": "base",
     "bench.stopping": "base",
+    "bench.parameters": "base",  # the run's parameters: names, kinds, defaults, columns, axis words
     # the results folder's format, written by measure and read by analyse
     "bench.results": "record",
     # measuring: the load generator, the monitors, the machine's ceilings, the environment

@@ -33,11 +33,14 @@ import argparse
 import hashlib
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench import units
 from bench.loadgen.driver import LoadGenError, run_load
-from bench.loadgen.spec import ENGINES, LOOPS, FileTarget, LoadResult, LoadSpec, lower_bound_column
+from bench.loadgen.spec import FileTarget, LoadResult, LoadSpec, lower_bound_column
+from bench.parameters import PARAMETERS, Parameter, load_spec_parameters
 from bench.placement import PLACEMENTS, placement_cpus
 from bench.stopping import signal_name, signum_of, stop_signals
 from bench.thresholds import (
@@ -52,29 +55,83 @@ from bench.thresholds import (
 )
 from bench.units import plural
 
-_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 10**6, "mb": 10**6,
-               "mib": 1024**2, "g": 10**9, "gb": 10**9, "gib": 1024**3}
 #: Bytes hashed per read when computing file checksums: 1 MiB keeps the
 #: number of reads low without holding a large file in memory.
 _HASH_CHUNK = 1024 * 1024
 
 
-def parse_seconds(text: str) -> float:
-    """``"10"``, ``"2.5"``, ``"10s"``, ``"500ms"`` -> seconds."""
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(ms|s)?\s*", text)
-    if not m:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a duration; give seconds, e.g. 10, 2.5, 10s or 500ms")
-    value = float(m.group(1))
-    return value / 1000 if m.group(2) == "ms" else value
+def _argument_type(convert: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``convert`` as an argparse type: its ValueError (a UnitError names the units) becomes the usage error."""
+    def parse(text: str) -> Any:
+        try:
+            return convert(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    parse.__name__ = convert.__name__
+    return parse
 
 
-def parse_size(text: str) -> int:
-    """``"1024"``, ``"1KiB"``, ``"256MiB"``, ``"1MB"`` -> bytes."""
-    m = re.fullmatch(r"\s*([0-9]+)\s*([A-Za-z]*)\s*", text)
-    unit = m.group(2).lower() if m else None
-    if not m or unit not in _SIZE_UNITS:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a size; give bytes, e.g. 1024, 1KiB, 256MiB or 1MB")
-    return int(m.group(1)) * _SIZE_UNITS[unit]
+#: Durations and sizes as a scenario writes them (bench.units: 500ms, 1m = 60 s; 1KiB, 1MB).
+parse_seconds = _argument_type(units.parse_duration)
+parse_size = _argument_type(units.parse_size)
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number") from None
+
+
+def _whole(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a whole number") from None
+
+
+#: Text to value for each kind of parameter (bench.parameters.KINDS); bounds are checked after.
+_KIND_PARSERS: dict[str, Callable[[str], Any]] = {
+    "count": _whole, "whole": _whole, "size": units.parse_size, "duration": units.parse_duration,
+    "rate": _number, "fraction": _number, "choice": str,
+}
+#: How --help shows each kind's value.
+_METAVARS = {"count": "N", "whole": "N", "size": "SIZE", "duration": "DURATION", "rate": "R", "fraction": "F"}
+
+
+def _parameter_type(parameter: Parameter) -> Callable[[str], Any]:
+    """The argparse type of a parameter's flag: parsed by kind, then its bounds checked (bench.parameters)."""
+    convert = _KIND_PARSERS[parameter.kind]
+
+    def parse(text: str) -> Any:
+        value = convert(text)
+        problem = parameter.problem(value)
+        if problem:
+            raise ValueError(f"{text!r}: {problem}")
+        return value
+    parse.__name__ = parameter.kind
+    return _argument_type(parse)
+
+
+def _add_parameter_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per load and generator parameter that has one (bench.parameters)."""
+    for parameter in [p for p in PARAMETERS if p.section in ("load", "generator") and p.flag]:
+        if parameter.kind == "flag":  # --name / --no-name
+            parser.add_argument(parameter.option, dest=parameter.name, action=argparse.BooleanOptionalAction,
+                                default=parameter.default, help=parameter.help)
+            continue
+        shown = parameter.default
+        if parameter.kind == "size" and shown is not None:
+            shown = units.format_size(shown)
+        elif parameter.kind == "duration" and shown is not None:
+            shown = units.format_duration(shown)
+        extra = {"choices": parameter.choices} if parameter.kind == "choice" else {"metavar": _METAVARS[parameter.kind]}
+        parser.add_argument(
+            parameter.option, dest=parameter.name, type=_parameter_type(parameter),
+            required=parameter.flag_required, default=None if parameter.flag_required else parameter.default,
+            help=parameter.help + ("" if parameter.flag_required or shown is None else f" (default {shown})"),
+            **extra,
+        )
 
 
 def parse_cpus(text: str) -> set[int]:
@@ -98,56 +155,27 @@ def parse_target(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be an integer >= 1")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be an integer >= 0")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``bench load``'s arguments to ``parser``."""
     parser.add_argument("service", choices=["echo", "file"], help="protocol the server speaks")
     parser.add_argument("target", type=parse_target, metavar="HOST:PORT", help="server address (loopback unless --allow-remote)")
-    parser.add_argument("--clients", type=_positive_int, required=True, metavar="N", help="concurrent connections")
-    parser.add_argument("--duration", type=parse_seconds, required=True, metavar="S", help="measured window, seconds")
-    parser.add_argument("--warmup", type=parse_seconds, default=0.0, metavar="S", help="seconds of load before the window (not counted)")
-    parser.add_argument("--message-bytes", type=parse_size, default=1024, metavar="N", help="echo message size (default 1024)")
+    parser.add_argument("--duration", type=parse_seconds, required=True, metavar="DURATION",
+                        help="measured window: seconds, or with a unit (500ms, 10s, 1m)")
+    parser.add_argument("--warmup", type=parse_seconds, default=0.0, metavar="DURATION",
+                        help="load before the window, not counted (default 0)")
+    _add_parameter_flags(parser)
     parser.add_argument("--file", action="append", default=[], metavar="NAME", help="file to request (repeatable)")
-    parser.add_argument("--file-size", action="append", type=parse_size, default=[], metavar="N",
-                        help="size of the matching --file (when --files-root is not given)")
+    parser.add_argument("--file-size", action="append", type=parse_size, default=[], metavar="SIZE",
+                        help="size of the matching --file, bytes or with a unit (1KiB, 1MB) (when --files-root is "
+                             "not given)")
     parser.add_argument("--files-root", type=Path, metavar="DIR",
                         help="compute sizes and SHA-256 of --file names (or of every file) under DIR")
-    parser.add_argument("--rate", type=float, metavar="R", help="open loop: total requests/s (without it: closed loop)")
-    parser.add_argument("--requests-per-connection", type=_non_negative_int, default=0, metavar="N",
-                        help="reconnect after N requests (0: one connection all run)")
-    parser.add_argument("--workers", type=_positive_int, metavar="N", help="generator processes (default: one per generator CPU, see --placement)")
     parser.add_argument("--cpus", type=parse_cpus, metavar="LIST",
                         help="pin generator workers to these CPUs, e.g. 1 or 0-1 (overrides --placement)")
     parser.add_argument("--placement", choices=PLACEMENTS, default=PLACEMENTS[0],
                         help="generator CPUs as bench run places them, for a server pinned the bench run way: "
                              "split (default) = the CPUs bench run leaves the generator (CPU 1 of 2, the server "
                              "on CPU 0), one worker each; shared = the server's CPU 0; none = unpinned, one worker per CPU")
-    parser.add_argument("--engine", choices=ENGINES, default="auto",
-                        help="load engine: native (C, epoll), python (asyncio/uvloop); auto: native where it builds")
-    parser.add_argument("--loop", choices=LOOPS, default="auto", help="python engine's event loop (auto: uvloop if installed)")
-    parser.add_argument("--connect-timeout", type=parse_seconds, default=3.0, metavar="S", help="seconds (default 3)")
-    parser.add_argument("--request-timeout", type=parse_seconds, default=10.0, metavar="S", help="seconds (default 10)")
-    parser.add_argument("--checksum-sample", type=float, default=0.05, metavar="F",
-                        help="fraction of file replies whose SHA-256 is verified (default 0.05)")
     parser.add_argument("--json", action="store_true", help="print the full result as JSON")
     parser.add_argument("--allow-remote", action="store_true", help="allow a non-loopback target")
     add_threshold_argument(parser, per_model=False)
@@ -181,15 +209,12 @@ def spec_from_args(args: argparse.Namespace) -> LoadSpec:
     """Build the :class:`LoadSpec` the arguments describe."""
     host, port = args.target
     files = file_targets(args.file, args.file_size, args.files_root) if args.service == "file" else []
+    parameters = {p.spec_name: getattr(args, p.name) for p in load_spec_parameters() if p.flag}
     return LoadSpec(
-        service=args.service, host=host, port=port, clients=args.clients,
-        duration_s=args.duration, warmup_s=args.warmup, message_bytes=args.message_bytes,
-        files=files, requests_per_connection=args.requests_per_connection,
-        mode="open" if args.rate is not None else "closed", rate=args.rate,
-        connect_timeout_s=args.connect_timeout, request_timeout_s=args.request_timeout,
-        workers=args.workers, cpus=args.cpus if args.cpus is not None else placement_cpus(args.placement)[1],
-        checksum_sample=args.checksum_sample,
-        loop=args.loop, engine=args.engine, allow_remote=args.allow_remote,
+        service=args.service, host=host, port=port, duration_s=args.duration, warmup_s=args.warmup, files=files,
+        mode="open" if args.rate is not None else "closed",
+        cpus=args.cpus if args.cpus is not None else placement_cpus(args.placement)[1],
+        allow_remote=args.allow_remote, **parameters,
     )
 
 

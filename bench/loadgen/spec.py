@@ -32,14 +32,12 @@ from typing import Any
 from hdrh.histogram import HdrHistogram
 
 from bench.loadgen import histograms
+from bench.parameters import ENGINES, MODES, load_spec_parameters  # noqa: F401  (ENGINES: re-exported)
+from bench.parameters import GENERATOR_LOOPS as LOOPS  # noqa: F401  (re-exported)
 from bench.results import lower_bound_column  # noqa: F401 - the row's flag columns, named by results
 
 #: Services the load generator can drive (and so scenarios may name); the servers offer more.
 SERVICES = ("echo", "file")
-MODES = ("closed", "open")
-LOOPS = ("auto", "asyncio", "uvloop")
-#: Load engines (see :mod:`bench.loadgen.engines`): auto = native where it builds, else python.
-ENGINES = ("auto", "native", "python")
 #: The file protocol caps a request line at 4096 bytes, newline included.
 MAX_REQUEST_LINE = 4096
 #: Columns of the ``row`` dict, in runs.csv order (a subset of RUN_COLUMNS).
@@ -71,9 +69,22 @@ class FileTarget:
     sha256: str
 
 
+#: The parameters' defaults and help (:mod:`bench.parameters`) by LoadSpec field name.
+_PARAMETER = {p.spec_name: p for p in load_spec_parameters()}
+
+
+def _default(name: str) -> Any:
+    return _PARAMETER[name].default
+
+
 @dataclass
 class LoadSpec:
-    """One load run. See the module docstring of :mod:`bench.loadgen` for the semantics."""
+    """One load run. See the module docstring of :mod:`bench.loadgen` for the semantics.
+
+    The fields that are parameters (clients, message_bytes, ... checksum_sample)
+    take their defaults, meanings and bounds from :mod:`bench.parameters`;
+    :func:`validate` checks them there.
+    """
 
     service: str                     # "echo" | "file"
     host: str
@@ -81,18 +92,18 @@ class LoadSpec:
     clients: int
     duration_s: float
     warmup_s: float = 0.0
-    message_bytes: int = 1024        # echo
+    message_bytes: int = _default("message_bytes")  # echo
     files: list[FileTarget] = field(default_factory=list)   # file service: requests cycle through these
-    requests_per_connection: int = 0  # 0 = keep each connection all run; N = reconnect after N requests
-    mode: str = "closed"             # "closed" | "open"
-    rate: float | None = None        # open loop: total requests/s across all clients
-    connect_timeout_s: float = 3.0
-    request_timeout_s: float = 10.0
-    workers: int | None = None       # None: one per CPU in `cpus` (or per online CPU)
+    requests_per_connection: int = _default("requests_per_connection")
+    mode: str = _default("mode")
+    rate: float | None = _default("rate")          # open loop: total requests/s across all clients
+    connect_timeout_s: float = _default("connect_timeout_s")
+    request_timeout_s: float = _default("request_timeout_s")
+    workers: int | None = _default("workers")      # None: one per CPU in `cpus` (or per online CPU)
     cpus: set[int] | None = None     # pin workers to these CPUs (os.sched_setaffinity)
-    checksum_sample: float = 0.05    # fraction of file replies whose SHA-256 is verified (size always checked)
-    loop: str = "auto"               # "auto" (uvloop if importable) | "asyncio" | "uvloop" (python engine)
-    engine: str = "auto"             # "auto" (native where it builds) | "native" | "python"
+    checksum_sample: float = _default("checksum_sample")
+    loop: str = _default("loop")
+    engine: str = _default("engine")
     timeline_interval_s: float = 0.5
     allow_remote: bool = False
 
@@ -121,31 +132,21 @@ def validate(spec: LoadSpec) -> None:
     """Check every field of ``spec``; raise :class:`ValueError` naming the first bad one."""
     _need(spec.service in SERVICES, f"service must be one of {', '.join(SERVICES)}, got {spec.service!r}")
     _need(isinstance(spec.port, int) and 1 <= spec.port <= 65535, f"port must be 1..65535, got {spec.port!r}")
-    _need(isinstance(spec.clients, int) and spec.clients >= 1, f"clients must be an integer >= 1, got {spec.clients!r}")
     _need(spec.duration_s > 0, f"duration must be > 0 seconds, got {spec.duration_s!r}")
     _need(spec.warmup_s >= 0, f"warmup must be >= 0 seconds, got {spec.warmup_s!r}")
     _need(spec.mode in MODES, f"mode must be one of {', '.join(MODES)}, got {spec.mode!r}")
-    _need(spec.loop in LOOPS, f"loop must be one of {', '.join(LOOPS)}, got {spec.loop!r}")
-    _need(spec.engine in ENGINES, f"engine must be one of {', '.join(ENGINES)}, got {spec.engine!r}")
-    if spec.mode == "open":
-        _need(spec.rate is not None and spec.rate > 0, f"open loop needs a rate > 0 requests/s (--rate), got {spec.rate!r}")
-    _need(spec.requests_per_connection >= 0,
-          f"requests_per_connection must be >= 0 (0 = one connection all run), got {spec.requests_per_connection!r}")
-    _need(spec.connect_timeout_s > 0, f"connect timeout must be > 0 seconds, got {spec.connect_timeout_s!r}")
-    _need(spec.request_timeout_s > 0, f"request timeout must be > 0 seconds, got {spec.request_timeout_s!r}")
-    _need(0.0 <= spec.checksum_sample <= 1.0, f"checksum_sample must be within 0..1, got {spec.checksum_sample!r}")
+    where = {"service": spec.service, "mode": spec.mode}
+    for name, parameter in _PARAMETER.items():
+        if parameter.applies_at(where):
+            problem = parameter.problem(getattr(spec, name), required=bool(parameter.required))
+            _need(problem is None, str(problem))
     _need(spec.timeline_interval_s > 0, f"timeline interval must be > 0 seconds, got {spec.timeline_interval_s!r}")
-    if spec.workers is not None:
-        _need(isinstance(spec.workers, int) and spec.workers >= 1, f"workers must be an integer >= 1, got {spec.workers!r}")
     if spec.cpus is not None:
         allowed = os.sched_getaffinity(0)
         _need(len(spec.cpus) > 0, "cpus must name at least one CPU")
         bad = sorted(set(spec.cpus) - allowed)
         _need(not bad, f"cpus {bad} are not available to this process; available: {sorted(allowed)}")
-    if spec.service == "echo":
-        _need(isinstance(spec.message_bytes, int) and spec.message_bytes >= 1,
-              f"message_bytes must be an integer >= 1, got {spec.message_bytes!r}")
-    else:
+    if spec.service == "file":
         _validate_files(spec.files)
 
 

@@ -33,6 +33,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter, NullLocator
 
 from bench.format import fmt_bytes, format_param
+from bench.parameters import axis_text
 from bench.plots import style
 from bench.stats import (
     LOWER_BOUNDED_METRICS,
@@ -44,21 +45,8 @@ from bench.stats import (
 from bench.vocabulary import FAILED, GENERATOR_BOUND, UNSTABLE, point_flags, syn_retry_times
 from servers import registry
 
-#: Words for the swept parameter, used in titles ("as clients grow") and x labels.
-PARAM_TEXT: dict[str, tuple[str, str]] = {
-    "clients": ("as clients grow", "concurrent clients (connections)"),
-    "message_bytes": ("as messages get bigger", "message size"),
-    "file_bytes": ("as files get bigger", "file size"),
-    "backlog": ("as the listen backlog changes", "listen backlog (connections)"),
-    "cpu_work_us": ("as each request needs more CPU", "server CPU work per chunk (µs)"),
-    "max_children": ("as max_children changes", "ForkingMixIn.max_children (processes)"),
-    "threads": ("as the thread pool grows", "threadpool's pool (threads)"),
-    "workers": ("as workers are added", "prefork / reuseport workers (processes)"),
-    "requests_per_connection": ("as connections carry more requests", "requests per connection (0 = one connection per client)"),
-    "rate": ("as the offered load rises", "scheduled rate (requests/s)"),
-    "sendfile": ("with and without sendfile", "sendfile"),
-    "mode": ("in closed and open loop", "load mode"),
-}
+#: Words for the swept parameter, used in titles ("as clients grow") and x labels (from bench.parameters).
+PARAM_TEXT: dict[str, tuple[str, str]] = axis_text()
 _BYTE_PARAMS = ("message_bytes", "file_bytes")
 #: The failure outcomes of a connection attempt, stacked in this order (greys and hatches:
 #: they must not be mistaken for model colours).

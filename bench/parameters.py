@@ -1,0 +1,250 @@
+"""The parameters of a run, each declared once: the load side's knobs and every ``runs.csv`` parameter column.
+
+:mod:`servers.config` is the one description of a server's settings; this
+module is the same for the rest of a run. Each :class:`Parameter` says its
+name, the scenario section it lives in, its kind (which fixes its type,
+unit and bounds), its default, whether a list of values sweeps it, what its
+``runs.csv`` column means, the words a figure uses for it, and its help.
+Everything that lists parameters is generated from :data:`PARAMETERS`:
+
+* the scenario file's ``load:`` and ``generator:`` sections
+  (:mod:`bench.scenario.schema`), and which fields a list sweeps
+  (:data:`bench.scenario.sweep.SWEEP_PATHS`) and why a list changes nothing;
+* ``bench load``'s flags (:mod:`bench.loadgen.cli`) and the defaults and
+  checks of the generator's :class:`~bench.loadgen.spec.LoadSpec`;
+* the :class:`~bench.loadgen.spec.LoadSpec` the runner builds for a point;
+* the parameter columns of ``runs.csv`` (:data:`bench.results.PARAMETER_COLUMNS`,
+  their meanings in ``RUN_COLUMNS``) and a point's values for them;
+* the figures' titles and axis labels.
+
+So a new load parameter is one entry here (and the generator code that acts
+on it). Server parameters with a column (``backlog`` ...) appear too, for
+their column, sweep and figure words; their type, default and help stay
+:class:`~servers.config.ServerOptions`' and are read from it.
+
+The table sits low: it imports only :mod:`servers.config`, and the measuring
+and recording modules may import it.
+
+Kinds
+-----
+``count`` a whole number >= 1; ``whole`` a whole number >= 0; ``size`` bytes
+(``positive`` for >= 1), written with the units of :mod:`bench.units`;
+``duration`` seconds, with units (``positive``: > 0); ``rate`` requests per
+second > 0; ``fraction`` a number from 0 to 1; ``choice`` one of
+``choices``; ``flag`` true or false. A default of ``None`` makes the value
+optional (absent: the generator chooses, or it does not apply).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from servers.config import ServerOptions
+
+KINDS = ("count", "whole", "size", "duration", "rate", "fraction", "choice", "flag")
+
+#: Load modes: closed loop (send, wait for the reply, repeat) and open loop (requests start on a schedule).
+MODES = ("closed", "open")
+#: Event loops of the python engine; auto = uvloop when installed.
+GENERATOR_LOOPS = ("auto", "asyncio", "uvloop")
+#: Load engines (see :mod:`bench.loadgen.engines`): auto = native where it builds, else python.
+ENGINES = ("auto", "native", "python")
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One parameter. See the module docstring for what is generated from it."""
+
+    #: field name in its section; the runs.csv column name when ``column`` is given
+    name: str
+    #: scenario section: "load", "generator" or "server"
+    section: str
+    #: one of KINDS
+    kind: str
+    default: Any
+    help: str
+    #: size/duration: > 0 (size: >= 1 byte) rather than >= 0
+    positive: bool = False
+    choices: tuple = ()
+    #: a list of values in a scenario sweeps it (it then needs a column)
+    sweepable: bool = False
+    #: meaning of its runs.csv column; empty = no column
+    column: str = ""
+    #: (title phrase, x-axis label) of a figure sweeping it
+    axis: tuple[str, str] | None = None
+    #: ("service", "file") or ("mode", "open"): the only setting where it means something;
+    #: elsewhere its column is blank and a list of it changes nothing
+    applies: tuple[str, str] | None = None
+    #: scenario: it must be given wherever it applies; what to write (shown in the message)
+    required: str = ""
+    #: name of its LoadSpec (and sweep point) field when not ``name``; "" = no LoadSpec field
+    #: (the runner turns it into something else, e.g. file_bytes into the files to fetch)
+    spec: str | None = None
+    #: bench load: a --flag of this name; False = none (set otherwise, e.g. mode by --rate)
+    flag: bool = True
+    #: bench load: the flag must be given (a scenario has a default)
+    flag_required: bool = False
+    #: 0 (or absent) means "the model's own default": its column is empty then
+    zero_is_default: bool = False
+
+    @property
+    def spec_name(self) -> str:
+        """The LoadSpec field, or "" when it has none."""
+        return self.name if self.spec is None else self.spec
+
+    @property
+    def point_name(self) -> str:
+        """Its field in a sweep point's load (:class:`bench.scenario.sweep.LoadPoint`), or in its own section."""
+        return self.spec or self.name
+
+    @property
+    def option(self) -> str:
+        """``bench load``'s flag: ``--connect-timeout``."""
+        return "--" + self.name.replace("_", "-")
+
+    def applies_at(self, where: dict[str, Any]) -> bool:
+        """Whether it means something at a point whose service and mode are ``where``."""
+        return self.applies is None or where.get(self.applies[0]) == self.applies[1]
+
+    def inert_reason(self) -> str:
+        """Why a list of it can change nothing: where it applies."""
+        if self.applies is None:
+            return "every value gives the same runs"
+        axis, value = self.applies
+        where = f"the {value} service" if axis == "service" else f"{axis}: {value}"
+        return f"{self.name} only applies to {where}"
+
+    def required_reason(self) -> str:
+        """The message for a scenario that needs it but lacks it."""
+        axis, value = self.applies or ("", "")
+        where = f"for the {value} service" if axis == "service" else f"when {axis} is {value}"
+        return f"required {where}: {self.required}"
+
+    def problem(self, value: Any, required: bool = False) -> str | None:
+        """What is wrong with ``value`` for this kind, or None.
+
+        ``None`` is fine where the default is ``None``, unless ``required``.
+        """
+        label = self.name.replace("_", " ") if self.kind == "duration" else self.name
+        if value is None and self.default is None:
+            return f"{self.name}: {self.required_reason()}" if required else None
+        whole = isinstance(value, int) and not isinstance(value, bool)
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if self.kind == "count" or (self.kind == "size" and self.positive):
+            ok, want = whole and value >= 1, "an integer >= 1"
+        elif self.kind in ("whole", "size"):
+            ok, want = whole and value >= 0, "an integer >= 0"
+        elif self.kind in ("duration", "rate"):
+            positive = self.positive or self.kind == "rate"
+            ok = number and (value > 0 if positive else value >= 0)
+            want = "> 0" if positive else ">= 0"
+            want += " seconds" if self.kind == "duration" else " requests/s"
+        elif self.kind == "fraction":
+            ok, want = number and 0 <= value <= 1, "within 0..1"
+        elif self.kind == "choice":
+            ok, want = value in self.choices, "one of " + ", ".join(self.choices)
+        else:
+            ok, want = isinstance(value, bool), "true or false"
+        return None if ok else f"{label} must be {want}, got {value!r}"
+
+
+def _server(name: str, kind: str, **facts: Any) -> Parameter:
+    """A server parameter with a runs.csv column: type, default and help are ServerOptions'."""
+    option = {f.name: f for f in dataclasses.fields(ServerOptions)}[name]
+    return Parameter(name, "server", kind, option.default, option.metadata.get("help", ""), spec="", flag=False,
+                     sweepable=True, **facts)
+
+
+#: Every parameter, in the order of the runs.csv parameter columns (the order
+#: figures prefer an x axis in, and the sweep's order: the first varies slowest).
+PARAMETERS: tuple[Parameter, ...] = (
+    # 10, not 1: at one connection the machine's CPU placement is measured,
+    # not the server (measured here: models differ from ~10 connections on).
+    Parameter("clients", "load", "count", 10, "concurrent client connections", sweepable=True,
+              column="concurrent client connections", flag_required=True,
+              axis=("as clients grow", "concurrent clients (connections)")),
+    # 1 KiB: a typical small request; bench load's default (a scenario must say it).
+    Parameter("message_bytes", "load", "size", 1024, "echo: size of each message", positive=True, sweepable=True,
+              column="echo message size", applies=("service", "echo"),
+              required="the size of each message, e.g. message_bytes: 1KiB",
+              axis=("as messages get bigger", "message size")),
+    Parameter("file_bytes", "load", "size", None, "file: size of the file requested", sweepable=True,
+              column="file size requested (file service)", applies=("service", "file"),
+              required="the size of the file to fetch, e.g. file_bytes: 1MiB", spec="", flag=False,
+              axis=("as files get bigger", "file size")),
+    _server("backlog", "whole", column="listen backlog given to the server",
+            axis=("as the listen backlog changes", "listen backlog (connections)")),
+    _server("cpu_work_us", "whole", column="server CPU burn per chunk",
+            axis=("as each request needs more CPU", "server CPU work per chunk (µs)")),
+    _server("max_children", "count", column="ForkingMixIn.max_children",
+            axis=("as max_children changes", "ForkingMixIn.max_children (processes)")),
+    _server("threads", "count", zero_is_default=True,
+            column="server.threads: threadpool's pool threads (the other models have no such pool); empty: its "
+                   "default, 2 x the server's CPUs",
+            axis=("as the thread pool grows", "threadpool's pool (threads)")),
+    _server("workers", "count", zero_is_default=True,
+            column="server.workers: prefork's and reuseport's worker processes (the other models have none); "
+                   "empty: their default, one per server CPU",
+            axis=("as workers are added", "prefork / reuseport workers (processes)")),
+    Parameter("requests_per_connection", "load", "whole", 0,
+              "0 = keep each connection for the whole run; N = reconnect after every N requests", sweepable=True,
+              column="0 = one connection for the whole run; N = reconnect every N requests",
+              axis=("as connections carry more requests", "requests per connection (0 = one connection per client)")),
+    Parameter("rate", "load", "rate", None,
+              "open loop only: requests per second in total (required for open; bench load: giving it selects "
+              "the open loop)", sweepable=True,
+              column="open loop: total requests/s scheduled (empty for closed loop)", applies=("mode", "open"),
+              required="total requests per second, e.g. rate: 5000",
+              axis=("as the offered load rises", "scheduled rate (requests/s)")),
+    _server("sendfile", "flag", column="True if the server used sendfile", applies=("service", "file"),
+            axis=("with and without sendfile", "sendfile")),
+    Parameter("mode", "load", "choice", "closed",
+              "closed: send, wait for the reply, repeat; open: start requests at a fixed rate", choices=MODES,
+              sweepable=True, column="closed | open", flag=False, axis=("in closed and open loop", "load mode")),
+    # 3 s: long enough to ride out the kernel's first SYN retry (1 s), short
+    # enough that a server that never accepts shows up within a short run.
+    Parameter("connect_timeout", "load", "duration", 3.0, "give up a connection attempt after this long",
+              positive=True, spec="connect_timeout_s"),
+    # 10 s: a reply on loopback takes microseconds to milliseconds; ten
+    # seconds is a server that stopped answering, not a slow one.
+    Parameter("request_timeout", "load", "duration", 10.0, "give up waiting for a reply after this long",
+              positive=True, spec="request_timeout_s"),
+    Parameter("workers", "generator", "count", None,
+              "generator worker processes; null/absent = one per generator CPU (see placement)"),
+    Parameter("engine", "generator", "choice", "auto",
+              "load engine: native (C, epoll) or python (asyncio/uvloop); auto = native where it builds",
+              choices=ENGINES),
+    Parameter("loop", "generator", "choice", "auto",
+              "python engine: event loop of each worker; auto = uvloop when installed", choices=GENERATOR_LOOPS),
+    # 5%: enough to catch a corrupting server within a few hundred requests,
+    # cheap enough that hashing large files never makes the generator the bottleneck.
+    Parameter("checksum_sample", "generator", "fraction", 0.05,
+              "fraction of file replies whose checksum is verified (the size is always checked)"),
+)
+
+
+def by_name() -> dict[str, Parameter]:
+    """:data:`PARAMETERS` by name (read each call, so an extended table is seen everywhere)."""
+    return {p.name: p for p in PARAMETERS}
+
+
+def in_section(section: str) -> list[Parameter]:
+    """The parameters of one scenario section, in table order."""
+    return [p for p in PARAMETERS if p.section == section]
+
+
+def column_names() -> list[str]:
+    """The runs.csv parameter columns, in table order."""
+    return [p.name for p in PARAMETERS if p.column]
+
+
+def load_spec_parameters() -> list[Parameter]:
+    """The parameters the generator's LoadSpec takes (load and generator sections)."""
+    return [p for p in PARAMETERS if p.section in ("load", "generator") and p.spec_name]
+
+
+def axis_text() -> dict[str, tuple[str, str]]:
+    """(title phrase, x label) of each parameter a figure may sweep."""
+    return {p.name: p.axis for p in PARAMETERS if p.axis}

@@ -1,0 +1,443 @@
+"""The scenario schema: every section and field of a scenario file, its type, default and help.
+
+:class:`Scenario` is the one typed description of a run. Field types here
+are the file's: sizes and durations take units (:mod:`bench.units`), a
+sweepable field is one value or a list (:func:`sweep`). A section is a
+:class:`Section` (unknown keys and later changes refused); a new one is a
+new class and a field of :class:`Scenario`, and error messages find it
+without further change. Validation checks each field, then the rules that
+involve several (:func:`_cross_issues`), then expands the sweep
+(:mod:`bench.scenario.sweep`) and checks the machine
+(:mod:`bench.scenario.machine`).
+"""
+
+import dataclasses
+import difflib
+import importlib.util
+import re
+from typing import Annotated, Any, Literal, Optional
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PlainSerializer,
+    PrivateAttr,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    Tag,
+    ValidationInfo,
+    create_model,
+    model_validator,
+)
+
+from bench.loadgen.spec import SERVICES
+from bench.parameters import PARAMETERS, Parameter, in_section
+from bench.scenario.machine import machine_issues
+from bench.scenario.messages import dotted, plain_number, show
+from bench.scenario.source import Dumper
+from bench.scenario.sweep import Point, expand, offers
+from bench.thresholds import Threshold, from_entry, parse_threshold
+from bench.units import format_bitrate, format_duration, format_size, parse_bitrate, parse_duration, parse_size
+from servers.config import LOOPS, POOL_OPTIONS, ServerOptions
+from servers.registry import MODELS, unavailable
+
+#: Key of the validation context under which cross-field problems are
+#: collected (with their paths) instead of raised one at a time.
+SINK = "scenario_issues"
+
+#: Seconds each run costs beyond warmup + duration: server start and its
+#: ready line (~0.3 s), the idle check, SIGTERM and reaping, writing results.
+#: Only used for the "about N s" estimate.
+RUN_OVERHEAD_S = 1.0
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+# --------------------------------------------------------------------------
+# Field types
+# --------------------------------------------------------------------------
+
+# Tags of the two shapes a sweepable field takes. They show up in pydantic's
+# error locations and are stripped before the path is shown to the user
+# (bench.scenario.messages.is_tag: any "<name>").
+_ONE, _LIST = "<one>", "<list>"
+
+
+def _shape(value: Any) -> str:
+    return _LIST if isinstance(value, (list, tuple)) else _ONE
+
+
+def _distinct(values: list) -> list:
+    """Reject a sweep list naming a value twice (it would repeat identical runs). O(n): a set of seen values."""
+    seen: set = set()
+    for value in values:
+        # type() too: True == 1 in Python but they are different settings.
+        key = (type(value), value)
+        if key in seen:
+            raise ValueError(f"{show(value)} is listed twice; each value of a sweep must appear once")
+        seen.add(key)
+    return values
+
+
+def sweep(item: Any) -> Any:
+    """The type "one ``item`` or a non-empty list of distinct ``item``s" (a sweep).
+
+    A callable discriminator picks the branch by shape, so an error is
+    reported against the branch the user meant (``load.clients[2]``), not
+    against both.
+    """
+    return Annotated[
+        Annotated[item, Tag(_ONE)] | Annotated[list[item], Field(min_length=1), AfterValidator(_distinct), Tag(_LIST)],
+        Discriminator(_shape),
+    ]
+
+
+
+Count = Annotated[StrictInt, Field(ge=1)]
+NonNegInt = Annotated[StrictInt, Field(ge=0)]
+Size = Annotated[int, BeforeValidator(parse_size), PlainSerializer(format_size, when_used="json")]
+PositiveSize = Annotated[Size, Field(ge=1)]
+Duration = Annotated[float, BeforeValidator(parse_duration), PlainSerializer(format_duration, when_used="json")]
+PositiveDuration = Annotated[Duration, Field(gt=0)]
+#: Highest open-loop rate: 50x the 200k round trips/s a C client reaches on
+#: loopback here, so only a typo (or .inf, which a float would accept) is refused.
+MAX_RATE = 10_000_000
+Rate = Annotated[StrictFloat, Field(gt=0, le=MAX_RATE, allow_inf_nan=False),
+                 PlainSerializer(plain_number, when_used="json")]
+#: The services a scenario may name: those the load generator drives (a server may offer more).
+Service = Literal[SERVICES]
+
+
+def _known_model(name: str) -> str:
+    if name not in MODELS:
+        close = difflib.get_close_matches(name, MODELS, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ValueError(f"unknown model {name!r}{hint}; valid models: {', '.join(MODELS)}")
+    reason = unavailable(name)
+    if reason is not None:
+        raise ValueError(f"{reason}; or remove {name} from models")
+    return name
+
+
+def _folder_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise ValueError(
+            f"{name!r} cannot be used as a folder name: use 1-64 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit (e.g. small-backlog)"
+        )
+    return name
+
+
+ModelName = Annotated[str, AfterValidator(_known_model)]
+
+_SERVER_DEFAULTS = ServerOptions()
+_SERVER_HELP = {f.name: f.metadata.get("help", "") for f in dataclasses.fields(ServerOptions)}
+
+
+def _pool_size(name: str) -> Any:
+    """The type of ``server.threads`` / ``server.workers``: a count of at least 1, for the models that have the pool."""
+    takers = ", ".join(POOL_OPTIONS[name])
+
+    def check(value: int) -> int:
+        if value < 1:
+            raise ValueError(f"{value} {name}: a pool needs at least 1 (server.{name} sizes the pool of {takers} "
+                             "only); leave it out for each model's default")
+        return value
+
+    return Annotated[StrictInt, AfterValidator(check)]
+
+
+def _pool_field(name: str, default_text: str) -> Any:
+    takers = " and ".join(POOL_OPTIONS[name])
+    return Field(None, description=f"{takers} only: {name}, the most connections each serves at once (see "
+                                   f"python -m servers --help); left out: {default_text}")
+
+
+def _server_field(name: str) -> Any:
+    """A field with ServerOptions' default and help text: one source for both."""
+    return Field(default=getattr(_SERVER_DEFAULTS, name), description=_SERVER_HELP[name])
+
+
+class Section(BaseModel):
+    # frozen: the points are computed once at validation; a later change
+    # to a field would silently disagree with them.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerSpec(Section):
+    """``server:``: the settings given to every server model (see :class:`ServerOptions`)."""
+
+    backlog: sweep(NonNegInt) = _server_field("backlog")
+    max_children: sweep(Count) = _server_field("max_children")
+    threads: sweep(_pool_size("threads")) | None = _pool_field("threads", "2 x the CPUs the server runs on")
+    workers: sweep(_pool_size("workers")) | None = _pool_field("workers", "one per CPU the server runs on")
+    sendfile: sweep(StrictBool) = _server_field("sendfile")
+    cpu_work_us: sweep(NonNegInt) = _server_field("cpu_work_us")
+    cpu_work_iterations: NonNegInt = _server_field("cpu_work_iterations")
+    loop: Literal[LOOPS] = _server_field("loop")
+    # Not swept: they bound hostile clients, which the load generator is not;
+    # 0 turns one off to show the stdlib's unbounded waiting.
+    idle_timeout: Duration = _server_field("idle_timeout")
+    request_timeout: Duration = _server_field("request_timeout")
+    send_timeout: Duration = _server_field("send_timeout")
+
+
+#: The pydantic type of each kind of parameter (bench.parameters.KINDS), before sweep() and Optional.
+_KIND_TYPES: dict[str, Any] = {
+    "count": Count,
+    "whole": NonNegInt,
+    "size": Size,
+    "duration": Duration,
+    "rate": Rate,
+    "fraction": Annotated[StrictFloat, Field(ge=0, le=1)],
+    "flag": StrictBool,
+}
+#: ... of a size or duration that must be positive (Parameter.positive).
+_POSITIVE_TYPES: dict[str, Any] = {"size": PositiveSize, "duration": PositiveDuration}
+
+
+def _parameter_field(parameter: Parameter) -> tuple[Any, Any]:
+    """(type, Field) of a scenario field generated from a :class:`~bench.parameters.Parameter`.
+
+    A parameter ``required`` where it applies has no default in a file (the
+    scenario must say it: the cross-field checks name what is missing).
+    """
+    if parameter.kind == "choice":
+        kind: Any = Literal[parameter.choices]
+    else:
+        kind = _POSITIVE_TYPES[parameter.kind] if parameter.positive else _KIND_TYPES[parameter.kind]
+    if parameter.sweepable:
+        kind = sweep(kind)
+    default = None if parameter.required else parameter.default
+    if default is None:
+        kind = Optional[kind]  # noqa: UP045 - built at run time from a type object, where Optional reads plainest
+    return kind, Field(default, description=parameter.help)
+
+
+def parameter_section(section: str, doc: str, base: type[BaseModel] = Section) -> type[BaseModel]:
+    """The model of a scenario section whose fields are the :data:`~bench.parameters.PARAMETERS` of ``section``."""
+    fields = {p.name: _parameter_field(p) for p in in_section(section)}
+    model = create_model(f"{section.title()}Spec", __base__=base, __module__=__name__, **fields)
+    model.__doc__ = doc
+    return model
+
+
+LoadSpec = parameter_section("load", "``load:``: what the load generator does (fields: bench.parameters).")
+GeneratorSpec = parameter_section("generator", "``generator:``: the load generator's own process layout "
+                                               "(fields: bench.parameters).")
+
+
+class MonitorSpec(Section):
+    """``monitor:``: sampling of the server's process tree and the machine."""
+
+    # 10 ms floor: reading PSS of a 40-process tree takes several ms.
+    interval: Annotated[Duration, Field(ge=0.01)] = Field(0.1, description="sampling interval of the server process tree")
+    idle_threshold_pct: Annotated[StrictFloat, Field(gt=0, le=100)] = Field(
+        5.0, description="before each run, wait until the machine is less busy than this (percent)"
+    )
+    idle_wait: Duration = Field(20.0, description="wait at most this long for the machine to be idle, then run anyway and record it")
+
+    @property
+    def interval_s(self) -> float:
+        return float(self.interval)
+
+    @property
+    def idle_wait_s(self) -> float:
+        return float(self.idle_wait)
+
+
+BitRate = Annotated[int, BeforeValidator(parse_bitrate), PlainSerializer(format_bitrate, when_used="json")]
+
+
+def _loss_refused(value: Any) -> Any:
+    if value not in (None, 0, "0", "0%"):
+        raise ValueError("loss is not supported: the delay stage forwards whole segmentation-offload units of up "
+                         "to 64 KiB, so dropping one would lose dozens of wire packets at once, not the rate you "
+                         "configure; remove loss (rate, rtt and jitter are supported)")
+    return None
+
+
+class NetworkSpec(Section):
+    """``network:``: where server and load run, and the link between them (see :mod:`bench.network`)."""
+
+    hosts: Literal["loopback", "namespaces"] = Field(
+        "loopback", description="loopback: server and load share one loopback; namespaces: a server host and a "
+                                "client host (network namespaces, root only) joined by a link with the conditions below")
+    rtt: Duration = Field(0.0, description="namespaces: round trip added between the hosts, half each way (delay stage)")
+    jitter: Duration = Field(0.0, description="namespaces: extra delay per packet, uniform in 0..jitter, order kept")
+    rate: BitRate | None = Field(None, description="namespaces: bit rate of each direction (tbf), e.g. 100Mbit")
+    loss: Annotated[Any, AfterValidator(_loss_refused)] = Field(None, description="not supported (see the error)")
+
+
+def _threshold_text(text: str) -> str:
+    parse_threshold(text)  # raises ThresholdError (a ValueError) naming what is wrong
+    return text
+
+
+ThresholdText = Annotated[str, AfterValidator(_threshold_text)]
+
+
+class ThresholdSpec(Section):
+    """A ``thresholds:`` item for one model: ``{model: threading, check: "p99 < 5ms"}``."""
+
+    model: ModelName = Field(description="the server model the check applies to (one of models)")
+    check: ThresholdText = Field(description="METRIC OPERATOR VALUE, e.g. p99 < 5ms (see bench/thresholds.py)")
+
+
+# Tags of the two shapes of a thresholds: item, stripped from error paths like _ONE and _LIST.
+_TEXT, _SPEC = "<text>", "<spec>"
+
+
+def _entry_shape(value: Any) -> str:
+    return _SPEC if isinstance(value, (dict, ThresholdSpec)) else _TEXT
+
+
+ThresholdEntry = Annotated[
+    Annotated[ThresholdText, Tag(_TEXT)] | Annotated[ThresholdSpec, Tag(_SPEC)],
+    Discriminator(_entry_shape),
+]
+
+
+
+
+# --------------------------------------------------------------------------
+# The scenario
+# --------------------------------------------------------------------------
+
+
+
+class Scenario(Section):
+    """A validated scenario. Build it with :func:`load_scenario` to get file/line error messages."""
+
+    name: Annotated[str, AfterValidator(_folder_name)] = Field(description="used in the results folder name")
+    description: str = Field("", description="teaching text: what to look for, shown in the report")
+    service: sweep(Service) = Field(description="echo | file, or a list to run both")
+    models: Annotated[list[ModelName], Field(min_length=1), AfterValidator(_distinct)] = Field(
+        description="server models to run, in order"
+    )
+    server: ServerSpec = Field(default_factory=ServerSpec)
+    load: LoadSpec = Field(default_factory=LoadSpec)
+    duration: PositiveDuration = Field(10.0, description="measured window of each run")
+    warmup: Duration = Field(2.0, description="load before the measured window, not counted")
+    # 3: the least that gives a median and a spread worth printing.
+    repetitions: Count = Field(3, description="runs of each model at each point, each with a fresh server")
+    placement: Literal["split", "shared", "none"] = Field(
+        "split", description="split: server and generator on separate CPUs; shared: the same CPUs; none: unpinned"
+    )
+    generator: GeneratorSpec = Field(default_factory=GeneratorSpec)
+    monitor: MonitorSpec = Field(default_factory=MonitorSpec)
+    network: NetworkSpec = Field(default_factory=NetworkSpec)
+    thresholds: list[ThresholdEntry] = Field(
+        default_factory=list,
+        description="pass/fail checks of the medians over repetitions, e.g. 'p99 < 5ms', 'errors == 0', or "
+                    "{model: threading, check: 'p99 < 5ms'}; bench run exits 99 when one fails")
+
+    _points: list[Point] = PrivateAttr(default_factory=list)
+    _swept: list[str] = PrivateAttr(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check(self, info: ValidationInfo) -> "Scenario":
+        issues = _cross_issues(self)
+        if not issues:
+            self._points, self._swept, issues = expand(self)
+        issues += machine_issues(self)
+        if issues:
+            sink = (info.context or {}).get(SINK)
+            if sink is None:  # built directly, not through load_scenario
+                raise ValueError("; ".join(f"{dotted(p)}: {m}" for p, m in issues))
+            sink.extend(issues)
+        return self
+
+    # -- typed access for the runner ---------------------------------------
+
+    def points(self) -> list[Point]:
+        """The sweep points in a stable order (``service`` slowest, then PARAMETER_COLUMNS order)."""
+        return list(self._points)
+
+    @property
+    def swept(self) -> list[str]:
+        """Names (``runs.csv`` columns) of the parameters that take more than one value."""
+        return list(self._swept)
+
+    @property
+    def services(self) -> list[str]:
+        return self.service if isinstance(self.service, list) else [self.service]
+
+    @property
+    def duration_s(self) -> float:
+        return float(self.duration)
+
+    @property
+    def warmup_s(self) -> float:
+        return float(self.warmup)
+
+    def file_sizes(self) -> list[int]:
+        """Distinct file sizes the file service needs, smallest first (the runner creates these files)."""
+        return sorted({p.load.file_bytes for p in self._points if p.load.file_bytes is not None})
+
+    def run_count(self) -> int:
+        """Server runs in total: models at each point x points x repetitions."""
+        return sum(len(p.models) for p in self._points) * self.repetitions
+
+    def estimate_s(self) -> float:
+        """Rough wall time of the whole scenario, for the user's planning only."""
+        return self.run_count() * (self.warmup_s + self.duration_s + RUN_OVERHEAD_S)
+
+    def threshold_checks(self) -> list[Threshold]:
+        """The ``thresholds:`` parsed, in file order (a model-specific one carries its model)."""
+        return [from_entry(e if isinstance(e, str) else e.model_dump()) for e in self.thresholds]
+
+    def to_yaml(self) -> str:
+        """The scenario as run, every default filled in, in the file's own format (loads again)."""
+        body = yaml.dump(self.model_dump(mode="json"), Dumper=Dumper, sort_keys=False, allow_unicode=True, width=100)
+        return "# scenario as run: every default filled in\n" + body
+
+
+
+
+def _cross_issues(s: Scenario) -> list[tuple[tuple, str]]:
+    """Problems that involve more than one field, each with the path to point at."""
+    issues: list[tuple[tuple, str]] = []
+    services = s.services
+    modes = s.load.mode if isinstance(s.load.mode, list) else [s.load.mode]
+    axes = {"service": services, "mode": modes}
+    for parameter in PARAMETERS:
+        if parameter.required and parameter.applies[1] in axes[parameter.applies[0]]:
+            if getattr(getattr(s, parameter.section), parameter.name) is None:
+                issues.append(((parameter.section, parameter.name), parameter.required_reason()))
+    if "open" not in modes and s.load.rate is not None:
+        issues.append((("load", "rate"), "only used when mode is open; remove it or set mode: open"))
+    for i, model in enumerate(s.models):
+        if not any(offers(model, service) for service in services):
+            offered = MODELS[model].services
+            issues.append((("models", i), f"{model} serves {' and '.join(offered)} only; remove it from a "
+                           f"{' and '.join(services)} scenario or add {offered[0]} to service"))
+    for name, takers in POOL_OPTIONS.items():
+        if getattr(s.server, name) is not None and not set(takers) & set(s.models):
+            issues.append((("server", name), f"sizes the pool of {', '.join(takers)} only, and none of this "
+                           f"scenario's models ({', '.join(s.models)}) has it: add one of them to models or remove "
+                           f"server.{name}"))
+    if s.server.cpu_work_iterations and (isinstance(s.server.cpu_work_us, list) or not s.server.cpu_work_us):
+        issues.append((("server", "cpu_work_iterations"), "fixes the loop count of one cpu_work_us value: give a single "
+                       "cpu_work_us > 0 with it, or remove it and let bench run calibrate"))
+    for i, entry in enumerate(s.thresholds):
+        model = entry.model if isinstance(entry, ThresholdSpec) else parse_threshold(entry).model
+        if model is not None and model not in s.models:
+            where = ("thresholds", i, "model") if isinstance(entry, ThresholdSpec) else ("thresholds", i)
+            issues.append((where, f"{model!r} is not one of this scenario's models ({', '.join(s.models)})"))
+    if s.network.hosts == "loopback":
+        for field in ("rtt", "jitter", "rate"):
+            if getattr(s.network, field):
+                issues.append((("network", field), "needs network.hosts: namespaces (loopback has no link to shape)"))
+    if importlib.util.find_spec("uvloop") is None:
+        for path, value in ((("server", "loop"), s.server.loop), (("generator", "loop"), s.generator.loop)):
+            if value == "uvloop":
+                issues.append((path, "uvloop is not installed: pip install uvloop, or choose asyncio"))
+    return issues
+
