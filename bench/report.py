@@ -388,7 +388,7 @@ def draw_missing_figures(results: Results) -> tuple[dict[str, Path], str]:
 
     The question figures are embedded as SVG (sharp when zoomed), the chosen
     timelines as PNG (many, so small). A figure already on disk is not drawn
-    again; the missing ones are drawn in PNG and SVG, as ``bench plot`` does.
+    again; the missing ones are drawn in the formats ``bench plot`` draws by default.
     """
     from bench.plots import FiguresFailed, figure_jobs, plot_results
 
@@ -399,7 +399,7 @@ def draw_missing_figures(results: Results) -> tuple[dict[str, Path], str]:
     note = ""
     if missing:
         try:
-            plot_results(results.path, ("png", "svg"), jobs=missing)
+            plot_results(results.path, jobs=missing)
         except FiguresFailed as exc:
             note = "; ".join(f"{base}: {error}" for base, error in exc.failures.items())
     return {job.base: path for job, path in wanted.items() if path.is_file()}, note
