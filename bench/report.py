@@ -1,9 +1,9 @@
 """``bench report RESULTS_DIR``: one self-contained HTML file a reader can open offline.
 
-``results_dir/report.html`` holds, in order: the scenario's name and teaching
-text, what was run, the ``thresholds:`` verdicts (PASS/FAIL, the worst value
-and where), the warnings (generator-bound points, a busy machine,
-failed and unstable points), the findings (sentences computed from the data
+``results_dir/report.html`` holds, in order: the scenario's name, what was
+run, the ``thresholds:`` verdicts (PASS/FAIL, the worst value and where), the
+scenario's teaching text, the warnings (generator-bound points, a busy
+machine, failed and unstable points), the findings (sentences computed from the data
 by :mod:`bench.findings`), the headline table (per model and point: req/s
 median with its order-statistic confidence interval of the median and that
 interval's real level (75% at 3 repetitions), p50, p99, connection outcomes, PSS
@@ -570,8 +570,8 @@ def render_report(results: Results, calibration: Any = None, figures: dict[str, 
     sections = [
         f"<h1>{_e(results.name)}</h1>",
         _meta_html(results),
+        _thresholds_html(results),  # first after the heading: what a pipeline's reader looks for
         _description_html(results.description),
-        _thresholds_html(results),
         _warnings_html(results),
         _findings_html(findings),
         _table_html(results, calibration),
