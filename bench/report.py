@@ -1,8 +1,9 @@
 """``bench report RESULTS_DIR``: one self-contained HTML file a reader can open offline.
 
-``results_dir/report.html`` holds, in order: the scenario's name and teaching
-text, what was run, the warnings (generator-bound points, a busy machine,
-failed and unstable points), the findings (sentences computed from the data
+``results_dir/report.html`` holds, in order: the scenario's name, what was
+run, the ``thresholds:`` verdicts (PASS/FAIL, the worst value and where), the
+scenario's teaching text, the warnings (generator-bound points, a busy
+machine, failed and unstable points), the findings (sentences computed from the data
 by :mod:`bench.findings`), the headline table (per model and point: req/s
 median with its order-statistic confidence interval of the median and that
 interval's real level (75% at 3 repetitions), p50, p99, connection outcomes, PSS
@@ -58,7 +59,7 @@ from bench.stats import (
     served_phrase,
     unresolved_connects,
 )
-from bench.summary import summary_warnings
+from bench.summary import summary_warnings, threshold_results
 from bench.vocabulary import BUSY, CV_THRESHOLD, FAILED, FAILED_STATUSES, GENERATOR_BOUND, UNSTABLE, point_flags
 
 #: At most this many run timelines are embedded (the rest are in figures/timelines/).
@@ -169,6 +170,46 @@ def _meta_parts(results: Results) -> tuple[list[str], str]:
 
 def _warning_kind(text: str) -> str:
     return text.split(":", 1)[0].strip().replace(" ", "-") if ":" in text else "warning"
+
+
+def _thresholds_html(results: Results) -> str:
+    """The ``thresholds:`` verdicts, as summary.json holds them (:func:`bench.summary.threshold_results`).
+
+    Each row says PASS or FAIL in words as well as in colour, the worst
+    value measured and where, and how many values were tested; a failing
+    threshold lists the values that crossed it. Empty when the scenario has
+    no thresholds.
+    """
+    verdicts = threshold_results(results)
+    if not verdicts:
+        return ""
+    failed = sum(1 for v in verdicts if not v["passed"])
+    head = (f"{failed} of {len(verdicts)} threshold{'' if len(verdicts) == 1 else 's'} crossed" if failed
+            else f"all {len(verdicts)} threshold{'' if len(verdicts) == 1 else 's'} passed")
+    rows = []
+    for v in verdicts:
+        verdict = "pass" if v["passed"] else "fail"
+        where = f" ({v['where']})" if v["where"] else ""
+        if not v["checked"]:
+            measured, tally = v["value_text"], "nothing measured"
+        else:
+            measured = f"{'worst ' if v['checked'] > 1 else ''}{v['value_text']}{where}"
+            tally = f"{v['failed']} of {v['checked']} fail" if v["failed"] else f"{v['checked']} checked"
+        crossed = ""
+        if v["failures"]:
+            more = v["failed"] - len(v["failures"])
+            crossed = ("<br><span class='ci'>crossed by: " + _e(", ".join(
+                " ".join(p for p in (f["model"], f["where"], f["value_text"]) if p) for f in v["failures"]))
+                + (f" and {more} more" if more > 0 else "") + "</span>")
+        rows.append(f"<tr class='{verdict}'><td class='text'><span class='verdict {verdict}'>{verdict.upper()}</span></td>"
+                    f"<td class='text'><code>{_e(v['threshold'])}</code></td>"
+                    f"<td class='text'>{_e(measured)}{crossed}</td><td>{_e(tally)}</td></tr>")
+    statistic = verdicts[0]["statistic"]
+    return (f"<h2 id='thresholds'>Thresholds: {head}</h2>"
+            f"<p class='note'>Each tested against the {_e(statistic)}.</p>"
+            "<div class='tablewrap'><table class='thresholds'><thead><tr><th class='text'>verdict</th>"
+            "<th class='text'>threshold</th><th class='text'>measured</th><th>values</th></tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table></div>")
 
 
 def _warnings_html(results: Results) -> str:
@@ -388,7 +429,7 @@ def draw_missing_figures(results: Results) -> tuple[dict[str, Path], str]:
 
     The question figures are embedded as SVG (sharp when zoomed), the chosen
     timelines as PNG (many, so small). A figure already on disk is not drawn
-    again; the missing ones are drawn in PNG and SVG, as ``bench plot`` does.
+    again; the missing ones are drawn in the formats ``bench plot`` draws by default.
     """
     from bench.plots import FiguresFailed, figure_jobs, plot_results
 
@@ -399,7 +440,7 @@ def draw_missing_figures(results: Results) -> tuple[dict[str, Path], str]:
     note = ""
     if missing:
         try:
-            plot_results(results.path, ("png", "svg"), jobs=missing)
+            plot_results(results.path, jobs=missing)
         except FiguresFailed as exc:
             note = "; ".join(f"{base}: {error}" for base, error in exc.failures.items())
     return {job.base: path for job, path in wanted.items() if path.is_file()}, note
@@ -529,6 +570,7 @@ def render_report(results: Results, calibration: Any = None, figures: dict[str, 
     sections = [
         f"<h1>{_e(results.name)}</h1>",
         _meta_html(results),
+        _thresholds_html(results),  # first after the heading: what a pipeline's reader looks for
         _description_html(results.description),
         _warnings_html(results),
         _findings_html(findings),
@@ -539,8 +581,9 @@ def render_report(results: Results, calibration: Any = None, figures: dict[str, 
         f"<footer>sockbench report, generated {generated}. Regenerate with <code>bench report "
         f"{_e(results.path)}</code>.</footer>",
     ]
+    links = [("thresholds", "thresholds")] if results.scenario.get("thresholds") else []
     nav = ("<p class='meta'>" + " · ".join(f"<a href='#{a}'>{t}</a>" for a, t in (
-        ("warnings", "warnings"), ("findings", "findings"), ("table", "table"), ("figures", "figures"),
+        *links, ("warnings", "warnings"), ("findings", "findings"), ("table", "table"), ("figures", "figures"),
         ("timelines", "timelines"), ("environment", "environment"))) + "</p>")
     sections.insert(2, nav)
     return ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"

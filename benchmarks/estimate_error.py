@@ -14,7 +14,8 @@ idle machine grow with other work. The goal on an idle machine: within 20%.
 
 Resource handling: each ``bench run`` has a time limit (``--timeout``, then
 SIGKILL of its process group); results and history go to a temporary folder
-removed at the end.
+removed at the end (``--keep DIR`` keeps the results folders, e.g. to time
+their finish stage with ``benchmarks/finish_stage.py``).
 """
 
 from __future__ import annotations
@@ -50,12 +51,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per bench run before SIGKILL")
+    parser.add_argument("--keep", type=Path, metavar="DIR",
+                        help="write the results folders under DIR and keep them (default: a temporary folder)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="sockbench-estimate-") as tmp:
         env = dict(os.environ, PYTHONPATH=str(HERE), XDG_CACHE_HOME=str(Path(tmp) / "cache"))
         for scenario in args.scenarios:
             for round_no in range(1, args.rounds + 1):
-                command = [sys.executable, "-m", "bench", "run", str(scenario), "--results", str(Path(tmp) / "r")]
+                results = args.keep or Path(tmp) / "r"
+                command = [sys.executable, "-m", "bench", "run", str(scenario), "--results", str(results)]
                 command += [x for o in args.overrides for x in ("--set", o)]
                 began = time.monotonic()
                 proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

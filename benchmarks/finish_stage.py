@@ -42,6 +42,7 @@ CHILD = """
 import sys, time
 from pathlib import Path
 import bench.runner, bench.plots, bench.report, bench.stats
+print("code:", Path(bench.__file__).resolve().parent.parent, file=sys.stderr)
 start = time.perf_counter()
 bench.runner._finish(Path(sys.argv[1]), plots=True, warn=lambda m: print("warning:", m, file=sys.stderr))
 print(f"{time.perf_counter() - start:.3f}")
@@ -70,8 +71,10 @@ def time_once(code: Path, source: Path, work: Path, timeout: float) -> tuple[flo
     shutil.copytree(source, work, ignore=shutil.ignore_patterns("figures", "report.html", "summary.json"))
     env = dict(os.environ, PYTHONPATH=str(code.resolve()), MPLBACKEND="Agg")
     cpu_before = _children_cpu_s()
+    # cwd: ``python -c`` puts the working directory first on sys.path, ahead of PYTHONPATH, so a
+    # child started from another checkout would import that checkout's code instead of ``code``'s
     proc = subprocess.Popen([sys.executable, "-c", CHILD, str(work)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, cwd=code.resolve())
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -80,6 +83,9 @@ def time_once(code: Path, source: Path, work: Path, timeout: float) -> tuple[flo
         return f"killed after {timeout:.0f} s"
     if proc.returncode != 0:
         return f"exit status {proc.returncode}: {err.strip().splitlines()[-1:] or ''}"
+    imported = next((line[len("code: "):] for line in err.splitlines() if line.startswith("code: ")), "?")
+    if Path(imported) != code.resolve():  # a figure of the wrong checkout is worse than none
+        return f"imported the code of {imported}, not of {code.resolve()}"
     return float(out.strip().splitlines()[-1]), _children_cpu_s() - cpu_before
 
 

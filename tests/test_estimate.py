@@ -38,6 +38,10 @@ def test_estimate_adds_the_recorded_overheads_idle_waits_and_finish_stage(tmp_pa
     assert est.finish_s == pytest.approx(3 * 3.0)
     assert est.total_s == pytest.approx(7.5 + 4.0 + 4.5 + 9.0)
     assert est.learned and "from the last runs" in est.text() and "up to 20 s" in est.text()
+    # the idle waits no history foresees: the bound for CPUs that stay busy, said beside the estimate
+    assert est.worst_s == pytest.approx(est.total_s - 4.5 + 3 * 20.0)
+    assert f"up to {fmt_duration(est.worst_s)} if the CPUs stay busy" in est.text()
+    assert "stay busy" not in estimate(plans("forking"), 0.5, 2.0, plots=True, history=history).text()
     assert estimate(plans("forking"), 0.5, 2.0, plots=False, history=history).finish_s == 0
 
 

@@ -9,7 +9,7 @@ import pytest
 from matplotlib.colors import to_hex
 from matplotlib.patches import Rectangle
 
-from bench.plots import FIGURES, add_plot_arguments, build_figures, plot_command, plot_results
+from bench.plots import FIGURES, FigureJob, add_plot_arguments, build_figures, plot_command, plot_results
 from bench.plots.style import FLAGS, model_colour
 from bench.stats import load_results
 
@@ -35,8 +35,8 @@ def _legend_texts(fig) -> list[str]:
 
 
 @pytest.mark.slow
-def test_plot_results_writes_every_figure_as_png_and_svg(tmp_path):
-    # small on purpose: every timeline is drawn twice (PNG, SVG), the slow part
+def test_plot_results_writes_every_figure_as_png_and_svg_and_timelines_as_png(tmp_path):
+    # small on purpose: the timelines are the slow part
     fake = write_fake_results(tmp_path / "r", models=("forking", "c-reference"), sweep=("clients", (1, 50)),
                               repetitions=2)
     paths = plot_results(fake)
@@ -53,6 +53,12 @@ def test_plot_results_writes_every_figure_as_png_and_svg(tmp_path):
     ok_runs = set(runs.loc[runs["status"] == "ok", "run_id"])
     timelines = {p.stem for p in paths if p.parent.name == "timelines" and p.suffix == ".png"}
     assert timelines == ok_runs  # the failed run left no timeline samples
+    assert not [p for p in paths if p.parent.name == "timelines" and p.suffix != ".png"]  # PNG only by default
+    # formats asked for apply to the timelines too
+    run_id = sorted(ok_runs)[0]
+    asked = plot_results(fake, ("svg",), jobs=[FigureJob("timeline", run_id=run_id)])
+    assert [p.name for p in asked] == [f"{run_id}.svg"]
+    assert ET.fromstring(asked[0].read_bytes()).tag.endswith("svg")
 
 
 def test_flags_are_marked_with_a_legend_entry(figures):

@@ -393,7 +393,7 @@ def test_report_embeds_the_figure_files_already_drawn_without_drawing_them_again
     import bench.plots as plots
 
     folder = write_fake_results(tmp_path / "r", models=("threading", "c-reference"), repetitions=1)
-    plots.plot_results(folder, ("png", "svg"))
+    plots.plot_results(folder)  # the default formats hold every file the report embeds
 
     def no_drawing(*_args):
         raise AssertionError("drawn again")
@@ -409,6 +409,30 @@ def test_report_embeds_the_figure_files_already_drawn_without_drawing_them_again
     assert svgs and svgs <= embedded  # byte for byte the files on disk
     assert "alt='Which model keeps throughput" in text  # the title stored in the file
     assert "could not be drawn" not in text
+
+
+def test_report_shows_each_threshold_verdict_in_words_near_the_top(fake, tmp_path):
+    import yaml
+
+    from bench.report import render_report
+
+    assert "id='thresholds'" not in render_report(load_results(fake))  # no thresholds: no section
+    folder = tmp_path / "r"
+    shutil.copytree(fake, folder, ignore=shutil.ignore_patterns("figures", "report.html"))
+    scenario = yaml.safe_load((folder / "scenario.yaml").read_text())
+    scenario["thresholds"] = ["req_per_s > 1", {"model": "threading", "check": "p99 < 1us"}]
+    (folder / "scenario.yaml").write_text(yaml.safe_dump(scenario))
+    results = load_results(folder)
+    text = render_report(results)
+    section = text[text.index("<h2 id='thresholds'>"):text.index('<div class="description">')]  # first, near the top
+    assert "Thresholds: 1 of 2 thresholds crossed" in section and "href='#thresholds'" in text
+    passed, crossed = re.findall(r"<tr class='(pass|fail)'>(.*?)</tr>", section)
+    assert passed[0] == "pass" and ">PASS<" in passed[1] and "<code>req_per_s &gt; 1</code>" in passed[1]
+    assert crossed[0] == "fail" and ">FAIL<" in crossed[1] and "<code>threading: p99 &lt; 1us</code>" in crossed[1]
+    agg = results.aggregate[results.aggregate["model"] == "threading"].dropna(subset=["lat_p99_us_median"])
+    worst = agg.loc[agg["lat_p99_us_median"].idxmax()]
+    assert f"(threading {worst['label']})" in crossed[1]  # where the worst value was measured
+    assert f"{len(agg)} of {len(agg)} fail" in crossed[1] and "crossed by: threading" in crossed[1]
 
 
 @pytest.mark.slow

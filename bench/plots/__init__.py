@@ -12,7 +12,12 @@
 ``timelines/<run_id>``      one per run: throughput, p99, memory, tasks, queue
 ==========================  ==================================================
 
-each in every requested format (PNG and SVG by default). A figure the folder
+By default the question figures are written as PNG and SVG (the report
+embeds the SVG, which stays sharp when zoomed) and the timelines, one per
+run and so the many, as PNG only (what the report embeds): an SVG of every
+timeline was most of the finish stage's time. Formats asked for explicitly
+(``bench plot --format svg``, ``formats=``) apply to every figure, timelines
+included. A figure the folder
 has no data for (no histograms saved, no memory samples) is skipped, not
 drawn empty. Figure building lives in :mod:`bench.plots.figures` and
 :mod:`bench.plots.timeline`; :func:`build_figures` returns them unsaved for
@@ -57,6 +62,12 @@ FIGURES: dict[str, Callable[[Results, int | None, Any], Figure | None]] = {
 
 __all__ = ["FIGURES", "FigureJob", "FiguresFailed", "add_plot_arguments", "build_figures", "figure_jobs",
            "plot_command", "plot_results", "save_figure", "timeline_figure"]
+
+
+#: The formats of the question figures unless others are asked for.
+FIGURE_FORMATS = ("png", "svg")
+#: The formats of the per-run timelines unless others are asked for: PNG only (see the module docstring).
+TIMELINE_FORMATS = ("png",)
 
 
 def build_figures(results: Results, spectrum_point: int | None = None, calibration: Any = None) -> dict[str, Figure]:
@@ -180,8 +191,18 @@ def _source(results_dir: Path) -> tuple[Results, Any, dict[str, Results]]:
     return _SOURCE[key]
 
 
-def draw_job(results_dir: Path, job: FigureJob, formats: tuple[str, ...], spectrum_point: int | None = None) -> list[Path]:
-    """Draw one figure of ``results_dir`` into its ``figures/`` in every format; returns the files written."""
+def job_formats(job: FigureJob, formats: tuple[str, ...] | None) -> tuple[str, ...]:
+    """The formats ``job`` is saved in: ``formats`` when given, else the default of its kind."""
+    if formats is not None:
+        return formats
+    return TIMELINE_FORMATS if job.run_id else FIGURE_FORMATS
+
+
+def draw_job(results_dir: Path, job: FigureJob, formats: tuple[str, ...] | None,
+             spectrum_point: int | None = None) -> list[Path]:
+    """Draw one figure of ``results_dir`` into its ``figures/`` in every format
+    (None: :func:`job_formats`' default); returns the files written."""
+    formats = job_formats(job, formats)
     results, calibration, views = _source(results_dir)
     with style.settings():
         if job.run_id:
@@ -205,12 +226,14 @@ def plot_workers(jobs: int) -> int:
     return max(1, min(len(os.sched_getaffinity(0)), MAX_PLOT_WORKERS, jobs))
 
 
-def plot_results(results_dir: Path, formats: Iterable[str] = ("png", "svg"), *, timelines: bool | Iterable[str] = True,
+def plot_results(results_dir: Path, formats: Iterable[str] | None = None, *, timelines: bool | Iterable[str] = True,
                  spectrum_point: int | None = None, jobs: Sequence[FigureJob] | None = None,
                  workers: int | None = None,
                  on_figure: Callable[[int, int, FigureJob], None] | None = None) -> list[Path]:
     """Write every figure of ``results_dir`` into ``results_dir/figures/``; return the files written.
 
+    ``formats`` None writes :data:`FIGURE_FORMATS` for the question figures
+    and :data:`TIMELINE_FORMATS` for the timelines; given, it applies to all.
     ``spectrum_point`` picks the point of the latency spectrum (default: the
     last, largest one). ``timelines=False`` skips the per-run timelines, a
     list of run ids draws only theirs; ``jobs`` gives the figures to draw
@@ -226,7 +249,7 @@ def plot_results(results_dir: Path, formats: Iterable[str] = ("png", "svg"), *, 
     the ones being drawn (each written whole) and reaps the workers.
     """
     results_dir = Path(results_dir)
-    formats = tuple(formats)
+    formats = None if formats is None else tuple(formats)
     _SOURCE.clear()
     try:
         results = _source(results_dir)[0]  # loaded before the workers fork
@@ -236,7 +259,7 @@ def plot_results(results_dir: Path, formats: Iterable[str] = ("png", "svg"), *, 
         _SOURCE.clear()  # the next call reads the folder afresh
 
 
-def _draw_all(results_dir: Path, todo: list[FigureJob], formats: tuple[str, ...], spectrum_point: int | None,
+def _draw_all(results_dir: Path, todo: list[FigureJob], formats: tuple[str, ...] | None, spectrum_point: int | None,
               workers: int | None, on_figure: Callable[[int, int, FigureJob], None] | None) -> list[Path]:
     """:func:`plot_results` once the jobs are known."""
     workers = plot_workers(len(todo)) if workers is None else max(1, min(workers, len(todo) or 1))
@@ -290,7 +313,8 @@ def add_plot_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``bench plot``."""
     parser.add_argument("results_dir", type=Path, metavar="RESULTS_DIR", help="a results folder written by `bench run`")
     parser.add_argument("--format", dest="formats", action="append", choices=("png", "svg", "pdf"),
-                        help="figure format; repeat for several (default: png and svg)")
+                        help="figure format of every figure, timelines included; repeat for several "
+                             "(default: png and svg, timelines png only)")
     parser.add_argument("--point", type=int, default=None,
                         help="point index for the latency spectrum (default: the last, largest point)")
     parser.add_argument("--no-timelines", dest="timelines", action="store_false",
@@ -304,7 +328,7 @@ def plot_command(args: argparse.Namespace) -> int:
     try:
         if ensure_summary(args.results_dir):
             print(f"wrote {Path(args.results_dir) / 'summary.json'} (it was missing)")
-        paths = plot_results(args.results_dir, tuple(args.formats or ("png", "svg")),
+        paths = plot_results(args.results_dir, tuple(args.formats) if args.formats else None,
                              timelines=getattr(args, "timelines", True), spectrum_point=getattr(args, "point", None))
     except NotAResultsFolder as exc:
         print(f"bench plot: {exc}", file=sys.stderr)
