@@ -1,4 +1,4 @@
-"""sockbench's servers: two services, five Python concurrency models, one command line.
+"""sockbench's servers: four services, ten concurrency models, one command line.
 
 The package separates two questions that a network server answers, the way
 ``socketserver`` separates request handlers from server classes:
@@ -6,8 +6,12 @@ The package separates two questions that a network server answers, the way
 *Service*: what does one connection get?
     ``echo`` (RFC 862: every byte back, in order, until the client closes) and
     ``file`` (a request line naming a file under a root; ``OK <size>\\n`` and the
-    bytes, or ``ERR <code> <reason>\\n``). The wire protocol, its limits and
-    its path-safety rules live in :mod:`servers.protocol`; the per-connection
+    bytes, or ``ERR <code> <reason>\\n``), ``http`` (HTTP/1.1 GET and HEAD of
+    the same files, keep-alive and pipelining: :mod:`servers.http_service`)
+    and ``timeauth`` (a name, an ACK byte, a password, then the time:
+    three round trips per request, :mod:`servers.timeauth`). The wire
+    protocol, its limits and its path-safety rules live in
+    :mod:`servers.protocol`; the per-connection
     settings (root, sendfile, calibrated CPU work) in :mod:`servers.service`
     and :mod:`servers.work`.
 
@@ -19,7 +23,11 @@ The package separates two questions that a network server answers, the way
     one line), so any difference between them is the model
     alone. ``selectors`` (:mod:`servers.models.selector_loop`) is a
     hand-written non-blocking loop, ``asyncio``
-    (:mod:`servers.models.asyncio_streams`) the idiomatic streams server. Each
+    (:mod:`servers.models.asyncio_streams`) the idiomatic streams server.
+    The models production servers deploy sit beside them: ``threadpool``,
+    ``prefork``, ``asyncio-protocol``, ``reuseport`` (SO_REUSEPORT workers)
+    and ``gevent`` (an optional extra); ``c-reference`` is a small C epoll
+    server, the machine's ceiling. Each
     model is a small module in :mod:`servers.models` with the same entry
     point, ``serve(service, options, ready)`` (and optionally its own
     ``check``), found through :mod:`servers.registry`, which owns each
