@@ -1,4 +1,4 @@
-"""sockbench's servers: four services, ten concurrency models, one command line.
+"""sockbench's servers: four services, eleven concurrency models (ten in Python, one in C), one command line.
 
 The package separates two questions that a network server answers, the way
 ``socketserver`` separates request handlers from server classes:
