@@ -86,14 +86,14 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 if TYPE_CHECKING:
-    # The mixin always comes before a socketserver.TCPServer in the bases: this
-    # lets the checker see the methods its super() calls reach.
-    _ServerBase = socketserver.TCPServer
+    # A mixin of this module's kind always comes before a socketserver.TCPServer
+    # in the bases: this lets the checker see the methods its super() calls reach.
+    TCPServerBase = socketserver.TCPServer
 else:
-    _ServerBase = object
+    TCPServerBase = object
 
 
-class ServiceServerMixin(_ServerBase):
+class ServiceServerMixin(TCPServerBase):
     """What sockbench adds to a socketserver class (must come first in the bases)."""
 
     service: Service
