@@ -367,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s (sockbench) {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(name: str, help_text: str, add_args: Callable[[argparse.ArgumentParser], None],
+    def add(name: str, help_text: str, add_args: Callable[[argparse.ArgumentParser], object],
             handler: Callable[[argparse.Namespace], int], **kwargs: Any) -> None:
         p = sub.add_parser(name, help=help_text, description=help_text, **kwargs)
         add_args(p)

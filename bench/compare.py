@@ -52,7 +52,7 @@ import warnings as _warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -63,6 +63,9 @@ from bench.format import format_param, formatter_for
 from bench.results import PARAMETER_COLUMNS, atomic_file, fresh_path, utc_stamp, write_text_atomically
 from bench.stats import NotAResultsFolder, Results, load_results
 from bench.units import plural
+
+if TYPE_CHECKING:
+    from matplotlib.typing import LineStyleType
 
 #: Metrics compared, with the direction that counts as better.
 METRICS: dict[str, tuple[str, bool]] = {
@@ -76,7 +79,7 @@ ALPHA = 0.05
 #: What each row's test is, for the table and the figure.
 TEST_NAME = "Welch t-test of means"
 #: Line styles of result sets A, B, C, ... in overlay figures (colour stays the model's).
-SET_STYLES = ["-", "--", ":", "-."]
+SET_STYLES: list[LineStyleType] = ["-", "--", ":", "-."]
 
 
 class ScenarioMismatch(ValueError):

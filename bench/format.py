@@ -117,6 +117,6 @@ def format_param(v: Any) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return MISSING
     if isinstance(v, numbers.Real) and not isinstance(v, numbers.Integral) and float(v).is_integer():
-        return str(int(v))
+        return str(int(float(v)))
     return str(v)
 

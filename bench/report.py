@@ -367,8 +367,8 @@ def _table_html(results: Results, calibration: Any) -> str:
             ]
             if show_ceiling:
                 found = ceilings.get(int(row["point"]))
-                value = _num(row.get(f"{found.metric}_median")) if found else math.nan
-                share = f"{value / found.value:.0%}" if found and math.isfinite(value) else "-"
+                reached = _num(row.get(f"{found.metric}_median")) if found else math.nan
+                share = f"{reached / found.value:.0%}" if found and math.isfinite(reached) else "-"
                 cells.append(f"<td title='{_e(found.label) if found else 'no matching calibration'}'>{_e(share)}</td>")
             cells.append(f"<td class='flags'>{_flags_html(row)}</td>")
             cls = "failedrow" if row["n_ok"] == 0 else ("flagged" if _flags_html(row) else "")
@@ -483,6 +483,7 @@ def _chosen_timelines(results: Results) -> list[str]:
         from bench.findings import largest_point
 
         point = largest_point(view)
+        assert point is not None  # view.points is not empty
         for model in view.models:
             ids = view.runs_at(model, point)["run_id"].tolist()
             ids = [i for i in ids if i in with_tl]

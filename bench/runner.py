@@ -60,13 +60,17 @@ import traceback
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench import cpuwork
 from bench.placement import placement_cpus
 from bench.results import DISK_FULL_ERRNOS, DiskFull, ResultsWriter, cpu_busy_column, new_results_dir
 from bench.stopping import deferred_stop, signal_name, signum_of, stop_signals
 from servers import native, registry
+
+if TYPE_CHECKING:
+    from bench.loadgen import FileTarget, LoadSpec
+    from bench.scenario import Point, Scenario
 
 
 class Interrupted(Exception):
@@ -153,7 +157,7 @@ def ensure_fd_limit(clients: int) -> int:
 # The file service's served root
 
 
-def make_file_root(sizes: list[int], parent: Path | None = None) -> tuple[Path, dict[int, Any]]:
+def make_file_root(sizes: list[int], parent: Path | None = None) -> tuple[Path, dict[int, FileTarget]]:
     """Create a temporary root holding one file of each size, with random content.
 
     Returns the root and ``{size: FileTarget}``. Files are written in 1 MiB
@@ -162,7 +166,7 @@ def make_file_root(sizes: list[int], parent: Path | None = None) -> tuple[Path, 
     from bench.loadgen import FileTarget
 
     root = Path(tempfile.mkdtemp(prefix="sockbench-files-", dir=parent))
-    targets = {}
+    targets: dict[int, FileTarget] = {}
     chunk = 1 << 20  # 1 MiB: large enough for few syscalls, small enough to stay cheap
     for size in sorted(set(sizes)):
         name = f"file-{size}.bin"
@@ -187,7 +191,7 @@ class RunPlan:
     """One model at one point in one repetition."""
 
     model: str
-    point: Any  # bench.scenario.Point
+    point: Point
     repetition: int
 
     @property
@@ -195,7 +199,7 @@ class RunPlan:
         return f"{self.model}-p{self.point.index}-r{self.repetition}"
 
 
-def plan_runs(scenario: Any) -> list[RunPlan]:
+def plan_runs(scenario: Scenario) -> list[RunPlan]:
     """Every run of the scenario in execution order (repetitions interleaved across models)."""
     plans = []
     for rep in range(1, scenario.repetitions + 1):
@@ -205,8 +209,8 @@ def plan_runs(scenario: Any) -> list[RunPlan]:
     return plans
 
 
-def _load_spec(scenario: Any, plan: RunPlan, host: str, port: int, gen_cpus: set[int] | None,
-               targets: dict[int, Any]) -> Any:
+def _load_spec(scenario: Scenario, plan: RunPlan, host: str, port: int, gen_cpus: set[int] | None,
+               targets: dict[int, FileTarget]) -> LoadSpec:
     """The generator's LoadSpec for one run: every parameter from the point's load or the generator section.
 
     A parameter that does not apply to the point (``None``: the echo size of
@@ -250,15 +254,15 @@ PHASES = ("waiting for an idle machine", "starting server", "starting load gener
 #: The phases of the finish stage, reported with ``plan`` None.
 FINISH_PHASES = ("writing summary", "drawing figures", "writing report", "finished")
 
-PhaseCallback = Callable[[Any, str, dict[str, Any]], None]
+PhaseCallback = Callable[[RunPlan | None, str, dict[str, Any]], None]
 
 
-def _no_phase(_plan: Any, _phase: str, _info: dict[str, Any]) -> None:
+def _no_phase(_plan: RunPlan | None, _phase: str, _info: dict[str, Any]) -> None:
     pass
 
 
-def execute_run(scenario: Any, plan: RunPlan, writer: ResultsWriter, *, file_root: Path | None,
-                targets: dict[int, Any], cpu_work: dict[str, Any] | None = None,
+def execute_run(scenario: Scenario, plan: RunPlan, writer: ResultsWriter, *, file_root: Path | None,
+                targets: dict[int, FileTarget], cpu_work: dict[str, Any] | None = None,
                 on_phase: PhaseCallback = _no_phase) -> dict[str, Any]:
     """Run one plan and persist it; returns the runs.csv row written.
 
@@ -325,7 +329,9 @@ def execute_run(scenario: Any, plan: RunPlan, writer: ResultsWriter, *, file_roo
                 monitor = ServerMonitor(server.pid, server.port, interval_s=scenario.monitor.interval_s)
                 monitor.start()
             # per-CPU busy time and kernel counters over the measured window only
-            cpu_busy, kernel = CpuBusy(), {}
+            cpu_busy = CpuBusy()
+            kernel: dict[str, dict[str, int]] = {}
+            cpu_busy_pct: dict[int, float] = {}
 
             window: dict[str, float] = {}
 
@@ -335,7 +341,7 @@ def execute_run(scenario: Any, plan: RunPlan, writer: ResultsWriter, *, file_roo
                 on_phase(plan, "measuring", window)
 
             def window_closes() -> None:
-                kernel["busy"] = cpu_busy.stop()
+                cpu_busy_pct.update(cpu_busy.stop())
                 kernel["after"] = KernelCounters.snapshot(server.pid)
 
             probe = WindowProbe(window_opens, window_closes)
@@ -366,7 +372,7 @@ def execute_run(scenario: Any, plan: RunPlan, writer: ResultsWriter, *, file_roo
             row.update(monitor.summary(result.window_start, result.window_end))
             row.update(KernelCounters.delta(kernel.get("before", {}), kernel.get("after", {})))
             row.update(cpuwork.check_row(row, server.ready, cpu_work))
-            row.update({cpu_busy_column(cpu): busy for cpu, busy in kernel.get("busy", {}).items()})
+            row.update({cpu_busy_column(cpu): share for cpu, share in cpu_busy_pct.items()})
             row["started_at"] = dt.datetime.fromtimestamp(result.window_start, dt.UTC).isoformat()
             row["server_exit"] = exit_status
             histograms = result.histograms
@@ -416,7 +422,7 @@ def _warn_stderr(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
 
 
-def run_scenario(scenario: Any, *, results_root: Path = Path("results"),
+def run_scenario(scenario: Scenario, *, results_root: Path = Path("results"),
                  on_run: Callable[[RunPlan, dict[str, Any], int, int], None] | None = None,
                  on_start: Callable[[Path, list[RunPlan]], None] | None = None,
                  finish: bool = True, plots: bool = True, warn: Callable[[str], None] = _warn_stderr,
@@ -460,7 +466,7 @@ def run_scenario(scenario: Any, *, results_root: Path = Path("results"),
                           finish=finish, plots=plots, warn=warn, on_phase=on_phase)
 
 
-def _run_plans(scenario: Any, plans: list[RunPlan], *, results_root: Path,
+def _run_plans(scenario: Scenario, plans: list[RunPlan], *, results_root: Path,
                on_run: Callable[[RunPlan, dict[str, Any], int, int], None] | None,
                on_start: Callable[[Path, list[RunPlan]], None] | None,
                finish: bool, plots: bool, warn: Callable[[str], None], on_phase: PhaseCallback) -> Path:
@@ -491,7 +497,8 @@ def _run_plans(scenario: Any, plans: list[RunPlan], *, results_root: Path,
         on_start(results_dir, plans)
     with ExitStack() as stack:
         try:
-            file_root, targets = None, {}
+            file_root: Path | None = None
+            targets: dict[int, FileTarget] = {}
             sizes = [p.point.load.file_bytes for p in plans if p.point.service == "file"]
             if sizes:
                 file_root, targets = make_file_root(sizes)

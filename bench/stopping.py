@@ -57,6 +57,10 @@ class _StopState:
     #: depth of :func:`deferred_stop` blocks: while > 0 the first signal waits
     holding: int = 0
 
+    def reset(self, active: bool = False) -> None:
+        """Back to a fresh state, in place (the signal handler reads this one object)."""
+        vars(self).update(vars(_StopState(active=active)))
+
 
 _STOP = _StopState()
 
@@ -90,11 +94,11 @@ def stop_signals() -> Iterator[None]:
         yield
         return
     previous = {sig: signal.signal(sig, _on_stop_signal) for sig in STOP_SIGNALS}
-    _STOP.__init__(active=True)
+    _STOP.reset(active=True)
     try:
         yield
     finally:
-        _STOP.__init__()
+        _STOP.reset()
         for sig, old in previous.items():
             signal.signal(sig, old)
 

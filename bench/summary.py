@@ -128,9 +128,10 @@ def summary_of(results: Results) -> dict[str, Any]:
 def threshold_results(results: Results) -> list[dict[str, Any]]:
     """Each ``thresholds:`` entry of the scenario tested against the median over repetitions
     of each model at each point (see :mod:`bench.thresholds`), in file order."""
-    from bench.thresholds import RUN_STATISTIC, Measured, ThresholdError, check, from_entry
+    from bench.thresholds import RUN_STATISTIC, Measured, Threshold, ThresholdError, check, from_entry
 
-    checks, unreadable = [], []
+    checks: list[Threshold] = []
+    unreadable: list[dict[str, Any]] = []
     for entry in results.scenario.get("thresholds") or []:
         try:
             checks.append(from_entry(entry))
@@ -140,7 +141,7 @@ def threshold_results(results: Results) -> list[dict[str, Any]]:
                                "value_text": f"cannot be read: {exc}", "where": "", "failures": []})
     if not checks:
         return unreadable
-    agg = aggregate(results.runs, metrics=sorted({c.metric for c in checks}))
+    agg = aggregate(results.runs, metrics=sorted({c.metric for c in checks if c.metric is not None}))  # metric None: compare's regressions only
     out = []
     for threshold in checks:
         measured = [Measured(row["model"], row["label"] or "", _json_value(row[f"{threshold.metric}_median"]),

@@ -225,10 +225,10 @@ def check(threshold: Threshold, measured: Iterable[Measured], statistic: str) ->
     if any(m.value is None or not math.isfinite(m.value) for m in failing):
         worst = next(m for m in failing if m.value is None or not math.isfinite(m.value))
     elif failing:  # the worst failing value (a lower bound may fail below a passing value)
-        target = threshold.worst([m.value for m in failing])
+        target = threshold.worst([m.value for m in failing if m.value is not None])
         worst = next(m for m in failing if m.value == target)
     elif finite:
-        target = threshold.worst([m.value for m in finite])
+        target = threshold.worst([m.value for m in finite if m.value is not None])
         worst = next(m for m in finite if m.value == target)
     return {
         "threshold": threshold.text, "model": threshold.model, "statistic": statistic,

@@ -65,8 +65,9 @@ import socketserver
 import sys
 import threading
 from collections.abc import Callable
+from socket import socket as Socket
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from servers.config import ServerOptions
 from servers.limits import AcceptBackoff, out_of_resources
@@ -84,11 +85,19 @@ STOPPER_JOIN_S = 2.0
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-class ServiceServerMixin:
+if TYPE_CHECKING:
+    # A mixin of this module's kind always comes before a socketserver.TCPServer
+    # in the bases: this lets the checker see the methods its super() calls reach.
+    TCPServerBase = socketserver.TCPServer
+else:
+    TCPServerBase = object
+
+
+class ServiceServerMixin(TCPServerBase):
     """What sockbench adds to a socketserver class (must come first in the bases)."""
 
     service: Service
-    socket: socket.socket
+    socket: Socket
 
     def __init__(self, service: Service, options: ServerOptions, handler: type[socketserver.BaseRequestHandler]) -> None:
         self.service = service
@@ -96,21 +105,21 @@ class ServiceServerMixin:
         #: Set with ``stopping``: ends an accept back-off early.
         self.stop_event = threading.Event()
         self.accept_backoff = AcceptBackoff(lambda line: service.log_error("listener", line))
-        self._connections: set[socket.socket] = set()
+        self._connections: set[Socket] = set()
         self._connections_lock = threading.Lock()
         # Set before the base constructor: it creates, binds and listens.
         self.address_family = address_family(options.host, options.port)
         self.request_queue_size = options.backlog
         try:
-            super().__init__((options.host, options.port), handler)  # type: ignore[call-arg]
+            super().__init__((options.host, options.port), handler)
         except OSError as exc:
             raise listen_error(options.host, options.port, exc) from None
 
     # -- connection tracking -------------------------------------------------
 
-    def get_request(self) -> tuple[socket.socket, Any]:
+    def get_request(self) -> tuple[Socket, Any]:
         try:
-            sock, address = super().get_request()  # type: ignore[misc]
+            sock, address = super().get_request()
         except OSError as exc:
             if out_of_resources(exc):
                 self.stop_event.wait(self.accept_backoff.failed(exc))
@@ -122,13 +131,13 @@ class ServiceServerMixin:
         return sock, address
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
-        return not self.stopping and super().verify_request(request, client_address)  # type: ignore[misc]
+        return not self.stopping and super().verify_request(request, client_address)
 
-    def close_request(self, request: socket.socket) -> None:
+    def close_request(self, request: Any) -> None:
         # Under the lock, so abort_connections never touches a closed (maybe reused) descriptor.
         with self._connections_lock:
             self._connections.discard(request)
-            super().close_request(request)  # type: ignore[misc]
+            super().close_request(request)
 
     def abort_connections(self) -> None:
         """Shut down every open connection: blocked handlers wake up and return."""
@@ -167,7 +176,7 @@ class ForkingServiceMixin(ServiceServerMixin):
         # ForkingMixIn calls this in the child only, right after fork().
         self.socket.close()  # the listener is the parent's: a child holding it keeps the port bound
         die_with_parent(self.parent_pid)
-        super().finish_request(request, client_address)  # type: ignore[misc]
+        super().finish_request(request, client_address)
 
     def stop_children(self, sig: int = signal.SIGTERM) -> None:
         for pid in list(self.active_children or ()):
@@ -183,7 +192,7 @@ class ForkingServiceMixin(ServiceServerMixin):
         watchdog.daemon = True
         watchdog.start()
         try:
-            super().server_close()  # type: ignore[misc]
+            super().server_close()
         finally:
             watchdog.cancel()
 
@@ -273,7 +282,7 @@ class Stopper:
         self.server.stop_event.set()
         self.server.abort_connections()
         self.server.stop_children()
-        self.server.shutdown()  # type: ignore[attr-defined]
+        self.server.shutdown()
 
     def finish(self) -> None:
         """After the loop: end whatever was accepted meanwhile."""
@@ -299,11 +308,11 @@ def serve(
     try:
         host, port = server.socket.getsockname()[:2]
         ready(host, port)
-        server.serve_forever()  # type: ignore[attr-defined]
+        server.serve_forever()
     finally:
         try:
             stopper.finish()
-            server.server_close()  # type: ignore[attr-defined]
+            server.server_close()
             service.log_stop()
         finally:
             for sig, handler_before in previous.items():

@@ -35,6 +35,7 @@ import os
 import socketserver
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 SERVICES = ("echo", "file", "http", "timeauth")
 LOOPS = ("asyncio", "uvloop")
@@ -133,7 +134,8 @@ class ServerOptions:
 
     def for_model(self, model: str) -> ServerOptions:
         """These options as ``model`` takes them: the pool sizes of :data:`POOL_OPTIONS` it has no pool for at 0."""
-        return dataclasses.replace(self, **{name: 0 for name, models in POOL_OPTIONS.items() if model not in models})
+        no_pool: dict[str, Any] = {name: 0 for name, models in POOL_OPTIONS.items() if model not in models}
+        return dataclasses.replace(self, **no_pool)
 
     def to_argv(self) -> list[str]:
         """Command-line arguments for ``python -m servers MODEL SERVICE`` that reproduce these options."""

@@ -99,6 +99,7 @@ class FileHandler(socketserver.StreamRequestHandler):
 
     server: ServiceServerMixin
     request: socket.socket
+    rfile: io.BufferedReader  # rbufsize -1: makefile() gives a BufferedReader (LineReader peeks)
 
     # StreamRequestHandler.timeout stays None: it is a Python socket timeout,
     # a poll before every recv and send; the kernel options set in setup()
@@ -155,7 +156,7 @@ class LineReader:
     end of the stream.
     """
 
-    def __init__(self, rfile: io.BufferedIOBase, sock: socket.socket, timeouts: Timeouts) -> None:
+    def __init__(self, rfile: io.BufferedReader, sock: socket.socket, timeouts: Timeouts) -> None:
         self.rfile = rfile
         self.sock = sock
         self.timeouts = timeouts
@@ -182,7 +183,7 @@ class LineReader:
             # A BufferedReader over a socket returns b"" both at the end of
             # the stream and when SO_RCVTIMEO expires (SocketIO maps EAGAIN
             # to "no data yet"); the peer's end is told apart below.
-            pending = self.rfile.peek(1)  # type: ignore[attr-defined]
+            pending = self.rfile.peek(1)
             if not pending:
                 if not waited_out(self.sock):
                     self._restore(shortened)

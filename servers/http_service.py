@@ -70,6 +70,7 @@ event loops close an answer's file when it is out or the connection ends).
 from __future__ import annotations
 
 import http.server
+from collections.abc import Sequence
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -199,7 +200,7 @@ class HTTPHandler(http.server.BaseHTTPRequestHandler):
             self.request_version = "HTTP/1.1"
         self.send_problem(code, message or HTTPStatus(code).phrase)
 
-    def send_problem(self, code: int, reason: str, headers: list[tuple[str, str]] = ()) -> None:  # type: ignore[assignment]
+    def send_problem(self, code: int, reason: str, headers: Sequence[tuple[str, str]] = ()) -> None:
         """An error response with a one-line plain-text body, then close (as ``send_error`` does)."""
         text = f"{code} {reason}\n".encode("utf-8", "replace")
         self.send_response(code)
@@ -326,13 +327,13 @@ class HTTPSession:
             file.close()
             body, size = None, 0
         else:
-            conn.send_with_data_passthrough(h11.Data(data=_Length(size)))  # type: ignore[arg-type]
+            conn.send_with_data_passthrough(h11.Data(data=_Length(size)))  # type: ignore[arg-type]  # h11 types data as bytes; passthrough frames any len()
         head = (head or b"") + (conn.send(h11.EndOfMessage()) or b"")
         close = conn.our_state is h11.MUST_CLOSE
         self.over = close
         return Answer(head, body, size, close=close)
 
-    def problem(self, code: int, reason: str, headers: list[tuple[str, str]] = ()) -> Answer:  # type: ignore[assignment]
+    def problem(self, code: int, reason: str, headers: Sequence[tuple[str, str]] = ()) -> Answer:
         """An error response with a one-line plain-text body; the connection closes after it."""
         text = f"{code} {reason}\n".encode("utf-8", "replace")
         conn = self.conn

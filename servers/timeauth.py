@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import socketserver
 from datetime import UTC, datetime
 from pathlib import Path
@@ -198,6 +199,7 @@ class TimeAuthHandler(socketserver.StreamRequestHandler):
     """The service on a blocking connection (the socketserver models): one line at a time."""
 
     server: ServiceServerMixin
+    rfile: io.BufferedReader  # rbufsize -1: makefile() gives a BufferedReader (LineReader peeks)
 
     def setup(self) -> None:
         kernel_timeouts(self.request, self.server.service.timeouts)

@@ -204,8 +204,9 @@ class WorkerPool:
         """Send the shared start time to every worker and close their stdin."""
         for p in self.procs:
             self._send(p, json.dumps({"start_wall": start_wall}))
+            assert p.stdin is not None  # started with stdin=PIPE
             try:
-                p.stdin.close()  # type: ignore[union-attr]
+                p.stdin.close()
             except OSError:
                 pass  # already dead; collect() reports it
 
@@ -295,9 +296,10 @@ class WorkerPool:
     # ------------------------------------------------------------ plumbing
     @staticmethod
     def _send(p: subprocess.Popen[bytes], line: str) -> None:
+        assert p.stdin is not None  # started with stdin=PIPE
         try:
-            p.stdin.write(line.encode() + b"\n")  # type: ignore[union-attr]
-            p.stdin.flush()  # type: ignore[union-attr]
+            p.stdin.write(line.encode() + b"\n")
+            p.stdin.flush()
         except OSError:
             pass  # the worker died; its missing ready byte or report says so
 

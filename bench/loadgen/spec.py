@@ -177,7 +177,7 @@ def resolve_target(host: str, port: int, allow_remote: bool) -> str:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise ValueError(f"cannot resolve host {host!r}: {exc.strerror}") from None
-    addrs = [info[4][0] for info in infos]
+    addrs = [str(info[4][0]) for info in infos]  # str: an AF_INET/AF_INET6 address
     v4 = [a for a in addrs if ":" not in a]
     chosen = (v4 or addrs)[0]
     if not allow_remote:

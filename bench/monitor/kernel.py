@@ -172,8 +172,8 @@ def accept_queue(port: int) -> tuple[int, int | None] | None:
     if not listeners:
         return None
     depth = sum(d for d, _ in listeners)
-    limits = [limit for _, limit in listeners]
-    return depth, None if None in limits else sum(limits)
+    limits = [limit for _, limit in listeners if limit is not None]
+    return depth, None if len(limits) < len(listeners) else sum(limits)
 
 
 # --- sock_diag netlink (linux/netlink.h, linux/sock_diag.h, linux/inet_diag.h)

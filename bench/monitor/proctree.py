@@ -568,8 +568,8 @@ def _memory_summary(win: list[_Sample], notes: list[str]) -> dict:
     out: dict = {}
     out["mem_rss_peak_bytes"] = max(s.rss for s in win)
     out["mem_rss_mean_bytes"] = round(sum(s.rss for s in win) / len(win))
-    full = [s for s in win if s.pss is not None and s.uss is not None]
-    for key, values in (("pss", [s.pss for s in full]), ("uss", [s.uss for s in full])):
+    full = [(s.pss, s.uss) for s in win if s.pss is not None and s.uss is not None]
+    for key, values in (("pss", [p for p, _ in full]), ("uss", [u for _, u in full])):
         out[f"mem_{key}_peak_bytes"] = max(values) if values else None
         out[f"mem_{key}_mean_bytes"] = round(sum(values) / len(values)) if values else None
     failed = [s for s in win if s.mem_problem]

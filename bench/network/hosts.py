@@ -315,6 +315,7 @@ def _start_stage(names: dict[str, str], links: tuple[Link, Link]) -> subprocess.
     with inside(names["hop"]):
         stage = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                  env=env, start_new_session=True)
+    assert stage.stdout is not None and stage.stderr is not None  # both are pipes
     ready, _, _ = select.select([stage.stdout], [], [], STAGE_READY_TIMEOUT_S)
     line = stage.stdout.readline() if ready else b""
     if b'"ready"' not in line:

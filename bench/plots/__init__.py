@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import dataclasses
+import functools
 import multiprocessing
 import os
 import signal
@@ -105,7 +106,7 @@ def save_figure(fig: Figure, base: Path, formats: Iterable[str], *, tight: bool 
     with style.settings():
         for i, fmt in enumerate(formats):
             path = base.with_suffix(f".{fmt}")
-            extra = {"bbox_inches": "tight", "pad_inches": 0.15} if tight else {}
+            extra: dict[str, Any] = {"bbox_inches": "tight", "pad_inches": 0.15} if tight else {}
             # temp + rename: a full disk or Ctrl-C never leaves a truncated figure
             with atomic_file(path, "wb") as fh:
                 fig.savefig(fh, format=fmt, metadata=_metadata(fmt, fig), **extra)
@@ -165,9 +166,8 @@ def figure_jobs(results: Results, timelines: bool | Iterable[str] = True) -> lis
     A job whose figure has no data draws nothing.
     """
     jobs = [FigureJob(name, view.facet) for name in FIGURES for view in results.facets()]
-    if timelines is True:
-        timelines = results.runs["run_id"].tolist()
-    jobs += [FigureJob("timeline", run_id=str(run_id)) for run_id in (timelines or ())]
+    run_ids = results.runs["run_id"].tolist() if timelines is True else (timelines or ())
+    jobs += [FigureJob("timeline", run_id=str(run_id)) for run_id in run_ids]
     return jobs
 
 
@@ -281,7 +281,7 @@ def _draw_all(results_dir: Path, todo: list[FigureJob], formats: tuple[str, ...]
         for job in todo:
             if disk_full:
                 break
-            done(job, lambda job=job: draw_job(results_dir, job, formats, spectrum_point))
+            done(job, functools.partial(draw_job, results_dir, job, formats, spectrum_point))
             count += 1
             if on_figure:
                 on_figure(count, len(todo), job)

@@ -542,12 +542,13 @@ def connections_figure(results: Results) -> Figure | None:
             failed = 100.0 - sh[0]
             if failed >= 0.5:
                 ax.text(pos, 101, f"{failed:.0f}%\nnot ok", ha="center", va="bottom", fontsize=7)
-            style.draw_flags(ax, pos, None if row["n_ok"] == 0 else 50.0, row_flags(row), 0)
+            style.draw_flags(ax, float(pos), None if row["n_ok"] == 0 else 50.0, row_flags(row), 0)
         ax.set_ylim(0, 118)  # room for the "N% failed" labels above full bars
         if model is not None:
             ax.set_xticks(positions, labels, fontsize=8)
             ax.set_title(model, color=style.model_colour(model), fontweight="bold", fontsize=10)
-            ax.set_xlabel(PARAM_TEXT.get(xa.param, (None, xa.param))[1], fontsize=8)
+            param = xa.param or ""  # set: there is a panel per model only along a swept parameter
+            ax.set_xlabel(PARAM_TEXT.get(param, ("", param))[1], fontsize=8)
         else:
             ax.set_xticks(positions, labels, rotation=20, ha="right")
             for tick, name in zip(ax.get_xticklabels(), labels):

@@ -25,7 +25,7 @@ import contextlib
 import math
 import textwrap
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import matplotlib
 
@@ -41,11 +41,14 @@ from bench.format import fmt_bytes, fmt_count, fmt_time_us
 from bench.vocabulary import FAILED, FLAG_LABELS, GENERATOR_BOUND, UNSTABLE
 from servers import registry
 
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
+
 #: The matplotlib settings of every figure sockbench draws (its own figures
 #: and bench compare's). SVG ids are salted with a constant so the same data
 #: gives the same file (diffable, cacheable); text as paths so an SVG looks
 #: the same without the fonts; 9 pt fits the axis labels in a 6.4 in figure.
-RC = {"svg.hashsalt": "sockbench", "svg.fonttype": "path", "font.size": 9}
+RC: dict[RcKeyType, Any] = {"svg.hashsalt": "sockbench", "svg.fonttype": "path", "font.size": 9}
 
 
 @contextlib.contextmanager
@@ -103,7 +106,8 @@ def model_style(model: str) -> dict[str, Any]:
 
 
 def new_figure(nrows: int = 1, ncols: int = 1, *, width: float | None = None, height: float | None = None,
-               sharex: bool | str = False, sharey: bool | str = False,
+               sharex: bool | Literal["none", "all", "row", "col"] = False,
+               sharey: bool | Literal["none", "all", "row", "col"] = False,
                height_ratios: Sequence[float] | None = None) -> tuple[Figure, np.ndarray]:
     """A Figure and a 2-D array of Axes (always 2-D, so callers index ``axes[r, c]``)."""
     fig = Figure(figsize=(width or PANEL_W * ncols, height or PANEL_H * nrows), dpi=DPI,

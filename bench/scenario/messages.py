@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
+from pydantic_core import ErrorDetails
 
 from bench.parameters import PARAMETERS
 from bench.scenario.sweep import SWEEP_PATHS
@@ -119,7 +120,7 @@ def is_tag(part: object) -> bool:
     return isinstance(part, str) and part.startswith("<") and part.endswith(">")
 
 
-def describe(err: dict, root: type[BaseModel]) -> tuple[tuple, str]:
+def describe(err: ErrorDetails, root: type[BaseModel]) -> tuple[tuple, str]:
     """A pydantic error as (user-visible path, message with what is allowed); ``root`` is the schema's top model."""
     path = tuple(part for part in err["loc"] if not is_tag(part))
     kind, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")

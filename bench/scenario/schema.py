@@ -15,7 +15,7 @@ import dataclasses
 import difflib
 import importlib.util
 import re
-from typing import Annotated, Any, Literal, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional, TypeAlias, TypeVar
 
 import yaml
 from pydantic import (
@@ -99,6 +99,19 @@ def sweep(item: Any) -> Any:
 
 
 
+if TYPE_CHECKING:
+    _T = TypeVar("_T")
+    #: What a type checker sees of a sweep: the run-time type adds the discriminator and the list checks.
+    Sweep: TypeAlias = _T | list[_T]
+else:
+    class Sweep:
+        """``Sweep[item]``: :func:`sweep` of ``item``, written where a type goes."""
+
+        def __class_getitem__(cls, item: Any) -> Any:
+            return sweep(item)
+
+
+
 Count = Annotated[StrictInt, Field(ge=1)]
 NonNegInt = Annotated[StrictInt, Field(ge=0)]
 Size = Annotated[int, BeforeValidator(parse_size), PlainSerializer(format_size, when_used="json")]
@@ -111,7 +124,12 @@ MAX_RATE = 10_000_000
 Rate = Annotated[StrictFloat, Field(gt=0, le=MAX_RATE, allow_inf_nan=False),
                  PlainSerializer(plain_number, when_used="json")]
 #: The services a scenario may name: those the load generator drives (a server may offer more).
-Service = Literal[SERVICES]
+if TYPE_CHECKING:  # the names are a tuple built at run time: a type checker sees strings
+    Service: TypeAlias = str
+    Loop: TypeAlias = str
+else:
+    Service = Literal[SERVICES]
+    Loop = Literal[LOOPS]
 
 
 def _known_model(name: str) -> str:
@@ -140,8 +158,8 @@ _SERVER_DEFAULTS = ServerOptions()
 _SERVER_HELP = {f.name: f.metadata.get("help", "") for f in dataclasses.fields(ServerOptions)}
 
 
-def _pool_size(name: str) -> Any:
-    """The type of ``server.threads`` / ``server.workers``: a count of at least 1, for the models that have the pool."""
+def _pool_size(name: str) -> AfterValidator:
+    """The check of ``server.threads`` / ``server.workers``: a count of at least 1, for the models that have the pool."""
     takers = ", ".join(POOL_OPTIONS[name])
 
     def check(value: int) -> int:
@@ -150,7 +168,7 @@ def _pool_size(name: str) -> Any:
                              "only); leave it out for each model's default")
         return value
 
-    return Annotated[StrictInt, AfterValidator(check)]
+    return AfterValidator(check)
 
 
 def _pool_field(name: str, default_text: str) -> Any:
@@ -173,14 +191,16 @@ class Section(BaseModel):
 class ServerSpec(Section):
     """``server:``: the settings given to every server model (see :class:`ServerOptions`)."""
 
-    backlog: sweep(NonNegInt) = _server_field("backlog")
-    max_children: sweep(Count) = _server_field("max_children")
-    threads: sweep(_pool_size("threads")) | None = _pool_field("threads", "2 x the CPUs the server runs on")
-    workers: sweep(_pool_size("workers")) | None = _pool_field("workers", "one per CPU the server runs on")
-    sendfile: sweep(StrictBool) = _server_field("sendfile")
-    cpu_work_us: sweep(NonNegInt) = _server_field("cpu_work_us")
+    backlog: Sweep[NonNegInt] = _server_field("backlog")
+    max_children: Sweep[Count] = _server_field("max_children")
+    threads: Sweep[Annotated[StrictInt, _pool_size("threads")]] | None = _pool_field(
+        "threads", "2 x the CPUs the server runs on")
+    workers: Sweep[Annotated[StrictInt, _pool_size("workers")]] | None = _pool_field(
+        "workers", "one per CPU the server runs on")
+    sendfile: Sweep[StrictBool] = _server_field("sendfile")
+    cpu_work_us: Sweep[NonNegInt] = _server_field("cpu_work_us")
     cpu_work_iterations: NonNegInt = _server_field("cpu_work_iterations")
-    loop: Literal[LOOPS] = _server_field("loop")
+    loop: Loop = _server_field("loop")
     # Not swept: they bound hostile clients, which the load generator is not;
     # 0 turns one off to show the stdlib's unbounded waiting.
     idle_timeout: Duration = _server_field("idle_timeout")
@@ -222,15 +242,19 @@ def _parameter_field(parameter: Parameter) -> tuple[Any, Any]:
 
 def parameter_section(section: str, doc: str, base: type[BaseModel] = Section) -> type[BaseModel]:
     """The model of a scenario section whose fields are the :data:`~bench.parameters.PARAMETERS` of ``section``."""
-    fields = {p.name: _parameter_field(p) for p in in_section(section)}
+    fields: dict[str, Any] = {p.name: _parameter_field(p) for p in in_section(section)}
     model = create_model(f"{section.title()}Spec", __base__=base, __module__=__name__, **fields)
     model.__doc__ = doc
     return model
 
 
-LoadSpec = parameter_section("load", "``load:``: what the load generator does (fields: bench.parameters).")
-GeneratorSpec = parameter_section("generator", "``generator:``: the load generator's own process layout "
-                                               "(fields: bench.parameters).")
+if TYPE_CHECKING:  # fields generated from PARAMETERS, which a type checker cannot follow
+    LoadSpec: TypeAlias = Any
+    GeneratorSpec: TypeAlias = Any
+else:
+    LoadSpec = parameter_section("load", "``load:``: what the load generator does (fields: bench.parameters).")
+    GeneratorSpec = parameter_section("generator", "``generator:``: the load generator's own process layout "
+                                                   "(fields: bench.parameters).")
 
 
 class MonitorSpec(Section):
@@ -317,7 +341,7 @@ class Scenario(Section):
 
     name: Annotated[str, AfterValidator(_folder_name)] = Field(description="used in the results folder name")
     description: str = Field("", description="teaching text: what to look for, shown in the report")
-    service: sweep(Service) = Field(description="echo | file, or a list to run both")
+    service: Sweep[Service] = Field(description="echo | file, or a list to run both")
     models: Annotated[list[ModelName], Field(min_length=1), AfterValidator(_distinct)] = Field(
         description="server models to run, in order"
     )
@@ -408,7 +432,8 @@ def _cross_issues(s: Scenario) -> list[tuple[tuple, str]]:
     modes = s.load.mode if isinstance(s.load.mode, list) else [s.load.mode]
     axes = {"service": services, "mode": modes}
     for parameter in PARAMETERS:
-        if parameter.required and parameter.applies[1] in axes[parameter.applies[0]]:
+        # applies None: everywhere
+        if parameter.required and (parameter.applies is None or parameter.applies[1] in axes[parameter.applies[0]]):
             if getattr(getattr(s, parameter.section), parameter.name) is None:
                 issues.append(((parameter.section, parameter.name), parameter.required_reason()))
     if "open" not in modes and s.load.rate is not None:
@@ -427,10 +452,10 @@ def _cross_issues(s: Scenario) -> list[tuple[tuple, str]]:
         issues.append((("server", "cpu_work_iterations"), "fixes the loop count of one cpu_work_us value: give a single "
                        "cpu_work_us > 0 with it, or remove it and let bench run calibrate"))
     for i, entry in enumerate(s.thresholds):
-        model = entry.model if isinstance(entry, ThresholdSpec) else parse_threshold(entry).model
-        if model is not None and model not in s.models:
+        named = entry.model if isinstance(entry, ThresholdSpec) else parse_threshold(entry).model
+        if named is not None and named not in s.models:
             where = ("thresholds", i, "model") if isinstance(entry, ThresholdSpec) else ("thresholds", i)
-            issues.append((where, f"{model!r} is not one of this scenario's models ({', '.join(s.models)})"))
+            issues.append((where, f"{named!r} is not one of this scenario's models ({', '.join(s.models)})"))
     if s.network.hosts == "loopback":
         for field in ("rtt", "jitter", "rate"):
             if getattr(s.network, field):

@@ -134,6 +134,7 @@ def _check_events(text: str, where: str, at: tuple) -> Issue | None:
             path = _event_path(frames, at)
             if frames and frames[-1][1] and frames[-1][3] and isinstance(event, yaml.ScalarEvent):
                 path = (*path, event.value[:40])  # a key: name it
+            assert event.start_mark is not None  # the parser marks every event it emits
             line = event.start_mark.line
             nodes += 1
             if isinstance(event, yaml.AliasEvent) or event.anchor is not None:

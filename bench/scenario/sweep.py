@@ -12,7 +12,7 @@ below the schema.
 import dataclasses
 import itertools
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from bench.parameters import PARAMETERS, in_section
 from bench.units import format_size
@@ -54,9 +54,12 @@ MAX_POINTS = 10_000
 #: parameter (``connect_timeout_s`` for ``connect_timeout``: see
 #: :attr:`bench.parameters.Parameter.point_name`). A value that does not apply
 #: to the point (the other service's size, ``rate`` in closed loop) is ``None``.
-LoadPoint = dataclasses.make_dataclass(
-    "LoadPoint", [(p.point_name, Any) for p in in_section("load")], frozen=True, namespace={"__module__": __name__},
-)
+if TYPE_CHECKING:
+    LoadPoint: TypeAlias = Any  # its fields are generated from PARAMETERS, which a type checker cannot follow
+else:
+    LoadPoint = dataclasses.make_dataclass(
+        "LoadPoint", [(p.point_name, Any) for p in in_section("load")], frozen=True, namespace={"__module__": __name__},
+    )
 
 
 @dataclass(frozen=True, eq=True)
@@ -97,7 +100,7 @@ class Point:
         return " ".join(shown) or "-"
 
 
-def _show_value(name: str, value: object) -> object:
+def _show_value(name: str, value: Any) -> object:
     if value is not None and name.endswith("_bytes"):
         return format_size(value)
     return value

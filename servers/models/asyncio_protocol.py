@@ -100,7 +100,7 @@ class Connection(asyncio.BufferedProtocol):
         self.peer = transport.get_extra_info("peername")
         self.server.connections.add(self)
         if self.server.stopping:
-            transport.abort()
+            self.transport.abort()
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self.server.read_view
@@ -408,7 +408,7 @@ class ProtocolServer:
         self.accepted += 1
         return CONNECTIONS[self.service.name](self)
 
-    async def listen(self, sock: socket.socket | None = None) -> asyncio.AbstractServer:
+    async def listen(self, sock: socket.socket | None = None) -> asyncio.Server:
         """Listen on ``sock`` (already bound) or on the options' host and port."""
         loop = asyncio.get_running_loop()
         options = self.options
@@ -444,7 +444,7 @@ class ProtocolServer:
         assert self.sweep_every is not None
         self._sweep_handle = asyncio.get_running_loop().call_later(self.sweep_every, self._sweep)
 
-    async def _stop(self, server: asyncio.AbstractServer) -> None:
+    async def _stop(self, server: asyncio.Server) -> None:
         self.stopping = True
         server.close()  # stop accepting, close the listener
         tasks = [task for connection in self.connections if (task := getattr(connection, "task", None)) is not None]

@@ -141,7 +141,7 @@ class AsyncServer:
                 sweeper.cancel()
             await self._stop(server)
 
-    async def _listen(self) -> asyncio.AbstractServer:
+    async def _listen(self) -> asyncio.Server:
         options = self.options
         # The reader's limit bounds its buffer (it stops reading the socket
         # above twice the limit): the longest legal request line for the file
@@ -234,6 +234,7 @@ class AsyncServer:
         idle, request = self.service.timeouts.idle, self.service.timeouts.request
         loop = asyncio.get_running_loop()
         deadline = loop.time() + request if pending and request is not None else None
+        error: type[ConnectionTimeout]
         while (line := protocol.split_line(pending)) is None:
             wait, error = idle, IdleTimeout
             if deadline is not None:
@@ -283,6 +284,7 @@ class AsyncServer:
         idle, request = self.service.timeouts.idle, self.service.timeouts.request
         loop = asyncio.get_running_loop()
         started: float | None = None  # first byte of the request being read
+        error: type[ConnectionTimeout]
         if greeting := session.greeting():
             writer.write(greeting)
             await self._drain(writer, watch)
@@ -356,7 +358,7 @@ class AsyncServer:
         if sent != size:
             raise FileShrankError(sent, size)
 
-    async def _stop(self, server: asyncio.AbstractServer) -> None:
+    async def _stop(self, server: asyncio.Server) -> None:
         self.stopping = True
         server.close()  # stop accepting, close the listener
         for task in self.tasks:

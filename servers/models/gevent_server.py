@@ -145,7 +145,7 @@ class GeventServer(StreamServer):
 
     # -- accepting -------------------------------------------------------------
 
-    def do_read(self):  # type: ignore[no-untyped-def]
+    def do_read(self):
         """Accept one connection (TCP_NODELAY on), or pause after a failure instead of a traceback."""
         accepted_pair = None
         try:

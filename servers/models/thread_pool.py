@@ -43,7 +43,7 @@ from servers.service import Service, make_service
 from servers.sessions import HANDLERS
 
 
-class ThreadPoolMixIn:
+class ThreadPoolMixIn(blocking.TCPServerBase):
     """Serve each connection in a thread of a fixed pool; accept only while a thread is free.
 
     Class attributes (the documented knobs, as ``ThreadingMixIn`` has):
@@ -84,12 +84,12 @@ class ThreadPoolMixIn:
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         """As ``ThreadingMixIn``'s: run the handler, report its error, close the connection, free the thread."""
         try:
-            self.finish_request(request, client_address)  # type: ignore[attr-defined]
+            self.finish_request(request, client_address)
         except Exception:  # noqa: BLE001 - as ThreadingMixIn's: reported by handle_error
-            self.handle_error(request, client_address)  # type: ignore[attr-defined]
+            self.handle_error(request, client_address)
         finally:
             try:
-                self.shutdown_request(request)  # type: ignore[attr-defined]
+                self.shutdown_request(request)
             finally:
                 self._release_slot()
 
@@ -101,13 +101,13 @@ class ThreadPoolMixIn:
 
     def service_actions(self) -> None:
         """Between two accepts: wait while every pool thread is busy (new clients wait in the listen queue)."""
-        super().service_actions()  # type: ignore[misc]
+        super().service_actions()
         _, slot_freed = self._pool_state()
         with slot_freed:
             slot_freed.wait_for(lambda: self._busy < self.pool_threads)
 
     def server_close(self) -> None:
-        super().server_close()  # type: ignore[misc]
+        super().server_close()
         if self._pool is not None:
             self._pool.shutdown(wait=self.block_on_close)
 
