@@ -51,6 +51,9 @@ MODES = ("closed", "open")
 GENERATOR_LOOPS = ("auto", "asyncio", "uvloop")
 #: Load engines (see :mod:`bench.loadgen.engines`): auto = native where it builds, else python.
 ENGINES = ("auto", "native", "python")
+#: How an http client goes through its paths: in turn (each client starting at its own), or at random
+#: (seeded per worker, so a run is repeatable).
+PATH_ORDERS = ("round-robin", "random")
 
 
 @dataclass(frozen=True)
@@ -188,6 +191,9 @@ PARAMETERS: tuple[Parameter, ...] = (
             column="server.workers: prefork's and reuseport's worker processes (the other models have none); "
                    "empty: their default, one per server CPU",
             axis=("as workers are added", "prefork / reuseport workers (processes)")),
+    Parameter("path_order", "load", "choice", "round-robin",
+              "http: how each client goes through the paths: round-robin, or random (seeded per worker)",
+              choices=PATH_ORDERS, applies=("service", "http")),
     Parameter("requests_per_connection", "load", "whole", 0,
               "0 = keep each connection for the whole run; N = reconnect after every N requests", sweepable=True,
               column="0 = one connection for the whole run; N = reconnect every N requests",
@@ -221,7 +227,7 @@ PARAMETERS: tuple[Parameter, ...] = (
     # 5%: enough to catch a corrupting server within a few hundred requests,
     # cheap enough that hashing large files never makes the generator the bottleneck.
     Parameter("checksum_sample", "generator", "fraction", 0.05,
-              "fraction of file replies whose checksum is verified (the size is always checked)"),
+              "fraction of file and http replies whose checksum is verified (the size is always checked)"),
 )
 
 

@@ -451,8 +451,8 @@ def run_scenario(scenario: Scenario, *, results_root: Path = Path("results"),
         plans = [p for p in plans if p.model not in compiled]
         warn(f"{', '.join(compiled)} left out: {native.why_unavailable()}")
     from bench.loadgen import engines
-    _engine, _command, note = engines.resolve(scenario.generator.engine)
-    if note:  # auto fell back to the python engine: said once here, and in each run's warnings
+    notes = {engines.resolve(scenario.generator.engine, service)[2] for service in {p.point.service for p in plans}}
+    for note in sorted(notes - {""}):  # auto fell back to the python engine: said once here, and in each run's warnings
         warn(note)
     ensure_fd_limit(max(p.point.load.clients for p in plans) if plans else 0)
     if scenario.network.hosts == "namespaces":
