@@ -77,9 +77,10 @@ class Parameter:
     column: str = ""
     #: (title phrase, x-axis label) of a figure sweeping it
     axis: tuple[str, str] | None = None
-    #: ("service", "file") or ("mode", "open"): the only setting where it means something;
-    #: elsewhere its column is blank and a list of it changes nothing
-    applies: tuple[str, str] | None = None
+    #: ("service", "file") or ("mode", "open"): the only setting where it means something
+    #: (("service", ("file", "http")): any of these); elsewhere its column is blank and a
+    #: list of it changes nothing
+    applies: tuple[str, str | tuple[str, ...]] | None = None
     #: scenario: it must be given wherever it applies; what to write (shown in the message)
     required: str = ""
     #: name of its LoadSpec (and sweep point) field when not ``name``; "" = no LoadSpec field
@@ -107,22 +108,35 @@ class Parameter:
         """``bench load``'s flag: ``--connect-timeout``."""
         return "--" + self.name.replace("_", "-")
 
+    @property
+    def applies_values(self) -> tuple[str, ...]:
+        """The values of the ``applies`` axis where it means something (empty: everywhere)."""
+        if self.applies is None:
+            return ()
+        value = self.applies[1]
+        return (value,) if isinstance(value, str) else value
+
     def applies_at(self, where: dict[str, Any]) -> bool:
         """Whether it means something at a point whose service and mode are ``where``."""
-        return self.applies is None or where.get(self.applies[0]) == self.applies[1]
+        return self.applies is None or where.get(self.applies[0]) in self.applies_values
+
+    def _where(self) -> str:
+        axis = self.applies[0] if self.applies else ""
+        values = " and ".join(self.applies_values)
+        if axis == "service":
+            return f"the {values} service" + ("s" if len(self.applies_values) > 1 else "")
+        return f"{axis}: {values}"
 
     def inert_reason(self) -> str:
         """Why a list of it can change nothing: where it applies."""
         if self.applies is None:
             return "every value gives the same runs"
-        axis, value = self.applies
-        where = f"the {value} service" if axis == "service" else f"{axis}: {value}"
-        return f"{self.name} only applies to {where}"
+        return f"{self.name} only applies to {self._where()}"
 
     def required_reason(self) -> str:
         """The message for a scenario that needs it but lacks it."""
-        axis, value = self.applies or ("", "")
-        where = f"for the {value} service" if axis == "service" else f"when {axis} is {value}"
+        axis = self.applies[0] if self.applies else ""
+        where = f"for {self._where()}" if axis == "service" else f"when {axis} is {' or '.join(self.applies_values)}"
         return f"required {where}: {self.required}"
 
     def problem(self, value: Any, required: bool = False) -> str | None:
@@ -173,8 +187,8 @@ PARAMETERS: tuple[Parameter, ...] = (
               column="echo message size", applies=("service", "echo"),
               required="the size of each message, e.g. message_bytes: 1KiB",
               axis=("as messages get bigger", "message size")),
-    Parameter("file_bytes", "load", "size", None, "file: size of the file requested", sweepable=True,
-              column="file size requested (file service)", applies=("service", "file"),
+    Parameter("file_bytes", "load", "size", None, "file, http: size of the file requested", sweepable=True,
+              column="file size requested (file and http services)", applies=("service", ("file", "http")),
               required="the size of the file to fetch, e.g. file_bytes: 1MiB", spec="", flag=False,
               axis=("as files get bigger", "file size")),
     _server("backlog", "whole", column="listen backlog given to the server",

@@ -112,7 +112,7 @@ RUN_COLUMNS: dict[str, str] = {
                   "by completion time inside [window start, window start + duration_s)",
     # throughput
     "requests": "requests completed successfully in the measured window",
-    "errors": "requests that failed in the window (sum of err_* columns)",
+    "errors": "requests that failed in the window (sum of the err_* and http_3xx/4xx/5xx columns)",
     "req_per_s": "requests / duration_s",
     "mb_per_s": "payload bytes received by clients / duration_s / 1e6",
     # latency, microseconds: closed loop from the request sent, open loop from the request's scheduled

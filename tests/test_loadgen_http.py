@@ -102,3 +102,39 @@ def test_engines_resolve_http_to_python() -> None:
 def test_http_spec_needs_a_path() -> None:
     with pytest.raises(ValueError, match="at least one path"):
         run_load(http_spec(9, []))
+
+
+# ----------------------------------------------------------------- scenarios
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_http_scenario_is_valid_and_needs_a_file_size_and_the_python_engine() -> None:
+    from bench.scenario import ScenarioError, parse_scenario
+
+    text = (REPO / "scenarios" / "http.yaml").read_text()
+    scenario = parse_scenario(text, "scenarios/http.yaml")
+    assert scenario.services == ["http"] and scenario.load.file_bytes == 1024
+    with pytest.raises(ScenarioError, match="file_bytes: required for the file and http services"):
+        parse_scenario(text.replace("  file_bytes: 1KiB\n", ""), "http.yaml")
+    with pytest.raises(ScenarioError, match="generator.engine: the native engine does not drive the http"):
+        parse_scenario(text + "generator:\n  engine: native\n", "http.yaml")
+
+
+def test_runner_runs_an_http_scenario_on_the_python_engine(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from bench.runner import run_scenario
+    from bench.scenario import parse_scenario
+
+    text = (REPO / "scenarios" / "http.yaml").read_text()
+    scenario = parse_scenario(text, "http.yaml", overrides=[
+        "models=[selectors]", "load.clients=2", "duration=500ms", "warmup=100ms", "placement=none",
+        "monitor.idle_wait=1s", "monitor.idle_threshold_pct=100"])
+    warnings: list[str] = []
+    runs = pd.read_csv(run_scenario(scenario, results_root=tmp_path, plots=False, warn=warnings.append) / "runs.csv")
+    assert (runs["status"] == "ok").all(), runs["error"].tolist()
+    row = runs.iloc[0]
+    assert row["requests"] > 0 and row["http_2xx"] == row["requests"] and row["errors"] == 0
+    assert row["gen_engine"] == "python" and row["file_bytes"] == 1024
+    assert any("native engine does not drive http" in w for w in warnings)

@@ -44,7 +44,7 @@ from typing import Any
 
 from bench import units
 from bench.loadgen.driver import LoadGenError, run_load
-from bench.loadgen.spec import SERVICES, FileTarget, LoadResult, LoadSpec, lower_bound_column
+from bench.loadgen.spec import FILE_SERVICES, SERVICES, FileTarget, LoadResult, LoadSpec, lower_bound_column
 from bench.parameters import PARAMETERS, Parameter, load_spec_parameters
 from bench.placement import PLACEMENTS, placement_cpus
 from bench.stopping import signal_name, signum_of, stop_signals
@@ -215,7 +215,7 @@ def file_targets(names: list[str], sizes: list[int], root: Path | None) -> list[
 def spec_from_args(args: argparse.Namespace) -> LoadSpec:
     """Build the :class:`LoadSpec` the arguments describe."""
     host, port = args.target
-    files = file_targets(args.file, args.file_size, args.files_root) if args.service in ("file", "http") else []
+    files = file_targets(args.file, args.file_size, args.files_root) if args.service in FILE_SERVICES else []
     parameters = {p.spec_name: getattr(args, p.name) for p in load_spec_parameters() if p.flag}
     return LoadSpec(
         service=args.service, host=host, port=port, duration_s=args.duration, warmup_s=args.warmup, files=files,

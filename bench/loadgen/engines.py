@@ -14,7 +14,7 @@ stdout), so :mod:`bench.loadgen.driver` starts either the same way and
   engine that keeps the generator from capping the fastest servers.
 - ``auto``: native where it builds, python otherwise, with one warning line
   saying why. The native engine speaks echo and file only: for ``http``
-  ``auto`` is python, with a note saying so (:data:`PYTHON_ONLY_SERVICES`).
+  ``auto`` is python, with a note saying so (:data:`bench.loadgen.spec.PYTHON_ONLY_SERVICES`).
 
 The native worker verifies SHA-256 of sampled file replies with libcrypto
 (Debian's libssl-dev). Where its header or library is missing the program is
@@ -35,7 +35,7 @@ import functools
 import sys
 from pathlib import Path
 
-from bench.loadgen.spec import ENGINES
+from bench.loadgen.spec import ENGINES, PYTHON_ONLY_SERVICES
 from servers import native
 
 SOURCE = Path(__file__).with_name("c") / "loadgen.c"
@@ -63,15 +63,11 @@ def native_program() -> tuple[Path | None, str]:
     return native.build("loadgen", SOURCE, WITHOUT_CRYPTO), ""
 
 
-#: Services only the python engine drives (the native worker has no HTTP client).
-PYTHON_ONLY_SERVICES = ("http",)
-
-
 def resolve(engine: str, service: str = "echo") -> tuple[str, list[str], str]:
     """``(engine that runs, worker command without READY_FD, note)`` for ``auto|native|python``.
 
     The note is empty unless ``auto`` fell back to python; then it says why.
-    ``native`` for a service of :data:`PYTHON_ONLY_SERVICES` raises :class:`ValueError`.
+    ``native`` for a service of :data:`~bench.loadgen.spec.PYTHON_ONLY_SERVICES` raises :class:`ValueError`.
     """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")

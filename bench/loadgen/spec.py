@@ -40,6 +40,10 @@ from bench.vocabulary import ERROR_COLUMNS
 
 #: Services the load generator can drive (and so scenarios may name); the servers offer more.
 SERVICES = ("echo", "file", "http")
+#: Services only the python engine drives (the native worker has no HTTP client).
+PYTHON_ONLY_SERVICES = ("http",)
+#: The services that fetch files from the server's root (the spec's ``files``).
+FILE_SERVICES = ("file", "http")
 #: The file protocol caps a request line at 4096 bytes, newline included.
 MAX_REQUEST_LINE = 4096
 #: Columns of the ``row`` dict, in runs.csv order (a subset of RUN_COLUMNS).
