@@ -66,7 +66,7 @@ FORMAT_KEY = "format_version"
 #: timeline.csv and the histogram logs is the layout before they carried a
 #: version; summary.json and the calibration had theirs under other keys.
 FORMAT_VERSIONS: dict[str, int] = {
-    "runs.csv": 2,
+    "runs.csv": 3,  # 3: the http status columns (http_2xx ... http_5xx)
     "timeline.csv": 2,
     "summary.json": 2,
     "environment.json": 2,
