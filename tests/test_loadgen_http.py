@@ -13,7 +13,7 @@ from bench.loadgen import FileTarget, LoadSpec, engines, run_load
 from servers.config import ServerOptions
 from servers.launch import run_server
 
-from thread_servers import ThreadServer, corrupt_http_handler, http_handler
+from thread_servers import ThreadServer, closing_http_handler, corrupt_http_handler, http_handler
 
 pytestmark = pytest.mark.usefixtures("no_leftover_workers")
 
@@ -70,6 +70,14 @@ def test_keep_alive_reuses_one_connection_per_client(server: Callable[..., Threa
     assert {"/a", "/b"} <= set(srv.paths)
     # round-robin from each client's own start: the two paths alternate on every connection
     assert abs(srv.paths.count("/a") - srv.paths.count("/b")) <= 2
+
+
+def test_connection_close_from_the_server_is_followed_not_an_error(server: Callable[..., ThreadServer]) -> None:
+    srv = server(closing_http_handler, files={"a": BODY})
+    row = run_load(http_spec(srv.port, [FileTarget("a", len(BODY), SHA)], clients=2)).row
+    assert row["requests"] > 20 and row["errors"] == 0, row
+    # one connection per reply: each ended by the server after the reply it announced as the last
+    assert srv.accepted >= row["requests"] and abs(row["conn_ok"] - srv.accepted) <= 2  # 2: connects cut by the end
 
 
 def test_random_path_order_is_seeded_and_uses_every_path(server: Callable[..., ThreadServer]) -> None:

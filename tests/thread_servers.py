@@ -153,8 +153,11 @@ def corrupt_file_handler(conn: socket.socket, srv: ThreadServer) -> None:
     file_handler(conn, srv, corrupt=True)
 
 
-def http_handler(conn: socket.socket, srv: ThreadServer, corrupt: bool = False) -> None:
-    """HTTP/1.1 keep-alive GET of ``srv.files`` (by path without the leading slash), parsed with h11."""
+def http_handler(conn: socket.socket, srv: ThreadServer, corrupt: bool = False, close: bool = False) -> None:
+    """HTTP/1.1 keep-alive GET of ``srv.files`` (by path without the leading slash), parsed with h11.
+
+    ``close``: every reply says ``Connection: close`` and the connection ends after it.
+    """
     import h11
 
     http = h11.Connection(h11.SERVER)
@@ -174,9 +177,12 @@ def http_handler(conn: socket.socket, srv: ThreadServer, corrupt: bool = False) 
             else:
                 srv.take(len(data))
                 body = bytes(len(data)) if corrupt else data
-                out = http.send(h11.Response(status_code=200, headers=[("Content-Length", str(len(data)))]))
+                headers = [("Content-Length", str(len(data)))] + ([("Connection", "close")] if close else [])
+                out = http.send(h11.Response(status_code=200, headers=headers))
                 out += http.send(h11.Data(data=body))
             conn.sendall(out + http.send(h11.EndOfMessage()))
+            if close:
+                return
         elif isinstance(event, h11.EndOfMessage):
             http.start_next_cycle()
         else:  # ConnectionClosed or anything unexpected
@@ -185,3 +191,7 @@ def http_handler(conn: socket.socket, srv: ThreadServer, corrupt: bool = False) 
 
 def corrupt_http_handler(conn: socket.socket, srv: ThreadServer) -> None:
     http_handler(conn, srv, corrupt=True)
+
+
+def closing_http_handler(conn: socket.socket, srv: ThreadServer) -> None:
+    http_handler(conn, srv, close=True)
