@@ -51,6 +51,9 @@ MODES = ("closed", "open")
 GENERATOR_LOOPS = ("auto", "asyncio", "uvloop")
 #: Load engines (see :mod:`bench.loadgen.engines`): auto = native where it builds, else python.
 ENGINES = ("auto", "native", "python")
+#: How an http client goes through its paths: in turn (each client starting at its own), or at random
+#: (seeded per worker, so a run is repeatable).
+PATH_ORDERS = ("round-robin", "random")
 
 
 @dataclass(frozen=True)
@@ -74,9 +77,10 @@ class Parameter:
     column: str = ""
     #: (title phrase, x-axis label) of a figure sweeping it
     axis: tuple[str, str] | None = None
-    #: ("service", "file") or ("mode", "open"): the only setting where it means something;
-    #: elsewhere its column is blank and a list of it changes nothing
-    applies: tuple[str, str] | None = None
+    #: ("service", "file") or ("mode", "open"): the only setting where it means something
+    #: (("service", ("file", "http")): any of these); elsewhere its column is blank and a
+    #: list of it changes nothing
+    applies: tuple[str, str | tuple[str, ...]] | None = None
     #: scenario: it must be given wherever it applies; what to write (shown in the message)
     required: str = ""
     #: name of its LoadSpec (and sweep point) field when not ``name``; "" = no LoadSpec field
@@ -104,22 +108,35 @@ class Parameter:
         """``bench load``'s flag: ``--connect-timeout``."""
         return "--" + self.name.replace("_", "-")
 
+    @property
+    def applies_values(self) -> tuple[str, ...]:
+        """The values of the ``applies`` axis where it means something (empty: everywhere)."""
+        if self.applies is None:
+            return ()
+        value = self.applies[1]
+        return (value,) if isinstance(value, str) else value
+
     def applies_at(self, where: dict[str, Any]) -> bool:
         """Whether it means something at a point whose service and mode are ``where``."""
-        return self.applies is None or where.get(self.applies[0]) == self.applies[1]
+        return self.applies is None or where.get(self.applies[0]) in self.applies_values
+
+    def _where(self) -> str:
+        axis = self.applies[0] if self.applies else ""
+        values = " and ".join(self.applies_values)
+        if axis == "service":
+            return f"the {values} service" + ("s" if len(self.applies_values) > 1 else "")
+        return f"{axis}: {values}"
 
     def inert_reason(self) -> str:
         """Why a list of it can change nothing: where it applies."""
         if self.applies is None:
             return "every value gives the same runs"
-        axis, value = self.applies
-        where = f"the {value} service" if axis == "service" else f"{axis}: {value}"
-        return f"{self.name} only applies to {where}"
+        return f"{self.name} only applies to {self._where()}"
 
     def required_reason(self) -> str:
         """The message for a scenario that needs it but lacks it."""
-        axis, value = self.applies or ("", "")
-        where = f"for the {value} service" if axis == "service" else f"when {axis} is {value}"
+        axis = self.applies[0] if self.applies else ""
+        where = f"for {self._where()}" if axis == "service" else f"when {axis} is {' or '.join(self.applies_values)}"
         return f"required {where}: {self.required}"
 
     def problem(self, value: Any, required: bool = False) -> str | None:
@@ -170,8 +187,8 @@ PARAMETERS: tuple[Parameter, ...] = (
               column="echo message size", applies=("service", "echo"),
               required="the size of each message, e.g. message_bytes: 1KiB",
               axis=("as messages get bigger", "message size")),
-    Parameter("file_bytes", "load", "size", None, "file: size of the file requested", sweepable=True,
-              column="file size requested (file service)", applies=("service", "file"),
+    Parameter("file_bytes", "load", "size", None, "file, http: size of the file requested", sweepable=True,
+              column="file size requested (file and http services)", applies=("service", ("file", "http")),
               required="the size of the file to fetch, e.g. file_bytes: 1MiB", spec="", flag=False,
               axis=("as files get bigger", "file size")),
     _server("backlog", "whole", column="listen backlog given to the server",
@@ -188,6 +205,9 @@ PARAMETERS: tuple[Parameter, ...] = (
             column="server.workers: prefork's and reuseport's worker processes (the other models have none); "
                    "empty: their default, one per server CPU",
             axis=("as workers are added", "prefork / reuseport workers (processes)")),
+    Parameter("path_order", "load", "choice", "round-robin",
+              "http: how each client goes through the paths: round-robin, or random (seeded per worker)",
+              choices=PATH_ORDERS, applies=("service", "http")),
     Parameter("requests_per_connection", "load", "whole", 0,
               "0 = keep each connection for the whole run; N = reconnect after every N requests", sweepable=True,
               column="0 = one connection for the whole run; N = reconnect every N requests",
@@ -221,7 +241,7 @@ PARAMETERS: tuple[Parameter, ...] = (
     # 5%: enough to catch a corrupting server within a few hundred requests,
     # cheap enough that hashing large files never makes the generator the bottleneck.
     Parameter("checksum_sample", "generator", "fraction", 0.05,
-              "fraction of file replies whose checksum is verified (the size is always checked)"),
+              "fraction of file and http replies whose checksum is verified (the size is always checked)"),
 )
 
 

@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from bench.parameters import PARAMETERS
-from bench.vocabulary import CONN_OUTCOMES, CONN_PENDING, GENERATOR_BOUND_RULE
+from bench.vocabulary import CONN_OUTCOMES, CONN_PENDING, ERROR_COLUMNS, GENERATOR_BOUND_RULE
 
 #: The one name under which every file of a results folder, and a saved
 #: calibration, carries its format version: a key of the JSON files, a column
@@ -66,7 +66,7 @@ FORMAT_KEY = "format_version"
 #: timeline.csv and the histogram logs is the layout before they carried a
 #: version; summary.json and the calibration had theirs under other keys.
 FORMAT_VERSIONS: dict[str, int] = {
-    "runs.csv": 2,
+    "runs.csv": 3,  # 3: the http status columns (http_2xx ... http_5xx)
     "timeline.csv": 2,
     "summary.json": 2,
     "environment.json": 2,
@@ -112,7 +112,7 @@ RUN_COLUMNS: dict[str, str] = {
                   "by completion time inside [window start, window start + duration_s)",
     # throughput
     "requests": "requests completed successfully in the measured window",
-    "errors": "requests that failed in the window (sum of err_* columns)",
+    "errors": "requests that failed in the window (sum of the err_* and http_3xx/4xx/5xx columns)",
     "req_per_s": "requests / duration_s",
     "mb_per_s": "payload bytes received by clients / duration_s / 1e6",
     # latency, microseconds: closed loop from the request sent, open loop from the request's scheduled
@@ -156,6 +156,11 @@ RUN_COLUMNS: dict[str, str] = {
     "err_closed_early": "requests the server closed before the first reply byte",
     "err_short": "requests the server closed in the middle of the reply",
     "err_corrupt": "replies with wrong bytes, a wrong size, a bad header, a checksum mismatch or ERR",
+    "http_3xx": "http: replies with a 3xx status (a failed request: the file was not sent)",
+    "http_4xx": "http: replies with a 4xx status (403 outside the root, 404 missing ...): failed requests",
+    "http_5xx": "http: replies with a 5xx status: failed requests",
+    "http_2xx": "http: replies with a 2xx status and the file's length (and checksum where sampled): "
+                "equals requests; empty for the other services",
     "req_pending": "requests sent but unanswered when the window closed (closed loop: up to one per client)",
     "req_pending_oldest_s": "how long the oldest of those had waited: near a whole run = a client the server ignores",
     # kernel counters: deltas over the measured window (snapshots when it opens and closes)
@@ -243,7 +248,7 @@ METRIC_COLUMNS: tuple[str, ...] = (
     "lat_p50_us", "lat_p90_us", "lat_p99_us", "lat_p999_us", "lat_max_us", "lat_mean_us",
     "lat_censored", "clients_served", "ttfb_p50_us", "ttfb_p99_us", "lat_uncorrected_p99_us", "late_starts",
     *CONN_OUTCOMES, CONN_PENDING, "connect_p50_us", "connect_p99_us", "connect_max_us",
-    "err_reset", "err_timeout", "err_closed_early", "err_short", "err_corrupt", "req_pending", "req_pending_oldest_s",
+    *ERROR_COLUMNS, "http_2xx", "req_pending", "req_pending_oldest_s",
     "k_listen_overflows", "k_listen_drops", "k_reqq_full_drop", "k_reqq_full_do_cookies", "k_syncookies_sent",
     "accept_queue_max",
     "mem_rss_peak_bytes", "mem_rss_mean_bytes", "mem_pss_peak_bytes", "mem_pss_mean_bytes",

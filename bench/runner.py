@@ -63,6 +63,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench import cpuwork
+from bench.loadgen.spec import FILE_SERVICES
 from bench.placement import placement_cpus
 from bench.results import DISK_FULL_ERRNOS, DiskFull, ResultsWriter, cpu_busy_column, new_results_dir
 from bench.stopping import deferred_stop, signal_name, signum_of, stop_signals
@@ -226,7 +227,7 @@ def _load_spec(scenario: Scenario, plan: RunPlan, host: str, port: int, gen_cpus
         value = getattr(source, parameter.point_name)
         if value is not None:
             values[parameter.spec_name] = value
-    files = [targets[load.file_bytes]] if plan.point.service == "file" else []
+    files = [targets[load.file_bytes]] if plan.point.service in FILE_SERVICES else []
     return LoadSpec(service=plan.point.service, host=host, port=port, duration_s=scenario.duration_s,
                     warmup_s=scenario.warmup_s, files=files, cpus=gen_cpus, **values)
 
@@ -298,7 +299,7 @@ def execute_run(scenario: Scenario, plan: RunPlan, writer: ResultsWriter, *, fil
     timeline: list[dict[str, Any]] = []
     histograms: dict[str, Any] = {}
     options = plan.point.server.for_model(plan.model)  # a pool size only for the models that have the pool
-    if plan.point.service == "file":
+    if plan.point.service in FILE_SERVICES:
         options = dataclasses.replace(options, root=file_root)
     options = cpuwork.with_iterations(options, cpu_work)
     stderr_path = writer.logs_dir / f"{plan.run_id}.stderr"
@@ -451,8 +452,8 @@ def run_scenario(scenario: Scenario, *, results_root: Path = Path("results"),
         plans = [p for p in plans if p.model not in compiled]
         warn(f"{', '.join(compiled)} left out: {native.why_unavailable()}")
     from bench.loadgen import engines
-    _engine, _command, note = engines.resolve(scenario.generator.engine)
-    if note:  # auto fell back to the python engine: said once here, and in each run's warnings
+    notes = {engines.resolve(scenario.generator.engine, service)[2] for service in {p.point.service for p in plans}}
+    for note in sorted(notes - {""}):  # auto fell back to the python engine: said once here, and in each run's warnings
         warn(note)
     ensure_fd_limit(max(p.point.load.clients for p in plans) if plans else 0)
     if scenario.network.hosts == "namespaces":
@@ -499,7 +500,7 @@ def _run_plans(scenario: Scenario, plans: list[RunPlan], *, results_root: Path,
         try:
             file_root: Path | None = None
             targets: dict[int, FileTarget] = {}
-            sizes = [p.point.load.file_bytes for p in plans if p.point.service == "file"]
+            sizes = [p.point.load.file_bytes for p in plans if p.point.service in FILE_SERVICES]
             if sizes:
                 file_root, targets = make_file_root(sizes)
                 stack.callback(shutil.rmtree, file_root, ignore_errors=True)

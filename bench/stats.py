@@ -210,10 +210,9 @@ def median_is_lower_bound(values: Sequence[float], lower: Sequence[Any]) -> bool
 
 def normalize_runs(runs: pd.DataFrame) -> pd.DataFrame:
     """Give a runs table every RUN_COLUMNS column with sane dtypes (booleans as bool, text as str)."""
-    runs = runs.copy()
-    for col in RUN_COLUMNS:
-        if col not in runs.columns:
-            runs[col] = np.nan
+    missing = [col for col in RUN_COLUMNS if col not in runs.columns]
+    # added at once: one insert per column fragments the frame (pandas warns past 100)
+    runs = pd.concat([runs, pd.DataFrame(np.nan, index=runs.index, columns=missing)], axis=1) if missing else runs.copy()
     for col in _BOOL_COLUMNS:
         runs[col] = runs[col].map(_to_bool)
     for col in _STRING_COLUMNS:

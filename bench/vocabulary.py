@@ -43,6 +43,28 @@ CONN_FAILURES = tuple(c for c in CONN_OUTCOMES if c != "conn_ok")
 CONN_PENDING = "conn_pending"
 
 # --------------------------------------------------------------------------
+# Request outcomes
+
+#: How a request after connect fails (each failed request in exactly one); runs.csv ``err_<kind>``.
+REQUEST_FAILURES = ("reset", "timeout", "closed_early", "short", "corrupt")
+#: HTTP replies by status class (runs.csv columns of the same names). A 2xx is a request that
+#: completed (checked like a file reply); any other class is a request failure of its own kind.
+HTTP_STATUS_CLASSES = ("http_2xx", "http_3xx", "http_4xx", "http_5xx")
+#: The status classes that are a failed request.
+HTTP_FAILURES = HTTP_STATUS_CLASSES[1:]
+#: Every kind of request failure the load generator counts.
+REQUEST_ERRORS = REQUEST_FAILURES + HTTP_FAILURES
+
+
+def error_column(kind: str) -> str:
+    """The runs.csv column counting request failures of ``kind``: ``err_reset`` ..., ``http_4xx``."""
+    return kind if kind in HTTP_FAILURES else f"err_{kind}"
+
+
+#: The runs.csv columns of :data:`REQUEST_ERRORS`, in the same order (they sum to ``errors``).
+ERROR_COLUMNS = tuple(error_column(kind) for kind in REQUEST_ERRORS)
+
+# --------------------------------------------------------------------------
 # Thresholds
 
 #: pyperf's threshold: above 10% relative standard deviation, results are not reproducible enough.

@@ -220,7 +220,7 @@ def test_service_needs_its_size(tmp_path):
     err = error_of(tmp_path, MINIMAL.replace("  message_bytes: 1KiB\n", "  clients: 2\n"))
     assert "load.message_bytes: required for the echo service" in str(err)
     err = error_of(tmp_path, MINIMAL.replace("service: echo", "service: file"))
-    assert "load.file_bytes: required for the file service" in str(err)
+    assert "load.file_bytes: required for the file and http services" in str(err)
 
 
 def test_c_reference_is_echo_only(tmp_path):

@@ -128,4 +128,4 @@ def test_bench_report_on_an_old_folder_says_which_file_and_exits_2(tmp_path, cap
     add_report_arguments(parser)
     assert report_command(parser.parse_args([str(folder)])) == 2
     err = capsys.readouterr().err
-    assert f"{folder / 'runs.csv'}: no {FORMAT_KEY}" in err and "format version 2" in err
+    assert f"{folder / 'runs.csv'}: no {FORMAT_KEY}" in err and f"format version {FORMAT_VERSIONS['runs.csv']}" in err

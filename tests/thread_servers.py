@@ -31,6 +31,7 @@ class ThreadServer:
         self.served = 0
         self.bytes_served = 0
         self.accepted = 0
+        self.paths: list[str] = []  # request targets the http handler was asked for
         self.conns: list[socket.socket] = []
         self.threads: list[threading.Thread] = []
         self.stopping = False
@@ -150,3 +151,47 @@ def file_handler(conn: socket.socket, srv: ThreadServer, corrupt: bool = False) 
 
 def corrupt_file_handler(conn: socket.socket, srv: ThreadServer) -> None:
     file_handler(conn, srv, corrupt=True)
+
+
+def http_handler(conn: socket.socket, srv: ThreadServer, corrupt: bool = False, close: bool = False) -> None:
+    """HTTP/1.1 keep-alive GET of ``srv.files`` (by path without the leading slash), parsed with h11.
+
+    ``close``: every reply says ``Connection: close`` and the connection ends after it.
+    """
+    import h11
+
+    http = h11.Connection(h11.SERVER)
+    while True:
+        event = http.next_event()
+        if event is h11.NEED_DATA:
+            data = conn.recv(65536)
+            if not data:
+                return
+            http.receive_data(data)
+            continue
+        if isinstance(event, h11.Request):
+            srv.paths.append(event.target.decode())
+            data = srv.files.get(event.target.decode().lstrip("/"))
+            if data is None:
+                out = http.send(h11.Response(status_code=404, headers=[("Content-Length", "0")]))
+            else:
+                srv.take(len(data))
+                body = bytes(len(data)) if corrupt else data
+                headers = [("Content-Length", str(len(data)))] + ([("Connection", "close")] if close else [])
+                out = http.send(h11.Response(status_code=200, headers=headers))
+                out += http.send(h11.Data(data=body))
+            conn.sendall(out + http.send(h11.EndOfMessage()))
+            if close:
+                return
+        elif isinstance(event, h11.EndOfMessage):
+            http.start_next_cycle()
+        else:  # ConnectionClosed or anything unexpected
+            return
+
+
+def corrupt_http_handler(conn: socket.socket, srv: ThreadServer) -> None:
+    http_handler(conn, srv, corrupt=True)
+
+
+def closing_http_handler(conn: socket.socket, srv: ThreadServer) -> None:
+    http_handler(conn, srv, close=True)

@@ -2,6 +2,7 @@
 
     bench load echo 127.0.0.1:7000 --clients 100 --duration 10 --warmup 2
     bench load file 127.0.0.1:7001 --clients 10 --duration 5 --files-root /srv/files
+    bench load http 127.0.0.1:7002 --clients 10 --duration 5 --files-root /srv/files --path index.html
     bench load echo [::1]:7000 --clients 50 --duration 10 --rate 20000 --json
 
 ``add_arguments`` fills an :class:`argparse.ArgumentParser` (the lead's
@@ -17,7 +18,11 @@ A rate (``--rate``) selects the open loop; without it the run is closed loop.
 File targets come either from ``--file NAME --file-size N`` pairs (sizes are
 checked; checksums cannot be, since the content is unknown) or from
 ``--files-root DIR``, which computes size and SHA-256 of each ``--file`` under
-DIR, or of every regular file under DIR when no ``--file`` is given.
+DIR, or of every regular file under DIR when no ``--file`` is given. The http
+service takes the same targets (``--path`` is ``--file``): each names a file
+relative to the server's root and is requested as ``GET /NAME``; each client
+goes through them in turn, or at random with ``--path-order random``. The
+native engine speaks no HTTP: ``http`` runs on the python engine.
 
 Error handling: bad input (an unparsable value, a non-loopback target without
 ``--allow-remote``, a missing file) prints one ``bench load: error: ...`` line
@@ -39,7 +44,7 @@ from typing import Any
 
 from bench import units
 from bench.loadgen.driver import LoadGenError, run_load
-from bench.loadgen.spec import FileTarget, LoadResult, LoadSpec, lower_bound_column
+from bench.loadgen.spec import FILE_SERVICES, SERVICES, FileTarget, LoadResult, LoadSpec, lower_bound_column
 from bench.parameters import PARAMETERS, Parameter, load_spec_parameters
 from bench.placement import PLACEMENTS, placement_cpus
 from bench.stopping import signal_name, signum_of, stop_signals
@@ -54,6 +59,7 @@ from bench.thresholds import (
     print_results,
 )
 from bench.units import plural
+from bench.vocabulary import ERROR_COLUMNS
 
 #: Bytes hashed per read when computing file checksums: 1 MiB keeps the
 #: number of reads low without holding a large file in memory.
@@ -157,14 +163,15 @@ def parse_target(text: str) -> tuple[str, int]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``bench load``'s arguments to ``parser``."""
-    parser.add_argument("service", choices=["echo", "file"], help="protocol the server speaks")
+    parser.add_argument("service", choices=SERVICES, help="protocol the server speaks")
     parser.add_argument("target", type=parse_target, metavar="HOST:PORT", help="server address (loopback unless --allow-remote)")
     parser.add_argument("--duration", type=parse_seconds, required=True, metavar="DURATION",
                         help="measured window: seconds, or with a unit (500ms, 10s, 1m)")
     parser.add_argument("--warmup", type=parse_seconds, default=0.0, metavar="DURATION",
                         help="load before the window, not counted (default 0)")
     _add_parameter_flags(parser)
-    parser.add_argument("--file", action="append", default=[], metavar="NAME", help="file to request (repeatable)")
+    parser.add_argument("--file", "--path", dest="file", action="append", default=[], metavar="NAME",
+                        help="file (http: path under the root) to request (repeatable)")
     parser.add_argument("--file-size", action="append", type=parse_size, default=[], metavar="SIZE",
                         help="size of the matching --file, bytes or with a unit (1KiB, 1MB) (when --files-root is "
                              "not given)")
@@ -208,7 +215,7 @@ def file_targets(names: list[str], sizes: list[int], root: Path | None) -> list[
 def spec_from_args(args: argparse.Namespace) -> LoadSpec:
     """Build the :class:`LoadSpec` the arguments describe."""
     host, port = args.target
-    files = file_targets(args.file, args.file_size, args.files_root) if args.service == "file" else []
+    files = file_targets(args.file, args.file_size, args.files_root) if args.service in FILE_SERVICES else []
     parameters = {p.spec_name: getattr(args, p.name) for p in load_spec_parameters() if p.flag}
     return LoadSpec(
         service=args.service, host=host, port=port, duration_s=args.duration, warmup_s=args.warmup, files=files,
@@ -256,8 +263,7 @@ def print_table(spec: LoadSpec, result: LoadResult) -> None:
     rows += [
         ("connects ok / failed", f"{r['conn_ok']:,} / {failed:,}"),
         ("connect p50 / p99 / max", f"{_fmt(r['connect_p50_us'])} / {_fmt(r['connect_p99_us'])} / {_fmt(r['connect_max_us'])} us"),
-        ("errors", ", ".join(f"{k} {r['err_' + k]:,}" for k in ("reset", "timeout", "closed_early", "short", "corrupt")
-                             if r["err_" + k]) or "none"),
+        ("errors", ", ".join(f"{col.removeprefix('err_')} {r[col]:,}" for col in ERROR_COLUMNS if r[col]) or "none"),
         ("generator engine, workers, loop", f"{r['gen_engine']}, {r['gen_workers']}, {result.loop}"),
         ("generator CPU, run-queue wait", f"{_fmt(r['gen_cpu_pct_max'], '%')} of a core, "
                                           f"{_fmt(r['gen_runq_wait_pct_max'], '%')} of the window (busiest worker)"
@@ -294,8 +300,8 @@ def failure_of(result: LoadResult) -> str | None:
     """Why a finished load measured nothing trustworthy (exit status 1), or None.
 
     No request completed (nothing listens, every connect refused or timed
-    out), or a reply had wrong bytes: what was measured is not an echo or
-    file server's behaviour. Resets and timeouts are behaviour under load,
+    out), or a reply had wrong bytes: what was measured is not an echo,
+    file or http server's behaviour. Resets and timeouts are behaviour under load,
     not failures of the measurement; they are counted and shown.
     """
     r = result.row

@@ -4,8 +4,8 @@ A *client* (:class:`Client`) is one unit of offered load: it keeps one
 connection up, reconnecting when it fails or after ``requests_per_connection``
 requests, and hands the connection to a *dispatcher* whenever it is free (see
 :mod:`bench.loadgen.schedule`: closed loop sends at once, open loop sends on
-a schedule). A *connection* (:class:`EchoConnection`, :class:`FileConnection`)
-is an :class:`asyncio.BufferedProtocol` that sends one request, checks the
+a schedule). A *connection* (:class:`EchoConnection`, :class:`FileConnection`,
+:class:`HttpConnection`) is an :class:`asyncio.BufferedProtocol` that sends one request, checks the
 reply as it arrives and reports the outcome.
 
 Why BufferedProtocol, not streams or ``Protocol.data_received``
@@ -28,7 +28,14 @@ on the chunk is a memcmp); a byte too many is corrupt. File: the header must
 be ``OK <size>`` with the expected size, then exactly ``size`` bytes; a
 sampled fraction of replies is SHA-256 hashed and compared. ``ERR`` replies
 are counted as corrupt (the target exists, so the server answered wrongly)
-and their text is kept for the warnings.
+and their text is kept for the warnings. HTTP: one keep-alive connection
+carries ``GET <path>`` after ``GET <path>``; the replies are parsed with h11
+(no parser of our own). A 2xx must carry ``Content-Length`` equal to the
+file's size and exactly that many body bytes, hashed on the sampled fraction
+as for the file service. Any other status is a failed request of its own kind
+(``http_3xx``, ``http_4xx``, ``http_5xx``: the server answered, but not with
+the file); its body is read and the connection kept, as a browser would. A
+reply that says ``Connection: close`` ends the connection after it.
 
 Error handling
 --------------
@@ -40,7 +47,8 @@ another request) and the client reconnects at once:
 - reset: the connection was lost with an error (ECONNRESET, EPIPE, ...);
 - closed_early: the server closed before the first reply byte;
 - short: the server closed in the middle of a reply;
-- corrupt: wrong bytes, wrong size, bad header, checksum mismatch, ERR;
+- corrupt: wrong bytes, wrong size, bad header, checksum mismatch, ERR,
+  a reply h11 cannot parse;
 - timeout: no whole reply within ``request_timeout_s`` (found by the
   worker's sweeper, :meth:`Client.check_timeout`).
 
@@ -69,6 +77,10 @@ import random
 import socket
 from time import monotonic
 from typing import TYPE_CHECKING, Any
+
+import h11
+
+from bench.loadgen.spec import request_target
 
 if TYPE_CHECKING:  # pragma: no cover
     from bench.loadgen.recording import WorkerStats
@@ -125,10 +137,17 @@ class Shared:
         # Random bytes (seeded per worker) so a server that mangles any byte is caught.
         self.message = random.Random(job["seed"]).randbytes(spec["message_bytes"]) if self.service == "echo" else b""
         self.message_view = memoryview(self.message)
-        self.files = [(f["name"].encode("utf-8") + b"\n", f["size"], f["sha256"]) for f in spec["files"]]
+        if self.service == "http":
+            self.files = [(request_target(f["name"]), f["size"], f["sha256"]) for f in spec["files"]]
+        else:
+            self.files = [(f["name"].encode("utf-8") + b"\n", f["size"], f["sha256"]) for f in spec["files"]]
+        host = f"[{ip}]" if ":" in ip else ip
+        self.http_headers = [("Host", f"{host}:{port}"), ("User-Agent", "sockbench")]
+        # Seeded per worker, so a run with path_order: random asks for the same paths again.
+        self.path_rng = random.Random(job["seed"]) if spec.get("path_order") == "random" else None
         self.sample = float(spec["checksum_sample"])
         self.sample_acc = 1.0  # so the first reply of each worker is verified
-        self.connection_class = EchoConnection if self.service == "echo" else FileConnection
+        self.connection_class = {"echo": EchoConnection, "file": FileConnection, "http": HttpConnection}[self.service]
 
     def take_sample(self) -> bool:
         """Decide whether the next file reply is hashed: exactly ``sample`` of them, evenly spread."""
@@ -186,6 +205,10 @@ class _Connection(asyncio.BufferedProtocol):
         self.busy = False
         self.served += 1
         self.client.completed += self.stats.complete(self.t_int, self.t_sent, self.t_first, t, nbytes)
+        self._next()
+
+    def _next(self) -> None:
+        """The request is done: hand the connection on, or recycle it after its requests_per_connection."""
         if self.shared.stopping:
             return  # end of run: nothing new is sent; the worker closes it with a FIN
         if self.recycle_after and self.served >= self.recycle_after:
@@ -196,6 +219,15 @@ class _Connection(asyncio.BufferedProtocol):
     def start(self, t_intended: float | None = None) -> None:
         """Send the next request; ``t_intended`` is its scheduled start (None: now)."""
         raise NotImplementedError
+
+    def _send(self, request: bytes, t_intended: float | None) -> None:
+        """Time-stamp and send ``request``: the request in flight from now."""
+        t = monotonic()
+        self.t_int = t if t_intended is None else t_intended
+        self.t_sent = t
+        self.got = 0
+        self.busy = True
+        self.transport.write(request)
 
 
 class EchoConnection(_Connection):
@@ -258,12 +290,7 @@ class FileConnection(_Connection):
         self.sha = sha
         self.hasher = hashlib.sha256() if sha and self.shared.take_sample() else None
         self.header = bytearray()
-        t = monotonic()
-        self.t_int = t if t_intended is None else t_intended
-        self.t_sent = t
-        self.got = 0
-        self.busy = True
-        self.transport.write(line)
+        self._send(line, t_intended)
 
     def buffer_updated(self, nbytes: int) -> None:
         t = monotonic()
@@ -314,6 +341,92 @@ class FileConnection(_Connection):
         return -1
 
 
+class HttpConnection(_Connection):
+    """HTTP/1.1 keep-alive: ``GET <path>``, parsed with h11; a 2xx must carry exactly the file. See module docstring."""
+
+    __slots__ = ("h11", "size", "sha", "hasher", "body", "failure")
+
+    def __init__(self, client: Client) -> None:
+        super().__init__(client)
+        self.h11 = h11.Connection(h11.CLIENT)
+        self.size = self.body = 0
+        self.sha = ""
+        self.hasher: Any = None
+        self.failure: str | None = None  # the status class of a non-2xx reply being read
+
+    def start(self, t_intended: float | None = None) -> None:
+        target, size, sha = self.client.next_file()
+        self.size = size
+        self.sha = sha
+        self.hasher = hashlib.sha256() if sha and self.shared.take_sample() else None
+        self.body = 0
+        self.failure = None
+        request = self.h11.send(h11.Request(method="GET", target=target, headers=self.shared.http_headers))
+        self._send(request + self.h11.send(h11.EndOfMessage()), t_intended)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        t = monotonic()
+        if not self.busy:
+            self.client.fail(self, "corrupt", t)  # bytes nobody asked for
+            return
+        if self.got == 0:
+            self.t_first = t
+        self.got += nbytes
+        conn = self.h11
+        try:
+            conn.receive_data(bytes(self.shared.view[:nbytes]))
+            while True:
+                event = conn.next_event()
+                if event is h11.NEED_DATA or isinstance(event, h11.ConnectionClosed):
+                    return  # wait; a close is classified by connection_lost
+                if isinstance(event, h11.Data):
+                    self.body += len(event.data)
+                    if self.failure is None:
+                        if self.body > self.size:
+                            self.client.fail(self, "corrupt", t)  # more bytes than the file has
+                            return
+                        if self.hasher is not None:
+                            self.hasher.update(event.data)
+                elif isinstance(event, h11.Response):
+                    if not self._head_ok(event):
+                        self.client.fail(self, "corrupt", t)
+                        return
+                elif isinstance(event, h11.EndOfMessage):
+                    self._end(t)
+                    return
+                # InformationalResponse (1xx): the real reply follows.
+        except h11.RemoteProtocolError:
+            self.client.fail(self, "corrupt", t)
+
+    def _head_ok(self, response: h11.Response) -> bool:
+        """Check a reply's status line and headers; a non-2xx is remembered as this request's failure."""
+        status_class = response.status_code // 100
+        if status_class != 2:
+            self.failure = f"http_{status_class}xx"
+            return 3 <= status_class <= 5
+        lengths = [value for name, value in response.headers if name == b"content-length"]
+        return lengths == [str(self.size).encode("ascii")]
+
+    def _end(self, t: float) -> None:
+        """The whole reply is in: count it, then keep the connection if both sides allow."""
+        conn = self.h11
+        if self.failure is None and (self.body != self.size or
+                                     (self.hasher is not None and self.hasher.hexdigest() != self.sha)):
+            self.client.fail(self, "corrupt", t)
+            return
+        if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
+            conn.start_next_cycle()
+        else:
+            self.recycle_after = self.served + 1  # the server closes after this reply: connect anew
+        if self.failure is None:
+            self._finish(t, self.size)
+            return
+        self.busy = False
+        self.served += 1
+        self.stats.request_error(self.failure, t)
+        self._next()
+
+
 class Client:
     """One unit of offered load: keeps a connection and feeds it to the dispatcher. See module docstring."""
 
@@ -361,6 +474,8 @@ class Client:
     def next_file(self) -> tuple[bytes, int, str]:
         """The next file request (line, size, sha256), cycling through the targets."""
         files = self.shared.files
+        if self.shared.path_rng is not None:
+            return files[self.shared.path_rng.randrange(len(files))]
         item = files[self.file_pos]
         self.file_pos = (self.file_pos + 1) % len(files)
         return item

@@ -346,7 +346,7 @@ def run_load(spec: LoadSpec, on_window: Callable[[float, float], None] | None = 
     raises (KeyboardInterrupt included).
     """
     validate(spec)
-    engine, command, note = engines.resolve(spec.engine)
+    engine, command, note = engines.resolve(spec.engine, spec.service)
     if engine == "python" and spec.loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
         raise ValueError("loop 'uvloop' asked for but uvloop is not installed: pip install uvloop, or use --loop asyncio")
     ip = resolve_target(spec.host, spec.port, spec.allow_remote)

@@ -13,7 +13,8 @@ stdout), so :mod:`bench.loadgen.driver` starts either the same way and
   a round trip on about half the CPU the Python engine needs, so it is the
   engine that keeps the generator from capping the fastest servers.
 - ``auto``: native where it builds, python otherwise, with one warning line
-  saying why.
+  saying why. The native engine speaks echo and file only: for ``http``
+  ``auto`` is python, with a note saying so (:data:`bench.loadgen.spec.PYTHON_ONLY_SERVICES`).
 
 The native worker verifies SHA-256 of sampled file replies with libcrypto
 (Debian's libssl-dev). Where its header or library is missing the program is
@@ -34,7 +35,7 @@ import functools
 import sys
 from pathlib import Path
 
-from bench.loadgen.spec import ENGINES
+from bench.loadgen.spec import ENGINES, PYTHON_ONLY_SERVICES
 from servers import native
 
 SOURCE = Path(__file__).with_name("c") / "loadgen.c"
@@ -62,16 +63,22 @@ def native_program() -> tuple[Path | None, str]:
     return native.build("loadgen", SOURCE, WITHOUT_CRYPTO), ""
 
 
-def resolve(engine: str) -> tuple[str, list[str], str]:
+def resolve(engine: str, service: str = "echo") -> tuple[str, list[str], str]:
     """``(engine that runs, worker command without READY_FD, note)`` for ``auto|native|python``.
 
     The note is empty unless ``auto`` fell back to python; then it says why.
+    ``native`` for a service of :data:`~bench.loadgen.spec.PYTHON_ONLY_SERVICES` raises :class:`ValueError`.
     """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     python_worker = [sys.executable, "-m", "bench.loadgen.worker"]
     if engine == "python":
         return "python", python_worker, ""
+    if service in PYTHON_ONLY_SERVICES:
+        if engine == "native":
+            raise ValueError(f"engine 'native' does not drive the {service} service (it speaks echo and file); "
+                             f"use engine python (--engine python, or generator.engine: python) or auto")
+        return "python", python_worker, f"load engine: python, because the native engine does not drive {service}"
     try:
         path, why = native_program()
     except native.NativeBuildError as exc:

@@ -25,9 +25,15 @@ from __future__ import annotations
 from typing import Any
 
 from bench.loadgen import histograms
-from bench.loadgen.recording import REQUEST_ERRORS
 from bench.loadgen.spec import ROW_COLUMNS, LoadResult, LoadSpec, lower_bound_column
-from bench.vocabulary import CONNECT_OUTCOMES, GENERATOR_BOUND_PCT, GENERATOR_BOUND_RULE, RUNQ_WAIT_BOUND_PCT
+from bench.vocabulary import (
+    CONNECT_OUTCOMES,
+    GENERATOR_BOUND_PCT,
+    GENERATOR_BOUND_RULE,
+    REQUEST_ERRORS,
+    RUNQ_WAIT_BOUND_PCT,
+    error_column,
+)
 
 #: Workers starting later than this after the shared start make the windows
 #: disagree by more than timer noise; said in a warning.
@@ -207,7 +213,7 @@ def merge_reports(spec: LoadSpec, reports: list[dict[str, Any]], window_start: f
     row: dict[str, Any] = {
         "duration_s": duration,
         "requests": requests,
-        "errors": sum(errors[k] for k in REQUEST_ERRORS),
+        "errors": sum(errors.get(k, 0) for k in REQUEST_ERRORS),
         "req_per_s": requests / duration,
         "mb_per_s": payload / duration / 1e6,
     }
@@ -228,8 +234,11 @@ def merge_reports(spec: LoadSpec, reports: list[dict[str, Any]], window_start: f
         row[f"conn_{outcome}"] = connects[outcome]
     row["conn_pending"] = sum(r["connecting_at_end"] for r in reports)
     row.update(_pcts(hists["connect"], {"connect_p50_us": 50.0, "connect_p99_us": 99.0, "connect_max_us": 100.0}))
+    # A report without a kind (the native engine speaks no HTTP) counted none of it.
     for kind in REQUEST_ERRORS:
-        row[f"err_{kind}"] = errors[kind]
+        row[error_column(kind)] = errors.get(kind, 0)
+    # Every completed HTTP request had a 2xx status (any other is a failure); blank for other services.
+    row["http_2xx"] = requests if spec.service == "http" else None
     row["req_pending"] = sum(r.get("pending_requests", 0) for r in reports)
     row["req_pending_oldest_s"] = round(max((r.get("pending_oldest_s", 0.0) for r in reports), default=0.0), 3)
     row["clients_served"] = sum(r["clients_served"] for r in reports)

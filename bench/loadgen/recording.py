@@ -65,10 +65,7 @@ from bench.loadgen.histograms import (
     Counts,
     index_of,
 )
-from bench.vocabulary import CONNECT_OUTCOMES
-
-#: Request failures after connect, in runs.csv order.
-REQUEST_ERRORS = ("reset", "timeout", "closed_early", "short", "corrupt")
+from bench.vocabulary import CONNECT_OUTCOMES, REQUEST_ERRORS  # noqa: F401  (REQUEST_ERRORS: re-exported)
 
 
 class WorkerStats:

@@ -26,6 +26,7 @@ import ipaddress
 import json
 import os
 import socket
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,9 +36,14 @@ from bench.loadgen import histograms
 from bench.parameters import ENGINES, MODES, load_spec_parameters  # noqa: F401  (ENGINES: re-exported)
 from bench.parameters import GENERATOR_LOOPS as LOOPS  # noqa: F401  (re-exported)
 from bench.results import lower_bound_column  # noqa: F401 - the row's flag columns, named by results
+from bench.vocabulary import ERROR_COLUMNS
 
 #: Services the load generator can drive (and so scenarios may name); the servers offer more.
-SERVICES = ("echo", "file")
+SERVICES = ("echo", "file", "http")
+#: Services only the python engine drives (the native worker has no HTTP client).
+PYTHON_ONLY_SERVICES = ("http",)
+#: The services that fetch files from the server's root (the spec's ``files``).
+FILE_SERVICES = ("file", "http")
 #: The file protocol caps a request line at 4096 bytes, newline included.
 MAX_REQUEST_LINE = 4096
 #: Columns of the ``row`` dict, in runs.csv order (a subset of RUN_COLUMNS).
@@ -49,7 +55,7 @@ ROW_COLUMNS = (
     "ttfb_p50_us", "ttfb_p99_us", "lat_uncorrected_p99_us", "late_starts",
     "conn_ok", "conn_refused", "conn_reset", "conn_timeout", "conn_emfile",
     "conn_eaddrnotavail", "conn_other", "conn_pending", "connect_p50_us", "connect_p99_us", "connect_max_us",
-    "err_reset", "err_timeout", "err_closed_early", "err_short", "err_corrupt",
+    *ERROR_COLUMNS, "http_2xx",
     "req_pending", "req_pending_oldest_s",
     "clients_served",
     "gen_workers", "gen_cpu_pct_max", "gen_runq_wait_pct_max", "generator_bound", "gen_engine",
@@ -86,14 +92,15 @@ class LoadSpec:
     :func:`validate` checks them there.
     """
 
-    service: str                     # "echo" | "file"
+    service: str                     # "echo" | "file" | "http"
     host: str
     port: int
     clients: int
     duration_s: float
     warmup_s: float = 0.0
     message_bytes: int = _default("message_bytes")  # echo
-    files: list[FileTarget] = field(default_factory=list)   # file service: requests cycle through these
+    files: list[FileTarget] = field(default_factory=list)   # file, http: the files (paths) requested
+    path_order: str = _default("path_order")    # http: how each client goes through ``files``
     requests_per_connection: int = _default("requests_per_connection")
     mode: str = _default("mode")
     rate: float | None = _default("rate")          # open loop: total requests/s across all clients
@@ -148,6 +155,8 @@ def validate(spec: LoadSpec) -> None:
         _need(not bad, f"cpus {bad} are not available to this process; available: {sorted(allowed)}")
     if spec.service == "file":
         _validate_files(spec.files)
+    elif spec.service == "http":
+        _validate_paths(spec.files)
 
 
 def _validate_files(files: list[FileTarget]) -> None:
@@ -161,6 +170,21 @@ def _validate_files(files: list[FileTarget]) -> None:
         _need(isinstance(f.size, int) and f.size >= 0, f"file {f.name!r}: size must be an integer >= 0, got {f.size!r}")
         _need(f.sha256 == "" or (len(f.sha256) == 64 and all(c in "0123456789abcdef" for c in f.sha256.lower())),
               f"file {f.name!r}: sha256 must be 64 hex digits (or empty for unknown), got {f.sha256!r}")
+
+
+def _validate_paths(files: list[FileTarget]) -> None:
+    _need(len(files) > 0, "the http service needs at least one path (--path NAME --file-size N, or --files-root DIR)")
+    for f in files:
+        _need(bool(f.name) and all(c.isprintable() and not c.isspace() for c in f.name),
+              f"path {f.name!r} must be non-empty, without spaces or control characters")
+        _need(len(f.name.encode("utf-8")) <= MAX_REQUEST_LINE,
+              f"path {f.name[:40]!r}... is longer than {MAX_REQUEST_LINE} bytes")
+        _need(isinstance(f.size, int) and f.size >= 0, f"path {f.name!r}: size must be an integer >= 0, got {f.size!r}")
+
+
+def request_target(name: str) -> bytes:
+    """The HTTP request target for a file named relative to the root: ``a/b.txt`` -> ``/a/b.txt``."""
+    return b"/" + urllib.parse.quote(name.lstrip("/"), safe="/~!$&'()*+,;=:@").encode("ascii")
 
 
 def resolve_target(host: str, port: int, allow_remote: bool) -> str:

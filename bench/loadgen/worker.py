@@ -48,8 +48,9 @@ fields. Times are seconds, latencies integer microseconds, counts integers;
 ``clients_served``
     clients with at least one request completed in the window.
 ``errors``
-    ``{reset, timeout, closed_early, short, corrupt}`` in the window
-    (:data:`~bench.loadgen.recording.REQUEST_ERRORS`); every timeout is also
+    ``{reset, timeout, closed_early, short, corrupt, http_3xx, http_4xx,
+    http_5xx}`` in the window (:data:`bench.vocabulary.REQUEST_ERRORS`; a
+    report may leave out kinds it cannot see); every timeout is also
     in ``censored``.
 ``connects``, ``other_errnos``
     ``{ok, refused, reset, timeout, emfile, eaddrnotavail, other}`` over the

@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from bench.loadgen.spec import FILE_SERVICES
 from bench.scenario.messages import bytes_text
 
 #: File descriptors a process needs beyond one per client connection
@@ -94,7 +95,7 @@ def machine_issues(s: Any) -> list[tuple[tuple, str]]:
             issues.append((path, f"{bytes_text(size)} per message is more than this machine can hold: each "
                                  f"load generator worker keeps one in memory, and the machine has "
                                  f"{bytes_text(memory)} (at most {bytes_text(allowed)} per message){_more(more)}"))
-    if "file" in s.services:
+    if set(FILE_SERVICES) & set(s.services):
         sizes = dict((size, path) for path, size in reversed(_values_at(s, ("load", "file_bytes"))))
         folder = tempfile.gettempdir()
         free = shutil.disk_usage(folder).free

@@ -36,7 +36,7 @@ from pydantic import (
     model_validator,
 )
 
-from bench.loadgen.spec import SERVICES
+from bench.loadgen.spec import PYTHON_ONLY_SERVICES, SERVICES
 from bench.parameters import PARAMETERS, Parameter, in_section
 from bench.scenario.machine import machine_issues
 from bench.scenario.messages import dotted, plain_number, show
@@ -341,7 +341,7 @@ class Scenario(Section):
 
     name: Annotated[str, AfterValidator(_folder_name)] = Field(description="used in the results folder name")
     description: str = Field("", description="teaching text: what to look for, shown in the report")
-    service: Sweep[Service] = Field(description="echo | file, or a list to run both")
+    service: Sweep[Service] = Field(description="echo | file | http, or a list to run several")
     models: Annotated[list[ModelName], Field(min_length=1), AfterValidator(_distinct)] = Field(
         description="server models to run, in order"
     )
@@ -433,9 +433,15 @@ def _cross_issues(s: Scenario) -> list[tuple[tuple, str]]:
     axes = {"service": services, "mode": modes}
     for parameter in PARAMETERS:
         # applies None: everywhere
-        if parameter.required and (parameter.applies is None or parameter.applies[1] in axes[parameter.applies[0]]):
+        if parameter.required and (parameter.applies is None or
+                                   set(parameter.applies_values) & set(axes[parameter.applies[0]])):
             if getattr(getattr(s, parameter.section), parameter.name) is None:
                 issues.append(((parameter.section, parameter.name), parameter.required_reason()))
+    python_only = [service for service in services if service in PYTHON_ONLY_SERVICES]
+    if s.generator.engine == "native" and python_only:
+        issues.append((("generator", "engine"), f"the native engine does not drive the {' and '.join(python_only)} "
+                       f"service (it speaks echo and file); use engine: python, or auto (python for "
+                       f"{' and '.join(python_only)})"))
     if "open" not in modes and s.load.rate is not None:
         issues.append((("load", "rate"), "only used when mode is open; remove it or set mode: open"))
     for i, model in enumerate(s.models):

@@ -1,0 +1,148 @@
+"""The load generator's http service: real servers, a corrupting in-test server, status classes, keep-alive."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from bench.loadgen import FileTarget, LoadSpec, engines, run_load
+from servers.config import ServerOptions
+from servers.launch import run_server
+
+from thread_servers import ThreadServer, closing_http_handler, corrupt_http_handler, http_handler
+
+pytestmark = pytest.mark.usefixtures("no_leftover_workers")
+
+#: 1 KiB: the scenario's file; small enough that a second of load is thousands of requests.
+BODY = os.urandom(1024)
+SHA = hashlib.sha256(BODY).hexdigest()
+
+
+def http_spec(port: int, files: list[FileTarget], **kw: object) -> LoadSpec:
+    base: dict[str, object] = dict(service="http", host="127.0.0.1", port=port, clients=3, duration_s=0.8,
+                                   files=files, connect_timeout_s=2.0, request_timeout_s=10.0, engine="python",
+                                   loop="asyncio", workers=1)
+    base.update(kw)
+    return LoadSpec(**base)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Iterator[Path]:
+    (tmp_path / "f1k").write_bytes(BODY)
+    yield tmp_path
+
+
+@pytest.mark.parametrize("model", ["threading", "selectors"])
+def test_good_run_counts_every_request_as_2xx_and_verifies_bytes(model: str, root: Path) -> None:
+    with run_server(model, "http", ServerOptions(root=root)) as srv:
+        result = run_load(http_spec(srv.port, [FileTarget("f1k", len(BODY), SHA)], checksum_sample=1.0,
+                                    host=srv.host))
+    row = result.row
+    assert row["requests"] > 50, row
+    assert row["http_2xx"] == row["requests"]
+    assert row["errors"] == 0 and row["err_corrupt"] == 0, row
+    assert (row["http_3xx"], row["http_4xx"], row["http_5xx"]) == (0, 0, 0)
+    assert row["conn_ok"] == 3, row  # keep-alive: one connection per client for the whole run
+    assert row["mb_per_s"] == pytest.approx(row["requests"] * len(BODY) / row["duration_s"] / 1e6)
+    assert row["gen_engine"] == "python"
+
+
+def test_missing_and_outside_paths_are_http_4xx_not_crashes(root: Path) -> None:
+    outside = FileTarget("../" + root.name + "-elsewhere", 10, "")
+    with run_server("selectors", "http", ServerOptions(root=root)) as srv:
+        result = run_load(http_spec(srv.port, [FileTarget("missing", 10, ""), outside], host=srv.host))
+    row = result.row
+    assert row["requests"] == 0 and row["http_2xx"] == 0
+    assert row["http_4xx"] > 10 and row["errors"] == row["http_4xx"], row
+    assert row["err_corrupt"] == 0 and row["err_reset"] == 0, row
+
+
+def test_keep_alive_reuses_one_connection_per_client(server: Callable[..., ThreadServer]) -> None:
+    srv = server(http_handler, files={"a": BODY, "b": BODY[:100]})
+    files = [FileTarget("a", len(BODY), SHA), FileTarget("b", 100, hashlib.sha256(BODY[:100]).hexdigest())]
+    row = run_load(http_spec(srv.port, files, clients=2)).row
+    assert row["requests"] > 50 and row["errors"] == 0, row
+    assert srv.accepted == 2  # counted by the server: no reconnect in the whole run
+    assert {"/a", "/b"} <= set(srv.paths)
+    # round-robin from each client's own start: the two paths alternate on every connection
+    assert abs(srv.paths.count("/a") - srv.paths.count("/b")) <= 2
+
+
+def test_connection_close_from_the_server_is_followed_not_an_error(server: Callable[..., ThreadServer]) -> None:
+    srv = server(closing_http_handler, files={"a": BODY})
+    row = run_load(http_spec(srv.port, [FileTarget("a", len(BODY), SHA)], clients=2)).row
+    assert row["requests"] > 20 and row["errors"] == 0, row
+    # one connection per reply: each ended by the server after the reply it announced as the last
+    assert srv.accepted >= row["requests"] and abs(row["conn_ok"] - srv.accepted) <= 2  # 2: connects cut by the end
+
+
+def test_random_path_order_is_seeded_and_uses_every_path(server: Callable[..., ThreadServer]) -> None:
+    srv = server(http_handler, files={"a": BODY, "b": BODY})
+    files = [FileTarget("a", len(BODY), SHA), FileTarget("b", len(BODY), SHA)]
+    row = run_load(http_spec(srv.port, files, clients=1, path_order="random")).row
+    assert row["requests"] > 50 and row["errors"] == 0, row
+    first = srv.paths[:40]
+    assert {"/a", "/b"} == set(first)
+    assert first != ["/a", "/b"] * 20 and first != ["/b", "/a"] * 20  # not round-robin
+
+
+def test_corrupt_body_is_caught_on_the_sampled_fraction(server: Callable[..., ThreadServer]) -> None:
+    srv = server(corrupt_http_handler, files={"a": BODY})
+    row = run_load(http_spec(srv.port, [FileTarget("a", len(BODY), SHA)], checksum_sample=0.25)).row
+    total = row["requests"] + row["err_corrupt"]
+    assert total > 100, row
+    # every 4th reply is hashed; the others have the right length, so they pass unhashed
+    assert 0.15 < row["err_corrupt"] / total < 0.35, row
+    assert row["http_2xx"] == row["requests"]
+
+
+def test_engines_resolve_http_to_python() -> None:
+    engine, _command, note = engines.resolve("auto", "http")
+    assert engine == "python" and "native engine does not drive http" in note
+    with pytest.raises(ValueError, match="engine python"):
+        engines.resolve("native", "http")
+
+
+def test_http_spec_needs_a_path() -> None:
+    with pytest.raises(ValueError, match="at least one path"):
+        run_load(http_spec(9, []))
+
+
+# ----------------------------------------------------------------- scenarios
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_http_scenario_is_valid_and_needs_a_file_size_and_the_python_engine() -> None:
+    from bench.scenario import ScenarioError, parse_scenario
+
+    text = (REPO / "scenarios" / "http.yaml").read_text()
+    scenario = parse_scenario(text, "scenarios/http.yaml")
+    assert scenario.services == ["http"] and scenario.load.file_bytes == 1024
+    with pytest.raises(ScenarioError, match="file_bytes: required for the file and http services"):
+        parse_scenario(text.replace("  file_bytes: 1KiB\n", ""), "http.yaml")
+    with pytest.raises(ScenarioError, match="generator.engine: the native engine does not drive the http"):
+        parse_scenario(text + "generator:\n  engine: native\n", "http.yaml")
+
+
+def test_runner_runs_an_http_scenario_on_the_python_engine(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from bench.runner import run_scenario
+    from bench.scenario import parse_scenario
+
+    text = (REPO / "scenarios" / "http.yaml").read_text()
+    scenario = parse_scenario(text, "http.yaml", overrides=[
+        "models=[selectors]", "load.clients=2", "duration=500ms", "warmup=100ms", "placement=none",
+        "monitor.idle_wait=1s", "monitor.idle_threshold_pct=100"])
+    warnings: list[str] = []
+    runs = pd.read_csv(run_scenario(scenario, results_root=tmp_path, plots=False, warn=warnings.append) / "runs.csv")
+    assert (runs["status"] == "ok").all(), runs["error"].tolist()
+    row = runs.iloc[0]
+    assert row["requests"] > 0 and row["http_2xx"] == row["requests"] and row["errors"] == 0
+    assert row["gen_engine"] == "python" and row["file_bytes"] == 1024
+    assert any("native engine does not drive http" in w for w in warnings)
