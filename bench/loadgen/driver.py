@@ -333,8 +333,13 @@ class WorkerPool:
             return self.err[i].decode("utf-8", "replace").strip()[-1000:] or "(no output)"
 
 
-def run_load(spec: LoadSpec, on_window: Callable[[float, float], None] | None = None) -> LoadResult:
+def run_load(spec: LoadSpec, on_window: Callable[[float, float], None] | None = None,
+             load_hosts: list[Any] | None = None) -> LoadResult:
     """Run the load described by ``spec`` and return the merged result.
+
+    ``load_hosts`` (:class:`bench.loadgen.locust_engine.LoadHost`, engine
+    ``locust`` only): where the workers start, worker *i* on host *i* mod H;
+    default: here.
 
     ``on_window(start, end)``, if given, is called once the workers have their
     start time, with the measured window's wall-clock bounds (``time.time()``
@@ -347,6 +352,10 @@ def run_load(spec: LoadSpec, on_window: Callable[[float, float], None] | None = 
     """
     validate(spec)
     engine, command, note = engines.resolve(spec.engine)
+    if engine == "locust":
+        from bench.loadgen.locust_engine import run_locust
+
+        return run_locust(spec, on_window, load_hosts).result
     if engine == "python" and spec.loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
         raise ValueError("loop 'uvloop' asked for but uvloop is not installed: pip install uvloop, or use --loop asyncio")
     ip = resolve_target(spec.host, spec.port, spec.allow_remote)

@@ -12,6 +12,9 @@ stdout), so :mod:`bench.loadgen.driver` starts either the same way and
   the source's hash, renamed into place atomically). Measured here it does
   a round trip on about half the CPU the Python engine needs, so it is the
   engine that keeps the generator from capping the fastest servers.
+- ``locust``: Locust's master and workers (:mod:`bench.loadgen.locust_engine`),
+  for load from several hosts; not a worker program of this contract, so
+  :func:`resolve` only checks Locust is installed.
 - ``auto``: native where it builds, python otherwise, with one warning line
   saying why.
 
@@ -70,6 +73,11 @@ def resolve(engine: str) -> tuple[str, list[str], str]:
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     python_worker = [sys.executable, "-m", "bench.loadgen.worker"]
+    if engine == "locust":
+        from bench.loadgen import locust_engine
+
+        locust_engine.require()
+        return "locust", [], ""
     if engine == "python":
         return "python", python_worker, ""
     try:
