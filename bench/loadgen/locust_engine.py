@@ -165,7 +165,8 @@ class LocustRun:
         self.port: int | None = None
         self.start_wall: float | None = None
         self.outcome: dict[str, Any] | None = None
-        self.schedstat: dict[str, list[tuple[int, int] | None]] = {}
+        # mark -> (monotonic time, per local worker (ns on CPU, ns waiting) or None)
+        self.schedstat: dict[str, tuple[float, list[tuple[int, int] | None]]] = {}
 
     def __enter__(self) -> LocustRun:
         return self
@@ -231,20 +232,18 @@ class LocustRun:
         """Wait until every worker has connected and the test starts; the shared start (time.time())."""
         deadline = monotonic() + CONNECT_TIMEOUT_S
         while self.start_wall is None:
-            try:
-                self._wait_status(deadline, "")
-            except LoadGenError as exc:
-                if str(exc):
-                    raise
-                came = [h["name"] for h in self.hellos]
-                missing = [n for n in self.expected if n not in came]
-                missing += [f"remote worker {i + 1}" for i in range(max(0, self.remote - (len(came) - (self.local - len(missing)))))]
-                raise LoadGenError(
-                    f"Locust workers not connected within {CONNECT_TIMEOUT_S:.0f} s: missing {', '.join(missing) or '?'}; "
-                    f"connected: {', '.join(came) or 'none'} (master at {self.bind}:{self.port})"
-                    + "".join(f"\n{p.label} stderr: {p.tail()}" for p in self.processes[1:] if p.label in missing)
-                ) from None
+            if not self._wait_status(deadline):
+                raise LoadGenError(self._missing_workers())
         return self.start_wall
+
+    def _missing_workers(self) -> str:
+        came = [h["name"] for h in self.hellos]
+        missing = [n for n in self.expected if n not in came]
+        remote_came = len(came) - (len(self.expected) - len(missing))
+        missing += [f"remote worker {i + 1}" for i in range(remote_came, self.remote)]
+        return (f"Locust workers not connected within {CONNECT_TIMEOUT_S:.0f} s: missing {', '.join(missing)}; "
+                f"connected: {', '.join(came) or 'none'} (master at {self.bind}:{self.port})"
+                + "".join(f"\n{p.label} stderr: {p.tail()}" for p in self.processes[1:] if p.label in missing))
 
     def wait_reports(self, deadline: float, marks: list[tuple[float, str]]) -> dict[str, Any]:
         """The master's final status line (``reports`` and ``locust_totals``), reading ``schedstat`` at ``marks``."""
@@ -252,14 +251,9 @@ class LocustRun:
         while self.outcome is None:
             while todo and todo[0][0] <= monotonic():
                 self._read_schedstat(todo.pop(0)[1])
-            until = min([deadline] + [t for t, _ in todo[:1]])
-            try:
-                self._wait_status(until, "the Locust workers sent no reports by their hard timeout")
-            except LoadGenError:
-                if monotonic() < deadline and todo:
-                    continue
-                raise
-        for _t, name in todo:
+            if not self._wait_status(min([deadline] + [t for t, _ in todo[:1]])) and monotonic() >= deadline:
+                raise LoadGenError("the Locust workers sent no reports by their hard timeout")
+        for _t, name in todo:  # a report before the window's end: a failed run, read for completeness
             self._read_schedstat(name)
         return self.outcome
 
@@ -270,14 +264,13 @@ class LocustRun:
                 values.append(read_schedstat(p.popen.pid))
             except (ProcessGone, OSError, ValueError, IndexError):
                 values.append(None)
-        self.schedstat[name] = [(monotonic(), 0)] + values  # type: ignore[list-item]
+        self.schedstat[name] = (monotonic(), values)
 
     def runq_wait_pct(self, start: str, end: str) -> dict[int, float]:
         """Run-queue wait of each local worker between two marks, percent, by its pid."""
         if start not in self.schedstat or end not in self.schedstat:
             return {}
-        (t0, _), *a = self.schedstat[start]
-        (t1, _), *b = self.schedstat[end]
+        (t0, a), (t1, b) = self.schedstat[start], self.schedstat[end]
         span = max(1e-9, t1 - t0)
         out = {}
         for p, x, y in zip(self.processes[1:], a, b):
@@ -286,8 +279,8 @@ class LocustRun:
         return out
 
     # ------------------------------------------------------------ status pipe
-    def _wait_status(self, deadline: float, timeout_message: str) -> None:
-        """Read status lines until one more arrives or ``deadline``; raise if a process died or time ran out."""
+    def _wait_status(self, deadline: float) -> bool:
+        """Read status lines until one more arrives (True) or ``deadline`` passes (False); raise if a process died."""
         with selectors.DefaultSelector() as sel:
             sel.register(self.status_r, selectors.EVENT_READ)
             n = len(self.lines)
@@ -296,13 +289,14 @@ class LocustRun:
                     if p.popen.poll() is not None:
                         self._read()  # what it wrote before exiting comes first
                         if len(self.lines) > n:
-                            return
+                            return True
                         raise LoadGenError(f"{p.label} exited ({p.popen.returncode}) before the run ended: {p.tail()}")
                 left = deadline - monotonic()
                 if left <= 0:
-                    raise LoadGenError(timeout_message)
+                    return False
                 sel.select(min(left, 0.2))  # why 0.2 s: how soon a dead process is noticed
                 self._read()
+        return True
 
     def _read(self) -> None:
         while True:

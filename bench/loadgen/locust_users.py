@@ -290,6 +290,8 @@ class SockbenchUser(User):
             self.completed += state.stats.complete(t, t, first, done, nbytes)
             state.fired["ok"] += 1
             exc_obj = None
+        elif self.sock is None and state.stopping:
+            return  # closed by the end of the run while waiting: censored at the window end, no outcome
         else:
             if kind == "timeout":
                 state.stats.timed_out(t, done)
