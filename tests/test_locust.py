@@ -109,6 +109,17 @@ def test_without_locust_the_error_names_the_extra(monkeypatch):
         engines.resolve("locust")
 
 
+def test_bench_load_refuses_remote_workers_without_locust_and_a_master_beyond_loopback_without_allow_remote(capsys):
+    from bench.loadgen.cli import main
+
+    assert main(["echo", "127.0.0.1:9", "--clients", "1", "--duration", "1", "--remote-workers", "1",
+                 "--engine", "python"]) == 2
+    assert "--remote-workers and --master-bind are for --engine locust" in capsys.readouterr().err
+    assert main(["echo", "127.0.0.1:9", "--clients", "1", "--duration", "1", "--master-bind", "198.18.7.7",
+                 "--engine", "locust"]) == 2
+    assert "would listen on 198.18.7.7, not a loopback address: pass --allow-remote" in capsys.readouterr().err
+
+
 def test_open_loop_and_several_client_hosts_without_locust_are_refused_with_the_fix():
     base = textwrap.dedent("""
         name: l

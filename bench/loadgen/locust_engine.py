@@ -368,6 +368,13 @@ def run_locust(spec: LoadSpec, on_window: Callable[[float, float], None] | None 
                          "use mode: closed, or engine native/python for open loop")
     hosts = hosts or [LoadHost("loopback")]
     ip = resolve_target(spec.host, spec.port, spec.allow_remote)
+    if master_bind is not None and not spec.allow_remote:
+        try:
+            resolve_target(master_bind, 1, False)
+        except ValueError:  # listening beyond loopback must be asked for, as load beyond it is
+            raise ValueError(f"the Locust master would listen on {master_bind}, not a loopback address: "
+                             f"pass --allow-remote (LoadSpec.allow_remote=True) to let workers on other hosts "
+                             f"reach it") from None
     local = worker_count(spec) if remote_workers == 0 or spec.workers else 0
     with LocustRun(spec, ip, hosts, local, remote_workers, master_bind, announce) as run:
         run.start_master()
