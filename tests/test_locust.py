@@ -173,6 +173,17 @@ def test_a_master_and_two_workers_on_two_client_hosts_drive_a_server_on_a_third(
 
 
 @needs_root
+def test_several_client_hosts_with_a_delay_are_refused_before_any_namespace_is_made():
+    from bench.network.hosts import NetworkError, namespace_hosts, ours
+
+    before = set(ours())
+    with pytest.raises(NetworkError, match="2 client hosts need the bridge"):
+        with namespace_hosts("t-two-delayed", rtt_s=0.002, client_hosts=2):
+            pass
+    assert not [n for n in set(ours()) - before if "-t-two-delayed-" in n]
+
+
+@needs_root
 def test_a_locust_run_over_two_client_hosts_is_a_row_of_runs_csv_like_any_other(tmp_path):
     from bench.network.hosts import ours, owner_tag
     from bench.runner import run_scenario

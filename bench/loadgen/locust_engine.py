@@ -11,11 +11,12 @@ measures by how much). Closed loop only.
 How a run goes
 --------------
 1. The master is started headless, ``locust -f bench/loadgen/locust_users.py
-   --master --headless --expect-workers N`` (web UI off, one listening port
-   chosen by the kernel on the first load host's address: loopback, or the
-   client host's own address in network namespaces), with the job in its
-   environment and a status pipe (:mod:`bench.loadgen.locust_users`).
-2. Local workers are started, ``locust -f ... --worker --master-host ...``,
+   --master --headless --expect-workers N`` (web UI off; one listening port,
+   a free one of the first load host's address: loopback, or the client
+   host's own address in network namespaces; ``master_bind`` for workers on
+   other machines), with the job in its environment and a status pipe
+   (:mod:`bench.loadgen.locust_users`).
+2. At the same time local workers are started, ``locust -f ... --worker --master-host ...``,
    worker *i* on load host *i* mod H (the hosts the runner gives, e.g.
    several client hosts of :mod:`bench.network.hosts`). For a worker on a
    machine of its own, :func:`worker_command` is the exact command to run
