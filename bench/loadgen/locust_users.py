@@ -257,6 +257,9 @@ class SockbenchUser(User):
             return False
         self.connecting = False
         state.stats.connect_ok(monotonic() - t0)
+        if state.stopping:  # connected after the end of the run: nothing more is sent
+            sock.close()
+            return False
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         state.local_addresses.add(sock.getsockname()[0])
         self.sock, self.served_on_conn = sock, 0
