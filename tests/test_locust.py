@@ -104,9 +104,11 @@ def test_a_worker_that_never_connects_is_named_after_the_bound_and_the_printed_c
 
 
 def test_without_locust_the_error_names_the_extra(monkeypatch):
-    monkeypatch.setattr(locust_engine, "available", lambda: False)
+    monkeypatch.setattr(engines, "locust_available", lambda: False)
     with pytest.raises(ValueError, match=r"pip install 'sockbench\[locust\]'"):
         engines.resolve("locust")
+    with pytest.raises(ValueError, match=r"pip install 'sockbench\[locust\]'"):
+        run_locust(locust_spec(9))
 
 
 def test_bench_load_refuses_remote_workers_without_locust_and_a_master_beyond_loopback_without_allow_remote(capsys):

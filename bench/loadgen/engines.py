@@ -34,6 +34,7 @@ for ``native`` and falls back, with the compiler's first line, for ``auto``.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -45,6 +46,8 @@ SOURCE = Path(__file__).with_name("c") / "loadgen.c"
 #: without it (checksums not sampled) where it is missing. libm for floor/ceil.
 WITH_CRYPTO = ("-DHAVE_LIBCRYPTO", "-lcrypto", "-lm")
 WITHOUT_CRYPTO = ("-lm",)
+LOCUST_MISSING = ("the locust load engine needs Locust: pip install 'sockbench[locust]' (the 'locust' extra, "
+                  "locust>=2.20), or choose another engine (native, python)")
 
 
 @functools.lru_cache(maxsize=1)
@@ -65,6 +68,11 @@ def native_program() -> tuple[Path | None, str]:
     return native.build("loadgen", SOURCE, WITHOUT_CRYPTO), ""
 
 
+def locust_available() -> bool:
+    """True if Locust (the ``locust`` engine's library) can be imported here."""
+    return importlib.util.find_spec("locust") is not None
+
+
 def resolve(engine: str) -> tuple[str, list[str], str]:
     """``(engine that runs, worker command without READY_FD, note)`` for ``auto|native|python``.
 
@@ -74,9 +82,8 @@ def resolve(engine: str) -> tuple[str, list[str], str]:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     python_worker = [sys.executable, "-m", "bench.loadgen.worker"]
     if engine == "locust":
-        from bench.loadgen import locust_engine
-
-        locust_engine.require()
+        if not locust_available():
+            raise ValueError(LOCUST_MISSING)
         return "locust", [], ""
     if engine == "python":
         return "python", python_worker, ""

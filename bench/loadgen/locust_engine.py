@@ -22,7 +22,7 @@ How a run goes
    machine of its own, :func:`worker_command` is the exact command to run
    there; :func:`run_locust` prints it and waits for it.
 3. Once every worker is connected (at most :data:`CONNECT_TIMEOUT_S`; after
-   that a :class:`~bench.loadgen.driver.LoadGenError` names the workers that
+   that a :class:`~bench.loadgen.errors.LoadGenError` names the workers that
    never came), the master starts the test and sends a shared start time
    with the users, so every worker's warmup and window line up as in the
    other engines.
@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib.util
 import json
 import math
 import os
@@ -71,14 +70,14 @@ from pathlib import Path
 from time import monotonic
 from typing import Any
 
-from bench.loadgen.driver import PARENT_GRACE_S, LoadGenError, worker_count
+from bench.loadgen import engines
+from bench.loadgen.engines import LOCUST_MISSING as MISSING
+from bench.loadgen.errors import LoadGenError
 from bench.loadgen.merge import merge_reports
 from bench.loadgen.spec import LoadResult, LoadSpec, resolve_target, validate
 from bench.monitor.procfs import ProcessGone, read_schedstat
 
 LOCUSTFILE = Path(__file__).with_name("locust_users.py")
-MISSING = ("the locust load engine needs Locust: pip install 'sockbench[locust]' (the 'locust' extra, "
-           "locust>=2.20), or choose another engine (native, python)")
 #: Environment variables handed to the Locust processes (read by :mod:`bench.loadgen.locust_users`):
 #: the job and the status pipe (master), the worker's name and its host's label (workers).
 JOB_ENV = "SOCKBENCH_LOCUST_JOB"
@@ -88,20 +87,23 @@ HOST_ENV = "SOCKBENCH_LOCUST_HOST"
 #: Time for every worker to start and connect: importing Locust and gevent
 #: takes ~1-2 s idle; 30 s covers a machine saturated by the server under test.
 CONNECT_TIMEOUT_S = 30.0
+#: How long past the window's end the reports may take (drain, encoding,
+#: the master's round trip): the other engines' hard timeout
+#: (:data:`bench.loadgen.driver.REPORT_GRACE_S`), for the same reasons.
+REPORT_GRACE_S = 30.0
 #: Locust's own bound on waiting for workers, a little past ours so ours names them first.
 LOCUST_WAIT_SLACK_S = 5.0
 #: Bytes of a process's stderr quoted in an error.
 STDERR_TAIL = 3000
 
 
-def available() -> bool:
-    """True if Locust can be imported here."""
-    return importlib.util.find_spec("locust") is not None
+#: True if Locust can be imported here.
+available = engines.locust_available
 
 
 def require() -> None:
     """Raise :class:`ValueError` (:data:`MISSING`) unless Locust is installed."""
-    if not available():
+    if not engines.locust_available():
         raise ValueError(MISSING)
 
 
@@ -198,7 +200,7 @@ class LocustRun:
         with socket.create_server((self.bind, 0)) as probe:
             self.port = probe.getsockname()[1]
         # The master's own backstop: the test ends this long after it starts even if a report never comes.
-        run_time = math.ceil(1.0 + spec.warmup_s + spec.duration_s + PARENT_GRACE_S)
+        run_time = math.ceil(1.0 + spec.warmup_s + spec.duration_s + REPORT_GRACE_S)
         user_class = "EchoUser" if spec.service == "echo" else "FileUser"
         command = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--master", "--headless",
                    "--master-bind-host", self.bind, "--master-bind-port", str(self.port),
@@ -354,19 +356,19 @@ class LocustOutcome:
 
 
 def run_locust(spec: LoadSpec, on_window: Callable[[float, float], None] | None = None,
-               hosts: list[LoadHost] | None = None, *, remote_workers: int = 0, master_bind: str | None = None,
+               hosts: list[LoadHost] | None = None, *, local_workers: int | None = None, remote_workers: int = 0,
+               master_bind: str | None = None,
                announce: Callable[[str], None] | None = None) -> LocustOutcome:
-    """Run ``spec`` on Locust: ``spec.workers`` (or one per CPU) local workers over ``hosts``, plus ``remote_workers``.
+    """Run ``spec`` on Locust: ``local_workers`` over ``hosts``, plus ``remote_workers`` started by hand.
 
-    ``on_window`` as for :func:`bench.loadgen.run_load`. ``hosts`` default to
+    ``local_workers`` defaults to ``spec.workers``, else 1 (0 with remote
+    workers); :func:`bench.loadgen.run_load` gives one per CPU as for the
+    other engines. ``on_window`` as for :func:`bench.loadgen.run_load`. ``hosts`` default to
     loopback; ``master_bind`` is the address the master listens on (default:
     the first host's), which a remote worker must reach.
     """
     validate(spec)
     require()
-    if spec.mode == "open":
-        raise ValueError("engine 'locust' runs closed loop only (Locust users send as soon as they are free); "
-                         "use mode: closed, or engine native/python for open loop")
     hosts = hosts or [LoadHost("loopback")]
     ip = resolve_target(spec.host, spec.port, spec.allow_remote)
     if master_bind is not None and not spec.allow_remote:
@@ -376,7 +378,9 @@ def run_locust(spec: LoadSpec, on_window: Callable[[float, float], None] | None 
             raise ValueError(f"the Locust master would listen on {master_bind}, not a loopback address: "
                              f"pass --allow-remote (LoadSpec.allow_remote=True) to let workers on other hosts "
                              f"reach it") from None
-    local = worker_count(spec) if remote_workers == 0 or spec.workers else 0
+    if local_workers is None:
+        local_workers = spec.workers or (0 if remote_workers else 1)
+    local = local_workers
     with LocustRun(spec, ip, hosts, local, remote_workers, master_bind, announce) as run:
         run.start_master()
         run.start_workers()
@@ -386,7 +390,7 @@ def run_locust(spec: LoadSpec, on_window: Callable[[float, float], None] | None 
             on_window(window_start_wall, window_start_wall + spec.duration_s)
         window_start = monotonic() + (window_start_wall - time.time())
         window_end = window_start + spec.duration_s
-        outcome = run.wait_reports(window_end + PARENT_GRACE_S, [(window_start, "start"), (window_end, "end")])
+        outcome = run.wait_reports(window_end + REPORT_GRACE_S, [(window_start, "start"), (window_end, "end")])
         waits = run.runq_wait_pct("start", "end")
     reports = outcome["reports"]
     for r in reports:
