@@ -2,7 +2,7 @@
 
 Skipped without Locust (``pip install 'sockbench[locust]'``); the tests over
 several client hosts are skipped without root (network namespaces). The
-servers are the in-test ones of ``tests/test_loadgen.py`` (a budget of
+servers are the in-test ones of ``tests/thread_servers.py`` (a budget of
 answers makes the count exact) and the project's own selectors model.
 """
 
@@ -19,12 +19,11 @@ import pytest
 from bench.loadgen import FileTarget, LoadGenError, LoadSpec, engines, locust_engine
 from bench.loadgen.locust_engine import run_locust
 from bench.scenario import ScenarioError, parse_scenario
-from test_loadgen import (  # the fixtures too: servers closed, workers reaped after each test
-    corrupt_echo_handler, corrupt_file_handler, echo_handler, file_handler, no_leftover_workers, server,
-)
+from thread_servers import corrupt_echo_handler, corrupt_file_handler, echo_handler, file_handler
 
-pytestmark = pytest.mark.skipif(not locust_engine.available(),
-                                reason="Locust is not installed: pip install 'sockbench[locust]'")
+pytestmark = [pytest.mark.skipif(not locust_engine.available(),
+                                 reason="Locust is not installed: pip install 'sockbench[locust]'"),
+              pytest.mark.usefixtures("no_leftover_workers")]  # (conftest) every Locust process reaped
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="several client hosts are network namespaces: need root")
 
 

@@ -178,7 +178,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "on CPU 0), one worker each; shared = the server's CPU 0; none = unpinned, one worker per CPU")
     parser.add_argument("--json", action="store_true", help="print the full result as JSON")
     parser.add_argument("--allow-remote", action="store_true", help="allow a non-loopback target")
-    parser.add_argument("--remote-workers", type=_non_negative_int, default=0, metavar="N",
+    parser.add_argument("--remote-workers", type=_argument_type(_whole), default=0, metavar="N",
                         help="engine locust: N more workers, started by hand on other hosts with the command "
                              "printed (the local ones: --workers, default none then)")
     parser.add_argument("--master-bind", metavar="ADDR",
