@@ -50,7 +50,9 @@ MODES = ("closed", "open")
 #: Event loops of the python engine; auto = uvloop when installed.
 GENERATOR_LOOPS = ("auto", "asyncio", "uvloop")
 #: Load engines (see :mod:`bench.loadgen.engines`): auto = native where it builds, else python.
-ENGINES = ("auto", "native", "python")
+#: Load engines (see :mod:`bench.loadgen.engines`): auto = native where it builds, else python;
+#: locust = Locust's master and workers (:mod:`bench.loadgen.locust_engine`).
+ENGINES = ("auto", "native", "python", "locust")
 #: How an http client goes through its paths: in turn (each client starting at its own), or at random
 #: (seeded per worker, so a run is repeatable).
 PATH_ORDERS = ("round-robin", "random")
@@ -234,7 +236,8 @@ PARAMETERS: tuple[Parameter, ...] = (
     Parameter("workers", "generator", "count", None,
               "generator worker processes; null/absent = one per generator CPU (see placement)"),
     Parameter("engine", "generator", "choice", "auto",
-              "load engine: native (C, epoll) or python (asyncio/uvloop); auto = native where it builds",
+              "load engine: native (C, epoll), python (asyncio/uvloop), or locust (Locust's master and workers, "
+              "closed loop, for load from several hosts); auto = native where it builds",
               choices=ENGINES),
     Parameter("loop", "generator", "choice", "auto",
               "python engine: event loop of each worker; auto = uvloop when installed", choices=GENERATOR_LOOPS),

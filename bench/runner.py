@@ -318,8 +318,8 @@ def execute_run(scenario: Scenario, plan: RunPlan, writer: ResultsWriter, *, fil
         row["idle_busy_pct"] = busy
         on_phase(plan, "starting server", {"idle_busy_pct": busy})
         network = scenario.network
-        with runner_pinned(gen_cpus), run_hosts(plan.run_id, network.hosts, rtt_s=network.rtt,
-                                                 jitter_s=network.jitter, rate_bit=network.rate) as hosts, \
+        with runner_pinned(gen_cpus), run_hosts(plan.run_id, network.hosts, rtt_s=network.rtt, jitter_s=network.jitter,
+                                                 rate_bit=network.rate, client_hosts=network.client_hosts) as hosts, \
                 ExitStack() as on_server:
             row.update(hosts.columns())
             if hosts.server_host:
@@ -357,7 +357,7 @@ def execute_run(scenario: Scenario, plan: RunPlan, writer: ResultsWriter, *, fil
                 spec = _load_spec(scenario, plan, server.host, server.port, gen_cpus, targets)
                 # the server host is a namespace of this run's own, not another machine
                 spec = dataclasses.replace(spec, allow_remote=bool(hosts.server_host))
-                result = run_load(spec, on_window=window_scheduled)
+                result = run_load(spec, on_window=window_scheduled, load_hosts=hosts.client_hosts())
             finally:
                 probe.close()
             hold.enter_context(deferred_stop())

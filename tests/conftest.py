@@ -48,10 +48,14 @@ def served_by(service: str) -> list[Any]:
             for name, model in registry.MODELS.items() if model.offers(service)]
 
 
-def model_services() -> list[Any]:
-    """Every (model, service) pair the registry declares, as parameters; native ones marked ``needs_cc``."""
+def model_services(services: Iterable[str] | None = None) -> list[Any]:
+    """Every (model, service) pair the registry declares, as parameters; native ones marked ``needs_cc``.
+
+    ``services`` keeps only those services (a suite written for some of them).
+    """
     return [pytest.param(name, service, marks=pytest.mark.needs_cc) if model.native else (name, service)
-            for name, model in registry.MODELS.items() for service in model.services]
+            for name, model in registry.MODELS.items() for service in model.services
+            if services is None or service in services]
 
 
 def one_quick(values: Iterable[Any]) -> list[Any]:

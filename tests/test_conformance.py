@@ -55,8 +55,9 @@ MODELS = PYTHON_MODELS
 SERVICES = ("echo", "file")
 #: The models the echo tests run: the C reference too, where it can be built.
 ECHO_MODELS = served_by("echo")
-#: Every (model, service) pair served.
-MODEL_SERVICES = model_services()
+#: Every (model, service) pair served, of the two services this suite speaks
+#: (http and timeauth have theirs in test_conformance_sessions.py).
+MODEL_SERVICES = model_services(SERVICES)
 CONCURRENT_MODELS = (*(model for model in MODELS if model != "sequential"), "c-reference")
 #: Models that serve at most N connections at once, and the option setting N.
 BOUNDED_MODELS = {"threadpool": "threads", "prefork": "workers"}

@@ -195,7 +195,7 @@ def test_bad_literal_lists_allowed_values(tmp_path):
 def test_generator_engine_is_one_of_the_load_engines(tmp_path):
     assert load_scenario(write(tmp_path, MINIMAL + "generator:\n  engine: python\n")).generator.engine == "python"
     err = error_of(tmp_path, MINIMAL + "generator:\n  engine: rust\n")
-    assert "'auto', 'native' or 'python'" in str(err) and "generator.engine" in str(err)
+    assert "'auto', 'native', 'python' or 'locust'" in str(err) and "generator.engine" in str(err)
 
 
 def test_open_loop_requires_rate(tmp_path):

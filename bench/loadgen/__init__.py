@@ -13,7 +13,9 @@ Two engines implement the worker (:mod:`bench.loadgen.engines`): ``native``,
 a C epoll program (``c/loadgen.c``), and ``python``
 (:mod:`bench.loadgen.worker`), whose loop is uvloop if installed and whose
 clients are ``asyncio.BufferedProtocol`` connections
-(:mod:`bench.loadgen.clients`; the only engine that speaks HTTP). Either way clients are started either as soon as they are free (closed loop) or on a fixed-rate
+(:mod:`bench.loadgen.clients`; the only engine that speaks HTTP). A third engine, ``locust``
+(:mod:`bench.loadgen.locust_engine`), hands the load to Locust's master and
+workers, possibly over several hosts, and merges their reports the same way. Either way clients are started either as soon as they are free (closed loop) or on a fixed-rate
 schedule (open loop, :mod:`bench.loadgen.schedule`). Workers start together
 at a wall-clock instant chosen by the parent, count only what completes in the
 measured window, record latencies into HdrHistogram buckets

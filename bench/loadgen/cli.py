@@ -185,6 +185,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "on CPU 0), one worker each; shared = the server's CPU 0; none = unpinned, one worker per CPU")
     parser.add_argument("--json", action="store_true", help="print the full result as JSON")
     parser.add_argument("--allow-remote", action="store_true", help="allow a non-loopback target")
+    parser.add_argument("--remote-workers", type=_argument_type(_whole), default=0, metavar="N",
+                        help="engine locust: N more workers, started by hand on other hosts with the command "
+                             "printed (the local ones: --workers, default none then)")
+    parser.add_argument("--master-bind", metavar="ADDR",
+                        help="engine locust: address the master listens on for workers (default 127.0.0.1; "
+                             "another needs --allow-remote)")
     add_threshold_argument(parser, per_model=False)
 
 
@@ -325,7 +331,10 @@ def run(args: argparse.Namespace) -> int:
         thresholds = parse_thresholds(getattr(args, "thresholds", []))
         spec = spec_from_args(args)
         with stop_signals():  # SIGTERM and SIGHUP reap the workers as Ctrl-C does
-            result = run_load(spec)
+            if args.remote_workers or args.master_bind:
+                result = _run_locust(spec, args)
+            else:
+                result = run_load(spec)
     except ValueError as exc:
         print(f"bench load: error: {exc}", file=sys.stderr)
         return 2
@@ -350,6 +359,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"bench load: a threshold was crossed (exit status {EXIT_CROSSED})", file=sys.stderr)
         return EXIT_CROSSED
     return 0
+
+
+def _run_locust(spec: LoadSpec, args: argparse.Namespace) -> LoadResult:
+    """``--remote-workers``/``--master-bind``: the locust engine with workers on other hosts."""
+    if spec.engine != "locust":
+        raise ValueError("--remote-workers and --master-bind are for --engine locust")
+    from bench.loadgen.locust_engine import run_locust
+
+    return run_locust(spec, remote_workers=args.remote_workers, master_bind=args.master_bind).result
 
 
 def _with_thresholds(text: str, checked: list[dict[str, Any]]) -> str:

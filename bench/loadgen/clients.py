@@ -76,7 +76,7 @@ import hashlib
 import random
 import socket
 from time import monotonic
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import h11
 
@@ -116,6 +116,13 @@ def classify_connect_error(exc: BaseException) -> tuple[str, str | None]:
     return "other", type(exc).__name__
 
 
+class _Sampling(Protocol):
+    """What the checksum-sampling rule reads and updates (a worker's shared state, in either engine)."""
+
+    sample: float
+    sample_acc: float
+
+
 class Shared:
     """Per-worker state every client and connection uses: settings, buffer, stats, dispatcher."""
 
@@ -149,7 +156,7 @@ class Shared:
         self.sample_acc = 1.0  # so the first reply of each worker is verified
         self.connection_class = {"echo": EchoConnection, "file": FileConnection, "http": HttpConnection}[self.service]
 
-    def take_sample(self) -> bool:
+    def take_sample(self: _Sampling) -> bool:
         """Decide whether the next file reply is hashed: exactly ``sample`` of them, evenly spread."""
         if self.sample <= 0.0:
             return False

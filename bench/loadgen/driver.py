@@ -74,6 +74,7 @@ from types import TracebackType
 from typing import Any
 
 from bench.loadgen import engines
+from bench.loadgen.errors import LoadGenError
 from bench.loadgen.merge import merge_reports
 from bench.loadgen.spec import LoadResult, LoadSpec, resolve_target, validate
 from bench.monitor.procfs import ProcessGone, read_schedstat
@@ -94,10 +95,6 @@ START_MARGIN_S = 0.05
 PARENT_GRACE_S = WORKER_GRACE_S + 10.0
 #: Bytes of a worker's stderr kept for error messages.
 STDERR_TAIL = 4096
-
-
-class LoadGenError(RuntimeError):
-    """A worker failed or did not finish; the message says which and why."""
 
 
 def worker_count(spec: LoadSpec) -> int:
@@ -333,8 +330,13 @@ class WorkerPool:
             return self.err[i].decode("utf-8", "replace").strip()[-1000:] or "(no output)"
 
 
-def run_load(spec: LoadSpec, on_window: Callable[[float, float], None] | None = None) -> LoadResult:
+def run_load(spec: LoadSpec, on_window: Callable[[float, float], None] | None = None,
+             load_hosts: list[Any] | None = None) -> LoadResult:
     """Run the load described by ``spec`` and return the merged result.
+
+    ``load_hosts`` (:class:`bench.loadgen.locust_engine.LoadHost`, engine
+    ``locust`` only): where the workers start, worker *i* on host *i* mod H;
+    default: here.
 
     ``on_window(start, end)``, if given, is called once the workers have their
     start time, with the measured window's wall-clock bounds (``time.time()``
@@ -347,6 +349,10 @@ def run_load(spec: LoadSpec, on_window: Callable[[float, float], None] | None = 
     """
     validate(spec)
     engine, command, note = engines.resolve(spec.engine, spec.service)
+    if engine == "locust":
+        from bench.loadgen.locust_engine import run_locust
+
+        return run_locust(spec, on_window, load_hosts, local_workers=worker_count(spec)).result
     if engine == "python" and spec.loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
         raise ValueError("loop 'uvloop' asked for but uvloop is not installed: pip install uvloop, or use --loop asyncio")
     ip = resolve_target(spec.host, spec.port, spec.allow_remote)

@@ -12,6 +12,9 @@ stdout), so :mod:`bench.loadgen.driver` starts either the same way and
   the source's hash, renamed into place atomically). Measured here it does
   a round trip on about half the CPU the Python engine needs, so it is the
   engine that keeps the generator from capping the fastest servers.
+- ``locust``: Locust's master and workers (:mod:`bench.loadgen.locust_engine`),
+  for load from several hosts; not a worker program of this contract, so
+  :func:`resolve` only checks Locust is installed.
 - ``auto``: native where it builds, python otherwise, with one warning line
   saying why. The native engine speaks echo and file only: for ``http``
   ``auto`` is python, with a note saying so (:data:`bench.loadgen.spec.PYTHON_ONLY_SERVICES`).
@@ -32,6 +35,7 @@ for ``native`` and falls back, with the compiler's first line, for ``auto``.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -43,6 +47,8 @@ SOURCE = Path(__file__).with_name("c") / "loadgen.c"
 #: without it (checksums not sampled) where it is missing. libm for floor/ceil.
 WITH_CRYPTO = ("-DHAVE_LIBCRYPTO", "-lcrypto", "-lm")
 WITHOUT_CRYPTO = ("-lm",)
+LOCUST_MISSING = ("the locust load engine needs Locust: pip install 'sockbench[locust]' (the 'locust' extra, "
+                  "locust>=2.20), or choose another engine (native, python)")
 
 
 @functools.lru_cache(maxsize=1)
@@ -63,8 +69,13 @@ def native_program() -> tuple[Path | None, str]:
     return native.build("loadgen", SOURCE, WITHOUT_CRYPTO), ""
 
 
+def locust_available() -> bool:
+    """True if Locust (the ``locust`` engine's library) can be imported here."""
+    return importlib.util.find_spec("locust") is not None
+
+
 def resolve(engine: str, service: str = "echo") -> tuple[str, list[str], str]:
-    """``(engine that runs, worker command without READY_FD, note)`` for ``auto|native|python``.
+    """``(engine that runs, worker command without READY_FD, note)`` for ``auto|native|python|locust``.
 
     The note is empty unless ``auto`` fell back to python; then it says why.
     ``native`` for a service of :data:`~bench.loadgen.spec.PYTHON_ONLY_SERVICES` raises :class:`ValueError`.
@@ -72,6 +83,13 @@ def resolve(engine: str, service: str = "echo") -> tuple[str, list[str], str]:
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     python_worker = [sys.executable, "-m", "bench.loadgen.worker"]
+    if engine == "locust":
+        if not locust_available():
+            raise ValueError(LOCUST_MISSING)
+        if service in PYTHON_ONLY_SERVICES:
+            raise ValueError(f"engine 'locust' does not drive the {service} service (its users speak echo and file); "
+                             f"use engine python (--engine python, or generator.engine: python) or auto")
+        return "locust", [], ""
     if engine == "python":
         return "python", python_worker, ""
     if service in PYTHON_ONLY_SERVICES:

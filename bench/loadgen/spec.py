@@ -147,6 +147,9 @@ def validate(spec: LoadSpec) -> None:
         if parameter.applies_at(where):
             problem = parameter.problem(getattr(spec, name), required=bool(parameter.required))
             _need(problem is None, str(problem))
+    _need(spec.engine != "locust" or spec.mode == "closed",
+          "engine 'locust' runs closed loop only (each Locust user sends as soon as it is free): "
+          "use mode closed, or engine native/python for open loop")
     _need(spec.timeline_interval_s > 0, f"timeline interval must be > 0 seconds, got {spec.timeline_interval_s!r}")
     if spec.cpus is not None:
         allowed = os.sched_getaffinity(0)

@@ -21,12 +21,23 @@ kinds of hosts (where the server starts, its address, the runs.csv cells).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import dataclasses
+import functools
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from bench.network.hosts import NetworkError, namespace_hosts, ours, remove_stale, require_root
+from bench.network.hosts import NetworkError, client_address, namespace_hosts, ours, remove_stale, require_root
 
-__all__ = ["NetworkError", "RunHosts", "namespace_hosts", "ours", "remove_stale", "require_root", "run_hosts"]
+__all__ = ["ClientHost", "NetworkError", "RunHosts", "namespace_hosts", "ours", "remove_stale", "require_root", "run_hosts"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ClientHost:
+    """A client host as load engines see it: a label, its address, and ``enter()`` to start processes there."""
+
+    label: str
+    address: str
+    enter: Callable[[], contextlib.AbstractContextManager[Any]]
 
 
 class RunHosts:
@@ -50,6 +61,14 @@ class RunHosts:
     def in_server(self) -> contextlib.AbstractContextManager[None]:
         return self.namespaces.in_server() if self.namespaces else contextlib.nullcontext()
 
+    def client_hosts(self) -> list[ClientHost]:
+        """Where load processes may start: each client host (loopback: here)."""
+        if not self.namespaces:
+            return [ClientHost("loopback", "127.0.0.1", contextlib.nullcontext)]
+        made = self.namespaces
+        return [ClientHost(f"client host {k + 1}", client_address(k), functools.partial(made.in_client, k))
+                for k in range(made.client_hosts)]
+
     def columns(self) -> dict[str, Any]:
         """runs.csv cells: ``netns`` and ``net_hosts``, and for namespaces the link's (final after the block)."""
         cells = {"netns": self.netns_scope,
@@ -61,7 +80,7 @@ class RunHosts:
 
 @contextlib.contextmanager
 def run_hosts(run_id: str, hosts: str = "loopback", *, rtt_s: float = 0.0, jitter_s: float = 0.0,
-              rate_bit: int | None = None) -> Iterator[RunHosts]:
+              rate_bit: int | None = None, client_hosts: int = 1) -> Iterator[RunHosts]:
     """The hosts of one run: ``loopback`` (a namespace of the run's own where root allows) or ``namespaces``."""
     if hosts == "loopback":
         from bench.monitor import run_namespace
@@ -69,5 +88,6 @@ def run_hosts(run_id: str, hosts: str = "loopback", *, rtt_s: float = 0.0, jitte
         with run_namespace() as netns:
             yield RunHosts(netns.scope)
         return
-    with namespace_hosts(run_id, rtt_s=rtt_s, jitter_s=jitter_s, rate_bit=rate_bit) as made, made.in_client():
+    with namespace_hosts(run_id, rtt_s=rtt_s, jitter_s=jitter_s, rate_bit=rate_bit,
+                         client_hosts=client_hosts) as made, made.in_client():
         yield RunHosts("own", made)

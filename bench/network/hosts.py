@@ -6,6 +6,13 @@ namespace with one veth link to a hop namespace in the middle::
 
     client host                 hop                          server host
     eth0 198.18.0.2 --- to-cli [bridge or delay stage] to-srv --- eth0 198.18.0.1
+    (client host 2)
+    eth0 198.18.0.3 --- to-cli2 [bridge]
+
+Several client hosts (``client_hosts``, for load from several hosts, e.g.
+the Locust engine's workers) are joined on the same bridge, each with an
+address of its own; that needs the bridge, so not with a delay stage (which
+forwards between exactly two ends).
 
 Without a delay the hop bridges its two ends (a Linux bridge, all in the
 kernel). With ``rtt``/``jitter`` they are not bridged; the delay stage
@@ -26,7 +33,7 @@ runs.
 Names and cleanup
 -----------------
 Namespaces are named ``sbn-<pid>.<start>-<run id>-<role>`` (role ``srv``,
-``cli``, ``hop``), where pid and start (its start time in clock ticks) are
+``cli``, ``hop``, and ``cli2``... for further client hosts), where pid and start (its start time in clock ticks) are
 the runner process's. They are removed on every exit of :func:`namespace_hosts`.
 A runner killed by SIGKILL cannot remove them, so every creation first runs
 :func:`remove_stale`: a namespace whose runner is gone (no such pid, or the
@@ -143,10 +150,20 @@ def owner_tag(pid: int | None = None) -> str:
     return f"{pid}.{_start_ticks(pid)}"
 
 
-def namespace_names(run_id: str, owner: str | None = None) -> dict[str, str]:
+def client_roles(client_hosts: int = 1) -> list[str]:
+    """The roles of ``client_hosts`` client hosts: ``cli``, ``cli2``, ``cli3``..."""
+    return ["cli"] + [f"cli{k}" for k in range(2, client_hosts + 1)]
+
+
+def client_address(k: int) -> str:
+    """The address of client host ``k`` (0-based): 198.18.0.2, .3, ..."""
+    return f"198.18.0.{2 + k}"
+
+
+def namespace_names(run_id: str, owner: str | None = None, client_hosts: int = 1) -> dict[str, str]:
     """``{role: name}`` for one run's namespaces."""
     owner = owner or owner_tag()
-    return {role: f"{PREFIX}-{owner}-{run_id}-{role}" for role in ROLES}
+    return {role: f"{PREFIX}-{owner}-{run_id}-{role}" for role in (*ROLES, *client_roles(client_hosts)[1:])}
 
 
 def ours() -> list[str]:
@@ -267,12 +284,13 @@ def _rtnl(name: str) -> Iterator[Any]:
 def _build(names: dict[str, str], links: tuple[Link, Link], *, bridged: bool) -> None:
     for name in names.values():
         _create(name)
-    fds = {role: os.open(NETNS_DIR / names[role], os.O_RDONLY | os.O_CLOEXEC) for role in ("srv", "cli")}
+    clients = [role for role in names if role.startswith("cli")]
+    fds = {role: os.open(NETNS_DIR / names[role], os.O_RDONLY | os.O_CLOEXEC) for role in ("srv", *clients)}
     try:
         with _rtnl(names["hop"]) as hop:
-            hop.link("add", ifname="to-srv", kind="veth", peer={"ifname": "eth0", "net_ns_fd": fds["srv"]})
-            hop.link("add", ifname="to-cli", kind="veth", peer={"ifname": "eth0", "net_ns_fd": fds["cli"]})
-            ends = [hop.link_lookup(ifname=n)[0] for n in ("to-srv", "to-cli")]
+            for role in ("srv", *clients):
+                hop.link("add", ifname=f"to-{role}", kind="veth", peer={"ifname": "eth0", "net_ns_fd": fds[role]})
+            ends = [hop.link_lookup(ifname=f"to-{role}")[0] for role in ("srv", *clients)]
             if bridged:
                 hop.link("add", ifname="br0", kind="bridge")
                 bridge = hop.link_lookup(ifname="br0")[0]
@@ -285,7 +303,8 @@ def _build(names: dict[str, str], links: tuple[Link, Link], *, bridged: bool) ->
         for fd in fds.values():
             os.close(fd)
     # client->server is limited on the client's eth0, server->client on the server's
-    for role, address, link in (("srv", SERVER_ADDRESS, links[1]), ("cli", CLIENT_ADDRESS, links[0])):
+    ends_of = [("srv", SERVER_ADDRESS, links[1])] + [(role, client_address(k), links[0]) for k, role in enumerate(clients)]
+    for role, address, link in ends_of:
         with _rtnl(names[role]) as ns:
             eth0 = ns.link_lookup(ifname="eth0")[0]
             ns.addr("add", index=eth0, address=address, prefixlen=PREFIX_LEN)
@@ -356,14 +375,15 @@ class NamespaceHosts:
     stage_counters: dict[str, Any] = dataclasses.field(default_factory=dict)
     stage_cpu_s: float | None = None
     staged: bool = False  # the delay stage forwards between the hosts (else a bridge)
+    client_hosts: int = 1
 
     def in_server(self) -> contextlib.AbstractContextManager[None]:
         """The block runs on the server host (start the server and its monitor there)."""
         return inside(self.names["srv"])
 
-    def in_client(self) -> contextlib.AbstractContextManager[None]:
-        """The block runs on the client host (start the load generator there)."""
-        return inside(self.names["cli"])
+    def in_client(self, k: int = 0) -> contextlib.AbstractContextManager[None]:
+        """The block runs on client host ``k`` (0: the first; start the load generator there)."""
+        return inside(self.names[client_roles(self.client_hosts)[k]])
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[tuple[socket.socket, socket.socket]]:
@@ -456,8 +476,8 @@ def links_for(rtt_s: float = 0.0, jitter_s: float = 0.0, rate_bit: int | None = 
 
 @contextlib.contextmanager
 def namespace_hosts(run_id: str, *, rtt_s: float = 0.0, jitter_s: float = 0.0, rate_bit: int | None = None,
-                    measure: bool = True, stage: bool = False) -> Iterator[NamespaceHosts]:
-    """Build a server host and a client host for one run; remove them (and stop the delay stage) at the end.
+                    measure: bool = True, stage: bool = False, client_hosts: int = 1) -> Iterator[NamespaceHosts]:
+    """Build a server host and ``client_hosts`` client hosts for one run; remove them (and stop the delay stage) at the end.
 
     With ``measure``, the base round trip between the hosts is timed once
     they are up (:meth:`NamespaceHosts.measure_rtt`), through the delay stage
@@ -465,10 +485,13 @@ def namespace_hosts(run_id: str, *, rtt_s: float = 0.0, jitter_s: float = 0.0, r
     ``stage`` at zero delay (to measure its own cost).
     """
     require_root()
-    remove_stale()
-    names = namespace_names(run_id)
     use_stage = bool(stage or rtt_s or jitter_s)
-    hosts = NamespaceHosts(names, links_for(rtt_s, jitter_s, rate_bit), staged=use_stage)
+    if client_hosts > 1 and use_stage:
+        raise NetworkError(f"{client_hosts} client hosts need the bridge, but a delay (rtt/jitter) puts the delay "
+                           "stage between exactly two hosts: use one client host with a delay, or no delay")
+    remove_stale()
+    names = namespace_names(run_id, client_hosts=client_hosts)
+    hosts = NamespaceHosts(names, links_for(rtt_s, jitter_s, rate_bit), staged=use_stage, client_hosts=client_hosts)
     stage_process = None
     try:
         _build(names, hosts.links, bridged=not use_stage)

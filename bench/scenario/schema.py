@@ -297,6 +297,8 @@ class NetworkSpec(Section):
     jitter: Duration = Field(0.0, description="namespaces: extra delay per packet, uniform in 0..jitter, order kept")
     rate: BitRate | None = Field(None, description="namespaces: bit rate of each direction (tbf), e.g. 100Mbit")
     loss: Annotated[Any, AfterValidator(_loss_refused)] = Field(None, description="not supported (see the error)")
+    client_hosts: Count = Field(1, description="namespaces: client hosts on the bridge, load workers spread over "
+                                               "them (more than 1: generator.engine locust, no rtt/jitter)")
 
 
 def _threshold_text(text: str) -> str:
@@ -466,6 +468,18 @@ def _cross_issues(s: Scenario) -> list[tuple[tuple, str]]:
         for field in ("rtt", "jitter", "rate"):
             if getattr(s.network, field):
                 issues.append((("network", field), "needs network.hosts: namespaces (loopback has no link to shape)"))
+    if s.generator.engine == "locust" and "open" in (s.load.mode if isinstance(s.load.mode, list) else [s.load.mode]):
+        issues.append((("generator", "engine"), "locust runs closed loop only (each Locust user sends as soon as it "
+                       "is free): use load.mode closed, or engine native/python for open loop"))
+    if s.network.client_hosts > 1:
+        if s.network.hosts != "namespaces":
+            issues.append((("network", "client_hosts"), "needs network.hosts: namespaces (loopback is one host)"))
+        elif s.network.rtt or s.network.jitter:
+            issues.append((("network", "client_hosts"), "more than 1 needs a link without rtt/jitter (the delay "
+                           "stage joins exactly two hosts)"))
+        if s.generator.engine != "locust":
+            issues.append((("network", "client_hosts"), "more than 1 needs generator.engine: locust (the engine "
+                           "that runs workers on several hosts)"))
     if importlib.util.find_spec("uvloop") is None:
         for path, value in ((("server", "loop"), s.server.loop), (("generator", "loop"), s.generator.loop)):
             if value == "uvloop":
