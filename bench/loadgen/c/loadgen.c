@@ -988,25 +988,19 @@ static void sleep_until(double t) {
     while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {}
 }
 
-/* epoll_wait for up to `seconds` (< 0: no limit), to the nanosecond where the
- * kernel has epoll_pwait2. */
+/* epoll_wait for up to `seconds` (>= 0; the loop's deadlines are at most a
+ * second ahead), to the nanosecond where the kernel has epoll_pwait2. */
 static int wait_events(struct epoll_event *evs, int max, double seconds) {
 #ifdef SYS_epoll_pwait2
     if (!G.coarse) {
-        struct timespec ts, *tp = NULL;
-        if (seconds >= 0) {
-            ts.tv_sec = (time_t)seconds;
-            ts.tv_nsec = (long)((seconds - (double)ts.tv_sec) * 1e9);
-            tp = &ts;
-        }
-        return (int)syscall(SYS_epoll_pwait2, G.ep, evs, max, tp, NULL, 0);
+        struct timespec ts = {.tv_sec = (time_t)seconds};
+        ts.tv_nsec = (long)((seconds - (double)ts.tv_sec) * 1e9);
+        return (int)syscall(SYS_epoll_pwait2, G.ep, evs, max, &ts, NULL, 0);
     }
 #else
     G.coarse = 1;
 #endif
-    if (seconds < 0) return epoll_wait(G.ep, evs, max, -1);
-    double ms = ceil(seconds * 1000.0);
-    return epoll_wait(G.ep, evs, max, ms > 1e9 ? 1000000000 : (int)ms);
+    return epoll_wait(G.ep, evs, max, (int)ceil(seconds * 1000.0));
 }
 
 static void sweep(double t) {
