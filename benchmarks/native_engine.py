@@ -8,8 +8,10 @@ round, so drift on a shared machine falls on both sides alike):
 - closed loop at each ``--connections`` (default 1, 10, 100, 1000): the C
   reference client (``servers/c/echo_client.c``), the native engine and the
   python engine, each for ``--duration`` seconds after ``--warmup``;
-- open loop at each ``--rate`` (default 20k and 100k requests/s, 100
-  connections) with both engines.
+- open loop at each ``--rate`` (default 1k, 20k and 100k requests/s, 100
+  connections) with both engines: the sweep shows the fixed cost of a
+  wake-up (at 1k/s each request has its own; at 100k/s a wake-up releases a
+  batch). ``--rate`` with no value skips the open loop.
 
 It prints every measurement, then per point the median over the rounds of
 each engine's ratio to the C client measured in the same round, and CPU per
@@ -177,7 +179,8 @@ def memory(args: argparse.Namespace) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--connections", type=int, nargs="+", default=[1, 10, 100, 1000])
-    parser.add_argument("--rate", type=float, nargs="*", default=[20_000.0, 100_000.0])
+    parser.add_argument("--rate", type=float, nargs="*", default=[1_000.0, 20_000.0, 100_000.0],
+                        help="open-loop offered rates, requests/s (default 1k 20k 100k)")
     parser.add_argument("--open-connections", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=2.0)

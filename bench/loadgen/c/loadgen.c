@@ -22,13 +22,23 @@
  *
  * One thread, one level-triggered epoll set over non-blocking sockets. A
  * client keeps one connection and sends one request at a time on it: at once
- * when it is free (closed loop) or when the schedule says (open loop: a
- * timerfd releases every request that is due at one wake-up, armed no closer
- * than BATCH_HORIZON_S so a high rate costs one wake-up per batch, not per
- * request). Every echo byte is compared with the message sent; a file reply
- * must have the header "OK <size>" and exactly size bytes, and a sampled
- * fraction is SHA-256 hashed (libcrypto) and compared. Outcomes use the
- * Python engine's taxonomy (bench/loadgen/clients.py, recording.py).
+ * when it is free (closed loop) or when the schedule says (open loop: every
+ * request that is due is released at one wake-up of the loop, and the next
+ * release is due no closer than BATCH_HORIZON_S after a wake-up, so a high
+ * rate costs one wake-up per batch, not per request). The release deadline
+ * is the epoll_pwait2 timeout itself (nanoseconds), so a release costs one
+ * system call, not three (epoll_wait, then read and timerfd_settime of a
+ * timerfd). What remains of a wake-up's fixed cost is the kernel's: going
+ * to sleep and being woken, once for the release and once for the reply
+ * when the rate is too low for batches. Kernels before 5.11 lack
+ * epoll_pwait2: there the timeout is epoll_wait's, rounded up to a
+ * millisecond, and the report says so (coarse_timer; late starts then show
+ * the coarser schedule).
+ *
+ * Every echo byte is compared with the message sent; a file reply must have
+ * the header "OK <size>" and exactly size bytes, and a sampled fraction is
+ * SHA-256 hashed (libcrypto) and compared. Outcomes use the Python engine's
+ * taxonomy (bench/loadgen/clients.py, recording.py).
  *
  * End of run: at the window's end nothing new is sent; replies in flight
  * get up to DRAIN_S to arrive (so no unread bytes make close() send a
@@ -57,7 +67,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
-#include <sys/timerfd.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 #ifdef HAVE_LIBCRYPTO
@@ -114,8 +124,6 @@
 #define INITIAL_BUFFER (64 * 1024)
 #define INITIAL_PAIRS 4096
 
-#define TIMER_TAG UINT64_MAX
-
 enum cstate { C_NONE, C_RETRY, C_CONNECTING, C_IDLE, C_BUSY, C_CLOSED };
 enum { ERR_RESET, ERR_TIMEOUT, ERR_CLOSED_EARLY, ERR_SHORT, ERR_CORRUPT, N_ERR };
 static const char *ERR_NAMES[N_ERR] = {"reset", "timeout", "closed_early", "short", "corrupt"};
@@ -156,7 +164,8 @@ static struct {
     unsigned long long seed;
     /* run */
     double run_start, window_start, window_end;
-    int ep, tfd;
+    int ep;
+    int coarse;                   /* no epoll_pwait2: millisecond timeouts */
     unsigned char *buf; size_t buf_size;
     char *message;
     struct conn *conns;
@@ -165,7 +174,7 @@ static struct {
     int stopping;
     double sample_acc;
     /* open loop */
-    long long released, started; double t0, step, t_stop, armed_at;
+    long long released, started; double t0, step, t_stop, release_at;
     struct conn *idle_head, *idle_tail;
     long long wakeups, late_starts, late_generator;
     double lag_max, lag_sum;
@@ -495,6 +504,7 @@ static void connect_failed(int err) {
 /* ------------------------------------------------------------------ connections */
 
 static void start_connect(struct conn *c);
+static int wait_events(struct epoll_event *evs, int max, double seconds);
 static void send_request(struct conn *c, double t_intended);
 static void conn_ready(struct conn *c);
 
@@ -703,22 +713,14 @@ static void conn_ready(struct conn *c) {
     G.idle_tail = c;
 }
 
-static void arm_timer(double when) {
-    struct itimerspec its = {0};
-    if (when < 1e-6) when = 1e-6;  /* 0 would disarm */
-    its.it_value.tv_sec = (time_t)when;
-    its.it_value.tv_nsec = (long)((when - (double)its.it_value.tv_sec) * 1e9);
-    if (timerfd_settime(G.tfd, TFD_TIMER_ABSTIME, &its, NULL) < 0) fail_run("timerfd_settime: %s", strerror(errno));
-}
-
-/* Open loop: release every request due by now, start what has a free
- * connection, and make sure the timer fires by the next due time (armed no
- * closer than the batch horizon). Called at every wake-up of the loop, not
- * only the timer's: a wake-up for a reply releases what has come due, and
- * a timer already armed between the next due time and the horizon is kept
- * (each timerfd_settime is a system call). */
-static void release_due(void) {
-    double t = now();
+/* Open loop: release every request due by t, start what has a free
+ * connection, and set the next release deadline (G.release_at, the loop's
+ * wake-up time) to the next due time but no closer than the batch horizon
+ * after this wake-up. Called at every wake-up of the loop, whatever woke it:
+ * a wake-up for a reply releases what has come due. A deadline already set
+ * between the next due time and the horizon is kept, so wake-ups for replies
+ * do not push a release later and later. */
+static void release_due(double t) {
     double due_until = t < G.t_stop ? t : G.t_stop;
     long long released = due_until >= G.t0 ? (long long)((due_until - G.t0) / G.step) + 1 : 0;
     if (released > G.released) {
@@ -739,19 +741,9 @@ static void release_due(void) {
         }
     }
     double next_due = G.t0 + (double)G.released * G.step;
-    if (next_due >= G.t_stop) return;
+    if (next_due >= G.t_stop) { G.release_at = INFINITY; return; }
     double want = next_due > t + BATCH_HORIZON_S ? next_due : t + BATCH_HORIZON_S;
-    if (G.armed_at < next_due || G.armed_at > want) {
-        arm_timer(want);
-        G.armed_at = want;
-    }
-}
-
-static void tick(void) {
-    uint64_t expirations;
-    if (read(G.tfd, &expirations, sizeof expirations) < 0 && errno == EAGAIN) return;
-    G.armed_at = -1.0;  /* fired: nothing armed */
-    release_due();
+    if (G.release_at < next_due || G.release_at > want) G.release_at = want;
 }
 
 /* ------------------------------------------------------------------ replies */
@@ -985,13 +977,8 @@ static void setup(void) {
     G.tl_touched = calloc(COUNTS_LEN, sizeof(int));
     G.ep = epoll_create1(EPOLL_CLOEXEC);
     if (G.ep < 0) fail_run("epoll_create1: %s", strerror(errno));
-    G.tfd = -1;
-    if (G.open_loop) {
-        G.tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-        if (G.tfd < 0) fail_run("timerfd_create: %s", strerror(errno));
-        struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TIMER_TAG};
-        epoll_ctl(G.ep, EPOLL_CTL_ADD, G.tfd, &ev);
-    }
+    struct epoll_event probe;
+    if (wait_events(&probe, 1, 0.0) < 0 && errno == ENOSYS) G.coarse = 1;  /* reported as coarse_timer */
 }
 
 /* ------------------------------------------------------------------ run */
@@ -1001,10 +988,19 @@ static void sleep_until(double t) {
     while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {}
 }
 
-static int timeout_ms(double until, double t) {
-    double ms = (until - t) * 1000.0;
-    if (ms <= 0) return 0;
-    return (int)ceil(ms);
+/* epoll_wait for up to `seconds` (>= 0; the loop's deadlines are at most a
+ * second ahead), to the nanosecond where the kernel has epoll_pwait2. */
+static int wait_events(struct epoll_event *evs, int max, double seconds) {
+#ifdef SYS_epoll_pwait2
+    if (!G.coarse) {
+        struct timespec ts = {.tv_sec = (time_t)seconds};
+        ts.tv_nsec = (long)((seconds - (double)ts.tv_sec) * 1e9);
+        return (int)syscall(SYS_epoll_pwait2, G.ep, evs, max, &ts, NULL, 0);
+    }
+#else
+    G.coarse = 1;
+#endif
+    return epoll_wait(G.ep, evs, max, (int)ceil(seconds * 1000.0));
 }
 
 static void sweep(double t) {
@@ -1023,17 +1019,15 @@ static void sweep(double t) {
     }
 }
 
-static void poll_once(int ms) {
+/* Wait until `until` (monotonic seconds) or an event, and handle the events.
+ * The timeout is taken from a fresh clock reading: the caller may have spent
+ * a while sending a batch since its own. */
+static void poll_once(double until) {
     struct epoll_event evs[MAX_EVENTS];
-    int n = epoll_wait(G.ep, evs, MAX_EVENTS, ms);
+    double t = now();
+    int n = wait_events(evs, MAX_EVENTS, until > t ? until - t : 0.0);
     if (n < 0 && errno != EINTR) fail_run("epoll_wait: %s", strerror(errno));
-    int timer = 0;
-    for (int i = 0; i < n; i++) {
-        if (evs[i].data.u64 == TIMER_TAG) timer = 1;
-        else on_event(&G.conns[evs[i].data.u64], evs[i].events);
-    }
-    if (timer) tick();
-    else if (G.open_loop && G.tfd >= 0 && n > 0) release_due();
+    for (int i = 0; i < n; i++) on_event(&G.conns[evs[i].data.u64], evs[i].events);
 }
 
 struct end { double cpu_s, wall_s, start_late, pending_oldest; long long connecting, pending, unstarted; };
@@ -1069,12 +1063,13 @@ static struct end run(void) {
     int marked = 0;
     if (G.warmup_s <= 0) { cpu_mark = cpu_seconds(); wall_mark = now(); marked = 1; }
     for (int i = 0; i < G.clients; i++) start_connect(&G.conns[i]);
-    if (G.open_loop) { G.released = 0; arm_timer(G.t0); G.armed_at = G.t0; }
+    if (G.open_loop) { G.released = 0; G.release_at = G.t0; }
     double next_sweep = t + period;
     for (;;) {
         t = now();
         if (!marked && t >= G.window_start) { cpu_mark = cpu_seconds(); wall_mark = t; marked = 1; }
         if (t >= G.window_end) break;
+        if (G.open_loop) release_due(t);
         while (G.rq_len && G.retry_at[G.rq_head] <= t) {
             struct conn *c = &G.conns[G.retry_q[G.rq_head]];
             G.rq_head = (G.rq_head + 1) % G.clients;
@@ -1085,7 +1080,8 @@ static struct end run(void) {
         double until = G.window_end < next_sweep ? G.window_end : next_sweep;
         if (!marked && G.window_start < until) until = G.window_start;
         if (G.rq_len && G.retry_at[G.rq_head] < until) until = G.retry_at[G.rq_head];
-        poll_once(timeout_ms(until, t));
+        if (G.open_loop && G.release_at < until) until = G.release_at;
+        poll_once(until);
     }
     if (!marked) { cpu_mark = cpu_seconds(); wall_mark = G.window_start; }
     double cpu_end = cpu_seconds(), wall_end = now();
@@ -1111,7 +1107,6 @@ static struct end run(void) {
         G.censored[us_index(G.window_end - (G.t0 + (double)i * G.step))]++;
     /* Clean end: nothing new is sent; cancel connects, close idle connections,
      * and give replies in flight DRAIN_S to arrive so that closing sends a FIN. */
-    if (G.tfd >= 0) { close(G.tfd); G.tfd = -1; }
     for (int i = 0; i < G.clients; i++) {
         struct conn *c = &G.conns[i];
         if (c->state == C_CONNECTING || c->state == C_IDLE) { close_conn(c, 0); c->state = C_CLOSED; }
@@ -1119,7 +1114,7 @@ static struct end run(void) {
     }
     G.rq_len = 0;
     double drain_end = now() + DRAIN_S;
-    while (G.busy > 0 && (t = now()) < drain_end) poll_once(timeout_ms(drain_end, t));
+    while (G.busy > 0 && (t = now()) < drain_end) poll_once(drain_end);
     for (int i = 0; i < G.clients; i++) if (G.conns[i].fd >= 0) close_conn(&G.conns[i], 0);
     tl_flush();
     e.wall_s = wall_end - wall_mark > 1e-9 ? wall_end - wall_mark : 1e-9;
@@ -1203,7 +1198,7 @@ static void report(struct end *e) {
     outf(&o, ", \"start_late_s\": %.6f, \"connecting_at_end\": %lld", e->start_late, e->connecting);
     outf(&o, ", \"clients_served\": %lld", G.clients_served);
     outf(&o, ", \"pending_requests\": %lld, \"pending_oldest_s\": %.6f, \"unstarted\": %lld", e->pending, e->pending_oldest, e->unstarted);
-    outf(&o, ", \"coarse_timer\": false, \"loop_errors\": 0, \"loop_error_samples\": []");
+    outf(&o, ", \"coarse_timer\": %s, \"loop_errors\": 0, \"loop_error_samples\": []", G.open_loop && G.coarse ? "true" : "false");
     outf(&o, ", \"wakeups\": %lld, \"wake_lag_mean_s\": %.6f, \"wake_lag_p99_s\": %.6f, \"wake_lag_max_s\": %.6f",
          G.wakeups, G.wakeups ? G.lag_sum / (double)G.wakeups : 0.0, lag_percentile(99.0), G.lag_max);
     outf(&o, ", \"warnings\": [");
