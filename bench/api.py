@@ -101,8 +101,10 @@ class Results:
         """
         run_id = run if isinstance(run, str) else str(run["run_id"])
         if run_id not in set(self.runs["run_id"]):
-            raise KeyError(f"no run {run_id!r} in {self.path}; runs: {', '.join(self.runs['run_id'][:5])}"
-                           + (" ..." if len(self.runs) > 5 else ""))
+            raise KeyError(
+                f"no run {run_id!r} in {self.path}; runs: {', '.join(self.runs['run_id'][:5])}"
+                + (" ..." if len(self.runs) > 5 else "")
+            )
         return self._results.histogram(run_id, kind)
 
     def merged_histogram(self, model: str, point: int, kind: str = "latency") -> Any | None:
@@ -115,8 +117,13 @@ def load_results(results_dir: str | Path) -> Results:
     return Results(_load_results(results_dir))
 
 
-def run(scenario: Scenario | str | Path, *, results_root: str | Path = "results", plots: bool = False,
-        on_run: Callable[[Any, dict[str, Any], int, int], None] | None = None) -> Results:
+def run(
+    scenario: Scenario | str | Path,
+    *,
+    results_root: str | Path = "results",
+    plots: bool = False,
+    on_run: Callable[[Any, dict[str, Any], int, int], None] | None = None,
+) -> Results:
     """Run ``scenario`` (a :class:`Scenario` or a path) as ``bench run`` does and return its results.
 
     The results folder is created under ``results_root``; ``plots`` also

@@ -82,10 +82,15 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("scenario", type=Path, help="scenario file (see scenarios/)")
     add_override_argument(parser)
-    parser.add_argument("--results", type=Path, default=Path("results"),
-                        help="folder that receives the new results folder (default: results)")
-    parser.add_argument("--no-plots", action="store_true",
-                        help="skip figures and report at the end (bench plot / bench report later)")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=Path("results"),
+        help="folder that receives the new results folder (default: results)",
+    )
+    parser.add_argument(
+        "--no-plots", action="store_true", help="skip figures and report at the end (bench plot / bench report later)"
+    )
     from bench.thresholds import add_threshold_argument
 
     add_threshold_argument(parser)
@@ -113,7 +118,9 @@ def run_line(plan: Any, row: dict[str, Any]) -> str:
         f"procs {row.get('procs_peak', '-')} threads {row.get('threads_peak', '-')}",
     ]
     if oldest >= 1.0:  # far above any answered request on loopback: these clients were ignored
-        parts.append(f"{plural(int(row.get('req_pending') or 0), 'request')} unanswered at the end (oldest {oldest:.1f} s)")
+        parts.append(
+            f"{plural(int(row.get('req_pending') or 0), 'request')} unanswered at the end (oldest {oldest:.1f} s)"
+        )
     served, clients = row.get("clients_served"), row.get("clients")
     if served is not None and clients and served < clients:
         parts.append(f"served {served}/{clients} clients")
@@ -124,8 +131,19 @@ def run_line(plan: Any, row: dict[str, Any]) -> str:
 
 #: The summary's columns after model and point, in the order they are placed: when the
 #: terminal is too narrow for all, the ones that do not fit go to a further table.
-_SUMMARY_COLUMNS = ("runs", "req/s", "p50", "p99", "errors", "CI of the median", "connects timed out/pending",
-                    "peak PSS", "peak RSS", "procs/threads", "flags")
+_SUMMARY_COLUMNS = (
+    "runs",
+    "req/s",
+    "p50",
+    "p99",
+    "errors",
+    "CI of the median",
+    "connects timed out/pending",
+    "peak PSS",
+    "peak RSS",
+    "procs/threads",
+    "flags",
+)
 #: The flags column wraps its text; it is never narrower than this.
 _FLAGS_MIN_WIDTH = 16
 
@@ -148,23 +166,30 @@ def _summary_rows(results_dir: Path) -> list[dict[str, str]]:
             flags.append("busy machine")
         if served_phrase(row):
             flags.append(served_phrase(row))
-        ci = (f"{fmt_whole(row['req_per_s_ci_low'])}-{fmt_whole(row['req_per_s_ci_high'])} "
-              f"({ci_label(row['req_per_s_ci_level'])})"
-              if row["req_per_s_ci_low"] is not None and row["req_per_s_ci_low"] == row["req_per_s_ci_low"]
-              else "-")
-        rows.append({
-            "model": str(row["model"]), "point": str(row["label"] or "-"), "runs": f"{row['n_ok']}/{row['n_runs']}",
-            "req/s": fmt_whole(row["req_per_s_median"]), "CI of the median": ci,
-            "p50": bound_mark(row, "lat_p50_us") + fmt_time_us(row["lat_p50_us_median"]),
-            "p99": bound_mark(row, "lat_p99_us") + fmt_time_us(row["lat_p99_us_median"]),
-            "connects timed out/pending": f"{fmt_whole(row['conn_timeout_median'])}/"
-                                          f"{fmt_whole(row['conn_pending_median'])}",
-            "errors": fmt_whole(row["errors_median"]),
-            "peak PSS": fmt_bytes(row["mem_pss_peak_bytes_median"]),
-            "peak RSS": fmt_bytes(row["mem_rss_peak_bytes_median"]),
-            "procs/threads": f"{fmt_whole(row['procs_peak_median'])}/{fmt_whole(row['threads_peak_median'])}",
-            "flags": ", ".join(flags),
-        })
+        ci = (
+            f"{fmt_whole(row['req_per_s_ci_low'])}-{fmt_whole(row['req_per_s_ci_high'])} "
+            f"({ci_label(row['req_per_s_ci_level'])})"
+            if row["req_per_s_ci_low"] is not None and row["req_per_s_ci_low"] == row["req_per_s_ci_low"]
+            else "-"
+        )
+        rows.append(
+            {
+                "model": str(row["model"]),
+                "point": str(row["label"] or "-"),
+                "runs": f"{row['n_ok']}/{row['n_runs']}",
+                "req/s": fmt_whole(row["req_per_s_median"]),
+                "CI of the median": ci,
+                "p50": bound_mark(row, "lat_p50_us") + fmt_time_us(row["lat_p50_us_median"]),
+                "p99": bound_mark(row, "lat_p99_us") + fmt_time_us(row["lat_p99_us_median"]),
+                "connects timed out/pending": f"{fmt_whole(row['conn_timeout_median'])}/"
+                f"{fmt_whole(row['conn_pending_median'])}",
+                "errors": fmt_whole(row["errors_median"]),
+                "peak PSS": fmt_bytes(row["mem_pss_peak_bytes_median"]),
+                "peak RSS": fmt_bytes(row["mem_rss_peak_bytes_median"]),
+                "procs/threads": f"{fmt_whole(row['procs_peak_median'])}/{fmt_whole(row['threads_peak_median'])}",
+                "flags": ", ".join(flags),
+            }
+        )
     return rows
 
 
@@ -188,8 +213,11 @@ def _summary_tables(results_dir: Path, width: int) -> list[Any]:
     def needed(col: str, split_headers: bool) -> int:
         head = longest_word(col) if split_headers else len(col)
         if col in ("flags", "point"):  # these wrap at spaces, down to their longest word
-            return max(head, max((longest_word(r[col]) for r in rows), default=0),
-                       min(_FLAGS_MIN_WIDTH, max((len(r[col]) for r in rows), default=0)))
+            return max(
+                head,
+                max((longest_word(r[col]) for r in rows), default=0),
+                min(_FLAGS_MIN_WIDTH, max((len(r[col]) for r in rows), default=0)),
+            )
         return max([head] + [len(r[col]) for r in rows])
 
     def table_width(cols: list[str], split_headers: bool) -> int:
@@ -209,9 +237,13 @@ def _summary_tables(results_dir: Path, width: int) -> list[Any]:
         table = Table(title=title, title_justify="left")
         for col in key + cols:
             wraps = col in ("flags", "point")
-            table.add_column("\n".join(col.split()) if split else col,
-                             justify="left" if col in ("model", "point", "flags") else "right",
-                             no_wrap=not wraps, overflow="fold", min_width=needed(col, split))
+            table.add_column(
+                "\n".join(col.split()) if split else col,
+                justify="left" if col in ("model", "point", "flags") else "right",
+                no_wrap=not wraps,
+                overflow="fold",
+                min_width=needed(col, split),
+            )
         for row in rows:
             table.add_row(*(row[c] for c in key + cols))
         tables.append(table)
@@ -243,20 +275,31 @@ def run_command(args: argparse.Namespace) -> int:
 
     try:
         with progress:
-            results_dir = run_scenario(scenario, results_root=args.results, on_start=on_start,
-                                       on_run=progress.on_run, on_phase=progress.on_phase,
-                                       plots=not args.no_plots, warn=progress.warn)
+            results_dir = run_scenario(
+                scenario,
+                results_root=args.results,
+                on_start=on_start,
+                on_run=progress.on_run,
+                on_phase=progress.on_phase,
+                plots=not args.no_plots,
+                warn=progress.warn,
+            )
     except ScenarioRefused as exc:
         print(f"error: {args.scenario}: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except DiskFull as exc:
         where = f" in {started[0]}" if started else ""
-        print(f"error: {exc}. Every run finished before it is saved{where}; free some space and "
-              f"run `bench plot` / `bench report` on the folder.", file=sys.stderr)
+        print(
+            f"error: {exc}. Every run finished before it is saved{where}; free some space and "
+            f"run `bench plot` / `bench report` on the folder.",
+            file=sys.stderr,
+        )
         return 1
     except Interrupted as exc:
-        console.print(f"[yellow]Interrupted[/] by {exc.by}. {_what_is_saved(exc.results_dir, exc.summary_written)}",
-                      highlight=False)
+        console.print(
+            f"[yellow]Interrupted[/] by {exc.by}. {_what_is_saved(exc.results_dir, exc.summary_written)}",
+            highlight=False,
+        )
         return exit_status_for_signal(exc.signum)
     except KeyboardInterrupt as exc:
         # Only before run_scenario took over the signals, or after it returned.
@@ -274,8 +317,11 @@ def run_command(args: argparse.Namespace) -> int:
     passed = _print_thresholds(console, results_dir)
     failed = _count_failed(results_dir)
     if failed:
-        console.print(f"[red]{failed} run{'' if failed == 1 else 's'} did not finish ok[/]: see the error column of runs.csv "
-                      f"(exit status {EXIT_FAILED})", highlight=False)
+        console.print(
+            f"[red]{failed} run{'' if failed == 1 else 's'} did not finish ok[/]: see the error column of runs.csv "
+            f"(exit status {EXIT_FAILED})",
+            highlight=False,
+        )
         return EXIT_FAILED
     if not passed:
         console.print(f"[red]A threshold was crossed[/] (exit status {EXIT_CROSSED})", highlight=False)
@@ -360,46 +406,95 @@ def build_parser() -> argparse.ArgumentParser:
     from bench.loadgen import cli as load_cli
 
     parser = argparse.ArgumentParser(
-        prog="bench", formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="bench",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="sockbench: measure and teach how server concurrency models (socketserver,\n"
-                    "selectors, asyncio, a C reference) behave under load.",
-        epilog=EXAMPLES + "\n" + EXIT_STATUS_HELP + "\nbench COMMAND -h says more about each command.")
+        "selectors, asyncio, a C reference) behave under load.",
+        epilog=EXAMPLES + "\n" + EXIT_STATUS_HELP + "\nbench COMMAND -h says more about each command.",
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s (sockbench) {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(name: str, help_text: str, add_args: Callable[[argparse.ArgumentParser], object],
-            handler: Callable[[argparse.Namespace], int], **kwargs: Any) -> None:
+    def add(
+        name: str,
+        help_text: str,
+        add_args: Callable[[argparse.ArgumentParser], object],
+        handler: Callable[[argparse.Namespace], int],
+        **kwargs: Any,
+    ) -> None:
         p = sub.add_parser(name, help=help_text, description=help_text, **kwargs)
         add_args(p)
         p.set_defaults(handler=handler)
 
-    add("run", "run a scenario: start each server, drive it, measure, save, plot, report",
-        _add_run_arguments, run_command)
-    add("validate", "check scenario files without running them",
-        scenario.add_validate_arguments, scenario.validate_command)
-    add("serve", "start one server model by hand (see bench serve -h)",
-        lambda p: p.add_argument("server_args", nargs=argparse.REMAINDER), serve_command, add_help=False)
-    add("load", "drive a running server (any RFC 862 echo server works) and print what was measured",
-        load_cli.add_arguments, load_cli.run)
-    add("calibrate", "measure the machine's ceilings and the load generator's own",
-        calibrate.add_arguments, calibrate.run)
+    add(
+        "run",
+        "run a scenario: start each server, drive it, measure, save, plot, report",
+        _add_run_arguments,
+        run_command,
+    )
+    add(
+        "validate",
+        "check scenario files without running them",
+        scenario.add_validate_arguments,
+        scenario.validate_command,
+    )
+    add(
+        "serve",
+        "start one server model by hand (see bench serve -h)",
+        lambda p: p.add_argument("server_args", nargs=argparse.REMAINDER),
+        serve_command,
+        add_help=False,
+    )
+    add(
+        "load",
+        "drive a running server (any RFC 862 echo server works) and print what was measured",
+        load_cli.add_arguments,
+        load_cli.run,
+    )
+    add(
+        "calibrate",
+        "measure the machine's ceilings and the load generator's own",
+        calibrate.add_arguments,
+        calibrate.run,
+    )
     add("plot", "draw the figures of a results folder", plots.add_plot_arguments, plots.plot_command)
-    add("report", "write the self-contained HTML report of a results folder",
-        report.add_report_arguments, report.report_command)
-    add("compare", "compare result sets of the same scenario (ratios, significance, overlays)",
-        compare.add_compare_arguments, compare.compare_command)
-    add("columns", "print what every column of runs.csv and timeline.csv means (each results folder has it "
-        "as COLUMNS.md)", _add_columns_arguments, columns_command)
-    add("completion", "print a shell completion script (bash, zsh, fish, ...; see bench -h)",
-        _add_completion_arguments, lambda args: completion_command(args, parser))
+    add(
+        "report",
+        "write the self-contained HTML report of a results folder",
+        report.add_report_arguments,
+        report.report_command,
+    )
+    add(
+        "compare",
+        "compare result sets of the same scenario (ratios, significance, overlays)",
+        compare.add_compare_arguments,
+        compare.compare_command,
+    )
+    add(
+        "columns",
+        "print what every column of runs.csv and timeline.csv means (each results folder has it as COLUMNS.md)",
+        _add_columns_arguments,
+        columns_command,
+    )
+    add(
+        "completion",
+        "print a shell completion script (bash, zsh, fish, ...; see bench -h)",
+        _add_completion_arguments,
+        lambda args: completion_command(args, parser),
+    )
     return parser
 
 
 def _add_columns_arguments(parser: argparse.ArgumentParser) -> None:
     from bench.results import COLUMN_FILES
 
-    parser.add_argument("file", nargs="?", choices=list(COLUMN_FILES), metavar="FILE",
-                        help=f"only this file's columns ({' or '.join(COLUMN_FILES)}; default: both)")
+    parser.add_argument(
+        "file",
+        nargs="?",
+        choices=list(COLUMN_FILES),
+        metavar="FILE",
+        help=f"only this file's columns ({' or '.join(COLUMN_FILES)}; default: both)",
+    )
 
 
 def columns_command(args: argparse.Namespace) -> int:

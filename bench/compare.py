@@ -101,26 +101,37 @@ class ComparisonResult:
     results: list[Results] = field(repr=False)
     table: pd.DataFrame
     swept: list[str]
-    notes: list[str]          # differences that are allowed (non-swept params, environment)
-    mismatches: list[str]     # differences that needed --force
+    notes: list[str]  # differences that are allowed (non-swept params, environment)
+    mismatches: list[str]  # differences that needed --force
 
-    facet: str = ""           # set on a one-service view (see figures)
+    facet: str = ""  # set on a one-service view (see figures)
 
     def figures(self) -> dict[str, Figure]:
         """Overlay figures (throughput, latency) and the ratio figure, per service when there are several."""
         from bench.plots import style
 
         services = self.results[0].services
-        views = [self] if len(services) == 1 else [
-            dataclasses.replace(self, results=[r.subset(svc) for r in self.results],
-                                table=self.table[self.table["service"] == svc] if len(self.table) else self.table,
-                                swept=self.results[0].subset(svc).swept, facet=svc)
-            for svc in services]
+        views = (
+            [self]
+            if len(services) == 1
+            else [
+                dataclasses.replace(
+                    self,
+                    results=[r.subset(svc) for r in self.results],
+                    table=self.table[self.table["service"] == svc] if len(self.table) else self.table,
+                    swept=self.results[0].subset(svc).swept,
+                    facet=svc,
+                )
+                for svc in services
+            ]
+        )
         out: dict[str, Figure | None] = {}
         with style.settings():
             for v in views:
                 suffix = f"_{v.facet}" if v.facet else ""
-                out["throughput" + suffix] = _overlay_figure(v, style, ["mb_per_s" if v.service == "file" else "req_per_s"])
+                out["throughput" + suffix] = _overlay_figure(
+                    v, style, ["mb_per_s" if v.service == "file" else "req_per_s"]
+                )
                 out["latency" + suffix] = _overlay_figure(v, style, ["lat_p50_us", "lat_p99_us"])
                 out["ratios" + suffix] = _ratio_figure(v, style)
         return {k: fig for k, fig in out.items() if fig is not None}
@@ -142,9 +153,19 @@ class ComparisonResult:
         for name, fig in self.figures().items():
             written += save_figure(fig, out_dir / name, formats)
         notes = out_dir / "README.txt"
-        write_text_atomically(notes, "\n".join(
-            ["bench compare", *[f"  {lab}: {d}" for lab, d in zip(self.labels, self.dirs)], "",
-             *[f"note: {n}" for n in self.notes], *[f"forced past: {m}" for m in self.mismatches]]) + "\n")
+        write_text_atomically(
+            notes,
+            "\n".join(
+                [
+                    "bench compare",
+                    *[f"  {lab}: {d}" for lab, d in zip(self.labels, self.dirs)],
+                    "",
+                    *[f"note: {n}" for n in self.notes],
+                    *[f"forced past: {m}" for m in self.mismatches],
+                ]
+            )
+            + "\n",
+        )
         written.append(notes)
         return written
 
@@ -170,21 +191,31 @@ def scenario_differences(results: Sequence[Results]) -> tuple[list[str], list[st
         if a.services != b.services:
             blocking.append(f"service differs: {' and '.join(a.services)} vs {' and '.join(b.services)} ({pair})")
         if a.swept != b.swept:
-            blocking.append(f"swept parameters differ: {', '.join(a.swept) or 'none'} vs "
-                            f"{', '.join(b.swept) or 'none'} ({pair})")
+            blocking.append(
+                f"swept parameters differ: {', '.join(a.swept) or 'none'} vs {', '.join(b.swept) or 'none'} ({pair})"
+            )
         else:
             ka, kb = _point_keys(a, a.swept), _point_keys(b, b.swept)
             if list(ka) != list(kb):
                 several = len({k[0] for k in (*ka, *kb)}) > 1
                 only_a = [_key_text(k, a.swept, several) for k in ka if k not in kb]
                 only_b = [_key_text(k, a.swept, several) for k in kb if k not in ka]
-                what = "; ".join(filter(None, [f"only in {a.path.name}: {', '.join(only_a)}" if only_a else "",
-                                               f"only in {b.path.name}: {', '.join(only_b)}" if only_b else ""]))
+                what = "; ".join(
+                    filter(
+                        None,
+                        [
+                            f"only in {a.path.name}: {', '.join(only_a)}" if only_a else "",
+                            f"only in {b.path.name}: {', '.join(only_b)}" if only_b else "",
+                        ],
+                    )
+                )
                 blocking.append(f"points differ: {what or 'same values in another order'} ({pair})")
         ma, mb = set(a.models), set(b.models)
         if ma != mb:
-            allowed.append(f"models differ, compared on the common ones: only in {a.path.name}: "
-                           f"{', '.join(sorted(ma - mb)) or '-'}; only in {b.path.name}: {', '.join(sorted(mb - ma)) or '-'}")
+            allowed.append(
+                f"models differ, compared on the common ones: only in {a.path.name}: "
+                f"{', '.join(sorted(ma - mb)) or '-'}; only in {b.path.name}: {', '.join(sorted(mb - ma)) or '-'}"
+            )
         for p in PARAMETER_COLUMNS:
             if p in a.swept or p in b.swept:
                 continue
@@ -233,8 +264,7 @@ def _seconds(v: Any) -> str:
 def settings_differences(a: Results, b: Results) -> list[str]:
     """'duration: 5 s vs 10 s', ... for every setting recorded on both sides that differs."""
     sa, sb = run_settings(a), run_settings(b)
-    return [f"{name}: {sa[name]} vs {sb[name]}" for name in sa
-            if sa[name] and sb.get(name) and sa[name] != sb[name]]
+    return [f"{name}: {sa[name]} vs {sb[name]}" for name in sa if sa[name] and sb.get(name) and sa[name] != sb[name]]
 
 
 def _key_text(key: tuple, swept: Sequence[str], with_service: bool = True) -> str:
@@ -263,8 +293,11 @@ def make_labels(results: Sequence[Results]) -> list[str]:
         labels = [f"Python {p}" for p in pythons]
     else:
         swept = set().union(*(r.swept for r in results))
-        differing = [p for p in PARAMETER_COLUMNS if p not in swept
-                     and len({_fixed_value(r, p) for r in results}) == len(results)]
+        differing = [
+            p
+            for p in PARAMETER_COLUMNS
+            if p not in swept and len({_fixed_value(r, p) for r in results}) == len(results)
+        ]
         if differing:
             labels = [", ".join(f"{p}={_fixed_value(r, p)}" for p in differing[:2]) for r in results]
     if len(set(labels)) != len(labels) or not all(labels):
@@ -290,9 +323,12 @@ def compare(dirs: list[Path], force: bool = False) -> ComparisonResult:
     results = [load_results(Path(d)) for d in dirs]
     blocking, allowed = scenario_differences(results)
     if blocking and not force:
-        raise ScenarioMismatch("the result sets ran different scenarios: " + "; ".join(blocking)
-                               + ". Compare runs of the same scenario, or pass --force to compare "
-                               "the points they share")
+        raise ScenarioMismatch(
+            "the result sets ran different scenarios: "
+            + "; ".join(blocking)
+            + ". Compare runs of the same scenario, or pass --force to compare "
+            "the points they share"
+        )
     labels = make_labels(results)
     swept = results[0].swept
     metrics = [m for m in METRICS if m != "mb_per_s" or "file" in results[0].services]
@@ -313,31 +349,71 @@ def compare(dirs: list[Path], force: bool = False) -> ComparisonResult:
                 for metric in metrics:
                     if metric == "mb_per_s" and key[0] != "file":
                         continue  # MB/s is the file service's throughput; echo compares req/s
-                    rows.append(_compare_metric(label, labels[0], model, key, swept, metric,
-                                                va[metric].to_numpy(dtype=float), vb[metric].to_numpy(dtype=float),
-                                                several))
+                    rows.append(
+                        _compare_metric(
+                            label,
+                            labels[0],
+                            model,
+                            key,
+                            swept,
+                            metric,
+                            va[metric].to_numpy(dtype=float),
+                            vb[metric].to_numpy(dtype=float),
+                            several,
+                        )
+                    )
     table = holm(pd.DataFrame(rows))
-    return ComparisonResult(dirs=[Path(d) for d in dirs], labels=labels, results=results, table=table,
-                            swept=swept, notes=allowed, mismatches=blocking)
+    return ComparisonResult(
+        dirs=[Path(d) for d in dirs],
+        labels=labels,
+        results=results,
+        table=table,
+        swept=swept,
+        notes=allowed,
+        mismatches=blocking,
+    )
 
 
-def _compare_metric(label: str, base_label: str, model: str, key: tuple, swept: Sequence[str], metric: str,
-                    a: np.ndarray, b: np.ndarray, with_service: bool = False) -> dict[str, Any]:
+def _compare_metric(
+    label: str,
+    base_label: str,
+    model: str,
+    key: tuple,
+    swept: Sequence[str],
+    metric: str,
+    a: np.ndarray,
+    b: np.ndarray,
+    with_service: bool = False,
+) -> dict[str, Any]:
     """One row of the table before the correction (:func:`holm` fills ``p_holm``, the verdict)."""
     a, b = a[np.isfinite(a)], b[np.isfinite(b)]
     name, _ = METRICS[metric]
-    row: dict[str, Any] = {"set": label, "baseline": base_label, "model": model, "service": key[0],
-                           "point_label": _key_text(key, swept, with_service)}
+    row: dict[str, Any] = {
+        "set": label,
+        "baseline": base_label,
+        "model": model,
+        "service": key[0],
+        "point_label": _key_text(key, swept, with_service),
+    }
     row.update({p: v for p, v in zip(swept, key[1:])})
     mean_a = float(np.mean(a)) if a.size else math.nan
     mean_b = float(np.mean(b)) if b.size else math.nan
     ratio = mean_b / mean_a if a.size and b.size and mean_a != 0 else math.nan
     p_value, why_untested = significance(a, b)
-    row.update(metric=metric, metric_label=name, a_mean=mean_a, b_mean=mean_b, ratio=ratio,
-               a_median=float(np.median(a)) if a.size else math.nan,
-               b_median=float(np.median(b)) if b.size else math.nan,
-               n_a=int(a.size), n_b=int(b.size), tested=p_value is not None, p_value=p_value,
-               untested_reason=why_untested)
+    row.update(
+        metric=metric,
+        metric_label=name,
+        a_mean=mean_a,
+        b_mean=mean_b,
+        ratio=ratio,
+        a_median=float(np.median(a)) if a.size else math.nan,
+        b_median=float(np.median(b)) if b.size else math.nan,
+        n_a=int(a.size),
+        n_b=int(b.size),
+        tested=p_value is not None,
+        p_value=p_value,
+        untested_reason=why_untested,
+    )
     return row
 
 
@@ -412,23 +488,31 @@ def _verdict(row: dict[str, Any], family: int) -> tuple[str, str]:
     if not row["tested"]:
         return change_text, f"untested: {row['untested_reason']}"
     verdict = "significant" if row["significant"] else "not significant"
-    return change_text, (f"{verdict}: {TEST_NAME} of {row['metric_label']}, {runs}, p={row['p_value']:.2g}, "
-                         f"Holm p={row['p_holm']:.2g} over {plural(family, 'test')}")
+    return change_text, (
+        f"{verdict}: {TEST_NAME} of {row['metric_label']}, {runs}, p={row['p_value']:.2g}, "
+        f"Holm p={row['p_holm']:.2g} over {plural(family, 'test')}"
+    )
 
 
 # --------------------------------------------------------------------------
 # Figures
 
 
-def _set_series(cmp: ComparisonResult, res: Results, model: str, metric: str) -> tuple[list[Any], np.ndarray, np.ndarray, np.ndarray]:
+def _set_series(
+    cmp: ComparisonResult, res: Results, model: str, metric: str
+) -> tuple[list[Any], np.ndarray, np.ndarray, np.ndarray]:
     agg = res.aggregate
     rows = agg[agg["model"] == model]
     x_param = cmp.swept[0] if cmp.swept else None
     if x_param:
         rows = rows.sort_values(x_param)
     xs = list(rows[x_param]) if x_param else [0]
-    return (xs, rows[f"{metric}_median"].to_numpy(dtype=float), rows[f"{metric}_min"].to_numpy(dtype=float),
-            rows[f"{metric}_max"].to_numpy(dtype=float))
+    return (
+        xs,
+        rows[f"{metric}_median"].to_numpy(dtype=float),
+        rows[f"{metric}_min"].to_numpy(dtype=float),
+        rows[f"{metric}_max"].to_numpy(dtype=float),
+    )
 
 
 def _overlay_figure(cmp: ComparisonResult, style: Any, metrics: Sequence[str]) -> Figure | None:
@@ -466,26 +550,51 @@ def _overlay_figure(cmp: ComparisonResult, style: Any, metrics: Sequence[str]) -
         else:
             ax.set_xticks(range(len(models)), models, rotation=20, ha="right")
         name, _ = METRICS[metric]
-        ax.set_title({"req_per_s": "throughput", "mb_per_s": "throughput",
-                      "lat_p50_us": "median (p50) latency", "lat_p99_us": "p99 latency"}[metric], fontsize=10)
+        ax.set_title(
+            {
+                "req_per_s": "throughput",
+                "mb_per_s": "throughput",
+                "lat_p50_us": "median (p50) latency",
+                "lat_p99_us": "p99 latency",
+            }[metric],
+            fontsize=10,
+        )
     for ax, metric in zip(axes.flat, metrics):
         if metric.startswith("lat_"):
             style.time_axis(ax, "y", values)
         else:
             style.count_axis(ax, values)
     first = metrics[0]
-    axes[0, 0].set_ylabel({"req_per_s": "throughput (requests/s)", "mb_per_s": "throughput (MB/s)"}.get(
-        first, "request latency (log scale)"))
+    axes[0, 0].set_ylabel(
+        {"req_per_s": "throughput (requests/s)", "mb_per_s": "throughput (MB/s)"}.get(
+            first, "request latency (log scale)"
+        )
+    )
     handles = style.model_handles(models)
-    handles += [Line2D([], [], color="#555555", linestyle=SET_STYLES[i % 4], marker="o",
-                       markerfacecolor="#555555" if i == 0 else "white",
-                       label=f"{chr(65 + i)}: {lab}") for i, lab in enumerate(cmp.labels)]
+    handles += [
+        Line2D(
+            [],
+            [],
+            color="#555555",
+            linestyle=SET_STYLES[i % 4],
+            marker="o",
+            markerfacecolor="#555555" if i == 0 else "white",
+            label=f"{chr(65 + i)}: {lab}",
+        )
+        for i, lab in enumerate(cmp.labels)
+    ]
     style.legend_right(fig, handles)
     what = "throughput" if not first.startswith("lat_") else "latency"
     grow = PARAM_TEXT.get(x_param, ("", ""))[0] if x_param else ""
-    style.titles(fig, f"Does {what} change between {' and '.join(cmp.labels)}?" + _facet(cmp),
-                 (f"median over repetitions, band = min-max; line style = result set {grow}".strip() if xa else
-                  "median over repetitions, whisker = min-max; filled = A, hollow = B (and later sets)"))
+    style.titles(
+        fig,
+        f"Does {what} change between {' and '.join(cmp.labels)}?" + _facet(cmp),
+        (
+            f"median over repetitions, band = min-max; line style = result set {grow}".strip()
+            if xa
+            else "median over repetitions, whisker = min-max; filled = A, hollow = B (and later sets)"
+        ),
+    )
     return fig
 
 
@@ -522,10 +631,25 @@ def _ratio_figure(cmp: ComparisonResult, style: Any) -> Figure | None:
             colour = style.model_colour(model)
             ax.plot(pos, rows["ratio"], color=colour, linestyle=SET_STYLES[(si + 1) % 4], linewidth=1.2, zorder=2)
             sig = rows["significant"].to_numpy(dtype=bool)
-            ax.plot(pos[sig], rows["ratio"].to_numpy()[sig], linestyle="none", marker=style.model_marker(model),
-                    markersize=8, color=colour, zorder=3)
-            ax.plot(pos[~sig], rows["ratio"].to_numpy()[~sig], linestyle="none", marker=style.model_marker(model),
-                    markersize=8, markerfacecolor="white", markeredgecolor=colour, zorder=3)
+            ax.plot(
+                pos[sig],
+                rows["ratio"].to_numpy()[sig],
+                linestyle="none",
+                marker=style.model_marker(model),
+                markersize=8,
+                color=colour,
+                zorder=3,
+            )
+            ax.plot(
+                pos[~sig],
+                rows["ratio"].to_numpy()[~sig],
+                linestyle="none",
+                marker=style.model_marker(model),
+                markersize=8,
+                markerfacecolor="white",
+                markeredgecolor=colour,
+                zorder=3,
+            )
     ax.axhline(1.0, color="#333333", linewidth=1, zorder=1)
     if xa:
         xa.apply(ax)
@@ -534,14 +658,25 @@ def _ratio_figure(cmp: ComparisonResult, style: Any) -> Figure | None:
     ax.set_ylabel(f"{METRICS[metric][0]} ratio (set / {cmp.labels[0]})")
     handles = style.model_handles(models) + [
         Line2D([], [], marker="o", color="#555555", linestyle="none", label="significant (Holm p < 0.05)"),
-        Line2D([], [], marker="o", color="#555555", markerfacecolor="white", linestyle="none",
-               label="not significant / untested")]
+        Line2D(
+            [],
+            [],
+            marker="o",
+            color="#555555",
+            markerfacecolor="white",
+            linestyle="none",
+            label="not significant / untested",
+        ),
+    ]
     style.legend_right(fig, handles)
     grow = PARAM_TEXT.get(x_param, ("", ""))[0] if x_param else ""
-    style.titles(fig, f"How much does throughput change against {cmp.labels[0]}?" + _facet(cmp),
-                 " ".join(filter(None, ["ratio of the means per model", grow])) + f"; above 1 = more "
-                 f"{'MB/s' if metric == 'mb_per_s' else 'requests/s'} than {cmp.labels[0]}; {TEST_NAME} over "
-                 "repetitions, Holm-corrected")
+    style.titles(
+        fig,
+        f"How much does throughput change against {cmp.labels[0]}?" + _facet(cmp),
+        " ".join(filter(None, ["ratio of the means per model", grow])) + f"; above 1 = more "
+        f"{'MB/s' if metric == 'mb_per_s' else 'requests/s'} than {cmp.labels[0]}; {TEST_NAME} over "
+        "repetitions, Holm-corrected",
+    )
     return fig
 
 
@@ -551,14 +686,30 @@ def _ratio_figure(cmp: ComparisonResult, style: Any) -> Figure | None:
 
 def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``bench compare``."""
-    parser.add_argument("dirs", nargs="+", type=Path, metavar="DIR",
-                        help="results folders; the first is the baseline the others are compared with")
-    parser.add_argument("--force", action="store_true",
-                        help="compare even if the scenarios differ (only the points they share)")
-    parser.add_argument("--output", "-o", type=Path, default=None,
-                        help="folder for the table (CSV) and figures (default: results/compare-<UTC time>/)")
-    parser.add_argument("--format", dest="formats", action="append", choices=("png", "svg", "pdf"),
-                        help="figure format; repeat for several (default: png and svg)")
+    parser.add_argument(
+        "dirs",
+        nargs="+",
+        type=Path,
+        metavar="DIR",
+        help="results folders; the first is the baseline the others are compared with",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="compare even if the scenarios differ (only the points they share)"
+    )
+    parser.add_argument(
+        "--output",
+        "-o",
+        type=Path,
+        default=None,
+        help="folder for the table (CSV) and figures (default: results/compare-<UTC time>/)",
+    )
+    parser.add_argument(
+        "--format",
+        dest="formats",
+        action="append",
+        choices=("png", "svg", "pdf"),
+        help="figure format; repeat for several (default: png and svg)",
+    )
     from bench.thresholds import add_threshold_argument
 
     add_threshold_argument(parser, regression=True)
@@ -583,8 +734,11 @@ def compare_command(args: argparse.Namespace) -> int:
         return 2
     for t in thresholds:
         if t.metric is not None and t.metric not in METRICS:
-            print(f"bench compare: --threshold {t.text!r}: bench compare compares {', '.join(METRICS)}; "
-                  f"name one of them or none ('regression < 10%')", file=sys.stderr)
+            print(
+                f"bench compare: --threshold {t.text!r}: bench compare compares {', '.join(METRICS)}; "
+                f"name one of them or none ('regression < 10%')",
+                file=sys.stderr,
+            )
             return 2
     try:
         result = compare(args.dirs, force=args.force)
@@ -614,9 +768,13 @@ def check_regression(threshold: Any, table: pd.DataFrame) -> dict[str, Any]:
     from bench.thresholds import REGRESSION_STATISTIC, Measured, check
 
     rows = table.to_dict("records") if not table.empty else []
-    measured = [Measured(r["model"], f"{r['point_label']} {r['metric_label']} ({r['set']})",
-                         regression_pct(r["metric"], r["ratio"]))
-                for r in rows if threshold.metric in (None, r["metric"])]
+    measured = [
+        Measured(
+            r["model"], f"{r['point_label']} {r['metric_label']} ({r['set']})", regression_pct(r["metric"], r["ratio"])
+        )
+        for r in rows
+        if threshold.metric in (None, r["metric"])
+    ]
     return check(threshold, measured, REGRESSION_STATISTIC)
 
 
@@ -639,19 +797,35 @@ def print_table(result: ComparisonResult, file: Any = None) -> None:
         return
     for set_label, t in result.table.groupby("set", sort=False):
         family = int(t["family"].iloc[0]) if len(t) else 0
-        tests = (f"{TEST_NAME}, Holm-corrected over the {plural(family, 'test')} of this comparison" if family
-                 else "nothing could be tested")
+        tests = (
+            f"{TEST_NAME}, Holm-corrected over the {plural(family, 'test')} of this comparison"
+            if family
+            else "nothing could be tested"
+        )
         table = Table(title=f"B = {set_label} against A = {result.labels[0]} (mean over repetitions; {tests})")
-        for col, kw in (("model", {"no_wrap": True}), ("point", {"no_wrap": True}), ("metric", {}),
-                        ("A mean", {"justify": "right"}), ("B mean", {"justify": "right"}),
-                        ("B/A", {"justify": "right"}), ("change", {"no_wrap": True}), ("test", {})):
+        for col, kw in (
+            ("model", {"no_wrap": True}),
+            ("point", {"no_wrap": True}),
+            ("metric", {}),
+            ("A mean", {"justify": "right"}),
+            ("B mean", {"justify": "right"}),
+            ("B/A", {"justify": "right"}),
+            ("change", {"no_wrap": True}),
+            ("test", {}),
+        ):
             table.add_column(col, **kw)
         for _, r in t.iterrows():
             fmt = formatter_for(r["metric"])
             style = "" if not r["significant"] else ("green" if r["change"].endswith("better") else "red")
-            table.add_row(r["model"], r["point_label"], r["metric_label"], fmt(r["a_mean"]), fmt(r["b_mean"]),
-                          "-" if not math.isfinite(r["ratio"]) else f"{r['ratio']:.3f}",
-                          r["change"], r["test"], style=style)
+            table.add_row(
+                r["model"],
+                r["point_label"],
+                r["metric_label"],
+                fmt(r["a_mean"]),
+                fmt(r["b_mean"]),
+                "-" if not math.isfinite(r["ratio"]) else f"{r['ratio']:.3f}",
+                r["change"],
+                r["test"],
+                style=style,
+            )
         console.print(table)
-
-

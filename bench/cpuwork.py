@@ -65,16 +65,18 @@ def calibrate(cpus: set[int] | None) -> dict[str, Any]:
             os.sched_setaffinity(0, cpus)
 
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=CALIBRATION_TIMEOUT_S,
-                              preexec_fn=pin, check=False)
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=CALIBRATION_TIMEOUT_S, preexec_fn=pin, check=False
+        )
     except subprocess.TimeoutExpired:
         raise CalibrationError(f"CPU-work calibration took more than {CALIBRATION_TIMEOUT_S:g} s") from None
     try:
         report = json.loads(done.stdout)
         rate = float(report["iterations_per_us"])
     except (ValueError, KeyError, TypeError):
-        raise CalibrationError(f"CPU-work calibration failed (exit {done.returncode}): "
-                               f"{done.stderr.strip()[-500:] or done.stdout[:200]!r}") from None
+        raise CalibrationError(
+            f"CPU-work calibration failed (exit {done.returncode}): {done.stderr.strip()[-500:] or done.stdout[:200]!r}"
+        ) from None
     if rate <= 0:
         raise CalibrationError(f"CPU-work calibration gave {rate} iterations/us")
     return dict(report, pinned_cpus=sorted(cpus) if cpus else None)

@@ -39,7 +39,15 @@ from bench.results import FORMAT_KEY, FORMAT_VERSIONS
 
 #: Distributions whose versions are recorded (PyPI names; None if not installed).
 PACKAGES = (
-    "psutil", "pandas", "matplotlib", "hdrhistogram", "pydantic", "uvloop", "scipy", "rich", "PyYAML",
+    "psutil",
+    "pandas",
+    "matplotlib",
+    "hdrhistogram",
+    "pydantic",
+    "uvloop",
+    "scipy",
+    "rich",
+    "PyYAML",
 )
 
 #: The sockbench checkout: the folder holding the ``bench`` package.
@@ -166,7 +174,11 @@ def _git(path: Path, *args: str) -> str | None:
     try:
         done = subprocess.run(
             ["git", "--no-optional-locks", "-C", str(path), *args],
-            capture_output=True, text=True, timeout=_GIT_TIMEOUT_S, env=env, check=False,
+            capture_output=True,
+            text=True,
+            timeout=_GIT_TIMEOUT_S,
+            env=env,
+            check=False,
         )
     except (OSError, subprocess.TimeoutExpired):
         return None

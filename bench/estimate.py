@@ -87,17 +87,21 @@ class History:
             return cls(path=path, note=f"{path} ignored (cannot be read: {exc}); the defaults are used")
         try:
             if not isinstance(data, dict) or data.get("version") != VERSION:
-                raise ValueError(f"version {data.get('version') if isinstance(data, dict) else '?'}, "
-                                 f"this sockbench writes {VERSION}")
+                raise ValueError(
+                    f"version {data.get('version') if isinstance(data, dict) else '?'}, this sockbench writes {VERSION}"
+                )
             overhead = data.get("overhead_s", {})
             if not isinstance(overhead, dict):
                 raise ValueError("overhead_s is not a mapping")
             finish = data.get("finish", [])
             if not isinstance(finish, list) or not all(isinstance(f, list) and len(f) == 2 for f in finish):
                 raise ValueError("finish is not a list of [runs, seconds]")
-            return cls(overhead_s={str(k): _numbers(v) for k, v in list(overhead.items())[:MAX_MODELS]},
-                       idle_wait_s=_numbers(data.get("idle_wait_s", [])),
-                       finish=[_numbers(f) for f in finish][-KEEP:], path=path)
+            return cls(
+                overhead_s={str(k): _numbers(v) for k, v in list(overhead.items())[:MAX_MODELS]},
+                idle_wait_s=_numbers(data.get("idle_wait_s", [])),
+                finish=[_numbers(f) for f in finish][-KEEP:],
+                path=path,
+            )
         except (ValueError, TypeError) as exc:
             return cls(path=path, note=f"{path} ignored ({exc}); the defaults are used")
 
@@ -121,8 +125,12 @@ class History:
         from bench.results import write_text_atomically
 
         path = self.path or history_path()
-        data = {"version": VERSION, "overhead_s": self.overhead_s, "idle_wait_s": self.idle_wait_s,
-                "finish": self.finish}
+        data = {
+            "version": VERSION,
+            "overhead_s": self.overhead_s,
+            "idle_wait_s": self.idle_wait_s,
+            "finish": self.finish,
+        }
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             write_text_atomically(path, json.dumps(data, indent=1) + "\n")
@@ -160,9 +168,9 @@ class Estimate:
     """A scenario's expected wall time and its parts, in seconds."""
 
     measuring_s: float  # warmup + measured windows
-    overhead_s: float   # server and generator start/stop, rows written
+    overhead_s: float  # server and generator start/stop, rows written
     idle_wait_s: float  # waiting for an idle machine (0 when the history never waited)
-    finish_s: float     # summary, figures, report (0 without figures)
+    finish_s: float  # summary, figures, report (0 without figures)
     idle_wait_max_s: float
     learned: bool
     #: waiting for an idle machine if every run waits its longest (the CPUs stay busy)
@@ -192,13 +200,22 @@ class Estimate:
         source = "from the last runs on this machine" if self.learned else "a first guess, learned from this run on"
         text = f"about {fmt_duration(self.total_s)} ({', '.join(parts)}; {source})"
         if self.idle_wait_max_s > 0 and self.worst_s - self.total_s >= 1:
-            text += (f"; up to {fmt_duration(self.worst_s)} if the CPUs stay busy: each run first waits for them "
-                     f"to be idle, up to {fmt_duration(self.idle_wait_max_s)}")
+            text += (
+                f"; up to {fmt_duration(self.worst_s)} if the CPUs stay busy: each run first waits for them "
+                f"to be idle, up to {fmt_duration(self.idle_wait_max_s)}"
+            )
         return text
 
 
-def estimate(plans: Iterable[Any], warmup_s: float, duration_s: float, *, plots: bool, history: History,
-             idle_wait_max_s: float = 0.0) -> Estimate:
+def estimate(
+    plans: Iterable[Any],
+    warmup_s: float,
+    duration_s: float,
+    *,
+    plots: bool,
+    history: History,
+    idle_wait_max_s: float = 0.0,
+) -> Estimate:
     """The wall time of running ``plans`` (objects with a ``model``), then the finish stage if ``plots``."""
     plans = list(plans)
     return Estimate(

@@ -77,7 +77,7 @@ def _int(v: Any) -> str:
 class _Ctx:
     view: Results
     agg: pd.DataFrame
-    metric: str        # req_per_s or mb_per_s
+    metric: str  # req_per_s or mb_per_s
     unit: str
     largest: int | None  # point index of the largest x (or the single point)
 
@@ -110,8 +110,9 @@ class _Ctx:
         """' (backlog=128)': the other swept parameters a trend was read at, empty without a grid."""
         if self.largest is None or len(self.view.swept) < 2:
             return ""
-        return " (" + ", ".join(f"{p}={format_param(self.row_value(self.largest, p))}"
-                                for p in self.view.swept[1:]) + ")"
+        return (
+            " (" + ", ".join(f"{p}={format_param(self.row_value(self.largest, p))}" for p in self.view.swept[1:]) + ")"
+        )
 
     def line(self, model: str) -> pd.DataFrame:
         """``model``'s rows along the x parameter, the other swept parameters fixed as at the largest point.
@@ -166,9 +167,11 @@ def _throughput_ranking(ctx: _Ctx) -> list[Finding]:
     rows = rows.sort_values(f"{ctx.metric}_median", ascending=False)
     best, worst = rows.iloc[0], rows.iloc[-1]
     b, w = best[f"{ctx.metric}_median"], worst[f"{ctx.metric}_median"]
-    text = (f"{ctx.where(ctx.largest).capitalize()}, {best['model']} served the most: "
-            f"{fmt_rate(b, ctx.unit)}{_flag_note(best)} (median of {int(best['n_ok'])}); {worst['model']} the least: "
-            f"{fmt_rate(w, ctx.unit)}{_flag_note(worst)}, {w / b:.2f}x of it.")
+    text = (
+        f"{ctx.where(ctx.largest).capitalize()}, {best['model']} served the most: "
+        f"{fmt_rate(b, ctx.unit)}{_flag_note(best)} (median of {int(best['n_ok'])}); {worst['model']} the least: "
+        f"{fmt_rate(w, ctx.unit)}{_flag_note(worst)}, {w / b:.2f}x of it."
+    )
     return [Finding("throughput", text)]
 
 
@@ -188,12 +191,16 @@ def _ceiling(ctx: _Ctx) -> list[Finding]:
     if rows.empty:
         return []
     c = ref[f"{ctx.metric}_median"]
-    parts = ", ".join(f"{r['model']} {r[f'{ctx.metric}_median'] / c:.0%}"
-                      for _, r in rows.sort_values(f"{ctx.metric}_median", ascending=False).iterrows())
+    parts = ", ".join(
+        f"{r['model']} {r[f'{ctx.metric}_median'] / c:.0%}"
+        for _, r in rows.sort_values(f"{ctx.metric}_median", ascending=False).iterrows()
+    )
     if ref["n_generator_bound"]:
-        lead = (f"{ref['model']} served {fmt_rate(c, ctx.unit)} {ctx.where(ctx.largest)}, but the load generator "
-                f"was saturated in {int(ref['n_generator_bound'])} of its runs, so the machine's ceiling is at "
-                f"least that; as a share of it")
+        lead = (
+            f"{ref['model']} served {fmt_rate(c, ctx.unit)} {ctx.where(ctx.largest)}, but the load generator "
+            f"was saturated in {int(ref['n_generator_bound'])} of its runs, so the machine's ceiling is at "
+            f"least that; as a share of it"
+        )
     else:
         lead = f"{ref['model']}, the machine's ceiling, served {fmt_rate(c, ctx.unit)} {ctx.where(ctx.largest)}; as a share of it"
     return [Finding("ceiling", f"{lead}: {parts}.")]
@@ -206,8 +213,13 @@ def _sequential(ctx: _Ctx) -> list[Finding]:
         if seq is not None and thr is not None:
             s, t = _n(seq[f"{ctx.metric}_median"]), _n(thr[f"{ctx.metric}_median"])
             if math.isfinite(s) and math.isfinite(t) and t > 0:
-                out.append(Finding("throughput", f"sequential served {fmt_rate(s, ctx.unit)} {ctx.where(ctx.largest)} "
-                                                 f"vs threading {fmt_rate(t, ctx.unit)} ({s / t:.2f}x)."))
+                out.append(
+                    Finding(
+                        "throughput",
+                        f"sequential served {fmt_rate(s, ctx.unit)} {ctx.where(ctx.largest)} "
+                        f"vs threading {fmt_rate(t, ctx.unit)} ({s / t:.2f}x).",
+                    )
+                )
     x = ctx.view.x_param
     if x == "clients":
         rows = ctx.line("sequential")
@@ -215,10 +227,16 @@ def _sequential(ctx: _Ctx) -> list[Finding]:
         if len(vals) >= 2 and vals.min() > 0 and vals.max() / vals.min() < 1 + FLAT:
             lo, hi = fmt_rate(vals.min(), ctx.unit), fmt_rate(vals.max(), ctx.unit)
             span = f"at about {lo}" if lo == hi else f"between {lo} and {hi}"
-            out.append(Finding("throughput", (
-                f"sequential stayed {span} "
-                f"from {format_param(rows['clients'].iloc[0])} to {format_param(rows['clients'].iloc[-1])} clients: "
-                "it serves one connection at a time, so more clients add no throughput.")))
+            out.append(
+                Finding(
+                    "throughput",
+                    (
+                        f"sequential stayed {span} "
+                        f"from {format_param(rows['clients'].iloc[0])} to {format_param(rows['clients'].iloc[-1])} clients: "
+                        "it serves one connection at a time, so more clients add no throughput."
+                    ),
+                )
+            )
     return out
 
 
@@ -239,8 +257,13 @@ def _scaling(ctx: _Ctx) -> list[Finding]:
             lo_c, hi_c = rows["clients"].iloc[0], rows["clients"].iloc[-1]
     if len(parts) < 2:
         return []
-    return [Finding("throughput", f"From {format_param(lo_c)} to {format_param(hi_c)} clients{ctx.fixed()}, "
-                                  f"throughput changed: {', '.join(parts)}.")]
+    return [
+        Finding(
+            "throughput",
+            f"From {format_param(lo_c)} to {format_param(hi_c)} clients{ctx.fixed()}, "
+            f"throughput changed: {', '.join(parts)}.",
+        )
+    ]
 
 
 def _memory(ctx: _Ctx) -> list[Finding]:
@@ -262,9 +285,15 @@ def _memory(ctx: _Ctx) -> list[Finding]:
             lead = f"{model} held {held:,.0f} connections in {fmt_bytes(pss)} PSS over {procs} processes"
         else:
             lead = f"{model} used {fmt_bytes(pss)} PSS over {procs} processes"
-        out.append(Finding("memory", (
-            f"{lead} ({ctx.where(int(row['point']))}); summed RSS says {fmt_bytes(rss)}, {rss / pss:.1f}x as much: "
-            "it counts the pages the processes share copy-on-write once per process.")))
+        out.append(
+            Finding(
+                "memory",
+                (
+                    f"{lead} ({ctx.where(int(row['point']))}); summed RSS says {fmt_bytes(rss)}, {rss / pss:.1f}x as much: "
+                    "it counts the pages the processes share copy-on-write once per process."
+                ),
+            )
+        )
     return out
 
 
@@ -293,17 +322,23 @@ def _memory_per_client(ctx: _Ctx) -> list[Finding]:
             per_client.append((dm / dc, model))
     if len(per_client) + len(per_process) < 2:
         return []
-    where = ctx.fixed().replace(' (', ', ').rstrip(')')
+    where = ctx.fixed().replace(" (", ", ").rstrip(")")
     sentences = []
     if per_client:
         text = ", ".join(f"{model} {fmt_bytes(max(0.0, per))}" for per, model in sorted(per_client))
-        sentences.append(f"Each additional client cost, in PSS (largest minus smallest point, per client{where}): "
-                         f"{text}.")
+        sentences.append(
+            f"Each additional client cost, in PSS (largest minus smallest point, per client{where}): {text}."
+        )
     if per_process:
-        text = ", ".join(f"{model} {fmt_bytes(max(0.0, per))} per additional process ({procs:,.0f} processes "
-                         f"served {clients:,.0f} clients)" for per, model, procs, clients in sorted(per_process))
-        sentences.append(f"Where a process serves each connection, the PSS growth is per process added (largest "
-                         f"minus smallest point{where}): {text}.")
+        text = ", ".join(
+            f"{model} {fmt_bytes(max(0.0, per))} per additional process ({procs:,.0f} processes "
+            f"served {clients:,.0f} clients)"
+            for per, model, procs, clients in sorted(per_process)
+        )
+        sentences.append(
+            f"Where a process serves each connection, the PSS growth is per process added (largest "
+            f"minus smallest point{where}): {text}."
+        )
     return [Finding("memory", " ".join(sentences))]
 
 
@@ -313,10 +348,16 @@ def _max_children(ctx: _Ctx) -> list[Finding]:
     for _, row in rows.sort_values("point", ascending=False).iterrows():
         clients, mc, procs = _n(row.get("clients")), _n(row.get("max_children")), _n(row.get("procs_peak_max"))
         if all(map(math.isfinite, (clients, mc, procs))) and clients > mc and procs <= mc + 1:
-            out.append(Finding("processes", (
-                f"forking never ran more than {procs:.0f} processes {ctx.where(int(row['point']))} "
-                f"(max_children={mc:.0f} plus the parent) although {clients:.0f} clients connected: "
-                "at the limit ForkingMixIn waits for a child to exit before it accepts again.")))
+            out.append(
+                Finding(
+                    "processes",
+                    (
+                        f"forking never ran more than {procs:.0f} processes {ctx.where(int(row['point']))} "
+                        f"(max_children={mc:.0f} plus the parent) although {clients:.0f} clients connected: "
+                        "at the limit ForkingMixIn waits for a child to exit before it accepts again."
+                    ),
+                )
+            )
             break
     return out
 
@@ -327,12 +368,22 @@ def _threads(ctx: _Ctx) -> list[Finding]:
     row = ctx.row("threading", ctx.largest)
     if row is None:
         return []
-    threads, procs, clients = _n(row.get("threads_peak_median")), _n(row.get("procs_peak_median")), _n(row.get("clients"))
+    threads, procs, clients = (
+        _n(row.get("threads_peak_median")),
+        _n(row.get("procs_peak_median")),
+        _n(row.get("clients")),
+    )
     if not all(map(math.isfinite, (threads, clients))) or clients < 2 or threads < clients:
         return []
-    return [Finding("threads", (
-        f"threading ran {threads:.0f} threads in {_int(procs)} process{'es' if procs != 1 else ''} "
-        f"{ctx.where(ctx.largest)}: one thread per connection (plus the main one)."))]
+    return [
+        Finding(
+            "threads",
+            (
+                f"threading ran {threads:.0f} threads in {_int(procs)} process{'es' if procs != 1 else ''} "
+                f"{ctx.where(ctx.largest)}: one thread per connection (plus the main one)."
+            ),
+        )
+    ]
 
 
 def _connection_failures(ctx: _Ctx) -> list[Finding]:
@@ -340,9 +391,16 @@ def _connection_failures(ctx: _Ctx) -> list[Finding]:
     for _, row in ctx.agg.iterrows():
         timeout, reset, refused = (_n(row.get(f"conn_{k}_median")) for k in ("timeout", "reset", "refused"))
         pending = unresolved_connects(row)
-        bad = [(v, what) for v, what in ((timeout, "timed out"), (reset, "were reset"), (refused, "were refused"),
-                                         (pending, "were still waiting to connect when the run ended"))
-               if math.isfinite(v) and v > 0]
+        bad = [
+            (v, what)
+            for v, what in (
+                (timeout, "timed out"),
+                (reset, "were reset"),
+                (refused, "were refused"),
+                (pending, "were still waiting to connect when the run ended"),
+            )
+            if math.isfinite(v) and v > 0
+        ]
         if not bad:
             continue
         attempts = connection_attempts(ctx.view, row["model"], int(row["point"]))
@@ -361,8 +419,13 @@ def _connection_failures(ctx: _Ctx) -> list[Finding]:
     items.sort(key=lambda t: -t[0])
     out = [f for _, f in items[:MAX_PER_KIND]]
     if len(items) > MAX_PER_KIND:
-        out.append(Finding("connections", f"Connection attempts failed at {len(items) - MAX_PER_KIND} more model "
-                                          "and point combinations (see the table)."))
+        out.append(
+            Finding(
+                "connections",
+                f"Connection attempts failed at {len(items) - MAX_PER_KIND} more model "
+                "and point combinations (see the table).",
+            )
+        )
     return out
 
 
@@ -395,8 +458,11 @@ def _syn_retries(ctx: _Ctx) -> list[Finding]:
         if hist is None:
             continue
         total = hist.get_total_count()
-        slow = sum(it.count_added_in_this_iter_step for it in hist.get_recorded_iterator()
-                   if it.value_iterated_to >= SYN_RETRY_US)
+        slow = sum(
+            it.count_added_in_this_iter_step
+            for it in hist.get_recorded_iterator()
+            if it.value_iterated_to >= SYN_RETRY_US
+        )
         if slow:
             items.append((slow / total, row, slow, total, hist.get_max_value()))
     items.sort(key=lambda t: -t[0])
@@ -405,10 +471,16 @@ def _syn_retries(ctx: _Ctx) -> list[Finding]:
         # name only the retransmissions (this kernel's schedule) the data reached
         reached = [t for t in ctx.syn_retries if t * 1e6 <= mx * 1.05] or ctx.syn_retries[:1]
         retries = ", ".join(f"{t:g}" for t in reached) + " s"
-        out.append(Finding("connections", (
-            f"{ctx.where(int(row['point'])).capitalize()}, {slow:,} of {total:,} connects of {row['model']} "
-            f"({share:.0%}, all repetitions) took 1 s or more, the slowest {fmt_time_us(mx)}: SYNs dropped by a full "
-            f"listen queue and retransmitted by the client after {retries}.")))
+        out.append(
+            Finding(
+                "connections",
+                (
+                    f"{ctx.where(int(row['point'])).capitalize()}, {slow:,} of {total:,} connects of {row['model']} "
+                    f"({share:.0%}, all repetitions) took 1 s or more, the slowest {fmt_time_us(mx)}: SYNs dropped by a full "
+                    f"listen queue and retransmitted by the client after {retries}."
+                ),
+            )
+        )
     return out
 
 
@@ -425,10 +497,16 @@ def _tail(ctx: _Ctx) -> list[Finding]:
         return []
     row = rows.loc[i]
     at_least = "at least " if bound_mark(row, "lat_p99_us") else ""
-    return [Finding("latency", (
-        f"{row['model']}'s p99 latency {ctx.where(ctx.largest)} is {at_least}{ratio[i]:.1f}x its median "
-        f"({bound_mark(row, 'lat_p99_us', '≥ ')}{fmt_time_us(row['lat_p99_us_median'])} vs "
-        f"{fmt_time_us(row['lat_p50_us_median'])}): most requests are quick, one in a hundred waits much longer."))]
+    return [
+        Finding(
+            "latency",
+            (
+                f"{row['model']}'s p99 latency {ctx.where(ctx.largest)} is {at_least}{ratio[i]:.1f}x its median "
+                f"({bound_mark(row, 'lat_p99_us', '≥ ')}{fmt_time_us(row['lat_p99_us_median'])} vs "
+                f"{fmt_time_us(row['lat_p50_us_median'])}): most requests are quick, one in a hundred waits much longer."
+            ),
+        )
+    ]
 
 
 def _unserved(ctx: _Ctx) -> list[Finding]:
@@ -439,17 +517,32 @@ def _unserved(ctx: _Ctx) -> list[Finding]:
         if not served or is_ceiling_reference(row["model"]):
             continue
         bounds = [f"{name} ≥ {fmt_time_us(row[f'lat_{name}_us_median'])}" for name in lower_bound_names(row)]
-        out.append(Finding("latency", (
-            f"{row['model']} {ctx.where(int(row['point']))} {served} clients: the others completed no request "
-            f"in the window, so its latency percentiles describe only the clients served and count the others' "
-            f"requests at the wait they had reached"
-            + (f" ({', '.join(bounds)})" if bounds else "") + ".")))
+        out.append(
+            Finding(
+                "latency",
+                (
+                    f"{row['model']} {ctx.where(int(row['point']))} {served} clients: the others completed no request "
+                    f"in the window, so its latency percentiles describe only the clients served and count the others' "
+                    f"requests at the wait they had reached" + (f" ({', '.join(bounds)})" if bounds else "") + "."
+                ),
+            )
+        )
     return out[:3]  # why 3: the pattern is clear from a few points; the table flags every one
 
 
 CHECKERS: list[Callable[[_Ctx], list[Finding]]] = [
-    _throughput_ranking, _ceiling, _sequential, _scaling, _tail, _unserved, _memory, _memory_per_client, _threads,
-    _max_children, _connection_failures, _syn_retries,
+    _throughput_ranking,
+    _ceiling,
+    _sequential,
+    _scaling,
+    _tail,
+    _unserved,
+    _memory,
+    _memory_per_client,
+    _threads,
+    _max_children,
+    _connection_failures,
+    _syn_retries,
 ]
 
 
@@ -461,8 +554,13 @@ def compute_findings(results: Results, calibration: Any = None) -> list[Finding]
         if agg.empty:
             continue
         file_service = view.service == "file" and agg["mb_per_s_median"].notna().any()
-        ctx = _Ctx(view=view, agg=agg, metric="mb_per_s" if file_service else "req_per_s",
-                   unit="MB/s" if file_service else "req/s", largest=largest_point(view))
+        ctx = _Ctx(
+            view=view,
+            agg=agg,
+            metric="mb_per_s" if file_service else "req_per_s",
+            unit="MB/s" if file_service else "req/s",
+            largest=largest_point(view),
+        )
         for check in CHECKERS:
             try:
                 out += check(ctx)
@@ -513,10 +611,15 @@ def calibration_context(calibration: Any, results: Results) -> tuple[str, list[s
     said = "measured " + (when.strftime("%Y-%m-%d %H:%M UTC") if when else "at an unrecorded time")
     said += f" on {host}" if host else " on an unrecorded host"
     caveats = []
-    rows = [*(calibration.get("echo") or []), *(calibration.get("connect") or []),
-            *((calibration.get("bulk") or {}).get("points") or [])]
-    busiest = max([_n(r.get("busy_pct_before")) for r in rows if isinstance(r, dict)]
-                  + [_n(machine.get("busy_pct_before"))], default=math.nan)
+    rows = [
+        *(calibration.get("echo") or []),
+        *(calibration.get("connect") or []),
+        *((calibration.get("bulk") or {}).get("points") or []),
+    ]
+    busiest = max(
+        [_n(r.get("busy_pct_before")) for r in rows if isinstance(r, dict)] + [_n(machine.get("busy_pct_before"))],
+        default=math.nan,
+    )
     if math.isfinite(busiest) and busiest >= BUSY_THRESHOLD_PCT:
         caveats.append(f"the ceiling run was on a busy machine, up to {busiest:.0f}% busy")
     if calibration.get("quick"):
@@ -549,8 +652,9 @@ def results_placement(results: Results) -> str:
     return str(policy or "split")
 
 
-def ceiling_for(calibration: Any, service: str, params: dict[str, Any] | pd.Series,
-                placement: str = "split") -> Ceiling | None:
+def ceiling_for(
+    calibration: Any, service: str, params: dict[str, Any] | pd.Series, placement: str = "split"
+) -> Ceiling | None:
     """The calibrated ceiling that matches a point exactly, or None (never a stretched guess).
 
     * echo, one connection per client for the run: the C client's round
@@ -564,8 +668,9 @@ def ceiling_for(calibration: Any, service: str, params: dict[str, Any] | pd.Seri
     """
     if not isinstance(calibration, dict):
         return None
-    places = {r.get("placement") for key in ("echo", "connect") for r in calibration.get(key) or []
-              if isinstance(r, dict)}
+    places = {
+        r.get("placement") for key in ("echo", "connect") for r in calibration.get(key) or [] if isinstance(r, dict)
+    }
     use = placement if placement in places else "split"
     note = "" if use == placement else f"; runs were {placement}"
     clients, size = _n(params.get("clients")), _n(params.get("message_bytes"))
@@ -573,20 +678,30 @@ def ceiling_for(calibration: Any, service: str, params: dict[str, Any] | pd.Seri
     if service == "echo" and size == _n(calibration.get("message_bytes")):
         if per_conn == 0:
             for row in calibration.get("echo") or []:
-                if (isinstance(row, dict) and _n(row.get("clients")) == clients and row.get("placement") == use
-                        and "error" not in row and _n(row.get("rt_per_s")) > 0):
-                    return Ceiling(float(row["rt_per_s"]), "req_per_s",
-                                   f"C client, {clients:.0f} connections, {use}{note}")
+                if (
+                    isinstance(row, dict)
+                    and _n(row.get("clients")) == clients
+                    and row.get("placement") == use
+                    and "error" not in row
+                    and _n(row.get("rt_per_s")) > 0
+                ):
+                    return Ceiling(
+                        float(row["rt_per_s"]), "req_per_s", f"C client, {clients:.0f} connections, {use}{note}"
+                    )
         elif per_conn == 1:
             for row in calibration.get("connect") or []:
-                if (isinstance(row, dict) and row.get("placement") == use and "error" not in row
-                        and _n(row.get("rt_per_s")) > 0):
+                if (
+                    isinstance(row, dict)
+                    and row.get("placement") == use
+                    and "error" not in row
+                    and _n(row.get("rt_per_s")) > 0
+                ):
                     slots = _n(row.get("connections"))
                     inflight = f", {slots:.0f} cycles in flight" if math.isfinite(slots) else ""
-                    other = (f"; runs had {clients:.0f} clients" if math.isfinite(clients) and clients != slots
-                             else "")
-                    return Ceiling(float(row["rt_per_s"]), "req_per_s",
-                                   f"C connect+request+close{inflight}, {use}{note}{other}")
+                    other = f"; runs had {clients:.0f} clients" if math.isfinite(clients) and clients != slots else ""
+                    return Ceiling(
+                        float(row["rt_per_s"]), "req_per_s", f"C connect+request+close{inflight}, {use}{note}{other}"
+                    )
     if service == "file":
         bulk = calibration.get("bulk") or {}
         for row in bulk.get("points") or [] if isinstance(bulk, dict) else []:
@@ -612,17 +727,23 @@ def _calibration(ctx: _Ctx, calibration: Any) -> list[Finding]:
         return []
     unit = "MB/s" if ceiling.metric == "mb_per_s" else "req/s"
     shares = rows[col] / ceiling.value
-    parts = ", ".join(f"{r['model']} {r[col] / ceiling.value:.0%}"
-                      for _, r in rows.sort_values(col, ascending=False).iterrows())
+    parts = ", ".join(
+        f"{r['model']} {r[col] / ceiling.value:.0%}" for _, r in rows.sort_values(col, ascending=False).iterrows()
+    )
     said, caveats = calibration_context(calibration, ctx.view)
-    text = (f"Against the calibrated ceiling ({ceiling.label}: {fmt_rate(ceiling.value, unit)}; {said}) "
-            f"{ctx.where(ctx.largest)}: {parts}.")
+    text = (
+        f"Against the calibrated ceiling ({ceiling.label}: {fmt_rate(ceiling.value, unit)}; {said}) "
+        f"{ctx.where(ctx.largest)}: {parts}."
+    )
     if caveats:
         text += " Read these shares with care: " + "; ".join(caveats) + "."
     if (shares > 1.0).any():
-        text += (" Above 100%, the ceiling was not these runs' limit: " +
-                 ("see above." if caveats else "it measured something other than these runs (see its label), "
-                  "or the machine changed between the calibration and the runs."))
+        text += " Above 100%, the ceiling was not these runs' limit: " + (
+            "see above."
+            if caveats
+            else "it measured something other than these runs (see its label), "
+            "or the machine changed between the calibration and the runs."
+        )
     return [Finding("ceiling", text)]
 
 

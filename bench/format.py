@@ -119,4 +119,3 @@ def format_param(v: Any) -> str:
     if isinstance(v, numbers.Real) and not isinstance(v, numbers.Integral) and float(v).is_integer():
         return str(int(float(v)))
     return str(v)
-

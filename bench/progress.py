@@ -45,8 +45,15 @@ REFRESH_PER_S = 4
 class RunProgress:
     """The estimate, live progress and learning for one ``bench run``."""
 
-    def __init__(self, console: Console, scenario: Any, *, plots: bool, run_line: Callable[[Any, dict[str, Any]], str],
-                 history: History | None = None):
+    def __init__(
+        self,
+        console: Console,
+        scenario: Any,
+        *,
+        plots: bool,
+        run_line: Callable[[Any, dict[str, Any]], str],
+        history: History | None = None,
+    ):
         self.console = console
         self.run_line = run_line
         self.scenario = scenario
@@ -64,8 +71,14 @@ class RunProgress:
         self._idle_end: float | None = None
         self._finish_began: float | None = None
         self.estimate: Estimate | None = None
-        self._live = Live(console=console, refresh_per_second=REFRESH_PER_S, transient=True,
-                          get_renderable=self._render, redirect_stdout=False, redirect_stderr=False)
+        self._live = Live(
+            console=console,
+            refresh_per_second=REFRESH_PER_S,
+            transient=True,
+            get_renderable=self._render,
+            redirect_stdout=False,
+            redirect_stderr=False,
+        )
 
     # ------------------------------------------------------------------
     # The runner's callbacks
@@ -77,8 +90,11 @@ class RunProgress:
         if self.history.note:
             self.console.print(f"[yellow]note:[/] {self.history.note}", highlight=False)
         runs = len(self.plans)
-        self.console.print(f"[bold]{self.scenario.name}[/]: {runs} run{'' if runs == 1 else 's'}, "
-                           f"{self.estimate.text()}; results in {results_dir}", highlight=False)
+        self.console.print(
+            f"[bold]{self.scenario.name}[/]: {runs} run{'' if runs == 1 else 's'}, "
+            f"{self.estimate.text()}; results in {results_dir}",
+            highlight=False,
+        )
 
     def on_phase(self, plan: Any, phase: str, info: dict[str, Any]) -> None:
         now = time.monotonic()
@@ -116,8 +132,14 @@ class RunProgress:
             self.console.print(f"[yellow]note:[/] {note}", highlight=False)
 
     def _estimate(self, plans: list[Any]) -> Estimate:
-        return estimate(plans, self.scenario.warmup_s, self.scenario.duration_s, plots=self.plots,
-                        history=self.history, idle_wait_max_s=self.scenario.monitor.idle_wait_s)
+        return estimate(
+            plans,
+            self.scenario.warmup_s,
+            self.scenario.duration_s,
+            plots=self.plots,
+            history=self.history,
+            idle_wait_max_s=self.scenario.monitor.idle_wait_s,
+        )
 
     def seconds_left(self, now: float | None = None) -> float:
         """The time left: the runs not started, the rest of the current one, the finish stage."""
@@ -170,8 +192,9 @@ class RunProgress:
             length = info["window_end"] - info["window_start"]
             return head + f"measuring {min(wall - info['window_start'], length):.1f} s of {length:.1f} s"
         if phase == PHASE_IDLE:
-            return head + (f"waiting for an idle machine {now - since:.0f} s "
-                           f"(at most {fmt_duration(info.get('max_wait_s', 0))})")
+            return head + (
+                f"waiting for an idle machine {now - since:.0f} s (at most {fmt_duration(info.get('max_wait_s', 0))})"
+            )
         return head + f"{phase} {now - since:.1f} s"
 
     def _render(self) -> Any:
@@ -181,8 +204,12 @@ class RunProgress:
         grid.add_column(no_wrap=True)
         grid.add_column(ratio=1)
         grid.add_column(no_wrap=True)
-        grid.add_row(Text(self.scenario.name, style="bold"), ProgressBar(total=max(total, 1), completed=self.done),
-                     Text(f"{self.done}/{total} runs  {fmt_duration(now - self.began)}, "
-                          f"about {fmt_duration(self.seconds_left(now))} left"))
+        grid.add_row(
+            Text(self.scenario.name, style="bold"),
+            ProgressBar(total=max(total, 1), completed=self.done),
+            Text(
+                f"{self.done}/{total} runs  {fmt_duration(now - self.began)}, "
+                f"about {fmt_duration(self.seconds_left(now))} left"
+            ),
+        )
         return Group(grid, Text("  " + self._now_text(now), no_wrap=True, overflow="ellipsis"))
-

@@ -68,21 +68,26 @@ MAX_TIMELINES = 12
 #: How to read each figure (its title already states the question).
 FIGURE_CAPTIONS = {
     "throughput": "Higher is better. c-reference (black: a hatched bar, or a dashed line when a parameter is swept), where present, is a C epoll server: "
-                  "the most this machine and this load generator reach.",
+    "the most this machine and this load generator reach.",
     "latency": "Lower is better. p50: the typical request; p99: the slowest one in a hundred.",
     "latency_spectrum": "Read along the x axis: the value above 99% is the latency 99 requests in 100 beat. "
-                        "Every repetition's histogram at this point merged.",
+    "Every repetition's histogram at this point merged.",
     "connections": "Every connect attempt of a run by outcome. On Linux a full accept queue silently drops "
-                   "SYNs, so an overloaded listener shows timeouts, not refusals.",
+    "SYNs, so an overloaded listener shows timeouts, not refusals.",
     "connect_time": "How many attempts had connected by time t. Steps at the dotted lines (whole seconds) are SYNs "
-                    "the kernel dropped and the client sent again; a curve that ends below 100% never connected.",
+    "the kernel dropped and the client sent again; a curve that ends below 100% never connected.",
     "memory": "PSS splits each shared page between the processes that map it: the honest total for a process "
-              "tree. Summed RSS counts a shared page once per process, so it overstates forking.",
+    "tree. Summed RSS counts a shared page once per process, so it overstates forking.",
 }
 
 _TOPIC_TITLES = {
-    "throughput": "Throughput", "ceiling": "Against the ceiling", "latency": "Latency", "memory": "Memory",
-    "threads": "Threads", "processes": "Processes", "connections": "Connections",
+    "throughput": "Throughput",
+    "ceiling": "Against the ceiling",
+    "latency": "Latency",
+    "memory": "Memory",
+    "threads": "Threads",
+    "processes": "Processes",
+    "connections": "Connections",
 }
 
 
@@ -138,7 +143,7 @@ def _description_html(text: str) -> str:
 def _meta_html(results: Results) -> str:
     parts, machine = _meta_parts(results)
     measured = f"<br>measured with {_e(machine)} (see <a href='#environment'>environment</a>)" if machine else ""
-    return (f'<p class="meta">{_e(" · ".join(parts))}{measured}<br>folder: <code>{_e(results.path)}</code></p>')
+    return f'<p class="meta">{_e(" · ".join(parts))}{measured}<br>folder: <code>{_e(results.path)}</code></p>'
 
 
 def _meta_parts(results: Results) -> tuple[list[str], str]:
@@ -159,12 +164,16 @@ def _meta_parts(results: Results) -> tuple[list[str], str]:
     if measured_by:
         parts.append(f"load engine: {', '.join(measured_by)}")
     env = results.environment
-    machine = ", ".join(str(v) for v in (
-        " ".join(filter(None, [_get(env, "python", "implementation"), _get(env, "python", "version")])),
-        f"Linux {_get(env, 'platform', 'kernel_release')}" if _get(env, "platform", "kernel_release") else None,
-        f"{_get(env, 'cpu', 'logical')} CPUs" if _get(env, "cpu", "logical") else None,
-        f"placement {_get(env, 'placement', 'policy')}" if _get(env, "placement", "policy") else None,
-    ) if v)
+    machine = ", ".join(
+        str(v)
+        for v in (
+            " ".join(filter(None, [_get(env, "python", "implementation"), _get(env, "python", "version")])),
+            f"Linux {_get(env, 'platform', 'kernel_release')}" if _get(env, "platform", "kernel_release") else None,
+            f"{_get(env, 'cpu', 'logical')} CPUs" if _get(env, "cpu", "logical") else None,
+            f"placement {_get(env, 'placement', 'policy')}" if _get(env, "placement", "policy") else None,
+        )
+        if v
+    )
     return parts, machine
 
 
@@ -184,8 +193,11 @@ def _thresholds_html(results: Results) -> str:
     if not verdicts:
         return ""
     failed = sum(1 for v in verdicts if not v["passed"])
-    head = (f"{failed} of {len(verdicts)} threshold{'' if len(verdicts) == 1 else 's'} crossed" if failed
-            else f"all {len(verdicts)} threshold{'' if len(verdicts) == 1 else 's'} passed")
+    head = (
+        f"{failed} of {len(verdicts)} threshold{'' if len(verdicts) == 1 else 's'} crossed"
+        if failed
+        else f"all {len(verdicts)} threshold{'' if len(verdicts) == 1 else 's'} passed"
+    )
     rows = []
     for v in verdicts:
         verdict = "pass" if v["passed"] else "fail"
@@ -198,25 +210,38 @@ def _thresholds_html(results: Results) -> str:
         crossed = ""
         if v["failures"]:
             more = v["failed"] - len(v["failures"])
-            crossed = ("<br><span class='ci'>crossed by: " + _e(", ".join(
-                " ".join(p for p in (f["model"], f["where"], f["value_text"]) if p) for f in v["failures"]))
-                + (f" and {more} more" if more > 0 else "") + "</span>")
-        rows.append(f"<tr class='{verdict}'><td class='text'><span class='verdict {verdict}'>{verdict.upper()}</span></td>"
-                    f"<td class='text'><code>{_e(v['threshold'])}</code></td>"
-                    f"<td class='text'>{_e(measured)}{crossed}</td><td>{_e(tally)}</td></tr>")
+            crossed = (
+                "<br><span class='ci'>crossed by: "
+                + _e(
+                    ", ".join(
+                        " ".join(p for p in (f["model"], f["where"], f["value_text"]) if p) for f in v["failures"]
+                    )
+                )
+                + (f" and {more} more" if more > 0 else "")
+                + "</span>"
+            )
+        rows.append(
+            f"<tr class='{verdict}'><td class='text'><span class='verdict {verdict}'>{verdict.upper()}</span></td>"
+            f"<td class='text'><code>{_e(v['threshold'])}</code></td>"
+            f"<td class='text'>{_e(measured)}{crossed}</td><td>{_e(tally)}</td></tr>"
+        )
     statistic = verdicts[0]["statistic"]
-    return (f"<h2 id='thresholds'>Thresholds: {head}</h2>"
-            f"<p class='note'>Each tested against the {_e(statistic)}.</p>"
-            "<div class='tablewrap'><table class='thresholds'><thead><tr><th class='text'>verdict</th>"
-            "<th class='text'>threshold</th><th class='text'>measured</th><th>values</th></tr></thead>"
-            f"<tbody>{''.join(rows)}</tbody></table></div>")
+    return (
+        f"<h2 id='thresholds'>Thresholds: {head}</h2>"
+        f"<p class='note'>Each tested against the {_e(statistic)}.</p>"
+        "<div class='tablewrap'><table class='thresholds'><thead><tr><th class='text'>verdict</th>"
+        "<th class='text'>threshold</th><th class='text'>measured</th><th>values</th></tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
+    )
 
 
 def _warnings_html(results: Results) -> str:
     warnings = summary_warnings(results)
     if not warnings:
-        return ("<h2 id='warnings'>Warnings</h2><p class='note'>None: no failed, generator-bound or unstable "
-                "point, and the machine was idle before every run.</p>")
+        return (
+            "<h2 id='warnings'>Warnings</h2><p class='note'>None: no failed, generator-bound or unstable "
+            "point, and the machine was idle before every run.</p>"
+        )
     items = []
     for w in warnings:
         kind = _warning_kind(w)
@@ -226,22 +251,30 @@ def _warnings_html(results: Results) -> str:
     failed = results.runs[results.runs["status"].isin(FAILED_STATUSES)]
     details = ""
     if len(failed):
-        blocks = "".join(f"<h3>{_e(r['run_id'])} ({_e(r['status'])})</h3><pre>{_e(r['error'] or 'no error recorded')}</pre>"
-                         for _, r in failed.iterrows())
+        blocks = "".join(
+            f"<h3>{_e(r['run_id'])} ({_e(r['status'])})</h3><pre>{_e(r['error'] or 'no error recorded')}</pre>"
+            for _, r in failed.iterrows()
+        )
         details = f"<details><summary>Errors of failed runs, in full ({len(failed)})</summary>{blocks}</details>"
     return f"<h2 id='warnings'>Warnings</h2><ul class='warnings'>{''.join(items)}</ul>{details}"
 
 
 def _findings_html(findings: Sequence[Finding]) -> str:
     if not findings:
-        return ("<h2 id='findings'>Findings</h2><p class='note'>The data supports no finding sentence "
-                "(too few successful runs).</p>")
-    parts = ["<h2 id='findings'>Findings</h2>",
-             "<p class='note'>Computed from the medians over repetitions; each appears only when the data "
-             "supports it.</p>"]
+        return (
+            "<h2 id='findings'>Findings</h2><p class='note'>The data supports no finding sentence "
+            "(too few successful runs).</p>"
+        )
+    parts = [
+        "<h2 id='findings'>Findings</h2>",
+        "<p class='note'>Computed from the medians over repetitions; each appears only when the data supports it.</p>",
+    ]
     for topic, texts in findings_by_topic(findings).items():
-        parts.append(f"<h3>{_e(_TOPIC_TITLES.get(topic, topic.title()))}</h3><ul class='findings'>"
-                     + "".join(f"<li>{_e(t)}</li>" for t in texts) + "</ul>")
+        parts.append(
+            f"<h3>{_e(_TOPIC_TITLES.get(topic, topic.title()))}</h3><ul class='findings'>"
+            + "".join(f"<li>{_e(t)}</li>" for t in texts)
+            + "</ul>"
+        )
     return "".join(parts)
 
 
@@ -271,8 +304,9 @@ def _conn_text(row: pd.Series) -> str:
         v = _num(row.get(f"conn_{key}_median"))
         if math.isfinite(v) and (v > 0 or key == "ok"):
             parts.append(f"{v:,.0f} {name}")
-    other = sum(v for v in (_num(row.get(f"conn_{k}_median")) for k in ("other", "emfile", "eaddrnotavail"))
-                if math.isfinite(v))
+    other = sum(
+        v for v in (_num(row.get(f"conn_{k}_median")) for k in ("other", "emfile", "eaddrnotavail")) if math.isfinite(v)
+    )
     if other:
         parts.append(f"{other:,.0f} other")
     pending = unresolved_connects(row)
@@ -318,20 +352,27 @@ def _table_html(results: Results, calibration: Any) -> str:
     from bench.findings import ceiling_for, results_placement
     from bench.plots.style import model_colour
 
-    out = ["<h2 id='table'>Headline table</h2>",
-           "<p class='note'>Medians over successful repetitions; [confidence interval of the median, with its "
-           "confidence level]: an exact order-statistic interval, which at fewer than 6 repetitions is the "
-           "range of the runs and covers the true median less often (75% at 3 repetitions, 87.5% at 4). "
-           f"A point is <em>unstable</em> when req/s or p50 varies more than {CV_THRESHOLD:.0%} "
-           "(coefficient of variation) across repetitions. Connections: attempts per run by outcome; \"still "
-           "connecting\" counts clients whose only connect had no outcome when the run ended (SYN retries). "
-           "Memory: peak over the server's whole process tree. Latency counts requests that never completed "
-           "(timed out, unanswered at the end, never sent) at the time they had waited; ≥ marks a percentile that "
-           "is only a lower bound because more of them than the share above it never completed. "
-           "<em>served k/n</em>: only k of the n clients completed a request."
-           + (" % of ceiling: the median against the calibrated ceiling measured by <code>bench calibrate</code> "
-              "for the same point (hover for which), stored with these results when they ran: "
-              f"{_e(_calibration_text(results, calibration))}." if calibration is not None else "") + "</p>"]
+    out = [
+        "<h2 id='table'>Headline table</h2>",
+        "<p class='note'>Medians over successful repetitions; [confidence interval of the median, with its "
+        "confidence level]: an exact order-statistic interval, which at fewer than 6 repetitions is the "
+        "range of the runs and covers the true median less often (75% at 3 repetitions, 87.5% at 4). "
+        f"A point is <em>unstable</em> when req/s or p50 varies more than {CV_THRESHOLD:.0%} "
+        '(coefficient of variation) across repetitions. Connections: attempts per run by outcome; "still '
+        'connecting" counts clients whose only connect had no outcome when the run ended (SYN retries). '
+        "Memory: peak over the server's whole process tree. Latency counts requests that never completed "
+        "(timed out, unanswered at the end, never sent) at the time they had waited; ≥ marks a percentile that "
+        "is only a lower bound because more of them than the share above it never completed. "
+        "<em>served k/n</em>: only k of the n clients completed a request."
+        + (
+            " % of ceiling: the median against the calibrated ceiling measured by <code>bench calibrate</code> "
+            "for the same point (hover for which), stored with these results when they ran: "
+            f"{_e(_calibration_text(results, calibration))}."
+            if calibration is not None
+            else ""
+        )
+        + "</p>",
+    ]
     for view in results.facets():
         agg = view.aggregate
         if agg.empty:
@@ -339,21 +380,40 @@ def _table_html(results: Results, calibration: Any) -> str:
         file_service = view.service == "file"
         metric = "mb_per_s" if file_service else "req_per_s"
         placement = results_placement(results)
-        ceilings = {int(r["point"]): ceiling_for(calibration, view.service, r, placement)
-                    for _, r in agg.drop_duplicates("point").iterrows()} if calibration is not None else {}
+        ceilings = (
+            {
+                int(r["point"]): ceiling_for(calibration, view.service, r, placement)
+                for _, r in agg.drop_duplicates("point").iterrows()
+            }
+            if calibration is not None
+            else {}
+        )
         show_ceiling = any(ceilings.values())
         one_point = agg["point"].nunique() == 1  # then the point column says nothing
-        head = ["model"] + ([] if one_point else ["point"]) + [
-            "MB/s" if file_service else "req/s", "p50", "p99", "connections", "PSS peak", "RSS peak",
-            "procs / threads"]
+        head = (
+            ["model"]
+            + ([] if one_point else ["point"])
+            + [
+                "MB/s" if file_service else "req/s",
+                "p50",
+                "p99",
+                "connections",
+                "PSS peak",
+                "RSS peak",
+                "procs / threads",
+            ]
+        )
         if show_ceiling:
             head.append("% of ceiling")
         head.append("flags")
         rows_html = []
         for _, row in agg.iterrows():
             med = _num(row[f"{metric}_median"])
-            value = (f"{fmt_rate(med, '')} <span class='ci'>{_e(_ci_text(row, metric))}</span>"
-                     if math.isfinite(med) else "-")
+            value = (
+                f"{fmt_rate(med, '')} <span class='ci'>{_e(_ci_text(row, metric))}</span>"
+                if math.isfinite(med)
+                else "-"
+            )
             cells = [
                 f"<td class='text'><span class='swatch' style='background:{model_colour(row['model'])}'></span>{_e(row['model'])}</td>",
                 *([] if one_point else [f"<td class='text'>{_e(row['label'])}</td>"]),
@@ -374,10 +434,14 @@ def _table_html(results: Results, calibration: Any) -> str:
             cls = "failedrow" if row["n_ok"] == 0 else ("flagged" if _flags_html(row) else "")
             rows_html.append(f"<tr class='{cls}'>{''.join(cells)}</tr>")
         title = f"<h3>{_e(view.facet)} service</h3>" if view.facet else ""
-        header = "".join(f"<th class='{'text' if h in ('model', 'point', 'connections', 'flags') else ''}'>{_e(h)}</th>"
-                         for h in head)
-        out.append(f"{title}<div class='tablewrap'><table><thead><tr>{header}</tr></thead>"
-                   f"<tbody>{''.join(rows_html)}</tbody></table></div>")
+        header = "".join(
+            f"<th class='{'text' if h in ('model', 'point', 'connections', 'flags') else ''}'>{_e(h)}</th>"
+            for h in head
+        )
+        out.append(
+            f"{title}<div class='tablewrap'><table><thead><tr>{header}</tr></thead>"
+            f"<tbody>{''.join(rows_html)}</tbody></table></div>"
+        )
     return "".join(out)
 
 
@@ -400,7 +464,9 @@ def _file_data_uri(path: Path) -> tuple[str, int, int, str]:
         head = data[:4096].decode("utf-8", "replace")
         size = re.search(r'<svg[^>]*?width="([\d.]+)pt"[^>]*?height="([\d.]+)pt"', head, re.S)
         # the SVG's size is in points; the report lays it out in CSS pixels (96 per inch, 72 points)
-        width, height = (round(float(size.group(1)) * 96 / 72), round(float(size.group(2)) * 96 / 72)) if size else (0, 0)
+        width, height = (
+            (round(float(size.group(1)) * 96 / 72), round(float(size.group(2)) * 96 / 72)) if size else (0, 0)
+        )
         match = re.search(r"<dc:title>(.*?)</dc:title>", head, re.S)
         title = html.unescape(match.group(1)) if match else ""
         mime = "image/svg+xml"
@@ -414,10 +480,10 @@ def _png_header(data: bytes) -> tuple[int, int, str]:
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     pos = 8
     while pos + 8 <= len(data):  # each chunk: length (4), type (4), data, CRC (4)
-        length, kind = int.from_bytes(data[pos:pos + 4], "big"), data[pos + 4:pos + 8]
+        length, kind = int.from_bytes(data[pos : pos + 4], "big"), data[pos + 4 : pos + 8]
         if kind in (b"IDAT", b"IEND"):
             break
-        body = data[pos + 8:pos + 8 + length]
+        body = data[pos + 8 : pos + 8 + length]
         if kind == b"tEXt" and body.startswith(b"Title\x00"):
             return width, height, body[6:].decode("latin-1")
         pos += 12 + length
@@ -449,9 +515,11 @@ def draw_missing_figures(results: Results) -> tuple[dict[str, Path], str]:
 def _figures_html(results: Results, files: dict[str, Path], note: str = "") -> str:
     from bench.plots import FIGURES
 
-    out = ["<h2 id='figures'>Figures</h2>",
-           "<p class='note'>The same figures are in <code>figures/</code> as PNG and SVG. Markers: hollow square = "
-           f"generator-bound, pink circle = unstable (CV &gt; {CV_THRESHOLD:.0%}), X = failed run.</p>"]
+    out = [
+        "<h2 id='figures'>Figures</h2>",
+        "<p class='note'>The same figures are in <code>figures/</code> as PNG and SVG. Markers: hollow square = "
+        f"generator-bound, pink circle = unstable (CV &gt; {CV_THRESHOLD:.0%}), X = failed run.</p>",
+    ]
     if note:
         out.append(f"<p class='note'>Some figures could not be drawn: {_e(note)}</p>")
     shown = 0
@@ -462,9 +530,11 @@ def _figures_html(results: Results, files: dict[str, Path], note: str = "") -> s
                 continue
             uri, w, h, question = _file_data_uri(files[base])
             shown += 1
-            out.append(f"<figure id='fig-{_e(base)}'><img src='{uri}' width='{w}' height='{h}' alt='{_e(question or name)}'>"
-                       f"<figcaption>{_e(FIGURE_CAPTIONS.get(name, ''))} <code>figures/{_e(base)}.svg</code>"
-                       f"</figcaption></figure>")
+            out.append(
+                f"<figure id='fig-{_e(base)}'><img src='{uri}' width='{w}' height='{h}' alt='{_e(question or name)}'>"
+                f"<figcaption>{_e(FIGURE_CAPTIONS.get(name, ''))} <code>figures/{_e(base)}.svg</code>"
+                f"</figcaption></figure>"
+            )
     if not shown:
         out.append("<p class='note'>No figure: no successful run.</p>")
     return "".join(out)
@@ -500,11 +570,15 @@ def _timelines_html(results: Results, files: dict[str, Path]) -> str:
     blocks = []
     for run_id in ids:
         uri, w, h, _title = _file_data_uri(files[f"timelines/{run_id}"])
-        blocks.append(f"<figure><img src='{uri}' width='{w}' height='{h}' alt='timeline of {_e(run_id)}' "
-                      f"style='max-width:{min(w, 1000)}px'><figcaption>Run {_e(run_id)}</figcaption></figure>")
-    return (f"<h2 id='timelines'>Run timelines</h2><p class='note'>{len(blocks)} of {total} runs: every flagged run, "
-            f"then one run per model at the largest point. All runs: <code>figures/timelines/</code> "
-            f"(<code>bench plot</code>).</p><details open><summary>Timelines</summary>{''.join(blocks)}</details>")
+        blocks.append(
+            f"<figure><img src='{uri}' width='{w}' height='{h}' alt='timeline of {_e(run_id)}' "
+            f"style='max-width:{min(w, 1000)}px'><figcaption>Run {_e(run_id)}</figcaption></figure>"
+        )
+    return (
+        f"<h2 id='timelines'>Run timelines</h2><p class='note'>{len(blocks)} of {total} runs: every flagged run, "
+        f"then one run per model at the largest point. All runs: <code>figures/timelines/</code> "
+        f"(<code>bench plot</code>).</p><details open><summary>Timelines</summary>{''.join(blocks)}</details>"
+    )
 
 
 # --------------------------------------------------------------------------
@@ -532,38 +606,68 @@ def _environment_html(results: Results, calibration: Any) -> str:
     sysctls = env.get("sysctls") or env.get("sysctl") or {}
     placement = env.get("placement") or {}
     rows = [
-        ("Python", " ".join(filter(None, [str(_get(env, "python", "implementation") or ""),
-                                          str(_get(env, "python", "version") or "")]))),
+        (
+            "Python",
+            " ".join(
+                filter(
+                    None, [str(_get(env, "python", "implementation") or ""), str(_get(env, "python", "version") or "")]
+                )
+            ),
+        ),
         ("kernel", _get(env, "platform", "kernel_release") or _get(env, "platform", "kernel")),
-        ("CPU", f"{_get(env, 'cpu', 'model') or '?'} × {_get(env, 'cpu', 'logical') or _get(env, 'cpu', 'count') or '?'}"),
+        (
+            "CPU",
+            f"{_get(env, 'cpu', 'model') or '?'} × {_get(env, 'cpu', 'logical') or _get(env, 'cpu', 'count') or '?'}",
+        ),
         ("memory", fmt_bytes(env.get("memory_total_bytes")) if env.get("memory_total_bytes") else None),
-        ("CPU placement", ", ".join(f"{k}={v}" for k, v in placement.items()) if isinstance(placement, dict) else placement),
-        ("listen queue sysctls", ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in sysctls.items()
-                                           if any(s in k for s in ("somaxconn", "syncookies", "abort_on_overflow",
-                                                                   "max_syn_backlog")))),
-        ("load average", ", ".join(map(str, env["load_average"])) if isinstance(env.get("load_average"), list)
-         else env.get("load_average")),
-        ("sockbench", " ".join(str(v) for v in (_get(env, "sockbench", "version"), _get(env, "sockbench", "commit"))
-                               if v) + (" (uncommitted changes)" if _get(env, "sockbench", "dirty") else "")),
+        (
+            "CPU placement",
+            ", ".join(f"{k}={v}" for k, v in placement.items()) if isinstance(placement, dict) else placement,
+        ),
+        (
+            "listen queue sysctls",
+            ", ".join(
+                f"{k.rsplit('.', 1)[-1]}={v}"
+                for k, v in sysctls.items()
+                if any(s in k for s in ("somaxconn", "syncookies", "abort_on_overflow", "max_syn_backlog"))
+            ),
+        ),
+        (
+            "load average",
+            ", ".join(map(str, env["load_average"]))
+            if isinstance(env.get("load_average"), list)
+            else env.get("load_average"),
+        ),
+        (
+            "sockbench",
+            " ".join(str(v) for v in (_get(env, "sockbench", "version"), _get(env, "sockbench", "commit")) if v)
+            + (" (uncommitted changes)" if _get(env, "sockbench", "dirty") else ""),
+        ),
         ("host", env.get("hostname")),
         ("kernel counters (k_*)", _counter_scope_text(env)),
-        ("calibration", f"stored with these results, {_calibration_text(results, calibration)}: the table shows "
-                        "% of ceiling" if calibration is not None
-         else "none stored with these results: run bench calibrate before bench run to see each model against "
-              "the machine's ceiling"),
+        (
+            "calibration",
+            f"stored with these results, {_calibration_text(results, calibration)}: the table shows % of ceiling"
+            if calibration is not None
+            else "none stored with these results: run bench calibrate before bench run to see each model against "
+            "the machine's ceiling",
+        ),
     ]
     dl = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in rows if v not in (None, "", "?"))
     raw = json.dumps(env, indent=2, sort_keys=True, default=str)
-    return (f"<h2 id='environment'>Environment</h2><dl class='env'>{dl}</dl>"
-            f"<details><summary>environment.json</summary><pre>{_e(raw)}</pre></details>")
+    return (
+        f"<h2 id='environment'>Environment</h2><dl class='env'>{dl}</dl>"
+        f"<details><summary>environment.json</summary><pre>{_e(raw)}</pre></details>"
+    )
 
 
 # --------------------------------------------------------------------------
 # The report
 
 
-def render_report(results: Results, calibration: Any = None, figures: dict[str, Path] | None = None,
-                  figures_note: str = "") -> str:
+def render_report(
+    results: Results, calibration: Any = None, figures: dict[str, Path] | None = None, figures_note: str = ""
+) -> str:
     """The report's HTML text, embedding the figure files ``figures`` ({base: path}, see :func:`draw_missing_figures`)."""
     figures = figures or {}
     findings = compute_findings(results, calibration)
@@ -583,15 +687,31 @@ def render_report(results: Results, calibration: Any = None, figures: dict[str, 
         f"{_e(results.path)}</code>.</footer>",
     ]
     links = [("thresholds", "thresholds")] if results.scenario.get("thresholds") else []
-    nav = ("<p class='meta'>" + " · ".join(f"<a href='#{a}'>{t}</a>" for a, t in (
-        *links, ("warnings", "warnings"), ("findings", "findings"), ("table", "table"), ("figures", "figures"),
-        ("timelines", "timelines"), ("environment", "environment"))) + "</p>")
+    nav = (
+        "<p class='meta'>"
+        + " · ".join(
+            f"<a href='#{a}'>{t}</a>"
+            for a, t in (
+                *links,
+                ("warnings", "warnings"),
+                ("findings", "findings"),
+                ("table", "table"),
+                ("figures", "figures"),
+                ("timelines", "timelines"),
+                ("environment", "environment"),
+            )
+        )
+        + "</p>"
+    )
     sections.insert(2, nav)
-    return ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-            "<meta name='viewport' content='width=device-width, initial-scale=1'>"
-            "<link rel='icon' href='data:,'>"  # an empty icon: browsers would otherwise fetch favicon.ico
-            f"<title>{_e(results.name)}: sockbench report</title><style>{_css()}</style></head><body>"
-            + "\n".join(s for s in sections if s) + "</body></html>\n")
+    return (
+        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        "<link rel='icon' href='data:,'>"  # an empty icon: browsers would otherwise fetch favicon.ico
+        f"<title>{_e(results.name)}: sockbench report</title><style>{_css()}</style></head><body>"
+        + "\n".join(s for s in sections if s)
+        + "</body></html>\n"
+    )
 
 
 def write_report(results_dir: Path) -> Path:
@@ -632,35 +752,56 @@ def render_markdown(results: Results) -> str:
             continue
         metric = "mb_per_s" if view.service == "file" else "req_per_s"
         one_point = agg["point"].nunique() == 1
-        head = ["model"] + ([] if one_point else ["point"]) + [
-            "MB/s" if view.service == "file" else "req/s", "p50", "p99", "connections", "PSS peak", "flags"]
+        head = (
+            ["model"]
+            + ([] if one_point else ["point"])
+            + ["MB/s" if view.service == "file" else "req/s", "p50", "p99", "connections", "PSS peak", "flags"]
+        )
         if view.facet:
             out += [f"**{_md(view.facet)} service**", ""]
-        out += ["| " + " | ".join(head) + " |",
-                "|" + "|".join(":---" if h in ("model", "point", "connections", "flags") else "---:" for h in head) + "|"]
+        out += [
+            "| " + " | ".join(head) + " |",
+            "|" + "|".join(":---" if h in ("model", "point", "connections", "flags") else "---:" for h in head) + "|",
+        ]
         for _, row in agg.iterrows():
             med = _num(row[f"{metric}_median"])
             value = f"{fmt_rate(med, '')} {_ci_text(row, metric)}".strip() if math.isfinite(med) else "-"
-            cells = [f"`{row['model']}`"] + ([] if one_point else [row["label"]]) + [
-                value, bound_mark(row, "lat_p50_us", "≥ ") + fmt_time_us(row["lat_p50_us_median"]),
-                bound_mark(row, "lat_p99_us", "≥ ") + fmt_time_us(row["lat_p99_us_median"]), _conn_text(row),
-                fmt_bytes(row["mem_pss_peak_bytes_median"]), ", ".join(t for _k, t in _flag_tags(row)) or ""]
+            cells = (
+                [f"`{row['model']}`"]
+                + ([] if one_point else [row["label"]])
+                + [
+                    value,
+                    bound_mark(row, "lat_p50_us", "≥ ") + fmt_time_us(row["lat_p50_us_median"]),
+                    bound_mark(row, "lat_p99_us", "≥ ") + fmt_time_us(row["lat_p99_us_median"]),
+                    _conn_text(row),
+                    fmt_bytes(row["mem_pss_peak_bytes_median"]),
+                    ", ".join(t for _k, t in _flag_tags(row)) or "",
+                ]
+            )
             out.append("| " + " | ".join(_md(c) for c in cells) + " |")
         out.append("")
     warnings = summary_warnings(results)
     if warnings:
         out += ["**Warnings**", ""] + [f"- {' '.join(str(w).split())}" for w in warnings] + [""]
-    out.append(f"Medians over successful repetitions, [confidence interval of the median, its level]. "
-               f"Full report: `bench report {results.path}`.")
+    out.append(
+        f"Medians over successful repetitions, [confidence interval of the median, its level]. "
+        f"Full report: `bench report {results.path}`."
+    )
     return "\n".join(out) + "\n"
 
 
 def add_report_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``bench report``."""
     parser.add_argument("results_dir", type=Path, metavar="RESULTS_DIR", help="a results folder written by `bench run`")
-    parser.add_argument("--markdown", metavar="FILE", nargs="?", const="-", default=None,
-                        help="write a summary and the headline table as Markdown (for a pull request comment) "
-                             "to FILE, or to standard output without FILE, instead of the HTML report")
+    parser.add_argument(
+        "--markdown",
+        metavar="FILE",
+        nargs="?",
+        const="-",
+        default=None,
+        help="write a summary and the headline table as Markdown (for a pull request comment) "
+        "to FILE, or to standard output without FILE, instead of the HTML report",
+    )
 
 
 def report_command(args: argparse.Namespace) -> int:
@@ -670,8 +811,10 @@ def report_command(args: argparse.Namespace) -> int:
     try:
         markdown = getattr(args, "markdown", None)
         if ensure_summary(args.results_dir):
-            print(f"wrote {Path(args.results_dir) / 'summary.json'} (it was missing)",
-                  file=sys.stderr if markdown == "-" else sys.stdout)
+            print(
+                f"wrote {Path(args.results_dir) / 'summary.json'} (it was missing)",
+                file=sys.stderr if markdown == "-" else sys.stdout,
+            )
         if markdown is not None:
             text = render_markdown(load_results(args.results_dir))
             if markdown == "-":

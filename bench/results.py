@@ -90,6 +90,7 @@ def load_stored_calibration(results_dir: Path) -> dict[str, Any] | None:
     """
     return read_calibration(Path(results_dir) / CALIBRATION_FILE)
 
+
 #: Columns of runs.csv, in order, with their meaning. Readers must look
 #: columns up by name; missing values are empty cells (NaN in pandas).
 RUN_COLUMNS: dict[str, str] = {
@@ -109,7 +110,7 @@ RUN_COLUMNS: dict[str, str] = {
     "cpu_work_per_us": "the scenario's calibration: iterations per microsecond of CPU (environment.json has the rest)",
     "cpu_work_short": "True if the server's CPU in the window is less than requests x cpu_work_us (less tick tolerance)",
     "duration_s": "length of the measured window as scheduled (the scenario's duration): requests are counted "
-                  "by completion time inside [window start, window start + duration_s)",
+    "by completion time inside [window start, window start + duration_s)",
     # throughput
     "requests": "requests completed successfully in the measured window",
     "errors": "requests that failed in the window (sum of the err_* and http_3xx/4xx/5xx columns)",
@@ -121,14 +122,14 @@ RUN_COLUMNS: dict[str, str] = {
     # lat_*_is_lower_bound marks those that may be far off (see bench.loadgen.merge.LOWER_BOUND_RULE),
     # printed "p99 >= 1.0 s".
     "lat_p50_us": "latency, median; closed loop: request sent -> last byte back; open loop: scheduled start "
-                  "-> last byte back (a lower bound when censored requests count, see lat_censored)",
+    "-> last byte back (a lower bound when censored requests count, see lat_censored)",
     "lat_p90_us": "latency, 90th percentile (measured as lat_p50_us says)",
     "lat_p99_us": "latency, 99th percentile",
     "lat_p999_us": "latency, 99.9th percentile",
     "lat_max_us": "latency, the longest request or wait in the window",
     "lat_mean_us": "mean over completed requests only (censored ones have no latency to average)",
     "lat_censored": "requests without a latency: timed out, unanswered at the window end, or (open loop) due "
-                    "and never sent; counted in the percentiles at the time they had waited",
+    "and never sent; counted in the percentiles at the time they had waited",
     "lat_p50_is_lower_bound": "True if lat_p50_us is only a lower bound (too many censored requests)",
     "lat_p90_is_lower_bound": "True if lat_p90_us is only a lower bound",
     "lat_p99_is_lower_bound": "True if lat_p99_us is only a lower bound",
@@ -160,21 +161,21 @@ RUN_COLUMNS: dict[str, str] = {
     "http_4xx": "http: replies with a 4xx status (403 outside the root, 404 missing ...): failed requests",
     "http_5xx": "http: replies with a 5xx status: failed requests",
     "http_2xx": "http: replies with a 2xx status and the file's length (and checksum where sampled): "
-                "equals requests; empty for the other services",
+    "equals requests; empty for the other services",
     "req_pending": "requests sent but unanswered when the window closed (closed loop: up to one per client)",
     "req_pending_oldest_s": "how long the oldest of those had waited: near a whole run = a client the server ignores",
     # kernel counters: deltas over the measured window (snapshots when it opens and closes)
     "netns": "own = server and load ran in a network namespace of this run's own, so the k_* counters are "
-             "this run's alone; shared = they count the whole namespace (not root)",
+    "this run's alone; shared = they count the whole namespace (not root)",
     # network: hosts and the link between them (bench.network); empty columns on loopback
     "net_hosts": "loopback = server and load on one loopback; namespaces = a server host and a client host "
-                 "(network namespaces) joined by a link with the conditions below",
+    "(network namespaces) joined by a link with the conditions below",
     "net_rtt_ms": "round trip the scenario added between the hosts (delay stage, half each way), ms",
     "net_jitter_ms": "extra per-packet delay drawn uniformly from 0..this, each way (order kept), ms",
     "net_rate_mbit": "bit rate of each direction of the link (tbf on each host's eth0), Mbit/s; empty = unlimited",
     "net_links": "each direction's configuration: tbf rate, and bridge or delay stage",
     "net_base_rtt_us": "median of 20 one-byte TCP round trips client host -> server host timed before the run "
-                       "(includes the added rtt and the delay stage's own cost)",
+    "(includes the added rtt and the delay stage's own cost)",
     "net_base_rtt_min_us": "the fastest of those round trips",
     "net_stage_dropped": "frames the delay stage dropped (its 64 MiB per-direction buffer full, or a send failed)",
     "net_stage_cpu_s": "CPU seconds the delay stage used over the run (taken from the same cores as server and load)",
@@ -186,10 +187,10 @@ RUN_COLUMNS: dict[str, str] = {
     "accept_queue_max": "largest sampled accept-queue depth of the listening socket",
     # server process tree (sampled)
     "mem_rss_peak_bytes": "largest sampled RSS summed over the server's process tree (counts shared pages once per "
-                          "process: forking overstates)",
+    "process: forking overstates)",
     "mem_rss_mean_bytes": "mean of the sampled RSS sums",
     "mem_pss_peak_bytes": "largest sampled PSS summed over the tree (shared pages split between the processes); "
-                          "empty where PSS could not be read (see mem_note)",
+    "empty where PSS could not be read (see mem_note)",
     "mem_pss_mean_bytes": "mean of the sampled PSS sums",
     "mem_uss_peak_bytes": "largest sampled USS (memory no other process shares) summed over the tree",
     "mem_uss_mean_bytes": "mean of the sampled USS sums",
@@ -202,7 +203,7 @@ RUN_COLUMNS: dict[str, str] = {
     "server_cpu_pct": "server tree CPU time / window wall time * 100",
     "ctx_switches": "voluntary + involuntary, summed over the tree",
     "server_runq_wait_pct": "time the server's threads were runnable but waiting for a CPU, summed over the tree, "
-                            "percent of the window (100 = one thread always waiting)",
+    "percent of the window (100 = one thread always waiting)",
     # generator and machine
     "gen_workers": "load generator worker processes",
     "clients_served": "clients that completed at least one request in the window (of `clients`)",
@@ -210,9 +211,9 @@ RUN_COLUMNS: dict[str, str] = {
     "gen_runq_wait_pct_max": "longest a generator worker waited on a run queue (runnable, no CPU), percent of the window",
     "generator_bound": f"True if a generator worker was short of CPU: {GENERATOR_BOUND_RULE}",
     "gen_engine": "load engine that measured: native (C, epoll), python (asyncio/uvloop), or locust with its "
-                  "workers and hosts (e.g. 'locust, 2 workers on 2 hosts')",
+    "workers and hosts (e.g. 'locust, 2 workers on 2 hosts')",
     "runner_cpu_pct": "CPU of the runner process (its server monitor included) over the window, percent of one core; "
-                      "it runs on the generator's CPUs",
+    "it runs on the generator's CPUs",
     "idle_busy_pct": "machine busy percent measured just before the run",
     "server_cpus": "CPUs the server was pinned to (e.g. '0'), empty if unpinned",
     "gen_cpus": "CPUs the generator was pinned to",
@@ -237,38 +238,86 @@ def run_columns(n_cpus: int | None = None) -> dict[str, str]:
         out[name] = meaning
         if name == "gen_cpus":
             for cpu in range(n_cpus):
-                out[cpu_busy_column(cpu)] = (f"CPU {cpu}'s busy percent during the measured window "
-                                             "(one column per CPU of the machine)")
+                out[cpu_busy_column(cpu)] = (
+                    f"CPU {cpu}'s busy percent during the measured window (one column per CPU of the machine)"
+                )
     return out
 
 
 #: Measured columns of runs.csv: what a threshold (:mod:`bench.thresholds`) may
 #: test. Identity, parameters and notes are not measurements.
 METRIC_COLUMNS: tuple[str, ...] = (
-    "requests", "errors", "req_per_s", "mb_per_s",
-    "lat_p50_us", "lat_p90_us", "lat_p99_us", "lat_p999_us", "lat_max_us", "lat_mean_us",
-    "lat_censored", "clients_served", "ttfb_p50_us", "ttfb_p99_us", "lat_uncorrected_p99_us", "late_starts",
-    *CONN_OUTCOMES, CONN_PENDING, "connect_p50_us", "connect_p99_us", "connect_max_us",
-    *ERROR_COLUMNS, "http_2xx", "req_pending", "req_pending_oldest_s",
-    "k_listen_overflows", "k_listen_drops", "k_reqq_full_drop", "k_reqq_full_do_cookies", "k_syncookies_sent",
+    "requests",
+    "errors",
+    "req_per_s",
+    "mb_per_s",
+    "lat_p50_us",
+    "lat_p90_us",
+    "lat_p99_us",
+    "lat_p999_us",
+    "lat_max_us",
+    "lat_mean_us",
+    "lat_censored",
+    "clients_served",
+    "ttfb_p50_us",
+    "ttfb_p99_us",
+    "lat_uncorrected_p99_us",
+    "late_starts",
+    *CONN_OUTCOMES,
+    CONN_PENDING,
+    "connect_p50_us",
+    "connect_p99_us",
+    "connect_max_us",
+    *ERROR_COLUMNS,
+    "http_2xx",
+    "req_pending",
+    "req_pending_oldest_s",
+    "k_listen_overflows",
+    "k_listen_drops",
+    "k_reqq_full_drop",
+    "k_reqq_full_do_cookies",
+    "k_syncookies_sent",
     "accept_queue_max",
-    "mem_rss_peak_bytes", "mem_rss_mean_bytes", "mem_pss_peak_bytes", "mem_pss_mean_bytes",
-    "mem_uss_peak_bytes", "mem_uss_mean_bytes", "procs_peak", "threads_peak", "fds_peak",
-    "server_cpu_user_s", "server_cpu_sys_s", "server_cpu_pct", "server_runq_wait_pct", "ctx_switches",
-    "gen_cpu_pct_max", "gen_runq_wait_pct_max", "runner_cpu_pct",
+    "mem_rss_peak_bytes",
+    "mem_rss_mean_bytes",
+    "mem_pss_peak_bytes",
+    "mem_pss_mean_bytes",
+    "mem_uss_peak_bytes",
+    "mem_uss_mean_bytes",
+    "procs_peak",
+    "threads_peak",
+    "fds_peak",
+    "server_cpu_user_s",
+    "server_cpu_sys_s",
+    "server_cpu_pct",
+    "server_runq_wait_pct",
+    "ctx_switches",
+    "gen_cpu_pct_max",
+    "gen_runq_wait_pct_max",
+    "runner_cpu_pct",
 )
 
 #: Short names a threshold may use for the latency percentiles.
 METRIC_ALIASES: dict[str, str] = {
-    "p50": "lat_p50_us", "p90": "lat_p90_us", "p99": "lat_p99_us", "p999": "lat_p999_us",
-    "max": "lat_max_us", "mean": "lat_mean_us",
+    "p50": "lat_p50_us",
+    "p90": "lat_p90_us",
+    "p99": "lat_p99_us",
+    "p999": "lat_p999_us",
+    "max": "lat_max_us",
+    "mean": "lat_mean_us",
 }
 
 
 def column_unit(name: str) -> str:
     """The unit a column's name carries (see the module doc): ``lat_p99_us`` -> ``"microseconds"``."""
-    for suffix, unit in (("_per_s", "per second"), ("_per_us", "per microsecond"), ("_us", "microseconds"), ("_s", "seconds"), ("_bytes", "bytes"),
-                         ("_pct", "percent of one CPU")):
+    for suffix, unit in (
+        ("_per_s", "per second"),
+        ("_per_us", "per microsecond"),
+        ("_us", "microseconds"),
+        ("_s", "seconds"),
+        ("_bytes", "bytes"),
+        ("_pct", "percent of one CPU"),
+    ):
         if name.endswith(suffix):
             return unit
     return ""
@@ -286,7 +335,9 @@ TIMELINE_COLUMNS: dict[str, str] = {
     "mem_rss_bytes": "server: RSS summed over the process tree",
     "mem_pss_bytes": "server: PSS summed over the tree",
     "mem_uss_bytes": "server: USS summed over the tree",
-    "procs": "server: processes in the tree", "threads": "server: threads, summed", "fds": "server: open files, summed",
+    "procs": "server: processes in the tree",
+    "threads": "server: threads, summed",
+    "fds": "server: open files, summed",
     "server_cpu_pct": "server: CPU of the tree over the sample interval, percent of one core",
     "accept_queue": "listening socket's accept-queue depth",
     FORMAT_KEY: "format version of timeline.csv (bench.results.FORMAT_VERSIONS)",
@@ -305,14 +356,19 @@ def columns_markdown(runs: Mapping[str, str] | None = None, files: Iterable[str]
     """
     tables = {"runs.csv": runs if runs is not None else run_columns(), "timeline.csv": TIMELINE_COLUMNS}
     versions = ", ".join(f"{name} {FORMAT_VERSIONS[name]}" for name in files)
-    lines = [f"# Columns of a sockbench results folder (format versions: {versions})", "",
-             "Look columns up by name. An empty cell is a value that was not measured or does not apply.",
-             "Units are in the names: `_us` microseconds, `_s` seconds, `_bytes` bytes, `_pct` percent of one",
-             "CPU (100 = one core busy), `_per_s` per second. Generated from bench/results.py.", ""]
+    lines = [
+        f"# Columns of a sockbench results folder (format versions: {versions})",
+        "",
+        "Look columns up by name. An empty cell is a value that was not measured or does not apply.",
+        "Units are in the names: `_us` microseconds, `_s` seconds, `_bytes` bytes, `_pct` percent of one",
+        "CPU (100 = one core busy), `_per_s` per second. Generated from bench/results.py.",
+        "",
+    ]
     for name in files:
         lines += [f"## {name}: {COLUMN_FILES[name]}", "", "| column | unit | meaning |", "| --- | --- | --- |"]
-        lines += [f"| `{col}` | {column_unit(col)} | {meaning.replace('|', '/')} |"
-                  for col, meaning in tables[name].items()]
+        lines += [
+            f"| `{col}` | {column_unit(col)} | {meaning.replace('|', '/')} |" for col, meaning in tables[name].items()
+        ]
         lines.append("")
     return "\n".join(lines)
 
@@ -484,8 +540,12 @@ class ResultsWriter:
             writer.writerow({k: _cell(row.get(k)) for k in writer.fieldnames})
         return buf.getvalue()
 
-    def add_run(self, row: Mapping[str, Any], timeline: Iterable[Mapping[str, Any]] = (),
-                histograms: Mapping[str, Any] | None = None) -> None:
+    def add_run(
+        self,
+        row: Mapping[str, Any],
+        timeline: Iterable[Mapping[str, Any]] = (),
+        histograms: Mapping[str, Any] | None = None,
+    ) -> None:
         """Persist one run: histograms first, then timeline, then its runs.csv row (the commit point)."""
         run_id = row["run_id"]
         for kind, hist in (histograms or {}).items():
@@ -493,8 +553,9 @@ class ResultsWriter:
                 write_text_atomically(self.hist_dir / f"{run_id}.{kind}.hlog", encode_hlog(hist, kind))
         rows = [dict(r, run_id=run_id, **{FORMAT_KEY: FORMAT_VERSIONS["timeline.csv"]}) for r in timeline]
         if rows:
-            _append_atomically(self.timeline_csv, self._csv_text(
-                TIMELINE_COLUMNS, rows, header=not self.timeline_csv.exists()))
+            _append_atomically(
+                self.timeline_csv, self._csv_text(TIMELINE_COLUMNS, rows, header=not self.timeline_csv.exists())
+            )
         row = {**row, FORMAT_KEY: FORMAT_VERSIONS["runs.csv"]}
         _append_atomically(self.runs_csv, self._csv_text(self.run_columns, [row], header=not self.runs_csv.exists()))
         self.rows_written += 1
@@ -534,11 +595,16 @@ class FormatVersionError(ResultsFileError):
     def __init__(self, path: Path, kind: str, found: Any):
         self.path, self.kind, self.found = Path(path), kind, found
         self.supported = FORMAT_VERSIONS[kind]
-        what = (f"format version {found!r}" if found is not None else
-                f"no {FORMAT_KEY} (written before sockbench versioned its files, or not by sockbench)")
-        super().__init__(f"{path}: {what}; this sockbench reads {kind} format version {self.supported} only. "
-                         f"Re-create it with this sockbench (bench run / bench calibrate), or read it with the "
-                         f"sockbench that wrote it")
+        what = (
+            f"format version {found!r}"
+            if found is not None
+            else f"no {FORMAT_KEY} (written before sockbench versioned its files, or not by sockbench)"
+        )
+        super().__init__(
+            f"{path}: {what}; this sockbench reads {kind} format version {self.supported} only. "
+            f"Re-create it with this sockbench (bench run / bench calibrate), or read it with the "
+            f"sockbench that wrote it"
+        )
 
 
 def check_format(path: Path, kind: str, found: Any) -> None:

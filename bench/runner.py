@@ -210,8 +210,9 @@ def plan_runs(scenario: Scenario) -> list[RunPlan]:
     return plans
 
 
-def _load_spec(scenario: Scenario, plan: RunPlan, host: str, port: int, gen_cpus: set[int] | None,
-               targets: dict[int, FileTarget]) -> LoadSpec:
+def _load_spec(
+    scenario: Scenario, plan: RunPlan, host: str, port: int, gen_cpus: set[int] | None, targets: dict[int, FileTarget]
+) -> LoadSpec:
     """The generator's LoadSpec for one run: every parameter from the point's load or the generator section.
 
     A parameter that does not apply to the point (``None``: the echo size of
@@ -228,8 +229,16 @@ def _load_spec(scenario: Scenario, plan: RunPlan, host: str, port: int, gen_cpus
         if value is not None:
             values[parameter.spec_name] = value
     files = [targets[load.file_bytes]] if plan.point.service in FILE_SERVICES else []
-    return LoadSpec(service=plan.point.service, host=host, port=port, duration_s=scenario.duration_s,
-                    warmup_s=scenario.warmup_s, files=files, cpus=gen_cpus, **values)
+    return LoadSpec(
+        service=plan.point.service,
+        host=host,
+        port=port,
+        duration_s=scenario.duration_s,
+        warmup_s=scenario.warmup_s,
+        files=files,
+        cpus=gen_cpus,
+        **values,
+    )
 
 
 def _exit_text(status: int | None) -> str:
@@ -249,8 +258,15 @@ def _fmt_cpus(cpus: set[int] | None) -> str:
 
 
 #: The phases of a run, in order, as :func:`execute_run` reports them to ``on_phase``.
-PHASES = ("waiting for an idle machine", "starting server", "starting load generator", "warmup", "measuring",
-          "stopping", "done")
+PHASES = (
+    "waiting for an idle machine",
+    "starting server",
+    "starting load generator",
+    "warmup",
+    "measuring",
+    "stopping",
+    "done",
+)
 
 #: The phases of the finish stage, reported with ``plan`` None.
 FINISH_PHASES = ("writing summary", "drawing figures", "writing report", "finished")
@@ -262,9 +278,16 @@ def _no_phase(_plan: RunPlan | None, _phase: str, _info: dict[str, Any]) -> None
     pass
 
 
-def execute_run(scenario: Scenario, plan: RunPlan, writer: ResultsWriter, *, file_root: Path | None,
-                targets: dict[int, FileTarget], cpu_work: dict[str, Any] | None = None,
-                on_phase: PhaseCallback = _no_phase) -> dict[str, Any]:
+def execute_run(
+    scenario: Scenario,
+    plan: RunPlan,
+    writer: ResultsWriter,
+    *,
+    file_root: Path | None,
+    targets: dict[int, FileTarget],
+    cpu_work: dict[str, Any] | None = None,
+    on_phase: PhaseCallback = _no_phase,
+) -> dict[str, Any]:
     """Run one plan and persist it; returns the runs.csv row written.
 
     ``on_phase(plan, phase, info)`` is called as the run enters each of
@@ -312,21 +335,32 @@ def execute_run(scenario: Scenario, plan: RunPlan, writer: ResultsWriter, *, fil
     idle_wait_s = 0.0
     try:
         on_phase(plan, PHASES[0], {"max_wait_s": scenario.monitor.idle_wait_s})
-        busy, _idle = wait_for_idle(threshold_pct=scenario.monitor.idle_threshold_pct,
-                                    max_wait_s=scenario.monitor.idle_wait_s)
+        busy, _idle = wait_for_idle(
+            threshold_pct=scenario.monitor.idle_threshold_pct, max_wait_s=scenario.monitor.idle_wait_s
+        )
         idle_wait_s = time.monotonic() - began
         row["idle_busy_pct"] = busy
         on_phase(plan, "starting server", {"idle_busy_pct": busy})
         network = scenario.network
-        with runner_pinned(gen_cpus), run_hosts(plan.run_id, network.hosts, rtt_s=network.rtt, jitter_s=network.jitter,
-                                                 rate_bit=network.rate, client_hosts=network.client_hosts) as hosts, \
-                ExitStack() as on_server:
+        with (
+            runner_pinned(gen_cpus),
+            run_hosts(
+                plan.run_id,
+                network.hosts,
+                rtt_s=network.rtt,
+                jitter_s=network.jitter,
+                rate_bit=network.rate,
+                client_hosts=network.client_hosts,
+            ) as hosts,
+            ExitStack() as on_server,
+        ):
             row.update(hosts.columns())
             if hosts.server_host:
                 options = dataclasses.replace(options, host=hosts.server_host)
             with hosts.in_server():  # the server and its monitor's thread start on the server host
-                server = on_server.enter_context(run_server(
-                    plan.model, plan.point.service, options, cpus=server_cpus, stderr_path=stderr_path))
+                server = on_server.enter_context(
+                    run_server(plan.model, plan.point.service, options, cpus=server_cpus, stderr_path=stderr_path)
+                )
                 monitor = ServerMonitor(server.pid, server.port, interval_s=scenario.monitor.interval_s)
                 monitor.start()
             # per-CPU busy time and kernel counters over the measured window only
@@ -382,8 +416,9 @@ def execute_run(scenario: Scenario, plan: RunPlan, writer: ResultsWriter, *, fil
             # The cause first: a killed forking parent also leaves its
             # children behind, but "it died" is what happened.
             if died:
-                problems.append(f"server died during the run ({_exit_text(exit_status)}); "
-                                f"stderr tail:\n{server.stderr_tail()}")
+                problems.append(
+                    f"server died during the run ({_exit_text(exit_status)}); stderr tail:\n{server.stderr_tail()}"
+                )
             if leftovers:
                 problems.append(f"processes of the server still alive after stop (killed): {leftovers}")
         row.update(hosts.columns())  # the delay stage's counters, now that it is stopped
@@ -410,8 +445,16 @@ def execute_run(scenario: Scenario, plan: RunPlan, writer: ResultsWriter, *, fil
     finally:
         hold.close()  # a signal that waited raises Stopped now, the run kept whole
     wall = time.monotonic() - began
-    on_phase(plan, "done", {"idle_wait_s": idle_wait_s, "wall_s": wall, "status": row["status"],
-                            "overhead_s": max(0.0, wall - idle_wait_s - scenario.warmup_s - scenario.duration_s)})
+    on_phase(
+        plan,
+        "done",
+        {
+            "idle_wait_s": idle_wait_s,
+            "wall_s": wall,
+            "status": row["status"],
+            "overhead_s": max(0.0, wall - idle_wait_s - scenario.warmup_s - scenario.duration_s),
+        },
+    )
     return row
 
 
@@ -423,11 +466,17 @@ def _warn_stderr(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
 
 
-def run_scenario(scenario: Scenario, *, results_root: Path = Path("results"),
-                 on_run: Callable[[RunPlan, dict[str, Any], int, int], None] | None = None,
-                 on_start: Callable[[Path, list[RunPlan]], None] | None = None,
-                 finish: bool = True, plots: bool = True, warn: Callable[[str], None] = _warn_stderr,
-                 on_phase: PhaseCallback = _no_phase) -> Path:
+def run_scenario(
+    scenario: Scenario,
+    *,
+    results_root: Path = Path("results"),
+    on_run: Callable[[RunPlan, dict[str, Any], int, int], None] | None = None,
+    on_start: Callable[[Path, list[RunPlan]], None] | None = None,
+    finish: bool = True,
+    plots: bool = True,
+    warn: Callable[[str], None] = _warn_stderr,
+    on_phase: PhaseCallback = _no_phase,
+) -> Path:
     """Run every model x point x repetition of ``scenario``; return the results folder.
 
     ``on_start(results_dir, plans)`` is called once the folder exists;
@@ -452,25 +501,44 @@ def run_scenario(scenario: Scenario, *, results_root: Path = Path("results"),
         plans = [p for p in plans if p.model not in compiled]
         warn(f"{', '.join(compiled)} left out: {native.why_unavailable()}")
     from bench.loadgen import engines
+
     notes = {engines.resolve(scenario.generator.engine, service)[2] for service in {p.point.service for p in plans}}
     for note in sorted(notes - {""}):  # auto fell back to the python engine: said once here, and in each run's warnings
         warn(note)
     ensure_fd_limit(max(p.point.load.clients for p in plans) if plans else 0)
     if scenario.network.hosts == "namespaces":
         from bench.network import NetworkError, require_root
+
         try:
             require_root()
         except NetworkError as exc:
             raise ScenarioRefused(str(exc)) from None
     with stop_signals():
-        return _run_plans(scenario, plans, results_root=results_root, on_run=on_run, on_start=on_start,
-                          finish=finish, plots=plots, warn=warn, on_phase=on_phase)
+        return _run_plans(
+            scenario,
+            plans,
+            results_root=results_root,
+            on_run=on_run,
+            on_start=on_start,
+            finish=finish,
+            plots=plots,
+            warn=warn,
+            on_phase=on_phase,
+        )
 
 
-def _run_plans(scenario: Scenario, plans: list[RunPlan], *, results_root: Path,
-               on_run: Callable[[RunPlan, dict[str, Any], int, int], None] | None,
-               on_start: Callable[[Path, list[RunPlan]], None] | None,
-               finish: bool, plots: bool, warn: Callable[[str], None], on_phase: PhaseCallback) -> Path:
+def _run_plans(
+    scenario: Scenario,
+    plans: list[RunPlan],
+    *,
+    results_root: Path,
+    on_run: Callable[[RunPlan, dict[str, Any], int, int], None] | None,
+    on_start: Callable[[Path, list[RunPlan]], None] | None,
+    finish: bool,
+    plots: bool,
+    warn: Callable[[str], None],
+    on_phase: PhaseCallback,
+) -> Path:
     """:func:`run_scenario` once the runs are planned, inside :func:`stop_signals`."""
     from bench.environment import collect_environment
 
@@ -484,11 +552,13 @@ def _run_plans(scenario: Scenario, plans: list[RunPlan], *, results_root: Path,
     results_dir = new_results_dir(results_root, scenario.name)
     writer = ResultsWriter(results_dir)
     writer.write_text("scenario.yaml", scenario.to_yaml())
-    environment = collect_environment({
-        "policy": scenario.placement,
-        "server_cpus": sorted(server_cpus) if server_cpus else None,
-        "generator_cpus": sorted(gen_cpus) if gen_cpus else None,
-    })
+    environment = collect_environment(
+        {
+            "policy": scenario.placement,
+            "server_cpus": sorted(server_cpus) if server_cpus else None,
+            "generator_cpus": sorted(gen_cpus) if gen_cpus else None,
+        }
+    )
     environment["cpu_work_calibration"] = cpu_work  # None: no run burns CPU work
     writer.write_json("environment.json", environment)
     from bench.calibration.persist import store_with_results
@@ -505,8 +575,9 @@ def _run_plans(scenario: Scenario, plans: list[RunPlan], *, results_root: Path,
                 file_root, targets = make_file_root(sizes)
                 stack.callback(shutil.rmtree, file_root, ignore_errors=True)
             for done, plan in enumerate(plans, start=1):
-                row = execute_run(scenario, plan, writer, file_root=file_root, targets=targets, cpu_work=cpu_work,
-                                  on_phase=on_phase)
+                row = execute_run(
+                    scenario, plan, writer, file_root=file_root, targets=targets, cpu_work=cpu_work, on_phase=on_phase
+                )
                 if on_run:
                     on_run(plan, row, done, len(plans))
         except KeyboardInterrupt as exc:
@@ -545,8 +616,9 @@ def _disk_full_as_diskfull(what: str) -> Iterator[None]:
         raise
 
 
-def _finish(results_dir: Path, *, plots: bool, warn: Callable[[str], None],
-            on_phase: PhaseCallback = _no_phase) -> None:
+def _finish(
+    results_dir: Path, *, plots: bool, warn: Callable[[str], None], on_phase: PhaseCallback = _no_phase
+) -> None:
     """Write summary.json and, with ``plots``, the figures and the report.
 
     Error handling: a stop signal while summary.json is written is held back
@@ -569,8 +641,10 @@ def _finish(results_dir: Path, *, plots: bool, warn: Callable[[str], None],
 
     def draw(folder: Path) -> None:
         on_phase(None, "drawing figures", {"done": 0, "total": None})
-        plot_results(folder, on_figure=lambda done, total, _job: on_phase(None, "drawing figures",
-                                                                           {"done": done, "total": total}))
+        plot_results(
+            folder,
+            on_figure=lambda done, total, _job: on_phase(None, "drawing figures", {"done": done, "total": total}),
+        )
 
     def report(folder: Path) -> None:
         on_phase(None, "writing report", {})
@@ -591,6 +665,8 @@ def _finish(results_dir: Path, *, plots: bool, warn: Callable[[str], None],
             except OSError:  # reporting must not depend on the disk that may have failed
                 see = ""
             command = "bench plot" if step is draw else "bench report"
-            warn(f"the {what} failed ({type(exc).__name__}: {exc}); the runs are saved, {see}"
-                 f"run `{command} {results_dir}`")
+            warn(
+                f"the {what} failed ({type(exc).__name__}: {exc}); the runs are saved, {see}"
+                f"run `{command} {results_dir}`"
+            )
     on_phase(None, "finished", {"seconds": time.monotonic() - began, "plots": True})

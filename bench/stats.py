@@ -72,13 +72,41 @@ from servers import registry
 
 #: Metrics aggregated by default: the headline ones and what the report table shows.
 DEFAULT_METRICS: tuple[str, ...] = (
-    "req_per_s", "mb_per_s", "lat_p50_us", "lat_p90_us", "lat_p99_us", "lat_p999_us", "lat_max_us",
-    "ttfb_p50_us", "ttfb_p99_us", "connect_p50_us", "connect_p99_us", "connect_max_us",
-    *CONN_OUTCOMES, CONN_PENDING, "errors", "req_pending", "req_pending_oldest_s", "k_listen_overflows", "k_listen_drops", "k_reqq_full_drop",
-    "k_syncookies_sent", "accept_queue_max",
-    "mem_pss_peak_bytes", "mem_rss_peak_bytes", "mem_uss_peak_bytes",
-    "procs_peak", "threads_peak", "fds_peak", "server_cpu_pct", "gen_cpu_pct_max",
-    "lat_censored", "clients_served", "gen_runq_wait_pct_max", "server_runq_wait_pct", "runner_cpu_pct",
+    "req_per_s",
+    "mb_per_s",
+    "lat_p50_us",
+    "lat_p90_us",
+    "lat_p99_us",
+    "lat_p999_us",
+    "lat_max_us",
+    "ttfb_p50_us",
+    "ttfb_p99_us",
+    "connect_p50_us",
+    "connect_p99_us",
+    "connect_max_us",
+    *CONN_OUTCOMES,
+    CONN_PENDING,
+    "errors",
+    "req_pending",
+    "req_pending_oldest_s",
+    "k_listen_overflows",
+    "k_listen_drops",
+    "k_reqq_full_drop",
+    "k_syncookies_sent",
+    "accept_queue_max",
+    "mem_pss_peak_bytes",
+    "mem_rss_peak_bytes",
+    "mem_uss_peak_bytes",
+    "procs_peak",
+    "threads_peak",
+    "fds_peak",
+    "server_cpu_pct",
+    "gen_cpu_pct_max",
+    "lat_censored",
+    "clients_served",
+    "gen_runq_wait_pct_max",
+    "server_runq_wait_pct",
+    "runner_cpu_pct",
 )
 
 #: Metrics whose runs.csv value may be only a lower bound (flagged in the column
@@ -100,15 +128,29 @@ CI_TARGET = 0.95
 _N_FOR_TARGET = 6
 
 
-
 #: Stats columns produced per metric by :func:`aggregate`.
 STAT_FIELDS = ("n", "median", "min", "max", "ci_low", "ci_high", "ci_level", "cv", "unstable")
 
 _BOOL_COLUMNS = ("generator_bound", "sendfile", "cpu_work_short") + tuple(
-    c for c in RUN_COLUMNS if c.endswith("_is_lower_bound"))
-_STRING_COLUMNS = ("run_id", "model", "service", "status", "error", "started_at", "mode",
-                   "mem_note", "server_cpus", "gen_cpus", "netns", "gen_engine", "point_label",
-                   "net_hosts", "net_links")
+    c for c in RUN_COLUMNS if c.endswith("_is_lower_bound")
+)
+_STRING_COLUMNS = (
+    "run_id",
+    "model",
+    "service",
+    "status",
+    "error",
+    "started_at",
+    "mode",
+    "mem_note",
+    "server_cpus",
+    "gen_cpus",
+    "netns",
+    "gen_engine",
+    "point_label",
+    "net_hosts",
+    "net_links",
+)
 
 
 #: The per-CPU columns (bench.results.CPU_BUSY_COLUMN); how many depends on the machine.
@@ -135,8 +177,18 @@ def summarize_point(values: Sequence[float]) -> dict[str, Any]:
     arr = np.asarray([v for v in values if v is not None], dtype=float)
     arr = arr[~np.isnan(arr)]
     n = int(arr.size)
-    out: dict[str, Any] = {"n": n, "median": None, "min": None, "max": None, "ci_low": None,
-                           "ci_high": None, "ci_level": None, "cv": None, "unstable": False, "note": ""}
+    out: dict[str, Any] = {
+        "n": n,
+        "median": None,
+        "min": None,
+        "max": None,
+        "ci_low": None,
+        "ci_high": None,
+        "ci_level": None,
+        "cv": None,
+        "unstable": False,
+        "note": "",
+    }
     if n == 0:
         out["note"] = "no successful measurement"
         return out
@@ -145,8 +197,10 @@ def summarize_point(values: Sequence[float]) -> dict[str, Any]:
     if n >= MIN_N_FOR_CI:
         out["ci_low"], out["ci_high"], out["ci_level"] = median_ci(arr)
         if out["ci_level"] < CI_TARGET:
-            notes.append(f"interval is the range, a {ci_label(out['ci_level'])} at n={n}; "
-                         f"{_N_FOR_TARGET} repetitions give {CI_TARGET:.0%}")
+            notes.append(
+                f"interval is the range, a {ci_label(out['ci_level'])} at n={n}; "
+                f"{_N_FOR_TARGET} repetitions give {CI_TARGET:.0%}"
+            )
     else:
         notes.append(f"no confidence interval: {n} value{'s' if n != 1 else ''}, need {MIN_N_FOR_CI}")
     mean = float(arr.mean())
@@ -196,8 +250,7 @@ def median_is_lower_bound(values: Sequence[float], lower: Sequence[Any]) -> bool
     repetition whose value is a lower bound lies at or below the median.
     NaN values are left out, as in :func:`summarize_point`.
     """
-    pairs = [(float(v), bool(b) if not _is_missing(b) else False)
-             for v, b in zip(values, lower) if not _is_missing(v)]
+    pairs = [(float(v), bool(b) if not _is_missing(b) else False) for v, b in zip(values, lower) if not _is_missing(v)]
     if not pairs:
         return False
     median = float(np.median([v for v, _ in pairs]))
@@ -212,7 +265,9 @@ def normalize_runs(runs: pd.DataFrame) -> pd.DataFrame:
     """Give a runs table every RUN_COLUMNS column with sane dtypes (booleans as bool, text as str)."""
     missing = [col for col in RUN_COLUMNS if col not in runs.columns]
     # added at once: one insert per column fragments the frame (pandas warns past 100)
-    runs = pd.concat([runs, pd.DataFrame(np.nan, index=runs.index, columns=missing)], axis=1) if missing else runs.copy()
+    runs = (
+        pd.concat([runs, pd.DataFrame(np.nan, index=runs.index, columns=missing)], axis=1) if missing else runs.copy()
+    )
     for col in _BOOL_COLUMNS:
         runs[col] = runs[col].map(_to_bool)
     for col in _STRING_COLUMNS:
@@ -255,8 +310,7 @@ def point_parameters(runs: pd.DataFrame) -> pd.DataFrame:
     cols = ["service"] + [c for c in PARAMETER_COLUMNS if c in runs.columns]
     if runs.empty:
         return pd.DataFrame(columns=["point", *cols])
-    return (runs.sort_values(["point", "repetition"])
-            .groupby("point", as_index=False)[cols].first())
+    return runs.sort_values(["point", "repetition"]).groupby("point", as_index=False)[cols].first()
 
 
 def point_label(params: Mapping[str, Any], swept: Sequence[str], service: str = "") -> str:
@@ -290,8 +344,7 @@ def aggregate(runs: pd.DataFrame, metrics: Iterable[str] = DEFAULT_METRICS) -> p
     for (model, point), group in runs.groupby(["model", "point"], sort=False):
         ok = group[group["status"] == "ok"]
         prm = params[params["point"] == point].iloc[0].to_dict() if len(params) else {}
-        row: dict[str, Any] = {"model": model, "point": int(point),
-                               "service": group["service"].iloc[0]}
+        row: dict[str, Any] = {"model": model, "point": int(point), "service": group["service"].iloc[0]}
         row.update({c: prm.get(c) for c in PARAMETER_COLUMNS if c in prm})
         row["label"] = point_label(prm, swept, row["service"] if several_services else "")
         row.update(
@@ -353,8 +406,6 @@ def served_phrase(row: Mapping[str, Any]) -> str:
     return f"served {served:.0f}/{clients:.0f}"
 
 
-
-
 def unresolved_connects(row: Mapping[str, Any], suffix: str = "_median") -> float:
     """Connection attempts still in progress when the run ended (``conn_pending``; 0 if unknown)."""
     value = row.get(f"conn_pending{suffix}")
@@ -366,7 +417,7 @@ def where_phrase(label: str, service: str) -> str:
     if label == service:
         return f"on {service}"
     if label.startswith(f"{service}, "):
-        return f"on {service} at {label[len(service) + 2:]}"
+        return f"on {service} at {label[len(service) + 2 :]}"
     return "overall" if label == "all" else f"at {label}"
 
 
@@ -388,8 +439,13 @@ def first_line(text: Any) -> str:
 
 #: Short names of metrics for sentences and table headers.
 METRIC_LABELS: dict[str, str] = {
-    "req_per_s": "req/s", "mb_per_s": "MB/s", "lat_p50_us": "p50 latency", "lat_p99_us": "p99 latency",
-    "lat_p90_us": "p90 latency", "lat_p999_us": "p99.9 latency", "connect_p99_us": "connect p99",
+    "req_per_s": "req/s",
+    "mb_per_s": "MB/s",
+    "lat_p50_us": "p50 latency",
+    "lat_p99_us": "p99 latency",
+    "lat_p90_us": "p90 latency",
+    "lat_p999_us": "p99.9 latency",
+    "connect_p99_us": "connect p99",
 }
 
 
@@ -446,9 +502,15 @@ class Results:
         runs = self.runs[self.runs["service"] == service].reset_index(drop=True)
         ids = set(runs["run_id"])
         timeline = self.timeline[self.timeline["run_id"].isin(ids)].reset_index(drop=True)
-        return Results(path=self.path, runs=runs, timeline=timeline, scenario=self.scenario,
-                       environment=self.environment, _hist_cache=self._hist_cache,
-                       facet=service if len(self.services) > 1 else "")
+        return Results(
+            path=self.path,
+            runs=runs,
+            timeline=timeline,
+            scenario=self.scenario,
+            environment=self.environment,
+            _hist_cache=self._hist_cache,
+            facet=service if len(self.services) > 1 else "",
+        )
 
     def facets(self) -> list[Results]:
         """One view per service when the folder holds several, else just this one."""
@@ -512,14 +574,16 @@ def load_results(results_dir: Path | str, *, summary: bool = True) -> Results:
     """
     path = Path(results_dir)
     if not path.is_dir():
-        raise NotAResultsFolder(f"{path} is not a folder; pass a results folder written by "
-                                "`bench run`, e.g. results/20250101T120000Z-quick")
+        raise NotAResultsFolder(
+            f"{path} is not a folder; pass a results folder written by `bench run`, e.g. results/20250101T120000Z-quick"
+        )
     runs_csv = path / "runs.csv"
     if not runs_csv.exists():
         raise NotAResultsFolder(
             f"{path} is not a sockbench results folder: it has no runs.csv (a results folder holds "
             "scenario.yaml, environment.json, runs.csv, timeline.csv, hist/); pass a folder "
-            "written by `bench run`, e.g. results/20250101T120000Z-quick")
+            "written by `bench run`, e.g. results/20250101T120000Z-quick"
+        )
     try:
         runs = read_runs(path)
         timeline = read_timeline(path)
@@ -544,5 +608,3 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     except yaml.YAMLError:
         return {}
     return data if isinstance(data, dict) else {}
-
-

@@ -54,6 +54,7 @@ from bench.vocabulary import BUSY_THRESHOLD_PCT, CV_THRESHOLD, FAILED_STATUSES, 
 #: Metrics always present in summary.json points, measured or not.
 HEADLINE_METRICS = ("req_per_s", "mb_per_s", "lat_p50_us", "lat_p99_us")
 
+
 def build_summary(results_dir: Path) -> dict[str, Any]:
     """The ``summary.json`` content of a results folder (see module doc for the statistics).
 
@@ -91,21 +92,34 @@ def summary_of(results: Results) -> dict[str, Any]:
                 metrics[metric]["note"] = _metric_note(row, metric)
                 if metric in LOWER_BOUNDED_METRICS:
                     metrics[metric]["lower_bound"] = bool(row[f"{metric}_lower_bound"])
-        points.append({
-            "model": row["model"], "point": int(row["point"]), "label": row["label"],
-            "parameters": {c: _json_value(row[c]) for c in PARAMETER_COLUMNS if c in row.index},
-            "runs": int(row["n_runs"]), "ok": int(row["n_ok"]), "failed": int(row["n_failed"]),
-            "interrupted": int(row["n_interrupted"]), "generator_bound": int(row["n_generator_bound"]),
-            "busy": int(row["n_busy"]), "unstable": bool(row["unstable"]),
-            "unstable_metrics": [m for m in row["unstable_metrics"].split(",") if m],
-            "errors": list(row["errors"]), "metrics": metrics,
-        })
+        points.append(
+            {
+                "model": row["model"],
+                "point": int(row["point"]),
+                "label": row["label"],
+                "parameters": {c: _json_value(row[c]) for c in PARAMETER_COLUMNS if c in row.index},
+                "runs": int(row["n_runs"]),
+                "ok": int(row["n_ok"]),
+                "failed": int(row["n_failed"]),
+                "interrupted": int(row["n_interrupted"]),
+                "generator_bound": int(row["n_generator_bound"]),
+                "busy": int(row["n_busy"]),
+                "unstable": bool(row["unstable"]),
+                "unstable_metrics": [m for m in row["unstable_metrics"].split(",") if m],
+                "errors": list(row["errors"]),
+                "metrics": metrics,
+            }
+        )
     gb = runs["generator_bound"].fillna(False).astype(bool) if len(runs) else pd.Series([], dtype=bool)
     return {
         FORMAT_KEY: FORMAT_VERSIONS["summary.json"],
         "generated_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "scenario": {"name": results.name, "description": results.description, "service": results.service,
-                     "services": results.services},
+        "scenario": {
+            "name": results.name,
+            "description": results.description,
+            "service": results.service,
+            "services": results.services,
+        },
         "swept": swept,
         "x": swept[0] if swept else None,
         "models": results.models,
@@ -136,17 +150,36 @@ def threshold_results(results: Results) -> list[dict[str, Any]]:
         try:
             checks.append(from_entry(entry))
         except ThresholdError as exc:  # written by another version of sockbench
-            unreadable.append({"threshold": str(entry), "model": None, "statistic": RUN_STATISTIC,
-                               "passed": False, "checked": 0, "failed": 0, "value": None,
-                               "value_text": f"cannot be read: {exc}", "where": "", "failures": []})
+            unreadable.append(
+                {
+                    "threshold": str(entry),
+                    "model": None,
+                    "statistic": RUN_STATISTIC,
+                    "passed": False,
+                    "checked": 0,
+                    "failed": 0,
+                    "value": None,
+                    "value_text": f"cannot be read: {exc}",
+                    "where": "",
+                    "failures": [],
+                }
+            )
     if not checks:
         return unreadable
-    agg = aggregate(results.runs, metrics=sorted({c.metric for c in checks if c.metric is not None}))  # metric None: compare's regressions only
+    agg = aggregate(
+        results.runs, metrics=sorted({c.metric for c in checks if c.metric is not None})
+    )  # metric None: compare's regressions only
     out = []
     for threshold in checks:
-        measured = [Measured(row["model"], row["label"] or "", _json_value(row[f"{threshold.metric}_median"]),
-                             bool(row.get(f"{threshold.metric}_lower_bound", False)))
-                    for row in agg.to_dict("records")]
+        measured = [
+            Measured(
+                row["model"],
+                row["label"] or "",
+                _json_value(row[f"{threshold.metric}_median"]),
+                bool(row.get(f"{threshold.metric}_lower_bound", False)),
+            )
+            for row in agg.to_dict("records")
+        ]
         out.append(check(threshold, measured, RUN_STATISTIC))
     return out + unreadable
 
@@ -175,49 +208,65 @@ def summary_warnings(results: Results) -> list[str]:
         if row["n_generator_bound"]:
             bound.append(f"{where} ({row['n_generator_bound']} of {plural(row['n_runs'], 'run')})")
         if row["unstable"]:
-            parts = [f"{METRIC_LABELS.get(m, m)} {row[f'{m}_cv'] * 100:.0f}%"
-                     for m in row["unstable_metrics"].split(",") if m]
+            parts = [
+                f"{METRIC_LABELS.get(m, m)} {row[f'{m}_cv'] * 100:.0f}%"
+                for m in row["unstable_metrics"].split(",")
+                if m
+            ]
             unstable.append(f"{where} ({', '.join(parts)} over {plural(row['n_ok'], 'repetition')})")
     if bound:
-        out.append(f"generator-bound: {'; '.join(bound)}: a load generator worker was short of CPU "
-                   f"({GENERATOR_BOUND_RULE}), so these figures may measure the generator, not the server; add generator workers "
-                   "(generator.workers) or give the generator its own CPU")
+        out.append(
+            f"generator-bound: {'; '.join(bound)}: a load generator worker was short of CPU "
+            f"({GENERATOR_BOUND_RULE}), so these figures may measure the generator, not the server; add generator workers "
+            "(generator.workers) or give the generator its own CPU"
+        )
     if lower:
-        out.append(f"latency lower bounds: {'; '.join(lower)}: more requests never completed (timed out, unanswered "
-                   "at the end, or never sent) than the share above that percentile, so it is at least the value "
-                   "shown (marked >=) and may be far higher")
+        out.append(
+            f"latency lower bounds: {'; '.join(lower)}: more requests never completed (timed out, unanswered "
+            "at the end, or never sent) than the share above that percentile, so it is at least the value "
+            "shown (marked >=) and may be far higher"
+        )
     if unserved:
-        out.append(f"clients not served: {'; '.join(unserved)} (median over repetitions): the others completed no "
-                   "request in the window, so the latency figures describe only the clients served")
+        out.append(
+            f"clients not served: {'; '.join(unserved)} (median over repetitions): the others completed no "
+            "request in the window, so the latency figures describe only the clients served"
+        )
     if unstable:
-        out.append(f"unstable: {'; '.join(unstable)}: the coefficient of variation across repetitions exceeds "
-                   f"{CV_THRESHOLD * 100:.0f}%; trust these medians less, or run more repetitions on a quieter "
-                   "machine")
+        out.append(
+            f"unstable: {'; '.join(unstable)}: the coefficient of variation across repetitions exceeds "
+            f"{CV_THRESHOLD * 100:.0f}%; trust these medians less, or run more repetitions on a quieter "
+            "machine"
+        )
     for _, run in runs[runs["status"].isin(FAILED_STATUSES)].iterrows():
         err = first_line(run["error"]) or "no error recorded"
-        out.append(f"{run['status']}: run {run['run_id']} ({run['model']}, repetition "
-                   f"{run['repetition']}): {err}")
+        out.append(f"{run['status']}: run {run['run_id']} ({run['model']}, repetition {run['repetition']}): {err}")
     short = runs[runs["cpu_work_short"].fillna(False).astype(bool)] if len(runs) else runs
     if len(short):
         ids = ", ".join(short["run_id"].head(5)) + (", ..." if len(short) > 5 else "")
-        out.append(f"CPU work not accounted for: in {len(short)} run{'s' if len(short) != 1 else ''} ({ids}) the "
-                   "server's CPU time was less than requests x cpu_work_us: the server did less work per request "
-                   "than the label says, or part of its CPU was not counted; do not read those runs as "
-                   "cpu_work_us of work per request")
+        out.append(
+            f"CPU work not accounted for: in {len(short)} run{'s' if len(short) != 1 else ''} ({ids}) the "
+            "server's CPU time was less than requests x cpu_work_us: the server did less work per request "
+            "than the label says, or part of its CPU was not counted; do not read those runs as "
+            "cpu_work_us of work per request"
+        )
     busy = runs[runs["idle_busy_pct"] > BUSY_THRESHOLD_PCT]
     if len(busy):
         worst = busy["idle_busy_pct"].max()
         ids = ", ".join(busy["run_id"].head(5)) + (", ..." if len(busy) > 5 else "")
-        out.append(f"busy machine: {len(busy)} run{'s' if len(busy) != 1 else ''} started with the "
-                   f"machine up to {worst:.0f}% busy (threshold {BUSY_THRESHOLD_PCT:.0f}%): {ids}; "
-                   "another process competes for the CPUs and can change results 2-4x")
+        out.append(
+            f"busy machine: {len(busy)} run{'s' if len(busy) != 1 else ''} started with the "
+            f"machine up to {worst:.0f}% busy (threshold {BUSY_THRESHOLD_PCT:.0f}%): {ids}; "
+            "another process competes for the CPUs and can change results 2-4x"
+        )
     thin = agg[(agg["n_ok"] > 0) & (agg["n_ok"] < MIN_N_FOR_CI)] if len(agg) else agg
     if len(thin):
         where = ", ".join(f"{r['model']} {where_phrase(r['label'], r['service'])}" for _, r in thin.head(4).iterrows())
         more = f" and {len(thin) - 4} more" if len(thin) > 4 else ""
-        out.append(f"no confidence interval: fewer than {MIN_N_FOR_CI} successful repetitions at "
-                   f"{len(thin)} point{'s' if len(thin) != 1 else ''} ({where}{more}); their medians rest on "
-                   "one or two runs")
+        out.append(
+            f"no confidence interval: fewer than {MIN_N_FOR_CI} successful repetitions at "
+            f"{len(thin)} point{'s' if len(thin) != 1 else ''} ({where}{more}); their medians rest on "
+            "one or two runs"
+        )
     return out
 
 

@@ -48,8 +48,12 @@ from bench.units import UnitError, parse_duration, parse_size
 
 #: The comparison operators, longest first so ``<=`` is not read as ``<``.
 OPERATORS: dict[str, Callable[[float, float], bool]] = {
-    "<=": operator.le, ">=": operator.ge, "==": operator.eq, "!=": operator.ne,
-    "<": operator.lt, ">": operator.gt,
+    "<=": operator.le,
+    ">=": operator.ge,
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    ">": operator.gt,
 }
 
 #: Longest threshold text: the longest metric name and a value fit in 80.
@@ -63,8 +67,10 @@ RUN_STATISTIC = "median over the repetitions of each model at each point"
 LOAD_STATISTIC = "the one run of bench load"
 REGRESSION_STATISTIC = "change of the mean over repetitions, B against the baseline A, in the worse direction"
 
-_EXPR = re.compile(r"^\s*(?:(?P<model>[A-Za-z0-9][\w.-]*)\s*:\s*)?(?P<metric>[A-Za-z_][\w]*)"
-                   r"(?P<regression>\s+regression)?\s*(?P<op><=|>=|==|!=|<|>|=)\s*(?P<value>\S.*?)\s*$")
+_EXPR = re.compile(
+    r"^\s*(?:(?P<model>[A-Za-z0-9][\w.-]*)\s*:\s*)?(?P<metric>[A-Za-z_][\w]*)"
+    r"(?P<regression>\s+regression)?\s*(?P<op><=|>=|==|!=|<|>|=)\s*(?P<value>\S.*?)\s*$"
+)
 _NUMBER = re.compile(r"^[+-]?(?:\d{1,30}(?:\.\d{0,30})?|\.\d{1,30})(?:[eE][+-]?\d{1,3})?$")
 
 
@@ -113,8 +119,13 @@ def format_value(metric: str, value: float) -> str:
     if metric == "regression_pct":
         return f"{value:.1f}%"
     if unit == "microseconds":
-        return (f"{_digits(value / 1e6)} s" if value >= 1e6 else f"{_digits(value / 1000)} ms" if value >= 1000
-                else f"{_digits(value)} us")
+        return (
+            f"{_digits(value / 1e6)} s"
+            if value >= 1e6
+            else f"{_digits(value / 1000)} ms"
+            if value >= 1000
+            else f"{_digits(value)} us"
+        )
     if unit == "seconds":
         return f"{_digits(value)} s"
     if unit == "bytes":
@@ -135,8 +146,10 @@ def _metric(name: str) -> str:
         return column
     close = difflib.get_close_matches(name, [*METRIC_ALIASES, *METRIC_COLUMNS], n=1)
     hint = f" (did you mean {close[0]}?)" if close else ""
-    raise ThresholdError(f"unknown metric {name!r}{hint}; valid metrics: {', '.join(METRIC_ALIASES)} "
-                         f"(latency percentiles) or a measured column of runs.csv: {', '.join(METRIC_COLUMNS)}")
+    raise ThresholdError(
+        f"unknown metric {name!r}{hint}; valid metrics: {', '.join(METRIC_ALIASES)} "
+        f"(latency percentiles) or a measured column of runs.csv: {', '.join(METRIC_COLUMNS)}"
+    )
 
 
 def _value(name: str, metric: str, text: str) -> float:
@@ -145,8 +158,7 @@ def _value(name: str, metric: str, text: str) -> float:
     try:
         if unit == "microseconds":
             if _NUMBER.match(text):
-                raise ThresholdError(f"{name} is a time: give a unit, e.g. {text}us or {text}ms "
-                                     "(units: us, ms, s, m)")
+                raise ThresholdError(f"{name} is a time: give a unit, e.g. {text}us or {text}ms (units: us, ms, s, m)")
             return parse_duration(text) * 1e6
         if unit == "seconds":
             return parse_duration(text)
@@ -171,8 +183,10 @@ def parse_threshold(text: Any, *, regression: bool = False) -> Threshold:
     example = "'regression < 10%' or 'p99 regression < 10%'" if regression else "'p99 < 5ms' or 'req_per_s > 20000'"
     match = _EXPR.match(text)
     if not match:
-        raise ThresholdError(f"{shown!r} is not METRIC OPERATOR VALUE (e.g. {example}); "
-                             f"operators: {' '.join(sorted(OPERATORS, key=len))}")
+        raise ThresholdError(
+            f"{shown!r} is not METRIC OPERATOR VALUE (e.g. {example}); "
+            f"operators: {' '.join(sorted(OPERATORS, key=len))}"
+        )
     model, name, op, value = match["model"], match["metric"], match["op"], match["value"]
     if op == "=" or value[:1] in "<>=!":
         written = op + value[:1] if value[:1] in "<>=!" else op
@@ -190,8 +204,10 @@ def parse_threshold(text: Any, *, regression: bool = False) -> Threshold:
             number = float(value.rstrip("% "))
         else:
             if match["regression"] is not None or name == "regression":
-                raise ThresholdError("'regression' thresholds belong to bench compare; bench run and bench load "
-                                     "test measured figures, e.g. 'p99 < 5ms'")
+                raise ThresholdError(
+                    "'regression' thresholds belong to bench compare; bench run and bench load "
+                    "test measured figures, e.g. 'p99 < 5ms'"
+                )
             metric = _metric(name)
             number = _value(name, metric, value)
     except ThresholdError as exc:
@@ -231,15 +247,25 @@ def check(threshold: Threshold, measured: Iterable[Measured], statistic: str) ->
         target = threshold.worst([m.value for m in finite if m.value is not None])
         worst = next(m for m in finite if m.value == target)
     return {
-        "threshold": threshold.text, "model": threshold.model, "statistic": statistic,
-        "passed": bool(mine) and not failing, "checked": len(mine), "failed": len(failing),
+        "threshold": threshold.text,
+        "model": threshold.model,
+        "statistic": statistic,
+        "passed": bool(mine) and not failing,
+        "checked": len(mine),
+        "failed": len(failing),
         "value": None if worst is None or worst.value is None or not math.isfinite(worst.value) else worst.value,
         "value_text": threshold.show(worst.value, worst.lower_bound) if worst else "nothing measured",
         "where": " ".join(p for p in (worst.model, worst.where) if p) if worst else "",
-        "failures": [{"model": m.model, "where": m.where, "value": m.value if m.value is None or
-                      math.isfinite(m.value) else None, "lower_bound": m.lower_bound,
-                      "value_text": threshold.show(m.value, m.lower_bound)}
-                     for m in failing[:MAX_LISTED]],
+        "failures": [
+            {
+                "model": m.model,
+                "where": m.where,
+                "value": m.value if m.value is None or math.isfinite(m.value) else None,
+                "lower_bound": m.lower_bound,
+                "value_text": threshold.show(m.value, m.lower_bound),
+            }
+            for m in failing[:MAX_LISTED]
+        ],
     }
 
 
@@ -263,8 +289,13 @@ def from_entry(entry: Any) -> Threshold:
         if threshold.model is not None:
             raise ThresholdError(f"{threshold.text!r} names a model and so does model: give it once")
         model = entry.get("model")
-        return Threshold(text=f"{model}: {threshold.text}", metric=threshold.metric, op=threshold.op,
-                         value=threshold.value, model=model)
+        return Threshold(
+            text=f"{model}: {threshold.text}",
+            metric=threshold.metric,
+            op=threshold.op,
+            value=threshold.value,
+            model=model,
+        )
     return parse_threshold(entry)
 
 
@@ -279,10 +310,19 @@ def add_threshold_argument(parser: Any, *, regression: bool = False, per_model: 
     if regression:
         what = "B's mean may be at most this much worse than A's, e.g. 'regression < 10%%' or 'p99 regression < 5%%'"
     else:
-        what = ("METRIC OPERATOR VALUE, e.g. 'p99 < 5ms', 'req_per_s > 20000', 'errors == 0'"
-                + (", 'threading: p99 < 2ms'" if per_model else "") + " (metrics: bench columns)")
-    parser.add_argument("--threshold", dest="thresholds", action="append", default=[], metavar="EXPR",
-                        help=f"{what}; exit status {EXIT_CROSSED} if one fails; repeatable")
+        what = (
+            "METRIC OPERATOR VALUE, e.g. 'p99 < 5ms', 'req_per_s > 20000', 'errors == 0'"
+            + (", 'threading: p99 < 2ms'" if per_model else "")
+            + " (metrics: bench columns)"
+        )
+    parser.add_argument(
+        "--threshold",
+        dest="thresholds",
+        action="append",
+        default=[],
+        metavar="EXPR",
+        help=f"{what}; exit status {EXIT_CROSSED} if one fails; repeatable",
+    )
 
 
 def print_results(results: Sequence[dict[str, Any]], print_line: Callable[[str], None]) -> bool:

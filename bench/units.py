@@ -114,11 +114,14 @@ def _split(text: str, kind: str, units: dict) -> tuple[Fraction, str]:
     """Split ``"1.5 MiB"`` into ``(Fraction(3, 2), "MiB")``; raise :class:`UnitError` if malformed."""
     allowed = ", ".join(units)
     if len(text) > MAX_TEXT:
-        raise UnitError(f"{_short(text)} is {len(text)} characters long; a {kind} is a number and a unit "
-                        f"such as {_example(kind)}")
+        raise UnitError(
+            f"{_short(text)} is {len(text)} characters long; a {kind} is a number and a unit such as {_example(kind)}"
+        )
     match = _QUANTITY.match(text.strip())
     if not match:
-        raise UnitError(f"{_short(text)} is not a {kind}: write a number followed by one of {allowed} (e.g. {_example(kind)})")
+        raise UnitError(
+            f"{_short(text)} is not a {kind}: write a number followed by one of {allowed} (e.g. {_example(kind)})"
+        )
     number, unit = match.groups()
     if unit and unit not in units:
         raise UnitError(f"unknown {kind} unit {unit!r} in {_short(text)}{_near(unit, units)}; allowed units: {allowed}")
@@ -127,13 +130,16 @@ def _split(text: str, kind: str, units: dict) -> tuple[Fraction, str]:
     if digits > MAX_DIGITS:
         raise UnitError(f"{_short(text)} has {digits} digits; a {kind} takes at most {MAX_DIGITS}")
     if exponent and abs(int(exponent)) > MAX_EXPONENT:
-        raise UnitError(f"{_short(text)}: the exponent is out of range; a {kind} takes exponents "
-                        f"from -{MAX_EXPONENT} to {MAX_EXPONENT} (e.g. {_example(kind)})")
+        raise UnitError(
+            f"{_short(text)}: the exponent is out of range; a {kind} takes exponents "
+            f"from -{MAX_EXPONENT} to {MAX_EXPONENT} (e.g. {_example(kind)})"
+        )
     return Fraction(number), unit
 
 
 def _near(unit: str, units: dict) -> str:
     """`` (units are case-sensitive: did you mean MB or MiB?)`` for ``m``, ``mb`` or ``mib``; else ``""``."""
+
     def stem(name: str) -> str:
         return name.lower().removesuffix("ib").removesuffix("b")
 
@@ -207,8 +213,15 @@ def parse_bitrate(value: object) -> int:
     The result is a whole, positive number of bits per second.
     """
     amount = _amount(value, "bit rate", BITRATE_UNITS, "bit", "100Mbit")
-    problem = ("must be positive" if amount <= 0 else "is at most 1000Gbit" if amount > MAX_BITRATE
-               else "is a whole number of bits per second" if amount.denominator != 1 else "")
+    problem = (
+        "must be positive"
+        if amount <= 0
+        else "is at most 1000Gbit"
+        if amount > MAX_BITRATE
+        else "is a whole number of bits per second"
+        if amount.denominator != 1
+        else ""
+    )
     if problem:
         raise UnitError(f"{_short(str(value))}: a bit rate {problem}")
     return int(amount)

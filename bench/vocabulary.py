@@ -88,8 +88,10 @@ GENERATOR_BOUND_PCT = 90.0
 #: its usual throughput; a worker alone on an idle CPU waits ~1%.
 RUNQ_WAIT_BOUND_PCT = 20.0
 #: The generator-bound rule as the warnings state it.
-GENERATOR_BOUND_RULE = (f"worker CPU + run-queue wait > {GENERATOR_BOUND_PCT:g}% of the window, "
-                        f"or run-queue wait > {RUNQ_WAIT_BOUND_PCT:g}%")
+GENERATOR_BOUND_RULE = (
+    f"worker CPU + run-queue wait > {GENERATOR_BOUND_PCT:g}% of the window, "
+    f"or run-queue wait > {RUNQ_WAIT_BOUND_PCT:g}%"
+)
 
 # --------------------------------------------------------------------------
 # Run statuses and point flags

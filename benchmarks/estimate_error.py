@@ -51,8 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per bench run before SIGKILL")
-    parser.add_argument("--keep", type=Path, metavar="DIR",
-                        help="write the results folders under DIR and keep them (default: a temporary folder)")
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        metavar="DIR",
+        help="write the results folders under DIR and keep them (default: a temporary folder)",
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="sockbench-estimate-") as tmp:
         env = dict(os.environ, PYTHONPATH=str(HERE), XDG_CACHE_HOME=str(Path(tmp) / "cache"))
@@ -62,8 +66,14 @@ def main(argv: list[str] | None = None) -> int:
                 command = [sys.executable, "-m", "bench", "run", str(scenario), "--results", str(results)]
                 command += [x for o in args.overrides for x in ("--set", o)]
                 began = time.monotonic()
-                proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                        text=True, start_new_session=True)
+                proc = subprocess.Popen(
+                    command,
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                    start_new_session=True,
+                )
                 try:
                     out, _ = proc.communicate(timeout=args.timeout)
                 except subprocess.TimeoutExpired:
@@ -73,8 +83,10 @@ def main(argv: list[str] | None = None) -> int:
                 said = announced_seconds(" ".join(out.split()))
                 load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
                 error = f"{(said - took) / took:+.0%}" if said else "no estimate printed"
-                print(f"{scenario.name:<22} round {round_no}: estimated {said or '-':>5} s, took {took:6.1f} s, "
-                      f"error {error}  (exit {proc.returncode}, load average {load})")
+                print(
+                    f"{scenario.name:<22} round {round_no}: estimated {said or '-':>5} s, took {took:6.1f} s, "
+                    f"error {error}  (exit {proc.returncode}, load average {load})"
+                )
     return 0
 
 

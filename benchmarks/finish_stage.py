@@ -73,8 +73,15 @@ def time_once(code: Path, source: Path, work: Path, timeout: float) -> tuple[flo
     cpu_before = _children_cpu_s()
     # cwd: ``python -c`` puts the working directory first on sys.path, ahead of PYTHONPATH, so a
     # child started from another checkout would import that checkout's code instead of ``code``'s
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(work)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True, cwd=code.resolve())
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(work)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        cwd=code.resolve(),
+    )
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -83,7 +90,7 @@ def time_once(code: Path, source: Path, work: Path, timeout: float) -> tuple[flo
         return f"killed after {timeout:.0f} s"
     if proc.returncode != 0:
         return f"exit status {proc.returncode}: {err.strip().splitlines()[-1:] or ''}"
-    imported = next((line[len("code: "):] for line in err.splitlines() if line.startswith("code: ")), "?")
+    imported = next((line[len("code: ") :] for line in err.splitlines() if line.startswith("code: ")), "?")
     if Path(imported) != code.resolve():  # a figure of the wrong checkout is worse than none
         return f"imported the code of {imported}, not of {code.resolve()}"
     return float(out.strip().splitlines()[-1]), _children_cpu_s() - cpu_before
@@ -92,8 +99,9 @@ def time_once(code: Path, source: Path, work: Path, timeout: float) -> tuple[flo
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", type=Path, nargs="?", help="a results folder (default: a synthetic quick)")
-    parser.add_argument("--code", type=Path, action="append",
-                        help="a checkout to time (repeat to compare; default: this one)")
+    parser.add_argument(
+        "--code", type=Path, action="append", help="a checkout to time (repeat to compare; default: this one)"
+    )
     parser.add_argument("--rounds", type=int, default=2, help="rounds per checkout (default 2)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per round before SIGKILL")
     args = parser.parse_args(argv)
@@ -115,8 +123,10 @@ def main(argv: list[str] | None = None) -> int:
                     cpus[code].append(took[1])
         for code, values in times.items():
             if values:
-                print(f"{str(code):<32} median {statistics.median(values):.1f} s wall, "
-                      f"{statistics.median(cpus[code]):.1f} s CPU over {len(values)} rounds")
+                print(
+                    f"{str(code):<32} median {statistics.median(values):.1f} s wall, "
+                    f"{statistics.median(cpus[code]):.1f} s CPU over {len(values)} rounds"
+                )
         if len(codes) == 2 and all(times.values()):
             for what, data in (("wall", times), ("CPU", cpus)):
                 a, b = (statistics.median(data[c]) for c in codes)

@@ -51,7 +51,9 @@ def one_round(model: str, root: Path, log: bool, connections: int, duration: int
         cpu_before = cpu_seconds(server.pid)
         result = subprocess.run(
             ["wrk", "-t", "1", "-c", str(connections), "-d", f"{duration}s", f"http://{host}:{port}/body"],
-            capture_output=True, timeout=duration + 30, check=False,
+            capture_output=True,
+            timeout=duration + 30,
+            check=False,
         )
         cpu = cpu_seconds(server.pid) - cpu_before
         logged = server.stderr_path.stat().st_size
@@ -92,15 +94,19 @@ def main() -> int:
                 rate, cost, logged = one_round(args.model, root, log, args.connections, args.duration)
                 rates[log].append(rate)
                 costs[log].append(cost)
-                print(f"round {number + 1} logging {'on ' if log else 'off'}: {rate:9.0f} req/s, "
-                      f"{cost:6.0f} us server CPU per request, {logged / 1e6:.1f} MB logged")
+                print(
+                    f"round {number + 1} logging {'on ' if log else 'off'}: {rate:9.0f} req/s, "
+                    f"{cost:6.0f} us server CPU per request, {logged / 1e6:.1f} MB logged"
+                )
     off, on = statistics.median(rates[False]), statistics.median(rates[True])
     ratios = [with_log / without for with_log, without in zip(rates[True], rates[False])]
-    print(f"{args.model}, {args.connections} connections, 1 KiB file: median {off:.0f} req/s logging off, "
-          f"{on:.0f} req/s on; per round, on/off = {', '.join(f'{r:.2f}' for r in ratios)}, median "
-          f"{statistics.median(ratios):.2f}; server CPU per request median {statistics.median(costs[False]):.0f} us "
-          f"off, {statistics.median(costs[True]):.0f} us on (load average {os.getloadavg()[0]:.1f} on "
-          f"{os.cpu_count()} CPUs)")
+    print(
+        f"{args.model}, {args.connections} connections, 1 KiB file: median {off:.0f} req/s logging off, "
+        f"{on:.0f} req/s on; per round, on/off = {', '.join(f'{r:.2f}' for r in ratios)}, median "
+        f"{statistics.median(ratios):.2f}; server CPU per request median {statistics.median(costs[False]):.0f} us "
+        f"off, {statistics.median(costs[True]):.0f} us on (load average {os.getloadavg()[0]:.1f} on "
+        f"{os.cpu_count()} CPUs)"
+    )
     return 0
 
 

@@ -52,14 +52,31 @@ def load_average() -> str:
 
 
 def one(engine: str, port: int, args: argparse.Namespace, gen_cpu: int) -> dict[str, Any]:
-    result = run_load(LoadSpec("echo", "127.0.0.1", port, clients=args.connections, duration_s=args.duration,
-                               warmup_s=args.warmup, message_bytes=MESSAGE_BYTES, workers=1, cpus={gen_cpu},
-                               engine=engine, connect_timeout_s=10.0))
+    result = run_load(
+        LoadSpec(
+            "echo",
+            "127.0.0.1",
+            port,
+            clients=args.connections,
+            duration_s=args.duration,
+            warmup_s=args.warmup,
+            message_bytes=MESSAGE_BYTES,
+            workers=1,
+            cpus={gen_cpu},
+            engine=engine,
+            connect_timeout_s=10.0,
+        )
+    )
     row = result.row
     cores = (row["gen_cpu_pct_max"] or 0) / 100
-    return {"rt_per_s": row["req_per_s"], "cpu_pct": row["gen_cpu_pct_max"],
-            "per_core": row["req_per_s"] / cores if cores else None, "p50_us": row["lat_p50_us"],
-            "errors": row["errors"], "engine": row["gen_engine"]}
+    return {
+        "rt_per_s": row["req_per_s"],
+        "cpu_pct": row["gen_cpu_pct_max"],
+        "per_core": row["req_per_s"] / cores if cores else None,
+        "p50_us": row["lat_p50_us"],
+        "errors": row["errors"],
+        "engine": row["gen_engine"],
+    }
 
 
 def median(xs: list[float | None]) -> float | None:
@@ -79,8 +96,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     cpus = sorted(os.sched_getaffinity(0))
     server_cpu, gen_cpu = cpus[0], cpus[1 % len(cpus)]
-    print(f"load average at the start: {load_average()}; server CPU {server_cpu}, worker CPU {gen_cpu}, "
-          f"{MESSAGE_BYTES} B echo, {args.connections} connections, one worker per engine", flush=True)
+    print(
+        f"load average at the start: {load_average()}; server CPU {server_cpu}, worker CPU {gen_cpu}, "
+        f"{MESSAGE_BYTES} B echo, {args.connections} connections, one worker per engine",
+        flush=True,
+    )
     measured: dict[str, list[dict[str, Any]]] = {e: [] for e in ENGINES}
     with reference_server(frozenset({server_cpu})) as server:
         for rnd in range(args.rounds):
@@ -88,19 +108,31 @@ def main(argv: list[str] | None = None) -> int:
                 r = one(engine, server.port, args, gen_cpu)
                 measured[engine].append(r)
                 per = f"{r['per_core']:>9,.0f}" if r["per_core"] else "        -"
-                print(f"round {rnd + 1} {engine:>6}: {r['rt_per_s']:>9,.0f} round trips/s, worker CPU "
-                      f"{r['cpu_pct']:5.1f}%, {per} per core, p50 {r['p50_us']} us, errors {r['errors']} "
-                      f"[{r['engine']}]", flush=True)
+                print(
+                    f"round {rnd + 1} {engine:>6}: {r['rt_per_s']:>9,.0f} round trips/s, worker CPU "
+                    f"{r['cpu_pct']:5.1f}%, {per} per core, p50 {r['p50_us']} us, errors {r['errors']} "
+                    f"[{r['engine']}]",
+                    flush=True,
+                )
     print(f"\nmedian over {args.rounds} rounds; load average now {load_average()}")
     for engine in ENGINES:
         rows = measured[engine]
-        print(f"{engine:>6}: {median([r['rt_per_s'] for r in rows]):>9,.0f} round trips/s, "
-              f"{median([r['per_core'] for r in rows]) or 0:>9,.0f} per core")
+        print(
+            f"{engine:>6}: {median([r['rt_per_s'] for r in rows]):>9,.0f} round trips/s, "
+            f"{median([r['per_core'] for r in rows]) or 0:>9,.0f} per core"
+        )
     for other in ("native", "python"):
-        ratio = median([a["per_core"] / b["per_core"] if a["per_core"] and b["per_core"] else None
-                        for a, b in zip(measured["locust"], measured[other])])
-        print(f"locust / {other} per core (median of per-round ratios): {ratio:.2f}" if ratio else
-              f"locust / {other}: not measured")
+        ratio = median(
+            [
+                a["per_core"] / b["per_core"] if a["per_core"] and b["per_core"] else None
+                for a, b in zip(measured["locust"], measured[other])
+            ]
+        )
+        print(
+            f"locust / {other} per core (median of per-round ratios): {ratio:.2f}"
+            if ratio
+            else f"locust / {other}: not measured"
+        )
     return 0
 
 

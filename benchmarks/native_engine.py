@@ -60,32 +60,68 @@ def load_average() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def engine_run(engine: str, port: int, clients: int, args: argparse.Namespace, gen_cpu: int,
-               rate: float | None = None) -> dict[str, Any]:
-    result = run_load(LoadSpec("echo", "127.0.0.1", port, clients=clients, duration_s=args.duration,
-                               warmup_s=args.warmup, message_bytes=MESSAGE_BYTES, workers=1, cpus={gen_cpu},
-                               engine=engine, mode="open" if rate else "closed", rate=rate,
-                               connect_timeout_s=10.0))
+def engine_run(
+    engine: str, port: int, clients: int, args: argparse.Namespace, gen_cpu: int, rate: float | None = None
+) -> dict[str, Any]:
+    result = run_load(
+        LoadSpec(
+            "echo",
+            "127.0.0.1",
+            port,
+            clients=clients,
+            duration_s=args.duration,
+            warmup_s=args.warmup,
+            message_bytes=MESSAGE_BYTES,
+            workers=1,
+            cpus={gen_cpu},
+            engine=engine,
+            mode="open" if rate else "closed",
+            rate=rate,
+            connect_timeout_s=10.0,
+        )
+    )
     row = result.row
     cpu_s = row["gen_cpu_pct_max"] / 100 * row["duration_s"]
-    return {"rt_per_s": row["req_per_s"], "p50_us": row["lat_p50_us"], "p99_us": row["lat_p99_us"],
-            "errors": row["errors"], "cpu_pct": row["gen_cpu_pct_max"],
-            "cpu_us_per_req": 1e6 * cpu_s / row["requests"] if row["requests"] else None,
-            "late": row["late_starts"], "engine": row["gen_engine"]}
+    return {
+        "rt_per_s": row["req_per_s"],
+        "p50_us": row["lat_p50_us"],
+        "p99_us": row["lat_p99_us"],
+        "errors": row["errors"],
+        "cpu_pct": row["gen_cpu_pct_max"],
+        "cpu_us_per_req": 1e6 * cpu_s / row["requests"] if row["requests"] else None,
+        "late": row["late_starts"],
+        "engine": row["gen_engine"],
+    }
 
 
 def c_run(binary: Path, port: int, clients: int, args: argparse.Namespace, gen_cpu: int) -> dict[str, Any]:
-    r = run_c_client(binary, "127.0.0.1", port, connections=clients, duration_s=args.duration,
-                     warmup_s=args.warmup, cpus=frozenset({gen_cpu}), message_bytes=MESSAGE_BYTES)
+    r = run_c_client(
+        binary,
+        "127.0.0.1",
+        port,
+        connections=clients,
+        duration_s=args.duration,
+        warmup_s=args.warmup,
+        cpus=frozenset({gen_cpu}),
+        message_bytes=MESSAGE_BYTES,
+    )
     cpu_s = r["cpu_pct"] / 100 * r["duration_s"]
-    return {"rt_per_s": r["rt_per_s"], "p50_us": r["p50_us"], "p99_us": r["p99_us"], "errors": r["errors"],
-            "cpu_pct": r["cpu_pct"], "cpu_us_per_req": 1e6 * cpu_s / r["round_trips"] if r["round_trips"] else None}
+    return {
+        "rt_per_s": r["rt_per_s"],
+        "p50_us": r["p50_us"],
+        "p99_us": r["p99_us"],
+        "errors": r["errors"],
+        "cpu_pct": r["cpu_pct"],
+        "cpu_us_per_req": 1e6 * cpu_s / r["round_trips"] if r["round_trips"] else None,
+    }
 
 
 def fmt(r: dict[str, Any]) -> str:
     per = f"{r['cpu_us_per_req']:.1f}" if r.get("cpu_us_per_req") else "-"
-    return (f"{r['rt_per_s']:>10,.0f}/s p50 {r['p50_us'] or 0:>7,} us p99 {r['p99_us'] or 0:>8,} us "
-            f"cpu {r['cpu_pct']:5.1f}% {per:>6} us/req errors {r['errors']}")
+    return (
+        f"{r['rt_per_s']:>10,.0f}/s p50 {r['p50_us'] or 0:>7,} us p99 {r['p99_us'] or 0:>8,} us "
+        f"cpu {r['cpu_pct']:5.1f}% {per:>6} us/req errors {r['errors']}"
+    )
 
 
 def median(xs: list[float | None]) -> float | None:
@@ -103,8 +139,11 @@ def closed_and_open(args: argparse.Namespace) -> None:
             for clients in args.connections:
                 order = ["c", *ENGINES] if rnd % 2 == 0 else [*reversed(ENGINES), "c"]
                 for who in order:
-                    r = c_run(binary, server.port, clients, args, gen_cpu) if who == "c" else \
-                        engine_run(who, server.port, clients, args, gen_cpu)
+                    r = (
+                        c_run(binary, server.port, clients, args, gen_cpu)
+                        if who == "c"
+                        else engine_run(who, server.port, clients, args, gen_cpu)
+                    )
                     measured.setdefault(("closed", clients, who), []).append(r)
                     print(f"round {rnd + 1} closed {clients:>5} conn {who:>6}: {fmt(r)}", flush=True)
             for rate in args.rate:
@@ -113,28 +152,37 @@ def closed_and_open(args: argparse.Namespace) -> None:
                     r = engine_run(who, server.port, args.open_connections, args, gen_cpu, rate=rate)
                     measured.setdefault(("open", rate, who), []).append(r)
                     print(f"round {rnd + 1} open {rate:>8,.0f}/s {who:>6}: {fmt(r)} late {r['late']}", flush=True)
-    print(f"\nmedian over {args.rounds} rounds of (engine / C client in the same round); server CPU {server_cpu}, "
-          f"clients CPU {gen_cpu}, {MESSAGE_BYTES} B echo, load average now {load_average()}")
+    print(
+        f"\nmedian over {args.rounds} rounds of (engine / C client in the same round); server CPU {server_cpu}, "
+        f"clients CPU {gen_cpu}, {MESSAGE_BYTES} B echo, load average now {load_average()}"
+    )
     for clients in args.connections:
         c = measured[("closed", clients, "c")]
         for engine in ENGINES:
             e = measured[("closed", clients, engine)]
             rt = median([x["rt_per_s"] / y["rt_per_s"] if y["rt_per_s"] else None for x, y in zip(e, c)])
             p50 = median([x["p50_us"] / y["p50_us"] if x["p50_us"] and y["p50_us"] else None for x, y in zip(e, c)])
-            print(f"  closed {clients:>5} conn {engine:>6}: round trips/s {rt:.2f}x, p50 {p50:.2f}x; "
-                  f"CPU/request {median([x['cpu_us_per_req'] for x in e]):.1f} us "
-                  f"(C client {median([y['cpu_us_per_req'] for y in c]):.1f} us)")
+            print(
+                f"  closed {clients:>5} conn {engine:>6}: round trips/s {rt:.2f}x, p50 {p50:.2f}x; "
+                f"CPU/request {median([x['cpu_us_per_req'] for x in e]):.1f} us "
+                f"(C client {median([y['cpu_us_per_req'] for y in c]):.1f} us)"
+            )
     for rate in args.rate:
         for engine in ENGINES:
             o = measured[("open", rate, engine)]
             closed = measured.get(("closed", args.open_connections, engine))
             per_open = median([x["cpu_us_per_req"] for x in o])
             per_closed = median([x["cpu_us_per_req"] for x in closed]) if closed else None
-            vs = f", {per_open / per_closed:.2f}x its closed loop at {args.open_connections} conn" \
-                if per_open and per_closed else ""
-            print(f"  open {rate:>8,.0f}/s {args.open_connections} conn {engine:>6}: delivered "
-                  f"{median([x['rt_per_s'] for x in o]):,.0f}/s, corrected p50 {median([x['p50_us'] for x in o]):,.0f} us, "
-                  f"CPU/request {per_open:.1f} us{vs}")
+            vs = (
+                f", {per_open / per_closed:.2f}x its closed loop at {args.open_connections} conn"
+                if per_open and per_closed
+                else ""
+            )
+            print(
+                f"  open {rate:>8,.0f}/s {args.open_connections} conn {engine:>6}: delivered "
+                f"{median([x['rt_per_s'] for x in o]):,.0f}/s, corrected p50 {median([x['p50_us'] for x in o]):,.0f} us, "
+                f"CPU/request {per_open:.1f} us{vs}"
+            )
 
 
 def memory(args: argparse.Namespace) -> None:
@@ -162,25 +210,41 @@ def memory(args: argparse.Namespace) -> None:
             sampler.start()
             t0 = time.monotonic()
             try:
-                result = run_load(LoadSpec("echo", "127.0.0.1", server.port, clients=args.memory_clients,
-                                           duration_s=args.duration, warmup_s=max(args.warmup, 3.0),
-                                           engine=engine, connect_timeout_s=10.0))
+                result = run_load(
+                    LoadSpec(
+                        "echo",
+                        "127.0.0.1",
+                        server.port,
+                        clients=args.memory_clients,
+                        duration_s=args.duration,
+                        warmup_s=max(args.warmup, 3.0),
+                        engine=engine,
+                        connect_timeout_s=10.0,
+                    )
+                )
             finally:
                 done.set()
                 sampler.join()
             row = result.row
             tool_errors = sum(row[k] for k in ("conn_emfile", "conn_eaddrnotavail", "conn_other"))
-            print(f"{args.memory_clients:,} connections to selectors, {engine:>6}: conn_ok {row['conn_ok']:,}, "
-                  f"errors {row['errors']}, tool errors {tool_errors}, conn_pending {row['conn_pending']}, "
-                  f"{row['req_per_s']:,.0f} req/s, generator peak RSS {peak['rss'] / 2**20:.0f} MiB "
-                  f"({row['gen_workers']} workers), wall {time.monotonic() - t0:.1f} s")
+            print(
+                f"{args.memory_clients:,} connections to selectors, {engine:>6}: conn_ok {row['conn_ok']:,}, "
+                f"errors {row['errors']}, tool errors {tool_errors}, conn_pending {row['conn_pending']}, "
+                f"{row['req_per_s']:,.0f} req/s, generator peak RSS {peak['rss'] / 2**20:.0f} MiB "
+                f"({row['gen_workers']} workers), wall {time.monotonic() - t0:.1f} s"
+            )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--connections", type=int, nargs="+", default=[1, 10, 100, 1000])
-    parser.add_argument("--rate", type=float, nargs="*", default=[1_000.0, 20_000.0, 100_000.0],
-                        help="open-loop offered rates, requests/s (default 1k 20k 100k)")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        nargs="*",
+        default=[1_000.0, 20_000.0, 100_000.0],
+        help="open-loop offered rates, requests/s (default 1k 20k 100k)",
+    )
     parser.add_argument("--open-connections", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=2.0)

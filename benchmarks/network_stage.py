@@ -36,8 +36,13 @@ def measure(label: str, samples: int, bulk: int, **conditions) -> dict:
         rtts = hosts.measure_rtt(samples=samples)
         up = hosts.measure_bulk(bulk, upload=True)
         down = hosts.measure_bulk(bulk, upload=False)
-    return {"rtt_med": statistics.median(rtts), "rtt_min": min(rtts), "up": up / 1e9, "down": down / 1e9,
-            "stage_cpu_s": hosts.stage_cpu_s}
+    return {
+        "rtt_med": statistics.median(rtts),
+        "rtt_min": min(rtts),
+        "up": up / 1e9,
+        "down": down / 1e9,
+        "stage_cpu_s": hosts.stage_cpu_s,
+    }
 
 
 def main() -> int:
@@ -52,15 +57,19 @@ def main() -> int:
     if rtt:
         kinds[f"stage {args.rtt}"] = {"rtt_s": rtt}
     print(f"load average before: {os.getloadavg()[0]:.2f} (2 CPUs; other work on the machine slows the stage)")
-    print(f"{'round':>5} {'link':<12} {'rtt median us':>14} {'rtt min us':>11} {'up Gbit/s':>10} "
-          f"{'down Gbit/s':>12} {'stage CPU s':>12}")
+    print(
+        f"{'round':>5} {'link':<12} {'rtt median us':>14} {'rtt min us':>11} {'up Gbit/s':>10} "
+        f"{'down Gbit/s':>12} {'stage CPU s':>12}"
+    )
     for round_ in range(1, args.rounds + 1):
         order = list(kinds) if round_ % 2 else list(reversed(kinds))
         for kind in order:
             m = measure(kind.replace(" ", "-"), args.samples, bulk, **kinds[kind])
             cpu = f"{m['stage_cpu_s']:.2f}" if m["stage_cpu_s"] is not None else "-"
-            print(f"{round_:>5} {kind:<12} {m['rtt_med']:>14.1f} {m['rtt_min']:>11.1f} {m['up']:>10.2f} "
-                  f"{m['down']:>12.2f} {cpu:>12}")
+            print(
+                f"{round_:>5} {kind:<12} {m['rtt_med']:>14.1f} {m['rtt_min']:>11.1f} {m['up']:>10.2f} "
+                f"{m['down']:>12.2f} {cpu:>12}"
+            )
     print(f"load average after: {os.getloadavg()[0]:.2f}")
     return 0
 

@@ -58,11 +58,18 @@ def served(address: tuple[str, int], timeout_s: float) -> bool:
         return False
 
 
-def measure(model: str, nofile: int, connections: int, backlog: int, seconds: float, settle_s: float) -> dict[str, object]:
+def measure(
+    model: str, nofile: int, connections: int, backlog: int, seconds: float, settle_s: float
+) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as tmp:
         stderr_path = Path(tmp) / "stderr"
-        with run_server(model, "echo", ServerOptions(backlog=backlog), stderr_path=stderr_path,
-                        rlimits={resource.RLIMIT_NOFILE: nofile}) as server:
+        with run_server(
+            model,
+            "echo",
+            ServerOptions(backlog=backlog),
+            stderr_path=stderr_path,
+            rlimits={resource.RLIMIT_NOFILE: nofile},
+        ) as server:
             socks = flood(server.address, connections)
             try:
                 time.sleep(settle_s)  # let the server use up its descriptors
@@ -105,8 +112,10 @@ def main() -> int:
     print(f"{'model':<12} {'CPU %':>6} {'lines':>7} {'lines/s':>8} {'served after':>13}  last stderr line")
     for model in args.models:
         r = measure(model, args.nofile, args.connections, args.backlog, args.seconds, args.settle)
-        print(f"{r['model']:<12} {r['cpu_pct']:>6.1f} {r['lines']:>7} {r['lines_per_s']:>8.0f} "
-              f"{'yes' if r['served_after'] else 'NO':>13}  {r['last_line']}")
+        print(
+            f"{r['model']:<12} {r['cpu_pct']:>6.1f} {r['lines']:>7} {r['lines_per_s']:>8.0f} "
+            f"{'yes' if r['served_after'] else 'NO':>13}  {r['last_line']}"
+        )
     return 0
 
 

@@ -52,7 +52,9 @@ print(f"{outcome}\\t{time.perf_counter() - start:.3f}\\t{text[:110]}", flush=Tru
 """
 
 
-def check(code: Path, path: Path, overrides: tuple[str, ...], timeout_s: float, max_memory: int) -> tuple[str, str, float, str]:
+def check(
+    code: Path, path: Path, overrides: tuple[str, ...], timeout_s: float, max_memory: int
+) -> tuple[str, str, float, str]:
     """(outcome, seconds in load_scenario, peak RSS MiB, first line of the message) for one file."""
     argv = [sys.executable, "-c", CHILD, str(path), *overrides]
 
@@ -62,8 +64,9 @@ def check(code: Path, path: Path, overrides: tuple[str, ...], timeout_s: float, 
     env = dict(os.environ, PYTHONPATH=str(code))
     with tempfile.TemporaryFile() as output:
         start = time.monotonic()
-        proc = subprocess.Popen(argv, cwd=code, env=env, stdout=output, stderr=subprocess.DEVNULL,
-                                preexec_fn=limit, start_new_session=True)
+        proc = subprocess.Popen(
+            argv, cwd=code, env=env, stdout=output, stderr=subprocess.DEVNULL, preexec_fn=limit, start_new_session=True
+        )
         killed = False
         while True:
             # wait4, not Popen.wait: it gives this child's own peak RSS

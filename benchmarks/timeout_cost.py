@@ -54,9 +54,26 @@ def requests_per_s(model: str, service: str, options: ServerOptions, clients: in
         options = dataclasses.replace(options, root=root)
     with run_server(model, service, options) as server:
         out = subprocess.run(
-            [sys.executable, "-m", "bench", "load", service, f"{server.host}:{server.port}", "--clients", str(clients),
-             "--duration", str(seconds), "--warmup", "0.5", "--json", *service_args],
-            capture_output=True, text=True, check=True, timeout=seconds + 60,
+            [
+                sys.executable,
+                "-m",
+                "bench",
+                "load",
+                service,
+                f"{server.host}:{server.port}",
+                "--clients",
+                str(clients),
+                "--duration",
+                str(seconds),
+                "--warmup",
+                "0.5",
+                "--json",
+                *service_args,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=seconds + 60,
         )
     return float(json.loads(out.stdout)["row"]["req_per_s"])
 

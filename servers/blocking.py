@@ -99,7 +99,9 @@ class ServiceServerMixin(TCPServerBase):
     service: Service
     socket: Socket
 
-    def __init__(self, service: Service, options: ServerOptions, handler: type[socketserver.BaseRequestHandler]) -> None:
+    def __init__(
+        self, service: Service, options: ServerOptions, handler: type[socketserver.BaseRequestHandler]
+    ) -> None:
         self.service = service
         self.stopping = False
         #: Set with ``stopping``: ends an accept back-off early.
@@ -166,7 +168,9 @@ class ForkingServiceMixin(ServiceServerMixin):
 
     active_children: set[int] | None
 
-    def __init__(self, service: Service, options: ServerOptions, handler: type[socketserver.BaseRequestHandler]) -> None:
+    def __init__(
+        self, service: Service, options: ServerOptions, handler: type[socketserver.BaseRequestHandler]
+    ) -> None:
         self.max_children = options.max_children
         self.parent_pid = os.getpid()
         _reset_signals_in_children()

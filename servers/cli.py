@@ -61,7 +61,9 @@ def _models_help() -> str:
     return "\n".join(lines)
 
 
-EPILOG = _models_help() + """
+EPILOG = (
+    _models_help()
+    + """
 
 services:
   echo          RFC 862: every byte sent back until the client closes
@@ -80,6 +82,7 @@ timeouts and limits (every model; c-reference: idle and send only):
 
 example:
   python -m servers threading echo --port 7000 &   then:   nc 127.0.0.1 7000"""
+)
 
 #: Exit status for bad input, as argparse uses.
 EXIT_USAGE = 2
@@ -232,7 +235,9 @@ def resolve_cpu_work(options: ServerOptions) -> tuple[ServerOptions, str]:
     return dataclasses.replace(options, cpu_work_iterations=cpu_work(options.cpu_work_us).iterations), "calibrated"
 
 
-def ready_printer(model: str, service: str, options: ServerOptions, work_source: str = "") -> Callable[[str, int], None]:
+def ready_printer(
+    model: str, service: str, options: ServerOptions, work_source: str = ""
+) -> Callable[[str, int], None]:
     """The ``ready`` callback given to a model: print the ready line, then keep stdout for it alone."""
 
     def ready(host: str, port: int) -> None:
@@ -248,8 +253,11 @@ def ready_printer(model: str, service: str, options: ServerOptions, work_source:
         if options.cpu_work_us:
             # The CPU work every chunk costs, as loop iterations, and who
             # calibrated them: what the run's server CPU must account for.
-            line.update(cpu_work_us=options.cpu_work_us, cpu_work_iterations=options.cpu_work_iterations,
-                        cpu_work_source=work_source)
+            line.update(
+                cpu_work_us=options.cpu_work_us,
+                cpu_work_iterations=options.cpu_work_iterations,
+                cpu_work_source=work_source,
+            )
         sys.stdout.write(json.dumps(line) + "\n")
         sys.stdout.flush()
         sys.stdout = sys.stderr

@@ -66,8 +66,11 @@ class ServerOptions:
     )
     credentials: Path | None = field(
         default=None,
-        metadata={"help": "timeauth service (required for it): file of the valid logins, one name:password a line; "
-                  "read once, before listening", "metavar": "FILE"},
+        metadata={
+            "help": "timeauth service (required for it): file of the valid logins, one name:password a line; "
+            "read once, before listening",
+            "metavar": "FILE",
+        },
     )
     cpu_work_us: int = field(
         default=0,
@@ -83,26 +86,34 @@ class ServerOptions:
     sendfile: bool = field(default=True, metadata={"help": "stream files with sendfile (off: a read/send loop)"})
     log_requests: bool = field(
         default=False,
-        metadata={"help": "http on the socketserver models: write http.server's line per request to stderr "
-                  "(off: it costs throughput, see servers.http_service)"},
+        metadata={
+            "help": "http on the socketserver models: write http.server's line per request to stderr "
+            "(off: it costs throughput, see servers.http_service)"
+        },
     )
     max_children: int = field(
         default=socketserver.ForkingMixIn.max_children,
-        metadata={"help": "forking only: at most this many children; at the limit the accept loop waits for one to exit"},
+        metadata={
+            "help": "forking only: at most this many children; at the limit the accept loop waits for one to exit"
+        },
     )
     threads: int = field(
         default=0,
-        metadata={"help": "threadpool only: pool threads, the most connections served at once; more wait in the "
-                  "kernel's accept queue (--backlog), and beyond it their SYNs are dropped; 0 = 2 x the CPUs the "
-                  "server may run on (handlers mostly wait on the network, so a few more threads than CPUs keep "
-                  "them busy; more only contend for the GIL)"},
+        metadata={
+            "help": "threadpool only: pool threads, the most connections served at once; more wait in the "
+            "kernel's accept queue (--backlog), and beyond it their SYNs are dropped; 0 = 2 x the CPUs the "
+            "server may run on (handlers mostly wait on the network, so a few more threads than CPUs keep "
+            "them busy; more only contend for the GIL)"
+        },
     )
     workers: int = field(
         default=0,
-        metadata={"help": "prefork and reuseport only: worker processes; 0 = the CPUs the server may run on. "
-                  "A prefork worker serves one connection at a time: with all busy, clients wait in the listen "
-                  "queue (--backlog), and beyond it their SYNs are dropped; a reuseport worker is bounded by "
-                  "descriptors alone"},
+        metadata={
+            "help": "prefork and reuseport only: worker processes; 0 = the CPUs the server may run on. "
+            "A prefork worker serves one connection at a time: with all busy, clients wait in the listen "
+            "queue (--backlog), and beyond it their SYNs are dropped; a reuseport worker is bounded by "
+            "descriptors alone"
+        },
     )
     loop: str = field(
         default="asyncio",
@@ -110,18 +121,24 @@ class ServerOptions:
     )
     idle_timeout: float = field(
         default=30.0,
-        metadata={"help": "close a connection when no byte arrives for S seconds while it waits for input; "
-                  "0 = wait forever, as the stdlib does"},
+        metadata={
+            "help": "close a connection when no byte arrives for S seconds while it waits for input; "
+            "0 = wait forever, as the stdlib does"
+        },
     )
     request_timeout: float = field(
         default=10.0,
-        metadata={"help": "file, http and timeauth services: close a connection whose request line (http: request head) is not complete S seconds after its "
-                  "first byte (stops slowloris, which an idle timeout does not); 0 = off"},
+        metadata={
+            "help": "file, http and timeauth services: close a connection whose request line (http: request head) is not complete S seconds after its "
+            "first byte (stops slowloris, which an idle timeout does not); 0 = off"
+        },
     )
     send_timeout: float = field(
         default=30.0,
-        metadata={"help": "close a connection when a reply makes no progress for S seconds (the client does not "
-                  "read); 0 = off"},
+        metadata={
+            "help": "close a connection when a reply makes no progress for S seconds (the client does not "
+            "read); 0 = off"
+        },
     )
 
     def pool_threads(self) -> int:

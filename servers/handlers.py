@@ -273,9 +273,16 @@ def send_all(sock: socket.socket, data: bytes, timeout: float | None, flags: int
         raise SendTimeout(timeout or 0) from None
 
 
-def send_file(sock: socket.socket, file: BinaryIO, size: int, *, use_sendfile: bool, timeout: float | None = None,
-              send: Callable[..., None] | None = None,
-              sendfile: Callable[[socket.socket, BinaryIO, int, float | None], int] | None = None) -> None:
+def send_file(
+    sock: socket.socket,
+    file: BinaryIO,
+    size: int,
+    *,
+    use_sendfile: bool,
+    timeout: float | None = None,
+    send: Callable[..., None] | None = None,
+    sendfile: Callable[[socket.socket, BinaryIO, int, float | None], int] | None = None,
+) -> None:
     """Send ``OK <size>\\n`` and exactly ``size`` bytes of ``file`` on a blocking socket.
 
     ``use_sendfile``: ``os.sendfile`` (the kernel copies from the page cache
@@ -294,9 +301,16 @@ def send_file(sock: socket.socket, file: BinaryIO, size: int, *, use_sendfile: b
     send_body(sock, file, size, use_sendfile=use_sendfile, timeout=timeout, send=send, sendfile=sendfile)
 
 
-def send_body(sock: socket.socket, file: BinaryIO, size: int, *, use_sendfile: bool, timeout: float | None,
-              send: Callable[..., None] | None = None,
-              sendfile: Callable[[socket.socket, BinaryIO, int, float | None], int] | None = None) -> None:
+def send_body(
+    sock: socket.socket,
+    file: BinaryIO,
+    size: int,
+    *,
+    use_sendfile: bool,
+    timeout: float | None,
+    send: Callable[..., None] | None = None,
+    sendfile: Callable[[socket.socket, BinaryIO, int, float | None], int] | None = None,
+) -> None:
     """Exactly ``size`` bytes of ``file`` from offset 0 (see :func:`send_file`); :class:`FileShrankError` if it ends first."""
     send = send or send_all
     sendfile = sendfile or sendfile_within

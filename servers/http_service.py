@@ -163,8 +163,9 @@ class HTTPHandler(http.server.BaseHTTPRequestHandler):
         raise AttributeError(name)
 
     def refuse_method(self) -> None:
-        self.send_problem(HTTPStatus.METHOD_NOT_ALLOWED, f"method {self.command} not allowed; use {ALLOW}",
-                          [("Allow", ALLOW)])
+        self.send_problem(
+            HTTPStatus.METHOD_NOT_ALLOWED, f"method {self.command} not allowed; use {ALLOW}", [("Allow", ALLOW)]
+        )
 
     def serve_file(self, *, body: bool) -> None:
         service = self.server.service
@@ -204,8 +205,12 @@ class HTTPHandler(http.server.BaseHTTPRequestHandler):
         """An error response with a one-line plain-text body, then close (as ``send_error`` does)."""
         text = f"{code} {reason}\n".encode("utf-8", "replace")
         self.send_response(code)
-        for name, value in [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(text))),
-                            ("Connection", "close"), *headers]:
+        for name, value in [
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", str(len(text))),
+            ("Connection", "close"),
+            *headers,
+        ]:
             self.send_header(name, value)
         self.end_headers()
         self.close_connection = True
@@ -313,15 +318,19 @@ class HTTPSession:
     def respond(self, request: h11.Request) -> Answer:
         if request.method not in (b"GET", b"HEAD"):
             method = request.method.decode("ascii", "replace")
-            return self.problem(HTTPStatus.METHOD_NOT_ALLOWED, f"method {method} not allowed; use {ALLOW}",
-                                [("Allow", ALLOW)])
+            return self.problem(
+                HTTPStatus.METHOD_NOT_ALLOWED, f"method {method} not allowed; use {ALLOW}", [("Allow", ALLOW)]
+            )
         try:
             file, size = protocol.open_request(self.root, requested_path(request.target))
         except protocol.RequestError as error:
             return self.problem(error.code, error.reason)
         conn = self.conn
-        head = conn.send(h11.Response(status_code=200, reason=b"OK", headers=[
-            ("Content-Type", CONTENT_TYPE), ("Content-Length", str(size))]))
+        head = conn.send(
+            h11.Response(
+                status_code=200, reason=b"OK", headers=[("Content-Type", CONTENT_TYPE), ("Content-Length", str(size))]
+            )
+        )
         body: BinaryIO | None = file
         if request.method == b"HEAD" or not size:
             file.close()
@@ -337,13 +346,19 @@ class HTTPSession:
         """An error response with a one-line plain-text body; the connection closes after it."""
         text = f"{code} {reason}\n".encode("utf-8", "replace")
         conn = self.conn
-        response = h11.Response(status_code=code, reason=HTTPStatus(code).phrase.encode("ascii"), headers=[
-            ("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(text))),
-            ("Connection", "close"), *headers])
+        response = h11.Response(
+            status_code=code,
+            reason=HTTPStatus(code).phrase.encode("ascii"),
+            headers=[
+                ("Content-Type", "text/plain; charset=utf-8"),
+                ("Content-Length", str(len(text))),
+                ("Connection", "close"),
+                *headers,
+            ],
+        )
         head = conn.send(response) or b""
         if self.request is None or self.request.method != b"HEAD":
             head += conn.send(h11.Data(data=text)) or b""
         head += conn.send(h11.EndOfMessage()) or b""
         self.over = True
         return Answer(head, close=True)
-

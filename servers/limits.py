@@ -105,8 +105,15 @@ class Timeouts:
 Expiry = tuple[float, type[ConnectionTimeout], float]
 
 
-def next_expiry(timeouts: Timeouts, *, sending: bool, waiting: bool, last_read: float, last_sent: float,
-                request_started: float | None) -> Expiry | None:
+def next_expiry(
+    timeouts: Timeouts,
+    *,
+    sending: bool,
+    waiting: bool,
+    last_read: float,
+    last_sent: float,
+    request_started: float | None,
+) -> Expiry | None:
     """When a connection of a non-blocking model times out as things stand, and why; None when none applies.
 
     ``sending``: a reply waits to go out (the send timeout counts from

@@ -307,8 +307,11 @@ def _openat2(dir_fd: int, path: str, flags: int, resolve: int) -> int:
         _libc = ctypes.CDLL(None, use_errno=True)
     how = _OpenHow(flags, 0, resolve)
     fd = _libc.syscall(
-        ctypes.c_long(OPENAT2_SYSCALL), ctypes.c_int(dir_fd), ctypes.c_char_p(os.fsencode(path)),
-        ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)),
+        ctypes.c_long(OPENAT2_SYSCALL),
+        ctypes.c_int(dir_fd),
+        ctypes.c_char_p(os.fsencode(path)),
+        ctypes.byref(how),
+        ctypes.c_size_t(ctypes.sizeof(how)),
     )
     if fd < 0:
         code = ctypes.get_errno()

@@ -133,8 +133,10 @@ class Model:
             found = False
         if found:
             return None
-        return (f"the {self.name} model needs the optional extra {self.extra!r}, not installed here: "
-                f"pip install -e '.[{self.extra}]'")
+        return (
+            f"the {self.name} model needs the optional extra {self.extra!r}, not installed here: "
+            f"pip install -e '.[{self.extra}]'"
+        )
 
     def load(self) -> ModuleType:
         """Import and return the module implementing this model; :class:`ModelUnavailable` without its extra."""
@@ -155,7 +157,9 @@ class Model:
                 f"model {self.name!r} does not provide the {service!r} service; it provides: {', '.join(self.services)}"
             )
         if options.loop != "asyncio" and not self.loop:
-            raise SetupError(f"--loop {options.loop} only applies to the models {', '.join(LOOP_MODELS)}, not {self.name!r}")
+            raise SetupError(
+                f"--loop {options.loop} only applies to the models {', '.join(LOOP_MODELS)}, not {self.name!r}"
+            )
         module = self.load()
         own_check = getattr(module, "check", None)
         if own_check is not None:
@@ -169,36 +173,107 @@ def _models(*models: Model) -> dict[str, Model]:
 
 #: name -> facts, in figure order.
 MODELS: dict[str, Model] = _models(
-    Model("sequential", "servers.models.sequential", "textbook", PYTHON_SERVICES, "#E69F00",
-          "socketserver.TCPServer: one client at a time"),
-    Model("threading", "servers.models.thread_per_conn", "textbook", PYTHON_SERVICES, "#56B4E9",
-          "socketserver.ThreadingTCPServer: a thread per connection"),
-    Model("forking", "servers.models.fork_per_conn", "textbook", PYTHON_SERVICES, "#009E73",
-          "socketserver.ForkingTCPServer: a process per connection (at --max-children the accept loop "
-          "waits for a child to exit)"),
-    Model("selectors", "servers.models.selector_loop", "textbook", PYTHON_SERVICES, "#0072B2",
-          "hand-written single-threaded non-blocking selectors loop"),
-    Model("asyncio", "servers.models.asyncio_streams", "textbook", PYTHON_SERVICES, "#D55E00",
-          "asyncio.start_server streams (--loop uvloop if installed)", loop=True),
-    Model("c-reference", "servers.models.c_reference", "ceiling", ("echo",), "#000000",
-          "a small C echo server: the machine's ceiling (echo only)", ceiling_reference=True, native=True),
-    Model("threadpool", "servers.models.thread_pool", "deployed", PYTHON_SERVICES, "#CC79A7",
-          "socketserver with a pool of --threads threads (at the limit no more accepts: new clients "
-          "wait in the listen queue)"),
-    Model("prefork", "servers.models.prefork", "deployed", PYTHON_SERVICES, "#882255",
-          "--workers processes forked at start, each accepting and serving one connection at a time "
-          "(the rest wait in the listen queue); a worker that dies is re-forked"),
-    Model("asyncio-protocol", "servers.models.asyncio_protocol", "deployed", PYTHON_SERVICES, "#44AA99",
-          "asyncio BufferedProtocol callbacks, no streams (--loop uvloop if installed); one thread, "
-          "bounded by descriptors", loop=True),
-    Model("reuseport", "servers.models.reuseport", "deployed", PYTHON_SERVICES, "#999933",
-          "--workers asyncio-protocol processes, each listening with SO_REUSEPORT on the same port: the "
-          "kernel spreads connections over their queues (--backlog each); a dead worker is re-forked",
-          loop=True),
-    Model("gevent", "servers.models.gevent_server", "deployed", ("echo", "file"), "#332288",
-          "gevent's StreamServer, a greenlet per connection, no monkey-patching; one thread, bounded by "
-          "descriptors; its --sendfile is os.sendfile (gevent's own socket.sendfile is an 8 KiB read/send "
-          "loop); needs pip install -e '.[gevent]'", extra="gevent"),
+    Model(
+        "sequential",
+        "servers.models.sequential",
+        "textbook",
+        PYTHON_SERVICES,
+        "#E69F00",
+        "socketserver.TCPServer: one client at a time",
+    ),
+    Model(
+        "threading",
+        "servers.models.thread_per_conn",
+        "textbook",
+        PYTHON_SERVICES,
+        "#56B4E9",
+        "socketserver.ThreadingTCPServer: a thread per connection",
+    ),
+    Model(
+        "forking",
+        "servers.models.fork_per_conn",
+        "textbook",
+        PYTHON_SERVICES,
+        "#009E73",
+        "socketserver.ForkingTCPServer: a process per connection (at --max-children the accept loop "
+        "waits for a child to exit)",
+    ),
+    Model(
+        "selectors",
+        "servers.models.selector_loop",
+        "textbook",
+        PYTHON_SERVICES,
+        "#0072B2",
+        "hand-written single-threaded non-blocking selectors loop",
+    ),
+    Model(
+        "asyncio",
+        "servers.models.asyncio_streams",
+        "textbook",
+        PYTHON_SERVICES,
+        "#D55E00",
+        "asyncio.start_server streams (--loop uvloop if installed)",
+        loop=True,
+    ),
+    Model(
+        "c-reference",
+        "servers.models.c_reference",
+        "ceiling",
+        ("echo",),
+        "#000000",
+        "a small C echo server: the machine's ceiling (echo only)",
+        ceiling_reference=True,
+        native=True,
+    ),
+    Model(
+        "threadpool",
+        "servers.models.thread_pool",
+        "deployed",
+        PYTHON_SERVICES,
+        "#CC79A7",
+        "socketserver with a pool of --threads threads (at the limit no more accepts: new clients "
+        "wait in the listen queue)",
+    ),
+    Model(
+        "prefork",
+        "servers.models.prefork",
+        "deployed",
+        PYTHON_SERVICES,
+        "#882255",
+        "--workers processes forked at start, each accepting and serving one connection at a time "
+        "(the rest wait in the listen queue); a worker that dies is re-forked",
+    ),
+    Model(
+        "asyncio-protocol",
+        "servers.models.asyncio_protocol",
+        "deployed",
+        PYTHON_SERVICES,
+        "#44AA99",
+        "asyncio BufferedProtocol callbacks, no streams (--loop uvloop if installed); one thread, "
+        "bounded by descriptors",
+        loop=True,
+    ),
+    Model(
+        "reuseport",
+        "servers.models.reuseport",
+        "deployed",
+        PYTHON_SERVICES,
+        "#999933",
+        "--workers asyncio-protocol processes, each listening with SO_REUSEPORT on the same port: the "
+        "kernel spreads connections over their queues (--backlog each); a dead worker is re-forked",
+        loop=True,
+    ),
+    Model(
+        "gevent",
+        "servers.models.gevent_server",
+        "deployed",
+        ("echo", "file"),
+        "#332288",
+        "gevent's StreamServer, a greenlet per connection, no monkey-patching; one thread, bounded by "
+        "descriptors; its --sendfile is os.sendfile (gevent's own socket.sendfile is an 8 KiB read/send "
+        "loop); needs pip install -e '.[gevent]'",
+        extra="gevent",
+    ),
 )
 
 

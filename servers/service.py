@@ -115,9 +115,11 @@ class Service:
         """At stop: one line saying how many connections their client closed with a reply in flight, if any."""
         closes = self.peer_closes.total()
         if closes:
-            _write_line(f"{self.model} {self.name}: {closes} connection{'' if closes == 1 else 's'} closed by "
-                        "the client with a reply in flight (ECONNRESET/EPIPE), as clients do when a load ends: "
-                        "not counted as errors")
+            _write_line(
+                f"{self.model} {self.name}: {closes} connection{'' if closes == 1 else 's'} closed by "
+                "the client with a reply in flight (ECONNRESET/EPIPE), as clients do when a load ends: "
+                "not counted as errors"
+            )
 
 
 def _write_line(line: str) -> None:
@@ -184,7 +186,9 @@ def address_family(host: str, port: int) -> socket.AddressFamily:
     try:
         infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
-        raise SetupError(f"--host {host}: cannot resolve ({exc.strerror}); use an address such as 127.0.0.1 or ::1") from None
+        raise SetupError(
+            f"--host {host}: cannot resolve ({exc.strerror}); use an address such as 127.0.0.1 or ::1"
+        ) from None
     return infos[0][0]
 
 

@@ -20,7 +20,10 @@ SESSION_SERVICES = ("http", "timeauth")
 
 #: Handler class per service name, for the socketserver models.
 HANDLERS: dict[str, type[socketserver.BaseRequestHandler]] = {
-    **handlers.HANDLERS, "http": HTTPHandler, "timeauth": TimeAuthHandler}
+    **handlers.HANDLERS,
+    "http": HTTPHandler,
+    "timeauth": TimeAuthHandler,
+}
 
 # timeauth's logins are read when the service is built, before anything listens.
 service.START_UP["timeauth"] = lambda options: Credentials.load(options.credentials)

@@ -82,15 +82,17 @@ class Credentials:
     @classmethod
     def load(cls, path: Path | None) -> Credentials:
         if path is None:
-            raise CredentialsError("the timeauth service needs the valid logins: add --credentials FILE "
-                                   "(one name:password a line)")
+            raise CredentialsError(
+                "the timeauth service needs the valid logins: add --credentials FILE (one name:password a line)"
+            )
         try:
             text = Path(path).read_text(encoding="utf-8")
         except FileNotFoundError:
             raise CredentialsError(f"--credentials {path}: no such file; pass a file of name:password lines") from None
         except (OSError, UnicodeDecodeError) as exc:
-            raise CredentialsError(f"--credentials {path}: cannot read ({exc}); pass a UTF-8 file this user "
-                                   "can read") from None
+            raise CredentialsError(
+                f"--credentials {path}: cannot read ({exc}); pass a UTF-8 file this user can read"
+            ) from None
         digests: dict[str, bytes] = {}
         for number, line in enumerate(text.splitlines(), 1):
             if not line.strip() or line.startswith("#"):

@@ -132,13 +132,17 @@ def main() -> None:
 
     rates = calibration_attempts(SHARED_CALIBRATION_ATTEMPTS)
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    print(json.dumps({
-        "iterations_per_us": max(rates),
-        "attempts": len(rates),
-        "worst_per_us": min(rates),
-        "min_cpu_s_per_attempt": CALIBRATION_MIN_S,
-        "cpus": cpus,
-    }))
+    print(
+        json.dumps(
+            {
+                "iterations_per_us": max(rates),
+                "attempts": len(rates),
+                "worst_per_us": min(rates),
+                "min_cpu_s_per_attempt": CALIBRATION_MIN_S,
+                "cpus": cpus,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

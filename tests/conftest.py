@@ -44,8 +44,11 @@ def pytest_unconfigure(config) -> None:
 
 def served_by(service: str) -> list[Any]:
     """The registered models that offer ``service``, as parameters; a native one is marked ``needs_cc``."""
-    return [pytest.param(name, marks=pytest.mark.needs_cc) if model.native else name
-            for name, model in registry.MODELS.items() if model.offers(service)]
+    return [
+        pytest.param(name, marks=pytest.mark.needs_cc) if model.native else name
+        for name, model in registry.MODELS.items()
+        if model.offers(service)
+    ]
 
 
 def model_services(services: Iterable[str] | None = None) -> list[Any]:
@@ -53,9 +56,12 @@ def model_services(services: Iterable[str] | None = None) -> list[Any]:
 
     ``services`` keeps only those services (a suite written for some of them).
     """
-    return [pytest.param(name, service, marks=pytest.mark.needs_cc) if model.native else (name, service)
-            for name, model in registry.MODELS.items() for service in model.services
-            if services is None or service in services]
+    return [
+        pytest.param(name, service, marks=pytest.mark.needs_cc) if model.native else (name, service)
+        for name, model in registry.MODELS.items()
+        for service in model.services
+        if services is None or service in services
+    ]
 
 
 def one_quick(values: Iterable[Any]) -> list[Any]:
@@ -159,8 +165,9 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A real 16 MiB filesystem (tmpfs), unmounted afterwards; skipped where mounting is not allowed."""
     mount_point = tmp_path / "small-disk"
     mount_point.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=0755", "tmpfs", str(mount_point)],
-                          capture_output=True, text=True)
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16m,mode=0755", "tmpfs", str(mount_point)], capture_output=True, text=True
+    )
     if made.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {made.stderr.strip()}")
     try:

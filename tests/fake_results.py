@@ -52,15 +52,24 @@ UNSTABLE_NOISE = (0.72, 1.0, 1.31, 0.8, 1.2)
 
 #: Peak req/s and half-saturation clients of each model (echo, 1 KiB).
 _CURVES = {
-    "sequential": (16_000, 0.0), "threading": (55_000, 3.0), "forking": (38_000, 5.0),
-    "selectors": (70_000, 2.0), "asyncio": (50_000, 2.0), "c-reference": (190_000, 3.0),
+    "sequential": (16_000, 0.0),
+    "threading": (55_000, 3.0),
+    "forking": (38_000, 5.0),
+    "selectors": (70_000, 2.0),
+    "asyncio": (50_000, 2.0),
+    "c-reference": (190_000, 3.0),
 }
 #: p99 / p50 of each model.
-_TAIL = {"sequential": 2.0, "threading": 3.5, "forking": 4.0, "selectors": 2.5, "asyncio": 2.5,
-         "c-reference": 1.8}
+_TAIL = {"sequential": 2.0, "threading": 3.5, "forking": 4.0, "selectors": 2.5, "asyncio": 2.5, "c-reference": 1.8}
 #: Share of connects that needed a SYN retry (1 s, 3 s) at >= 50 clients with backlog 5.
-_SYN_RETRY = {"sequential": (0.0, 0.0), "threading": (0.20, 0.05), "forking": (0.30, 0.10),
-              "selectors": (0.05, 0.0), "asyncio": (0.05, 0.0), "c-reference": (0.0, 0.0)}
+_SYN_RETRY = {
+    "sequential": (0.0, 0.0),
+    "threading": (0.20, 0.05),
+    "forking": (0.30, 0.10),
+    "selectors": (0.05, 0.0),
+    "asyncio": (0.05, 0.0),
+    "c-reference": (0.0, 0.0),
+}
 
 
 def write_fake_results(
@@ -113,8 +122,16 @@ def write_fake_results(
                 }
                 noise_seq = UNSTABLE_NOISE if special["unstable"] else STABLE_NOISE
                 noise = noise_seq[(rep - 1) % len(noise_seq)]
-                row = _run_row(model, point, rep, params, noise, special,
-                               _scale(throughput_scale, model), _scale(latency_scale, model))
+                row = _run_row(
+                    model,
+                    point,
+                    rep,
+                    params,
+                    noise,
+                    special,
+                    _scale(throughput_scale, model),
+                    _scale(latency_scale, model),
+                )
                 runs.append(row)
                 if row["status"] == "ok":
                     if timeline:
@@ -139,9 +156,16 @@ def _scale(scale: float | Mapping[str, float], model: str) -> float:
 
 def _params(service: str, backlog: int, sweep: tuple[str, Sequence[Any]] | None, value: Any) -> dict[str, Any]:
     params: dict[str, Any] = {
-        "clients": 10, "message_bytes": 1024 if service == "echo" else "",
-        "file_bytes": 1_048_576 if service == "file" else "", "backlog": backlog, "max_children": 40,
-        "cpu_work_us": 0, "sendfile": True if service == "file" else "", "requests_per_connection": 0, "mode": "closed", "rate": "",
+        "clients": 10,
+        "message_bytes": 1024 if service == "echo" else "",
+        "file_bytes": 1_048_576 if service == "file" else "",
+        "backlog": backlog,
+        "max_children": 40,
+        "cpu_work_us": 0,
+        "sendfile": True if service == "file" else "",
+        "requests_per_connection": 0,
+        "mode": "closed",
+        "rate": "",
     }
     if sweep:
         params[sweep[0]] = value
@@ -164,13 +188,22 @@ def _memory(model: str, clients: int, max_children: int) -> dict[str, float]:
         procs = min(clients, max_children) + 1
         rss, pss, uss = 7.4 * MIB * procs, (7.0 + 0.875 * (procs - 1)) * MIB, (5.0 + 0.6 * (procs - 1)) * MIB
         return {"procs": procs, "threads": procs, "rss": rss, "pss": pss, "uss": uss}
-    base = {"sequential": (10.0, 7.0, 4.6, 0.0), "threading": (10.2, 7.0, 4.6, 0.035),
-            "selectors": (12.0, 9.0, 6.5, 0.012), "asyncio": (19.0, 15.3, 12.7, 0.025),
-            "c-reference": (1.6, 0.8, 0.5, 0.002)}.get(model, (10.0, 7.0, 5.0, 0.01))
+    base = {
+        "sequential": (10.0, 7.0, 4.6, 0.0),
+        "threading": (10.2, 7.0, 4.6, 0.035),
+        "selectors": (12.0, 9.0, 6.5, 0.012),
+        "asyncio": (19.0, 15.3, 12.7, 0.025),
+        "c-reference": (1.6, 0.8, 0.5, 0.002),
+    }.get(model, (10.0, 7.0, 5.0, 0.01))
     rss, pss, uss, per_conn = base
     threads = clients + 1 if model == "threading" else 1
-    return {"procs": 1, "threads": threads, "rss": (rss + per_conn * clients) * MIB,
-            "pss": (pss + per_conn * clients) * MIB, "uss": (uss + per_conn * clients) * MIB}
+    return {
+        "procs": 1,
+        "threads": threads,
+        "rss": (rss + per_conn * clients) * MIB,
+        "pss": (pss + per_conn * clients) * MIB,
+        "uss": (uss + per_conn * clients) * MIB,
+    }
 
 
 def _connects(model: str, clients: int, backlog: int) -> dict[str, Any]:
@@ -189,20 +222,39 @@ def _connects(model: str, clients: int, backlog: int) -> dict[str, Any]:
     return {"ok": clients, "timeout": 0, "times": times, "dropped": n1 + 2 * n3}
 
 
-def _run_row(model: str, point: int, rep: int, params: dict[str, Any], noise: float,
-             special: Mapping[str, bool], tscale: float, lscale: float) -> dict[str, Any]:
+def _run_row(
+    model: str,
+    point: int,
+    rep: int,
+    params: dict[str, Any],
+    noise: float,
+    special: Mapping[str, bool],
+    tscale: float,
+    lscale: float,
+) -> dict[str, Any]:
     run_id = f"{model}-p{point}-r{rep}"
     row: dict[str, Any] = {
-        "run_id": run_id, "model": model, "service": "file" if params.get("file_bytes") else "echo",
-        "point": point, "repetition": rep, "status": "ok", "error": "",
-        "started_at": f"2025-01-01T12:{(point * 7 + rep) % 60:02d}:00+00:00", **params,
-        "idle_busy_pct": 9.0 if special["busy"] else 1.2, "server_cpus": "0", "gen_cpus": "1",
-        "gen_workers": 1, "server_exit": 0,
+        "run_id": run_id,
+        "model": model,
+        "service": "file" if params.get("file_bytes") else "echo",
+        "point": point,
+        "repetition": rep,
+        "status": "ok",
+        "error": "",
+        "started_at": f"2025-01-01T12:{(point * 7 + rep) % 60:02d}:00+00:00",
+        **params,
+        "idle_busy_pct": 9.0 if special["busy"] else 1.2,
+        "server_cpus": "0",
+        "gen_cpus": "1",
+        "gen_workers": 1,
+        "server_exit": 0,
     }
     if special["failed"]:
-        row.update(status="failed", server_exit=1, error=(
-            "server died during the run (exit status 1); stderr tail:\n"
-            "OSError: [Errno 24] Too many open files"))
+        row.update(
+            status="failed",
+            server_exit=1,
+            error=("server died during the run (exit status 1); stderr tail:\nOSError: [Errno 24] Too many open files"),
+        )
         return row
     clients = int(params["clients"])
     duration = 5.0
@@ -213,30 +265,64 @@ def _run_row(model: str, point: int, rep: int, params: dict[str, Any], noise: fl
     mem = _memory(model, clients, int(params["max_children"]))
     times = np.array(conn["times"]) if conn["times"] else np.array([np.nan])
     row.update(
-        duration_s=duration, requests=int(x * duration), errors=0, req_per_s=x,
+        duration_s=duration,
+        requests=int(x * duration),
+        errors=0,
+        req_per_s=x,
         mb_per_s=x * (params["file_bytes"] or params["message_bytes"] or 0) / 1e6,
-        lat_p50_us=p50, lat_p90_us=p50 * (1 + (tail - 1) * 0.5), lat_p99_us=p50 * tail,
-        lat_p999_us=p50 * tail * 1.6, lat_max_us=p50 * tail * 4, lat_mean_us=p50 * 1.15,
-        ttfb_p50_us=p50 * 0.9, ttfb_p99_us=p50 * tail * 0.9,
-        conn_ok=conn["ok"], conn_refused=0, conn_reset=0, conn_timeout=conn["timeout"], conn_emfile=0,
-        conn_eaddrnotavail=0, conn_other=0, conn_pending=conn.get("pending", 0),
-        connect_p50_us=float(np.nanpercentile(times, 50)), connect_p99_us=float(np.nanpercentile(times, 99)),
+        lat_p50_us=p50,
+        lat_p90_us=p50 * (1 + (tail - 1) * 0.5),
+        lat_p99_us=p50 * tail,
+        lat_p999_us=p50 * tail * 1.6,
+        lat_max_us=p50 * tail * 4,
+        lat_mean_us=p50 * 1.15,
+        ttfb_p50_us=p50 * 0.9,
+        ttfb_p99_us=p50 * tail * 0.9,
+        conn_ok=conn["ok"],
+        conn_refused=0,
+        conn_reset=0,
+        conn_timeout=conn["timeout"],
+        conn_emfile=0,
+        conn_eaddrnotavail=0,
+        conn_other=0,
+        conn_pending=conn.get("pending", 0),
+        connect_p50_us=float(np.nanpercentile(times, 50)),
+        connect_p99_us=float(np.nanpercentile(times, 99)),
         connect_max_us=float(np.nanmax(times)),
-        err_reset=0, err_timeout=0, err_closed_early=0, err_short=0, err_corrupt=0,
-        k_listen_overflows=conn["dropped"], k_listen_drops=conn["dropped"], k_reqq_full_drop=0,
-        k_reqq_full_do_cookies=0, k_syncookies_sent=0,
+        err_reset=0,
+        err_timeout=0,
+        err_closed_early=0,
+        err_short=0,
+        err_corrupt=0,
+        k_listen_overflows=conn["dropped"],
+        k_listen_drops=conn["dropped"],
+        k_reqq_full_drop=0,
+        k_reqq_full_do_cookies=0,
+        k_syncookies_sent=0,
         accept_queue_max=min(clients - 1, int(params["backlog"]) + 1) if model == "sequential" else min(clients, 3),
-        mem_rss_peak_bytes=mem["rss"], mem_rss_mean_bytes=mem["rss"] * 0.97,
-        mem_pss_peak_bytes=mem["pss"], mem_pss_mean_bytes=mem["pss"] * 0.97,
-        mem_uss_peak_bytes=mem["uss"], mem_uss_mean_bytes=mem["uss"] * 0.97, mem_note="",
-        procs_peak=mem["procs"], threads_peak=mem["threads"], fds_peak=clients + 8,
-        server_cpu_user_s=3.1, server_cpu_sys_s=1.4, server_cpu_pct=90.0,
+        mem_rss_peak_bytes=mem["rss"],
+        mem_rss_mean_bytes=mem["rss"] * 0.97,
+        mem_pss_peak_bytes=mem["pss"],
+        mem_pss_mean_bytes=mem["pss"] * 0.97,
+        mem_uss_peak_bytes=mem["uss"],
+        mem_uss_mean_bytes=mem["uss"] * 0.97,
+        mem_note="",
+        procs_peak=mem["procs"],
+        threads_peak=mem["threads"],
+        fds_peak=clients + 8,
+        server_cpu_user_s=3.1,
+        server_cpu_sys_s=1.4,
+        server_cpu_pct=90.0,
         ctx_switches=int(x * duration * 0.5),
         gen_cpu_pct_max=97.0 if special["gen_bound"] else 55.0,
         generator_bound=bool(special["gen_bound"]),
-        cpu0_busy_pct=92.0, cpu1_busy_pct=60.5,
-        clients_served=clients, lat_censored=0,
-        gen_runq_wait_pct_max=2.0, server_runq_wait_pct=1.0, runner_cpu_pct=6.0,
+        cpu0_busy_pct=92.0,
+        cpu1_busy_pct=60.5,
+        clients_served=clients,
+        lat_censored=0,
+        gen_runq_wait_pct_max=2.0,
+        server_runq_wait_pct=1.0,
+        runner_cpu_pct=6.0,
         **{f"lat_{p}_is_lower_bound": False for p in ("p50", "p90", "p99", "p999", "max")},
     )
     if model == "sequential" and clients > 1:
@@ -255,16 +341,31 @@ def _timeline(row: Mapping[str, Any]) -> list[dict[str, Any]]:
     for i, t in enumerate(steps):
         wobble = 1.0 + 0.04 * math.sin(i * 1.7)
         ramp = min(1.0, (t + 1.5) / 1.5)  # processes/memory grow while clients connect
-        out.append({"run_id": row["run_id"], "source": "load", "t_s": round(float(t), 3),
-                    "req_per_s": row["req_per_s"] * wobble * ramp, "lat_p99_us": row["lat_p99_us"] / wobble})
+        out.append(
+            {
+                "run_id": row["run_id"],
+                "source": "load",
+                "t_s": round(float(t), 3),
+                "req_per_s": row["req_per_s"] * wobble * ramp,
+                "lat_p99_us": row["lat_p99_us"] / wobble,
+            }
+        )
         procs = max(1, round(row["procs_peak"] * ramp))
-        out.append({"run_id": row["run_id"], "source": "server", "t_s": round(float(t) + 0.01, 3),
-                    "mem_rss_bytes": row["mem_rss_peak_bytes"] * (0.6 + 0.4 * ramp),
-                    "mem_pss_bytes": row["mem_pss_peak_bytes"] * (0.6 + 0.4 * ramp),
-                    "mem_uss_bytes": row["mem_uss_peak_bytes"] * (0.6 + 0.4 * ramp),
-                    "procs": procs, "threads": max(1, round(row["threads_peak"] * ramp)),
-                    "fds": row["fds_peak"], "server_cpu_pct": row["server_cpu_pct"] * wobble,
-                    "accept_queue": round(row["accept_queue_max"] * ramp)})
+        out.append(
+            {
+                "run_id": row["run_id"],
+                "source": "server",
+                "t_s": round(float(t) + 0.01, 3),
+                "mem_rss_bytes": row["mem_rss_peak_bytes"] * (0.6 + 0.4 * ramp),
+                "mem_pss_bytes": row["mem_pss_peak_bytes"] * (0.6 + 0.4 * ramp),
+                "mem_uss_bytes": row["mem_uss_peak_bytes"] * (0.6 + 0.4 * ramp),
+                "procs": procs,
+                "threads": max(1, round(row["threads_peak"] * ramp)),
+                "fds": row["fds_peak"],
+                "server_cpu_pct": row["server_cpu_pct"] * wobble,
+                "accept_queue": round(row["accept_queue_max"] * ramp),
+            }
+        )
     return out
 
 
@@ -277,8 +378,10 @@ def _write_hlogs(hist_dir: Path, row: Mapping[str, Any], noise: float) -> None:
     start_ms = 1_735_732_800_000 + 60_000 * int(row["point"])  # 2025-01-01T12:00Z, deterministic
     hists = {}
     requests = int(row["requests"])
-    for kind, centre, tail in (("latency", row["lat_p50_us"], row["lat_p99_us"] / row["lat_p50_us"]),
-                               ("ttfb", row["ttfb_p50_us"], row["ttfb_p99_us"] / row["ttfb_p50_us"])):
+    for kind, centre, tail in (
+        ("latency", row["lat_p50_us"], row["lat_p99_us"] / row["lat_p50_us"]),
+        ("ttfb", row["ttfb_p50_us"], row["ttfb_p99_us"] / row["ttfb_p50_us"]),
+    ):
         sigma = math.log(tail) / 2.326  # z of the 99th percentile
         samples = np.exp(rng.normal(math.log(centre), sigma, 2000))
         # an HdrHistogram range of 1 us .. 1 hour at 3 significant digits, like the generator's
@@ -300,8 +403,9 @@ def _write_hlogs(hist_dir: Path, row: Mapping[str, Any], noise: float) -> None:
             writer.output_comment(hlog_comment(kind))
             writer.output_log_format_version()
             writer.output_legend()
-            writer.output_interval_histogram(h, start_ms / 1000.0, start_ms / 1000.0 + row["duration_s"],
-                                             max_value_unit_ratio=1.0)
+            writer.output_interval_histogram(
+                h, start_ms / 1000.0, start_ms / 1000.0 + row["duration_s"], max_value_unit_ratio=1.0
+            )
 
 
 def _write_csv(path: Path, columns: Mapping[str, str], rows: list[dict[str, Any]]) -> None:
@@ -320,15 +424,23 @@ def _cell(v: Any) -> Any:
     return v
 
 
-def _write_scenario(path: Path, name: str, service: str | list[str], models: Sequence[str], repetitions: int,
-                    sweep: tuple[str, Sequence[Any]] | None, backlog: int) -> None:
+def _write_scenario(
+    path: Path,
+    name: str,
+    service: str | list[str],
+    models: Sequence[str],
+    repetitions: int,
+    sweep: tuple[str, Sequence[Any]] | None,
+    backlog: int,
+) -> None:
     scenario = {
         "name": name,
         "description": (
             "How do the server models cope as more clients connect at once?\n\n"
             "Each client opens one connection and sends 1 KiB messages in a closed loop. "
             "The sequential server serves one client at a time: the others wait in the "
-            "listen queue, and once it is full their SYNs are dropped."),
+            "listen queue, and once it is full their SYNs are dropped."
+        ),
         "service": service,
         "models": list(models),
         "repetitions": repetitions,
@@ -348,12 +460,21 @@ def _write_environment(path: Path, python_version: str) -> None:
         "timestamp": "2025-01-01T12:00:00+00:00",
         "hostname": "bench-host",
         "python": {"version": python_version, "implementation": "CPython", "executable": "/usr/bin/python3"},
-        "platform": {"system": "Linux", "kernel_release": "6.18.0-fake", "kernel_version": "#1 SMP",
-                     "machine": "x86_64", "platform": "Linux-6.18.0-fake-x86_64-with-glibc2.36"},
+        "platform": {
+            "system": "Linux",
+            "kernel_release": "6.18.0-fake",
+            "kernel_version": "#1 SMP",
+            "machine": "x86_64",
+            "platform": "Linux-6.18.0-fake-x86_64-with-glibc2.36",
+        },
         "cpu": {"model": "KVM virtual CPU", "logical": 2, "physical": 2, "affinity": [0, 1], "governor": None},
         "memory_total_bytes": 4 * 2**30,
-        "sysctls": {"net.core.somaxconn": 4096, "net.ipv4.tcp_syncookies": 1,
-                    "net.ipv4.tcp_abort_on_overflow": 0, "net.ipv4.tcp_max_syn_backlog": 512},
+        "sysctls": {
+            "net.core.somaxconn": 4096,
+            "net.ipv4.tcp_syncookies": 1,
+            "net.ipv4.tcp_abort_on_overflow": 0,
+            "net.ipv4.tcp_max_syn_backlog": 512,
+        },
         "ulimits": {"nofile": [1024, 524288]},
         "packages": {"psutil": "5.9.8", "pandas": "2.2.0", "matplotlib": "3.8.2", "uvloop": None},
         "sockbench": {"version": "0.1.0", "commit": "0123456789abcdef", "dirty": False},

@@ -73,7 +73,10 @@ def test_quick_calibration_with_c_programs(tmp_path: Path) -> None:
             assert row["rt_ratio"] == pytest.approx(float(np.median(ratios)))
             assert row["rt_ratio_range"] == pytest.approx([min(ratios), max(ratios)])
             # the order alternates: the C client first in round 1, last in round 2
-            assert [r["order"] for r in row["rounds"]] == ["c then generator then python", "python then generator then c"]
+            assert [r["order"] for r in row["rounds"]] == [
+                "c then generator then python",
+                "python then generator then c",
+            ]
             assert row["engine"] == "native"  # the default engine where the C programs build
         # the python engine is measured in the same rounds, beside the same C client figures
         python_rows = result["generator_python"]
@@ -148,18 +151,28 @@ def test_goal_verdict(rt: float | None, p50: float | None, verdict: str) -> None
     assert goal["reliable"] == (verdict != "NOT MEASURED"), goal["unreliable_because"]
 
 
-@pytest.mark.parametrize(("change", "reason"), [
-    ({"quick": True}, "quick mode"),
-    ({"rounds": 1}, "1 round (at least 3 needed)"),
-    ({"generator_bound": True}, "generator-bound"),
-    ({"errors": 3}, "errors"),
-    ({"busy": 40.0}, "busy machine (up to 40%"),
-    ({"range": [0.85, 0.95]}, "both sides of the goal"),
-])
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"quick": True}, "quick mode"),
+        ({"rounds": 1}, "1 round (at least 3 needed)"),
+        ({"generator_bound": True}, "generator-bound"),
+        ({"errors": 3}, "errors"),
+        ({"busy": 40.0}, "busy machine (up to 40%"),
+        ({"range": [0.85, 0.95]}, "both sides of the goal"),
+    ],
+)
 def test_goal_is_not_reliable_when_a_flag_is_set(change: dict, reason: str) -> None:
-    g100 = {"clients": 100, "placement": "split", "rt_ratio": 0.92, "rt_ratio_range": change.get("range", [0.91, 0.93]),
-            "n_rounds": change.get("rounds", 3), "generator_bound": change.get("generator_bound", False),
-            "errors": change.get("errors", 0), "busy_pct_before": change.get("busy", 1.0)}
+    g100 = {
+        "clients": 100,
+        "placement": "split",
+        "rt_ratio": 0.92,
+        "rt_ratio_range": change.get("range", [0.91, 0.93]),
+        "n_rounds": change.get("rounds", 3),
+        "generator_bound": change.get("generator_bound", False),
+        "errors": change.get("errors", 0),
+        "busy_pct_before": change.get("busy", 1.0),
+    }
     g1 = {"clients": 1, "placement": "split", "p50_ratio": 1.0, "p50_ratio_range": [0.98, 1.02], "n_rounds": 3}
     cal = {"generator": [g100, g1], "echo": [], "quick": change.get("quick", False)}
     goal = measure.goal_verdict(cal)
@@ -171,9 +184,11 @@ def test_goal_is_not_reliable_when_a_flag_is_set(change: dict, reason: str) -> N
 
 
 def test_combine_rounds_gives_median_range_and_keeps_failed_rounds() -> None:
-    rounds = [{"round": 1, "rt_per_s": 10.0, "errors": 0, "label": "x r1", "busy_pct_before": 1.0},
-              {"round": 2, "error": "boom", "label": "x r2", "busy_pct_before": 9.0},
-              {"round": 3, "rt_per_s": 14.0, "errors": 2, "label": "x r3", "busy_pct_before": 0.0}]
+    rounds = [
+        {"round": 1, "rt_per_s": 10.0, "errors": 0, "label": "x r1", "busy_pct_before": 1.0},
+        {"round": 2, "error": "boom", "label": "x r2", "busy_pct_before": 9.0},
+        {"round": 3, "rt_per_s": 14.0, "errors": 2, "label": "x r3", "busy_pct_before": 0.0},
+    ]
     row = measure.combine_rounds(rounds, ("rt_per_s",))
     assert row["rt_per_s"] == 12.0 and row["rt_per_s_range"] == [10.0, 14.0]
     assert row["n_rounds"] == 2 and row["failed_rounds"] == 1 and row["errors"] == 2
@@ -183,8 +198,12 @@ def test_combine_rounds_gives_median_range_and_keeps_failed_rounds() -> None:
 def test_ratio_and_echo_ceiling() -> None:
     assert measure.ratio(90, 100) == pytest.approx(0.9)
     assert measure.ratio(None, 100) is None and measure.ratio(5, 0) is None
-    cal = {"echo": [{"clients": 1, "placement": "split", "rt_per_s": 5.0},
-                    {"clients": 1, "placement": "shared", "error": "boom"}]}
+    cal = {
+        "echo": [
+            {"clients": 1, "placement": "split", "rt_per_s": 5.0},
+            {"clients": 1, "placement": "shared", "error": "boom"},
+        ]
+    }
     assert persist.echo_ceiling(cal, 1)["rt_per_s"] == 5.0
     assert persist.echo_ceiling(cal, 1, "shared") is None
     assert persist.echo_ceiling(None, 1) is None
@@ -238,11 +257,24 @@ def test_render_prints_tables_and_goal(tmp_path: Path) -> None:
     cal = {
         "message_bytes": 1024,
         "echo": [{"clients": 1, "placement": "split", "rt_per_s": 17000.0, "p50_us": 55.0, "p99_us": 80.0}],
-        "generator": [{"clients": 1, "placement": "split", "rt_per_s": 16000.0, "p50_us": 58.0, "rt_ratio": 16 / 17,
-                       "p50_ratio": 58 / 55, "gen_cpu_pct_max": 40.0, "loop": "uvloop"}],
-        "connect": [], "bulk": {"tool": "iperf 3.12", "points": [{"placement": "split", "gbit_per_s": 30.0}]},
+        "generator": [
+            {
+                "clients": 1,
+                "placement": "split",
+                "rt_per_s": 16000.0,
+                "p50_us": 58.0,
+                "rt_ratio": 16 / 17,
+                "p50_ratio": 58 / 55,
+                "gen_cpu_pct_max": 40.0,
+                "loop": "uvloop",
+            }
+        ],
+        "connect": [],
+        "bulk": {"tool": "iperf 3.12", "points": [{"placement": "split", "gbit_per_s": 30.0}]},
         "placements": {"split": {"description": "server on CPU 0, client on CPU 1"}},
-        "goal": {"verdict": "NOT MEASURED", "placement": "split"}, "notes": ["a note"], "rounds": 3,
+        "goal": {"verdict": "NOT MEASURED", "placement": "split"},
+        "notes": ["a note"],
+        "rounds": 3,
     }
     console = Console(record=True, width=100)
     render.render(cal, console)

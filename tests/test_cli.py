@@ -73,11 +73,19 @@ def test_bench_serve_names_itself(capsys):
 
 def test_every_command_exits_2_on_bad_input(tmp_path, capsys):
     missing = str(tmp_path / "nothing")
-    for argv in (["run", missing + ".yaml"], ["validate", missing + ".yaml"], ["plot", missing], ["report", missing],
-                 ["compare", missing], ["compare", missing, missing], ["columns", "hist.csv"],
-                 ["calibrate", "--duration", "0"], ["load", "echo", "127.0.0.1:1", "--clients", "0", "--duration", "1"],
-                 ["load", "echo", "10.1.2.3:7", "--clients", "1", "--duration", "1"],
-                 ["load", "echo", "127.0.0.1:1", "--clients", "1", "--duration", "1", "--threshold", "p99 << 1ms"]):
+    for argv in (
+        ["run", missing + ".yaml"],
+        ["validate", missing + ".yaml"],
+        ["plot", missing],
+        ["report", missing],
+        ["compare", missing],
+        ["compare", missing, missing],
+        ["columns", "hist.csv"],
+        ["calibrate", "--duration", "0"],
+        ["load", "echo", "127.0.0.1:1", "--clients", "0", "--duration", "1"],
+        ["load", "echo", "10.1.2.3:7", "--clients", "1", "--duration", "1"],
+        ["load", "echo", "127.0.0.1:1", "--clients", "1", "--duration", "1", "--threshold", "p99 << 1ms"],
+    ):
         assert status_of(argv) == 2, argv
     err = capsys.readouterr().err
     assert "Traceback" not in err
@@ -99,9 +107,27 @@ def test_plurals_in_what_validate_prints(tmp_path, capsys):
 def test_sigterm_stops_bench_load_with_143_and_reaps_its_workers():
     with run_server("selectors", "echo", ServerOptions()) as server:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "bench", "load", "echo", f"127.0.0.1:{server.port}", "--clients", "2",
-             "--duration", "30", "--workers", "1", "--message-bytes", "64"],
-            env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            [
+                sys.executable,
+                "-m",
+                "bench",
+                "load",
+                "echo",
+                f"127.0.0.1:{server.port}",
+                "--clients",
+                "2",
+                "--duration",
+                "30",
+                "--workers",
+                "1",
+                "--message-bytes",
+                "64",
+            ],
+            env=dict(os.environ, PYTHONPATH=str(REPO)),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         with popen_killer(proc):
             parent = psutil.Process(proc.pid)
             deadline = time.monotonic() + 20

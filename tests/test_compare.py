@@ -22,8 +22,9 @@ SWEEP = ("clients", (1, 10, 50))
 def _fake(path, **kw):
     kw.setdefault("models", MODELS)
     kw.setdefault("sweep", SWEEP)
-    return write_fake_results(path, hlogs=False, timeline=False, summary=False, failed=False,
-                              generator_bound=False, busy=False, **kw)
+    return write_fake_results(
+        path, hlogs=False, timeline=False, summary=False, failed=False, generator_bound=False, busy=False, **kw
+    )
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +50,10 @@ def test_ratios_match_the_known_differences(pair):
     assert all(c.startswith("+25.0% better") for c in faster["change"])
     family = int(result.table["tested"].sum())
     assert family == len(result.table) == 27 and (result.table["family"] == family).all()
-    assert all(t.startswith("significant: Welch t-test of means of req/s, 3 vs 3 runs,") and
-               f"over {family} tests" in t for t in faster["test"])
+    assert all(
+        t.startswith("significant: Welch t-test of means of req/s, 3 vs 3 runs,") and f"over {family} tests" in t
+        for t in faster["test"]
+    )
     # closed loop: latency = clients / throughput, so p50 falls to 1/1.25
     assert _rows(result, "asyncio", "lat_p50_us")["ratio"].tolist() == pytest.approx([0.8] * 3)
     same = _rows(result, "selectors", "req_per_s")

@@ -310,7 +310,8 @@ def test_large_echo_never_waits_for_a_delayed_ack(echo_server: ServerProcess) ->
         again, stalls_again = _large_echo_stalls(echo_server)
         assert len(stalls_again) <= NAGLE_NOISE, (
             f"{len(stalls)} of {done}, then {len(stalls_again)} of {again} round trips stalled: "
-            f"{stalls} / {stalls_again} ms")
+            f"{stalls} / {stalls_again} ms"
+        )
 
 
 #: pidfd_getfd(2)'s syscall number (the table shared by every architecture since Linux 5.1).
@@ -507,7 +508,17 @@ def test_file_not_found(file_server: ServerProcess, served: ServedTree, path: st
 
 @pytest.mark.parametrize(
     "path",
-    ["../secret.txt", "sub/../../secret.txt", "ABSOLUTE_INSIDE", "/etc/hostname", "link_outside", "link_inside", "sub", "pipe", "."],
+    [
+        "../secret.txt",
+        "sub/../../secret.txt",
+        "ABSOLUTE_INSIDE",
+        "/etc/hostname",
+        "link_outside",
+        "link_inside",
+        "sub",
+        "pipe",
+        ".",
+    ],
 )
 def test_file_forbidden(file_server: ServerProcess, served: ServedTree, path: str) -> None:
     if path == "ABSOLUTE_INSIDE":
@@ -649,8 +660,11 @@ def test_reuseport_workers_each_count_the_connections_they_accepted() -> None:
             with connect(server) as sock:
                 assert echo(sock, b"%d" % index) == b"%d" % index
         assert server.stop() == 0
-        counts = [int(line.split(": ")[-1].split()[0]) for line in server.stderr_tail().splitlines()
-                  if "connection(s) accepted" in line]
+        counts = [
+            int(line.split(": ")[-1].split()[0])
+            for line in server.stderr_tail().splitlines()
+            if "connection(s) accepted" in line
+        ]
     assert len(counts) == 2 and sum(counts) == connections, server.stderr_tail()
 
 
@@ -687,8 +701,9 @@ def listening_sockets(server: ServerProcess) -> list[list[str]]:
     ss = shutil.which("ss")
     if ss is None:
         pytest.skip("needs ss (iproute2) to read a listening socket's queue and backlog")
-    result = subprocess.run([ss, "-Hltn", f"sport = :{server.port}"], capture_output=True, text=True, timeout=30,
-                            check=True)
+    result = subprocess.run(
+        [ss, "-Hltn", f"sport = :{server.port}"], capture_output=True, text=True, timeout=30, check=True
+    )
     return [row.split() for row in result.stdout.splitlines()]
 
 

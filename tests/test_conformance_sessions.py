@@ -142,8 +142,10 @@ def test_http_keep_alive_head_and_connection_close(http_server: ServerProcess, s
 def test_http_pipelined_requests_are_answered_in_order(http_server: ServerProcess, served: ServedTree) -> None:  # noqa: F811
     names = ["one", "f100k", "empty", "sub/inner.txt", "one"]
     with http_client(http_server) as client:
-        client.send(b"".join(f"GET /{name} HTTP/1.1\r\nHost: test\r\n\r\n".encode() for name in names)
-                    + b"HEAD /one HTTP/1.1\r\nHost: t\r\n\r\n")
+        client.send(
+            b"".join(f"GET /{name} HTTP/1.1\r\nHost: test\r\n\r\n".encode() for name in names)
+            + b"HEAD /one HTTP/1.1\r\nHost: t\r\n\r\n"
+        )
         for name in names:
             response = client.response()
             if name in FILE_SIZES:
@@ -172,10 +174,23 @@ def test_http_request_arriving_byte_by_byte(http_server: ServerProcess, served: 
 
 @pytest.mark.parametrize(
     ("target", "status"),
-    [("/missing", 404), ("/sub/missing", 404), ("/one/below-a-file", 404),
-     ("/../secret.txt", 403), ("/sub/../../secret.txt", 403), ("//etc/passwd", 404), ("/%2Fetc/passwd", 403), ("/link_inside", 403),
-     ("/link_outside", 403), ("/", 403), ("/sub", 403), ("/pipe", 403),
-     ("/o%00ne", 400), ("/%ff%fe", 400), ("one", 400)],
+    [
+        ("/missing", 404),
+        ("/sub/missing", 404),
+        ("/one/below-a-file", 404),
+        ("/../secret.txt", 403),
+        ("/sub/../../secret.txt", 403),
+        ("//etc/passwd", 404),
+        ("/%2Fetc/passwd", 403),
+        ("/link_inside", 403),
+        ("/link_outside", 403),
+        ("/", 403),
+        ("/sub", 403),
+        ("/pipe", 403),
+        ("/o%00ne", 400),
+        ("/%ff%fe", 400),
+        ("one", 400),
+    ],
 )
 def test_http_refusals(http_server: ServerProcess, target: str, status: int) -> None:
     with http_client(http_server) as client:
@@ -228,22 +243,46 @@ def test_http_ninety_nine_headers_are_within_the_limit(http_server: ServerProces
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed (Debian: apt-get install curl)")
-def test_curl_fetches_files_over_one_connection(http_server: ServerProcess, served: ServedTree,  # noqa: F811
-                                                tmp_path: Path) -> None:
+def test_curl_fetches_files_over_one_connection(
+    http_server: ServerProcess,
+    served: ServedTree,  # noqa: F811
+    tmp_path: Path,
+) -> None:
     host, port = http_server.address
     url = f"http://{host}:{port}"
     result = subprocess.run(
-        ["curl", "--silent", "--show-error", "--fail", "--max-time", str(IO_TIMEOUT_S),
-         "--write-out", "%{http_code} %{num_connects}\\n",
-         "-o", str(tmp_path / "a"), f"{url}/f100k", "-o", str(tmp_path / "b"), f"{url}/one"],
-        capture_output=True, text=True, timeout=IO_TIMEOUT_S * 2, check=False,
+        [
+            "curl",
+            "--silent",
+            "--show-error",
+            "--fail",
+            "--max-time",
+            str(IO_TIMEOUT_S),
+            "--write-out",
+            "%{http_code} %{num_connects}\\n",
+            "-o",
+            str(tmp_path / "a"),
+            f"{url}/f100k",
+            "-o",
+            str(tmp_path / "b"),
+            f"{url}/one",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=IO_TIMEOUT_S * 2,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split("\n")[:2] == ["200 1", "200 0"], result.stdout  # the second reused the connection
     for name, file in (("f100k", "a"), ("one", "b")):
         assert hashlib.sha256((tmp_path / file).read_bytes()).hexdigest() == served.digests[name]
-    missing = subprocess.run(["curl", "--silent", "--head", "--write-out", "%{http_code}", "-o", "/dev/null",
-                              f"{url}/missing"], capture_output=True, text=True, timeout=IO_TIMEOUT_S, check=False)
+    missing = subprocess.run(
+        ["curl", "--silent", "--head", "--write-out", "%{http_code}", "-o", "/dev/null", f"{url}/missing"],
+        capture_output=True,
+        text=True,
+        timeout=IO_TIMEOUT_S,
+        check=False,
+    )
     assert missing.stdout == "404"
 
 
@@ -296,7 +335,7 @@ class TimeAuthClient:
         return self.reader.readline()
 
     def _send(self, data: bytes, byte_by_byte: bool) -> None:
-        for piece in ([bytes([b]) for b in data] if byte_by_byte else [data]):
+        for piece in [bytes([b]) for b in data] if byte_by_byte else [data]:
             self.sock.sendall(piece)
 
     def at_eof(self) -> bool:
@@ -335,10 +374,20 @@ def test_timeauth_login_sent_byte_by_byte(timeauth_server: ServerProcess) -> Non
         assert_time(client.login("alice", LOGINS["alice"]))
 
 
-@pytest.mark.parametrize(("name", "password"), [("alice", "wrong"), ("alice", ""), ("mallory", "correct horse"),
-                                                ("bob", "b"), ("alice", "correct horse "), ("", "")])
-def test_timeauth_bad_login_gets_an_error_line_then_close(timeauth_server: ServerProcess, name: str,
-                                                          password: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "password"),
+    [
+        ("alice", "wrong"),
+        ("alice", ""),
+        ("mallory", "correct horse"),
+        ("bob", "b"),
+        ("alice", "correct horse "),
+        ("", ""),
+    ],
+)
+def test_timeauth_bad_login_gets_an_error_line_then_close(
+    timeauth_server: ServerProcess, name: str, password: str
+) -> None:
     with timeauth_client(timeauth_server) as client:
         assert client.login(name, password) == b"ERR 401 wrong user name or password\n"
         assert client.at_eof()

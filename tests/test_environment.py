@@ -16,9 +16,23 @@ from bench.environment import PACKAGES, REPO_DIR, collect_environment, git_state
 from bench.monitor import NAMESPACE_NOTE, OWN_NAMESPACE_NOTE
 
 TOP_KEYS = {
-    "format_version", "timestamp", "hostname", "python", "platform", "cpu", "memory_total_bytes",
-    "sysctls", "ulimits", "packages", "sockbench", "boot_time", "load_average", "clocksource",
-    "placement", "kernel_counters", "notes",
+    "format_version",
+    "timestamp",
+    "hostname",
+    "python",
+    "platform",
+    "cpu",
+    "memory_total_bytes",
+    "sysctls",
+    "ulimits",
+    "packages",
+    "sockbench",
+    "boot_time",
+    "load_average",
+    "clocksource",
+    "placement",
+    "kernel_counters",
+    "notes",
 }
 
 

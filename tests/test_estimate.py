@@ -29,8 +29,14 @@ def test_estimate_adds_the_recorded_overheads_idle_waits_and_finish_stage(tmp_pa
         history.record_run("forking", overhead, idle_wait_s=0.0)
     history.record_run("threading", 0.5, idle_wait_s=6.0)
     history.record_finish(runs=10, seconds=30.0)  # 3 s per run
-    est = estimate(plans("forking", "threading", "asyncio"), warmup_s=0.5, duration_s=2.0, plots=True,
-                   history=history, idle_wait_max_s=20.0)
+    est = estimate(
+        plans("forking", "threading", "asyncio"),
+        warmup_s=0.5,
+        duration_s=2.0,
+        plots=True,
+        history=history,
+        idle_wait_max_s=20.0,
+    )
     assert est.measuring_s == pytest.approx(3 * 2.5)
     # asyncio has no history of its own: the median of every recorded run (1.0, 2.0, 9.0, 0.5) = 1.5
     assert est.overhead_s == pytest.approx(2.0 + 0.5 + 1.5)
@@ -66,9 +72,16 @@ def test_history_round_trips_and_stays_bounded(tmp_path):
     assert path.stat().st_mode & 0o777 == 0o644
 
 
-@pytest.mark.parametrize("content", ["{not json", json.dumps({"version": 99}), json.dumps([1, 2]),
-                                     json.dumps({"version": VERSION, "overhead_s": {"x": ["slow"]}}),
-                                     json.dumps({"version": VERSION, "idle_wait_s": [-5]})])
+@pytest.mark.parametrize(
+    "content",
+    [
+        "{not json",
+        json.dumps({"version": 99}),
+        json.dumps([1, 2]),
+        json.dumps({"version": VERSION, "overhead_s": {"x": ["slow"]}}),
+        json.dumps({"version": VERSION, "idle_wait_s": [-5]}),
+    ],
+)
 def test_a_corrupted_history_is_ignored_with_a_note_and_replaced(tmp_path, content):
     path = tmp_path / "timings.json"
     path.write_text(content)

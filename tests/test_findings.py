@@ -24,11 +24,31 @@ from fake_results import write_fake_results
 MODELS = ("sequential", "threading", "forking", "selectors", "c-reference")
 
 
-def _write(folder: Path, *, models: tuple[str, ...] = MODELS, clients: tuple[int, ...] = (1, 50),
-           backlog: int = 5, hlogs: bool = False) -> Results:
-    return load_results(write_fake_results(folder, models=models, sweep=("clients", clients), repetitions=2,
-                                           backlog=backlog, failed=False, generator_bound=False, unstable=False,
-                                           busy=False, hlogs=hlogs, timeline=False, summary=False), summary=False)
+def _write(
+    folder: Path,
+    *,
+    models: tuple[str, ...] = MODELS,
+    clients: tuple[int, ...] = (1, 50),
+    backlog: int = 5,
+    hlogs: bool = False,
+) -> Results:
+    return load_results(
+        write_fake_results(
+            folder,
+            models=models,
+            sweep=("clients", clients),
+            repetitions=2,
+            backlog=backlog,
+            failed=False,
+            generator_bound=False,
+            unstable=False,
+            busy=False,
+            hlogs=hlogs,
+            timeline=False,
+            summary=False,
+        ),
+        summary=False,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +66,13 @@ def said(base: Results) -> list[str]:
 def texts(results: Results, edit: Callable[[pd.DataFrame], pd.DataFrame] | None = None) -> list[str]:
     """The findings of ``results`` with ``edit`` applied to a copy of its runs."""
     runs = edit(results.runs.copy()) if edit else results.runs
-    view = Results(path=results.path, runs=runs.reset_index(drop=True), timeline=results.timeline,
-                   scenario=results.scenario, environment=results.environment)
+    view = Results(
+        path=results.path,
+        runs=runs.reset_index(drop=True),
+        timeline=results.timeline,
+        scenario=results.scenario,
+        environment=results.environment,
+    )
     return [f.text for f in compute_findings(view)]
 
 
@@ -59,13 +84,16 @@ def without(model: str) -> Callable[[pd.DataFrame], pd.DataFrame]:
     return lambda runs: runs[runs["model"] != model]
 
 
-def setting(column: str, value: Callable[[pd.DataFrame], object], model: str | None = None
-            ) -> Callable[[pd.DataFrame], pd.DataFrame]:
+def setting(
+    column: str, value: Callable[[pd.DataFrame], object], model: str | None = None
+) -> Callable[[pd.DataFrame], pd.DataFrame]:
     """Set ``column`` to ``value(runs)`` (for ``model``'s rows only, if given)."""
+
     def edit(runs: pd.DataFrame) -> pd.DataFrame:
         rows = runs["model"] == model if model else slice(None)
         runs.loc[rows, column] = value(runs)[rows] if callable(value) else value
         return runs
+
     return edit
 
 
@@ -80,13 +108,19 @@ CASES = [
     ("_throughput_ranking", "served the most", only("selectors", "c-reference")),  # one contender left
     ("_ceiling", "the machine's ceiling, served", without("c-reference")),
     ("_sequential", "sequential stayed", setting("req_per_s", lambda r: r["req_per_s"] * r["clients"], "sequential")),
-    ("_scaling", "throughput changed",
-     setting("req_per_s", lambda r: r["req_per_s"].where(r["model"] == "selectors"))),  # one curve left
+    (
+        "_scaling",
+        "throughput changed",
+        setting("req_per_s", lambda r: r["req_per_s"].where(r["model"] == "selectors")),
+    ),  # one curve left
     ("_tail", "one in a hundred waits much longer", setting("lat_p99_us", lambda r: r["lat_p50_us"] * 2)),
     ("_unserved", "completed no request in the window", setting("clients_served", lambda r: r["clients"])),
     ("_memory", "summed RSS says", setting("mem_rss_peak_bytes", lambda r: r["mem_pss_peak_bytes"])),
-    ("_memory_per_client", "in PSS (largest minus smallest point",
-     setting("mem_pss_peak_bytes", lambda r: r["mem_pss_peak_bytes"].where(r["model"] == "selectors"))),
+    (
+        "_memory_per_client",
+        "in PSS (largest minus smallest point",
+        setting("mem_pss_peak_bytes", lambda r: r["mem_pss_peak_bytes"].where(r["model"] == "selectors")),
+    ),
     ("_threads", "one thread per connection", setting("threads_peak", 1, "threading")),
     ("_max_children", "ForkingMixIn waits for a child", setting("max_children", 100)),
     ("_connection_failures", "connection attempts timed out", _no_failed_connects),
@@ -94,8 +128,9 @@ CASES = [
 
 
 @pytest.mark.parametrize(("checker", "phrase", "edit"), CASES, ids=[c[0] for c in CASES])
-def test_checker_speaks_only_when_the_data_supports_it(base: Results, said: list[str], checker: str, phrase: str,
-                                                       edit: Callable[[pd.DataFrame], pd.DataFrame]) -> None:
+def test_checker_speaks_only_when_the_data_supports_it(
+    base: Results, said: list[str], checker: str, phrase: str, edit: Callable[[pd.DataFrame], pd.DataFrame]
+) -> None:
     assert [t for t in said if phrase in t], f"{checker} said nothing about {phrase!r}"
     after = texts(base, edit)
     assert after, "the edit left no finding at all: it tests nothing"

@@ -117,7 +117,8 @@ def _type_checking(node: ast.AST) -> bool:
     test = getattr(node, "test", None)
     return isinstance(node, ast.If) and (
         (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING")
-        or (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"))
+        or (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+    )
 
 
 def _runtime_nodes(tree: ast.AST) -> list[ast.AST]:
@@ -197,7 +198,7 @@ def cycles(edges: dict[str, dict[str, int]]) -> list[list[str]]:
         stack.append(m)
         for t in sorted(edges.get(m, {})):
             if state.get(t) == "open":
-                found.append(stack[stack.index(t):] + [t])
+                found.append(stack[stack.index(t) :] + [t])
             elif t not in state:
                 visit(t)
         stack.pop()
@@ -232,24 +233,34 @@ def test_no_private_name_from_another_package():
         package = module if path.name == "__init__.py" else module.rpartition(".")[0]
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.ImportFrom) and not node.level and node.module in known:
-                source_package = node.module if known[node.module].name == "__init__.py" else node.module.rpartition(".")[0]
+                source_package = (
+                    node.module if known[node.module].name == "__init__.py" else node.module.rpartition(".")[0]
+                )
                 for alias in node.names:
                     if alias.name.startswith("_") and source_package != package:
-                        bad.append(f"{os.path.relpath(path, ROOT)}:{node.lineno}: {module} imports {node.module}.{alias.name}")
+                        bad.append(
+                            f"{os.path.relpath(path, ROOT)}:{node.lineno}: {module} imports {node.module}.{alias.name}"
+                        )
     assert not bad, "private names imported from another package:\n" + "\n".join(bad)
 
 
 def test_the_walk_sees_imports_inside_functions(tmp_path):
     """The checks fail on what they are for: a hidden upward import and a hidden cycle."""
-    known = {"bench.results": tmp_path / "results.py", "bench.stats": tmp_path / "stats.py",
-             "bench.plots": tmp_path / "plots" / "__init__.py", "bench.plots.style": tmp_path / "plots" / "style.py"}
+    known = {
+        "bench.results": tmp_path / "results.py",
+        "bench.stats": tmp_path / "stats.py",
+        "bench.plots": tmp_path / "plots" / "__init__.py",
+        "bench.plots.style": tmp_path / "plots" / "style.py",
+    }
     (tmp_path / "plots").mkdir()
     known["bench.results"].write_text("def f():\n    from bench.stats import x\n")
     known["bench.stats"].write_text("import math\n\n\ndef g():\n    from bench.plots.style import y\n")
     known["bench.plots"].write_text("from . import style\n")
-    known["bench.plots.style"].write_text("from typing import TYPE_CHECKING\n\nif TYPE_CHECKING:\n"
-                                          "    from bench.results import only_a_type\n\n\n"
-                                          "def h():\n    from ..stats import z\n")
+    known["bench.plots.style"].write_text(
+        "from typing import TYPE_CHECKING\n\nif TYPE_CHECKING:\n"
+        "    from bench.results import only_a_type\n\n\n"
+        "def h():\n    from ..stats import z\n"
+    )
     edges = {m: imports(m, p, known) for m, p in known.items()}
     assert edges["bench.results"] == {"bench.stats": 2}
     assert edges["bench.stats"] == {"bench.plots.style": 5, "bench.plots": 5}  # the package's __init__ runs too
@@ -273,15 +284,18 @@ def test_new_modules_are_placed_by_prefix():
 
 def test_printing_a_run_line_imports_no_plotting():
     """``bench run``'s per-run line uses bench.format, which pulls in neither matplotlib nor the figures."""
-    code = ("import sys\n"
-            "from types import SimpleNamespace as N\n"
-            "from bench.cli import run_line\n"
-            "plan = N(model='threading', repetition=1, point=N(label=lambda: 'clients=10'))\n"
-            "row = {'status': 'ok', 'req_per_s': 12345.6, 'lat_p50_us': 80.0, 'lat_p99_us': 2500.0,\n"
-            "       'mem_rss_peak_bytes': 3 * 2**20, 'mem_pss_peak_bytes': 2 * 2**20}\n"
-            "print(run_line(plan, row))\n"
-            "print(sorted(m for m in sys.modules if m.startswith(('matplotlib', 'bench.plots'))))\n")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
-                         check=True).stdout.splitlines()
+    code = (
+        "import sys\n"
+        "from types import SimpleNamespace as N\n"
+        "from bench.cli import run_line\n"
+        "plan = N(model='threading', repetition=1, point=N(label=lambda: 'clients=10'))\n"
+        "row = {'status': 'ok', 'req_per_s': 12345.6, 'lat_p50_us': 80.0, 'lat_p99_us': 2500.0,\n"
+        "       'mem_rss_peak_bytes': 3 * 2**20, 'mem_pss_peak_bytes': 2 * 2**20}\n"
+        "print(run_line(plan, row))\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('matplotlib', 'bench.plots'))))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True
+    ).stdout.splitlines()
     assert "12,346 req/s" in out[0] and "p99 2.5 ms" in out[0] and "PSS 2 MiB" in out[0]
     assert out[1] == "[]"

@@ -51,13 +51,22 @@ LOOPS = ["asyncio"] + (["uvloop"] if HAVE_UVLOOP else [])
 
 
 def spec(port: int, **kw: object) -> LoadSpec:
-    base: dict[str, object] = dict(service="echo", host="127.0.0.1", port=port, clients=2, duration_s=1.0,
-                                   connect_timeout_s=2.0, request_timeout_s=30.0, engine="python")
+    base: dict[str, object] = dict(
+        service="echo",
+        host="127.0.0.1",
+        port=port,
+        clients=2,
+        duration_s=1.0,
+        connect_timeout_s=2.0,
+        request_timeout_s=30.0,
+        engine="python",
+    )
     base.update(kw)
     return LoadSpec(**base)  # type: ignore[arg-type]
 
 
 # ----------------------------------------------------------------- histograms
+
 
 def test_index_of_matches_hdrh() -> None:
     ref = histograms.new_histogram()
@@ -81,12 +90,28 @@ def test_counts_equal_record_value() -> None:
     assert decoded.get_value_at_percentile(50) == ref.get_value_at_percentile(50)
 
 
-def _report(stats: WorkerStats, index: int, cpu_pct: float, runq_wait_pct: float | None = None,
-            clients_served: int = 1) -> dict[str, object]:
+def _report(
+    stats: WorkerStats, index: int, cpu_pct: float, runq_wait_pct: float | None = None, clients_served: int = 1
+) -> dict[str, object]:
     r = stats.to_json()
-    r.update(ok=True, index=index, loop="asyncio", warnings=[], cpu_pct=cpu_pct, cpu_s=0.0, window_wall_s=1.0,
-             start_late_s=0.0, connecting_at_end=0, pending_requests=0, pending_oldest_s=0.0, unstarted=0,
-             loop_errors=0, loop_error_samples=[], clients_served=clients_served, runq_wait_pct=runq_wait_pct)
+    r.update(
+        ok=True,
+        index=index,
+        loop="asyncio",
+        warnings=[],
+        cpu_pct=cpu_pct,
+        cpu_s=0.0,
+        window_wall_s=1.0,
+        start_late_s=0.0,
+        connecting_at_end=0,
+        pending_requests=0,
+        pending_oldest_s=0.0,
+        unstarted=0,
+        loop_errors=0,
+        loop_error_samples=[],
+        clients_served=clients_served,
+        runq_wait_pct=runq_wait_pct,
+    )
     return r
 
 
@@ -177,6 +202,7 @@ def test_merge_of_two_workers_gives_exact_counts_and_percentiles() -> None:
 
 # ----------------------------------------------------------------- exact counts and reply checks
 
+
 @pytest.mark.parametrize("loop", LOOPS)
 def test_echo_request_count_exact(server: Callable[..., ThreadServer], loop: str) -> None:
     srv = server(echo_handler, budget=400, message_bytes=1024)
@@ -235,7 +261,9 @@ def _targets(files: dict[str, bytes]) -> list[FileTarget]:
     return [FileTarget(n, len(d), hashlib.sha256(d).hexdigest()) for n, d in files.items()]
 
 
-def test_file_service_count_exact_and_checksums(server: Callable[..., ThreadServer], file_set: dict[str, bytes]) -> None:
+def test_file_service_count_exact_and_checksums(
+    server: Callable[..., ThreadServer], file_set: dict[str, bytes]
+) -> None:
     srv = server(file_handler, budget=60, files=file_set)
     result = run_load(spec(srv.port, service="file", files=_targets(file_set), clients=3, checksum_sample=1.0))
     row = result.row
@@ -243,7 +271,9 @@ def test_file_service_count_exact_and_checksums(server: Callable[..., ThreadServ
     assert row["mb_per_s"] * row["duration_s"] * 1e6 == pytest.approx(srv.bytes_served)
 
 
-def test_corrupt_file_and_err_reply_are_detected(server: Callable[..., ThreadServer], file_set: dict[str, bytes]) -> None:
+def test_corrupt_file_and_err_reply_are_detected(
+    server: Callable[..., ThreadServer], file_set: dict[str, bytes]
+) -> None:
     srv = server(corrupt_file_handler, files=file_set)
     targets = [t for t in _targets(file_set) if t.size == 300_000]
     row = run_load(spec(srv.port, service="file", files=targets, checksum_sample=1.0, duration_s=0.5, workers=1)).row
@@ -255,6 +285,7 @@ def test_corrupt_file_and_err_reply_are_detected(server: Callable[..., ThreadSer
 
 
 # ----------------------------------------------------------------- connection outcomes
+
 
 def test_closed_port_is_refused() -> None:
     with socket.socket() as s:
@@ -270,8 +301,11 @@ def test_full_accept_queue_times_out() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen(1)
-        row = run_load(spec(s.getsockname()[1], clients=20, workers=1, duration_s=1.0, connect_timeout_s=0.3,
-                            request_timeout_s=0.5)).row
+        row = run_load(
+            spec(
+                s.getsockname()[1], clients=20, workers=1, duration_s=1.0, connect_timeout_s=0.3, request_timeout_s=0.5
+            )
+        ).row
     assert row["conn_timeout"] > 0 and row["conn_refused"] == 0 and row["requests"] == 0
 
 
@@ -326,6 +360,7 @@ def test_answered_requests_leave_nothing_old_pending(server: Callable[..., Threa
 
 
 # ----------------------------------------------------------------- open loop
+
 
 def test_open_loop_counts_late_starts_against_slow_server(server: Callable[..., ThreadServer]) -> None:
     # 2 connections, 20 ms per reply: at most ~100 replies/s against 400 scheduled.
@@ -405,6 +440,7 @@ def test_worker_waiting_for_its_cpu_is_generator_bound() -> None:
 
 # ----------------------------------------------------------------- safety
 
+
 def test_non_loopback_is_refused() -> None:
     with pytest.raises(ValueError, match="--allow-remote"):
         run_load(spec(9, host="192.0.2.1"))
@@ -472,8 +508,11 @@ def test_worker_failure_is_reported() -> None:
 
 # ----------------------------------------------------------------- command line
 
+
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "bench.loadgen.cli", *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "bench.loadgen.cli", *args], capture_output=True, text=True, timeout=60
+    )
 
 
 def test_cli_json_and_table(server: Callable[..., ThreadServer]) -> None:
@@ -489,8 +528,21 @@ def test_cli_json_and_table(server: Callable[..., ThreadServer]) -> None:
 
 def test_cli_files_root(server: Callable[..., ThreadServer], file_set: dict[str, bytes], tmp_path: Path) -> None:
     srv = server(file_handler, files=file_set)
-    out = _cli("file", f"127.0.0.1:{srv.port}", "--clients", "2", "--duration", "0.5", "--workers", "1",
-               "--files-root", str(tmp_path), "--checksum-sample", "1", "--json")
+    out = _cli(
+        "file",
+        f"127.0.0.1:{srv.port}",
+        "--clients",
+        "2",
+        "--duration",
+        "0.5",
+        "--workers",
+        "1",
+        "--files-root",
+        str(tmp_path),
+        "--checksum-sample",
+        "1",
+        "--json",
+    )
     assert out.returncode == 0, out.stderr
     row = json.loads(out.stdout)["row"]
     assert row["requests"] > 0 and row["errors"] == 0
@@ -498,13 +550,16 @@ def test_cli_files_root(server: Callable[..., ThreadServer], file_set: dict[str,
     assert {t.name: t.sha256 for t in targets} == {n: hashlib.sha256(d).hexdigest() for n, d in file_set.items()}
 
 
-@pytest.mark.parametrize("args, message", [
-    (["echo", "192.0.2.1:7", "--clients", "1", "--duration", "1"], "--allow-remote"),
-    (["echo", "127.0.0.1:7", "--clients", "0", "--duration", "1"], "--clients"),
-    (["echo", "127.0.0.1", "--clients", "1", "--duration", "1"], "HOST:PORT"),
-    (["echo", "127.0.0.1:7", "--clients", "1", "--duration", "ten"], "not a duration"),
-    (["file", "127.0.0.1:7", "--clients", "1", "--duration", "1", "--file", "a"], "--file-size"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["echo", "192.0.2.1:7", "--clients", "1", "--duration", "1"], "--allow-remote"),
+        (["echo", "127.0.0.1:7", "--clients", "0", "--duration", "1"], "--clients"),
+        (["echo", "127.0.0.1", "--clients", "1", "--duration", "1"], "HOST:PORT"),
+        (["echo", "127.0.0.1:7", "--clients", "1", "--duration", "ten"], "not a duration"),
+        (["file", "127.0.0.1:7", "--clients", "1", "--duration", "1", "--file", "a"], "--file-size"),
+    ],
+)
 def test_cli_bad_input_is_one_clear_line(args: list[str], message: str) -> None:
     out = _cli(*args)
     assert out.returncode == 2
@@ -513,10 +568,12 @@ def test_cli_bad_input_is_one_clear_line(args: list[str], message: str) -> None:
 
 # ----------------------------------------------------------------- error classification and limits
 
+
 def test_connect_errors_are_classified() -> None:
     import errno as e
 
     from bench.loadgen.clients import classify_connect_error
+
     assert classify_connect_error(ConnectionRefusedError(e.ECONNREFUSED, "x")) == ("refused", None)
     assert classify_connect_error(ConnectionResetError(e.ECONNRESET, "x")) == ("reset", None)
     assert classify_connect_error(TimeoutError()) == ("timeout", None)
@@ -560,6 +617,7 @@ def test_worker_report_survives_a_non_blocking_pipe() -> None:
     # A report bigger than the pipe, written to a pipe left non-blocking,
     # must arrive whole (the buffered text layer silently truncated it).
     from bench.loadgen.worker import write_all
+
     r, w = os.pipe()
     os.set_blocking(w, False)
     data = os.urandom(300_000)

@@ -44,13 +44,29 @@ from thread_servers import (
 pytestmark = [pytest.mark.needs_cc, pytest.mark.usefixtures("no_leftover_workers")]
 ENGINES = ("python", "native")
 ERR_COLUMNS = ("err_reset", "err_timeout", "err_closed_early", "err_short", "err_corrupt")
-CONN_COLUMNS = ("conn_ok", "conn_refused", "conn_reset", "conn_timeout", "conn_emfile", "conn_eaddrnotavail", "conn_other")
+CONN_COLUMNS = (
+    "conn_ok",
+    "conn_refused",
+    "conn_reset",
+    "conn_timeout",
+    "conn_emfile",
+    "conn_eaddrnotavail",
+    "conn_other",
+)
 
 
 def both(port: int, **kw: object) -> dict[str, specmod.LoadResult]:
     """Run the same spec with each engine, python first; return the results by engine."""
-    base: dict[str, object] = dict(service="echo", host="127.0.0.1", port=port, clients=2, duration_s=0.5,
-                                   workers=1, connect_timeout_s=2.0, request_timeout_s=30.0)
+    base: dict[str, object] = dict(
+        service="echo",
+        host="127.0.0.1",
+        port=port,
+        clients=2,
+        duration_s=0.5,
+        workers=1,
+        connect_timeout_s=2.0,
+        request_timeout_s=30.0,
+    )
     base.update(kw)
     out = {}
     for engine in ENGINES:
@@ -71,11 +87,22 @@ def assert_same_classification(results: dict[str, specmod.LoadResult], errors: s
 
 # ----------------------------------------------------------------- exact counts
 
+
 def test_echo_budget_counted_exactly_by_both(server: Callable[..., ThreadServer]) -> None:
     for engine in ENGINES:
         srv = server(echo_handler, budget=300, message_bytes=1024)
-        result = run_load(LoadSpec("echo", "127.0.0.1", srv.port, clients=3, duration_s=0.5, workers=1,
-                                   request_timeout_s=30.0, engine=engine))
+        result = run_load(
+            LoadSpec(
+                "echo",
+                "127.0.0.1",
+                srv.port,
+                clients=3,
+                duration_s=0.5,
+                workers=1,
+                request_timeout_s=30.0,
+                engine=engine,
+            )
+        )
         row = result.row
         assert srv.served == 300
         assert row["requests"] == 300 and row["errors"] == 0, (engine, result.warnings)
@@ -92,8 +119,20 @@ def test_file_budget_and_checksums_agree(server: Callable[..., ThreadServer], tm
     targets = [FileTarget(n, len(d), hashlib.sha256(d).hexdigest()) for n, d in files.items()]
     for engine in ENGINES:
         srv = server(file_handler, budget=60, files=files)
-        row = run_load(LoadSpec("file", "127.0.0.1", srv.port, clients=3, duration_s=0.5, workers=1, files=targets,
-                                checksum_sample=1.0, request_timeout_s=30.0, engine=engine)).row
+        row = run_load(
+            LoadSpec(
+                "file",
+                "127.0.0.1",
+                srv.port,
+                clients=3,
+                duration_s=0.5,
+                workers=1,
+                files=targets,
+                checksum_sample=1.0,
+                request_timeout_s=30.0,
+                engine=engine,
+            )
+        ).row
         assert row["requests"] == 60 == srv.served and row["errors"] == 0, engine
         assert row["mb_per_s"] * row["duration_s"] * 1e6 == pytest.approx(srv.bytes_served), engine
 
@@ -102,17 +141,38 @@ def test_file_budget_and_checksums_agree(server: Callable[..., ThreadServer], tm
 def test_large_echo_messages_and_reconnects(server: Callable[..., ThreadServer]) -> None:
     for engine in ENGINES:
         big = server(echo_handler, budget=30, message_bytes=200_000)
-        row = run_load(LoadSpec("echo", "127.0.0.1", big.port, clients=2, duration_s=0.5, workers=1,
-                                message_bytes=200_000, engine=engine)).row
+        row = run_load(
+            LoadSpec(
+                "echo",
+                "127.0.0.1",
+                big.port,
+                clients=2,
+                duration_s=0.5,
+                workers=1,
+                message_bytes=200_000,
+                engine=engine,
+            )
+        ).row
         assert row["requests"] == 30 == big.served and row["errors"] == 0, engine
         srv = server(echo_handler, budget=100, message_bytes=1024)
-        row = run_load(LoadSpec("echo", "127.0.0.1", srv.port, clients=2, duration_s=0.5, workers=1,
-                                requests_per_connection=5, engine=engine)).row
+        row = run_load(
+            LoadSpec(
+                "echo",
+                "127.0.0.1",
+                srv.port,
+                clients=2,
+                duration_s=0.5,
+                workers=1,
+                requests_per_connection=5,
+                engine=engine,
+            )
+        ).row
         assert row["requests"] == 100 and row["errors"] == 0, engine
         assert row["conn_ok"] == srv.accepted >= 20, engine
 
 
 # ----------------------------------------------------------------- misbehaving servers
+
 
 def close_early_handler(conn: socket.socket, srv: ThreadServer) -> None:
     recv_exact(conn, srv.message_bytes)  # read the request, answer nothing, close
@@ -134,8 +194,12 @@ def test_corrupt_byte(server: Callable[..., ThreadServer]) -> None:
 def test_corrupt_file_body_and_err_reply(server: Callable[..., ThreadServer]) -> None:
     body = os.urandom(50_000)
     srv = server(corrupt_file_handler, files={"f": body})
-    results = both(srv.port, service="file", files=[FileTarget("f", len(body), hashlib.sha256(body).hexdigest())],
-                   checksum_sample=1.0)
+    results = both(
+        srv.port,
+        service="file",
+        files=[FileTarget("f", len(body), hashlib.sha256(body).hexdigest())],
+        checksum_sample=1.0,
+    )
     assert_same_classification(results, {"err_corrupt"}, {"conn_ok"})
     results = both(srv.port, service="file", files=[FileTarget("nope.bin", 5, "")])
     assert_same_classification(results, {"err_corrupt"}, {"conn_ok"})
@@ -209,6 +273,7 @@ def test_emfile_when_the_hard_limit_is_low(server: Callable[..., ThreadServer]) 
 
 # ----------------------------------------------------------------- open loop
 
+
 def test_open_loop_late_starts_against_a_slow_server(server: Callable[..., ThreadServer]) -> None:
     srv = server(echo_handler, message_bytes=1024, delay_s=0.02)
     results = both(srv.port, mode="open", rate=400.0, clients=2, duration_s=1.0)
@@ -226,6 +291,7 @@ def test_open_loop_offers_the_scheduled_rate(server: Callable[..., ThreadServer]
 
 
 # ----------------------------------------------------------------- clean end of run
+
 
 class ResetCounter:
     """An echo server that counts connections ended by a reset rather than a FIN."""
@@ -254,8 +320,18 @@ def test_run_ends_with_a_fin_on_every_connection(server: Callable[..., ThreadSer
     # socket without reading it makes the kernel send a reset.
     handler = ResetCounter(256 * 1024)
     srv = server(handler)
-    row = run_load(LoadSpec("echo", "127.0.0.1", srv.port, clients=10, duration_s=0.3, workers=1,
-                            message_bytes=256 * 1024, engine=engine)).row
+    row = run_load(
+        LoadSpec(
+            "echo",
+            "127.0.0.1",
+            srv.port,
+            clients=10,
+            duration_s=0.3,
+            workers=1,
+            message_bytes=256 * 1024,
+            engine=engine,
+        )
+    ).row
     assert row["requests"] > 0 and row["errors"] == 0
     deadline = time.monotonic() + 5.0
     while handler.fins + handler.resets < 10 and time.monotonic() < deadline:
@@ -265,28 +341,46 @@ def test_run_ends_with_a_fin_on_every_connection(server: Callable[..., ThreadSer
 
 # ----------------------------------------------------------------- native specifics
 
+
 def test_native_index_matches_hdrh() -> None:
     path, _ = engines.native_program()
     ref = histograms.new_histogram()
     values = list(range(0, 5000)) + [10**k + d for k in range(4, 8) for d in range(-3000, 3000, 7)]
     values += [histograms.HIGHEST_US, 10**9, -5]
-    out = subprocess.run([str(path), "--index-of"], input="\n".join(map(str, values)), capture_output=True,
-                         text=True, timeout=30, check=True)
+    out = subprocess.run(
+        [str(path), "--index-of"],
+        input="\n".join(map(str, values)),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
     got = [int(x) for x in out.stdout.split()]
     assert got == [histograms.index_of(v) for v in values]
     assert got[:-3] == [ref._counts_index_for(v) for v in values[:-3]]
 
 
-def test_native_without_libcrypto_checks_sizes_and_says_so(server: Callable[..., ThreadServer],
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_native_without_libcrypto_checks_sizes_and_says_so(
+    server: Callable[..., ThreadServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
     plain = native.build("loadgen", engines.SOURCE, engines.WITHOUT_CRYPTO)
     monkeypatch.setattr(engines, "native_program", lambda: (plain, ""))
     body = os.urandom(20_000)
     srv = server(corrupt_file_handler, files={"f": body})
-    result = run_load(LoadSpec("file", "127.0.0.1", srv.port, clients=1, duration_s=0.3, engine="native",
-                               files=[FileTarget("f", len(body), hashlib.sha256(body).hexdigest())], checksum_sample=1.0))
+    result = run_load(
+        LoadSpec(
+            "file",
+            "127.0.0.1",
+            srv.port,
+            clients=1,
+            duration_s=0.3,
+            engine="native",
+            files=[FileTarget("f", len(body), hashlib.sha256(body).hexdigest())],
+            checksum_sample=1.0,
+        )
+    )
     assert result.row["requests"] > 0 and result.row["err_corrupt"] == 0  # the zeroed body was not hashed...
-    assert any("without libcrypto" in w for w in result.warnings)         # ...and the run says so
+    assert any("without libcrypto" in w for w in result.warnings)  # ...and the run says so
 
 
 def test_engine_selection_without_a_compiler(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -305,6 +399,7 @@ def test_engine_selection_without_a_compiler(monkeypatch: pytest.MonkeyPatch) ->
 
 def test_native_bad_job_is_a_reported_failure() -> None:
     from bench.loadgen import driver
+
     jobs = driver.plan_jobs(LoadSpec("echo", "127.0.0.1", 9, clients=1, duration_s=1.0, workers=1), "127.0.0.1")
     del jobs[0]["spec"]["duration_s"]
     _, command, _ = engines.resolve("native")
@@ -335,10 +430,26 @@ def test_late_starts_the_generator_caused_are_named_as_its_own() -> None:
     from bench.loadgen.recording import WorkerStats
 
     report = WorkerStats(0.0, 0.0, 1.0, 0.5, open_loop=True).to_json()
-    report.update(ok=True, index=0, engine="native", loop="native", warnings=[], cpu_pct=40.0, cpu_s=0.4,
-                  window_wall_s=1.0, start_late_s=0.0, connecting_at_end=0, pending_requests=0, pending_oldest_s=0.0,
-                  unstarted=0, loop_errors=0, loop_error_samples=[], clients_served=1,
-                  late_starts_generator=50, wake_lag_max_s=0.004)
+    report.update(
+        ok=True,
+        index=0,
+        engine="native",
+        loop="native",
+        warnings=[],
+        cpu_pct=40.0,
+        cpu_s=0.4,
+        window_wall_s=1.0,
+        start_late_s=0.0,
+        connecting_at_end=0,
+        pending_requests=0,
+        pending_oldest_s=0.0,
+        unstarted=0,
+        loop_errors=0,
+        loop_error_samples=[],
+        clients_served=1,
+        late_starts_generator=50,
+        wake_lag_max_s=0.004,
+    )
     s = LoadSpec("echo", "127.0.0.1", 1, clients=1, duration_s=1.0, mode="open", rate=1000.0)
     warnings = merge.merge_reports(s, [report], window_start=0.0).warnings
     assert any("50 requests started late although a connection was free" in w and "4.0 ms" in w for w in warnings)

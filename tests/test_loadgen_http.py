@@ -23,9 +23,19 @@ SHA = hashlib.sha256(BODY).hexdigest()
 
 
 def http_spec(port: int, files: list[FileTarget], **kw: object) -> LoadSpec:
-    base: dict[str, object] = dict(service="http", host="127.0.0.1", port=port, clients=3, duration_s=0.8,
-                                   files=files, connect_timeout_s=2.0, request_timeout_s=10.0, engine="python",
-                                   loop="asyncio", workers=1)
+    base: dict[str, object] = dict(
+        service="http",
+        host="127.0.0.1",
+        port=port,
+        clients=3,
+        duration_s=0.8,
+        files=files,
+        connect_timeout_s=2.0,
+        request_timeout_s=10.0,
+        engine="python",
+        loop="asyncio",
+        workers=1,
+    )
     base.update(kw)
     return LoadSpec(**base)  # type: ignore[arg-type]
 
@@ -39,8 +49,7 @@ def root(tmp_path: Path) -> Iterator[Path]:
 @pytest.mark.parametrize("model", ["threading", "selectors"])
 def test_good_run_counts_every_request_as_2xx_and_verifies_bytes(model: str, root: Path) -> None:
     with run_server(model, "http", ServerOptions(root=root)) as srv:
-        result = run_load(http_spec(srv.port, [FileTarget("f1k", len(BODY), SHA)], checksum_sample=1.0,
-                                    host=srv.host))
+        result = run_load(http_spec(srv.port, [FileTarget("f1k", len(BODY), SHA)], checksum_sample=1.0, host=srv.host))
     row = result.row
     assert row["requests"] > 50, row
     assert row["http_2xx"] == row["requests"]
@@ -136,9 +145,19 @@ def test_runner_runs_an_http_scenario_on_the_python_engine(tmp_path: Path) -> No
     from bench.scenario import parse_scenario
 
     text = (REPO / "scenarios" / "http.yaml").read_text()
-    scenario = parse_scenario(text, "http.yaml", overrides=[
-        "models=[selectors]", "load.clients=2", "duration=500ms", "warmup=100ms", "placement=none",
-        "monitor.idle_wait=1s", "monitor.idle_threshold_pct=100"])
+    scenario = parse_scenario(
+        text,
+        "http.yaml",
+        overrides=[
+            "models=[selectors]",
+            "load.clients=2",
+            "duration=500ms",
+            "warmup=100ms",
+            "placement=none",
+            "monitor.idle_wait=1s",
+            "monitor.idle_threshold_pct=100",
+        ],
+    )
     warnings: list[str] = []
     runs = pd.read_csv(run_scenario(scenario, results_root=tmp_path, plots=False, warn=warnings.append) / "runs.csv")
     assert (runs["status"] == "ok").all(), runs["error"].tolist()

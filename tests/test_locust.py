@@ -22,16 +22,29 @@ from bench.scenario import ScenarioError, parse_scenario
 
 from thread_servers import corrupt_echo_handler, corrupt_file_handler, echo_handler, file_handler
 
-pytestmark = [pytest.mark.skipif(not locust_engine.available(),
-                                 reason="Locust is not installed: pip install 'sockbench[locust]'"),
-              pytest.mark.usefixtures("no_leftover_workers")]  # (conftest) every Locust process reaped
+pytestmark = [
+    pytest.mark.skipif(
+        not locust_engine.available(), reason="Locust is not installed: pip install 'sockbench[locust]'"
+    ),
+    pytest.mark.usefixtures("no_leftover_workers"),
+]  # (conftest) every Locust process reaped
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="several client hosts are network namespaces: need root")
 
 
 def locust_spec(port: int, **kw: object) -> LoadSpec:
-    base: dict[str, object] = dict(service="echo", host="127.0.0.1", port=port, clients=4, duration_s=0.6,
-                                   warmup_s=0.2, workers=2, message_bytes=256, connect_timeout_s=2.0,
-                                   request_timeout_s=30.0, engine="locust")
+    base: dict[str, object] = dict(
+        service="echo",
+        host="127.0.0.1",
+        port=port,
+        clients=4,
+        duration_s=0.6,
+        warmup_s=0.2,
+        workers=2,
+        message_bytes=256,
+        connect_timeout_s=2.0,
+        request_timeout_s=30.0,
+        engine="locust",
+    )
     base.update(kw)
     return LoadSpec(**base)  # type: ignore[arg-type]
 
@@ -66,8 +79,18 @@ def test_file_replies_are_checked_for_size_and_sampled_sha256(server, handler, c
     data = os.urandom(50_000)
     srv = server(handler, files={"a.bin": data})
     target = FileTarget("a.bin", len(data), hashlib.sha256(data).hexdigest())
-    out = run_locust(locust_spec(srv.port, service="file", files=[target], workers=1, clients=2, warmup_s=0.0,
-                                 duration_s=0.5, checksum_sample=1.0))
+    out = run_locust(
+        locust_spec(
+            srv.port,
+            service="file",
+            files=[target],
+            workers=1,
+            clients=2,
+            warmup_s=0.0,
+            duration_s=0.5,
+            checksum_sample=1.0,
+        )
+    )
     row = out.result.row
     if corrupt:  # same size, wrong bytes: only the checksum can tell
         assert row["requests"] == 0 and row["err_corrupt"] > 0
@@ -89,13 +112,19 @@ def test_a_worker_that_never_connects_is_named_after_the_bound_and_the_printed_c
 
     def start_it(text: str) -> None:
         command = text.split(": ", 1)[1]
-        started.append(subprocess.Popen(["bash", "-c", command], stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL, start_new_session=True))
+        started.append(
+            subprocess.Popen(
+                ["bash", "-c", command], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+            )
+        )
 
     monkeypatch.setattr(locust_engine, "CONNECT_TIMEOUT_S", 30.0)
     try:
-        out = run_locust(locust_spec(srv.port, workers=None, clients=2, duration_s=0.5, warmup_s=0.0),
-                         remote_workers=1, announce=start_it)
+        out = run_locust(
+            locust_spec(srv.port, workers=None, clients=2, duration_s=0.5, warmup_s=0.0),
+            remote_workers=1,
+            announce=start_it,
+        )
     finally:
         for p in started:
             os.killpg(p.pid, 9)
@@ -114,11 +143,30 @@ def test_without_locust_the_error_names_the_extra(monkeypatch):
 def test_bench_load_refuses_remote_workers_without_locust_and_a_master_beyond_loopback_without_allow_remote(capsys):
     from bench.loadgen.cli import main
 
-    assert main(["echo", "127.0.0.1:9", "--clients", "1", "--duration", "1", "--remote-workers", "1",
-                 "--engine", "python"]) == 2
+    assert (
+        main(
+            ["echo", "127.0.0.1:9", "--clients", "1", "--duration", "1", "--remote-workers", "1", "--engine", "python"]
+        )
+        == 2
+    )
     assert "--remote-workers and --master-bind are for --engine locust" in capsys.readouterr().err
-    assert main(["echo", "127.0.0.1:9", "--clients", "1", "--duration", "1", "--master-bind", "198.18.7.7",
-                 "--engine", "locust"]) == 2
+    assert (
+        main(
+            [
+                "echo",
+                "127.0.0.1:9",
+                "--clients",
+                "1",
+                "--duration",
+                "1",
+                "--master-bind",
+                "198.18.7.7",
+                "--engine",
+                "locust",
+            ]
+        )
+        == 2
+    )
     assert "would listen on 198.18.7.7, not a loopback address: pass --allow-remote" in capsys.readouterr().err
 
 
@@ -154,8 +202,9 @@ def test_a_master_and_two_workers_on_two_client_hosts_drive_a_server_on_a_third(
             running = run_server("selectors", "echo", ServerOptions(host=SERVER_ADDRESS))
             srv = running.__enter__()
         try:
-            hosts = [ClientHost(f"client host {k + 1}", client_address(k), lambda k=k: made.in_client(k))
-                     for k in range(2)]
+            hosts = [
+                ClientHost(f"client host {k + 1}", client_address(k), lambda k=k: made.in_client(k)) for k in range(2)
+            ]
             with made.in_client(0):  # the master runs on the first client host
                 out = run_locust(locust_spec(srv.port, host=SERVER_ADDRESS, allow_remote=True), hosts=hosts)
         finally:
@@ -164,7 +213,9 @@ def test_a_master_and_two_workers_on_two_client_hosts_drive_a_server_on_a_third(
     # each worker ran on its own host: its connections came from that host's address
     # (in the order they connected: Locust numbers its workers so)
     assert sorted((r["host"], r["local_addresses"]) for r in out.reports) == [
-        ("client host 1", ["198.18.0.2"]), ("client host 2", ["198.18.0.3"])]
+        ("client host 1", ["198.18.0.2"]),
+        ("client host 2", ["198.18.0.3"]),
+    ]
     assert all(r["requests"] > 0 for r in out.reports)
     for column, key in (("requests", "requests"), ("clients_served", "clients_served")):
         assert row[column] == sum(r[key] for r in out.reports)
@@ -191,7 +242,8 @@ def test_a_locust_run_over_two_client_hosts_is_a_row_of_runs_csv_like_any_other(
     from bench.network.hosts import ours, owner_tag
     from bench.runner import run_scenario
 
-    scenario = parse_scenario(textwrap.dedent("""
+    scenario = parse_scenario(
+        textwrap.dedent("""
         name: loc
         service: echo
         models: [selectors]
@@ -203,7 +255,8 @@ def test_a_locust_run_over_two_client_hosts_is_a_row_of_runs_csv_like_any_other(
         generator: {engine: locust, workers: 2}
         monitor: {idle_wait: 1s, idle_threshold_pct: 100}
         network: {hosts: namespaces, client_hosts: 2}
-        """))
+        """)
+    )
     results = run_scenario(scenario, results_root=tmp_path, finish=False)
     row = pd.read_csv(results / "runs.csv").iloc[0]
     assert row["status"] == "ok", row["error"]

@@ -177,7 +177,7 @@ for pid in children:
 # Runs TREE_PROGRAM (argv[1]) as its child and adopts every orphan of that
 # tree (a child subreaper, prctl PR_SET_CHILD_SUBREAPER = 36), reaping them all:
 # orphans land outside the monitored tree, yet are still reaped by the test.
-REAPER_PROGRAM = r'''
+REAPER_PROGRAM = r"""
 import ctypes, os, sys
 if ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) != 0:
     sys.exit("prctl(PR_SET_CHILD_SUBREAPER) failed")
@@ -188,16 +188,16 @@ while True:
         os.wait()
     except ChildProcessError:
         break
-'''
+"""
 
-SPIN_PROGRAM = r'''
+SPIN_PROGRAM = r"""
 import os, sys
 if len(sys.argv) > 1:
     os.sched_setaffinity(0, {int(sys.argv[1])})
 print("spinning", flush=True)
 while True:
     pass
-'''
+"""
 
 # Why 30 s: commands burn at most ~1 CPU-second, but the machine is shared
 # with other test suites; only a hang should hit this.
@@ -216,7 +216,10 @@ class Tree:
             argv = [sys.executable, "-c", REAPER_PROGRAM, TREE_PROGRAM]
         self.proc = subprocess.Popen(
             argv,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
         )
         self.pid = self._read()["ready"]
         self.created: list[int] = []
@@ -603,8 +606,11 @@ def test_kernel_counter_delta_arithmetic():
     before = {"ListenOverflows": 10, "ListenDrops": 12, "TCPReqQFullDrop": 0, "TCPReqQFullDoCookies": 4}
     after = {"ListenOverflows": 15, "ListenDrops": 19, "TCPReqQFullDrop": 1, "TCPReqQFullDoCookies": 4}
     assert KernelCounters.delta(before, after) == {
-        "k_listen_overflows": 5, "k_listen_drops": 7, "k_reqq_full_drop": 1,
-        "k_reqq_full_do_cookies": 0, "k_syncookies_sent": None,  # absent from both: unknown, not 0
+        "k_listen_overflows": 5,
+        "k_listen_drops": 7,
+        "k_reqq_full_drop": 1,
+        "k_reqq_full_do_cookies": 0,
+        "k_syncookies_sent": None,  # absent from both: unknown, not 0
     }
     assert set(KernelCounters.delta({}, {}).values()) == {None}
     assert set(KernelCounters.delta({}, {})) <= set(RUN_COLUMNS)
@@ -637,9 +643,12 @@ def test_listen_overflows_rise_when_a_tiny_backlog_overflows():
 def test_read_sysctls():
     values = read_sysctls()
     assert set(values) == {
-        "net.core.somaxconn", "net.ipv4.tcp_syncookies",
-        "net.ipv4.tcp_abort_on_overflow", "net.ipv4.tcp_max_syn_backlog",
-        "net.ipv4.tcp_syn_retries", "net.ipv4.tcp_syn_linear_timeouts",
+        "net.core.somaxconn",
+        "net.ipv4.tcp_syncookies",
+        "net.ipv4.tcp_abort_on_overflow",
+        "net.ipv4.tcp_max_syn_backlog",
+        "net.ipv4.tcp_syn_retries",
+        "net.ipv4.tcp_syn_linear_timeouts",
     }
     with open("/proc/sys/net/core/somaxconn") as f:
         assert values["net.core.somaxconn"] == int(f.read())
@@ -695,4 +704,3 @@ def test_run_queue_wait_of_a_server_sharing_its_cpu(spinner, monitors):
     monitor = monitors(served.pid, interval_s=FAST)
     shared = measure(monitor, samples=6)
     assert 25.0 < shared["server_runq_wait_pct"] <= 105.0, shared
-

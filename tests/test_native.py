@@ -62,7 +62,9 @@ def _read_line(proc: subprocess.Popen[bytes], timeout_s: float = TIMEOUT_S) -> b
 
 
 @contextlib.contextmanager
-def c_server(binary: Path, host: str = "127.0.0.1", backlog: int = 64) -> Iterator[tuple[subprocess.Popen[bytes], dict]]:
+def c_server(
+    binary: Path, host: str = "127.0.0.1", backlog: int = 64
+) -> Iterator[tuple[subprocess.Popen[bytes], dict]]:
     proc = subprocess.Popen([str(binary), host, "0", str(backlog)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     with popen_killer(proc, TIMEOUT_S):
         line = _read_line(proc)
@@ -78,7 +80,7 @@ def _echo(host: str, port: int, payload: bytes, chunk: int) -> bytes:
 
         def send() -> None:
             for i in range(0, len(payload), chunk):
-                sock.sendall(payload[i:i + chunk])
+                sock.sendall(payload[i : i + chunk])
 
         sender = threading.Thread(target=send)
         sender.start()
@@ -152,8 +154,15 @@ def test_unknown_program_name() -> None:
 
 def test_ready_line_matches_the_python_models(server_bin: Path) -> None:
     with c_server(server_bin, backlog=7) as (proc, ready):
-        expected = {"event": "ready", "model": "c-reference", "service": "echo", "host": "127.0.0.1",
-                    "port": ready["port"], "pid": proc.pid, "backlog": 7}
+        expected = {
+            "event": "ready",
+            "model": "c-reference",
+            "service": "echo",
+            "host": "127.0.0.1",
+            "port": ready["port"],
+            "pid": proc.pid,
+            "backlog": 7,
+        }
         assert ready["port"] > 0
         # Byte for byte what json.dumps prints for the Python models.
         assert ready["_raw"] == json.dumps(expected) + "\n"
@@ -166,16 +175,16 @@ def test_ipv6(server_bin: Path, ipv6_loopback: str) -> None:
 
 
 def test_bad_arguments(server_bin: Path) -> None:
-    out = subprocess.run([str(server_bin), "127.0.0.1", "0", "many"], capture_output=True, text=True,
-                         timeout=TIMEOUT_S)
+    out = subprocess.run([str(server_bin), "127.0.0.1", "0", "many"], capture_output=True, text=True, timeout=TIMEOUT_S)
     assert out.returncode == 2 and "backlog" in out.stderr
 
 
 def test_port_in_use_is_one_line_and_exit_1(server_bin: Path) -> None:
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
-        out = subprocess.run([str(server_bin), "127.0.0.1", str(port), "5"], capture_output=True, text=True,
-                             timeout=TIMEOUT_S)
+        out = subprocess.run(
+            [str(server_bin), "127.0.0.1", str(port), "5"], capture_output=True, text=True, timeout=TIMEOUT_S
+        )
     assert out.returncode == 1
     assert "cannot listen" in out.stderr and out.stdout == ""
 
@@ -185,8 +194,12 @@ def test_port_in_use_is_one_line_and_exit_1(server_bin: Path) -> None:
 
 
 def _client(client_bin: Path, port: int, *extra: str, host: str = "127.0.0.1") -> dict:
-    out = subprocess.run([str(client_bin), "--host", host, "--port", str(port), *extra], capture_output=True,
-                         text=True, timeout=TIMEOUT_S * 3)
+    out = subprocess.run(
+        [str(client_bin), "--host", host, "--port", str(port), *extra],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S * 3,
+    )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -240,8 +253,12 @@ def test_client_cannot_connect(client_bin: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # bound, not listening: connect is refused
-        out = subprocess.run([str(client_bin), "--host", "127.0.0.1", "--port", str(port), "--duration", "0.1"],
-                             capture_output=True, text=True, timeout=TIMEOUT_S)
+        out = subprocess.run(
+            [str(client_bin), "--host", "127.0.0.1", "--port", str(port), "--duration", "0.1"],
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT_S,
+        )
     assert out.returncode == 1 and "failed" in out.stderr
 
 
@@ -272,8 +289,12 @@ def test_model_without_compiler_is_a_clear_error(tmp_path: Path, monkeypatch: py
 
 
 def test_command_line_refuses_cpu_work_without_traceback() -> None:
-    out = subprocess.run([sys.executable, "-m", "servers", "c-reference", "echo", "--cpu-work-us", "5"],
-                         capture_output=True, text=True, timeout=TIMEOUT_S * 3)
+    out = subprocess.run(
+        [sys.executable, "-m", "servers", "c-reference", "echo", "--cpu-work-us", "5"],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S * 3,
+    )
     assert out.returncode != 0
     assert "cpu-work-us" in out.stderr and "Traceback" not in out.stderr
 

@@ -23,8 +23,7 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces ne
 
 def _stage_pids() -> list[int]:
     """Delay stages started by this test process (children, any depth)."""
-    return [p.pid for p in psutil.Process().children(recursive=True)
-            if "bench.network.delay" in " ".join(p.cmdline())]
+    return [p.pid for p in psutil.Process().children(recursive=True) if "bench.network.delay" in " ".join(p.cmdline())]
 
 
 # --------------------------------------------------------------------------
@@ -54,8 +53,9 @@ def test_a_sigkilled_runner_leaves_its_namespaces_and_the_next_run_removes_them(
             print("up", flush=True)
             time.sleep(60)
         """)
-    runner = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, cwd=REPO,
-                              env=dict(os.environ, PYTHONPATH=str(REPO)))
+    runner = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO))
+    )
     try:
         assert runner.stdout.readline() == b"up\n"
         stage = [c for c in psutil.Process(runner.pid).children() if "bench.network.delay" in " ".join(c.cmdline())]
@@ -140,7 +140,8 @@ def test_the_rate_limit_holds_in_both_directions():
 
 
 def _scenario(network: str) -> str:
-    return textwrap.dedent("""
+    return (
+        textwrap.dedent("""
         name: net
         service: echo
         models: [selectors]
@@ -150,15 +151,21 @@ def _scenario(network: str) -> str:
         repetitions: 1
         placement: none
         monitor: {idle_wait: 1s, idle_threshold_pct: 100}
-        """) + network + "\n"
+        """)
+        + network
+        + "\n"
+    )
 
 
-@pytest.mark.parametrize("network, message", [
-    ("network: {hosts: namespaces, loss: 1%}", "loss is not supported"),
-    ("network: {rtt: 10ms}", "needs network.hosts: namespaces"),
-    ("network: {hosts: namespaces, rate: 100Mb}", "unknown bit rate unit 'Mb'"),
-    ("network: {hosts: wan}", "loopback"),
-])
+@pytest.mark.parametrize(
+    "network, message",
+    [
+        ("network: {hosts: namespaces, loss: 1%}", "loss is not supported"),
+        ("network: {rtt: 10ms}", "needs network.hosts: namespaces"),
+        ("network: {hosts: namespaces, rate: 100Mb}", "unknown bit rate unit 'Mb'"),
+        ("network: {hosts: wan}", "loopback"),
+    ],
+)
 def test_bad_network_sections_are_refused_with_the_fix(tmp_path, network, message):
     path = tmp_path / "s.yaml"
     path.write_text(_scenario(network))
@@ -192,8 +199,9 @@ def test_a_run_over_a_delayed_link_records_the_link_and_its_round_trip(tmp_path)
     assert not [n for n in ours() if "-selectors-p0-r1-" in n and nethosts.owner_tag() in n]
 
 
-@pytest.mark.parametrize("text, bits", [("100Mbit", 100_000_000), ("1.5Gbit", 1_500_000_000), ("64kbit", 64_000),
-                                        (2_000_000, 2_000_000)])
+@pytest.mark.parametrize(
+    "text, bits", [("100Mbit", 100_000_000), ("1.5Gbit", 1_500_000_000), ("64kbit", 64_000), (2_000_000, 2_000_000)]
+)
 def test_bit_rates_parse_and_write_back_exactly(text, bits):
     from bench.units import format_bitrate, parse_bitrate
 

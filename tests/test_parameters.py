@@ -14,7 +14,7 @@ from bench.scenario import parse_scenario
 ROOT = Path(__file__).resolve().parent.parent
 
 # Added to the table before anything else reads it, as a new entry in bench/parameters.py would be.
-ADD_ONE = textwrap.dedent('''
+ADD_ONE = textwrap.dedent("""
     import argparse, contextlib, io
     import bench.parameters as parameters
     parameters.PARAMETERS += (parameters.Parameter(
@@ -61,7 +61,7 @@ ADD_ONE = textwrap.dedent('''
     assert "| `think_time` |" in columns_markdown()
     assert PARAM_TEXT["think_time"] == ("as clients think longer", "think time (s)")
     print("ok")
-''')
+""")
 
 
 def test_a_parameter_added_to_the_table_is_a_flag_a_scenario_field_a_sweep_a_column_and_axis_words() -> None:
@@ -72,26 +72,35 @@ def test_a_parameter_added_to_the_table_is_a_flag_a_scenario_field_a_sweep_a_col
 def test_load_spec_defaults_are_the_table_defaults() -> None:
     fields = {f.name: f for f in dataclasses.fields(LoadSpec)}
     for parameter in load_spec_parameters():
-        assert parameter.spec_name in fields, (f"LoadSpec has no field {parameter.spec_name!r}: add it with "
-                                               f"_default({parameter.spec_name!r}), or give the parameter spec=''")
+        assert parameter.spec_name in fields, (
+            f"LoadSpec has no field {parameter.spec_name!r}: add it with "
+            f"_default({parameter.spec_name!r}), or give the parameter spec=''"
+        )
         # bench load requires the flag: the generator is always told, so LoadSpec has no default either
         expected = dataclasses.MISSING if parameter.flag_required else parameter.default
         assert fields[parameter.spec_name].default == expected, parameter.name
 
 
 def test_the_runner_hands_every_scenario_parameter_to_the_generator() -> None:
-    scenario = parse_scenario(textwrap.dedent("""\
+    scenario = parse_scenario(
+        textwrap.dedent("""\
         name: t
         service: echo
         models: [threading]
         load: {clients: 7, message_bytes: 3KiB, requests_per_connection: 5, mode: open, rate: 123,
                connect_timeout: 1500ms, request_timeout: 4s}
         generator: {workers: 2, engine: python, loop: asyncio, checksum_sample: 0.5}
-        """))
+        """)
+    )
     point = scenario.points()[0]
     spec = _load_spec(scenario, RunPlan("threading", point, 1), "127.0.0.1", 7, {0}, {})
     assert (spec.clients, spec.message_bytes, spec.requests_per_connection, spec.mode, spec.rate) == (
-        7, 3072, 5, "open", 123.0)
+        7,
+        3072,
+        5,
+        "open",
+        123.0,
+    )
     assert (spec.connect_timeout_s, spec.request_timeout_s) == (1.5, 4.0)
     assert (spec.workers, spec.engine, spec.loop, spec.checksum_sample) == (2, "python", "asyncio", 0.5)
     assert (spec.cpus, spec.duration_s, spec.files) == ({0}, scenario.duration_s, [])

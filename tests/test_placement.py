@@ -9,12 +9,15 @@ import pytest
 from bench.placement import PLACEMENTS, can_split, placement_cpus
 
 
-@pytest.mark.parametrize("cpus, server, generator", [
-    ([0, 1], {0}, {1}),
-    ([0, 1, 2, 3], {0, 1}, {2, 3}),
-    (list(range(64)), set(range(32)), set(range(32, 64))),
-    ([3, 1, 7, 5, 9], {1, 3}, {5, 7, 9}),  # unsorted, odd: the generator gets the extra CPU
-])
+@pytest.mark.parametrize(
+    "cpus, server, generator",
+    [
+        ([0, 1], {0}, {1}),
+        ([0, 1, 2, 3], {0, 1}, {2, 3}),
+        (list(range(64)), set(range(32)), set(range(32, 64))),
+        ([3, 1, 7, 5, 9], {1, 3}, {5, 7, 9}),  # unsorted, odd: the generator gets the extra CPU
+    ],
+)
 def test_split_gives_the_server_the_first_half_and_the_generator_the_rest(cpus, server, generator):
     assert placement_cpus("split", cpus) == (server, generator)
     assert can_split(cpus)

@@ -21,8 +21,9 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="module")
 def fake(tmp_path_factory):
-    return write_fake_results(tmp_path_factory.mktemp("plots") / "r", models=MODELS,
-                              sweep=("clients", (1, 10, 50)), repetitions=3)
+    return write_fake_results(
+        tmp_path_factory.mktemp("plots") / "r", models=MODELS, sweep=("clients", (1, 10, 50)), repetitions=3
+    )
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +38,9 @@ def _legend_texts(fig) -> list[str]:
 @pytest.mark.slow
 def test_plot_results_writes_every_figure_as_png_and_svg_and_timelines_as_png(tmp_path):
     # small on purpose: the timelines are the slow part
-    fake = write_fake_results(tmp_path / "r", models=("forking", "c-reference"), sweep=("clients", (1, 50)),
-                              repetitions=2)
+    fake = write_fake_results(
+        tmp_path / "r", models=("forking", "c-reference"), sweep=("clients", (1, 50)), repetitions=2
+    )
     paths = plot_results(fake)
     names = {p.name for p in paths if p.parent.name == "figures"}
     assert names == {f"{n}.{ext}" for n in FIGURES for ext in ("png", "svg")}
@@ -72,8 +74,15 @@ def test_flags_are_marked_with_a_legend_entry(figures):
 
 
 def test_no_flag_entries_when_nothing_is_flagged(tmp_path):
-    folder = write_fake_results(tmp_path / "clean", models=("threading", "selectors"), sweep=("clients", (1, 10)),
-                                failed=False, generator_bound=False, unstable=False, busy=False)
+    folder = write_fake_results(
+        tmp_path / "clean",
+        models=("threading", "selectors"),
+        sweep=("clients", (1, 10)),
+        failed=False,
+        generator_bound=False,
+        unstable=False,
+        busy=False,
+    )
     figs = build_figures(load_results(folder))
     flag_labels = {label for label, _ in FLAGS.values()}
     assert not flag_labels & set(_legend_texts(figs["throughput"]))
@@ -83,8 +92,12 @@ def test_no_flag_entries_when_nothing_is_flagged(tmp_path):
 def test_a_model_keeps_its_colour_in_every_figure(figures):
     for name in ("throughput", "latency", "memory"):
         fig = figures[name]
-        by_label = {h.get_label(): to_hex(h.get_color()) for legend in fig.legends for h in legend.legend_handles
-                    if h.get_label() in MODELS}
+        by_label = {
+            h.get_label(): to_hex(h.get_color())
+            for legend in fig.legends
+            for h in legend.legend_handles
+            if h.get_label() in MODELS
+        }
         assert by_label == {m: to_hex(model_colour(m)) for m in MODELS}, name
     assert len({model_colour(m) for m in MODELS}) == len(MODELS)
 
@@ -99,8 +112,9 @@ def test_titles_ask_the_question_and_axes_have_units(figures):
 
 
 def test_single_point_gives_bar_charts(tmp_path):
-    folder = write_fake_results(tmp_path / "one", models=("sequential", "forking", "asyncio"), sweep=None,
-                                repetitions=2, failed=False)
+    folder = write_fake_results(
+        tmp_path / "one", models=("sequential", "forking", "asyncio"), sweep=None, repetitions=2, failed=False
+    )
     fig = build_figures(load_results(folder))["throughput"]
     bars = [p for p in fig.axes[0].patches if isinstance(p, Rectangle) and p.get_height() > 0]
     assert len(bars) == 3
@@ -108,8 +122,14 @@ def test_single_point_gives_bar_charts(tmp_path):
 
 
 def test_several_services_get_a_figure_each(tmp_path):
-    folder = write_fake_results(tmp_path / "two", models=("threading", "c-reference"), sweep=None,
-                                service=("echo", "file"), repetitions=2, timeline=False)
+    folder = write_fake_results(
+        tmp_path / "two",
+        models=("threading", "c-reference"),
+        sweep=None,
+        service=("echo", "file"),
+        repetitions=2,
+        timeline=False,
+    )
     figs = build_figures(load_results(folder))
     assert {"throughput_echo", "throughput_file", "memory_echo", "memory_file"} <= set(figs)
     assert "MB/s" in figs["throughput_file"].axes[0].get_ylabel()
@@ -125,14 +145,25 @@ def test_plot_command_rejects_a_folder_without_runs(tmp_path, capsys):
 
 
 def test_a_grid_sweep_draws_a_line_per_model_and_other_value(tmp_path):
-    folder = write_fake_results(tmp_path / "grid", models=("threading", "selectors"), sweep=("clients", (1, 10)),
-                                sweep2=("backlog", (5, 128)), repetitions=2, hlogs=False, timeline=False)
+    folder = write_fake_results(
+        tmp_path / "grid",
+        models=("threading", "selectors"),
+        sweep=("clients", (1, 10)),
+        sweep2=("backlog", (5, 128)),
+        repetitions=2,
+        hlogs=False,
+        timeline=False,
+    )
     results = load_results(folder)
     assert results.swept == ["clients", "backlog"]
     fig = build_figures(results)["throughput"]
     labels = set(_legend_texts(fig))
-    assert {"threading (backlog=5)", "threading (backlog=128)", "selectors (backlog=5)",
-            "selectors (backlog=128)"} <= labels
+    assert {
+        "threading (backlog=5)",
+        "threading (backlog=128)",
+        "selectors (backlog=5)",
+        "selectors (backlog=128)",
+    } <= labels
     lines = [line for line in fig.axes[0].get_lines() if line.get_xdata().size == 2]
     assert len(lines) == 4 and len({line.get_linestyle() for line in lines}) == 2
 
@@ -140,9 +171,12 @@ def test_a_grid_sweep_draws_a_line_per_model_and_other_value(tmp_path):
 def _flag_marks(ax, flag: str) -> list[tuple[float, float]]:
     """Where ``flag``'s marker is drawn on ``ax`` (told from a model's own marker by its size)."""
     style = FLAGS[flag][1]
-    return [(x, y) for line in ax.get_lines()
-            if line.get_marker() == style["marker"] and line.get_markersize() == style["markersize"]
-            for x, y in zip(line.get_xdata(), line.get_ydata())]
+    return [
+        (x, y)
+        for line in ax.get_lines()
+        if line.get_marker() == style["marker"] and line.get_markersize() == style["markersize"]
+        for x, y in zip(line.get_xdata(), line.get_ydata())
+    ]
 
 
 def test_process_and_thread_counts_carry_no_throughput_flags(figures):
@@ -170,8 +204,9 @@ def test_timeline_draws_each_load_bucket_at_its_middle(fake):
 def test_open_loop_latency_is_described_from_the_scheduled_start(tmp_path):
     import pandas as pd
 
-    folder = write_fake_results(tmp_path / "open", models=("threading", "selectors"), sweep=("clients", (1, 10)),
-                                hlogs=False, timeline=False)
+    folder = write_fake_results(
+        tmp_path / "open", models=("threading", "selectors"), sweep=("clients", (1, 10)), hlogs=False, timeline=False
+    )
     runs = pd.read_csv(folder / "runs.csv")
     runs["mode"] = "open"
     runs.to_csv(folder / "runs.csv", index=False)
@@ -181,15 +216,27 @@ def test_open_loop_latency_is_described_from_the_scheduled_start(tmp_path):
 
 
 def test_lower_bounds_and_clients_served_are_drawn(tmp_path):
-    folder = write_fake_results(tmp_path / "r", models=("sequential", "asyncio"), sweep=("clients", (1, 100)),
-                                repetitions=1, failed=False, generator_bound=False, unstable=False, busy=False,
-                                lower_bound_p99=True)
+    folder = write_fake_results(
+        tmp_path / "r",
+        models=("sequential", "asyncio"),
+        sweep=("clients", (1, 100)),
+        repetitions=1,
+        failed=False,
+        generator_bound=False,
+        unstable=False,
+        busy=False,
+        lower_bound_p99=True,
+    )
     figs = build_figures(load_results(folder))
     latency = figs["latency"]
     assert FLAGS["lower-bound"][0] in _legend_texts(latency)
     p99_axes = latency.axes[1]
-    marks = [x for line in p99_axes.get_lines() if line.get_marker() == FLAGS["lower-bound"][1]["marker"]
-             for x in line.get_xdata()]
+    marks = [
+        x
+        for line in p99_axes.get_lines()
+        if line.get_marker() == FLAGS["lower-bound"][1]["marker"]
+        for x in line.get_xdata()
+    ]
     assert marks == [100.0]  # asyncio's p99 at 100 clients only
     for name in ("throughput", "latency"):
         texts = [t.get_text() for ax in figs[name].axes for t in ax.texts]
@@ -209,8 +256,13 @@ def test_a_figure_that_fails_is_named_and_the_others_are_written(tmp_path, monke
     monkeypatch.setitem(plots.FIGURES, "memory", broken)  # the forked workers inherit it
     seen = []
     with pytest.raises(plots.FiguresFailed) as caught:
-        plot_results(folder, ("png",), timelines=False, workers=2,
-                     on_figure=lambda done, total, job: seen.append((done, total, job.base)))
+        plot_results(
+            folder,
+            ("png",),
+            timelines=False,
+            workers=2,
+            on_figure=lambda done, total, job: seen.append((done, total, job.base)),
+        )
     assert caught.value.failures == {"memory": "RuntimeError: no axis today"}
     assert {p.name for p in caught.value.written} == {f"{n}.png" for n in FIGURES if n != "memory"}
     assert sorted(d for d, _t, _b in seen) == list(range(1, len(FIGURES) + 1))  # every figure reported once

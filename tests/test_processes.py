@@ -13,8 +13,10 @@ import pytest
 from servers.processes import popen_killer, stop
 
 #: A child that ignores SIGTERM and forks a grandchild into its own process group: only SIGKILL to the group ends both.
-STUBBORN = ("import os, signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
-            "os.fork() or time.sleep(60); print('ready', flush=True); time.sleep(60)")
+STUBBORN = (
+    "import os, signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+    "os.fork() or time.sleep(60); print('ready', flush=True); time.sleep(60)"
+)
 
 
 def test_an_exception_kills_and_reaps_the_process_at_once():

@@ -77,8 +77,12 @@ def _timeauth(server: ServerProcess, root: Path) -> None:
 
 
 #: One exchange per service: what "the service works" means here.
-EXCHANGES: dict[str, Callable[[ServerProcess, Path], None]] = {"echo": _echo, "file": _file, "http": _http,
-                                                                "timeauth": _timeauth}
+EXCHANGES: dict[str, Callable[[ServerProcess, Path], None]] = {
+    "echo": _echo,
+    "file": _file,
+    "http": _http,
+    "timeauth": _timeauth,
+}
 #: The logins file of the timeauth exchange, beside the served file.
 LOGINS = "logins"
 
@@ -162,8 +166,11 @@ def test_figures_read_colour_and_ceiling_from_the_registry(name: str) -> None:
 @pytest.mark.parametrize(("name", "service"), DECLARED)
 def test_declared_service_works(name: str, service: str, root: Path) -> None:
     _available(name)
-    options = {"file": ServerOptions(root=root), "http": ServerOptions(root=root),
-               "timeauth": ServerOptions(credentials=root / LOGINS)}.get(service, ServerOptions())
+    options = {
+        "file": ServerOptions(root=root),
+        "http": ServerOptions(root=root),
+        "timeauth": ServerOptions(credentials=root / LOGINS),
+    }.get(service, ServerOptions())
     with run_server(name, service, options) as server:
         assert server.ready["model"] == name and server.ready["service"] == service
         EXCHANGES[service](server, root)
@@ -171,13 +178,15 @@ def test_declared_service_works(name: str, service: str, root: Path) -> None:
 
 
 @pytest.mark.parametrize("name", registry.MODELS)
-def test_undeclared_service_is_refused_naming_the_valid_ones(name: str, root: Path,
-                                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_undeclared_service_is_refused_naming_the_valid_ones(
+    name: str, root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     model = registry.model(name)
     with pytest.raises(registry.UnsupportedService) as caught:
         model.check("gopher", ServerOptions())
-    assert str(caught.value) == (f"model {name!r} does not provide the 'gopher' service; "
-                                 f"it provides: {', '.join(model.services)}")
+    assert str(caught.value) == (
+        f"model {name!r} does not provide the 'gopher' service; it provides: {', '.join(model.services)}"
+    )
     for service in sorted(set(SERVICES) - set(model.services)):  # a real service it lacks: refused by the command
         assert cli.main([name, service, "--root", str(root)]) == cli.EXIT_USAGE
         out, err = capsys.readouterr()

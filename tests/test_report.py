@@ -34,8 +34,9 @@ MODELS = ("sequential", "threading", "forking", "c-reference")
 
 @pytest.fixture(scope="module")
 def fake(tmp_path_factory):
-    return write_fake_results(tmp_path_factory.mktemp("report") / "r", models=MODELS,
-                              sweep=("clients", (1, 10, 50)), repetitions=3)
+    return write_fake_results(
+        tmp_path_factory.mktemp("report") / "r", models=MODELS, sweep=("clients", (1, 10, 50)), repetitions=3
+    )
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +64,7 @@ def test_the_stylesheet_is_package_data_inlined_whole(report):
     """bench/report.css is declared package data (an installed bench has it) and each report inlines all of it."""
     import tomllib
 
-    css = (Path(__file__).resolve().parent.parent / "bench" / "report.css")
+    css = Path(__file__).resolve().parent.parent / "bench" / "report.css"
     data = tomllib.loads((css.parent.parent / "pyproject.toml").read_text())
     assert "report.css" in data["tool"]["setuptools"]["package-data"]["bench"]
     text = report.read_text(encoding="utf-8")
@@ -102,8 +103,9 @@ def test_findings_follow_the_data(fake, tmp_path):
     assert any("took 1 s or more" in t for t in texts)
     assert any(t.startswith("sequential served") and "vs threading" in t for t in texts)
     # no forking, a backlog that holds every client: no memory, timeout or SYN-retry sentence
-    calm = write_fake_results(tmp_path / "calm", models=("threading", "selectors"), sweep=("clients", (1, 50)),
-                              backlog=512, timeline=False)
+    calm = write_fake_results(
+        tmp_path / "calm", models=("threading", "selectors"), sweep=("clients", (1, 50)), backlog=512, timeline=False
+    )
     calm_texts = [f.text for f in compute_findings(load_results(calm))]
     assert calm_texts and not [t for t in calm_texts if "summed RSS" in t or "timed out" in t or "1 s or more" in t]
 
@@ -149,22 +151,37 @@ class DevTools:
         self._out_r, out_w = os.pipe()
         # above 9, so that moving them to 3 and 4 never overwrites one of them by accident
         cmd_r, out_w = _above_nine(cmd_r), _above_nine(out_w)
-        flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}",
-                 "--remote-debugging-pipe", "--window-size=1280,2000", "about:blank"]
+        flags = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={profile}",
+            "--remote-debugging-pipe",
+            "--window-size=1280,2000",
+            "about:blank",
+        ]
         # a tiny launcher moves our pipe ends to fds 3 and 4, where Chromium expects them, and execs it
-        self.proc = subprocess.Popen([sys.executable, "-c", _LAUNCHER, str(cmd_r), str(out_w), CHROMIUM, *flags],
-                                     pass_fds=(cmd_r, out_w),
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _LAUNCHER, str(cmd_r), str(out_w), CHROMIUM, *flags],
+            pass_fds=(cmd_r, out_w),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         os.close(cmd_r)
         os.close(out_w)
         self._buf = b""
         self._next_id = 0
         self.events: list[dict[str, Any]] = []
 
-    def send(self, method: str, params: dict | None = None, session: str | None = None,
-             timeout: float = 30.0) -> dict[str, Any]:
+    def send(
+        self, method: str, params: dict | None = None, session: str | None = None, timeout: float = 30.0
+    ) -> dict[str, Any]:
         self._next_id += 1
         msg: dict[str, Any] = {"id": self._next_id, "method": method, "params": params or {}}
         if session:
@@ -237,8 +254,11 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
             browser.send(f"{domain}.enable", session=session)
         browser.send("Page.navigate", {"url": report.resolve().as_uri()}, session=session)
         browser.wait_event("Page.loadEventFired", timeout=60)
-        images = json.loads(browser.send("Runtime.evaluate", {"expression": _CHECK_IMAGES, "returnByValue": True},
-                                         session=session)["result"]["value"])
+        images = json.loads(
+            browser.send("Runtime.evaluate", {"expression": _CHECK_IMAGES, "returnByValue": True}, session=session)[
+                "result"
+            ]["value"]
+        )
         shot = browser.send("Page.captureScreenshot", {"format": "png"}, session=session)
         (tmp_path / "report.png").write_bytes(base64.b64decode(shot["data"]))
     finally:
@@ -249,9 +269,12 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     assert not_shown == []
     methods = [e["method"] for e in browser.events]
     assert "Runtime.exceptionThrown" not in methods
-    errors = [e["params"] for e in browser.events
-              if (e["method"] == "Runtime.consoleAPICalled" and e["params"].get("type") in ("error", "assert"))
-              or (e["method"] == "Log.entryAdded" and e["params"]["entry"].get("level") == "error")]
+    errors = [
+        e["params"]
+        for e in browser.events
+        if (e["method"] == "Runtime.consoleAPICalled" and e["params"].get("type") in ("error", "assert"))
+        or (e["method"] == "Log.entryAdded" and e["params"]["entry"].get("level") == "error")
+    ]
     assert errors == []
     failed = [e["params"] for e in browser.events if e["method"] == "Network.loadingFailed"]
     assert failed == []
@@ -260,14 +283,27 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     assert (tmp_path / "report.png").read_bytes().startswith(b"\x89PNG")
 
 
-def _calibration(*clients: int, rt_per_s: float = 200_000.0, host: str = "bench-host",
-                 created_at: str = "2025-01-01T11:00:00+00:00", busy: float = 1.0) -> dict:
+def _calibration(
+    *clients: int,
+    rt_per_s: float = 200_000.0,
+    host: str = "bench-host",
+    created_at: str = "2025-01-01T11:00:00+00:00",
+    busy: float = 1.0,
+) -> dict:
     """A saved calibration (bench.calibration.persist layout) with a C-client ceiling at these connection counts."""
-    return {"format_version": FORMAT_VERSIONS["calibration"], "message_bytes": 1024, "created_at": created_at, "quick": False,
-            "machine": {"hostname": host, "busy_pct_before": busy},
-            "echo": [{"clients": c, "placement": "split", "message_bytes": 1024, "rt_per_s": rt_per_s,
-                      "busy_pct_before": busy} for c in clients],
-            "connect": [], "bulk": {"tool": "iperf3", "points": []}}
+    return {
+        "format_version": FORMAT_VERSIONS["calibration"],
+        "message_bytes": 1024,
+        "created_at": created_at,
+        "quick": False,
+        "machine": {"hostname": host, "busy_pct_before": busy},
+        "echo": [
+            {"clients": c, "placement": "split", "message_bytes": 1024, "rt_per_s": rt_per_s, "busy_pct_before": busy}
+            for c in clients
+        ],
+        "connect": [],
+        "bulk": {"tool": "iperf3", "points": []},
+    }
 
 
 @pytest.mark.slow
@@ -290,17 +326,20 @@ def test_a_share_above_the_ceiling_names_the_busy_day_and_host_it_came_from(fake
     suspect = _calibration(50, rt_per_s=1_000.0, host="other-host", created_at="2024-06-01T09:00:00+00:00", busy=60)
     text = next(f.text for f in compute_findings(results, suspect) if "calibrated ceiling" in f.text)
     assert "%" in text and "Above 100%, the ceiling was not these runs' limit" in text
-    for caveat in ("busy machine, up to 60% busy", "another host (other-host; runs on bench-host)",
-                   "another day (2024-06-01; runs 2025-01-01)"):
+    for caveat in (
+        "busy machine, up to 60% busy",
+        "another host (other-host; runs on bench-host)",
+        "another day (2024-06-01; runs 2025-01-01)",
+    ):
         assert caveat in text, text
     # above the ceiling with nothing wrong with the calibration: it says the ceiling measured something else
-    honest = next(f.text for f in compute_findings(results, _calibration(50, rt_per_s=1_000.0))
-                  if "calibrated ceiling" in f.text)
+    honest = next(
+        f.text for f in compute_findings(results, _calibration(50, rt_per_s=1_000.0)) if "calibrated ceiling" in f.text
+    )
     assert "measured something other than these runs" in honest
 
 
-def test_the_report_uses_the_calibration_stored_with_the_results_not_the_current_folder(fake, tmp_path,
-                                                                                         monkeypatch):
+def test_the_report_uses_the_calibration_stored_with_the_results_not_the_current_folder(fake, tmp_path, monkeypatch):
     from bench.calibration.persist import RESULTS_COPY, save, store_with_results
     from bench.findings import load_calibration
 
@@ -328,8 +367,13 @@ def test_report_table_shows_share_of_ceiling(fake):
 
 def test_forking_memory_growth_is_per_serving_process_not_per_client(tmp_path):
     # max_children=40: at 1,000 clients 41 processes serve them all; per client would understate each ~25x
-    folder = write_fake_results(tmp_path / "mem", models=("threading", "selectors", "forking"),
-                                sweep=("clients", (10, 1000)), hlogs=False, timeline=False)
+    folder = write_fake_results(
+        tmp_path / "mem",
+        models=("threading", "selectors", "forking"),
+        sweep=("clients", (10, 1000)),
+        hlogs=False,
+        timeline=False,
+    )
     results = load_results(folder)
     agg = results.aggregate
     fork = agg[agg["model"] == "forking"].sort_values("clients")
@@ -337,29 +381,39 @@ def test_forking_memory_growth_is_per_serving_process_not_per_client(tmp_path):
     dp = fork["procs_peak_median"].iloc[-1] - fork["procs_peak_median"].iloc[0]
     assert dp < 1000 - 10  # the cap, not the clients, decides how many processes there are
     text = next(f.text for f in compute_findings(results) if "PSS growth is per process" in f.text)
-    assert (f"forking {fmt_mib(dm / dp)} per additional process "
-            f"({fork['procs_peak_median'].iloc[-1]:,.0f} processes served 1,000 clients)") in text
+    assert (
+        f"forking {fmt_mib(dm / dp)} per additional process "
+        f"({fork['procs_peak_median'].iloc[-1]:,.0f} processes served 1,000 clients)"
+    ) in text
     assert "forking" not in text.split("Where a process")[0]  # not among the per-client figures
 
 
 def test_connection_attempts_are_a_median_of_per_run_totals(tmp_path):
     import pandas as pd
 
-    folder = write_fake_results(tmp_path / "att", models=("threading", "selectors"), sweep=None, hlogs=False,
-                                timeline=False, failed=False, busy=False, generator_bound=False)
+    folder = write_fake_results(
+        tmp_path / "att",
+        models=("threading", "selectors"),
+        sweep=None,
+        hlogs=False,
+        timeline=False,
+        failed=False,
+        busy=False,
+        generator_bound=False,
+    )
     runs = pd.read_csv(folder / "runs.csv")
     sel = runs["model"] == "selectors"
     runs.loc[sel, "conn_ok"] = [0, 40, 20]
     runs.loc[sel, "conn_timeout"] = [30, 1, 2]  # totals 30, 41, 22: median 30; medians summed: 20 + 2 = 22
-    runs.loc[sel, ["conn_refused", "conn_reset", "conn_other", "conn_emfile", "conn_eaddrnotavail",
-                   "conn_pending"]] = 0
+    runs.loc[sel, ["conn_refused", "conn_reset", "conn_other", "conn_emfile", "conn_eaddrnotavail", "conn_pending"]] = 0
     runs.to_csv(folder / "runs.csv", index=False)
     texts = [f.text for f in compute_findings(load_results(folder)) if "selectors:" in f.text]
     assert any("2 of 30 connection attempts timed out" in t for t in texts), texts
 
 
-@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parent.parent / "scenarios").glob("*.yaml")),
-                         ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", sorted((Path(__file__).resolve().parent.parent / "scenarios").glob("*.yaml")), ids=lambda p: p.name
+)
 def test_scenario_descriptions_teach_without_quoting_measured_figures(path):
     # measured rates and counts belong to the findings of a run; a description that quotes one
     # ("about 14-15k/s", "up to 1001") is contradicted by the next machine or the next run.
@@ -373,18 +427,33 @@ def test_scenario_descriptions_teach_without_quoting_measured_figures(path):
 
 @pytest.mark.slow
 def test_report_marks_lower_bounds_and_unserved_clients(tmp_path):
-    folder = write_fake_results(tmp_path / "r", models=("sequential", "asyncio"), sweep=("clients", (1, 100)),
-                                repetitions=1, lower_bound_p99=True, timeline=False)
+    folder = write_fake_results(
+        tmp_path / "r",
+        models=("sequential", "asyncio"),
+        sweep=("clients", (1, 100)),
+        repetitions=1,
+        lower_bound_p99=True,
+        timeline=False,
+    )
     html = write_report(folder).read_text()
     assert "≥ 2 s" in html  # asyncio's p99 at 100 clients (0.4 x a 5 s run)
     assert "served 1/100" in html
 
 
 def test_findings_say_who_was_served_and_which_latencies_are_lower_bounds(tmp_path):
-    folder = write_fake_results(tmp_path / "r", models=("sequential", "asyncio"), sweep=("clients", (1, 100)),
-                                repetitions=1, lower_bound_p99=True, timeline=False, hlogs=False)
+    folder = write_fake_results(
+        tmp_path / "r",
+        models=("sequential", "asyncio"),
+        sweep=("clients", (1, 100)),
+        repetitions=1,
+        lower_bound_p99=True,
+        timeline=False,
+        hlogs=False,
+    )
     texts = [f.text for f in compute_findings(load_results(folder))]
-    assert any(t.startswith("sequential at clients=100 served 1/100 clients") and "p999 ≥ 5 s" in t for t in texts), texts
+    assert any(t.startswith("sequential at clients=100 served 1/100 clients") and "p999 ≥ 5 s" in t for t in texts), (
+        texts
+    )
     assert any("asyncio's p99 latency at clients=100 is at least" in t and "≥ 2 s" in t for t in texts), texts
 
 
@@ -424,7 +493,7 @@ def test_report_shows_each_threshold_verdict_in_words_near_the_top(fake, tmp_pat
     (folder / "scenario.yaml").write_text(yaml.safe_dump(scenario))
     results = load_results(folder)
     text = render_report(results)
-    section = text[text.index("<h2 id='thresholds'>"):text.index('<div class="description">')]  # first, near the top
+    section = text[text.index("<h2 id='thresholds'>") : text.index('<div class="description">')]  # first, near the top
     assert "Thresholds: 1 of 2 thresholds crossed" in section and "href='#thresholds'" in text
     passed, crossed = re.findall(r"<tr class='(pass|fail)'>(.*?)</tr>", section)
     assert passed[0] == "pass" and ">PASS<" in passed[1] and "<code>req_per_s &gt; 1</code>" in passed[1]

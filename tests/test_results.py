@@ -23,8 +23,17 @@ from conftest import fill_disk
 
 
 def _row(run_id: str) -> dict[str, object]:
-    return {"run_id": run_id, "model": "selectors", "service": "echo", "point": 0, "repetition": 1,
-            "status": "ok", "clients": 10, "requests": 1234, "req_per_s": 617.0}
+    return {
+        "run_id": run_id,
+        "model": "selectors",
+        "service": "echo",
+        "point": 0,
+        "repetition": 1,
+        "status": "ok",
+        "clients": 10,
+        "requests": 1234,
+        "req_per_s": 617.0,
+    }
 
 
 def _timeline(samples: int) -> list[dict[str, object]]:

@@ -194,15 +194,22 @@ def wait_for_new_server(parent: psutil.Process, old: set[int], timeout_s: float 
 
 
 @pytest.mark.timeout(90)
-@pytest.mark.parametrize("sig, status, name", [
-    (signal.SIGINT, 130, "Ctrl-C"), (signal.SIGTERM, 143, "SIGTERM"), (signal.SIGHUP, 129, "SIGHUP")])
+@pytest.mark.parametrize(
+    "sig, status, name",
+    [(signal.SIGINT, 130, "Ctrl-C"), (signal.SIGTERM, 143, "SIGTERM"), (signal.SIGHUP, 129, "SIGHUP")],
+)
 @pytest.mark.slow
 def test_a_stop_signal_mid_run_keeps_finished_runs_and_reaps_the_server(tmp_path, sig, status, name):
     path = tmp_path / "tiny.yaml"
     path.write_text(tiny_scenario(repetitions="5", duration="1s"))
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench", "run", str(path), "--results", str(tmp_path / "out"), "--no-plots"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, start_new_session=True)
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=REPO,
+        start_new_session=True,
+    )
     try:
         bench = psutil.Process(proc.pid)
         lines = []
@@ -249,10 +256,10 @@ def test_c_reference_is_left_out_without_a_compiler(tmp_path, monkeypatch):
     assert any("c-reference left out" in w and "compiler" in w for w in warnings)
 
 
-
 def _cpu_work_scenario(models: str) -> object:
-    return parse_scenario(tiny_scenario(models=models, duration="700ms").replace(
-        "load:", "server:\n  cpu_work_us: 200\nload:"))
+    return parse_scenario(
+        tiny_scenario(models=models, duration="700ms").replace("load:", "server:\n  cpu_work_us: 200\nload:")
+    )
 
 
 @pytest.mark.slow
@@ -350,8 +357,7 @@ def test_a_killed_forking_server_is_recorded_as_died_and_bench_run_exits_1(tmp_p
 
 
 @pytest.mark.slow
-def test_a_full_disk_while_drawing_figures_is_reported_and_leaves_no_broken_figure(small_disk, monkeypatch,
-                                                                                   capsys):
+def test_a_full_disk_while_drawing_figures_is_reported_and_leaves_no_broken_figure(small_disk, monkeypatch, capsys):
     import bench.plots
     from bench import cli
 
@@ -411,11 +417,24 @@ def test_a_signal_while_the_server_is_stopped_waits_until_it_is_reaped(tmp_path,
 def test_each_run_reports_its_phases_in_order_and_what_it_cost(tmp_path):
     scenario = parse_scenario(tiny_scenario(models="[selectors]", duration="0.5s"))
     seen: list[tuple[str | None, str, dict]] = []
-    run_scenario(scenario, results_root=tmp_path, plots=False,
-                 on_phase=lambda plan, phase, info: seen.append((plan and plan.model, phase, dict(info))))
+    run_scenario(
+        scenario,
+        results_root=tmp_path,
+        plots=False,
+        on_phase=lambda plan, phase, info: seen.append((plan and plan.model, phase, dict(info))),
+    )
     phases = [phase for _model, phase, _info in seen]
-    assert phases == ["waiting for an idle machine", "starting server", "starting load generator", "warmup",
-                      "measuring", "stopping", "done", "writing summary", "finished"]
+    assert phases == [
+        "waiting for an idle machine",
+        "starting server",
+        "starting load generator",
+        "warmup",
+        "measuring",
+        "stopping",
+        "done",
+        "writing summary",
+        "finished",
+    ]
     info = {phase: i for _m, phase, i in seen}
     assert info["warmup"]["window_end"] - info["warmup"]["window_start"] == pytest.approx(0.5)
     done = info["done"]

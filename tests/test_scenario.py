@@ -85,8 +85,17 @@ def test_a_model_whose_extra_is_missing_names_it(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "text, expected",
     [
-        (512, 512), ("512", 512), ("0", 0), ("1B", 1), ("1KiB", 1024), ("1.5KiB", 1536),
-        ("256MiB", 256 * 2**20), ("2 GiB", 2 * 2**30), ("1KB", 1000), ("10MB", 10_000_000), ("1GB", 10**9),
+        (512, 512),
+        ("512", 512),
+        ("0", 0),
+        ("1B", 1),
+        ("1KiB", 1024),
+        ("1.5KiB", 1536),
+        ("256MiB", 256 * 2**20),
+        ("2 GiB", 2 * 2**30),
+        ("1KB", 1000),
+        ("10MB", 10_000_000),
+        ("1GB", 10**9),
     ],
 )
 def test_parse_size(text, expected):
@@ -280,7 +289,9 @@ def test_duplicate_sweep_value_and_inert_sweep(tmp_path):
 
 def test_overrides_replace_fields_before_validation(tmp_path):
     path = write(tmp_path, MINIMAL)
-    s = load_scenario(path, ["load.clients=[1,10]", "duration=2s", "models=[threading, asyncio]", "generator.workers=2"])
+    s = load_scenario(
+        path, ["load.clients=[1,10]", "duration=2s", "models=[threading, asyncio]", "generator.workers=2"]
+    )
     assert [p.load.clients for p in s.points()] == [1, 10]
     assert s.duration_s == 2.0
     assert s.models == ["threading", "asyncio"]
@@ -391,7 +402,9 @@ def test_server_section_mirrors_server_options():
     for name, field in ServerSpec.model_fields.items():
         assert name in {f.name for f in dataclasses.fields(ServerOptions)}
         # a pool size left out (None) is ServerOptions' 0: each model's own default
-        assert field.default == (None if name in POOL_OPTIONS and getattr(defaults, name) == 0 else getattr(defaults, name))
+        assert field.default == (
+            None if name in POOL_OPTIONS and getattr(defaults, name) == 0 else getattr(defaults, name)
+        )
         assert field.description
 
 
@@ -401,7 +414,13 @@ def test_defaults_filled_and_round_trip(tmp_path):
     assert s.monitor.interval_s == 0.1 and s.monitor.idle_threshold_pct == 5.0 and s.monitor.idle_wait_s == 20.0
     assert (s.duration_s, s.warmup_s, s.repetitions, s.placement) == (10.0, 2.0, 3, "split")
     text = s.to_yaml()
-    for line in ("  backlog: 5", "  max_children: 40", "  interval: 100ms", "  connect_timeout: 3s", "placement: split"):
+    for line in (
+        "  backlog: 5",
+        "  max_children: 40",
+        "  interval: 100ms",
+        "  connect_timeout: 3s",
+        "placement: split",
+    ):
         assert line in text.splitlines()
     again = parse_scenario(text, "as-run.yaml")
     assert again == s
@@ -479,17 +498,27 @@ def test_validate_command_applies_overrides(tmp_path, capsys):
 
 
 def test_cpu_work_iterations_goes_with_one_cpu_work_value(tmp_path):
-    for server in ("server:\n  cpu_work_iterations: 500\n", "server:\n  cpu_work_us: [100, 200]\n  cpu_work_iterations: 500\n"):
+    for server in (
+        "server:\n  cpu_work_iterations: 500\n",
+        "server:\n  cpu_work_us: [100, 200]\n  cpu_work_iterations: 500\n",
+    ):
         err = error_of(tmp_path, MINIMAL + server)
         assert err.issues[0].path == "server.cpu_work_iterations" and "single cpu_work_us" in err.issues[0].message
     s = load_scenario(write(tmp_path, MINIMAL + "server:\n  cpu_work_us: 200\n  cpu_work_iterations: 500\n"))
     assert s.points()[0].server.cpu_work_iterations == 500
 
 
-@pytest.mark.parametrize("text, words", [
-    ("1e31s", "exponent is out of range"), ("1e-31s", "exponent is out of range"), ("1e30s", "too long"),
-    ("1" * 31 + "s", "31 digits"), ("1" * 65, "65 characters long"), ("1e400s", "exponent is out of range"),
-])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("1e31s", "exponent is out of range"),
+        ("1e-31s", "exponent is out of range"),
+        ("1e30s", "too long"),
+        ("1" * 31 + "s", "31 digits"),
+        ("1" * 65, "65 characters long"),
+        ("1e400s", "exponent is out of range"),
+    ],
+)
 def test_parse_duration_is_bounded_before_converting(text, words):
     with pytest.raises(UnitError, match=words):
         parse_duration(text)

@@ -111,8 +111,13 @@ def test_refusing_every_hostile_input_stays_within_100_mib(tmp_path):
         "        sys.exit(f'{f} was accepted')\n"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base)\n"
     )
-    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120,
-                          cwd=Path(__file__).resolve().parent.parent)
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
     assert done.returncode == 0, done.stderr
     grown_kib = int(done.stdout.split()[-1])
     assert grown_kib * 1024 < MEMORY_BOUND, f"peak RSS grew by {grown_kib / 1024:.0f} MiB"

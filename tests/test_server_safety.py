@@ -140,8 +140,9 @@ def body_kind(body: bytes) -> str:
     return "outside" if OUTSIDE in body else "inside" if body == INSIDE else "short"
 
 
-def race_requests(server: ServerProcess, deadline: float, ask: Callable[[socket.socket, BinaryIO], str | None] = ask_file
-                  ) -> Counter[str]:
+def race_requests(
+    server: ServerProcess, deadline: float, ask: Callable[[socket.socket, BinaryIO], str | None] = ask_file
+) -> Counter[str]:
     """Ask for ``d/f`` until ``deadline``: count replies by kind (a dropped connection reconnects).
 
     An error answer that closes the connection (http's 403 and 404) reconnects too.
@@ -178,9 +179,10 @@ def race_requests(server: ServerProcess, deadline: float, ask: Callable[[socket.
 RACED = {"file": (ask_file, 1.0), "http": (ask_http, 0.5)}
 
 
-@pytest.mark.parametrize(("service", "model"),
-                         one_quick([(service, model) for service in RACED for model in PYTHON_MODELS
-                                    if model_facts(model).offers(service)]))
+@pytest.mark.parametrize(
+    ("service", "model"),
+    one_quick([(service, model) for service in RACED for model in PYTHON_MODELS if model_facts(model).offers(service)]),
+)
 def test_symlink_swap_race_never_serves_outside_the_root(service: str, model: str, tmp_path: Path) -> None:
     ask, share = RACED[service]
     root, outside, link = _race_tree(tmp_path)

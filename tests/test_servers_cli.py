@@ -106,11 +106,16 @@ def test_bad_input_is_a_clear_error(argv: list[str], message: str, capsys: pytes
 
 @pytest.mark.parametrize(
     ("text", "message"),
-    [("alice:pw\nbob\n", "line 2: no ':'"), (":pw\n", "line 1: empty user name"),
-     ("# only a comment\n", "no name:password line"), ("a:1\na:2\n", "line 2: user 'a' given twice")],
+    [
+        ("alice:pw\nbob\n", "line 2: no ':'"),
+        (":pw\n", "line 1: empty user name"),
+        ("# only a comment\n", "no name:password line"),
+        ("a:1\na:2\n", "line 2: user 'a' given twice"),
+    ],
 )
-def test_bad_credentials_file_names_the_line(text: str, message: str, tmp_path: Path,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_credentials_file_names_the_line(
+    text: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     credentials = tmp_path / "logins"
     credentials.write_text(text)
     status, out, err = _run_main(["threading", "timeauth", "--credentials", str(credentials)], capsys)
@@ -137,9 +142,11 @@ def test_gevent_missing_names_the_extra(monkeypatch: pytest.MonkeyPatch, capsys:
 
 def test_only_the_gevent_server_process_imports_gevent() -> None:
     """Validating and listing models never imports gevent (nor patches anything) in the bench process."""
-    code = ("import sys; from bench.scenario import load_scenario; from servers import cli; "
-            "load_scenario('scenarios/deployed.yaml'); cli.build_parser(); "
-            "assert 'gevent' not in sys.modules, sorted(m for m in sys.modules if 'gevent' in m)")
+    code = (
+        "import sys; from bench.scenario import load_scenario; from servers import cli; "
+        "load_scenario('scenarios/deployed.yaml'); cli.build_parser(); "
+        "assert 'gevent' not in sys.modules, sorted(m for m in sys.modules if 'gevent' in m)"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60, cwd=Path(__file__).resolve().parent.parent)
 
 

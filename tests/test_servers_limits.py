@@ -308,7 +308,9 @@ def wait_out_of_descriptors(server: ServerProcess, timeout_s: float = 10.0) -> N
 # sequential holds one connection, threadpool at most its pool, and
 # forking's parent none (each child holds its own), so none of them runs out
 # of descriptors in its accept loop.
-@pytest.mark.parametrize("model", ("threading", "selectors", "asyncio", "asyncio-protocol", "reuseport", "gevent", *C_MODELS))
+@pytest.mark.parametrize(
+    "model", ("threading", "selectors", "asyncio", "asyncio-protocol", "reuseport", "gevent", *C_MODELS)
+)
 @pytest.mark.slow
 def test_out_of_descriptors_backs_off(model: str, root: Path) -> None:
     options = ServerOptions(backlog=FLOOD_BACKLOG)

@@ -26,8 +26,9 @@ MODELS = ("sequential", "threading", "forking", "c-reference")
 
 @pytest.fixture(scope="module")
 def fake(tmp_path_factory):
-    return write_fake_results(tmp_path_factory.mktemp("stats") / "r", models=MODELS, sweep=("clients", (1, 10, 50)),
-                              hlogs=False)
+    return write_fake_results(
+        tmp_path_factory.mktemp("stats") / "r", models=MODELS, sweep=("clients", (1, 10, 50)), hlogs=False
+    )
 
 
 # --------------------------------------------------------------------------
@@ -169,8 +170,17 @@ def test_write_summary_is_atomic_valid_json(fake):
 
 
 def test_no_busy_warning_on_an_idle_machine(tmp_path):
-    folder = write_fake_results(tmp_path / "r", models=("selectors",), sweep=("clients", (1, 10)), busy=False,
-                                failed=False, generator_bound=False, unstable=False, hlogs=False, timeline=False)
+    folder = write_fake_results(
+        tmp_path / "r",
+        models=("selectors",),
+        sweep=("clients", (1, 10)),
+        busy=False,
+        failed=False,
+        generator_bound=False,
+        unstable=False,
+        hlogs=False,
+        timeline=False,
+    )
     assert summary_warnings(load_results(folder)) == []
 
 
@@ -183,9 +193,11 @@ def test_load_results_rejects_what_is_not_a_results_folder(tmp_path):
 
 def test_load_results_tolerates_missing_columns_and_files(tmp_path):
     v = FORMAT_VERSIONS["runs.csv"]
-    (tmp_path / "runs.csv").write_text("run_id,model,service,point,repetition,status,clients,req_per_s,format_version\n"
-                                       f"a-p0-r1,asyncio,echo,0,1,ok,5,100,{v}\n"
-                                       f"a-p0-r2,asyncio,echo,0,2,ok,5,120,{v}\n")
+    (tmp_path / "runs.csv").write_text(
+        "run_id,model,service,point,repetition,status,clients,req_per_s,format_version\n"
+        f"a-p0-r1,asyncio,echo,0,1,ok,5,100,{v}\n"
+        f"a-p0-r2,asyncio,echo,0,2,ok,5,120,{v}\n"
+    )
     results = load_results(tmp_path)
     assert results.timeline.empty and results.environment == {} and results.histogram("a-p0-r1", "latency") is None
     row = results.aggregate.iloc[0]
@@ -194,8 +206,15 @@ def test_load_results_tolerates_missing_columns_and_files(tmp_path):
 
 
 def test_several_services_label_points_with_their_service(tmp_path):
-    folder = write_fake_results(tmp_path / "q", models=("sequential", "asyncio"), sweep=None,
-                                service=("echo", "file"), repetitions=2, hlogs=False, timeline=False)
+    folder = write_fake_results(
+        tmp_path / "q",
+        models=("sequential", "asyncio"),
+        sweep=None,
+        service=("echo", "file"),
+        repetitions=2,
+        hlogs=False,
+        timeline=False,
+    )
     results = load_results(folder)
     assert results.services == ["echo", "file"]
     assert set(results.aggregate["label"]) == {"echo", "file"}
@@ -225,15 +244,23 @@ def test_median_is_a_lower_bound_only_when_a_bound_can_move_it():
 
 
 def test_lower_bounds_and_unserved_clients_reach_the_aggregate_and_summary(tmp_path):
-    folder = write_fake_results(tmp_path / "r", models=("sequential", "asyncio"), sweep=("clients", (1, 100)),
-                                hlogs=False, timeline=False, lower_bound_p99=True)
+    folder = write_fake_results(
+        tmp_path / "r",
+        models=("sequential", "asyncio"),
+        sweep=("clients", (1, 100)),
+        hlogs=False,
+        timeline=False,
+        lower_bound_p99=True,
+    )
     results = load_results(folder)
     agg = results.aggregate.set_index(["model", "clients"])
     assert agg.loc[("asyncio", 100), "lat_p99_us_lower_bound"]
     assert not agg.loc[("asyncio", 1), "lat_p99_us_lower_bound"]
     assert agg.loc[("sequential", 100), "lat_max_us_lower_bound"]
     assert agg.loc[("sequential", 100), "clients_served_median"] == 1
-    point = next(p for p in summary_of(results)["points"] if p["model"] == "asyncio" and p["parameters"]["clients"] == 100)
+    point = next(
+        p for p in summary_of(results)["points"] if p["model"] == "asyncio" and p["parameters"]["clients"] == 100
+    )
     assert point["metrics"]["lat_p99_us"]["lower_bound"] is True
     text = " ".join(summary_warnings(results))
     assert "latency lower bounds: sequential at clients=100 (p999, max); asyncio at clients=100 (p99)" in text

@@ -19,8 +19,7 @@ from fake_results import write_fake_results
 @pytest.fixture(scope="module")
 def fake(tmp_path_factory):
     # a swept parameter and 3 repetitions: point labels, confidence intervals and flags are all present
-    return write_fake_results(tmp_path_factory.mktemp("summary") / "r", sweep=("clients", (1, 10, 100)),
-                              repetitions=3)
+    return write_fake_results(tmp_path_factory.mktemp("summary") / "r", sweep=("clients", (1, 10, 100)), repetitions=3)
 
 
 def render(folder, width: int) -> str:
@@ -59,9 +58,11 @@ def test_no_plots_still_writes_the_summary_and_prints_every_warning(tmp_path, ca
     from bench import cli
 
     scenario = tmp_path / "tiny.yaml"
-    scenario.write_text("name: tiny\nservice: echo\nmodels: [selectors]\nduration: 300ms\nwarmup: 100ms\n"
-                        "repetitions: 1\nplacement: none\nload:\n  clients: 2\n  message_bytes: 64\n"
-                        "monitor:\n  idle_wait: 0.2s\n  idle_threshold_pct: 100\n")
+    scenario.write_text(
+        "name: tiny\nservice: echo\nmodels: [selectors]\nduration: 300ms\nwarmup: 100ms\n"
+        "repetitions: 1\nplacement: none\nload:\n  clients: 2\n  message_bytes: 64\n"
+        "monitor:\n  idle_wait: 0.2s\n  idle_threshold_pct: 100\n"
+    )
     assert cli.main(["run", str(scenario), "--results", str(tmp_path / "out"), "--no-plots"]) == 0
     folder = next((tmp_path / "out").iterdir())
     summary = json.loads((folder / "summary.json").read_text())

@@ -27,8 +27,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 def bench(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(REPO), COLUMNS="200")
-    return subprocess.run([sys.executable, "-m", "bench", *args], capture_output=True, text=True, env=env,
-                          cwd=cwd, timeout=90)
+    return subprocess.run(
+        [sys.executable, "-m", "bench", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=90
+    )
 
 
 def test_metric_names_come_from_the_runs_columns():
@@ -36,30 +37,36 @@ def test_metric_names_come_from_the_runs_columns():
     assert set(METRIC_ALIASES.values()) <= set(METRIC_COLUMNS)
 
 
-@pytest.mark.parametrize("text, metric, op, value", [
-    ("p99 < 5ms", "lat_p99_us", "<", 5000.0),
-    ("req_per_s>20000", "req_per_s", ">", 20000.0),
-    ("errors == 0", "errors", "==", 0.0),
-    ("mem_pss_peak_bytes <= 64MiB", "mem_pss_peak_bytes", "<=", 64 * 2**20),
-    ("server_cpu_pct < 150%", "server_cpu_pct", "<", 150.0),
-    ("req_pending_oldest_s < 0.5", "req_pending_oldest_s", "<", 0.5),
-])
+@pytest.mark.parametrize(
+    "text, metric, op, value",
+    [
+        ("p99 < 5ms", "lat_p99_us", "<", 5000.0),
+        ("req_per_s>20000", "req_per_s", ">", 20000.0),
+        ("errors == 0", "errors", "==", 0.0),
+        ("mem_pss_peak_bytes <= 64MiB", "mem_pss_peak_bytes", "<=", 64 * 2**20),
+        ("server_cpu_pct < 150%", "server_cpu_pct", "<", 150.0),
+        ("req_pending_oldest_s < 0.5", "req_pending_oldest_s", "<", 0.5),
+    ],
+)
 def test_thresholds_are_read_in_the_columns_units(text, metric, op, value):
     t = parse_threshold(text)
     assert (t.metric, t.op, t.value, t.model) == (metric, op, pytest.approx(value), None)
 
 
-@pytest.mark.parametrize("text, says", [
-    ("p99 < 5", "p99 is a time: give a unit, e.g. 5us or 5ms"),
-    ("req_per_sec > 1", "did you mean req_per_s?"),
-    ("req_per_sec > 1", "valid metrics: p50, p90, p99"),
-    ("errors = 0", "'=' is not an operator; use '=='"),
-    ("p99 <> 3ms", "'<>' is not an operator"),
-    ("p99", "is not METRIC OPERATOR VALUE"),
-    ("req_per_s > lots", "takes a plain number"),
-    ("p99 < 5parsecs", "unknown duration unit"),
-    ("regression < 10%", "belong to bench compare"),
-])
+@pytest.mark.parametrize(
+    "text, says",
+    [
+        ("p99 < 5", "p99 is a time: give a unit, e.g. 5us or 5ms"),
+        ("req_per_sec > 1", "did you mean req_per_s?"),
+        ("req_per_sec > 1", "valid metrics: p50, p90, p99"),
+        ("errors = 0", "'=' is not an operator; use '=='"),
+        ("p99 <> 3ms", "'<>' is not an operator"),
+        ("p99", "is not METRIC OPERATOR VALUE"),
+        ("req_per_s > lots", "takes a plain number"),
+        ("p99 < 5parsecs", "unknown duration unit"),
+        ("regression < 10%", "belong to bench compare"),
+    ],
+)
 def test_bad_thresholds_say_what_is_wrong_and_what_is_allowed(text, says):
     with pytest.raises(ThresholdError) as err:
         parse_threshold(text)
@@ -69,8 +76,11 @@ def test_bad_thresholds_say_what_is_wrong_and_what_is_allowed(text, says):
 def test_regression_thresholds():
     assert parse_threshold("regression < 10%", regression=True).metric is None
     assert parse_threshold("p99 regression <= 5%", regression=True).metric == "lat_p99_us"
-    for bad, says in (("regression > 10%", "upper bound"), ("regression < 10", "percentage"),
-                      ("p99 < 5ms", "bench compare tests regressions")):
+    for bad, says in (
+        ("regression > 10%", "upper bound"),
+        ("regression < 10", "percentage"),
+        ("p99 < 5ms", "bench compare tests regressions"),
+    ):
         with pytest.raises(ThresholdError, match=says):
             parse_threshold(bad, regression=True)
 
@@ -109,10 +119,13 @@ def test_scenario_thresholds_are_validated_with_their_line():
     text = SCENARIO + 'thresholds:\n  - {model: threading, check: "errors == 0"}\n  - "asyncio: p50 < 1ms"\n'
     with pytest.raises(ScenarioError) as err:
         parse_scenario(text, "t.yaml")
-    assert "t.yaml:15: thresholds[0].model: 'threading' is not one of this scenario's models (selectors)" in str(err.value)
+    assert "t.yaml:15: thresholds[0].model: 'threading' is not one of this scenario's models (selectors)" in str(
+        err.value
+    )
     assert "t.yaml:16: thresholds[1]: 'asyncio' is not one of" in str(err.value)
-    ok = parse_scenario(SCENARIO + 'thresholds:\n  - {model: selectors, check: "errors == 0"}\n', "t.yaml",
-                        thresholds=["p99 < 1s"])
+    ok = parse_scenario(
+        SCENARIO + 'thresholds:\n  - {model: selectors, check: "errors == 0"}\n', "t.yaml", thresholds=["p99 < 1s"]
+    )
     assert [(t.model, t.metric) for t in ok.threshold_checks()] == [("selectors", "errors"), (None, "lat_p99_us")]
     assert parse_scenario(ok.to_yaml()).thresholds == ok.thresholds
 
@@ -196,8 +209,16 @@ def test_bench_load_exit_statuses():
 def test_bench_compare_exits_99_on_a_regression_past_the_threshold(tmp_path, capsys):
     from bench.cli import main
 
-    fake = dict(models=("selectors", "asyncio"), sweep=("clients", (1, 10)), hlogs=False, timeline=False,
-                summary=False, failed=False, generator_bound=False, busy=False)
+    fake = dict(
+        models=("selectors", "asyncio"),
+        sweep=("clients", (1, 10)),
+        hlogs=False,
+        timeline=False,
+        summary=False,
+        failed=False,
+        generator_bound=False,
+        busy=False,
+    )
     base = write_fake_results(tmp_path / "a", **fake)
     slower = write_fake_results(tmp_path / "b", throughput_scale={"asyncio": 0.2}, **fake)
 

@@ -42,10 +42,22 @@ def _folder(tmp_path: Path) -> Path:
     for v in (80, 90, 120):
         hist.record_value(v)
     for rep in (1, 2):
-        writer.add_run({"run_id": f"asyncio-p0-r{rep}", "model": "asyncio", "service": "echo", "point": 0,
-                        "point_label": "-", "repetition": rep, "status": "ok", "clients": 1, "req_per_s": 100.0 + rep,
-                        "duration_s": 1.0},
-                       timeline=[{"source": "load", "t_s": 0.5, "req_per_s": 100.0}], histograms={"latency": hist})
+        writer.add_run(
+            {
+                "run_id": f"asyncio-p0-r{rep}",
+                "model": "asyncio",
+                "service": "echo",
+                "point": 0,
+                "point_label": "-",
+                "repetition": rep,
+                "status": "ok",
+                "clients": 1,
+                "req_per_s": 100.0 + rep,
+                "duration_s": 1.0,
+            },
+            timeline=[{"source": "load", "t_s": 0.5, "req_per_s": 100.0}],
+            histograms={"latency": hist},
+        )
     write_summary(folder)
     cal_dir = tmp_path / "cal"
     save({FORMAT_KEY: FORMAT_VERSIONS["calibration"], "echo": []}, cal_dir)
@@ -90,14 +102,17 @@ def _set_csv(path: Path, value: str | None) -> None:
     path.write_text("\n".join(",".join(c) for c in lines) + "\n")
 
 
-@pytest.mark.parametrize("name, change, found", [
-    ("runs.csv", lambda p: _set_csv(p, "1"), "format version '1'"),
-    ("runs.csv", lambda p: _set_csv(p, None), f"no {FORMAT_KEY}"),  # the layout before versions
-    ("timeline.csv", lambda p: _set_csv(p, "3"), "format version '3'"),
-    ("environment.json", lambda p: _set_json(p, 1, "environment_version"), f"no {FORMAT_KEY}"),  # the old layout
-    ("environment.json", lambda p: _set_json(p, 99), "format version 99"),
-    ("summary.json", lambda p: _set_json(p, 1, "results_version"), f"no {FORMAT_KEY}"),  # the old layout
-])
+@pytest.mark.parametrize(
+    "name, change, found",
+    [
+        ("runs.csv", lambda p: _set_csv(p, "1"), "format version '1'"),
+        ("runs.csv", lambda p: _set_csv(p, None), f"no {FORMAT_KEY}"),  # the layout before versions
+        ("timeline.csv", lambda p: _set_csv(p, "3"), "format version '3'"),
+        ("environment.json", lambda p: _set_json(p, 1, "environment_version"), f"no {FORMAT_KEY}"),  # the old layout
+        ("environment.json", lambda p: _set_json(p, 99), "format version 99"),
+        ("summary.json", lambda p: _set_json(p, 1, "results_version"), f"no {FORMAT_KEY}"),  # the old layout
+    ],
+)
 def test_a_file_of_another_version_is_refused_naming_it_and_both_versions(tmp_path, name, change, found):
     folder = _folder(tmp_path)
     change(folder / name)
@@ -117,8 +132,11 @@ def test_an_old_histogram_log_and_an_old_calibration_are_refused(tmp_path):
     _set_json(folder / RESULTS_COPY, 1, "version")  # the layout before versions shared one key
     with pytest.raises(FormatVersionError) as err:
         read_calibration(folder / RESULTS_COPY)
-    assert (err.value.path, err.value.found, err.value.supported) == (folder / RESULTS_COPY, None,
-                                                                      FORMAT_VERSIONS["calibration"])
+    assert (err.value.path, err.value.found, err.value.supported) == (
+        folder / RESULTS_COPY,
+        None,
+        FORMAT_VERSIONS["calibration"],
+    )
 
 
 def test_bench_report_on_an_old_folder_says_which_file_and_exits_2(tmp_path, capsys):

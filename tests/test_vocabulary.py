@@ -44,8 +44,14 @@ print(json.dumps({
 
 
 def _labels(tree: Path, folder: Path) -> dict:
-    out = subprocess.run([sys.executable, "-c", _LABELS, str(folder)], cwd=tree, capture_output=True, text=True,
-                         timeout=120, env={**os.environ, "PYTHONPATH": str(tree)})
+    out = subprocess.run(
+        [sys.executable, "-c", _LABELS, str(folder)],
+        cwd=tree,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(tree)},
+    )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 
@@ -58,8 +64,11 @@ def test_labels_print_the_constants(tmp_path):
     for package in ("bench", "servers"):
         shutil.copytree(ROOT / package, tree / package, ignore=shutil.ignore_patterns("__pycache__", "*.so", "build"))
     source = (tree / "bench" / "vocabulary.py").read_text()
-    for old, new in (("CV_THRESHOLD = 0.10", "CV_THRESHOLD = 0.12"), ("BUSY_THRESHOLD_PCT = 5.0", "BUSY_THRESHOLD_PCT = 4.0"),
-                     ("GENERATOR_BOUND_PCT = 90.0", "GENERATOR_BOUND_PCT = 85.0")):
+    for old, new in (
+        ("CV_THRESHOLD = 0.10", "CV_THRESHOLD = 0.12"),
+        ("BUSY_THRESHOLD_PCT = 5.0", "BUSY_THRESHOLD_PCT = 4.0"),
+        ("GENERATOR_BOUND_PCT = 90.0", "GENERATOR_BOUND_PCT = 85.0"),
+    ):
         assert old in source, f"bench/vocabulary.py no longer says {old!r}: update this test"
         source = source.replace(old, new)
     (tree / "bench" / "vocabulary.py").write_text(source)

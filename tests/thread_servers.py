@@ -20,8 +20,15 @@ from collections.abc import Callable
 class ThreadServer:
     """A listening socket; each accepted connection runs ``handler(conn, server)`` in a thread."""
 
-    def __init__(self, handler: Callable[[socket.socket, ThreadServer], None], *, budget: int | None = None,
-                 message_bytes: int = 0, files: dict[str, bytes] | None = None, delay_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        handler: Callable[[socket.socket, ThreadServer], None],
+        *,
+        budget: int | None = None,
+        message_bytes: int = 0,
+        files: dict[str, bytes] | None = None,
+        delay_s: float = 0.0,
+    ) -> None:
         self.handler = handler
         self.budget = budget
         self.message_bytes = message_bytes

@@ -134,8 +134,9 @@ def _pin(cpus: frozenset[int] | None) -> Callable[[], None] | None:
 
 def _run_json(cmd: list[str], *, cpus: frozenset[int] | None, timeout_s: float, what: str) -> dict[str, Any]:
     """Run ``cmd`` pinned to ``cpus``, return the JSON object it printed last on stdout."""
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, preexec_fn=_pin(cpus))
+    proc = subprocess.Popen(
+        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_pin(cpus)
+    )
     with popen_killer(proc):
         try:
             out, err = proc.communicate(timeout=timeout_s)
@@ -144,7 +145,9 @@ def _run_json(cmd: list[str], *, cpus: frozenset[int] | None, timeout_s: float, 
     result = _last_json(out)
     if proc.returncode != 0 or not isinstance(result, dict):
         tail = err.strip().splitlines()[-5:]
-        raise CalibrationError(f"{what} failed (exit {proc.returncode}): {' | '.join(tail) or out[-200:] or 'no output'}")
+        raise CalibrationError(
+            f"{what} failed (exit {proc.returncode}): {' | '.join(tail) or out[-200:] or 'no output'}"
+        )
     return result
 
 
@@ -162,25 +165,63 @@ def _last_json(out: str) -> Any:
     return None
 
 
-def run_c_client(binary: Path, host: str, port: int, *, connections: int, duration_s: float, warmup_s: float,
-                 cpus: frozenset[int] | None = None, message_bytes: int = MESSAGE_BYTES,
-                 connect_mode: bool = False) -> dict[str, Any]:
+def run_c_client(
+    binary: Path,
+    host: str,
+    port: int,
+    *,
+    connections: int,
+    duration_s: float,
+    warmup_s: float,
+    cpus: frozenset[int] | None = None,
+    message_bytes: int = MESSAGE_BYTES,
+    connect_mode: bool = False,
+) -> dict[str, Any]:
     """Run the C echo client once; return its JSON line (round_trips, rt_per_s, p50_us, ...)."""
-    cmd = [str(binary), "--host", host, "--port", str(port), "--connections", str(connections),
-           "--size", str(message_bytes), "--duration", repr(duration_s), "--warmup", repr(warmup_s)]
+    cmd = [
+        str(binary),
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--connections",
+        str(connections),
+        "--size",
+        str(message_bytes),
+        "--duration",
+        repr(duration_s),
+        "--warmup",
+        repr(warmup_s),
+    ]
     if connect_mode:
         cmd.append("--connect-mode")
     return _run_json(cmd, cpus=cpus, timeout_s=warmup_s + duration_s + CHILD_SLACK_S, what="C echo client")
 
 
-def run_generator(host: str, port: int, *, clients: int, duration_s: float, warmup_s: float,
-                  cpus: frozenset[int] | None = None, engine: str = "auto") -> dict[str, Any]:
+def run_generator(
+    host: str,
+    port: int,
+    *,
+    clients: int,
+    duration_s: float,
+    warmup_s: float,
+    cpus: frozenset[int] | None = None,
+    engine: str = "auto",
+) -> dict[str, Any]:
     """Run sockbench's load generator once against an echo server; return its headline figures."""
     from bench.loadgen import LoadSpec, run_load
 
-    spec = LoadSpec(service="echo", host=host, port=port, clients=clients, duration_s=duration_s,
-                    warmup_s=warmup_s, message_bytes=MESSAGE_BYTES, cpus=set(cpus) if cpus else None,
-                    engine=engine)
+    spec = LoadSpec(
+        service="echo",
+        host=host,
+        port=port,
+        clients=clients,
+        duration_s=duration_s,
+        warmup_s=warmup_s,
+        message_bytes=MESSAGE_BYTES,
+        cpus=set(cpus) if cpus else None,
+        engine=engine,
+    )
     result = run_load(spec)
     row = result.row
     return {
@@ -240,13 +281,21 @@ def bulk_iperf3(placement: Placement, duration_s: float, host: str = "127.0.0.1"
         raise CalibrationError("iperf3 is not installed")
     seconds = max(1, round(duration_s))  # iperf3 takes whole seconds, and -t 0 means "forever"
     port = _free_port(host)
-    server = subprocess.Popen([exe, "-s", "-1", "--forceflush", "-B", host, "-p", str(port)],
-                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              preexec_fn=_pin(placement.server_cpus))
+    server = subprocess.Popen(
+        [exe, "-s", "-1", "--forceflush", "-B", host, "-p", str(port)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        preexec_fn=_pin(placement.server_cpus),
+    )
     with popen_killer(server):
         _wait_for_line(server, b"Server listening", timeout_s=10)
-        report = _run_json([exe, "-c", host, "-p", str(port), "-t", str(seconds), "--json"],
-                           cpus=placement.client_cpus, timeout_s=seconds + CHILD_SLACK_S, what="iperf3 client")
+        report = _run_json(
+            [exe, "-c", host, "-p", str(port), "-t", str(seconds), "--json"],
+            cpus=placement.client_cpus,
+            timeout_s=seconds + CHILD_SLACK_S,
+            what="iperf3 client",
+        )
     end = report.get("end", {})
     received = end.get("sum_received", {})
     if "bits_per_second" not in received:
@@ -267,9 +316,14 @@ def bulk_python(placement: Placement, duration_s: float) -> dict[str, Any]:
         path = Path(folder) / "payload"
         path.write_bytes(os.urandom(BULK_FILE_BYTES))
         code = "from bench.calibration.measure import _bulk_child; _bulk_child()"
-        receiver = subprocess.Popen([sys.executable, "-c", code, "recv", repr(duration_s + CHILD_SLACK_S)],
-                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    text=True, preexec_fn=_pin(placement.server_cpus))
+        receiver = subprocess.Popen(
+            [sys.executable, "-c", code, "recv", repr(duration_s + CHILD_SLACK_S)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=_pin(placement.server_cpus),
+        )
         with popen_killer(receiver):
             assert receiver.stdout is not None
             ready, _, _ = select.select([receiver.stdout], [], [], CHILD_SLACK_S)
@@ -277,8 +331,12 @@ def bulk_python(placement: Placement, duration_s: float) -> dict[str, Any]:
             if not line:
                 raise CalibrationError("bulk receiver did not start")
             port = json.loads(line)["port"]
-            _run_json([sys.executable, "-c", code, "send", str(port), str(path), repr(duration_s)],
-                      cpus=placement.client_cpus, timeout_s=duration_s + CHILD_SLACK_S, what="bulk sender")
+            _run_json(
+                [sys.executable, "-c", code, "send", str(port), str(path), repr(duration_s)],
+                cpus=placement.client_cpus,
+                timeout_s=duration_s + CHILD_SLACK_S,
+                what="bulk sender",
+            )
             try:
                 out, err = receiver.communicate(timeout=CHILD_SLACK_S)
             except subprocess.TimeoutExpired:
@@ -287,8 +345,11 @@ def bulk_python(placement: Placement, duration_s: float) -> dict[str, Any]:
         result = json.loads(out.strip().splitlines()[-1])
     except (ValueError, IndexError):
         raise CalibrationError(f"bulk receiver failed: {err.strip()[-300:]}") from None
-    return {"gbit_per_s": result["bytes"] * 8 / result["seconds"] / 1e9, "bytes": result["bytes"],
-            "duration_s": result["seconds"]}
+    return {
+        "gbit_per_s": result["bytes"] * 8 / result["seconds"] / 1e9,
+        "bytes": result["bytes"],
+        "duration_s": result["seconds"],
+    }
 
 
 def _bulk_child() -> None:
@@ -398,11 +459,16 @@ def _progress_line(row: dict[str, Any]) -> str:
 def _busy_note(cal: dict[str, Any]) -> None:
     """One note naming every figure measured right after the machine was found busy."""
     rows = [*cal["echo"], *cal["generator"], *cal.get("generator_python", []), *cal["connect"], *cal["bulk"]["points"]]
-    busy = [f"{r['label']} ({r['busy_pct_before']:.0f}%)" for r in rows
-            if (r.get("busy_pct_before") or 0) >= IDLE_THRESHOLD_PCT]
+    busy = [
+        f"{r['label']} ({r['busy_pct_before']:.0f}%)"
+        for r in rows
+        if (r.get("busy_pct_before") or 0) >= IDLE_THRESHOLD_PCT
+    ]
     if busy:
-        cal["notes"].append(f"the machine was busy (>= {IDLE_THRESHOLD_PCT:.0f}%) just before: {', '.join(busy)}; "
-                            "another process competed for the CPUs and these figures may be 2-4x off")
+        cal["notes"].append(
+            f"the machine was busy (>= {IDLE_THRESHOLD_PCT:.0f}%) just before: {', '.join(busy)}; "
+            "another process competed for the CPUs and these figures may be 2-4x off"
+        )
 
 
 @contextlib.contextmanager
@@ -424,8 +490,9 @@ def _echo_points(places: dict[str, Placement]) -> list[tuple[int, Placement]]:
     return points
 
 
-def measure_echo_and_generator(binary: Path, server: Any, places: dict[str, Placement], plan: Plan,
-                               cal: dict[str, Any], say: Callable[[str], None]) -> None:
+def measure_echo_and_generator(
+    binary: Path, server: Any, places: dict[str, Placement], plan: Plan, cal: dict[str, Any], say: Callable[[str], None]
+) -> None:
     """Fill ``cal["echo"]`` and ``cal["generator"]``: C client and generator, alternating, ``plan.rounds`` times.
 
     Rounds are outermost, so a point's rounds are spread over the whole
@@ -445,18 +512,39 @@ def measure_echo_and_generator(binary: Path, server: Any, places: dict[str, Plac
     for rnd in range(1, plan.rounds + 1):
         c_first = rnd % 2 == 1
         for i, (clients, place) in enumerate(points):
+
             def c_client(clients: int = clients, place: Placement = place) -> dict[str, Any]:
-                return _measure(cal, plan, f"C client {clients} conn {place.name} r{rnd}",
-                                lambda: run_c_client(binary, server.host, server.port, connections=clients,
-                                                     duration_s=plan.duration_s, warmup_s=plan.warmup_s,
-                                                     cpus=place.client_cpus))
+                return _measure(
+                    cal,
+                    plan,
+                    f"C client {clients} conn {place.name} r{rnd}",
+                    lambda: run_c_client(
+                        binary,
+                        server.host,
+                        server.port,
+                        connections=clients,
+                        duration_s=plan.duration_s,
+                        warmup_s=plan.warmup_s,
+                        cpus=place.client_cpus,
+                    ),
+                )
 
             def generator(clients: int = clients, place: Placement = place, engine: str = "auto") -> dict[str, Any]:
                 name = "generator" if engine == "auto" else f"{engine} engine"
-                return _measure(cal, plan, f"{name} {clients} conn {place.name} r{rnd}",
-                                lambda: run_generator(server.host, server.port, clients=clients,
-                                                      duration_s=plan.duration_s, warmup_s=plan.warmup_s,
-                                                      cpus=place.client_cpus, engine=engine))
+                return _measure(
+                    cal,
+                    plan,
+                    f"{name} {clients} conn {place.name} r{rnd}",
+                    lambda: run_generator(
+                        server.host,
+                        server.port,
+                        clients=clients,
+                        duration_s=plan.duration_s,
+                        warmup_s=plan.warmup_s,
+                        cpus=place.client_cpus,
+                        engine=engine,
+                    ),
+                )
 
             order = ["c", "generator"] if c_first or not generator_ok else ["generator", "c"]
             if also_python:
@@ -472,8 +560,12 @@ def measure_echo_and_generator(binary: Path, server: Any, places: dict[str, Plac
             for who, kept in (("generator", g_rounds), ("python", p_rounds)):
                 if who in got:
                     g = got[who]
-                    g.update(round=rnd, order=c["order"], rt_ratio=ratio(g.get("rt_per_s"), c.get("rt_per_s")),
-                             p50_ratio=ratio(g.get("p50_us"), c.get("p50_us")))
+                    g.update(
+                        round=rnd,
+                        order=c["order"],
+                        rt_ratio=ratio(g.get("rt_per_s"), c.get("rt_per_s")),
+                        p50_ratio=ratio(g.get("p50_us"), c.get("p50_us")),
+                    )
                     kept[i].append(g)
     for i, (clients, place) in enumerate(points):
         where = {"clients": clients, "placement": place.name, "message_bytes": MESSAGE_BYTES}
@@ -481,8 +573,9 @@ def measure_echo_and_generator(binary: Path, server: Any, places: dict[str, Plac
         cal["echo"].append({**where, **c})
         for kept, key in ((g_rounds, "generator"), (p_rounds, "generator_python")):
             if kept[i]:
-                g = combine_rounds(kept[i], ("rt_per_s", "p50_us", "p99_us", "rt_ratio", "p50_ratio",
-                                             "gen_cpu_pct_max"))
+                g = combine_rounds(
+                    kept[i], ("rt_per_s", "p50_us", "p99_us", "rt_ratio", "p50_ratio", "gen_cpu_pct_max")
+                )
                 g.update(c_rt_per_s=c.get("rt_per_s"), c_p50_us=c.get("p50_us"))
                 cal.setdefault(key, []).append({**where, **g})
 
@@ -517,7 +610,7 @@ def combine_rounds(rounds: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[
     if failed and ok:
         row["failed_rounds"] = len(failed)
     row["busy_pct_before"] = max((r.get("busy_pct_before") or 0.0) for r in rounds) if rounds else None
-    row["label"] = (rounds[0]["label"].rsplit(" r", 1)[0] if rounds else "")
+    row["label"] = rounds[0]["label"].rsplit(" r", 1)[0] if rounds else ""
     return row
 
 
@@ -530,20 +623,38 @@ def _generator_importable(notes: list[str]) -> bool:
     return True
 
 
-def measure_connect(binary: Path, server: Any, places: dict[str, Placement], plan: Plan, cal: dict[str, Any],
-                    say: Callable[[str], None]) -> None:
+def measure_connect(
+    binary: Path, server: Any, places: dict[str, Placement], plan: Plan, cal: dict[str, Any], say: Callable[[str], None]
+) -> None:
     """Fill ``cal["connect"]``: connect + request + close rate, every placement."""
     for place in places.values():
-        r = _measure(cal, plan, f"connect rate {place.name}",
-                     lambda: run_c_client(binary, server.host, server.port, connections=CONNECT_SLOTS,
-                                          duration_s=plan.duration_s, warmup_s=plan.warmup_s,
-                                          cpus=place.client_cpus, connect_mode=True))
+        r = _measure(
+            cal,
+            plan,
+            f"connect rate {place.name}",
+            lambda: run_c_client(
+                binary,
+                server.host,
+                server.port,
+                connections=CONNECT_SLOTS,
+                duration_s=plan.duration_s,
+                warmup_s=plan.warmup_s,
+                cpus=place.client_cpus,
+                connect_mode=True,
+            ),
+        )
         cal["connect"].append({"placement": place.name, "message_bytes": MESSAGE_BYTES, **r})
         say(_progress_line(r))
 
 
-def measure_bulk_all(places: dict[str, Placement], plan: Plan, cal: dict[str, Any], say: Callable[[str], None],
-                     *, use_iperf3: bool = True) -> None:
+def measure_bulk_all(
+    places: dict[str, Placement],
+    plan: Plan,
+    cal: dict[str, Any],
+    say: Callable[[str], None],
+    *,
+    use_iperf3: bool = True,
+) -> None:
     """Fill ``cal["bulk"]``: one stream's throughput, every placement."""
     # iperf3 counts whole seconds; quick mode keeps it to one.
     seconds = 1.0 if plan.quick else plan.duration_s
@@ -568,9 +679,15 @@ def goal_verdict(cal: dict[str, Any]) -> dict[str, Any]:
     at = {r["clients"]: r for r in rows if r["placement"] == place}
     g100, g1 = at.get(100, {}), at.get(1, {})
     rt, p50 = g100.get("rt_ratio"), g1.get("p50_ratio")
-    goal = {"placement": place, "rt_ratio_at_100": rt, "rt_ratio_min": GOAL_RT_RATIO,
-            "p50_ratio_at_1": p50, "p50_ratio_max": GOAL_P50_RATIO,
-            "rt_ratio_at_100_range": g100.get("rt_ratio_range"), "p50_ratio_at_1_range": g1.get("p50_ratio_range")}
+    goal = {
+        "placement": place,
+        "rt_ratio_at_100": rt,
+        "rt_ratio_min": GOAL_RT_RATIO,
+        "p50_ratio_at_1": p50,
+        "p50_ratio_max": GOAL_P50_RATIO,
+        "rt_ratio_at_100_range": g100.get("rt_ratio_range"),
+        "p50_ratio_at_1_range": g1.get("p50_ratio_range"),
+    }
     if rt is None or p50 is None:
         goal["verdict"] = "NOT MEASURED"
         goal["reliable"], goal["unreliable_because"] = False, ["not measured"]
@@ -588,8 +705,9 @@ def goal_verdict(cal: dict[str, Any]) -> dict[str, Any]:
         why.append(f"generator-bound: a generator worker used more than {GENERATOR_BOUND_PCT:g}% of a core")
     if any(r.get("errors") or r.get("failed_rounds") or "error" in r for r in involved):
         why.append("errors during the measurement")
-    busiest = max([r.get("busy_pct_before") or 0.0 for r in involved] + [
-        (cal.get("machine") or {}).get("busy_pct_before") or 0.0])
+    busiest = max(
+        [r.get("busy_pct_before") or 0.0 for r in involved] + [(cal.get("machine") or {}).get("busy_pct_before") or 0.0]
+    )
     if busiest >= IDLE_THRESHOLD_PCT:
         why.append(f"busy machine (up to {busiest:.0f}% before a measurement)")
     lo_rt, hi_rt = goal["rt_ratio_at_100_range"] or (rt, rt)
@@ -617,8 +735,14 @@ def _skeleton(plan: Plan, places: dict[str, Placement]) -> dict[str, Any]:
             "cpus_allowed": sorted(os.sched_getaffinity(0)),
             "busy_pct_before": None,
         },
-        "placements": {name: {"server_cpus": sorted(p.server_cpus), "client_cpus": sorted(p.client_cpus),
-                              "description": p.describe()} for name, p in places.items()},
+        "placements": {
+            name: {
+                "server_cpus": sorted(p.server_cpus),
+                "client_cpus": sorted(p.client_cpus),
+                "description": p.describe(),
+            }
+            for name, p in places.items()
+        },
         "c_programs": {"available": False, "note": native.why_unavailable(), "compiler": native.compiler()},
         "echo": [],
         "generator": [],
@@ -637,13 +761,22 @@ def _idle_check(cal: dict[str, Any], plan: Plan, say: Callable[[str], None]) -> 
     busy, idle = wait_for_idle(IDLE_THRESHOLD_PCT, max_wait_s=0.5 if plan.quick else 10.0)
     cal["machine"]["busy_pct_before"] = round(busy, 1)
     if not idle:
-        say(f"warning: the machine is {busy:.0f}% busy: another process competes for the CPUs; "
-            "figures may be 2-4x off (each is marked)")
+        say(
+            f"warning: the machine is {busy:.0f}% busy: another process competes for the CPUs; "
+            "figures may be 2-4x off (each is marked)"
+        )
 
 
-def calibrate(out_dir: Path | None = None, duration_s: float = 3.0, quick: bool = False, *,
-              progress: Callable[[str], None] | None = None, save_results: bool = True,
-              use_iperf3: bool = True, rounds: int | None = None) -> dict[str, Any]:
+def calibrate(
+    out_dir: Path | None = None,
+    duration_s: float = 3.0,
+    quick: bool = False,
+    *,
+    progress: Callable[[str], None] | None = None,
+    save_results: bool = True,
+    use_iperf3: bool = True,
+    rounds: int | None = None,
+) -> dict[str, Any]:
     """Measure everything (see the module docstring), save it under ``out_dir``, and return it.
 
     ``out_dir`` defaults to ``results/calibration``; ``progress`` receives one
@@ -692,5 +825,3 @@ def _build_c_programs(cal: dict[str, Any], say: Callable[[str], None]) -> dict[s
         return None
     cal["c_programs"]["available"] = True
     return {"server": server, "client": client}
-
-

@@ -57,8 +57,11 @@ def store_with_results(results_dir: Path, source_dir: Path | None = None) -> Pat
     if cal is None:
         return None
     source = (Path(source_dir) if source_dir is not None else DEFAULT_DIR) / "latest.json"
-    cal = {**cal, "copied_from": str(source.resolve()),
-           "copied_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+    cal = {
+        **cal,
+        "copied_from": str(source.resolve()),
+        "copied_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
     path = Path(results_dir) / RESULTS_COPY
     write_text_atomically(path, json.dumps(cal, indent=2) + "\n")
     return path
@@ -70,5 +73,3 @@ def echo_ceiling(cal: dict[str, Any] | None, clients: int, placement: str = "spl
         if row.get("clients") == clients and row.get("placement") == placement and "error" not in row:
             return row
     return None
-
-

@@ -68,11 +68,13 @@ _HASH_CHUNK = 1024 * 1024
 
 def _argument_type(convert: Callable[[str], Any]) -> Callable[[str], Any]:
     """``convert`` as an argparse type: its ValueError (a UnitError names the units) becomes the usage error."""
+
     def parse(text: str) -> Any:
         try:
             return convert(text)
         except ValueError as exc:
             raise argparse.ArgumentTypeError(str(exc)) from None
+
     parse.__name__ = convert.__name__
     return parse
 
@@ -98,8 +100,13 @@ def _whole(text: str) -> int:
 
 #: Text to value for each kind of parameter (bench.parameters.KINDS); bounds are checked after.
 _KIND_PARSERS: dict[str, Callable[[str], Any]] = {
-    "count": _whole, "whole": _whole, "size": units.parse_size, "duration": units.parse_duration,
-    "rate": _number, "fraction": _number, "choice": str,
+    "count": _whole,
+    "whole": _whole,
+    "size": units.parse_size,
+    "duration": units.parse_duration,
+    "rate": _number,
+    "fraction": _number,
+    "choice": str,
 }
 #: How --help shows each kind's value.
 _METAVARS = {"count": "N", "whole": "N", "size": "SIZE", "duration": "DURATION", "rate": "R", "fraction": "F"}
@@ -115,6 +122,7 @@ def _parameter_type(parameter: Parameter) -> Callable[[str], Any]:
         if problem:
             raise ValueError(f"{text!r}: {problem}")
         return value
+
     parse.__name__ = parameter.kind
     return _argument_type(parse)
 
@@ -123,8 +131,13 @@ def _add_parameter_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per load and generator parameter that has one (bench.parameters)."""
     for parameter in [p for p in PARAMETERS if p.section in ("load", "generator") and p.flag]:
         if parameter.kind == "flag":  # --name / --no-name
-            parser.add_argument(parameter.option, dest=parameter.name, action=argparse.BooleanOptionalAction,
-                                default=parameter.default, help=parameter.help)
+            parser.add_argument(
+                parameter.option,
+                dest=parameter.name,
+                action=argparse.BooleanOptionalAction,
+                default=parameter.default,
+                help=parameter.help,
+            )
             continue
         shown = parameter.default
         if parameter.kind == "size" and shown is not None:
@@ -133,8 +146,11 @@ def _add_parameter_flags(parser: argparse.ArgumentParser) -> None:
             shown = units.format_duration(shown)
         extra = {"choices": parameter.choices} if parameter.kind == "choice" else {"metavar": _METAVARS[parameter.kind]}
         parser.add_argument(
-            parameter.option, dest=parameter.name, type=_parameter_type(parameter),
-            required=parameter.flag_required, default=None if parameter.flag_required else parameter.default,
+            parameter.option,
+            dest=parameter.name,
+            type=_parameter_type(parameter),
+            required=parameter.flag_required,
+            default=None if parameter.flag_required else parameter.default,
             help=parameter.help + ("" if parameter.flag_required or shown is None else f" (default {shown})"),
             **extra,
         )
@@ -164,33 +180,77 @@ def parse_target(text: str) -> tuple[str, int]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``bench load``'s arguments to ``parser``."""
     parser.add_argument("service", choices=SERVICES, help="protocol the server speaks")
-    parser.add_argument("target", type=parse_target, metavar="HOST:PORT", help="server address (loopback unless --allow-remote)")
-    parser.add_argument("--duration", type=parse_seconds, required=True, metavar="DURATION",
-                        help="measured window: seconds, or with a unit (500ms, 10s, 1m)")
-    parser.add_argument("--warmup", type=parse_seconds, default=0.0, metavar="DURATION",
-                        help="load before the window, not counted (default 0)")
+    parser.add_argument(
+        "target", type=parse_target, metavar="HOST:PORT", help="server address (loopback unless --allow-remote)"
+    )
+    parser.add_argument(
+        "--duration",
+        type=parse_seconds,
+        required=True,
+        metavar="DURATION",
+        help="measured window: seconds, or with a unit (500ms, 10s, 1m)",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=parse_seconds,
+        default=0.0,
+        metavar="DURATION",
+        help="load before the window, not counted (default 0)",
+    )
     _add_parameter_flags(parser)
-    parser.add_argument("--file", "--path", dest="file", action="append", default=[], metavar="NAME",
-                        help="file (http: path under the root) to request (repeatable)")
-    parser.add_argument("--file-size", action="append", type=parse_size, default=[], metavar="SIZE",
-                        help="size of the matching --file, bytes or with a unit (1KiB, 1MB) (when --files-root is "
-                             "not given)")
-    parser.add_argument("--files-root", type=Path, metavar="DIR",
-                        help="compute sizes and SHA-256 of --file names (or of every file) under DIR")
-    parser.add_argument("--cpus", type=parse_cpus, metavar="LIST",
-                        help="pin generator workers to these CPUs, e.g. 1 or 0-1 (overrides --placement)")
-    parser.add_argument("--placement", choices=PLACEMENTS, default=PLACEMENTS[0],
-                        help="generator CPUs as bench run places them, for a server pinned the bench run way: "
-                             "split (default) = the CPUs bench run leaves the generator (CPU 1 of 2, the server "
-                             "on CPU 0), one worker each; shared = the server's CPU 0; none = unpinned, one worker per CPU")
+    parser.add_argument(
+        "--file",
+        "--path",
+        dest="file",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="file (http: path under the root) to request (repeatable)",
+    )
+    parser.add_argument(
+        "--file-size",
+        action="append",
+        type=parse_size,
+        default=[],
+        metavar="SIZE",
+        help="size of the matching --file, bytes or with a unit (1KiB, 1MB) (when --files-root is not given)",
+    )
+    parser.add_argument(
+        "--files-root",
+        type=Path,
+        metavar="DIR",
+        help="compute sizes and SHA-256 of --file names (or of every file) under DIR",
+    )
+    parser.add_argument(
+        "--cpus",
+        type=parse_cpus,
+        metavar="LIST",
+        help="pin generator workers to these CPUs, e.g. 1 or 0-1 (overrides --placement)",
+    )
+    parser.add_argument(
+        "--placement",
+        choices=PLACEMENTS,
+        default=PLACEMENTS[0],
+        help="generator CPUs as bench run places them, for a server pinned the bench run way: "
+        "split (default) = the CPUs bench run leaves the generator (CPU 1 of 2, the server "
+        "on CPU 0), one worker each; shared = the server's CPU 0; none = unpinned, one worker per CPU",
+    )
     parser.add_argument("--json", action="store_true", help="print the full result as JSON")
     parser.add_argument("--allow-remote", action="store_true", help="allow a non-loopback target")
-    parser.add_argument("--remote-workers", type=_argument_type(_whole), default=0, metavar="N",
-                        help="engine locust: N more workers, started by hand on other hosts with the command "
-                             "printed (the local ones: --workers, default none then)")
-    parser.add_argument("--master-bind", metavar="ADDR",
-                        help="engine locust: address the master listens on for workers (default 127.0.0.1; "
-                             "another needs --allow-remote)")
+    parser.add_argument(
+        "--remote-workers",
+        type=_argument_type(_whole),
+        default=0,
+        metavar="N",
+        help="engine locust: N more workers, started by hand on other hosts with the command "
+        "printed (the local ones: --workers, default none then)",
+    )
+    parser.add_argument(
+        "--master-bind",
+        metavar="ADDR",
+        help="engine locust: address the master listens on for workers (default 127.0.0.1; "
+        "another needs --allow-remote)",
+    )
     add_threshold_argument(parser, per_model=False)
 
 
@@ -198,8 +258,10 @@ def file_targets(names: list[str], sizes: list[int], root: Path | None) -> list[
     """Targets from the command line; raise ValueError with the fix on bad input."""
     if root is None:
         if len(names) != len(sizes):
-            raise ValueError(f"give one --file-size per --file ({len(names)} files, {len(sizes)} sizes), "
-                             f"or --files-root DIR to compute sizes and checksums")
+            raise ValueError(
+                f"give one --file-size per --file ({len(names)} files, {len(sizes)} sizes), "
+                f"or --files-root DIR to compute sizes and checksums"
+            )
         return [FileTarget(n, s, "") for n, s in zip(names, sizes)]
     if not root.is_dir():
         raise ValueError(f"--files-root {root} is not a directory")
@@ -224,10 +286,16 @@ def spec_from_args(args: argparse.Namespace) -> LoadSpec:
     files = file_targets(args.file, args.file_size, args.files_root) if args.service in FILE_SERVICES else []
     parameters = {p.spec_name: getattr(args, p.name) for p in load_spec_parameters() if p.flag}
     return LoadSpec(
-        service=args.service, host=host, port=port, duration_s=args.duration, warmup_s=args.warmup, files=files,
+        service=args.service,
+        host=host,
+        port=port,
+        duration_s=args.duration,
+        warmup_s=args.warmup,
+        files=files,
         mode="open" if args.rate is not None else "closed",
         cpus=args.cpus if args.cpus is not None else placement_cpus(args.placement)[1],
-        allow_remote=args.allow_remote, **parameters,
+        allow_remote=args.allow_remote,
+        **parameters,
     )
 
 
@@ -250,8 +318,10 @@ def print_table(spec: LoadSpec, result: LoadResult) -> None:
     from rich.table import Table
 
     r = result.row
-    table = Table(title=f"bench load {spec.service} {spec.host}:{spec.port}, {plural(spec.clients, 'client')}, "
-                        f"{spec.mode} loop" + (f" at {spec.rate:g}/s" if spec.mode == "open" else ""))
+    table = Table(
+        title=f"bench load {spec.service} {spec.host}:{spec.port}, {plural(spec.clients, 'client')}, "
+        f"{spec.mode} loop" + (f" at {spec.rate:g}/s" if spec.mode == "open" else "")
+    )
     table.add_column("metric")
     table.add_column("value", justify="right")
     failed = sum(r[f"conn_{k}"] for k in ("refused", "reset", "timeout", "emfile", "eaddrnotavail", "other"))
@@ -265,15 +335,23 @@ def print_table(spec: LoadSpec, result: LoadResult) -> None:
         ("time to first byte p50 / p99", f"{_fmt(r['ttfb_p50_us'])} / {_fmt(r['ttfb_p99_us'])} us"),
     ]
     if spec.mode == "open":
-        rows.append(("uncorrected p99, late starts", f"{_fmt(r['lat_uncorrected_p99_us'])} us, {_fmt(r['late_starts'])}"))
+        rows.append(
+            ("uncorrected p99, late starts", f"{_fmt(r['lat_uncorrected_p99_us'])} us, {_fmt(r['late_starts'])}")
+        )
     rows += [
         ("connects ok / failed", f"{r['conn_ok']:,} / {failed:,}"),
-        ("connect p50 / p99 / max", f"{_fmt(r['connect_p50_us'])} / {_fmt(r['connect_p99_us'])} / {_fmt(r['connect_max_us'])} us"),
+        (
+            "connect p50 / p99 / max",
+            f"{_fmt(r['connect_p50_us'])} / {_fmt(r['connect_p99_us'])} / {_fmt(r['connect_max_us'])} us",
+        ),
         ("errors", ", ".join(f"{col.removeprefix('err_')} {r[col]:,}" for col in ERROR_COLUMNS if r[col]) or "none"),
         ("generator engine, workers, loop", f"{r['gen_engine']}, {r['gen_workers']}, {result.loop}"),
-        ("generator CPU, run-queue wait", f"{_fmt(r['gen_cpu_pct_max'], '%')} of a core, "
-                                          f"{_fmt(r['gen_runq_wait_pct_max'], '%')} of the window (busiest worker)"
-                                          + (" GENERATOR-BOUND" if r["generator_bound"] else "")),
+        (
+            "generator CPU, run-queue wait",
+            f"{_fmt(r['gen_cpu_pct_max'], '%')} of a core, "
+            f"{_fmt(r['gen_runq_wait_pct_max'], '%')} of the window (busiest worker)"
+            + (" GENERATOR-BOUND" if r["generator_bound"] else ""),
+        ),
     ]
     for name, value in rows:
         table.add_row(name, value)
@@ -296,8 +374,10 @@ def parse_thresholds(texts: list[str]) -> list[Any]:
         except ThresholdError as exc:
             raise ValueError(f"--threshold {exc}") from None
         if threshold.model is not None:
-            raise ValueError(f"--threshold {text!r}: bench load drives one server, whatever its model; "
-                             f"drop '{threshold.model}:' (a per-model threshold belongs to bench run)")
+            raise ValueError(
+                f"--threshold {text!r}: bench load drives one server, whatever its model; "
+                f"drop '{threshold.model}:' (a per-model threshold belongs to bench run)"
+            )
         thresholds.append(threshold)
     return thresholds
 
@@ -315,8 +395,10 @@ def failure_of(result: LoadResult) -> str | None:
         return f"{r['err_corrupt']:,} replies were corrupt (wrong bytes or size): the server does not answer correctly"
     if not r["requests"]:
         failed = sum(r[f"conn_{k}"] for k in ("refused", "reset", "timeout", "emfile", "eaddrnotavail", "other"))
-        return (f"no request completed in the window ({r['conn_ok']:,} connects ok, {failed:,} failed, "
-                f"{r['errors']:,} request errors): nothing was measured")
+        return (
+            f"no request completed in the window ({r['conn_ok']:,} connects ok, {failed:,} failed, "
+            f"{r['errors']:,} request errors): nothing was measured"
+        )
     return None
 
 
@@ -344,8 +426,14 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt as exc:
         print(f"bench load: interrupted by {signal_name(signum_of(exc))}; every worker is stopped", file=sys.stderr)
         return 128 + signum_of(exc)
-    checked = [check(t, [Measured("", "", result.row.get(t.metric), bool(result.row.get(lower_bound_column(t.metric))))],
-                     LOAD_STATISTIC) for t in thresholds]
+    checked = [
+        check(
+            t,
+            [Measured("", "", result.row.get(t.metric), bool(result.row.get(lower_bound_column(t.metric))))],
+            LOAD_STATISTIC,
+        )
+        for t in thresholds
+    ]
     if args.json:
         print(result.to_json() if not checked else _with_thresholds(result.to_json(), checked))
     else:

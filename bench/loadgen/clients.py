@@ -126,8 +126,15 @@ class _Sampling(Protocol):
 class Shared:
     """Per-worker state every client and connection uses: settings, buffer, stats, dispatcher."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, stats: WorkerStats, ip: str, port: int,
-                 job: dict[str, Any], buffer_bytes: int) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        stats: WorkerStats,
+        ip: str,
+        port: int,
+        job: dict[str, Any],
+        buffer_bytes: int,
+    ) -> None:
         spec = job["spec"]
         self.loop = loop
         self.stats = stats
@@ -170,8 +177,21 @@ class Shared:
 class _Connection(asyncio.BufferedProtocol):
     """Common part of a client connection: state of the request in flight, loss handling."""
 
-    __slots__ = ("client", "shared", "stats", "ready", "recycle_after", "transport", "busy", "dead", "served",
-                 "t_int", "t_sent", "t_first", "got")
+    __slots__ = (
+        "client",
+        "shared",
+        "stats",
+        "ready",
+        "recycle_after",
+        "transport",
+        "busy",
+        "dead",
+        "served",
+        "t_int",
+        "t_sent",
+        "t_first",
+        "got",
+    )
 
     def __init__(self, client: Client) -> None:
         self.client = client
@@ -417,8 +437,9 @@ class HttpConnection(_Connection):
     def _end(self, t: float) -> None:
         """The whole reply is in: count it, then keep the connection if both sides allow."""
         conn = self.h11
-        if self.failure is None and (self.body != self.size or
-                                     (self.hasher is not None and self.hasher.hexdigest() != self.sha)):
+        if self.failure is None and (
+            self.body != self.size or (self.hasher is not None and self.hasher.hexdigest() != self.sha)
+        ):
             self.client.fail(self, "corrupt", t)
             return
         if conn.our_state is h11.DONE and conn.their_state is h11.DONE:

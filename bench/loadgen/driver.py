@@ -116,18 +116,20 @@ def plan_jobs(spec: LoadSpec, ip: str) -> list[dict[str, Any]]:
     jobs, offset = [], 0
     for i in range(n):
         clients = base + (1 if i < extra else 0)
-        jobs.append({
-            "index": i,
-            "spec": spec.to_dict(),
-            "ip": ip,
-            "clients": clients,
-            "client_offset": offset,
-            "rate": spec.rate * clients / spec.clients if spec.rate else None,
-            "phase_s": i / spec.rate if spec.rate else 0.0,
-            "cpu": cpus[i % len(cpus)] if cpus else None,
-            "seed": i + 1,
-            "grace_s": WORKER_GRACE_S,
-        })
+        jobs.append(
+            {
+                "index": i,
+                "spec": spec.to_dict(),
+                "ip": ip,
+                "clients": clients,
+                "client_offset": offset,
+                "rate": spec.rate * clients / spec.clients if spec.rate else None,
+                "phase_s": i / spec.rate if spec.rate else 0.0,
+                "cpu": cpus[i % len(cpus)] if cpus else None,
+                "seed": i + 1,
+                "grace_s": WORKER_GRACE_S,
+            }
+        )
         offset += clients
     return jobs
 
@@ -152,8 +154,9 @@ class WorkerPool:
     def __enter__(self) -> WorkerPool:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.kill_all()
 
     # ------------------------------------------------------------ phases
@@ -167,8 +170,12 @@ class WorkerPool:
             try:
                 p = subprocess.Popen(
                     [*self.command, str(w)],
-                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                    pass_fds=(w,), start_new_session=True, env=env,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    pass_fds=(w,),
+                    start_new_session=True,
+                    env=env,
                 )
             except BaseException:
                 os.close(r)
@@ -271,8 +278,10 @@ class WorkerPool:
             report = json.loads(bytes(self.out[i]))
         except ValueError as exc:
             raw = bytes(self.out[i])
-            raise LoadGenError(f"load worker {i} (exit {p.returncode}) sent no valid report ({exc}; "
-                               f"{len(raw)} bytes: {raw[:120]!r}...{raw[-120:]!r}); stderr: {self._describe(i)}") from None
+            raise LoadGenError(
+                f"load worker {i} (exit {p.returncode}) sent no valid report ({exc}; "
+                f"{len(raw)} bytes: {raw[:120]!r}...{raw[-120:]!r}); stderr: {self._describe(i)}"
+            ) from None
         if not report.get("ok"):
             raise LoadGenError(f"load worker {i} failed: {report.get('error')}\n{report.get('traceback', '')}")
         return report
@@ -330,8 +339,9 @@ class WorkerPool:
             return self.err[i].decode("utf-8", "replace").strip()[-1000:] or "(no output)"
 
 
-def run_load(spec: LoadSpec, on_window: Callable[[float, float], None] | None = None,
-             load_hosts: list[Any] | None = None) -> LoadResult:
+def run_load(
+    spec: LoadSpec, on_window: Callable[[float, float], None] | None = None, load_hosts: list[Any] | None = None
+) -> LoadResult:
     """Run the load described by ``spec`` and return the merged result.
 
     ``load_hosts`` (:class:`bench.loadgen.locust_engine.LoadHost`, engine
@@ -354,7 +364,9 @@ def run_load(spec: LoadSpec, on_window: Callable[[float, float], None] | None = 
 
         return run_locust(spec, on_window, load_hosts, local_workers=worker_count(spec)).result
     if engine == "python" and spec.loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
-        raise ValueError("loop 'uvloop' asked for but uvloop is not installed: pip install uvloop, or use --loop asyncio")
+        raise ValueError(
+            "loop 'uvloop' asked for but uvloop is not installed: pip install uvloop, or use --loop asyncio"
+        )
     ip = resolve_target(spec.host, spec.port, spec.allow_remote)
     jobs = plan_jobs(spec, ip)
     with WorkerPool(jobs, command) as pool:

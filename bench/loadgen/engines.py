@@ -47,8 +47,10 @@ SOURCE = Path(__file__).with_name("c") / "loadgen.c"
 #: without it (checksums not sampled) where it is missing. libm for floor/ceil.
 WITH_CRYPTO = ("-DHAVE_LIBCRYPTO", "-lcrypto", "-lm")
 WITHOUT_CRYPTO = ("-lm",)
-LOCUST_MISSING = ("the locust load engine needs Locust: pip install 'sockbench[locust]' (the 'locust' extra, "
-                  "locust>=2.20), or choose another engine (native, python)")
+LOCUST_MISSING = (
+    "the locust load engine needs Locust: pip install 'sockbench[locust]' (the 'locust' extra, "
+    "locust>=2.20), or choose another engine (native, python)"
+)
 
 
 @functools.lru_cache(maxsize=1)
@@ -87,15 +89,19 @@ def resolve(engine: str, service: str = "echo") -> tuple[str, list[str], str]:
         if not locust_available():
             raise ValueError(LOCUST_MISSING)
         if service in PYTHON_ONLY_SERVICES:
-            raise ValueError(f"engine 'locust' does not drive the {service} service (its users speak echo and file); "
-                             f"use engine python (--engine python, or generator.engine: python) or auto")
+            raise ValueError(
+                f"engine 'locust' does not drive the {service} service (its users speak echo and file); "
+                f"use engine python (--engine python, or generator.engine: python) or auto"
+            )
         return "locust", [], ""
     if engine == "python":
         return "python", python_worker, ""
     if service in PYTHON_ONLY_SERVICES:
         if engine == "native":
-            raise ValueError(f"engine 'native' does not drive the {service} service (it speaks echo and file); "
-                             f"use engine python (--engine python, or generator.engine: python) or auto")
+            raise ValueError(
+                f"engine 'native' does not drive the {service} service (it speaks echo and file); "
+                f"use engine python (--engine python, or generator.engine: python) or auto"
+            )
         return "python", python_worker, f"load engine: python, because the native engine does not drive {service}"
     try:
         path, why = native_program()

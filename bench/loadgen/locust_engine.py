@@ -125,8 +125,20 @@ def _env(**extra: str) -> dict[str, str]:
 
 def worker_command(master_host: str, master_port: int) -> list[str]:
     """The command that starts one Locust worker for a master at ``master_host:master_port``."""
-    return [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--worker", "--master-host", master_host,
-            "--master-port", str(master_port), "--loglevel", "WARNING"]
+    return [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(LOCUSTFILE),
+        "--worker",
+        "--master-host",
+        master_host,
+        "--master-port",
+        str(master_port),
+        "--loglevel",
+        "WARNING",
+    ]
 
 
 class _Process:
@@ -148,8 +160,16 @@ class _Process:
 class LocustRun:
     """One Locust master and its workers (see the module docstring); a context manager that always stops them."""
 
-    def __init__(self, spec: LoadSpec, ip: str, hosts: list[LoadHost], local_workers: int, remote_workers: int = 0,
-                 master_bind: str | None = None, announce: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        spec: LoadSpec,
+        ip: str,
+        hosts: list[LoadHost],
+        local_workers: int,
+        remote_workers: int = 0,
+        master_bind: str | None = None,
+        announce: Callable[[str], None] | None = None,
+    ) -> None:
         self.spec = spec
         self.ip = ip
         self.hosts = hosts
@@ -181,8 +201,16 @@ class LocustRun:
     def _spawn(self, label: str, command: list[str], env: dict[str, str], pass_fds: tuple[int, ...] = ()) -> None:
         stderr = open(Path(self.tmp.name) / f"{len(self.processes)}.stderr", "w+b")  # noqa: SIM115 - closed in stop_all
         try:
-            popen = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr, env=env,
-                                     cwd=self.tmp.name, pass_fds=pass_fds, start_new_session=True)
+            popen = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=stderr,
+                stderr=stderr,
+                env=env,
+                cwd=self.tmp.name,
+                pass_fds=pass_fds,
+                start_new_session=True,
+            )
         except BaseException:
             stderr.close()
             raise
@@ -202,14 +230,38 @@ class LocustRun:
         # The master's own backstop: the test ends this long after it starts even if a report never comes.
         run_time = math.ceil(1.0 + spec.warmup_s + spec.duration_s + REPORT_GRACE_S)
         user_class = "EchoUser" if spec.service == "echo" else "FileUser"
-        command = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--master", "--headless",
-                   "--master-bind-host", self.bind, "--master-bind-port", str(self.port),
-                   "--expect-workers", str(workers),
-                   "--expect-workers-max-wait", str(math.ceil(CONNECT_TIMEOUT_S + LOCUST_WAIT_SLACK_S)),
-                   # every user at once: the start is sockbench's shared start time, not a ramp
-                   "-u", str(spec.clients), "-r", str(spec.clients), "--run-time", f"{run_time}s",
-                   "--stop-timeout", "1", "--only-summary", "--loglevel", "WARNING", "--exit-code-on-error", "0",
-                   user_class]
+        command = [
+            sys.executable,
+            "-m",
+            "locust",
+            "-f",
+            str(LOCUSTFILE),
+            "--master",
+            "--headless",
+            "--master-bind-host",
+            self.bind,
+            "--master-bind-port",
+            str(self.port),
+            "--expect-workers",
+            str(workers),
+            "--expect-workers-max-wait",
+            str(math.ceil(CONNECT_TIMEOUT_S + LOCUST_WAIT_SLACK_S)),
+            # every user at once: the start is sockbench's shared start time, not a ramp
+            "-u",
+            str(spec.clients),
+            "-r",
+            str(spec.clients),
+            "--run-time",
+            f"{run_time}s",
+            "--stop-timeout",
+            "1",
+            "--only-summary",
+            "--loglevel",
+            "WARNING",
+            "--exit-code-on-error",
+            "0",
+            user_class,
+        ]
         job = {"spec": spec.to_dict(), "ip": self.ip, "workers": workers}
         env = _env(**{JOB_ENV: json.dumps(job), STATUS_FD_ENV: str(self.status_w)})
         self._spawn("locust master", command, env, pass_fds=(self.status_w,))
@@ -227,9 +279,11 @@ class LocustRun:
                 cpus = sorted(self.spec.cpus)
                 os.sched_setaffinity(self.processes[-1].popen.pid, {cpus[i % len(cpus)]})
         for i in range(self.remote):
-            self.announce(f"start Locust worker {self.local + i + 1} of {self.local + self.remote} on its host "
-                          f"(within {CONNECT_TIMEOUT_S:.0f} s): cd {shlex.quote(str(Path(__file__).resolve().parents[2]))} && "
-                          + shlex.join(worker_command(self.bind, self.port)))
+            self.announce(
+                f"start Locust worker {self.local + i + 1} of {self.local + self.remote} on its host "
+                f"(within {CONNECT_TIMEOUT_S:.0f} s): cd {shlex.quote(str(Path(__file__).resolve().parents[2]))} && "
+                + shlex.join(worker_command(self.bind, self.port))
+            )
 
     def wait_start(self) -> float:
         """Wait until every worker has connected and the test starts; the shared start (time.time())."""
@@ -244,9 +298,11 @@ class LocustRun:
         missing = [n for n in self.expected if n not in came]
         remote_came = len(came) - (len(self.expected) - len(missing))
         missing += [f"remote worker {i + 1}" for i in range(remote_came, self.remote)]
-        return (f"Locust workers not connected within {CONNECT_TIMEOUT_S:.0f} s: missing {', '.join(missing)}; "
-                f"connected: {', '.join(came) or 'none'} (master at {self.bind}:{self.port})"
-                + "".join(f"\n{p.label} stderr: {p.tail()}" for p in self.processes[1:] if p.label in missing))
+        return (
+            f"Locust workers not connected within {CONNECT_TIMEOUT_S:.0f} s: missing {', '.join(missing)}; "
+            f"connected: {', '.join(came) or 'none'} (master at {self.bind}:{self.port})"
+            + "".join(f"\n{p.label} stderr: {p.tail()}" for p in self.processes[1:] if p.label in missing)
+        )
 
     def wait_reports(self, deadline: float, marks: list[tuple[float, str]]) -> dict[str, Any]:
         """The master's final status line (``reports`` and ``locust_totals``), reading ``schedstat`` at ``marks``."""
@@ -355,10 +411,16 @@ class LocustOutcome:
     locust_totals: dict[str, int]
 
 
-def run_locust(spec: LoadSpec, on_window: Callable[[float, float], None] | None = None,
-               hosts: list[LoadHost] | None = None, *, local_workers: int | None = None, remote_workers: int = 0,
-               master_bind: str | None = None,
-               announce: Callable[[str], None] | None = None) -> LocustOutcome:
+def run_locust(
+    spec: LoadSpec,
+    on_window: Callable[[float, float], None] | None = None,
+    hosts: list[LoadHost] | None = None,
+    *,
+    local_workers: int | None = None,
+    remote_workers: int = 0,
+    master_bind: str | None = None,
+    announce: Callable[[str], None] | None = None,
+) -> LocustOutcome:
     """Run ``spec`` on Locust: ``local_workers`` over ``hosts``, plus ``remote_workers`` started by hand.
 
     ``local_workers`` defaults to ``spec.workers``, else 1 (0 with remote
@@ -375,9 +437,11 @@ def run_locust(spec: LoadSpec, on_window: Callable[[float, float], None] | None 
         try:
             resolve_target(master_bind, 1, False)
         except ValueError:  # listening beyond loopback must be asked for, as load beyond it is
-            raise ValueError(f"the Locust master would listen on {master_bind}, not a loopback address: "
-                             f"pass --allow-remote (LoadSpec.allow_remote=True) to let workers on other hosts "
-                             f"reach it") from None
+            raise ValueError(
+                f"the Locust master would listen on {master_bind}, not a loopback address: "
+                f"pass --allow-remote (LoadSpec.allow_remote=True) to let workers on other hosts "
+                f"reach it"
+            ) from None
     if local_workers is None:
         local_workers = spec.workers or (0 if remote_workers else 1)
     local = local_workers
@@ -398,11 +462,15 @@ def run_locust(spec: LoadSpec, on_window: Callable[[float, float], None] | None 
         r["runq_wait_s"] = None if r["runq_wait_pct"] is None else r["runq_wait_pct"] * spec.duration_s / 100
     result = merge_reports(spec, reports, window_start_wall)
     n_hosts = len({r.get("host") for r in reports})
-    result.row["gen_engine"] = (f"locust, {len(reports)} worker{'s' if len(reports) != 1 else ''} "
-                                f"on {n_hosts} host{'s' if n_hosts != 1 else ''}")
+    result.row["gen_engine"] = (
+        f"locust, {len(reports)} worker{'s' if len(reports) != 1 else ''} "
+        f"on {n_hosts} host{'s' if n_hosts != 1 else ''}"
+    )
     totals = outcome["locust_totals"]
     fired = sum(r["locust_events"]["ok"] + r["locust_events"]["failed"] for r in reports)
     if totals["requests"] != fired:
-        result.warnings.append(f"Locust's own statistics count {totals['requests']:,} requests but the workers "
-                               f"fired {fired:,} request events: a report or a statistics message was lost")
+        result.warnings.append(
+            f"Locust's own statistics count {totals['requests']:,} requests but the workers "
+            f"fired {fired:,} request events: a report or a statistics message was lost"
+        )
     return LocustOutcome(result, reports, totals)

@@ -113,8 +113,7 @@ class WorkerState:
         self.run_start = monotonic() + (start_wall - time.time())
         self.window_start = self.run_start + spec["warmup_s"]
         self.window_end = self.window_start + spec["duration_s"]
-        self.stats = WorkerStats(self.run_start, self.window_start, self.window_end,
-                                 spec["timeline_interval_s"], False)
+        self.stats = WorkerStats(self.run_start, self.window_start, self.window_end, spec["timeline_interval_s"], False)
         self.index = environment.runner.worker_index
         self.ip = job["ip"]
         self.service = spec["service"]
@@ -161,16 +160,29 @@ class WorkerState:
         wall = max(1e-9, wall_end - self.cpu_mark[1])
         report = self.stats.to_json()
         report.update(
-            ok=True, index=self.index, engine="locust", loop="gevent",
+            ok=True,
+            index=self.index,
+            engine="locust",
+            loop="gevent",
             worker=os.environ.get(NAME_ENV) or f"worker {self.index}",
-            host=os.environ.get(HOST_ENV) or stdlib_socket.gethostname(), pid=os.getpid(),
-            cpu_s=cpu_end - self.cpu_mark[0], window_wall_s=wall,
+            host=os.environ.get(HOST_ENV) or stdlib_socket.gethostname(),
+            pid=os.getpid(),
+            cpu_s=cpu_end - self.cpu_mark[0],
+            window_wall_s=wall,
             cpu_pct=100.0 * (cpu_end - self.cpu_mark[0]) / wall,
-            start_late_s=self.start_late, connecting_at_end=connecting, clients=len(self.users),
-            clients_served=served, pending_requests=len(waiting), pending_oldest_s=max(waiting, default=0.0),
-            unstarted=0, coarse_timer=False, warnings=[],
-            loop_errors=len(self.loop_errors), loop_error_samples=self.loop_errors[:MAX_KEPT_ERRORS],
-            locust_events=dict(self.fired), local_addresses=sorted(self.local_addresses),
+            start_late_s=self.start_late,
+            connecting_at_end=connecting,
+            clients=len(self.users),
+            clients_served=served,
+            pending_requests=len(waiting),
+            pending_oldest_s=max(waiting, default=0.0),
+            unstarted=0,
+            coarse_timer=False,
+            warnings=[],
+            loop_errors=len(self.loop_errors),
+            loop_error_samples=self.loop_errors[:MAX_KEPT_ERRORS],
+            locust_events=dict(self.fired),
+            local_addresses=sorted(self.local_addresses),
         )
         runner = self.environment.runner
         # Locust sends its statistics every few seconds; flushing them now,
@@ -304,8 +316,13 @@ class SockbenchUser(User):
             exc_obj = RequestFailed(kind)
             self.close()  # a stream in an unknown state cannot carry another request
         self.environment.events.request.fire(
-            request_type=self.service, name=name, response_time=(done - t) * 1000.0,
-            response_length=nbytes, exception=exc_obj, context={})
+            request_type=self.service,
+            name=name,
+            response_time=(done - t) * 1000.0,
+            response_length=nbytes,
+            exception=exc_obj,
+            context={},
+        )
         if kind is None:
             self.served_on_conn += 1
             rpc = state.spec["requests_per_connection"]
@@ -336,12 +353,12 @@ class EchoUser(SockbenchUser):
             got, first = 0, 0.0
             while got < len(msg):
                 # one byte more than is missing: a server that sends too much is caught in the same read
-                n = _recv_into(sock, view[:min(len(view), len(msg) - got + 1)], deadline)
+                n = _recv_into(sock, view[: min(len(view), len(msg) - got + 1)], deadline)
                 if not n:
                     raise Failure("short" if got else "closed_early")
                 if not got:
                     first = monotonic()
-                if got + n > len(msg) or view[:n] != msg_view[got:got + n]:
+                if got + n > len(msg) or view[:n] != msg_view[got : got + n]:
                     raise Failure("corrupt")
                 got += n
             return first, got
@@ -384,7 +401,7 @@ class FileUser(SockbenchUser):
                     state.stats.err_reply(bytes(header).decode("utf-8", "replace")[:80])
                 raise Failure("corrupt")
             left = size
-            chunk = view[nl + 1:n]
+            chunk = view[nl + 1 : n]
             while True:
                 if len(chunk) > left:
                     raise Failure("corrupt")  # more bytes than announced
@@ -393,7 +410,7 @@ class FileUser(SockbenchUser):
                 left -= len(chunk)
                 if not left:
                     break
-                n = _recv_into(sock, view[:min(len(buf), left + 1)], deadline)
+                n = _recv_into(sock, view[: min(len(buf), left + 1)], deadline)
                 if not n:
                     raise Failure("short")
                 chunk = view[:n]
@@ -419,9 +436,14 @@ def _on_init(environment: Any, runner: Any = None, **_kw: Any) -> None:
     if isinstance(runner, MasterRunner):
         _master(environment, runner)
     elif isinstance(runner, WorkerRunner):
-        runner.send_message(HELLO, {"name": os.environ.get(NAME_ENV) or stdlib_socket.gethostname(),
-                                    "host": os.environ.get(HOST_ENV) or stdlib_socket.gethostname(),
-                                    "pid": os.getpid()})
+        runner.send_message(
+            HELLO,
+            {
+                "name": os.environ.get(NAME_ENV) or stdlib_socket.gethostname(),
+                "host": os.environ.get(HOST_ENV) or stdlib_socket.gethostname(),
+                "pid": os.getpid(),
+            },
+        )
 
 
 def _master(environment: Any, runner: Any) -> None:
@@ -442,8 +464,12 @@ def _master(environment: Any, runner: Any) -> None:
             gevent.spawn(environment.runner.quit)
         elif len(reports) == expected:
             total = environment.runner.stats.total
-            _status({"reports": [reports[i] for i in sorted(reports)],
-                     "locust_totals": {"requests": total.num_requests, "failures": total.num_failures}})
+            _status(
+                {
+                    "reports": [reports[i] for i in sorted(reports)],
+                    "locust_totals": {"requests": total.num_requests, "failures": total.num_failures},
+                }
+            )
             gevent.spawn(environment.runner.quit)
 
     runner.register_message(HELLO, hello)
@@ -470,5 +496,7 @@ def _worker_start(environment: Any, **_kw: Any) -> None:
 def _status_error(greenlet: Any) -> None:
     # A conductor that fails sends the failure as this worker's report, so the master ends the run at once.
     if STATE is not None:
-        STATE.environment.runner.send_message(REPORT, {"ok": False, "index": STATE.index,
-                                                       "error": f"{type(greenlet.exception).__name__}: {greenlet.exception}"})
+        STATE.environment.runner.send_message(
+            REPORT,
+            {"ok": False, "index": STATE.index, "error": f"{type(greenlet.exception).__name__}: {greenlet.exception}"},
+        )

@@ -51,8 +51,13 @@ START_LATE_WARN_S = 0.05
 #: maximum is marked whenever any request was censored.
 LOWER_BOUND_RULE = "censored requests > requests above the percentile's rank (1-p of all)"
 #: Latency columns and their percentiles; each has a ``_is_lower_bound`` flag column.
-LATENCY_PERCENTILES = {"lat_p50_us": 50.0, "lat_p90_us": 90.0, "lat_p99_us": 99.0,
-                       "lat_p999_us": 99.9, "lat_max_us": 100.0}
+LATENCY_PERCENTILES = {
+    "lat_p50_us": 50.0,
+    "lat_p90_us": 90.0,
+    "lat_p99_us": 99.0,
+    "lat_p999_us": 99.9,
+    "lat_max_us": 100.0,
+}
 
 
 def _sum_dicts(dicts: list[dict[str, int]]) -> dict[str, int]:
@@ -66,8 +71,9 @@ def _sum_dicts(dicts: list[dict[str, int]]) -> dict[str, int]:
 def merge_histograms(reports: list[dict[str, Any]]) -> dict[str, histograms.HdrHistogram]:
     """Decode and add up each kind of histogram over all worker reports."""
     kinds = sorted({k for r in reports for k in r["histograms"]})
-    return {k: histograms.merge([_histogram(r["histograms"][k]) for r in reports if k in r["histograms"]])
-            for k in kinds}
+    return {
+        k: histograms.merge([_histogram(r["histograms"][k]) for r in reports if k in r["histograms"]]) for k in kinds
+    }
 
 
 def _histogram(sent: str | dict[str, int]) -> histograms.HdrHistogram:
@@ -75,8 +81,9 @@ def _histogram(sent: str | dict[str, int]) -> histograms.HdrHistogram:
     return histograms.sparse_to_hdr(sent) if isinstance(sent, dict) else histograms.decode(sent)
 
 
-def merge_timeline(reports: list[dict[str, Any]], interval: float, warmup_s: float,
-                   duration_s: float) -> list[dict[str, Any]]:
+def merge_timeline(
+    reports: list[dict[str, Any]], interval: float, warmup_s: float, duration_s: float
+) -> list[dict[str, Any]]:
     """One row per interval from warmup start to window end: t_s, req_per_s, lat_p99_us."""
     n_by_k: dict[int, int] = {}
     lat_by_k: dict[int, dict[int, int]] = {}
@@ -94,11 +101,13 @@ def merge_timeline(reports: list[dict[str, Any]], interval: float, warmup_s: flo
         hi = min((k + 1) * interval, duration_s)
         if hi <= lo:
             continue
-        rows.append({
-            "t_s": round(k * interval, 6),
-            "req_per_s": n_by_k[k] / (hi - lo),
-            "lat_p99_us": histograms.sparse_percentile(lat_by_k[k], 99.0),
-        })
+        rows.append(
+            {
+                "t_s": round(k * interval, 6),
+                "req_per_s": n_by_k[k] / (hi - lo),
+                "lat_p99_us": histograms.sparse_percentile(lat_by_k[k], 99.0),
+            }
+        )
     return rows
 
 
@@ -114,20 +123,26 @@ def _censoring_warnings(spec: LoadSpec, row: dict[str, Any]) -> list[str]:
     if lower:
         total = row["requests"] + row["lat_censored"]
         names = ", ".join(col.removeprefix("lat_").removesuffix("_us") for col in lower)
-        out.append(f"latency {names} only lower bounds: {row['lat_censored']:,} of {total:,} requests "
-                   f"({100 * row['lat_censored'] / total:.1f}%) never completed (timed out, unanswered at the end"
-                   + (", or never sent" if spec.mode == "open" else "") + "); printed as '>='")
+        out.append(
+            f"latency {names} only lower bounds: {row['lat_censored']:,} of {total:,} requests "
+            f"({100 * row['lat_censored'] / total:.1f}%) never completed (timed out, unanswered at the end"
+            + (", or never sent" if spec.mode == "open" else "")
+            + "); printed as '>='"
+        )
     served = row["clients_served"]
     if 0 < served < spec.clients:
-        out.append(f"served {served}/{spec.clients} clients: the others completed no request in the window; "
-                   f"the completed latencies are those of the {served} served")
+        out.append(
+            f"served {served}/{spec.clients} clients: the others completed no request in the window; "
+            f"the completed latencies are those of the {served} served"
+        )
     elif not served:
         out.append(f"served 0/{spec.clients} clients: no client completed a request in the window")
     return out
 
 
-def _warnings(spec: LoadSpec, reports: list[dict[str, Any]], notes: dict[str, int],
-              err_replies: dict[str, int]) -> list[str]:
+def _warnings(
+    spec: LoadSpec, reports: list[dict[str, Any]], notes: dict[str, int], err_replies: dict[str, int]
+) -> list[str]:
     out: list[str] = []
     if not sum(r["requests"] for r in reports):
         out.append("no request completed in the measured window: see the connect outcomes and errors")
@@ -144,15 +159,21 @@ def _warnings(spec: LoadSpec, reports: list[dict[str, Any]], notes: dict[str, in
         if r["start_late_s"] > START_LATE_WARN_S:
             out.append(f"load worker {r['index']} started {r['start_late_s'] * 1000:.0f} ms late (busy machine)")
         if r["loop_errors"]:
-            out.append(f"load worker {r['index']} hit {r['loop_errors']} unexpected errors in its event loop "
-                       f"(a generator bug; figures suspect): {'; '.join(r['loop_error_samples'])}")
+            out.append(
+                f"load worker {r['index']} hit {r['loop_errors']} unexpected errors in its event loop "
+                f"(a generator bug; figures suspect): {'; '.join(r['loop_error_samples'])}"
+            )
     if any(r.get("coarse_timer") for r in reports):
-        out.append("open loop ran on the event loop's millisecond timers (no timerfd): requests went out up to "
-                   "~1 ms after their due time, and that delay is in the corrected latency")
+        out.append(
+            "open loop ran on the event loop's millisecond timers (no timerfd): requests went out up to "
+            "~1 ms after their due time, and that delay is in the corrected latency"
+        )
     connecting = sum(r["connecting_at_end"] for r in reports)
     if connecting:
-        out.append(f"{connecting} connection attempts were still in progress when the run ended "
-                   f"(column conn_pending); connect timeout {spec.connect_timeout_s} s")
+        out.append(
+            f"{connecting} connection attempts were still in progress when the run ended "
+            f"(column conn_pending); connect timeout {spec.connect_timeout_s} s"
+        )
     unstarted = sum(r["unstarted"] for r in reports)
     # A handful released in the last instant with every connection busy is
     # normal; more than 0.1% of the schedule means the queue really grew.
@@ -160,14 +181,18 @@ def _warnings(spec: LoadSpec, reports: list[dict[str, Any]], notes: dict[str, in
     lag_max = max((r.get("wake_lag_max_s", 0.0) for r in reports), default=0.0)
     late_generator = sum(r.get("late_starts_generator", 0) for r in reports)
     if unstarted > few:
-        out.append(f"open loop: {unstarted} scheduled requests never got a free connection before the end; "
-                   f"the server (or {spec.clients} connections) could not keep up with {spec.rate} requests/s; "
-                   f"they are counted in the latency percentiles at the time they had waited (censored)"
-                   + (f"; the generator's own wake-ups were up to {lag_max * 1000:.1f} ms late too" if late_generator else ""))
+        out.append(
+            f"open loop: {unstarted} scheduled requests never got a free connection before the end; "
+            f"the server (or {spec.clients} connections) could not keep up with {spec.rate} requests/s; "
+            f"they are counted in the latency percentiles at the time they had waited (censored)"
+            + (f"; the generator's own wake-ups were up to {lag_max * 1000:.1f} ms late too" if late_generator else "")
+        )
     if late_generator > few:
-        out.append(f"open loop: {late_generator} requests started late although a connection was free: the generator "
-                   f"woke up to {lag_max * 1000:.1f} ms after their due time (a busy generator CPU), so that part of the "
-                   f"corrected latency is the generator's, not the server's")
+        out.append(
+            f"open loop: {late_generator} requests started late although a connection was free: the generator "
+            f"woke up to {lag_max * 1000:.1f} ms after their due time (a busy generator CPU), so that part of the "
+            f"corrected latency is the generator's, not the server's"
+        )
     if notes.get("idle_lost"):
         out.append(f"{notes['idle_lost']} idle connections were closed by the server between requests")
     for text, n in sorted(err_replies.items()):
@@ -178,8 +203,9 @@ def _warnings(spec: LoadSpec, reports: list[dict[str, Any]], notes: dict[str, in
     return out
 
 
-def censored_percentiles(latency: histograms.HdrHistogram, censored: histograms.HdrHistogram,
-                         names: dict[str, float]) -> tuple[dict[str, int | None], dict[str, bool]]:
+def censored_percentiles(
+    latency: histograms.HdrHistogram, censored: histograms.HdrHistogram, names: dict[str, float]
+) -> tuple[dict[str, int | None], dict[str, bool]]:
     """Percentiles of completed and censored requests together, and which are lower bounds.
 
     See :data:`LOWER_BOUND_RULE`. Returns ``({column: value}, {column: is_lower_bound})``.
@@ -258,9 +284,12 @@ def merge_reports(spec: LoadSpec, reports: list[dict[str, Any]], window_start: f
         window_end=window_start + duration,
         conn_other_errnos=_sum_dicts([r["other_errnos"] for r in reports]),
         worker_cpu_pct=cpu,
-        worker_runq_wait_pct=[None if r.get("runq_wait_pct") is None else round(r["runq_wait_pct"], 1)
-                              for r in reports],
+        worker_runq_wait_pct=[
+            None if r.get("runq_wait_pct") is None else round(r["runq_wait_pct"], 1) for r in reports
+        ],
         loop=",".join(loops),
-        warnings=_warnings(spec, reports, _sum_dicts([r["notes"] for r in reports]),
-                           _sum_dicts([r["err_replies"] for r in reports])) + _censoring_warnings(spec, row),
+        warnings=_warnings(
+            spec, reports, _sum_dicts([r["notes"] for r in reports]), _sum_dicts([r["err_replies"] for r in reports])
+        )
+        + _censoring_warnings(spec, row),
     )

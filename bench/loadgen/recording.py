@@ -71,8 +71,9 @@ from bench.vocabulary import CONNECT_OUTCOMES, REQUEST_ERRORS  # noqa: F401  (RE
 class WorkerStats:
     """Counters, histograms and timeline of one worker. See the module docstring."""
 
-    def __init__(self, run_start: float, window_start: float, window_end: float,
-                 interval: float, open_loop: bool) -> None:
+    def __init__(
+        self, run_start: float, window_start: float, window_end: float, interval: float, open_loop: bool
+    ) -> None:
         self.run_start = run_start
         self.window_start = window_start
         self.window_end = window_end
@@ -82,7 +83,7 @@ class WorkerStats:
         self.errors = dict.fromkeys(REQUEST_ERRORS, 0)
         self.connects = dict.fromkeys(CONNECT_OUTCOMES, 0)
         self.other_errnos: dict[str, int] = {}
-        self.notes: dict[str, int] = {}      # rarer events reported as warnings
+        self.notes: dict[str, int] = {}  # rarer events reported as warnings
         self.err_replies: dict[str, int] = {}
         self.latency = Counts()
         self.ttfb = Counts()

@@ -84,7 +84,7 @@ class _Itimerspec(ctypes.Structure):
     _fields_ = [("it_interval", _Timespec), ("it_value", _Timespec)]
 
 
-_CLOCK_MONOTONIC = 1   # <time.h>
+_CLOCK_MONOTONIC = 1  # <time.h>
 _TFD_TIMER_ABSTIME = 1  # <sys/timerfd.h>
 _PR_SET_TIMERSLACK = 29  # <linux/prctl.h>
 #: Timer slack asked for: the kernel may otherwise defer a wake-up by its
@@ -169,8 +169,9 @@ class ClosedLoop:
 class OpenLoop:
     """Start requests at ``rate`` per second from ``t0`` until ``t_stop``. See module docstring."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, stats: WorkerStats, rate: float,
-                 t0: float, t_stop: float) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, stats: WorkerStats, rate: float, t0: float, t_stop: float
+    ) -> None:
         self.loop = loop
         self.stats = stats
         self.interval = 1.0 / rate

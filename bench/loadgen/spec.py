@@ -48,17 +48,48 @@ FILE_SERVICES = ("file", "http")
 MAX_REQUEST_LINE = 4096
 #: Columns of the ``row`` dict, in runs.csv order (a subset of RUN_COLUMNS).
 ROW_COLUMNS = (
-    "duration_s", "requests", "errors", "req_per_s", "mb_per_s",
-    "lat_p50_us", "lat_p90_us", "lat_p99_us", "lat_p999_us", "lat_max_us", "lat_mean_us",
-    "lat_censored", "lat_p50_is_lower_bound", "lat_p90_is_lower_bound", "lat_p99_is_lower_bound",
-    "lat_p999_is_lower_bound", "lat_max_is_lower_bound",
-    "ttfb_p50_us", "ttfb_p99_us", "lat_uncorrected_p99_us", "late_starts",
-    "conn_ok", "conn_refused", "conn_reset", "conn_timeout", "conn_emfile",
-    "conn_eaddrnotavail", "conn_other", "conn_pending", "connect_p50_us", "connect_p99_us", "connect_max_us",
-    *ERROR_COLUMNS, "http_2xx",
-    "req_pending", "req_pending_oldest_s",
+    "duration_s",
+    "requests",
+    "errors",
+    "req_per_s",
+    "mb_per_s",
+    "lat_p50_us",
+    "lat_p90_us",
+    "lat_p99_us",
+    "lat_p999_us",
+    "lat_max_us",
+    "lat_mean_us",
+    "lat_censored",
+    "lat_p50_is_lower_bound",
+    "lat_p90_is_lower_bound",
+    "lat_p99_is_lower_bound",
+    "lat_p999_is_lower_bound",
+    "lat_max_is_lower_bound",
+    "ttfb_p50_us",
+    "ttfb_p99_us",
+    "lat_uncorrected_p99_us",
+    "late_starts",
+    "conn_ok",
+    "conn_refused",
+    "conn_reset",
+    "conn_timeout",
+    "conn_emfile",
+    "conn_eaddrnotavail",
+    "conn_other",
+    "conn_pending",
+    "connect_p50_us",
+    "connect_p99_us",
+    "connect_max_us",
+    *ERROR_COLUMNS,
+    "http_2xx",
+    "req_pending",
+    "req_pending_oldest_s",
     "clients_served",
-    "gen_workers", "gen_cpu_pct_max", "gen_runq_wait_pct_max", "generator_bound", "gen_engine",
+    "gen_workers",
+    "gen_cpu_pct_max",
+    "gen_runq_wait_pct_max",
+    "generator_bound",
+    "gen_engine",
 )
 
 
@@ -92,22 +123,22 @@ class LoadSpec:
     :func:`validate` checks them there.
     """
 
-    service: str                     # "echo" | "file" | "http"
+    service: str  # "echo" | "file" | "http"
     host: str
     port: int
     clients: int
     duration_s: float
     warmup_s: float = 0.0
     message_bytes: int = _default("message_bytes")  # echo
-    files: list[FileTarget] = field(default_factory=list)   # file, http: the files (paths) requested
-    path_order: str = _default("path_order")    # http: how each client goes through ``files``
+    files: list[FileTarget] = field(default_factory=list)  # file, http: the files (paths) requested
+    path_order: str = _default("path_order")  # http: how each client goes through ``files``
     requests_per_connection: int = _default("requests_per_connection")
     mode: str = _default("mode")
-    rate: float | None = _default("rate")          # open loop: total requests/s across all clients
+    rate: float | None = _default("rate")  # open loop: total requests/s across all clients
     connect_timeout_s: float = _default("connect_timeout_s")
     request_timeout_s: float = _default("request_timeout_s")
-    workers: int | None = _default("workers")      # None: one per CPU in `cpus` (or per online CPU)
-    cpus: set[int] | None = None     # pin workers to these CPUs (os.sched_setaffinity)
+    workers: int | None = _default("workers")  # None: one per CPU in `cpus` (or per online CPU)
+    cpus: set[int] | None = None  # pin workers to these CPUs (os.sched_setaffinity)
     checksum_sample: float = _default("checksum_sample")
     loop: str = _default("loop")
     engine: str = _default("engine")
@@ -147,9 +178,11 @@ def validate(spec: LoadSpec) -> None:
         if parameter.applies_at(where):
             problem = parameter.problem(getattr(spec, name), required=bool(parameter.required))
             _need(problem is None, str(problem))
-    _need(spec.engine != "locust" or spec.mode == "closed",
-          "engine 'locust' runs closed loop only (each Locust user sends as soon as it is free): "
-          "use mode closed, or engine native/python for open loop")
+    _need(
+        spec.engine != "locust" or spec.mode == "closed",
+        "engine 'locust' runs closed loop only (each Locust user sends as soon as it is free): "
+        "use mode closed, or engine native/python for open loop",
+    )
     _need(spec.timeline_interval_s > 0, f"timeline interval must be > 0 seconds, got {spec.timeline_interval_s!r}")
     if spec.cpus is not None:
         allowed = os.sched_getaffinity(0)
@@ -163,25 +196,38 @@ def validate(spec: LoadSpec) -> None:
 
 
 def _validate_files(files: list[FileTarget]) -> None:
-    _need(len(files) > 0, "the file service needs at least one file target (--file NAME --file-size N, or --files-root DIR)")
+    _need(
+        len(files) > 0,
+        "the file service needs at least one file target (--file NAME --file-size N, or --files-root DIR)",
+    )
     for f in files:
         line = f.name.encode("utf-8") + b"\n"
-        _need(bool(f.name) and "\n" not in f.name and "\r" not in f.name,
-              f"file name {f.name!r} must be non-empty and contain no newline")
-        _need(len(line) <= MAX_REQUEST_LINE,
-              f"file name {f.name[:40]!r}... is {len(line)} bytes with its newline; the protocol allows {MAX_REQUEST_LINE}")
+        _need(
+            bool(f.name) and "\n" not in f.name and "\r" not in f.name,
+            f"file name {f.name!r} must be non-empty and contain no newline",
+        )
+        _need(
+            len(line) <= MAX_REQUEST_LINE,
+            f"file name {f.name[:40]!r}... is {len(line)} bytes with its newline; the protocol allows {MAX_REQUEST_LINE}",
+        )
         _need(isinstance(f.size, int) and f.size >= 0, f"file {f.name!r}: size must be an integer >= 0, got {f.size!r}")
-        _need(f.sha256 == "" or (len(f.sha256) == 64 and all(c in "0123456789abcdef" for c in f.sha256.lower())),
-              f"file {f.name!r}: sha256 must be 64 hex digits (or empty for unknown), got {f.sha256!r}")
+        _need(
+            f.sha256 == "" or (len(f.sha256) == 64 and all(c in "0123456789abcdef" for c in f.sha256.lower())),
+            f"file {f.name!r}: sha256 must be 64 hex digits (or empty for unknown), got {f.sha256!r}",
+        )
 
 
 def _validate_paths(files: list[FileTarget]) -> None:
     _need(len(files) > 0, "the http service needs at least one path (--path NAME --file-size N, or --files-root DIR)")
     for f in files:
-        _need(bool(f.name) and all(c.isprintable() and not c.isspace() for c in f.name),
-              f"path {f.name!r} must be non-empty, without spaces or control characters")
-        _need(len(f.name.encode("utf-8")) <= MAX_REQUEST_LINE,
-              f"path {f.name[:40]!r}... is longer than {MAX_REQUEST_LINE} bytes")
+        _need(
+            bool(f.name) and all(c.isprintable() and not c.isspace() for c in f.name),
+            f"path {f.name!r} must be non-empty, without spaces or control characters",
+        )
+        _need(
+            len(f.name.encode("utf-8")) <= MAX_REQUEST_LINE,
+            f"path {f.name[:40]!r}... is longer than {MAX_REQUEST_LINE} bytes",
+        )
         _need(isinstance(f.size, int) and f.size >= 0, f"path {f.name!r}: size must be an integer >= 0, got {f.size!r}")
 
 
@@ -219,6 +265,7 @@ def resolve_target(host: str, port: int, allow_remote: bool) -> str:
 
 
 # ---------------------------------------------------------------- results
+
 
 @dataclass
 class LoadResult:

@@ -153,7 +153,9 @@ def pick_loop(name: str) -> tuple[str, Callable[[], asyncio.AbstractEventLoop] |
             import uvloop
         except ImportError:
             if name == "uvloop":
-                raise RuntimeError("uvloop was asked for but is not installed: pip install uvloop, or use --loop asyncio") from None
+                raise RuntimeError(
+                    "uvloop was asked for but is not installed: pip install uvloop, or use --loop asyncio"
+                ) from None
         else:
             return "uvloop", uvloop.new_event_loop
     return "asyncio", None
@@ -196,8 +198,9 @@ async def run_clients(job: dict[str, Any], run_start: float) -> dict[str, Any]:
     window_end = window_start + spec["duration_s"]
     open_loop = spec["mode"] == "open"
     stats = WorkerStats(run_start, window_start, window_end, spec["timeline_interval_s"], open_loop)
-    shared = Shared(loop, stats, job["ip"], spec["port"], job,
-                    ECHO_BUFFER if spec["service"] == "echo" else FILE_BUFFER)
+    shared = Shared(
+        loop, stats, job["ip"], spec["port"], job, ECHO_BUFFER if spec["service"] == "echo" else FILE_BUFFER
+    )
     clients = [Client(shared, job["client_offset"] + i) for i in range(job["clients"])]
     dispatcher: ClosedLoop | OpenLoop
     if open_loop:
@@ -333,7 +336,7 @@ def write_all(fd: int, data: bytes) -> None:
     os.set_blocking(fd, True)
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 if __name__ == "__main__":

@@ -93,9 +93,13 @@ OWN_NAMESPACE_NOTE = (
 
 #: Sysctls copied into a run's namespace, which otherwise starts with the kernel's defaults:
 #: the listen-queue ones (SYSCTLS) and those that bound connection churn.
-_COPIED_SYSCTLS = (*SYSCTLS.values(), "/proc/sys/net/ipv4/ip_local_port_range",
-                   "/proc/sys/net/ipv4/tcp_tw_reuse", "/proc/sys/net/ipv4/tcp_max_tw_buckets",
-                   "/proc/sys/net/ipv4/tcp_fin_timeout")
+_COPIED_SYSCTLS = (
+    *SYSCTLS.values(),
+    "/proc/sys/net/ipv4/ip_local_port_range",
+    "/proc/sys/net/ipv4/tcp_tw_reuse",
+    "/proc/sys/net/ipv4/tcp_max_tw_buckets",
+    "/proc/sys/net/ipv4/tcp_fin_timeout",
+)
 
 # /proc/net/tcp "st" column values (include/net/tcp_states.h)
 _TCP_LISTEN = "0A"
@@ -200,8 +204,7 @@ def _diag_listeners(family: int) -> list[tuple[int, int, int]]:
     with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG) as nl:
         nl.settimeout(_NETLINK_TIMEOUT_S)
         request = _REQ_V2.pack(family, socket.IPPROTO_TCP, 0, 0, 1 << _TCP_LISTEN_STATE)
-        header = _NLMSGHDR.pack(_NLMSGHDR.size + len(request), _SOCK_DIAG_BY_FAMILY,
-                                _NLM_F_REQUEST | _NLM_F_DUMP, 1, 0)
+        header = _NLMSGHDR.pack(_NLMSGHDR.size + len(request), _SOCK_DIAG_BY_FAMILY, _NLM_F_REQUEST | _NLM_F_DUMP, 1, 0)
         nl.sendto(header + request, (0, 0))
         found: list[tuple[int, int, int]] = []
         while True:

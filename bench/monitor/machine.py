@@ -121,8 +121,7 @@ class WindowProbe:
         self.ended_at: float | None = None
 
     def schedule(self, start_wall: float, end_wall: float) -> None:
-        self._thread = threading.Thread(target=self._run, args=(start_wall, end_wall), daemon=True,
-                                        name="window-probe")
+        self._thread = threading.Thread(target=self._run, args=(start_wall, end_wall), daemon=True, name="window-probe")
         self._thread.start()
 
     def _run(self, start_wall: float, end_wall: float) -> None:

@@ -137,19 +137,38 @@ from bench.monitor.procfs import CLOCK_TICKS, ProcessGone, ProcStat
 
 #: Keys of :meth:`ServerMonitor.summary`, all of them ``runs.csv`` columns.
 SUMMARY_KEYS = (
-    "mem_rss_peak_bytes", "mem_rss_mean_bytes",
-    "mem_pss_peak_bytes", "mem_pss_mean_bytes",
-    "mem_uss_peak_bytes", "mem_uss_mean_bytes",
-    "mem_note", "procs_peak", "threads_peak", "fds_peak",
-    "server_cpu_user_s", "server_cpu_sys_s", "server_cpu_pct",
-    "ctx_switches", "server_runq_wait_pct", "accept_queue_max",
+    "mem_rss_peak_bytes",
+    "mem_rss_mean_bytes",
+    "mem_pss_peak_bytes",
+    "mem_pss_mean_bytes",
+    "mem_uss_peak_bytes",
+    "mem_uss_mean_bytes",
+    "mem_note",
+    "procs_peak",
+    "threads_peak",
+    "fds_peak",
+    "server_cpu_user_s",
+    "server_cpu_sys_s",
+    "server_cpu_pct",
+    "ctx_switches",
+    "server_runq_wait_pct",
+    "accept_queue_max",
 )
 
 #: Keys of a :meth:`ServerMonitor.timeline` row: ``TIMELINE_COLUMNS`` minus run_id.
 TIMELINE_KEYS = (
-    "source", "t_s", "req_per_s", "lat_p99_us",
-    "mem_rss_bytes", "mem_pss_bytes", "mem_uss_bytes",
-    "procs", "threads", "fds", "server_cpu_pct", "accept_queue",
+    "source",
+    "t_s",
+    "req_per_s",
+    "lat_p99_us",
+    "mem_rss_bytes",
+    "mem_pss_bytes",
+    "mem_uss_bytes",
+    "procs",
+    "threads",
+    "fds",
+    "server_cpu_pct",
+    "accept_queue",
 )
 
 # Why 10%: on the 2-core machines sockbench targets, a sampler above a tenth of
@@ -363,12 +382,22 @@ class ServerMonitor:
             if prev is not None and s.t > prev.t:
                 ticks = (s.cpu_user_ticks + s.cpu_sys_ticks) - (prev.cpu_user_ticks + prev.cpu_sys_ticks)
                 pct = round(ticks / CLOCK_TICKS / (s.t - prev.t) * 100, 1)
-            rows.append({
-                "source": "server", "t_s": round(s.t - t0, 3), "req_per_s": None, "lat_p99_us": None,
-                "mem_rss_bytes": s.rss, "mem_pss_bytes": s.pss, "mem_uss_bytes": s.uss,
-                "procs": s.procs, "threads": s.threads, "fds": s.fds,
-                "server_cpu_pct": pct, "accept_queue": s.accept_queue,
-            })
+            rows.append(
+                {
+                    "source": "server",
+                    "t_s": round(s.t - t0, 3),
+                    "req_per_s": None,
+                    "lat_p99_us": None,
+                    "mem_rss_bytes": s.rss,
+                    "mem_pss_bytes": s.pss,
+                    "mem_uss_bytes": s.uss,
+                    "procs": s.procs,
+                    "threads": s.threads,
+                    "fds": s.fds,
+                    "server_cpu_pct": pct,
+                    "accept_queue": s.accept_queue,
+                }
+            )
             prev = s
         return rows
 
@@ -413,11 +442,21 @@ class ServerMonitor:
             depth = accept_queue(self.listen_port)
             queue = depth[0] if depth is not None else None
         sample = _Sample(
-            t=t, cpu_user_ticks=self._cpu_user, cpu_sys_ticks=self._cpu_sys, ctx=self._ctx_counter.total,
+            t=t,
+            cpu_user_ticks=self._cpu_user,
+            cpu_sys_ticks=self._cpu_sys,
+            ctx=self._ctx_counter.total,
             runq_wait_ns=self._wait_counter.total,
-            rss=measured.rss, pss=measured.pss, uss=measured.uss, mem_problem=measured.mem_problem,
-            procs=measured.procs, threads=measured.threads, fds=measured.fds, accept_queue=queue,
-            lost_procs=self._lost, ended_threads=self._ctx_counter.ended,
+            rss=measured.rss,
+            pss=measured.pss,
+            uss=measured.uss,
+            mem_problem=measured.mem_problem,
+            procs=measured.procs,
+            threads=measured.threads,
+            fds=measured.fds,
+            accept_queue=queue,
+            lost_procs=self._lost,
+            ended_threads=self._ctx_counter.ended,
             cost_s=time.thread_time() - cpu0,
         )
         with self._lock:
@@ -430,8 +469,8 @@ class ServerMonitor:
         for st in table.values():
             children.setdefault(st.ppid, []).append(st.pid)
         seeds = [
-            pid for pid, start in [(self.pid, self._root_start)]
-            + [(p, m.starttime) for p, m in self._members.items()]
+            pid
+            for pid, start in [(self.pid, self._root_start)] + [(p, m.starttime) for p, m in self._members.items()]
             if pid in table and table[pid].starttime == start
         ]
         tree: dict[int, ProcStat] = {}
@@ -444,10 +483,7 @@ class ServerMonitor:
 
     def _retire_vanished(self, tree: dict[int, ProcStat]) -> None:
         """Account for members gone since the last sample (see module docstring)."""
-        gone = {
-            pid for pid, m in self._members.items()
-            if pid not in tree or tree[pid].starttime != m.starttime
-        }
+        gone = {pid for pid, m in self._members.items() if pid not in tree or tree[pid].starttime != m.starttime}
         for pid in gone:
             if not self._reaped_inside(pid, gone):
                 last = self._members[pid]
@@ -578,7 +614,8 @@ def _memory_summary(win: list[_Sample], notes: list[str]) -> dict:
         notes.append(
             f"PSS/USS unavailable in {len(failed)} of {len(failed) + len(full)} readings ({reasons}): "
             "PSS/USS figures are from the other readings"
-            if full else f"PSS/USS unavailable ({reasons}): RSS only"
+            if full
+            else f"PSS/USS unavailable ({reasons}): RSS only"
         )
     elif not full:
         notes.append("no PSS/USS reading fell in the window (window shorter than pss_interval_s)")
@@ -590,8 +627,13 @@ def _cpu_summary(win: list[_Sample], notes: list[str]) -> dict:
     span = last.t - first.t
     if len(win) < 2 or span <= 0:
         notes.append("only one sample in the window: CPU and context switches need two")
-        return {"server_cpu_user_s": None, "server_cpu_sys_s": None, "server_cpu_pct": None, "ctx_switches": None,
-                "server_runq_wait_pct": None}
+        return {
+            "server_cpu_user_s": None,
+            "server_cpu_sys_s": None,
+            "server_cpu_pct": None,
+            "ctx_switches": None,
+            "server_runq_wait_pct": None,
+        }
     user = (last.cpu_user_ticks - first.cpu_user_ticks) / CLOCK_TICKS
     sys_ = (last.cpu_sys_ticks - first.cpu_sys_ticks) / CLOCK_TICKS
     lost = last.lost_procs - first.lost_procs

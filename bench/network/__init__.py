@@ -28,7 +28,16 @@ from typing import Any
 
 from bench.network.hosts import NetworkError, client_address, namespace_hosts, ours, remove_stale, require_root
 
-__all__ = ["ClientHost", "NetworkError", "RunHosts", "namespace_hosts", "ours", "remove_stale", "require_root", "run_hosts"]
+__all__ = [
+    "ClientHost",
+    "NetworkError",
+    "RunHosts",
+    "namespace_hosts",
+    "ours",
+    "remove_stale",
+    "require_root",
+    "run_hosts",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,21 +75,29 @@ class RunHosts:
         if not self.namespaces:
             return [ClientHost("loopback", "127.0.0.1", contextlib.nullcontext)]
         made = self.namespaces
-        return [ClientHost(f"client host {k + 1}", client_address(k), functools.partial(made.in_client, k))
-                for k in range(made.client_hosts)]
+        return [
+            ClientHost(f"client host {k + 1}", client_address(k), functools.partial(made.in_client, k))
+            for k in range(made.client_hosts)
+        ]
 
     def columns(self) -> dict[str, Any]:
         """runs.csv cells: ``netns`` and ``net_hosts``, and for namespaces the link's (final after the block)."""
-        cells = {"netns": self.netns_scope,
-                 "net_hosts": "namespaces" if self.namespaces else "loopback"}
+        cells = {"netns": self.netns_scope, "net_hosts": "namespaces" if self.namespaces else "loopback"}
         if self.namespaces:
             cells.update(self.namespaces.columns())
         return cells
 
 
 @contextlib.contextmanager
-def run_hosts(run_id: str, hosts: str = "loopback", *, rtt_s: float = 0.0, jitter_s: float = 0.0,
-              rate_bit: int | None = None, client_hosts: int = 1) -> Iterator[RunHosts]:
+def run_hosts(
+    run_id: str,
+    hosts: str = "loopback",
+    *,
+    rtt_s: float = 0.0,
+    jitter_s: float = 0.0,
+    rate_bit: int | None = None,
+    client_hosts: int = 1,
+) -> Iterator[RunHosts]:
     """The hosts of one run: ``loopback`` (a namespace of the run's own where root allows) or ``namespaces``."""
     if hosts == "loopback":
         from bench.monitor import run_namespace
@@ -88,6 +105,8 @@ def run_hosts(run_id: str, hosts: str = "loopback", *, rtt_s: float = 0.0, jitte
         with run_namespace() as netns:
             yield RunHosts(netns.scope)
         return
-    with namespace_hosts(run_id, rtt_s=rtt_s, jitter_s=jitter_s, rate_bit=rate_bit,
-                         client_hosts=client_hosts) as made, made.in_client():
+    with (
+        namespace_hosts(run_id, rtt_s=rtt_s, jitter_s=jitter_s, rate_bit=rate_bit, client_hosts=client_hosts) as made,
+        made.in_client(),
+    ):
         yield RunHosts("own", made)

@@ -110,8 +110,7 @@ def _open(ifname: str) -> socket.socket:
 class Direction:
     """One way through the stage: frames read from ``src``, held, written to ``dst``."""
 
-    def __init__(self, src: socket.socket, dst: socket.socket, delay_s: float, jitter_s: float,
-                 rng: random.Random):
+    def __init__(self, src: socket.socket, dst: socket.socket, delay_s: float, jitter_s: float, rng: random.Random):
         self.src, self.dst = src, dst
         self.delay_s, self.jitter_s, self.rng = delay_s, jitter_s, rng
         self.queue: collections.deque[tuple[float, bytes]] = collections.deque()
@@ -167,6 +166,7 @@ class _Stop(Exception):
 
 def serve(a: str, b: str, a_to_b_s: float, b_to_a_s: float, jitter_s: float, seed: int) -> dict:
     """Forward between interfaces ``a`` and ``b`` until SIGTERM; return the counters."""
+
     def stop(_signum, _frame):
         raise _Stop
 
@@ -174,8 +174,10 @@ def serve(a: str, b: str, a_to_b_s: float, b_to_a_s: float, jitter_s: float, see
     signal.signal(signal.SIGINT, stop)
     rng = random.Random(seed)
     sock_a, sock_b = _open(a), _open(b)
-    ways = {sock_a.fileno(): Direction(sock_a, sock_b, a_to_b_s, jitter_s, rng),
-            sock_b.fileno(): Direction(sock_b, sock_a, b_to_a_s, jitter_s, rng)}
+    ways = {
+        sock_a.fileno(): Direction(sock_a, sock_b, a_to_b_s, jitter_s, rng),
+        sock_b.fileno(): Direction(sock_b, sock_a, b_to_a_s, jitter_s, rng),
+    }
     print(json.dumps({"ready": True}), flush=True)
     fds = list(ways)
     try:

@@ -107,7 +107,8 @@ def require_root(euid: int | None = None) -> None:
         raise NetworkError(
             "network: hosts: namespaces needs root (creating network namespaces, veth links and qdiscs needs "
             f"CAP_SYS_ADMIN and CAP_NET_ADMIN; this process runs as uid {euid}): run bench as root, "
-            "or use network: {hosts: loopback}")
+            "or use network: {hosts: loopback}"
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,8 +125,10 @@ class Link:
 
         parts = [f"tbf {format_bitrate(self.rate_bit)}" if self.rate_bit else "no rate limit"]
         if staged:
-            parts.append(f"delay stage {format_duration(self.delay_s)}"
-                         + (f" + 0..{format_duration(self.jitter_s)} jitter" if self.jitter_s else ""))
+            parts.append(
+                f"delay stage {format_duration(self.delay_s)}"
+                + (f" + 0..{format_duration(self.jitter_s)} jitter" if self.jitter_s else "")
+            )
         else:
             parts.append("bridge")
         return f"{self.direction}: {', '.join(parts)}"
@@ -233,8 +236,9 @@ def inside(name: str) -> Iterator[None]:
             yield
         finally:
             if _libc.setns(original, _CLONE_NEWNET) != 0:
-                raise RuntimeError(f"could not return to the original network namespace: "
-                                   f"{os.strerror(ctypes.get_errno())}")
+                raise RuntimeError(
+                    f"could not return to the original network namespace: {os.strerror(ctypes.get_errno())}"
+                )
     finally:
         os.close(target)
         os.close(original)
@@ -303,7 +307,9 @@ def _build(names: dict[str, str], links: tuple[Link, Link], *, bridged: bool) ->
         for fd in fds.values():
             os.close(fd)
     # client->server is limited on the client's eth0, server->client on the server's
-    ends_of = [("srv", SERVER_ADDRESS, links[1])] + [(role, client_address(k), links[0]) for k, role in enumerate(clients)]
+    ends_of = [("srv", SERVER_ADDRESS, links[1])] + [
+        (role, client_address(k), links[0]) for k, role in enumerate(clients)
+    ]
     for role, address, link in ends_of:
         with _rtnl(names[role]) as ns:
             eth0 = ns.link_lookup(ifname="eth0")[0]
@@ -311,8 +317,9 @@ def _build(names: dict[str, str], links: tuple[Link, Link], *, bridged: bool) ->
             ns.link("set", index=eth0, state="up")
             ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
             if link.rate_bit:
-                ns.tc("add", "tbf", eth0, rate=f"{link.rate_bit}bit", burst=_burst_bytes(link.rate_bit),
-                      latency="100ms")
+                ns.tc(
+                    "add", "tbf", eth0, rate=f"{link.rate_bit}bit", burst=_burst_bytes(link.rate_bit), latency="100ms"
+                )
 
 
 def _burst_bytes(rate_bit: int) -> int:
@@ -326,21 +333,45 @@ def _burst_bytes(rate_bit: int) -> int:
 
 def _start_stage(names: dict[str, str], links: tuple[Link, Link]) -> subprocess.Popen[bytes]:
     to_server, to_client = links
-    command = [sys.executable, "-m", "bench.network.delay", "--a", "to-cli", "--b", "to-srv",
-               "--a-to-b-us", str(round(to_server.delay_s * 1e6)), "--b-to-a-us", str(round(to_client.delay_s * 1e6)),
-               "--jitter-us", str(round(to_server.jitter_s * 1e6)), "--parent", str(os.getpid())]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(Path(__file__).parents[2]),
-                                                                     os.environ.get("PYTHONPATH")])))
+    command = [
+        sys.executable,
+        "-m",
+        "bench.network.delay",
+        "--a",
+        "to-cli",
+        "--b",
+        "to-srv",
+        "--a-to-b-us",
+        str(round(to_server.delay_s * 1e6)),
+        "--b-to-a-us",
+        str(round(to_client.delay_s * 1e6)),
+        "--jitter-us",
+        str(round(to_server.jitter_s * 1e6)),
+        "--parent",
+        str(os.getpid()),
+    ]
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(filter(None, [str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH")])),
+    )
     with inside(names["hop"]):
-        stage = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                 env=env, start_new_session=True)
+        stage = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            start_new_session=True,
+        )
     assert stage.stdout is not None and stage.stderr is not None  # both are pipes
     ready, _, _ = select.select([stage.stdout], [], [], STAGE_READY_TIMEOUT_S)
     line = stage.stdout.readline() if ready else b""
     if b'"ready"' not in line:
         _stop_stage(stage)
-        raise NetworkError(f"the delay stage did not start within {STAGE_READY_TIMEOUT_S:.0f} s: "
-                           f"{stage.stderr.read().decode(errors='replace')[-2000:]}")
+        raise NetworkError(
+            f"the delay stage did not start within {STAGE_READY_TIMEOUT_S:.0f} s: "
+            f"{stage.stderr.read().decode(errors='replace')[-2000:]}"
+        )
     return stage
 
 
@@ -470,13 +501,23 @@ def _echo_bytes(sock: socket.socket, count: int) -> None:
 
 def links_for(rtt_s: float = 0.0, jitter_s: float = 0.0, rate_bit: int | None = None) -> tuple[Link, Link]:
     """Both directions of a link with ``rtt_s`` split evenly over them."""
-    return (Link("client->server", rate_bit, rtt_s / 2, jitter_s),
-            Link("server->client", rate_bit, rtt_s / 2, jitter_s))
+    return (
+        Link("client->server", rate_bit, rtt_s / 2, jitter_s),
+        Link("server->client", rate_bit, rtt_s / 2, jitter_s),
+    )
 
 
 @contextlib.contextmanager
-def namespace_hosts(run_id: str, *, rtt_s: float = 0.0, jitter_s: float = 0.0, rate_bit: int | None = None,
-                    measure: bool = True, stage: bool = False, client_hosts: int = 1) -> Iterator[NamespaceHosts]:
+def namespace_hosts(
+    run_id: str,
+    *,
+    rtt_s: float = 0.0,
+    jitter_s: float = 0.0,
+    rate_bit: int | None = None,
+    measure: bool = True,
+    stage: bool = False,
+    client_hosts: int = 1,
+) -> Iterator[NamespaceHosts]:
     """Build a server host and ``client_hosts`` client hosts for one run; remove them (and stop the delay stage) at the end.
 
     With ``measure``, the base round trip between the hosts is timed once
@@ -487,8 +528,10 @@ def namespace_hosts(run_id: str, *, rtt_s: float = 0.0, jitter_s: float = 0.0, r
     require_root()
     use_stage = bool(stage or rtt_s or jitter_s)
     if client_hosts > 1 and use_stage:
-        raise NetworkError(f"{client_hosts} client hosts need the bridge, but a delay (rtt/jitter) puts the delay "
-                           "stage between exactly two hosts: use one client host with a delay, or no delay")
+        raise NetworkError(
+            f"{client_hosts} client hosts need the bridge, but a delay (rtt/jitter) puts the delay "
+            "stage between exactly two hosts: use one client host with a delay, or no delay"
+        )
     remove_stale()
     names = namespace_names(run_id, client_hosts=client_hosts)
     hosts = NamespaceHosts(names, links_for(rtt_s, jitter_s, rate_bit), staged=use_stage, client_hosts=client_hosts)
@@ -506,8 +549,9 @@ def namespace_hosts(run_id: str, *, rtt_s: float = 0.0, jitter_s: float = 0.0, r
                 before = os.times()
                 hosts.stage_counters = _stop_stage(stage_process)
                 after = os.times()
-                hosts.stage_cpu_s = (after.children_user - before.children_user
-                                     + after.children_system - before.children_system)
+                hosts.stage_cpu_s = (
+                    after.children_user - before.children_user + after.children_system - before.children_system
+                )
         finally:
             for name in names.values():
                 _remove(name)

@@ -61,8 +61,18 @@ FIGURES: dict[str, Callable[[Results, int | None, Any], Figure | None]] = {
     "memory": lambda r, _p, _c: _figures.memory_figure(r),
 }
 
-__all__ = ["FIGURES", "FigureJob", "FiguresFailed", "add_plot_arguments", "build_figures", "figure_jobs",
-           "plot_command", "plot_results", "save_figure", "timeline_figure"]
+__all__ = [
+    "FIGURES",
+    "FigureJob",
+    "FiguresFailed",
+    "add_plot_arguments",
+    "build_figures",
+    "figure_jobs",
+    "plot_command",
+    "plot_results",
+    "save_figure",
+    "timeline_figure",
+]
 
 
 #: The formats of the question figures unless others are asked for.
@@ -153,8 +163,10 @@ class FiguresFailed(Exception):
 
     def __init__(self, written: list[Path], failures: dict[str, str]):
         first = next(iter(failures.items()))
-        super().__init__(f"{len(failures)} figure{'' if len(failures) == 1 else 's'} could not be drawn "
-                         f"(first: {first[0]}: {first[1]})")
+        super().__init__(
+            f"{len(failures)} figure{'' if len(failures) == 1 else 's'} could not be drawn "
+            f"(first: {first[0]}: {first[1]})"
+        )
         self.written = written
         self.failures = failures
 
@@ -198,8 +210,9 @@ def job_formats(job: FigureJob, formats: tuple[str, ...] | None) -> tuple[str, .
     return TIMELINE_FORMATS if job.run_id else FIGURE_FORMATS
 
 
-def draw_job(results_dir: Path, job: FigureJob, formats: tuple[str, ...] | None,
-             spectrum_point: int | None = None) -> list[Path]:
+def draw_job(
+    results_dir: Path, job: FigureJob, formats: tuple[str, ...] | None, spectrum_point: int | None = None
+) -> list[Path]:
     """Draw one figure of ``results_dir`` into its ``figures/`` in every format
     (None: :func:`job_formats`' default); returns the files written."""
     formats = job_formats(job, formats)
@@ -226,10 +239,16 @@ def plot_workers(jobs: int) -> int:
     return max(1, min(len(os.sched_getaffinity(0)), MAX_PLOT_WORKERS, jobs))
 
 
-def plot_results(results_dir: Path, formats: Iterable[str] | None = None, *, timelines: bool | Iterable[str] = True,
-                 spectrum_point: int | None = None, jobs: Sequence[FigureJob] | None = None,
-                 workers: int | None = None,
-                 on_figure: Callable[[int, int, FigureJob], None] | None = None) -> list[Path]:
+def plot_results(
+    results_dir: Path,
+    formats: Iterable[str] | None = None,
+    *,
+    timelines: bool | Iterable[str] = True,
+    spectrum_point: int | None = None,
+    jobs: Sequence[FigureJob] | None = None,
+    workers: int | None = None,
+    on_figure: Callable[[int, int, FigureJob], None] | None = None,
+) -> list[Path]:
     """Write every figure of ``results_dir`` into ``results_dir/figures/``; return the files written.
 
     ``formats`` None writes :data:`FIGURE_FORMATS` for the question figures
@@ -259,8 +278,14 @@ def plot_results(results_dir: Path, formats: Iterable[str] | None = None, *, tim
         _SOURCE.clear()  # the next call reads the folder afresh
 
 
-def _draw_all(results_dir: Path, todo: list[FigureJob], formats: tuple[str, ...] | None, spectrum_point: int | None,
-              workers: int | None, on_figure: Callable[[int, int, FigureJob], None] | None) -> list[Path]:
+def _draw_all(
+    results_dir: Path,
+    todo: list[FigureJob],
+    formats: tuple[str, ...] | None,
+    spectrum_point: int | None,
+    workers: int | None,
+    on_figure: Callable[[int, int, FigureJob], None] | None,
+) -> list[Path]:
     """:func:`plot_results` once the jobs are known."""
     workers = plot_workers(len(todo)) if workers is None else max(1, min(workers, len(todo) or 1))
     written: list[Path] = []
@@ -312,13 +337,26 @@ def _draw_all(results_dir: Path, todo: list[FigureJob], formats: tuple[str, ...]
 def add_plot_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``bench plot``."""
     parser.add_argument("results_dir", type=Path, metavar="RESULTS_DIR", help="a results folder written by `bench run`")
-    parser.add_argument("--format", dest="formats", action="append", choices=("png", "svg", "pdf"),
-                        help="figure format of every figure, timelines included; repeat for several "
-                             "(default: png and svg, timelines png only)")
-    parser.add_argument("--point", type=int, default=None,
-                        help="point index for the latency spectrum (default: the last, largest point)")
-    parser.add_argument("--no-timelines", dest="timelines", action="store_false",
-                        help="skip the per-run timeline figures (faster on big scenarios)")
+    parser.add_argument(
+        "--format",
+        dest="formats",
+        action="append",
+        choices=("png", "svg", "pdf"),
+        help="figure format of every figure, timelines included; repeat for several "
+        "(default: png and svg, timelines png only)",
+    )
+    parser.add_argument(
+        "--point",
+        type=int,
+        default=None,
+        help="point index for the latency spectrum (default: the last, largest point)",
+    )
+    parser.add_argument(
+        "--no-timelines",
+        dest="timelines",
+        action="store_false",
+        help="skip the per-run timeline figures (faster on big scenarios)",
+    )
 
 
 def plot_command(args: argparse.Namespace) -> int:
@@ -328,14 +366,20 @@ def plot_command(args: argparse.Namespace) -> int:
     try:
         if ensure_summary(args.results_dir):
             print(f"wrote {Path(args.results_dir) / 'summary.json'} (it was missing)")
-        paths = plot_results(args.results_dir, tuple(args.formats) if args.formats else None,
-                             timelines=getattr(args, "timelines", True), spectrum_point=getattr(args, "point", None))
+        paths = plot_results(
+            args.results_dir,
+            tuple(args.formats) if args.formats else None,
+            timelines=getattr(args, "timelines", True),
+            spectrum_point=getattr(args, "point", None),
+        )
     except NotAResultsFolder as exc:
         print(f"bench plot: {exc}", file=sys.stderr)
         return 2
     except DiskFull as exc:
-        print(f"bench plot: {exc}; the figures written before it are whole. Free some space and run it again.",
-              file=sys.stderr)
+        print(
+            f"bench plot: {exc}; the figures written before it are whole. Free some space and run it again.",
+            file=sys.stderr,
+        )
         return 1
     except FiguresFailed as exc:
         for base, error in exc.failures.items():
@@ -343,8 +387,10 @@ def plot_command(args: argparse.Namespace) -> int:
         print(f"bench plot: {exc}; the other {len(exc.written)} files are written", file=sys.stderr)
         return 1
     main = [p for p in paths if p.parent.name == "figures"]
-    print(f"wrote {len(paths)} figure files to {Path(args.results_dir) / 'figures'}"
-          f" ({len(main)} summary figures, {len(paths) - len(main)} timeline files)")
+    print(
+        f"wrote {len(paths)} figure files to {Path(args.results_dir) / 'figures'}"
+        f" ({len(main)} summary figures, {len(paths) - len(main)} timeline files)"
+    )
     for p in main:
         print(f"  {p}")
     return 0

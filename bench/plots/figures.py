@@ -69,9 +69,9 @@ class XAxis:
     """How the swept parameter maps to positions on the x axis."""
 
     param: str | None
-    values: list[Any]          # distinct parameter values in point order
+    values: list[Any]  # distinct parameter values in point order
     positions: dict[Any, float]
-    scale: str                 # linear | log | symlog | category
+    scale: str  # linear | log | symlog | category
 
     def pos(self, value: Any) -> float:
         return self.positions[axis_key(value)]
@@ -141,7 +141,7 @@ def make_x_axis(param: str, raw_values: Iterable[Any]) -> XAxis:
 
 
 def grow_phrase(results: Results) -> str:
-    """"as clients grow" for a sweep; "at 20 clients" (the fixed load) for a single point."""
+    """ "as clients grow" for a sweep; "at 20 clients" (the fixed load) for a single point."""
     if results.x_param is not None:
         return PARAM_TEXT.get(results.x_param, (f"as {results.x_param} changes", ""))[0]
     runs = results.runs
@@ -162,7 +162,7 @@ def _question(results: Results, sweep_text: str, single_text: str) -> str:
 class Series:
     model: str
     label: str
-    rows: pd.DataFrame   # aggregate rows, sorted along x
+    rows: pd.DataFrame  # aggregate rows, sorted along x
     linestyle: str
 
 
@@ -204,15 +204,22 @@ def all_flags(results: Results) -> set[str]:
 SERVED_METRICS = ("req_per_s", "mb_per_s") + LOWER_BOUNDED_METRICS
 
 
-def metric_flags(row: pd.Series, metric: str,
-                 base: Callable[[pd.Series], list[str]] | None = None) -> list[str]:
+def metric_flags(row: pd.Series, metric: str, base: Callable[[pd.Series], list[str]] | None = None) -> list[str]:
     """``base`` (default :func:`row_flags`) plus the flags of this metric's value (a latency only a lower bound)."""
-    return (base or row_flags)(row) + (["lower-bound"] if metric in LOWER_BOUNDED_METRICS
-                                       and is_lower_bound(row, metric) else [])
+    return (base or row_flags)(row) + (
+        ["lower-bound"] if metric in LOWER_BOUNDED_METRICS and is_lower_bound(row, metric) else []
+    )
 
 
-def _draw_point_marks(ax: Axes, x: float, y: float | None, row: pd.Series, metric: str, slot: int,
-                      base: Callable[[pd.Series], list[str]] | None = None) -> None:
+def _draw_point_marks(
+    ax: Axes,
+    x: float,
+    y: float | None,
+    row: pd.Series,
+    metric: str,
+    slot: int,
+    base: Callable[[pd.Series], list[str]] | None = None,
+) -> None:
     style.draw_flags(ax, x, y, metric_flags(row, metric, base), slot)
     if metric in SERVED_METRICS:
         style.draw_served(ax, x, y, served_phrase(row))
@@ -227,9 +234,14 @@ def _series_handles(ss: Sequence[Series]) -> list[Any]:
     return handles
 
 
-def _metric_lines(ax: Axes, results: Results, xa: XAxis, metric: str,
-                  scale: Callable[[np.ndarray], np.ndarray] = lambda a: a,
-                  flags: Callable[[pd.Series], list[str]] | None = None) -> list[float]:
+def _metric_lines(
+    ax: Axes,
+    results: Results,
+    xa: XAxis,
+    metric: str,
+    scale: Callable[[np.ndarray], np.ndarray] = lambda a: a,
+    flags: Callable[[pd.Series], list[str]] | None = None,
+) -> list[float]:
     """Median line + min-max band + flags of ``metric`` for every series; returns the plotted values."""
     flags = flags or row_flags
     plotted: list[float] = []
@@ -248,9 +260,13 @@ def _metric_lines(ax: Axes, results: Results, xa: XAxis, metric: str,
     return plotted
 
 
-def _metric_bars(ax: Axes, results: Results, metric: str,
-                 scale: Callable[[np.ndarray], np.ndarray] = lambda a: a,
-                 flags: Callable[[pd.Series], list[str]] | None = None) -> list[float]:
+def _metric_bars(
+    ax: Axes,
+    results: Results,
+    metric: str,
+    scale: Callable[[np.ndarray], np.ndarray] = lambda a: a,
+    flags: Callable[[pd.Series], list[str]] | None = None,
+) -> list[float]:
     """Single point: one bar per model (median) with a min-max error bar, plus flags."""
     flags = flags or row_flags
     agg = results.aggregate
@@ -265,8 +281,15 @@ def _metric_bars(ax: Axes, results: Results, metric: str,
         hi = float(scale(np.array([row[f"{metric}_max"]], dtype=float))[0])
         colour = style.model_colour(model)
         if np.isfinite(med):
-            ax.bar([i], [med], color=colour, width=0.7, zorder=3,
-                   hatch="//" if registry.is_ceiling_reference(model) else None, edgecolor="white")
+            ax.bar(
+                [i],
+                [med],
+                color=colour,
+                width=0.7,
+                zorder=3,
+                hatch="//" if registry.is_ceiling_reference(model) else None,
+                edgecolor="white",
+            )
             ax.errorbar([i], [med], yerr=[[med - lo], [hi - med]], color="#333333", capsize=4, zorder=4)
             plotted += [lo, hi]
         _draw_point_marks(ax, i, hi if np.isfinite(hi) else None, row, metric, 0, flags)
@@ -275,9 +298,13 @@ def _metric_bars(ax: Axes, results: Results, metric: str,
     return plotted
 
 
-def _draw_metric(ax: Axes, results: Results, metric: str,
-                 scale: Callable[[np.ndarray], np.ndarray] = lambda a: a,
-                 flags: Callable[[pd.Series], list[str]] | None = None) -> list[float]:
+def _draw_metric(
+    ax: Axes,
+    results: Results,
+    metric: str,
+    scale: Callable[[np.ndarray], np.ndarray] = lambda a: a,
+    flags: Callable[[pd.Series], list[str]] | None = None,
+) -> list[float]:
     if results.x_param is None:
         return _metric_bars(ax, results, metric, scale, flags)
     xa = x_axis(results)
@@ -332,8 +359,16 @@ def _draw_ceilings(ax: Axes, results: Results, metric: str, calibration: Any) ->
         if xa.param is None:
             ax.axhline(c.value, color="#777777", linestyle=(0, (6, 3)), linewidth=1.2, zorder=1)
         else:
-            ax.plot([xa.pos(axis_key(row[xa.param]))], [c.value], marker="_", markersize=26, markeredgewidth=2.5,
-                    color="#777777", linestyle="none", zorder=2)
+            ax.plot(
+                [xa.pos(axis_key(row[xa.param]))],
+                [c.value],
+                marker="_",
+                markersize=26,
+                markeredgewidth=2.5,
+                color="#777777",
+                linestyle="none",
+                zorder=2,
+            )
         drawn.append(c.value)
     return drawn
 
@@ -359,8 +394,22 @@ def throughput_figure(results: Results, calibration: Any = None) -> Figure | Non
     if not style.spans_decades(values, 30):
         ax.set_ylim(bottom=0)
     _titles(results, fig, question, _reps_note(results))
-    extra = [Line2D([], [], color="#777777", marker="_", markersize=16, markeredgewidth=2.5, linestyle="none",
-                    label="machine ceiling (bench calibrate)")] if ceilings else []
+    extra = (
+        [
+            Line2D(
+                [],
+                [],
+                color="#777777",
+                marker="_",
+                markersize=16,
+                markeredgewidth=2.5,
+                linestyle="none",
+                label="machine ceiling (bench calibrate)",
+            )
+        ]
+        if ceilings
+        else []
+    )
     _legend(fig, results, extra)
     return fig
 
@@ -382,15 +431,21 @@ def latency_figure(results: Results) -> Figure | None:
         return None
     fig, axes = style.new_figure(1, 2, width=2 * style.PANEL_W + 2.0, sharey=True)
     values: list[float] = []
-    for ax, metric, name in ((axes[0, 0], "lat_p50_us", "median (p50)"),
-                             (axes[0, 1], "lat_p99_us", "99th percentile (p99)")):
+    for ax, metric, name in (
+        (axes[0, 0], "lat_p50_us", "median (p50)"),
+        (axes[0, 1], "lat_p99_us", "99th percentile (p99)"),
+    ):
         values += _draw_metric(ax, results, metric)
         ax.set_title(f"{name} request latency", fontsize=10)
     for ax in axes.flat:
         style.time_axis(ax, "y", values)
     axes[0, 0].set_ylabel("request latency (log scale)")
-    _titles(results, fig, _question(results, "How does latency change {}?", "Which model answers fastest {}?"),
-                 _reps_note(results) + "; " + latency_basis(results))
+    _titles(
+        results,
+        fig,
+        _question(results, "How does latency change {}?", "Which model answers fastest {}?"),
+        _reps_note(results) + "; " + latency_basis(results),
+    )
     lower = any(is_lower_bound(r, m) for _, r in results.aggregate.iterrows() for m in ("lat_p50_us", "lat_p99_us"))
     _legend(fig, results, style.flag_handles({"lower-bound"}) if lower else [])
     return fig
@@ -453,11 +508,16 @@ def spectrum_figure(results: Results, point: int | None = None, kind: str = "lat
         row = agg[(agg["model"] == model) & (agg["point"] == point)]
         if len(row):
             p99 = hist.get_value_at_percentile(99.0)
-            style.draw_flags(ax, 100.0, p99, metric_flags(row.iloc[0], "lat_p99_us") if kind == "latency"
-                             else row_flags(row.iloc[0]), slot)
+            style.draw_flags(
+                ax,
+                100.0,
+                p99,
+                metric_flags(row.iloc[0], "lat_p99_us") if kind == "latency" else row_flags(row.iloc[0]),
+                slot,
+            )
             if kind == "latency":
                 style.draw_served(ax, 100.0, p99, served_phrase(row.iloc[0]))
-    ticks = [10.0 ** k for k in range(0, int(np.ceil(np.log10(max_x))) + 1)]
+    ticks = [10.0**k for k in range(0, int(np.ceil(np.log10(max_x))) + 1)]
     ax.set_xscale("log")
     ax.xaxis.set_major_locator(FixedLocator(ticks))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _p: _percentile_label(v)))
@@ -470,17 +530,27 @@ def spectrum_figure(results: Results, point: int | None = None, kind: str = "lat
     ax.set_ylabel(f"{'request latency' if kind == 'latency' else kind} (log scale)")
     handles = [Line2D([], [], label=m, **{**style.model_style(m), "marker": None}) for m, _, _ in curves]
     if any(results.hist_path(r, "latency_uncorrected").exists() for r in results.runs["run_id"]):
-        handles.append(Line2D([], [], color="#555555", linestyle=":", label="uncorrected (open loop: from actual send)"))
-    handles += style.flag_handles({f for m, _, _ in curves for _, r in
-                                   agg[(agg["model"] == m) & (agg["point"] == point)].iterrows()
-                                   for f in (metric_flags(r, "lat_p99_us") if kind == "latency" else row_flags(r))})
+        handles.append(
+            Line2D([], [], color="#555555", linestyle=":", label="uncorrected (open loop: from actual send)")
+        )
+    handles += style.flag_handles(
+        {
+            f
+            for m, _, _ in curves
+            for _, r in agg[(agg["model"] == m) & (agg["point"] == point)].iterrows()
+            for f in (metric_flags(r, "lat_p99_us") if kind == "latency" else row_flags(r))
+        }
+    )
     style.legend_right(fig, handles)
     reps = max(n for _, _, n in curves)
-    _titles(results, fig, f"How is latency spread at {_point_label(results, point)}?",
-                 f"percentile spectrum, {reps} repetition{'s' if reps != 1 else ''} merged; "
-                 "flat = predictable, a late climb = rare slow requests"
-                 + ("; requests that never completed count at the wait they reached (a lower bound)"
-                    if censored_any else ""))
+    _titles(
+        results,
+        fig,
+        f"How is latency spread at {_point_label(results, point)}?",
+        f"percentile spectrum, {reps} repetition{'s' if reps != 1 else ''} merged; "
+        "flat = predictable, a late climb = rare slow requests"
+        + ("; requests that never completed count at the wait they reached (a lower bound)" if censored_any else ""),
+    )
     return fig
 
 
@@ -489,9 +559,9 @@ def _spectrum(hist: Any) -> tuple[np.ndarray, np.ndarray]:
     total = hist.get_total_count()
     top = max(1.0, np.log10(max(total, 10)))  # beyond 1/total the percentile is just the max
     ks = np.arange(0.0, top + 1e-9, 0.05)  # 20 points per decade: smooth without bloating SVGs
-    pcts = [100.0 * (1.0 - 10.0 ** -k) for k in ks]
+    pcts = [100.0 * (1.0 - 10.0**-k) for k in ks]
     values = hist.get_percentile_to_value_dict(pcts)
-    xs = list(10.0 ** ks)
+    xs = list(10.0**ks)
     ys = [max(values[p], hist.get_min_value(), 1) for p in pcts]
     xs.append(10.0 ** (top + 0.3))
     ys.append(hist.get_max_value())
@@ -502,7 +572,7 @@ def _percentile_label(x: float) -> str:
     if x <= 1.0:
         return "0%"
     k = int(round(np.log10(x)))
-    p = 100.0 * (1 - 10.0 ** -k)
+    p = 100.0 * (1 - 10.0**-k)
     return f"{p:.{max(0, k - 2)}f}%"
 
 
@@ -526,8 +596,7 @@ def connections_figure(results: Results) -> Figure | None:
         labels, bottoms, positions = [], None, np.arange(len(rows))
         shares = []
         for _, row in rows.iterrows():
-            counts = [sum(np.nan_to_num(row.get(f"{c}_median", np.nan)) for c in cols)
-                      for _, cols, _, _ in OUTCOMES]
+            counts = [sum(np.nan_to_num(row.get(f"{c}_median", np.nan)) for c in cols) for _, cols, _, _ in OUTCOMES]
             total = sum(counts)
             shares.append([100.0 * c / total if total else 0.0 for c in counts])
             any_failure |= total > 0 and counts[0] < total
@@ -535,8 +604,17 @@ def connections_figure(results: Results) -> Figure | None:
         shares_arr = np.array(shares) if shares else np.zeros((0, len(OUTCOMES)))
         bottoms = np.zeros(len(rows))
         for j, (_name, _, colour, hatch) in enumerate(OUTCOMES):
-            ax.bar(positions, shares_arr[:, j], bottom=bottoms, color=colour, hatch=hatch,
-                   edgecolor="#333333", linewidth=0.6, width=0.7, zorder=3)
+            ax.bar(
+                positions,
+                shares_arr[:, j],
+                bottom=bottoms,
+                color=colour,
+                hatch=hatch,
+                edgecolor="#333333",
+                linewidth=0.6,
+                width=0.7,
+                zorder=3,
+            )
             bottoms += shares_arr[:, j]
         for pos, (_, row), sh in zip(positions, rows.iterrows(), shares_arr):
             failed = 100.0 - sh[0]
@@ -553,15 +631,17 @@ def connections_figure(results: Results) -> Figure | None:
             ax.set_xticks(positions, labels, rotation=20, ha="right")
             for tick, name in zip(ax.get_xticklabels(), labels):
                 tick.set_color(style.model_colour(name))
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)
     for r in range(nrows):
         axes[r, 0].set_ylabel("connection attempts (%)")
     handles: list[Any] = [Patch(facecolor=c, hatch=h, edgecolor="#333333", label=n) for n, _, c, h in OUTCOMES]
     handles += style.flag_handles(all_flags(results))
     style.legend_right(fig, handles)
-    sub = ("share of connect attempts per run by outcome (median over repetitions); on Linux a full "
-           "listen queue drops SYNs: timeouts, not refusals")
+    sub = (
+        "share of connect attempts per run by outcome (median over repetitions); on Linux a full "
+        "listen queue drops SYNs: timeouts, not refusals"
+    )
     if not any_failure:
         sub = "every connection attempt succeeded at every point; " + sub
     _titles(results, fig, _question(results, "Do connections get through {}?", "Do connections get through {}?"), sub)
@@ -595,8 +675,9 @@ def connect_time_figure(results: Results) -> Figure | None:
         return None
     ncols = min(2, len(panels))
     nrows = int(np.ceil(len(panels) / ncols))
-    fig, axes = style.new_figure(nrows, ncols, width=5.2 * ncols + 2.6, height=3.4 * nrows + 0.9,
-                                 sharex=True, sharey=True)
+    fig, axes = style.new_figure(
+        nrows, ncols, width=5.2 * ncols + 2.6, height=3.4 * nrows + 0.9, sharex=True, sharey=True
+    )
     agg = results.aggregate
     retries = syn_retry_times(results.environment.get("sysctls", {}))
     lo, hi = np.inf, 0.0
@@ -613,12 +694,19 @@ def connect_time_figure(results: Results) -> Figure | None:
         for i, t in enumerate(retries[:4]):
             ax.axvline(t * 1e6, color="#999999", linestyle=":", linewidth=1, zorder=1)
             if t >= 2 * labelled:  # on a log axis closer marks would print over each other
-                ax.text(t * 1e6, 2, ("SYN retry\n" if i == 0 else "") + f"{t:g} s", fontsize=7,
-                        color="#555555", ha="left", va="bottom")
+                ax.text(
+                    t * 1e6,
+                    2,
+                    ("SYN retry\n" if i == 0 else "") + f"{t:g} s",
+                    fontsize=7,
+                    color="#555555",
+                    ha="left",
+                    va="bottom",
+                )
                 labelled = t
         ax.set_title(_point_label(results, point), fontsize=10)
         ax.set_ylim(0, 104)
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)
     xlim = (max(1.0, lo / 2), max(hi * 2, 1e7))  # always show the first SYN retry marks
     for ax in axes.flat:
@@ -631,10 +719,14 @@ def connect_time_figure(results: Results) -> Figure | None:
     models = [m for m in results.models if any(m == mm for _, cs in panels for mm, _, _ in cs)]
     handles = [Line2D([], [], label=m, **{**style.model_style(m), "marker": None}) for m in models]
     style.legend_right(fig, handles + style.flag_handles(all_flags(results)))
-    _titles(results, fig, "How long does connecting take?",
-                 "cumulative share of all connect attempts; a curve ending below 100% = attempts that "
-                 "never connected; steps at the dotted lines = dropped SYNs retransmitted by the client "
-                 f"({', '.join(f'{t:g}' for t in retries[:4])} s after the first, on this kernel)")
+    _titles(
+        results,
+        fig,
+        "How long does connecting take?",
+        "cumulative share of all connect attempts; a curve ending below 100% = attempts that "
+        "never connected; steps at the dotted lines = dropped SYNs retransmitted by the client "
+        f"({', '.join(f'{t:g}' for t in retries[:4])} s after the first, on this kernel)",
+    )
     return fig
 
 
@@ -656,13 +748,23 @@ def memory_figure(results: Results) -> Figure | None:
         return None
     fig, axes = style.new_figure(2, 2, width=2 * style.PANEL_W + 2.2, height=2 * style.PANEL_H + 0.6)
     mem_values: list[float] = []
-    for ax, metric, name in ((axes[0, 0], "mem_pss_peak_bytes", "PSS (shared pages split between processes)"),
-                             (axes[0, 1], "mem_rss_peak_bytes", "summed RSS (shared pages counted per process)")):
+    for ax, metric, name in (
+        (axes[0, 0], "mem_pss_peak_bytes", "PSS (shared pages split between processes)"),
+        (axes[0, 1], "mem_rss_peak_bytes", "summed RSS (shared pages counted per process)"),
+    ):
         mem_values += _draw_metric(ax, results, metric)
         ax.set_title(f"peak {name}", fontsize=10)
         if not _has(results, metric):
-            ax.text(0.5, 0.5, f"{metric} not measured\n{_mem_note(results)}", transform=ax.transAxes,
-                    ha="center", va="center", fontsize=9, color="#aa0000")
+            ax.text(
+                0.5,
+                0.5,
+                f"{metric} not measured\n{_mem_note(results)}",
+                transform=ax.transAxes,
+                ha="center",
+                va="center",
+                fontsize=9,
+                color="#aa0000",
+            )
     for ax in (axes[0, 0], axes[0, 1]):
         style.bytes_axis(ax, mem_values)  # the same limits on both: PSS and RSS read against one scale
     axes[0, 0].set_ylabel("server memory, whole process tree")
@@ -679,9 +781,13 @@ def memory_figure(results: Results) -> Figure | None:
             ax.set_ylim(bottom=0)
             ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # no 2.5 processes
     _legend(fig, results)
-    _titles(results, fig, _question(results, "How much memory does each model need {}?", "How much memory does each model need {}?"),
-                 _reps_note(results) + "; PSS is the honest total for forked processes, summed RSS "
-                 "double-counts their shared pages")
+    _titles(
+        results,
+        fig,
+        _question(results, "How much memory does each model need {}?", "How much memory does each model need {}?"),
+        _reps_note(results) + "; PSS is the honest total for forked processes, summed RSS "
+        "double-counts their shared pages",
+    )
     return fig
 
 

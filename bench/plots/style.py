@@ -67,18 +67,50 @@ _MARKERS = ["o", "s", "^", "D", "v", "P", "*", "<", ">", "p"]
 
 #: Flag name -> (legend label, marker style).
 FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
-    GENERATOR_BOUND: (FLAG_LABELS[GENERATOR_BOUND],
-                        dict(marker="s", markersize=14, markerfacecolor="none", markeredgecolor="black",
-                             markeredgewidth=1.6, linestyle="none")),
-    UNSTABLE: (FLAG_LABELS[UNSTABLE],
-                 dict(marker="o", markersize=17, markerfacecolor="none", markeredgecolor="#CC79A7",
-                      markeredgewidth=2.0, linestyle="none")),
-    "lower-bound": ("≥ only a lower bound: too many requests never completed",
-                    dict(marker=r"$\geq$", markersize=13, markerfacecolor="black", markeredgecolor="black",
-                         markeredgewidth=0.4, linestyle="none")),
-    FAILED: (FLAG_LABELS[FAILED],
-               dict(marker="X", markersize=11, markerfacecolor="black", markeredgecolor="white",
-                    markeredgewidth=0.8, linestyle="none")),
+    GENERATOR_BOUND: (
+        FLAG_LABELS[GENERATOR_BOUND],
+        dict(
+            marker="s",
+            markersize=14,
+            markerfacecolor="none",
+            markeredgecolor="black",
+            markeredgewidth=1.6,
+            linestyle="none",
+        ),
+    ),
+    UNSTABLE: (
+        FLAG_LABELS[UNSTABLE],
+        dict(
+            marker="o",
+            markersize=17,
+            markerfacecolor="none",
+            markeredgecolor="#CC79A7",
+            markeredgewidth=2.0,
+            linestyle="none",
+        ),
+    ),
+    "lower-bound": (
+        "≥ only a lower bound: too many requests never completed",
+        dict(
+            marker=r"$\geq$",
+            markersize=13,
+            markerfacecolor="black",
+            markeredgecolor="black",
+            markeredgewidth=0.4,
+            linestyle="none",
+        ),
+    ),
+    FAILED: (
+        FLAG_LABELS[FAILED],
+        dict(
+            marker="X",
+            markersize=11,
+            markerfacecolor="black",
+            markeredgecolor="white",
+            markeredgewidth=0.8,
+            linestyle="none",
+        ),
+    ),
 }
 
 #: Figure width for one panel, inches; the legend goes to the right of it.
@@ -101,17 +133,27 @@ def model_marker(model: str) -> str:
 
 def model_style(model: str) -> dict[str, Any]:
     """Line2D keyword arguments for ``model``'s line (the machine's ceiling dashed)."""
-    return dict(color=model_colour(model), marker=model_marker(model), markersize=5,
-                linestyle="--" if registry.is_ceiling_reference(model) else "-", linewidth=1.8)
+    return dict(
+        color=model_colour(model),
+        marker=model_marker(model),
+        markersize=5,
+        linestyle="--" if registry.is_ceiling_reference(model) else "-",
+        linewidth=1.8,
+    )
 
 
-def new_figure(nrows: int = 1, ncols: int = 1, *, width: float | None = None, height: float | None = None,
-               sharex: bool | Literal["none", "all", "row", "col"] = False,
-               sharey: bool | Literal["none", "all", "row", "col"] = False,
-               height_ratios: Sequence[float] | None = None) -> tuple[Figure, np.ndarray]:
+def new_figure(
+    nrows: int = 1,
+    ncols: int = 1,
+    *,
+    width: float | None = None,
+    height: float | None = None,
+    sharex: bool | Literal["none", "all", "row", "col"] = False,
+    sharey: bool | Literal["none", "all", "row", "col"] = False,
+    height_ratios: Sequence[float] | None = None,
+) -> tuple[Figure, np.ndarray]:
     """A Figure and a 2-D array of Axes (always 2-D, so callers index ``axes[r, c]``)."""
-    fig = Figure(figsize=(width or PANEL_W * ncols, height or PANEL_H * nrows), dpi=DPI,
-                 layout="constrained")
+    fig = Figure(figsize=(width or PANEL_W * ncols, height or PANEL_H * nrows), dpi=DPI, layout="constrained")
     gs_kw = {"height_ratios": height_ratios} if height_ratios else None
     axes = fig.subplots(nrows, ncols, sharex=sharex, sharey=sharey, squeeze=False, gridspec_kw=gs_kw)
     for ax in axes.flat:
@@ -133,8 +175,9 @@ def titles(fig: Figure, question: str, subtitle: str = "") -> None:
     fig.suptitle(question + "\n" * len(lines), fontsize=13, fontweight="bold", linespacing=1.6)
     if lines:
         first_line = 13 * 1.6 / 72 / fig.get_figheight()  # one 13 pt title line, in figure fraction
-        fig.text(0.5, top - first_line, "\n".join(lines), ha="center", va="top", fontsize=9,
-                 color="#444444", linespacing=1.3)
+        fig.text(
+            0.5, top - first_line, "\n".join(lines), ha="center", va="top", fontsize=9, color="#444444", linespacing=1.3
+        )
 
 
 def flag_handles(flags: Iterable[str]) -> list[Line2D]:
@@ -150,8 +193,9 @@ def model_handles(models: Iterable[str]) -> list[Line2D]:
 def legend_right(fig: Figure, handles: list[Any], title: str | None = None) -> None:
     """One legend for the whole figure, outside the plots on the right (never covers data)."""
     if handles:
-        fig.legend(handles=handles, loc="outside right center", frameon=False, fontsize=9,
-                   title=title, title_fontsize=9)
+        fig.legend(
+            handles=handles, loc="outside right center", frameon=False, fontsize=9, title=title, title_fontsize=9
+        )
 
 
 def draw_flags(ax: Axes, x: float, y: float | None, flags: Iterable[str], slot: int = 0) -> None:
@@ -160,8 +204,7 @@ def draw_flags(ax: Axes, x: float, y: float | None, flags: Iterable[str], slot: 
         style = dict(FLAGS[f][1])
         if y is None or not np.isfinite(y):
             # no value: stack at the bottom of the axes, one slot per model so they don't overlap
-            ax.plot([x], [0.04 + 0.06 * slot], transform=ax.get_xaxis_transform(), clip_on=False,
-                    zorder=6, **style)
+            ax.plot([x], [0.04 + 0.06 * slot], transform=ax.get_xaxis_transform(), clip_on=False, zorder=6, **style)
         else:
             # not clipped: a flag on a point at the edge of the axes stays whole
             ax.plot([x], [y], zorder=6, clip_on=False, **style)
@@ -172,12 +215,28 @@ def draw_served(ax: Axes, x: float, y: float | None, text: str) -> None:
     if not text:
         return
     if y is None or not np.isfinite(y):
-        ax.annotate(text, (x, 0.02), xycoords=ax.get_xaxis_transform(), fontsize=7, color="#333333",
-                    ha="center", va="bottom", zorder=7)
+        ax.annotate(
+            text,
+            (x, 0.02),
+            xycoords=ax.get_xaxis_transform(),
+            fontsize=7,
+            color="#333333",
+            ha="center",
+            va="bottom",
+            zorder=7,
+        )
     else:
         # 5 points right and 9 below: clear of the point's own marker and of the flag markers above it
-        ax.annotate(text, (x, y), xytext=(5, -9), textcoords="offset points", fontsize=7, color="#333333",
-                    zorder=7, annotation_clip=False)
+        ax.annotate(
+            text,
+            (x, y),
+            xytext=(5, -9),
+            textcoords="offset points",
+            fontsize=7,
+            color="#333333",
+            zorder=7,
+            annotation_clip=False,
+        )
 
 
 # --------------------------------------------------------------------------

@@ -87,7 +87,9 @@ def timeline_figure(results: Results, run_id: str) -> Figure | None:
     backlog = style.finite_or_none(run.get("backlog"))
     if backlog is not None:
         # Linux holds up to backlog + 1 established connections in the accept queue
-        ax_q.axhline(backlog + 1, color="#aa0000", linestyle=":", linewidth=1.2, label=f"full (backlog {backlog:g} + 1)")
+        ax_q.axhline(
+            backlog + 1, color="#aa0000", linestyle=":", linewidth=1.2, label=f"full (backlog {backlog:g} + 1)"
+        )
     ax_q.set_ylabel("accept queue\n(connections)")
     ax_q.set_ylim(bottom=0)
     ax_q.yaxis.set_major_locator(MaxNLocator(integer=True))
@@ -103,8 +105,14 @@ def timeline_figure(results: Results, run_id: str) -> Figure | None:
             handles += flag_handles  # the run's flags head the legend column
         if handles:  # beside the panel, never over the data
             ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    ax_x.text(t_min if t_min < 0 else 0, 0.02, " warmup" if t_min < 0 else "", transform=ax_x.get_xaxis_transform(),
-              fontsize=8, color="#777777")
+    ax_x.text(
+        t_min if t_min < 0 else 0,
+        0.02,
+        " warmup" if t_min < 0 else "",
+        transform=ax_x.get_xaxis_transform(),
+        fontsize=8,
+        color="#777777",
+    )
 
     flags = run_flags(results, run)
     subtitle = f"{model} {_point_text(results, run)}, repetition {run.get('repetition', '?')}"

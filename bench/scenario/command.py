@@ -53,7 +53,9 @@ def summary_line(file: str | Path, scenario: Scenario) -> str:
     if runs != n_models * n_points * reps:
         partial = [m for m in scenario.models if not all(offers(m, service) for service in scenario.services)]
         offered = sorted({service for m in partial for service in MODELS[m].services} & set(scenario.services))
-        note = f" ({', '.join(partial)} {'runs' if len(partial) == 1 else 'run'} the {' and '.join(offered)} points only)"
+        note = (
+            f" ({', '.join(partial)} {'runs' if len(partial) == 1 else 'run'} the {' and '.join(offered)} points only)"
+        )
     return (
         f"ok: {file}: {plural(n_models, 'model')} x {plural(n_points, 'point')} x {plural(reps, 'repetition')} = "
         f"{plural(runs, 'run')}, "

@@ -34,7 +34,9 @@ def load_scenario(path: str | Path, overrides: Sequence[str] = (), thresholds: S
     except UnicodeDecodeError as exc:
         if len(raw) > MAX_FILE_BYTES:
             raise ScenarioError(source, [too_big(source, path)]) from None
-        raise ScenarioError(source, [Issue(source, None, "", f"not UTF-8 text ({exc.reason} at byte {exc.start})")]) from None
+        raise ScenarioError(
+            source, [Issue(source, None, "", f"not UTF-8 text ({exc.reason} at byte {exc.start})")]
+        ) from None
     except OSError as exc:
         raise ScenarioError(source, [Issue(source, None, "", f"cannot read: {exc.strerror}")]) from None
     if len(raw) > MAX_FILE_BYTES:
@@ -42,8 +44,9 @@ def load_scenario(path: str | Path, overrides: Sequence[str] = (), thresholds: S
     return parse_scenario(text, str(path), overrides, thresholds)
 
 
-def parse_scenario(text: str, source: str = "<scenario>", overrides: Sequence[str] = (),
-                   thresholds: Sequence[str] = ()) -> Scenario:
+def parse_scenario(
+    text: str, source: str = "<scenario>", overrides: Sequence[str] = (), thresholds: Sequence[str] = ()
+) -> Scenario:
     """Validate scenario YAML ``text``; ``source`` names it in messages. See :func:`load_scenario`."""
     if len(text) > MAX_FILE_BYTES or len(text.encode("utf-8")) > MAX_FILE_BYTES:
         raise ScenarioError(source, [too_big(source)])
@@ -69,8 +72,6 @@ def parse_scenario(text: str, source: str = "<scenario>", overrides: Sequence[st
     return scenario
 
 
-
 def issue_order(issue: Issue) -> tuple:
     # File problems in line order first, then those from --set.
     return (issue.where.startswith("--set"), issue.line or 0)
-

@@ -92,17 +92,26 @@ def machine_issues(s: Any) -> list[tuple[tuple, str]]:
         memory = _memory_bytes()
         allowed = memory // MESSAGE_MEMORY_SHARE
         for path, size, more in _first_over(_values_at(s, ("load", "message_bytes")), lambda v: v > allowed):
-            issues.append((path, f"{bytes_text(size)} per message is more than this machine can hold: each "
-                                 f"load generator worker keeps one in memory, and the machine has "
-                                 f"{bytes_text(memory)} (at most {bytes_text(allowed)} per message){_more(more)}"))
+            issues.append(
+                (
+                    path,
+                    f"{bytes_text(size)} per message is more than this machine can hold: each "
+                    f"load generator worker keeps one in memory, and the machine has "
+                    f"{bytes_text(memory)} (at most {bytes_text(allowed)} per message){_more(more)}",
+                )
+            )
     if set(FILE_SERVICES) & set(s.services):
         sizes = dict((size, path) for path, size in reversed(_values_at(s, ("load", "file_bytes"))))
         folder = tempfile.gettempdir()
         free = shutil.disk_usage(folder).free
         if sum(sizes) > free:
             biggest = max(sizes)
-            issues.append((sizes[biggest], f"the file service's files ({bytes_text(sum(sizes))} in all, one per "
-                                           f"size) do not fit in {folder}, which has {bytes_text(free)} free; "
-                                           f"free space, point TMPDIR elsewhere, or use smaller sizes"))
+            issues.append(
+                (
+                    sizes[biggest],
+                    f"the file service's files ({bytes_text(sum(sizes))} in all, one per "
+                    f"size) do not fit in {folder}, which has {bytes_text(free)} free; "
+                    f"free space, point TMPDIR elsewhere, or use smaller sizes",
+                )
+            )
     return issues
-

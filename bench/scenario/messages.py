@@ -30,6 +30,7 @@ MAX_DESCRIBED = 200
 #: thousand unknown keys needs one line saying so, not ten thousand.
 MAX_SHOWN = 20
 
+
 class ScenarioError(Exception):
     """A scenario that cannot be used; ``str()`` is the complete user-facing message.
 
@@ -68,10 +69,8 @@ class Issue:
         return f"{place}: {self.path}: {self.message}" if self.path else f"{place}: {self.message}"
 
 
-
 def plain_number(value: float) -> int | float:
     return int(value) if float(value).is_integer() else value
-
 
 
 def bytes_text(n: int) -> str:
@@ -85,10 +84,8 @@ def bytes_text(n: int) -> str:
     return f"{n:,} bytes"
 
 
-
 def shorten(where: str) -> str:
     return where if len(where) <= 66 else f"{where[:63]}..."
-
 
 
 def dotted(path: Sequence) -> str:
@@ -99,18 +96,23 @@ def dotted(path: Sequence) -> str:
     return text
 
 
-
 # -- pydantic errors in the user's words -------------------------------------
 
 # service first, then section by section (server, then the rest), each in the table's order
 _SWEEPABLE = ", ".join(dotted(p) for p in sorted(SWEEP_PATHS.values(), key=lambda p: (len(p) > 1, p[0] != "server")))
 _COMPARISONS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
 _TYPE_WORDS = {
-    "int_type": "a whole number", "int_parsing": "a whole number", "int_from_float": "a whole number",
-    "float_type": "a number", "float_parsing": "a number",
-    "bool_type": "true or false", "bool_parsing": "true or false",
-    "string_type": "text", "list_type": "a list such as [a, b]",
-    "model_type": "a section of 'key: value' lines", "dict_type": "a section of 'key: value' lines",
+    "int_type": "a whole number",
+    "int_parsing": "a whole number",
+    "int_from_float": "a whole number",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "string_type": "text",
+    "list_type": "a list such as [a, b]",
+    "model_type": "a section of 'key: value' lines",
+    "dict_type": "a section of 'key: value' lines",
     "model_attributes_type": "a section of 'key: value' lines",
 }
 
@@ -152,8 +154,16 @@ def describe(err: ErrorDetails, root: type[BaseModel]) -> tuple[tuple, str]:
 
 #: Fields holding seconds: their limits are shown as durations ("10ms").
 _DURATION_FIELDS = frozenset(
-    {"duration", "warmup", "interval", "idle_wait", "idle_timeout", "request_timeout", "send_timeout",
-     *(p.name for p in PARAMETERS if p.kind == "duration")}
+    {
+        "duration",
+        "warmup",
+        "interval",
+        "idle_wait",
+        "idle_timeout",
+        "request_timeout",
+        "send_timeout",
+        *(p.name for p in PARAMETERS if p.kind == "duration"),
+    }
 )
 
 

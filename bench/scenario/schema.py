@@ -98,18 +98,17 @@ def sweep(item: Any) -> Any:
     ]
 
 
-
 if TYPE_CHECKING:
     _T = TypeVar("_T")
     #: What a type checker sees of a sweep: the run-time type adds the discriminator and the list checks.
     Sweep: TypeAlias = _T | list[_T]
 else:
+
     class Sweep:
         """``Sweep[item]``: :func:`sweep` of ``item``, written where a type goes."""
 
         def __class_getitem__(cls, item: Any) -> Any:
             return sweep(item)
-
 
 
 Count = Annotated[StrictInt, Field(ge=1)]
@@ -121,8 +120,9 @@ PositiveDuration = Annotated[Duration, Field(gt=0)]
 #: Highest open-loop rate: 50x the 200k round trips/s a C client reaches on
 #: loopback here, so only a typo (or .inf, which a float would accept) is refused.
 MAX_RATE = 10_000_000
-Rate = Annotated[StrictFloat, Field(gt=0, le=MAX_RATE, allow_inf_nan=False),
-                 PlainSerializer(plain_number, when_used="json")]
+Rate = Annotated[
+    StrictFloat, Field(gt=0, le=MAX_RATE, allow_inf_nan=False), PlainSerializer(plain_number, when_used="json")
+]
 #: The services a scenario may name: those the load generator drives (a server may offer more).
 if TYPE_CHECKING:  # the names are a tuple built at run time: a type checker sees strings
     Service: TypeAlias = str
@@ -164,8 +164,10 @@ def _pool_size(name: str) -> AfterValidator:
 
     def check(value: int) -> int:
         if value < 1:
-            raise ValueError(f"{value} {name}: a pool needs at least 1 (server.{name} sizes the pool of {takers} "
-                             "only); leave it out for each model's default")
+            raise ValueError(
+                f"{value} {name}: a pool needs at least 1 (server.{name} sizes the pool of {takers} "
+                "only); leave it out for each model's default"
+            )
         return value
 
     return AfterValidator(check)
@@ -173,8 +175,11 @@ def _pool_size(name: str) -> AfterValidator:
 
 def _pool_field(name: str, default_text: str) -> Any:
     takers = " and ".join(POOL_OPTIONS[name])
-    return Field(None, description=f"{takers} only: {name}, the most connections each serves at once (see "
-                                   f"python -m servers --help); left out: {default_text}")
+    return Field(
+        None,
+        description=f"{takers} only: {name}, the most connections each serves at once (see "
+        f"python -m servers --help); left out: {default_text}",
+    )
 
 
 def _server_field(name: str) -> Any:
@@ -194,9 +199,11 @@ class ServerSpec(Section):
     backlog: Sweep[NonNegInt] = _server_field("backlog")
     max_children: Sweep[Count] = _server_field("max_children")
     threads: Sweep[Annotated[StrictInt, _pool_size("threads")]] | None = _pool_field(
-        "threads", "2 x the CPUs the server runs on")
+        "threads", "2 x the CPUs the server runs on"
+    )
     workers: Sweep[Annotated[StrictInt, _pool_size("workers")]] | None = _pool_field(
-        "workers", "one per CPU the server runs on")
+        "workers", "one per CPU the server runs on"
+    )
     sendfile: Sweep[StrictBool] = _server_field("sendfile")
     cpu_work_us: Sweep[NonNegInt] = _server_field("cpu_work_us")
     cpu_work_iterations: NonNegInt = _server_field("cpu_work_iterations")
@@ -253,19 +260,24 @@ if TYPE_CHECKING:  # fields generated from PARAMETERS, which a type checker cann
     GeneratorSpec: TypeAlias = Any
 else:
     LoadSpec = parameter_section("load", "``load:``: what the load generator does (fields: bench.parameters).")
-    GeneratorSpec = parameter_section("generator", "``generator:``: the load generator's own process layout "
-                                                   "(fields: bench.parameters).")
+    GeneratorSpec = parameter_section(
+        "generator", "``generator:``: the load generator's own process layout (fields: bench.parameters)."
+    )
 
 
 class MonitorSpec(Section):
     """``monitor:``: sampling of the server's process tree and the machine."""
 
     # 10 ms floor: reading PSS of a 40-process tree takes several ms.
-    interval: Annotated[Duration, Field(ge=0.01)] = Field(0.1, description="sampling interval of the server process tree")
+    interval: Annotated[Duration, Field(ge=0.01)] = Field(
+        0.1, description="sampling interval of the server process tree"
+    )
     idle_threshold_pct: Annotated[StrictFloat, Field(gt=0, le=100)] = Field(
         5.0, description="before each run, wait until the machine is less busy than this (percent)"
     )
-    idle_wait: Duration = Field(20.0, description="wait at most this long for the machine to be idle, then run anyway and record it")
+    idle_wait: Duration = Field(
+        20.0, description="wait at most this long for the machine to be idle, then run anyway and record it"
+    )
 
     @property
     def interval_s(self) -> float:
@@ -281,9 +293,11 @@ BitRate = Annotated[int, BeforeValidator(parse_bitrate), PlainSerializer(format_
 
 def _loss_refused(value: Any) -> Any:
     if value not in (None, 0, "0", "0%"):
-        raise ValueError("loss is not supported: the delay stage forwards whole segmentation-offload units of up "
-                         "to 64 KiB, so dropping one would lose dozens of wire packets at once, not the rate you "
-                         "configure; remove loss (rate, rtt and jitter are supported)")
+        raise ValueError(
+            "loss is not supported: the delay stage forwards whole segmentation-offload units of up "
+            "to 64 KiB, so dropping one would lose dozens of wire packets at once, not the rate you "
+            "configure; remove loss (rate, rtt and jitter are supported)"
+        )
     return None
 
 
@@ -291,14 +305,21 @@ class NetworkSpec(Section):
     """``network:``: where server and load run, and the link between them (see :mod:`bench.network`)."""
 
     hosts: Literal["loopback", "namespaces"] = Field(
-        "loopback", description="loopback: server and load share one loopback; namespaces: a server host and a "
-                                "client host (network namespaces, root only) joined by a link with the conditions below")
-    rtt: Duration = Field(0.0, description="namespaces: round trip added between the hosts, half each way (delay stage)")
+        "loopback",
+        description="loopback: server and load share one loopback; namespaces: a server host and a "
+        "client host (network namespaces, root only) joined by a link with the conditions below",
+    )
+    rtt: Duration = Field(
+        0.0, description="namespaces: round trip added between the hosts, half each way (delay stage)"
+    )
     jitter: Duration = Field(0.0, description="namespaces: extra delay per packet, uniform in 0..jitter, order kept")
     rate: BitRate | None = Field(None, description="namespaces: bit rate of each direction (tbf), e.g. 100Mbit")
     loss: Annotated[Any, AfterValidator(_loss_refused)] = Field(None, description="not supported (see the error)")
-    client_hosts: Count = Field(1, description="namespaces: client hosts on the bridge, load workers spread over "
-                                               "them (more than 1: generator.engine locust, no rtt/jitter)")
+    client_hosts: Count = Field(
+        1,
+        description="namespaces: client hosts on the bridge, load workers spread over "
+        "them (more than 1: generator.engine locust, no rtt/jitter)",
+    )
 
 
 def _threshold_text(text: str) -> str:
@@ -330,12 +351,9 @@ ThresholdEntry = Annotated[
 ]
 
 
-
-
 # --------------------------------------------------------------------------
 # The scenario
 # --------------------------------------------------------------------------
-
 
 
 class Scenario(Section):
@@ -362,7 +380,8 @@ class Scenario(Section):
     thresholds: list[ThresholdEntry] = Field(
         default_factory=list,
         description="pass/fail checks of the medians over repetitions, e.g. 'p99 < 5ms', 'errors == 0', or "
-                    "{model: threading, check: 'p99 < 5ms'}; bench run exits 99 when one fails")
+        "{model: threading, check: 'p99 < 5ms'}; bench run exits 99 when one fails",
+    )
 
     _points: list[Point] = PrivateAttr(default_factory=list)
     _swept: list[str] = PrivateAttr(default_factory=list)
@@ -425,8 +444,6 @@ class Scenario(Section):
         return "# scenario as run: every default filled in\n" + body
 
 
-
-
 def _cross_issues(s: Scenario) -> list[tuple[tuple, str]]:
     """Problems that involve more than one field, each with the path to point at."""
     issues: list[tuple[tuple, str]] = []
@@ -435,30 +452,51 @@ def _cross_issues(s: Scenario) -> list[tuple[tuple, str]]:
     axes = {"service": services, "mode": modes}
     for parameter in PARAMETERS:
         # applies None: everywhere
-        if parameter.required and (parameter.applies is None or
-                                   set(parameter.applies_values) & set(axes[parameter.applies[0]])):
+        if parameter.required and (
+            parameter.applies is None or set(parameter.applies_values) & set(axes[parameter.applies[0]])
+        ):
             if getattr(getattr(s, parameter.section), parameter.name) is None:
                 issues.append(((parameter.section, parameter.name), parameter.required_reason()))
     python_only = [service for service in services if service in PYTHON_ONLY_SERVICES]
     if s.generator.engine == "native" and python_only:
-        issues.append((("generator", "engine"), f"the native engine does not drive the {' and '.join(python_only)} "
-                       f"service (it speaks echo and file); use engine: python, or auto (python for "
-                       f"{' and '.join(python_only)})"))
+        issues.append(
+            (
+                ("generator", "engine"),
+                f"the native engine does not drive the {' and '.join(python_only)} "
+                f"service (it speaks echo and file); use engine: python, or auto (python for "
+                f"{' and '.join(python_only)})",
+            )
+        )
     if "open" not in modes and s.load.rate is not None:
         issues.append((("load", "rate"), "only used when mode is open; remove it or set mode: open"))
     for i, model in enumerate(s.models):
         if not any(offers(model, service) for service in services):
             offered = MODELS[model].services
-            issues.append((("models", i), f"{model} serves {' and '.join(offered)} only; remove it from a "
-                           f"{' and '.join(services)} scenario or add {offered[0]} to service"))
+            issues.append(
+                (
+                    ("models", i),
+                    f"{model} serves {' and '.join(offered)} only; remove it from a "
+                    f"{' and '.join(services)} scenario or add {offered[0]} to service",
+                )
+            )
     for name, takers in POOL_OPTIONS.items():
         if getattr(s.server, name) is not None and not set(takers) & set(s.models):
-            issues.append((("server", name), f"sizes the pool of {', '.join(takers)} only, and none of this "
-                           f"scenario's models ({', '.join(s.models)}) has it: add one of them to models or remove "
-                           f"server.{name}"))
+            issues.append(
+                (
+                    ("server", name),
+                    f"sizes the pool of {', '.join(takers)} only, and none of this "
+                    f"scenario's models ({', '.join(s.models)}) has it: add one of them to models or remove "
+                    f"server.{name}",
+                )
+            )
     if s.server.cpu_work_iterations and (isinstance(s.server.cpu_work_us, list) or not s.server.cpu_work_us):
-        issues.append((("server", "cpu_work_iterations"), "fixes the loop count of one cpu_work_us value: give a single "
-                       "cpu_work_us > 0 with it, or remove it and let bench run calibrate"))
+        issues.append(
+            (
+                ("server", "cpu_work_iterations"),
+                "fixes the loop count of one cpu_work_us value: give a single "
+                "cpu_work_us > 0 with it, or remove it and let bench run calibrate",
+            )
+        )
     for i, entry in enumerate(s.thresholds):
         named = entry.model if isinstance(entry, ThresholdSpec) else parse_threshold(entry).model
         if named is not None and named not in s.models:
@@ -469,20 +507,32 @@ def _cross_issues(s: Scenario) -> list[tuple[tuple, str]]:
             if getattr(s.network, field):
                 issues.append((("network", field), "needs network.hosts: namespaces (loopback has no link to shape)"))
     if s.generator.engine == "locust" and "open" in (s.load.mode if isinstance(s.load.mode, list) else [s.load.mode]):
-        issues.append((("generator", "engine"), "locust runs closed loop only (each Locust user sends as soon as it "
-                       "is free): use load.mode closed, or engine native/python for open loop"))
+        issues.append(
+            (
+                ("generator", "engine"),
+                "locust runs closed loop only (each Locust user sends as soon as it "
+                "is free): use load.mode closed, or engine native/python for open loop",
+            )
+        )
     if s.network.client_hosts > 1:
         if s.network.hosts != "namespaces":
             issues.append((("network", "client_hosts"), "needs network.hosts: namespaces (loopback is one host)"))
         elif s.network.rtt or s.network.jitter:
-            issues.append((("network", "client_hosts"), "more than 1 needs a link without rtt/jitter (the delay "
-                           "stage joins exactly two hosts)"))
+            issues.append(
+                (
+                    ("network", "client_hosts"),
+                    "more than 1 needs a link without rtt/jitter (the delay stage joins exactly two hosts)",
+                )
+            )
         if s.generator.engine != "locust":
-            issues.append((("network", "client_hosts"), "more than 1 needs generator.engine: locust (the engine "
-                           "that runs workers on several hosts)"))
+            issues.append(
+                (
+                    ("network", "client_hosts"),
+                    "more than 1 needs generator.engine: locust (the engine that runs workers on several hosts)",
+                )
+            )
     if importlib.util.find_spec("uvloop") is None:
         for path, value in ((("server", "loop"), s.server.loop), (("generator", "loop"), s.generator.loop)):
             if value == "uvloop":
                 issues.append((path, "uvloop is not installed: pip install uvloop, or choose asyncio"))
     return issues
-

@@ -48,22 +48,26 @@ def _set_where(spec: str) -> str:
     return shorten(f"--set {spec}")
 
 
-
 def too_big(source: str, path: Path | None = None) -> Issue:
     size = ""
     if path is not None:
         with contextlib.suppress(OSError):
             size = f" ({bytes_text(path.stat().st_size)})"
-    return Issue(source, None, "", f"larger than {bytes_text(MAX_FILE_BYTES)}{size}; a scenario is a few KiB "
-                 "of YAML: is this the right file?")
-
+    return Issue(
+        source,
+        None,
+        "",
+        f"larger than {bytes_text(MAX_FILE_BYTES)}{size}; a scenario is a few KiB of YAML: is this the right file?",
+    )
 
 
 def read_yaml(text: str, source: str) -> tuple[dict, dict[tuple, int], list[tuple[tuple, str]]]:
     """Parse once, keeping the node tree for line numbers. Syntax errors and unsafe YAML raise ScenarioError."""
     node = compose(text, source, ())
     if node is None:
-        raise ScenarioError(source, [Issue(source, None, "", "the file is empty; a scenario needs at least name, service and models")])
+        raise ScenarioError(
+            source, [Issue(source, None, "", "the file is empty; a scenario needs at least name, service and models")]
+        )
     data = construct(node, source)
     if not isinstance(data, dict):
         problem = f"expected 'key: value' lines at the top level, not a {type(data).__name__}"
@@ -103,7 +107,9 @@ def construct(node: yaml.Node, where: str) -> Any:
         return loader.construct_document(node)
     except (yaml.YAMLError, ValueError) as exc:  # a value YAML's own types refuse (e.g. a bad timestamp)
         mark = getattr(exc, "problem_mark", None) or node.start_mark
-        raise ScenarioError(where, [Issue(where, mark.line + 1, "", f"YAML value error: {getattr(exc, 'problem', exc)}")]) from None
+        raise ScenarioError(
+            where, [Issue(where, mark.line + 1, "", f"YAML value error: {getattr(exc, 'problem', exc)}")]
+        ) from None
     finally:
         loader.dispose()
 
@@ -138,20 +144,34 @@ def _check_events(text: str, where: str, at: tuple) -> Issue | None:
             line = event.start_mark.line
             nodes += 1
             if isinstance(event, yaml.AliasEvent) or event.anchor is not None:
-                return here(line, path, "YAML anchors and aliases (&name, *name) are not allowed in a scenario: "
-                                        "write each value out")
+                return here(
+                    line,
+                    path,
+                    "YAML anchors and aliases (&name, *name) are not allowed in a scenario: write each value out",
+                )
             if frames and not frames[-1][1] and frames[-1][2] >= MAX_POINTS:
-                return here(line, frames[-1][0], f"a list of more than {MAX_POINTS} values; a sweep has at most "
-                                                 f"{MAX_POINTS} points: shorten it")
+                return here(
+                    line,
+                    frames[-1][0],
+                    f"a list of more than {MAX_POINTS} values; a sweep has at most {MAX_POINTS} points: shorten it",
+                )
             if nodes > MAX_NODES:
-                return here(line, path, f"more than {MAX_NODES} YAML values (keys, values and list items); "
-                                        f"a scenario has a few dozen, and a sweep at most {MAX_POINTS} points")
+                return here(
+                    line,
+                    path,
+                    f"more than {MAX_NODES} YAML values (keys, values and list items); "
+                    f"a scenario has a few dozen, and a sweep at most {MAX_POINTS} points",
+                )
             if isinstance(event, yaml.ScalarEvent):
                 value = event.value
                 plain = event.implicit[0]  # resolved by its text (int, float, ...), not quoted
                 if plain and len(value) > MAX_NUMBER_TEXT and _NUMBER_LIKE.match(value):
-                    return here(line, path, f"a number of {len(value)} characters is out of range (at most "
-                                            f"{MAX_NUMBER_TEXT}; sizes and durations take units: 256MiB, 10s)")
+                    return here(
+                        line,
+                        path,
+                        f"a number of {len(value)} characters is out of range (at most "
+                        f"{MAX_NUMBER_TEXT}; sizes and durations take units: 256MiB, 10s)",
+                    )
                 _advance(frames, key=value)
                 continue
             # a mapping or sequence starts
@@ -198,8 +218,12 @@ def _syntax_issue(source: str, exc: yaml.YAMLError, text: str = "") -> Issue:
         char = exc.character
         code = ord(char) if isinstance(char, str) else char
         name = "a NUL byte" if code == 0 else f"the control character U+{code:04X}"
-        return Issue(source, line, "", f"contains {name}, which YAML does not allow; is this a text file? "
-                                       "Remove it (e.g. tr -d '\\000')")
+        return Issue(
+            source,
+            line,
+            "",
+            f"contains {name}, which YAML does not allow; is this a text file? Remove it (e.g. tr -d '\\000')",
+        )
     mark = getattr(exc, "problem_mark", None)
     problem = getattr(exc, "problem", None) or str(exc)
     context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
@@ -239,20 +263,27 @@ def apply_overrides(data: dict, overrides: Sequence[str]) -> tuple[list[tuple[tu
         key, sep, raw = spec.partition("=")
         key = key.strip()
         if not sep or not _OVERRIDE_PATH.match(key):
-            issues.append(Issue(where, None, "", "expected FIELD=VALUE with a dotted field path, e.g. --set load.clients=[1,10]"))
+            issues.append(
+                Issue(where, None, "", "expected FIELD=VALUE with a dotted field path, e.g. --set load.clients=[1,10]")
+            )
             continue
         path = tuple(int(part) if part.isdigit() else part for part in re.findall(r"\w+", key))
         if len(raw) > MAX_FILE_BYTES:
-            issues.append(Issue(where, None, dotted(path), f"the value is longer than "
-                                f"{bytes_text(MAX_FILE_BYTES)}"))
+            issues.append(Issue(where, None, dotted(path), f"the value is longer than {bytes_text(MAX_FILE_BYTES)}"))
             continue
         try:
             node = compose(raw, where, path)
             value = None if node is None else construct(node, where)
         except ScenarioError as exc:
-            issues += [dataclasses.replace(i, line=None, path=i.path or dotted(path),
-                                           message=i.message.replace("YAML syntax error", "the value is not valid YAML"))
-                       for i in exc.issues]
+            issues += [
+                dataclasses.replace(
+                    i,
+                    line=None,
+                    path=i.path or dotted(path),
+                    message=i.message.replace("YAML syntax error", "the value is not valid YAML"),
+                )
+                for i in exc.issues
+            ]
             continue
         problem = _assign(data, path, value)
         if problem:
@@ -300,7 +331,6 @@ def _assign(data: dict, path: tuple, value: Any) -> str | None:
     return None
 
 
-
 class Locator:
     """Turns a field path into an :class:`Issue` placed at its line or at the ``--set`` that set it."""
 
@@ -317,7 +347,6 @@ class Locator:
         while probe and probe not in self.lines:  # a missing field: point at its section
             probe = probe[:-1]
         return Issue(self.source, self.lines.get(probe), dotted(path), message)
-
 
 
 # -- YAML output --------------------------------------------------------------

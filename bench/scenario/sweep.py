@@ -29,6 +29,7 @@ def offers(model: str, service: str) -> bool:
     known = MODELS.get(model)
     return known is None or known.offers(service)
 
+
 #: The parameters a list sweeps (bench.parameters), each with a runs.csv column.
 _SWEPT_PARAMETERS = [p for p in PARAMETERS if p.sweepable]
 
@@ -58,7 +59,10 @@ if TYPE_CHECKING:
     LoadPoint: TypeAlias = Any  # its fields are generated from PARAMETERS, which a type checker cannot follow
 else:
     LoadPoint = dataclasses.make_dataclass(
-        "LoadPoint", [(p.point_name, Any) for p in in_section("load")], frozen=True, namespace={"__module__": __name__},
+        "LoadPoint",
+        [(p.point_name, Any) for p in in_section("load")],
+        frozen=True,
+        namespace={"__module__": __name__},
     )
 
 
@@ -129,7 +133,11 @@ def expand(scenario: Any) -> tuple[list["Point"], list[str], list[tuple[tuple, s
     for name in SWEEP_ORDER:
         total *= len(axes[name])
     if total > MAX_POINTS:
-        return [], [], [((), f"the sweep has {total} combinations; at most {MAX_POINTS} are allowed: shorten some lists")]
+        return (
+            [],
+            [],
+            [((), f"the sweep has {total} combinations; at most {MAX_POINTS} are allowed: shorten some lists")],
+        )
     points: list[Point] = []
     seen: set[tuple] = set()
     for combo in itertools.product(*(axes[name] for name in SWEEP_ORDER)):
@@ -139,10 +147,7 @@ def expand(scenario: Any) -> tuple[list["Point"], list[str], list[tuple[tuple, s
             seen.add(key)
             points.append(point)
     columns = [p.columns() for p in points]  # once each: 10,000 points x 11 axes
-    swept = [
-        name for name in SWEEP_ORDER
-        if len({repr(c[name]) for c in columns if c[name] is not None}) > 1
-    ]
+    swept = [name for name in SWEEP_ORDER if len({repr(c[name]) for c in columns if c[name] is not None}) > 1]
     issues = [
         (SWEEP_PATHS[name], f"is swept but changes nothing: {why_inert(name)}")
         for name in SWEEP_ORDER
@@ -155,10 +160,14 @@ def expand(scenario: Any) -> tuple[list["Point"], list[str], list[tuple[tuple, s
 def _point(scenario: Any, v: dict[str, Any], index: int) -> "Point":
     service = v["service"]
     where = {"service": service, "mode": v["mode"]}
-    load = LoadPoint(**{
-        p.point_name: (v[p.name] if p.sweepable else getattr(scenario.load, p.name)) if p.applies_at(where) else None
-        for p in in_section("load")
-    })
+    load = LoadPoint(
+        **{
+            p.point_name: (v[p.name] if p.sweepable else getattr(scenario.load, p.name))
+            if p.applies_at(where)
+            else None
+            for p in in_section("load")
+        }
+    )
     server_values = {name: getattr(scenario.server, name) for name in type(scenario.server).model_fields}
     server_values.update({p.name: v[p.name] for p in _SWEPT_PARAMETERS if p.section == "server"})
     server_values.update({p.name: server_values[p.name] or 0 for p in _SWEPT_PARAMETERS if p.zero_is_default})

@@ -152,8 +152,14 @@ class Connection(asyncio.BufferedProtocol):
     # -- shared ------------------------------------------------------------------
 
     def expiry(self) -> Expiry | None:
-        return next_expiry(self.service.timeouts, sending=self.sending(), waiting=self.waiting_for_input(),
-                           last_read=self.last_read, last_sent=self.last_sent, request_started=self.request_started)
+        return next_expiry(
+            self.service.timeouts,
+            sending=self.sending(),
+            waiting=self.waiting_for_input(),
+            last_read=self.last_read,
+            last_sent=self.last_sent,
+            request_started=self.request_started,
+        )
 
     def fail(self, error: BaseException) -> None:
         """Log one line (unless stopping) and abort: closing would wait to flush to a client that may not read."""
@@ -383,8 +389,12 @@ class SessionConnection(FileConnection):
         return answer
 
 
-CONNECTIONS: dict[str, type[Connection]] = {"echo": EchoConnection, "file": FileConnection,
-                                            "http": SessionConnection, "timeauth": SessionConnection}
+CONNECTIONS: dict[str, type[Connection]] = {
+    "echo": EchoConnection,
+    "file": FileConnection,
+    "http": SessionConnection,
+    "timeauth": SessionConnection,
+}
 
 
 class ProtocolServer:
@@ -456,8 +466,13 @@ class ProtocolServer:
         await asyncio.sleep(0)  # let the aborted transports call connection_lost
 
 
-def run(server: ProtocolServer, options: ServerOptions, service: str, ready: Callable[[str, int], None],
-        sock: socket.socket | None = None) -> None:
+def run(
+    server: ProtocolServer,
+    options: ServerOptions,
+    service: str,
+    ready: Callable[[str, int], None],
+    sock: socket.socket | None = None,
+) -> None:
     """Run ``server`` on the loop ``--loop`` asks for until SIGTERM/SIGINT."""
     with asyncio.Runner(loop_factory=check(service, options)) as runner:
         runner.run(server.run(ready, sock))
@@ -466,8 +481,9 @@ def run(server: ProtocolServer, options: ServerOptions, service: str, ready: Cal
 def serve(service: str, options: ServerOptions, ready: Callable[[str, int], None]) -> None:
     """Serve ``service`` with asyncio protocols until SIGTERM/SIGINT."""
     check(service, options)
-    server = ProtocolServer(make_service("asyncio-protocol", service, options), options,
-                            copy_writes=options.loop == "uvloop")
+    server = ProtocolServer(
+        make_service("asyncio-protocol", service, options), options, copy_writes=options.loop == "uvloop"
+    )
     try:
         run(server, options, service, ready)
     finally:

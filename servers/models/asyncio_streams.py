@@ -167,7 +167,9 @@ class AsyncServer:
                     watch.expired = watch.error(watch.seconds)
                     watch.task.cancel()
 
-    def _connection(self, handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter, Watch], Any]) -> Callable[..., Any]:
+    def _connection(
+        self, handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter, Watch], Any]
+    ) -> Callable[..., Any]:
         async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             task = asyncio.current_task()
             assert task is not None

@@ -22,7 +22,8 @@ from servers.service import make_service
 from servers.sessions import HANDLERS
 
 
-class ForkingServer(blocking.ForkingServiceMixin, socketserver.ForkingTCPServer): pass  # noqa: E701  (the stdlib's own style)
+class ForkingServer(blocking.ForkingServiceMixin, socketserver.ForkingTCPServer):
+    pass  # noqa: E701  (the stdlib's own style)
 
 
 def serve(service: str, options: ServerOptions, ready: Callable[[str, int], None]) -> None:

@@ -106,7 +106,7 @@ def send_all(sock: gevent.socket.socket, data: bytes | memoryview, timeout: floa
     view = memoryview(data)
     try:
         while view:
-            view = view[sock.send(view, flags):]
+            view = view[sock.send(view, flags) :]
     except TimeoutError:
         raise SendTimeout(timeout or 0) from None
 
@@ -219,8 +219,15 @@ class GeventServer(StreamServer):
                     return
                 continue
             with file:
-                send_file(sock, file, size, use_sendfile=service.sendfile, timeout=send, send=send_all,
-                          sendfile=sendfile_cooperative)
+                send_file(
+                    sock,
+                    file,
+                    size,
+                    use_sendfile=service.sendfile,
+                    timeout=send,
+                    send=send_all,
+                    sendfile=sendfile_cooperative,
+                )
 
     def read_line(self, sock: gevent.socket.socket, pending: bytearray) -> bytes | None:
         """The next request line from ``pending`` and the socket, within the timeouts; None at end of stream.

@@ -81,8 +81,12 @@ SUPERVISED_SIGNALS = {signal.SIGCHLD, *blocking.STOP_SIGNALS}
 class RestartBudget:
     """A token bucket for re-forks: ``burst`` at once, then one per ``interval_s``."""
 
-    def __init__(self, burst: int = RESTART_BURST, interval_s: float = RESTART_INTERVAL_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        burst: int = RESTART_BURST,
+        interval_s: float = RESTART_INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.burst = burst
         self.interval_s = interval_s
         self.clock = clock
@@ -122,8 +126,14 @@ class Supervisor:
     ready line (a model whose workers listen themselves waits for them there).
     """
 
-    def __init__(self, service: Service, workers: int, worker: Callable[[], None], listener: socket.socket,
-                 before_ready: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self,
+        service: Service,
+        workers: int,
+        worker: Callable[[], None],
+        listener: socket.socket,
+        before_ready: Callable[[], None] = lambda: None,
+    ) -> None:
         self.service = service
         self.workers = workers
         self.worker = worker
@@ -200,11 +210,16 @@ class Supervisor:
                 self.log(f"started worker {pid} (restart {self.restarts})")
                 continue
             if due and time.monotonic() - limit_logged >= LIMIT_LOG_EVERY_S:
-                self.log(f"restart rate limit ({RESTART_BURST} at once, then one per {RESTART_INTERVAL_S:g} s): "
-                         f"{due} worker(s) waiting to be replaced")
+                self.log(
+                    f"restart rate limit ({RESTART_BURST} at once, then one per {RESTART_INTERVAL_S:g} s): "
+                    f"{due} worker(s) waiting to be replaced"
+                )
                 limit_logged = time.monotonic()
-            info = signal.sigtimedwait(SUPERVISED_SIGNALS, wait) if wait is not None else signal.sigwaitinfo(
-                SUPERVISED_SIGNALS)
+            info = (
+                signal.sigtimedwait(SUPERVISED_SIGNALS, wait)
+                if wait is not None
+                else signal.sigwaitinfo(SUPERVISED_SIGNALS)
+            )
             if info is not None and info.si_signo in blocking.STOP_SIGNALS:
                 return
             for pid, status in self.reap():

@@ -127,17 +127,22 @@ class ReuseportWorkers:
         finally:
             os.close(listening_read)
         if listening < self.workers:
-            raise SetupError(f"only {listening} of {self.workers} workers listened within {LISTEN_WITHIN_S:g} s; "
-                             "their errors are on stderr above")
+            raise SetupError(
+                f"only {listening} of {self.workers} workers listened within {LISTEN_WITHIN_S:g} s; "
+                "their errors are on stderr above"
+            )
 
 
 def serve(service: str, options: ServerOptions, ready: Callable[[str, int], None]) -> None:
     """Serve ``service`` with ``--workers`` event-loop processes on one port until SIGTERM/SIGINT."""
     check(service, options)
-    workers = ReuseportWorkers(make_service("reuseport", service, options), options, service, options.worker_processes())
+    workers = ReuseportWorkers(
+        make_service("reuseport", service, options), options, service, options.worker_processes()
+    )
     try:
-        Supervisor(workers.service, workers.workers, workers.run_worker, workers.reserved,
-                   before_ready=workers.wait_listening).run(ready)
+        Supervisor(
+            workers.service, workers.workers, workers.run_worker, workers.reserved, before_ready=workers.wait_listening
+        ).run(ready)
     finally:
         workers.reserved.close()
         workers.service.log_stop()  # the workers' counts of client closes come through the service's pipe

@@ -120,8 +120,14 @@ class Connection:
 
     def expiry(self, timeouts: Timeouts) -> Expiry | None:
         """When this connection times out as things stand, and why; None when no timeout applies now."""
-        return next_expiry(timeouts, sending=self.sending(), waiting=self.waiting_for_input(), last_read=self.last_read,
-                           last_sent=self.last_sent, request_started=self.request_started)
+        return next_expiry(
+            timeouts,
+            sending=self.sending(),
+            waiting=self.waiting_for_input(),
+            last_read=self.last_read,
+            last_sent=self.last_sent,
+            request_started=self.request_started,
+        )
 
     def on_event(self, mask: int) -> None:
         """React to the events the selector reported."""
@@ -369,8 +375,12 @@ class SessionConnection(FileConnection):
         return True
 
 
-CONNECTIONS: dict[str, type[Connection]] = {"echo": EchoConnection, "file": FileConnection,
-                                            "http": SessionConnection, "timeauth": SessionConnection}
+CONNECTIONS: dict[str, type[Connection]] = {
+    "echo": EchoConnection,
+    "file": FileConnection,
+    "http": SessionConnection,
+    "timeauth": SessionConnection,
+}
 
 
 class Loop:

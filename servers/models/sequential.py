@@ -19,7 +19,8 @@ from servers.service import make_service
 from servers.sessions import HANDLERS
 
 
-class SequentialServer(blocking.ServiceServerMixin, socketserver.TCPServer): pass  # noqa: E701  (the stdlib's own style)
+class SequentialServer(blocking.ServiceServerMixin, socketserver.TCPServer):
+    pass  # noqa: E701  (the stdlib's own style)
 
 
 def serve(service: str, options: ServerOptions, ready: Callable[[str, int], None]) -> None:

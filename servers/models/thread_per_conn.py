@@ -20,7 +20,8 @@ from servers.service import make_service
 from servers.sessions import HANDLERS
 
 
-class ThreadingServer(blocking.ServiceServerMixin, socketserver.ThreadingTCPServer): pass  # noqa: E701  (the stdlib's own style)
+class ThreadingServer(blocking.ServiceServerMixin, socketserver.ThreadingTCPServer):
+    pass  # noqa: E701  (the stdlib's own style)
 
 
 def serve(service: str, options: ServerOptions, ready: Callable[[str, int], None]) -> None:

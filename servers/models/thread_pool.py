@@ -112,13 +112,16 @@ class ThreadPoolMixIn(blocking.TCPServerBase):
             self._pool.shutdown(wait=self.block_on_close)
 
 
-class ThreadPoolTCPServer(ThreadPoolMixIn, socketserver.TCPServer): pass  # noqa: E701  (the stdlib's own style)
+class ThreadPoolTCPServer(ThreadPoolMixIn, socketserver.TCPServer):
+    pass  # noqa: E701  (the stdlib's own style)
 
 
 class ThreadPoolServer(blocking.ServiceServerMixin, ThreadPoolTCPServer):
     """``ThreadPoolTCPServer`` with sockbench's additions; ``--threads`` sets the pool."""
 
-    def __init__(self, service: Service, options: ServerOptions, handler: type[socketserver.BaseRequestHandler]) -> None:
+    def __init__(
+        self, service: Service, options: ServerOptions, handler: type[socketserver.BaseRequestHandler]
+    ) -> None:
         self.pool_threads = options.pool_threads()
         super().__init__(service, options, handler)
 
