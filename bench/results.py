@@ -50,6 +50,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
+from bench.histograms import decode, merge_histograms
 from bench.parameters import PARAMETERS
 from bench.vocabulary import CONN_OUTCOMES, CONN_PENDING, ERROR_COLUMNS, GENERATOR_BOUND_RULE
 
@@ -729,8 +730,6 @@ def read_hlog(path: Path) -> Any | None:
     with another, raises :class:`FormatVersionError`; an unreadable or empty
     log gives None (the figure then says the histogram is missing).
     """
-    from hdrh.histogram import HdrHistogram
-
     hists = []
     found: Any = None
     try:
@@ -748,25 +747,9 @@ def read_hlog(path: Path) -> Any | None:
                 if line.startswith("Tag="):
                     line = line.split(",", 1)[1]
                 payload = line.rsplit(",", 1)[-1]
-                hists.append(HdrHistogram.decode(payload))
+                hists.append(decode(payload))
     except (OSError, ValueError, TypeError) as exc:
         if isinstance(exc, FormatVersionError):
             raise
         return None
     return merge_histograms(hists)
-
-
-def merge_histograms(hists: Iterable[Any]) -> Any | None:
-    """Add histograms into a new one wide enough for all of them (None when none holds a value)."""
-    hists = [h for h in hists if h is not None and h.get_total_count() > 0]
-    if not hists:
-        return None
-    from hdrh.histogram import HdrHistogram
-
-    lowest = min(h.lowest_trackable_value for h in hists)
-    highest = max(max(h.highest_trackable_value, h.get_max_value()) for h in hists)
-    digits = max(h.significant_figures for h in hists)
-    total = HdrHistogram(lowest, highest, digits)
-    for h in hists:
-        total.add(h)
-    return total

@@ -55,12 +55,12 @@ import numpy as np
 import pandas as pd
 
 from bench.format import format_param
+from bench.histograms import merge_histograms
 from bench.results import (
     CPU_BUSY_COLUMN,
     PARAMETER_COLUMNS,
     RUN_COLUMNS,
     lower_bound_column,
-    merge_histograms,
     read_environment,
     read_hlog,
     read_runs,

@@ -38,6 +38,7 @@ LAYERS = {
     # words and numbers every layer uses: units, formatting, the vocabulary of outcomes and flags
     "bench.units": "base",
     "bench.format": "base",
+    "bench.histograms": "base",
     "bench.vocabulary": "base",
     "bench.placement": "base",
     "bench.stopping": "base",

@@ -24,7 +24,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from bench.loadgen import FileTarget, LoadGenError, LoadSpec, cli, driver, histograms, merge, run_load
+from bench import histograms
+from bench.loadgen import FileTarget, LoadGenError, LoadSpec, cli, driver, merge, run_load
 from bench.loadgen import spec as specmod
 from bench.loadgen.recording import WorkerStats
 

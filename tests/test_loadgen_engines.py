@@ -25,7 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.loadgen import FileTarget, LoadGenError, LoadSpec, engines, histograms, run_load
+from bench import histograms
+from bench.loadgen import FileTarget, LoadGenError, LoadSpec, engines, run_load
 from bench.loadgen import spec as specmod
 from servers import native
 

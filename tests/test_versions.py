@@ -18,7 +18,7 @@ import pytest
 
 from bench.calibration.persist import RESULTS_COPY, load_stored, save, store_with_results
 from bench.environment import collect_environment
-from bench.loadgen.histograms import new_histogram
+from bench.histograms import new_histogram
 from bench.report import add_report_arguments, report_command
 from bench.results import (
     FORMAT_KEY,

@@ -19,7 +19,7 @@ workers, possibly over several hosts, and merges their reports the same way. Eit
 schedule (open loop, :mod:`bench.loadgen.schedule`). Workers start together
 at a wall-clock instant chosen by the parent, count only what completes in the
 measured window, record latencies into HdrHistogram buckets
-(:mod:`bench.loadgen.recording`, :mod:`bench.loadgen.histograms`) and report
+(:mod:`bench.loadgen.recording`, :mod:`bench.histograms`) and report
 one JSON document each; the parent merges them (:mod:`bench.loadgen.merge`)
 into a :class:`LoadResult` whose ``row`` holds runs.csv columns. Each worker
 measures its own CPU and the parent reads each worker's run-queue wait; one

@@ -1,7 +1,7 @@
 """Merging worker reports into one :class:`~bench.loadgen.spec.LoadResult`.
 
 Counters add up. Histograms are decoded from their base64 transport form and
-added bucket by bucket (:func:`bench.loadgen.histograms.merge`), so merged
+added bucket by bucket (:func:`bench.histograms.merge`), so merged
 percentiles are exact at the histogram's precision, never an average of
 per-worker percentiles. The timeline is merged per interval the same way:
 workers send ``{counts index: count}`` per interval and the merged interval's
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.loadgen import histograms
+from bench import histograms
 from bench.loadgen.spec import ROW_COLUMNS, LoadResult, LoadSpec, lower_bound_column
 from bench.vocabulary import (
     CONNECT_OUTCOMES,

@@ -54,8 +54,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from bench.loadgen import histograms
-from bench.loadgen.histograms import (
+from bench import histograms
+from bench.histograms import (
     BUCKET_SHIFT,
     HALF_COUNT,
     HALF_COUNT_MAGNITUDE,
@@ -109,7 +109,7 @@ class WorkerStats:
         ``t_intended`` is when it should have started (open loop schedule;
         equal to ``t_sent`` in closed loop). Latency runs from ``t_intended``;
         time to first byte from ``t_sent``. The histogram index arithmetic of
-        :func:`~bench.loadgen.histograms.index_of` is inlined here: this runs
+        :func:`~bench.histograms.index_of` is inlined here: this runs
         once per request and each call saved is ~2% of a worker's throughput.
         Returns True if the request counts in the measured window (the
         caller counts per client which ones did, for ``clients_served``).

@@ -32,7 +32,7 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-from bench.loadgen import histograms
+from bench import histograms
 from bench.parameters import ENGINES, MODES, load_spec_parameters  # noqa: F401  (ENGINES: re-exported)
 from bench.parameters import GENERATOR_LOOPS as LOOPS  # noqa: F401  (re-exported)
 from bench.results import lower_bound_column  # noqa: F401 - the row's flag columns, named by results

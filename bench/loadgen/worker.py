@@ -34,7 +34,7 @@ fields. Times are seconds, latencies integer microseconds, counts integers;
 ``requests``, ``payload_bytes``
     requests completed whole and correct in the window, and their reply bytes.
 ``histograms``
-    HdrHistograms (1 us .. 60 s, 3 digits: :mod:`bench.loadgen.histograms`)
+    HdrHistograms (1 us .. 60 s, 3 digits: :mod:`bench.histograms`)
     in base64 V2 encoding: ``latency`` (completed in the window, from the
     intended start), ``ttfb`` (send to first reply byte), ``connect``
     (successful connects, whole run), ``censored`` (requests with no

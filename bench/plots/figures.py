@@ -33,13 +33,13 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter, NullLocator
 
 from bench.format import fmt_bytes, format_param
+from bench.histograms import merge_histograms
 from bench.parameters import axis_text
 from bench.plots import style
 from bench.stats import (
     LOWER_BOUNDED_METRICS,
     Results,
     is_lower_bound,
-    merge_histograms,
     served_phrase,
 )
 from bench.vocabulary import FAILED, GENERATOR_BOUND, UNSTABLE, point_flags, syn_retry_times

@@ -75,7 +75,7 @@
 #endif
 
 /* HdrHistogram layout for lowest 1, highest 60e6, 3 significant digits:
- * the constants hdrh derives (bench/loadgen/histograms.py reads them from
+ * the constants hdrh derives (bench/histograms.py reads them from
  * hdrh; tests/test_loadgen_native.py checks this arithmetic against it). */
 #define HIGHEST_US 60000000LL
 #define SUB_BUCKET_MASK 2047LL

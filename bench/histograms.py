@@ -1,4 +1,8 @@
-"""Latency histograms: a fast recording path, and conversion to HdrHistogram.
+"""Latency histograms: the project's one owner of the HdrHistogram conventions.
+
+A fast recording path for the load generator, conversion to HdrHistogram,
+its encoding, percentiles and merging. The on-disk log format of a results
+folder (``hist/*.hlog``) is :mod:`bench.results`'s, built on these.
 
 Every latency the generator measures ends up in an
 :class:`hdrh.histogram.HdrHistogram` tracking 1 us to 60 s at 3 significant
@@ -21,6 +25,9 @@ hdrh for a sweep of values.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
@@ -140,3 +147,21 @@ def sparse_percentile(sparse: dict[int, int], pct: float) -> int | None:
         if seen >= target:
             return int(_TEMPLATE.get_highest_equivalent_value(_TEMPLATE.get_value_from_index(i)))
     return None  # unreachable: seen reaches total >= target
+
+
+def merge_histograms(hists: Iterable[Any]) -> Any | None:
+    """Add histograms into a new one wide enough for all of them (None when none holds a value).
+
+    For histograms read back from files, whose range and precision may not be
+    this module's (:func:`merge` is the generator's, in the project's own range).
+    """
+    hists = [h for h in hists if h is not None and h.get_total_count() > 0]
+    if not hists:
+        return None
+    lowest = min(h.lowest_trackable_value for h in hists)
+    highest = max(max(h.highest_trackable_value, h.get_max_value()) for h in hists)
+    digits = max(h.significant_figures for h in hists)
+    total = HdrHistogram(lowest, highest, digits)
+    for h in hists:
+        total.add(h)
+    return total
