@@ -49,10 +49,10 @@ KINDS = ("count", "whole", "size", "duration", "rate", "fraction", "choice", "fl
 MODES = ("closed", "open")
 #: Event loops of the python engine; auto = uvloop when installed.
 GENERATOR_LOOPS = ("auto", "asyncio", "uvloop")
-#: Load engines (see :mod:`bench.loadgen.engines`): auto = native where it builds, else python.
 #: Load engines (see :mod:`bench.loadgen.engines`): auto = native where it builds, else python;
-#: locust = Locust's master and workers (:mod:`bench.loadgen.locust_engine`).
-ENGINES = ("auto", "native", "python", "locust")
+#: locust = Locust's master and workers (:mod:`bench.loadgen.locust_engine`);
+#: wrk = Debian's wrk, http closed loop (:mod:`bench.loadgen.wrk_engine`).
+ENGINES = ("auto", "native", "python", "locust", "wrk")
 #: How an http client goes through its paths: in turn (each client starting at its own), or at random
 #: (seeded per worker, so a run is repeatable).
 PATH_ORDERS = ("round-robin", "random")
@@ -348,7 +348,8 @@ PARAMETERS: tuple[Parameter, ...] = (
         "choice",
         "auto",
         "load engine: native (C, epoll), python (asyncio/uvloop), or locust (Locust's master and workers, "
-        "closed loop, for load from several hosts); auto = native where it builds",
+        "closed loop, for load from several hosts), or wrk (Debian's wrk, http, closed loop, one path); "
+        "auto = native where it builds",
         choices=ENGINES,
     ),
     Parameter(

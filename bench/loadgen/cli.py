@@ -312,6 +312,12 @@ def _lat(row: dict[str, Any], col: str) -> str:
     return (">= " if row[lower_bound_column(col)] else "") + _fmt(row[col])
 
 
+def _connect_failures(row: dict[str, Any]) -> int | None:
+    """Failed connects in ``row``; None if an engine could not class them (wrk: its columns are None, shown "-")."""
+    counts = [row[f"conn_{k}"] for k in ("refused", "reset", "timeout", "emfile", "eaddrnotavail", "other")]
+    return None if None in counts else sum(counts)
+
+
 def print_table(spec: LoadSpec, result: LoadResult) -> None:
     """A short human summary of ``result`` on stdout."""
     from rich.console import Console
@@ -324,14 +330,15 @@ def print_table(spec: LoadSpec, result: LoadResult) -> None:
     )
     table.add_column("metric")
     table.add_column("value", justify="right")
-    failed = sum(r[f"conn_{k}"] for k in ("refused", "reset", "timeout", "emfile", "eaddrnotavail", "other"))
+    failed = _connect_failures(r)
+    mb_per_s = "-" if r["mb_per_s"] is None else f"{r['mb_per_s']:,.2f}"
     rows = [
         ("requests in window", f"{r['requests']:,} in {r['duration_s']:g} s"),
-        ("throughput", f"{r['req_per_s']:,.0f} req/s, {r['mb_per_s']:,.2f} MB/s"),
-        ("clients served", f"{r['clients_served']:,} / {spec.clients:,}"),
+        ("throughput", f"{r['req_per_s']:,.0f} req/s, {mb_per_s} MB/s"),
+        ("clients served", f"{_fmt(r['clients_served'])} / {spec.clients:,}"),
         ("latency p50 / p90 / p99", f"{_lat(r, 'lat_p50_us')} / {_lat(r, 'lat_p90_us')} / {_lat(r, 'lat_p99_us')} us"),
         ("latency p99.9 / max", f"{_lat(r, 'lat_p999_us')} / {_lat(r, 'lat_max_us')} us"),
-        ("requests never completed", f"{r['lat_censored']:,} (in the percentiles at their wait so far)"),
+        ("requests never completed", f"{_fmt(r['lat_censored'])} (in the percentiles at their wait so far)"),
         ("time to first byte p50 / p99", f"{_fmt(r['ttfb_p50_us'])} / {_fmt(r['ttfb_p99_us'])} us"),
     ]
     if spec.mode == "open":
@@ -339,12 +346,17 @@ def print_table(spec: LoadSpec, result: LoadResult) -> None:
             ("uncorrected p99, late starts", f"{_fmt(r['lat_uncorrected_p99_us'])} us, {_fmt(r['late_starts'])}")
         )
     rows += [
-        ("connects ok / failed", f"{r['conn_ok']:,} / {failed:,}"),
+        ("connects ok / failed", f"{_fmt(r['conn_ok'])} / {_fmt(failed)}"),
         (
             "connect p50 / p99 / max",
             f"{_fmt(r['connect_p50_us'])} / {_fmt(r['connect_p99_us'])} / {_fmt(r['connect_max_us'])} us",
         ),
-        ("errors", ", ".join(f"{col.removeprefix('err_')} {r[col]:,}" for col in ERROR_COLUMNS if r[col]) or "none"),
+        (
+            "errors",
+            f"{r['errors']:,}" + "".join(f", {col.removeprefix('err_')} {r[col]:,}" for col in ERROR_COLUMNS if r[col])
+            if r["errors"]
+            else "none",
+        ),
         ("generator engine, workers, loop", f"{r['gen_engine']}, {r['gen_workers']}, {result.loop}"),
         (
             "generator CPU, run-queue wait",
@@ -394,9 +406,9 @@ def failure_of(result: LoadResult) -> str | None:
     if r["err_corrupt"]:
         return f"{r['err_corrupt']:,} replies were corrupt (wrong bytes or size): the server does not answer correctly"
     if not r["requests"]:
-        failed = sum(r[f"conn_{k}"] for k in ("refused", "reset", "timeout", "emfile", "eaddrnotavail", "other"))
         return (
-            f"no request completed in the window ({r['conn_ok']:,} connects ok, {failed:,} failed, "
+            f"no request completed in the window ({_fmt(r['conn_ok'])} connects ok, "
+            f"{_fmt(_connect_failures(r))} failed, "
             f"{r['errors']:,} request errors): nothing was measured"
         )
     return None

@@ -363,6 +363,10 @@ def run_load(
         from bench.loadgen.locust_engine import run_locust
 
         return run_locust(spec, on_window, load_hosts, local_workers=worker_count(spec)).result
+    if engine == "wrk":
+        from bench.loadgen.wrk_engine import run_wrk
+
+        return run_wrk(spec, on_window)
     if engine == "python" and spec.loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
         raise ValueError(
             "loop 'uvloop' asked for but uvloop is not installed: pip install uvloop, or use --loop asyncio"

@@ -15,6 +15,9 @@ stdout), so :mod:`bench.loadgen.driver` starts either the same way and
 - ``locust``: Locust's master and workers (:mod:`bench.loadgen.locust_engine`),
   for load from several hosts; not a worker program of this contract, so
   :func:`resolve` only checks Locust is installed.
+- ``wrk``: Debian's ``wrk`` (:mod:`bench.loadgen.wrk_engine`), http only,
+  closed loop, one path; also not of this contract: :func:`resolve` checks
+  ``wrk`` is installed and the service is http.
 - ``auto``: native where it builds, python otherwise, with one warning line
   saying why. The native engine speaks echo and file only: for ``http``
   ``auto`` is python, with a note saying so (:data:`bench.loadgen.spec.PYTHON_ONLY_SERVICES`).
@@ -36,6 +39,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import shutil
 import sys
 from pathlib import Path
 
@@ -50,6 +54,10 @@ WITHOUT_CRYPTO = ("-lm",)
 LOCUST_MISSING = (
     "the locust load engine needs Locust: pip install 'sockbench[locust]' (the 'locust' extra, "
     "locust>=2.20), or choose another engine (native, python)"
+)
+WRK_MISSING = (
+    "the wrk load engine needs wrk: apt-get install wrk (Debian's package), "
+    "or choose another engine (--engine python, or generator.engine: python)"
 )
 
 
@@ -76,8 +84,13 @@ def locust_available() -> bool:
     return importlib.util.find_spec("locust") is not None
 
 
+def wrk_program() -> str | None:
+    """The path of ``wrk`` (the ``wrk`` engine's program) here, or None."""
+    return shutil.which("wrk")
+
+
 def resolve(engine: str, service: str = "echo") -> tuple[str, list[str], str]:
-    """``(engine that runs, worker command without READY_FD, note)`` for ``auto|native|python|locust``.
+    """``(engine that runs, worker command without READY_FD, note)`` for ``auto|native|python|locust|wrk``.
 
     The note is empty unless ``auto`` fell back to python; then it says why.
     ``native`` for a service of :data:`~bench.loadgen.spec.PYTHON_ONLY_SERVICES` raises :class:`ValueError`.
@@ -94,6 +107,14 @@ def resolve(engine: str, service: str = "echo") -> tuple[str, list[str], str]:
                 f"use engine python (--engine python, or generator.engine: python) or auto"
             )
         return "locust", [], ""
+    if engine == "wrk":
+        if wrk_program() is None:
+            raise ValueError(WRK_MISSING)
+        if service != "http":
+            raise ValueError(
+                f"engine 'wrk' drives the http service only, not {service}; use engine python or native (or auto)"
+            )
+        return "wrk", [], ""
     if engine == "python":
         return "python", python_worker, ""
     if service in PYTHON_ONLY_SERVICES:

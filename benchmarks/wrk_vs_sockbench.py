@@ -1,0 +1,111 @@
+"""wrk beside sockbench's python engine: req/s, p50 and p99 on the same http servers.
+
+Not a test: it prints figures. Against the ``threading`` and ``selectors``
+http servers (a 1 KiB file, the server on the first CPU), closed loop, at 10
+and 100 connections from one generator process (one python worker, one wrk
+thread) on the second CPU, it runs in each round both engines in
+alternating order (the order flips every round, so drift on a shared
+machine falls on both alike), each for ``--duration`` whole seconds after
+``--warmup``. It prints every measurement, then per server and connection
+count the median over rounds and the median of the per-round ratio wrk /
+python for req/s.
+
+    python benchmarks/wrk_vs_sockbench.py
+    python benchmarks/wrk_vs_sockbench.py --rounds 5 --duration 3
+
+The load average is printed first and last: the machine may be shared. wrk's
+warm-up is a separate run (new connections in the window, see
+:mod:`bench.loadgen.wrk_engine`); its percentiles have three significant figures.
+
+Resource handling: each server runs through :func:`servers.launch.run_server`
+(stopped and reaped on exit); each engine reaps its own processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.loadgen import FileTarget, LoadSpec, run_load  # noqa: E402
+from servers.config import ServerOptions  # noqa: E402
+from servers.launch import run_server  # noqa: E402
+
+MODELS = ("threading", "selectors")
+CONNECTIONS = (10, 100)
+ENGINES = ("python", "wrk")
+#: The file served: 1 KiB, so the figures are about request handling, not bandwidth.
+BODY = os.urandom(1024)
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def one(engine: str, port: int, clients: int, args: argparse.Namespace) -> dict[str, Any]:
+    row = run_load(
+        LoadSpec(
+            "http",
+            "127.0.0.1",
+            port,
+            clients=clients,
+            duration_s=args.duration,
+            warmup_s=args.warmup,
+            files=[FileTarget("f1k", len(BODY), "")],
+            workers=1,
+            cpus={1},
+            engine=engine,
+            connect_timeout_s=10.0,
+        )
+    ).row
+    return {k: row[k] for k in ("req_per_s", "lat_p50_us", "lat_p99_us", "errors")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=2, help="whole seconds (wrk takes no fractions)")
+    parser.add_argument("--warmup", type=int, default=1)
+    args = parser.parse_args()
+    if len(os.sched_getaffinity(0)) < 2:
+        raise SystemExit("needs 2 CPUs: the server on CPU 0, the generator on CPU 1")
+    print(f"load average before: {load_average()}")
+    results: dict[tuple[str, int, str], list[dict[str, Any]]] = {}
+    with tempfile.TemporaryDirectory() as root:
+        (Path(root) / "f1k").write_bytes(BODY)
+        for model in MODELS:
+            with run_server(model, "http", ServerOptions(root=Path(root)), cpus={0}) as srv:
+                for clients in CONNECTIONS:
+                    for rnd in range(args.rounds):
+                        order = ENGINES if rnd % 2 == 0 else ENGINES[::-1]
+                        for engine in order:
+                            m = one(engine, srv.port, clients, args)
+                            results.setdefault((model, clients, engine), []).append(m)
+                            print(
+                                f"{model:9} c={clients:<3} round {rnd} {engine:6} {m['req_per_s']:9,.0f} req/s "
+                                f"p50 {m['lat_p50_us']} us p99 {m['lat_p99_us']} us errors {m['errors']}",
+                                flush=True,
+                            )
+    print("\nmedians over rounds (req/s, p50 us, p99 us); ratio = median of per-round wrk/python req/s")
+    for model in MODELS:
+        for clients in CONNECTIONS:
+            parts = []
+            for engine in ENGINES:
+                ms = results[(model, clients, engine)]
+                med = {k: statistics.median(m[k] for m in ms) for k in ("req_per_s", "lat_p50_us", "lat_p99_us")}
+                parts.append(f"{engine} {med['req_per_s']:,.0f} / {med['lat_p50_us']:,.0f} / {med['lat_p99_us']:,.0f}")
+            py, wrk = results[(model, clients, "python")], results[(model, clients, "wrk")]
+            ratio = statistics.median(w["req_per_s"] / p["req_per_s"] for w, p in zip(wrk, py) if p["req_per_s"])
+            print(f"{model:9} c={clients:<3} " + "; ".join(parts) + f"; wrk/python {ratio:.2f}")
+    print(f"load average after: {load_average()}")
+
+
+if __name__ == "__main__":
+    main()
