@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.parameters import ENGINES
 from bench.results import PARAMETER_COLUMNS
 from bench.scenario import (
     Point,
@@ -204,7 +205,8 @@ def test_bad_literal_lists_allowed_values(tmp_path):
 def test_generator_engine_is_one_of_the_load_engines(tmp_path):
     assert load_scenario(write(tmp_path, MINIMAL + "generator:\n  engine: python\n")).generator.engine == "python"
     err = error_of(tmp_path, MINIMAL + "generator:\n  engine: rust\n")
-    assert "'auto', 'native', 'python' or 'locust'" in str(err) and "generator.engine" in str(err)
+    names = [repr(name) for name in ENGINES]
+    assert f"{', '.join(names[:-1])} or {names[-1]}" in str(err) and "generator.engine" in str(err)
 
 
 def test_open_loop_requires_rate(tmp_path):
