@@ -104,6 +104,30 @@ def test_plurals_in_what_validate_prints(tmp_path, capsys):
     assert "1 model x 1 point x 1 repetition = 1 run," in capsys.readouterr().out
 
 
+def _load_workers_of(pid: int, within_s: float) -> list[psutil.Process]:
+    """The load workers ``bench load`` (pid) has spawned, once there is one.
+
+    Any child is not enough: on a fresh cache the first children are the
+    compiler building the native engine (``cc --version``, then ``cc``), which
+    come and go before a worker starts.
+    """
+    parent = psutil.Process(pid)
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        found = []
+        for child in parent.children(recursive=True):
+            try:
+                cmdline = child.cmdline()
+            except psutil.Error:
+                continue
+            if "bench.loadgen.worker" in cmdline or (cmdline and os.path.basename(cmdline[0]) == "loadgen"):
+                found.append(child)
+        if found:
+            return found
+        time.sleep(0.05)
+    return []
+
+
 def test_sigterm_stops_bench_load_with_143_and_reaps_its_workers():
     with run_server("selectors", "echo", ServerOptions()) as server:
         proc = subprocess.Popen(
@@ -129,11 +153,7 @@ def test_sigterm_stops_bench_load_with_143_and_reaps_its_workers():
             text=True,
         )
         with popen_killer(proc):
-            parent = psutil.Process(proc.pid)
-            deadline = time.monotonic() + 20
-            while not parent.children() and time.monotonic() < deadline:
-                time.sleep(0.05)
-            workers = parent.children(recursive=True)
+            workers = _load_workers_of(proc.pid, within_s=20)
             assert workers, "the load generator started no worker"
             time.sleep(0.3)  # let the worker settle into its load loop
             proc.send_signal(signal.SIGTERM)
