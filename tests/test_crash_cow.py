@@ -22,13 +22,16 @@ import pandas as pd
 import psutil
 import pytest
 
+from bench.plots.lessons import cow_figure, crash_figure
 from bench.runner import run_scenario
 from bench.scenario import ScenarioError, parse_scenario
+from bench.stats import load_results
 from servers import cli, registry
 from servers.config import ServerOptions
 from servers.launch import ServerProcess, run_server
 
 from conftest import one_quick
+from fake_results import write_fake_results
 
 #: Generous for a busy 2-CPU machine: a round trip on loopback takes well under a millisecond.
 IO_TIMEOUT_S = 10.0
@@ -201,7 +204,8 @@ def test_the_runner_records_a_server_its_handler_killed_and_prefork_restarts(tmp
     scenario = parse_scenario(
         SCENARIO.format(models="threading, prefork", server="{crash: exit, crash_every: 300, workers: 2}")
     )
-    runs = pd.read_csv(run_scenario(scenario, results_root=tmp_path, plots=False) / "runs.csv").set_index("model")
+    folder = run_scenario(scenario, results_root=tmp_path, plots=False)
+    runs = pd.read_csv(folder / "runs.csv").set_index("model")
     threading_run, prefork_run = runs.loc["threading"], runs.loc["prefork"]
     assert threading_run["status"] == "failed"
     assert threading_run["error"].startswith("server died during the run (exit status 1, ")
@@ -213,6 +217,21 @@ def test_the_runner_records_a_server_its_handler_killed_and_prefork_restarts(tmp
     assert prefork_run["server_restarts"] >= 1
     assert prefork_run["requests"] > 300
     assert pd.isna(threading_run["server_restarts"])  # threading has no supervising parent
+    # the crashes figure shows the dead server and the living one in its bottom row, each at its model's row
+    fig = crash_figure(load_results(folder))
+    assert fig is not None
+    fate = fig.axes[2]
+    marks = {(line.get_marker(), line.get_ydata()[0]) for line in fate.get_lines()}
+    models = [t.get_text() for t in fate.get_yticklabels()]
+    assert marks == {("X", models.index("threading")), ("o", models.index("prefork"))}, (marks, models)
+    assert any(t.get_text().startswith("died ") for t in fate.texts)
+    assert any(t.get_text().endswith(" re-forked") for t in fate.texts)
+
+
+def test_folders_without_the_lessons_have_no_lesson_figures(tmp_path) -> None:
+    results = load_results(write_fake_results(tmp_path / "r", models=("forking", "threading"), repetitions=1))
+    assert crash_figure(results) is None
+    assert cow_figure(results) is None
 
 
 # ---------------------------------------------------------------------------

@@ -67,8 +67,12 @@ FIGURES: dict[str, Callable[[Results, int | None, Any], Figure | None]] = {
     "copy_on_write": lambda r, _p, _c: _lessons.cow_figure(r),
 }
 
+#: The figures of single lessons (:mod:`bench.plots.lessons`): a folder that did not run the lesson has none.
+LESSON_FIGURES = ("crashes", "copy_on_write")
+
 __all__ = [
     "FIGURES",
+    "LESSON_FIGURES",
     "FigureJob",
     "FiguresFailed",
     "add_plot_arguments",
