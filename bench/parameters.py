@@ -41,7 +41,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from servers.config import ServerOptions
+from servers.config import CRASH_KINDS, PRELOAD_USES, ServerOptions
 
 KINDS = ("count", "whole", "size", "duration", "rate", "fraction", "choice", "flag")
 
@@ -262,6 +262,38 @@ PARAMETERS: tuple[Parameter, ...] = (
         column="server.workers: prefork's and reuseport's worker processes (the other models have none); "
         "empty: their default, one per server CPU",
         axis=("as workers are added", "prefork / reuseport workers (processes)"),
+    ),
+    _server(
+        "crash",
+        "choice",
+        choices=CRASH_KINDS,
+        column="server.crash: what a handler does at its crashing request (none, raise, exit, segfault)",
+        axis=("by how the handler crashes", "handler crash"),
+    ),
+    _server(
+        "crash_every",
+        "whole",
+        column="server.crash_every: a crash at every Nth request of a server process (0 = none)",
+        axis=("as crashes get rarer", "requests per crash (per process)"),
+    ),
+    _server(
+        "preload_mib",
+        "whole",
+        column="server.preload_mib: MiB of read-mostly data built before listening and forking (0 = none)",
+        axis=("as the preloaded data grows", "preloaded data (MiB)"),
+    ),
+    _server(
+        "preload_use",
+        "choice",
+        choices=PRELOAD_USES,
+        column="server.preload_use: what each request does with the preloaded data (read, iterate, collect)",
+        axis=("by how requests use the preloaded data", "use of the preloaded data"),
+    ),
+    _server(
+        "preload_freeze",
+        "flag",
+        column="server.preload_freeze: True if gc.freeze() ran once the data was built, before any fork",
+        axis=("with and without gc.freeze()", "gc.freeze() before fork"),
     ),
     Parameter(
         "path_order",

@@ -67,7 +67,7 @@ FORMAT_KEY = "format_version"
 #: timeline.csv and the histogram logs is the layout before they carried a
 #: version; summary.json and the calibration had theirs under other keys.
 FORMAT_VERSIONS: dict[str, int] = {
-    "runs.csv": 3,  # 3: the http status columns (http_2xx ... http_5xx)
+    "runs.csv": 4,  # 3: the http status columns (http_2xx ... http_5xx); 4: server_died_s, server_restarts
     "timeline.csv": 2,
     "summary.json": 2,
     "environment.json": 2,
@@ -219,6 +219,10 @@ RUN_COLUMNS: dict[str, str] = {
     "server_cpus": "CPUs the server was pinned to (e.g. '0'), empty if unpinned",
     "gen_cpus": "CPUs the generator was pinned to",
     "server_exit": "server exit status after stop (0 expected)",
+    "server_died_s": "seconds into the measured window when the server was first found dead (negative: during the "
+    "warm-up; empty: it lived to the stop); such a run is failed, its load figures measured up to the end",
+    "server_restarts": "workers the server's parent re-forked from its start to its stop, warm-up included (prefork, reuseport: from its stop "
+    "line); empty for the other models",
     FORMAT_KEY: "format version of runs.csv (bench.results.FORMAT_VERSIONS); bench refuses a file of another version",
 }
 

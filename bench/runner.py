@@ -253,6 +253,18 @@ def _exit_text(status: int | None) -> str:
     return f"exit status {status}"
 
 
+def _server_fate(died: bool, gone_at: float | None, window_start: float, stopped: dict[str, Any]) -> dict[str, Any]:
+    """``server_died_s`` and ``server_restarts`` of a run's row (see bench.results.RUN_COLUMNS).
+
+    ``gone_at`` is when the monitor first found the server dead (None: it
+    never did, e.g. it died after the last sample); ``stopped`` the
+    server's stop line, which only supervising models print.
+    """
+    died_s = round(gone_at - window_start, 2) if died and gone_at is not None else None
+    restarts = stopped.get("worker_restarts")
+    return {"server_died_s": died_s, "server_restarts": int(restarts) if restarts is not None else None}
+
+
 def _fmt_cpus(cpus: set[int] | None) -> str:
     return ",".join(str(c) for c in sorted(cpus)) if cpus else ""
 
@@ -410,14 +422,17 @@ def execute_run(
             row.update({cpu_busy_column(cpu): share for cpu, share in cpu_busy_pct.items()})
             row["started_at"] = dt.datetime.fromtimestamp(result.window_start, dt.UTC).isoformat()
             row["server_exit"] = exit_status
+            row.update(_server_fate(died, monitor.root_gone_at, result.window_start, server.stopped))
             histograms = result.histograms
             timeline = [dict(r, source="load") for r in result.timeline]
             timeline += [dict(r, source="server") for r in monitor.timeline(result.window_start)]
             # The cause first: a killed forking parent also leaves its
             # children behind, but "it died" is what happened.
             if died:
+                when = "" if row["server_died_s"] is None else f", {row['server_died_s']:g} s into the measured window"
                 problems.append(
-                    f"server died during the run ({_exit_text(exit_status)}); stderr tail:\n{server.stderr_tail()}"
+                    f"server died during the run ({_exit_text(exit_status)}{when}); stderr tail:\n"
+                    f"{server.stderr_tail()}"
                 )
             if leftovers:
                 problems.append(f"processes of the server still alive after stop (killed): {leftovers}")

@@ -56,6 +56,7 @@ import pandas as pd
 
 from bench.format import format_param
 from bench.histograms import merge_histograms
+from bench.parameters import PARAMETERS
 from bench.results import (
     CPU_BUSY_COLUMN,
     PARAMETER_COLUMNS,
@@ -134,7 +135,9 @@ STAT_FIELDS = ("n", "median", "min", "max", "ci_low", "ci_high", "ci_level", "cv
 _BOOL_COLUMNS = ("generator_bound", "sendfile", "cpu_work_short") + tuple(
     c for c in RUN_COLUMNS if c.endswith("_is_lower_bound")
 )
-_STRING_COLUMNS = (
+# The parameters' own kinds: a flag is a bool column, a choice a text one (server.crash, preload_use ...).
+_BOOL_COLUMNS += tuple(p.name for p in PARAMETERS if p.column and p.kind == "flag" and p.name not in _BOOL_COLUMNS)
+_STRING_COLUMNS: tuple[str, ...] = (
     "run_id",
     "model",
     "service",
@@ -150,6 +153,9 @@ _STRING_COLUMNS = (
     "point_label",
     "net_hosts",
     "net_links",
+)
+_STRING_COLUMNS += tuple(
+    p.name for p in PARAMETERS if p.column and p.kind == "choice" and p.name not in _STRING_COLUMNS
 )
 
 

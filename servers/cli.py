@@ -12,8 +12,12 @@ Output contract: once listening, exactly one JSON line on stdout, flushed::
 
 (with ``--cpu-work-us`` also ``"cpu_work_us"``, ``"cpu_work_iterations"``, the
 loop count each chunk runs, and ``"cpu_work_source"``: ``"given"`` by
-``--cpu-work-iterations`` or ``"calibrated"`` at start-up), and nothing else on stdout, ever (``sys.stdout`` is pointed at stderr after
-that line, so a stray ``print`` cannot corrupt the stream a launcher reads).
+``--cpu-work-iterations`` or ``"calibrated"`` at start-up), and nothing else on stdout (``sys.stdout`` is pointed at stderr after
+that line, so a stray ``print`` cannot corrupt the stream a launcher reads)
+but, from a model whose parent supervises workers (prefork, reuseport), one
+JSON line after a clean stop, with what only that parent knows::
+
+    {"event": "stopped", "worker_restarts": 3}
 Errors of single connections are one line each on stderr.
 
 Error handling
@@ -40,7 +44,7 @@ from types import ModuleType
 from typing import Any
 
 from servers import registry
-from servers.config import LOOPS, POOL_OPTIONS, SERVICES, ServerOptions
+from servers.config import CRASH_KINDS, LOOPS, POOL_OPTIONS, PRELOAD_USES, SERVICES, ServerOptions
 from servers.service import ROOT_SERVICES, SetupError, root_directory
 from servers.work import cpu_work
 
@@ -101,8 +105,15 @@ MINIMUM = {
     "idle_timeout": 0,
     "request_timeout": 0,
     "send_timeout": 0,
+    "crash_every": 0,
+    "preload_mib": 0,
 }
-MAXIMUM = {"port": 65535}
+# 16 GiB of preload: far beyond any lesson (64 MiB shows copy-on-write), so
+# only a typo (a size in KiB or bytes) is refused before it exhausts memory.
+MAXIMUM = {"port": 65535, "preload_mib": 16384}
+
+#: The values of the options that take one of a few words.
+CHOICES = {"loop": LOOPS, "crash": CRASH_KINDS, "preload_use": PRELOAD_USES}
 
 
 class UsageError(Exception):
@@ -157,8 +168,9 @@ def _add_option(group: argparse._ArgumentGroup, field: dataclasses.Field[Any], k
         arguments["metavar"] = field.metadata.get("metavar", "DIR")
     else:
         arguments["type"] = str
-        if field.name == "loop":
-            arguments["choices"] = LOOPS
+        if field.name in CHOICES:
+            arguments["choices"] = CHOICES[field.name]
+            arguments["metavar"] = "{" + ",".join(CHOICES[field.name]) + "}"
     shown = "none" if default is None else default
     group.add_argument(_flag(field.name), help=f"{help_text} (default: {shown})", **arguments)
 
@@ -212,6 +224,7 @@ def check(model_name: str, service: str, options: ServerOptions) -> ModuleType:
             f"--cpu-work-iterations {options.cpu_work_iterations}: a positive count that goes with --cpu-work-us "
             "(the iterations that make up those microseconds); leave it 0 to calibrate at start-up"
         )
+    check_handler_options(options)
     for name, models in POOL_OPTIONS.items():
         if getattr(options, name) and model_name not in models:
             raise UsageError(
@@ -219,6 +232,27 @@ def check(model_name: str, service: str, options: ServerOptions) -> ModuleType:
                 f"{model_name!r} has no such pool: remove {_flag(name)}"
             )
     return module
+
+
+def check_handler_options(options: ServerOptions) -> None:
+    """Refuse a ``--crash`` or ``--preload-*`` option that the others it needs do not accompany."""
+    if options.crash != "none" and not options.crash_every:
+        raise UsageError(
+            f"--crash {options.crash} needs --crash-every N, the requests between two crashes "
+            "(1 = every request): add it, or remove --crash"
+        )
+    if options.crash_every and options.crash == "none":
+        raise UsageError(
+            f"--crash-every {options.crash_every} counts requests between crashes of a kind: add --crash "
+            f"{{{','.join(CRASH_KINDS[1:])}}}, or remove --crash-every"
+        )
+    defaults = ServerOptions()
+    if not options.preload_mib:
+        for name in ("preload_use", "preload_freeze"):
+            if getattr(options, name) != getattr(defaults, name):
+                raise UsageError(
+                    f"{_flag(name)} says how the preloaded data is used: add --preload-mib N, or remove it"
+                )
 
 
 def resolve_cpu_work(options: ServerOptions) -> tuple[ServerOptions, str]:
@@ -292,10 +326,15 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     options, work_source = resolve_cpu_work(options)
     stdout = sys.stdout
     try:
-        model.serve(namespace.service, options, ready_printer(namespace.model, namespace.service, options, work_source))
+        facts = model.serve(
+            namespace.service, options, ready_printer(namespace.model, namespace.service, options, work_source)
+        )
     except SetupError as exc:
         error(str(exc), _error_prefix(prog))
         return EXIT_FAILURE
     finally:
         sys.stdout = stdout
+    if facts:  # a supervising model's stop facts (see the module docstring)
+        stdout.write(json.dumps({"event": "stopped", **facts}) + "\n")
+        stdout.flush()
     return 0

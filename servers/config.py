@@ -39,6 +39,10 @@ from typing import Any
 
 SERVICES = ("echo", "file", "http", "timeauth")
 LOOPS = ("asyncio", "uvloop")
+#: ``--crash``: what a handler does at its crashing request (see :mod:`servers.crash`); ``none``: nothing.
+CRASH_KINDS = ("none", "raise", "exit", "segfault")
+#: ``--preload-use``: how each request uses the ``--preload-mib`` structure (see :mod:`servers.preload`).
+PRELOAD_USES = ("read", "iterate", "collect")
 
 #: Options that size one model's pool, and the models that have that pool.
 #: Any other model has none: ``python -m servers`` refuses the option there,
@@ -140,6 +144,45 @@ class ServerOptions:
             "read); 0 = off"
         },
     )
+    crash: str = field(
+        default="none",
+        metadata={
+            "help": "make the handler crash at every --crash-every-th request a process serves (a request: an "
+            "echo chunk, a file or http request, a timeauth step): raise (an exception in the handler), exit "
+            "(os._exit(1) in the handling process), segfault (a read of address 0, SIGSEGV); decided by this "
+            "option and the process's own count, never by what a client sends",
+            "metavar": "KIND",
+        },
+    )
+    crash_every: int = field(
+        default=0,
+        metadata={"help": "with --crash: crash at every Nth request of a process (1 = every request); 0 = never"},
+    )
+    preload_mib: int = field(
+        default=0,
+        metadata={
+            "help": "build about N MiB of read-mostly data before listening (and so before any fork), which "
+            "every request then uses as --preload-use says: the copy-on-write lesson; 0 = none"
+        },
+    )
+    preload_use: str = field(
+        default="iterate",
+        metadata={
+            "help": "with --preload-mib: read (the data is one bytes object; each request checksums its next "
+            "64 KiB: no Python object is written), iterate (the data is small Python objects; each request "
+            "iterates the next 64 KiB of them: every reference taken writes a refcount), collect (the same "
+            "objects, only read by length; each process runs one full gc.collect() at its first request, as a "
+            "long-lived one eventually does: the collector writes every object's header)",
+            "metavar": "USE",
+        },
+    )
+    preload_freeze: bool = field(
+        default=False,
+        metadata={
+            "help": "with --preload-mib: gc.freeze() once the data is built, before any fork: the collector "
+            "never visits those objects again (refcounts are still written)"
+        },
+    )
 
     def pool_threads(self) -> int:
         """``threads``, or 2 x the usable CPUs when 0 (see :mod:`servers.models.thread_pool` for why)."""
@@ -153,6 +196,23 @@ class ServerOptions:
         """These options as ``model`` takes them: the pool sizes of :data:`POOL_OPTIONS` it has no pool for at 0."""
         no_pool: dict[str, Any] = {name: 0 for name, models in POOL_OPTIONS.items() if model not in models}
         return dataclasses.replace(self, **no_pool)
+
+    def effective(self) -> ServerOptions:
+        """These options with those that go with an unused one at their defaults.
+
+        ``crash_every`` means nothing without a ``crash``, nor ``preload_use``
+        and ``preload_freeze`` without ``preload_mib``: a sweep that crosses
+        ``crash: [none, raise]`` with ``crash_every: [100, 10]`` has one
+        point without crashes, not two (``python -m servers`` refuses the
+        lone option instead, a typo there being more likely than a sweep).
+        """
+        defaults = ServerOptions()
+        unused: dict[str, Any] = {}
+        if self.crash == defaults.crash:
+            unused["crash_every"] = defaults.crash_every
+        if self.preload_mib == defaults.preload_mib:
+            unused.update(preload_use=defaults.preload_use, preload_freeze=defaults.preload_freeze)
+        return dataclasses.replace(self, **unused)
 
     def to_argv(self) -> list[str]:
         """Command-line arguments for ``python -m servers MODEL SERVICE`` that reproduce these options."""

@@ -86,8 +86,10 @@ class ServerProcess:
         self.popen = popen
         self.stderr_path = stderr_path
         self.ready: dict[str, Any] = {}
-        #: Anything the server wrote to stdout after its ready line (should stay empty).
+        #: Anything the server wrote to stdout after its ready line but a stop line (should stay empty).
         self.extra_stdout = b""
+        #: The server's stop line (``worker_restarts`` of prefork and reuseport), ``{}`` without one.
+        self.stopped: dict[str, Any] = {}
         #: True when stop() had to SIGKILL because SIGTERM was not enough in time.
         self.killed = False
         self._stdout_buffer = bytearray()
@@ -173,7 +175,17 @@ class ServerProcess:
             if not chunk:
                 break
             self._stdout_buffer += chunk
-        self.extra_stdout = bytes(self._stdout_buffer)
+        rest = []
+        for line in bytes(self._stdout_buffer).splitlines(keepends=True):
+            try:
+                parsed = json.loads(line)
+            except ValueError:
+                parsed = None
+            if isinstance(parsed, dict) and parsed.get("event") == "stopped" and not self.stopped:
+                self.stopped = parsed
+            else:
+                rest.append(line)
+        self.extra_stdout = b"".join(rest)
         stdout.close()
 
     def _read_ready(self, timeout_s: float) -> dict[str, Any]:

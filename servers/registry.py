@@ -30,6 +30,18 @@ model, and nowhere else:
     results folder happens to contain.
 ``label``
     one line for ``python -m servers --help``.
+``python_handlers``
+    the model serves with sockbench's Python service code, so it takes the
+    options that act inside a handler (``--crash``, ``--preload-mib``,
+    :mod:`servers.crash`, :mod:`servers.preload`); the C ceiling does not.
+``process_crash``
+    what a handler that ends its process (``--crash exit``, ``--crash
+    segfault``) takes down: ``"connection"`` (forking: every connection has
+    a process of its own), ``"worker"`` (prefork, reuseport: one worker, which
+    the parent re-forks; its other connections go with it) or ``"server"``
+    (every model that serves all its connections in one process). A handler
+    that raises takes down its own connection only, in every model: each
+    catches the exception at the connection's edge.
 ``extra``
     the optional extra of the package that installs the model's dependency
     (``pip install -e '.[gevent]'``); without it the model is unavailable and
@@ -44,7 +56,9 @@ The model module's contract is two names, one optional:
 ``serve(service, options, ready)``
     bind and listen according to ``options`` (a :class:`servers.config.ServerOptions`),
     call ``ready(host, port)`` once listening, then serve until SIGTERM or SIGINT,
-    stop, and return. (``c-reference`` is the exception that proves the
+    stop, and return: None, or (a model whose parent supervises workers) a
+    dict of facts only that parent knows, which ``python -m servers`` prints
+    as its stop line (``{"worker_restarts": 3}``). (``c-reference`` is the exception that proves the
     contract: its ``serve`` replaces the process with the C program, which
     prints the same ready line itself, so ``ready`` is never called.)
 ``check(service, options)`` (optional)
@@ -77,6 +91,8 @@ if TYPE_CHECKING:
     from servers.config import ServerOptions
 
 Family = Literal["textbook", "ceiling", "deployed"]
+#: What a handler that ends its own process takes down (see ``process_crash`` above).
+CrashScope = Literal["connection", "worker", "server"]
 
 #: The services the Python models offer (the C ceiling serves echo only; gevent echo and file).
 PYTHON_SERVICES = ("echo", "file", "http", "timeauth")
@@ -108,6 +124,8 @@ class Model:
     ceiling_reference: bool = False
     native: bool = False
     loop: bool = False
+    python_handlers: bool = True
+    process_crash: CrashScope = "server"
     #: The package's optional extra that installs what the module imports (None: the dependencies suffice).
     extra: str | None = None
 
@@ -160,6 +178,13 @@ class Model:
             raise SetupError(
                 f"--loop {options.loop} only applies to the models {', '.join(LOOP_MODELS)}, not {self.name!r}"
             )
+        if not self.python_handlers:
+            for name, given in (("crash", options.crash != "none"), ("preload_mib", options.preload_mib)):
+                if given:
+                    raise SetupError(
+                        f"--{name.replace('_', '-')} acts in sockbench's Python handlers, which {self.name!r} does "
+                        f"not run; it applies to: {', '.join(HANDLER_OPTION_MODELS)}"
+                    )
         module = self.load()
         own_check = getattr(module, "check", None)
         if own_check is not None:
@@ -197,6 +222,7 @@ MODELS: dict[str, Model] = _models(
         "#009E73",
         "socketserver.ForkingTCPServer: a process per connection (at --max-children the accept loop "
         "waits for a child to exit)",
+        process_crash="connection",
     ),
     Model(
         "selectors",
@@ -224,6 +250,7 @@ MODELS: dict[str, Model] = _models(
         "a small C echo server: the machine's ceiling (echo only)",
         ceiling_reference=True,
         native=True,
+        python_handlers=False,
     ),
     Model(
         "threadpool",
@@ -242,6 +269,7 @@ MODELS: dict[str, Model] = _models(
         "#882255",
         "--workers processes forked at start, each accepting and serving one connection at a time "
         "(the rest wait in the listen queue); a worker that dies is re-forked",
+        process_crash="worker",
     ),
     Model(
         "asyncio-protocol",
@@ -262,6 +290,7 @@ MODELS: dict[str, Model] = _models(
         "--workers asyncio-protocol processes, each listening with SO_REUSEPORT on the same port: the "
         "kernel spreads connections over their queues (--backlog each); a dead worker is re-forked",
         loop=True,
+        process_crash="worker",
     ),
     Model(
         "gevent",
@@ -319,6 +348,9 @@ PYTHON_MODELS = TEXTBOOK_MODELS + DEPLOYED_MODELS
 
 #: Models that run an asyncio event loop, and so take ``--loop``.
 LOOP_MODELS = tuple(m.name for m in MODELS.values() if m.loop)
+
+#: Models that take the options acting in a handler (``--crash``, ``--preload-mib``).
+HANDLER_OPTION_MODELS = tuple(m.name for m in MODELS.values() if m.python_handlers)
 
 #: The machine's ceilings (drawn apart, never a contender in findings).
 CEILING_MODELS = tuple(m.name for m in MODELS.values() if m.ceiling_reference)

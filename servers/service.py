@@ -30,7 +30,9 @@ from typing import Any
 
 from servers import protocol
 from servers.config import ServerOptions
+from servers.crash import Crash
 from servers.limits import Timeouts
+from servers.preload import Preload
 from servers.work import CpuWork, cpu_work
 
 
@@ -91,7 +93,8 @@ class Service:
     name: str
     root: protocol.ServedRoot | None
     sendfile: bool
-    work: CpuWork
+    #: The step every request runs (:class:`RequestStep`): CPU work, preload use, crash.
+    work: Callable[[], None]
     timeouts: Timeouts = Timeouts()
     #: The valid logins of the timeauth service (a :class:`servers.timeauth.Credentials`), None otherwise.
     credentials: Any = None
@@ -122,6 +125,37 @@ class Service:
             )
 
 
+@dataclass(frozen=True)
+class RequestStep:
+    """What a server does for each request besides the service itself, in this order.
+
+    ``--cpu-work-us`` (:mod:`servers.work`), ``--preload-mib`` with
+    ``--preload-use`` (:mod:`servers.preload`), ``--crash`` (:mod:`servers.crash`).
+    Every model calls it at the same place, once per echo chunk received
+    and once per file, http or timeauth request, so each of them means the
+    same in every model. The parts are built when the service is, before
+    listening and before any fork.
+    """
+
+    cpu: CpuWork
+    preload: Preload
+    crash: Crash
+
+    @classmethod
+    def of(cls, cpu: CpuWork, preload: Preload, crash: Crash) -> Callable[[], None]:
+        """The step, or just the CPU work when there is nothing else (the common case costs nothing more)."""
+        if not preload.active and not crash.active:
+            return cpu
+        return cls(cpu, preload, crash)
+
+    def __call__(self) -> None:
+        self.cpu()
+        if self.preload.active:
+            self.preload()
+        if self.crash.active:
+            self.crash()
+
+
 def _write_line(line: str) -> None:
     # One write per line: threads logging at once never run their lines together.
     sys.stderr.write(line + "\n")
@@ -140,7 +174,11 @@ def make_service(model: str, name: str, options: ServerOptions) -> Service:
         name=name,
         root=root,
         sendfile=options.sendfile,
-        work=cpu_work(options.cpu_work_us, options.cpu_work_iterations),
+        work=RequestStep.of(
+            cpu_work(options.cpu_work_us, options.cpu_work_iterations),
+            Preload(options.preload_mib, options.preload_use, options.preload_freeze),
+            Crash(options.crash, options.crash_every),
+        ),
         timeouts=Timeouts.from_options(options, name),
         credentials=credentials,
         log_requests=options.log_requests,

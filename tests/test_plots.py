@@ -9,7 +9,15 @@ import pytest
 from matplotlib.colors import to_hex
 from matplotlib.patches import Rectangle
 
-from bench.plots import FIGURES, FigureJob, add_plot_arguments, build_figures, plot_command, plot_results
+from bench.plots import (
+    FIGURES,
+    LESSON_FIGURES,
+    FigureJob,
+    add_plot_arguments,
+    build_figures,
+    plot_command,
+    plot_results,
+)
 from bench.plots.style import FLAGS, model_colour
 from bench.stats import load_results
 
@@ -43,7 +51,7 @@ def test_plot_results_writes_every_figure_as_png_and_svg_and_timelines_as_png(tm
     )
     paths = plot_results(fake)
     names = {p.name for p in paths if p.parent.name == "figures"}
-    assert names == {f"{n}.{ext}" for n in FIGURES for ext in ("png", "svg")}
+    assert names == {f"{n}.{ext}" for n in FIGURES if n not in LESSON_FIGURES for ext in ("png", "svg")}
     for p in paths:
         data = p.read_bytes()
         assert len(data) > 10_000, p  # a real figure, not an empty canvas

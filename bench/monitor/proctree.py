@@ -276,6 +276,7 @@ class ServerMonitor:
         self._error_count = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._root_gone_at: float | None = None
 
     # ----------------------------------------------------------- lifecycle
     def start(self) -> None:
@@ -292,6 +293,16 @@ class ServerMonitor:
         self._stop.set()
         if self._thread is not threading.current_thread():
             self._thread.join(_JOIN_TIMEOUT_S)
+
+    @property
+    def root_gone_at(self) -> float | None:
+        """Wall time (``time.time()``) of the first sample that found the root process dead, or None.
+
+        Dead is gone or a zombie: a server that crashed is a zombie until the
+        runner reaps it at the stop. Good to one sampling interval.
+        """
+        with self._lock:
+            return self._root_gone_at
 
     @property
     def sample_count(self) -> int:
@@ -459,8 +470,11 @@ class ServerMonitor:
             ended_threads=self._ctx_counter.ended,
             cost_s=time.thread_time() - cpu0,
         )
+        root = tree.get(self.pid)
         with self._lock:
             self._samples.append(sample)
+            if self._root_gone_at is None and (root is None or not root.live):
+                self._root_gone_at = t
 
     def _find_tree(self, table: dict[int, ProcStat]) -> dict[int, ProcStat]:
         """Members present now: the root, every known member still alive

@@ -9,6 +9,8 @@
 ``connections``             connection outcomes (ok/timeout/reset/refused/other)
 ``connect_time``            connect-time CDF, where dropped SYNs show as steps at the SYN retry times
 ``memory``                  PSS beside summed RSS, processes, threads
+``crashes``                 what survives a crashing handler (``server.crash`` runs only)
+``copy_on_write``           USS over time per use of preloaded data (``server.preload_mib`` runs only)
 ``timelines/<run_id>``      one per run: throughput, p99, memory, tasks, queue
 ==========================  ==================================================
 
@@ -46,6 +48,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from bench.plots import figures as _figures
+from bench.plots import lessons as _lessons
 from bench.plots import style
 from bench.plots.timeline import timeline_figure
 from bench.results import DiskFull, atomic_file
@@ -59,10 +62,17 @@ FIGURES: dict[str, Callable[[Results, int | None, Any], Figure | None]] = {
     "connections": lambda r, _p, _c: _figures.connections_figure(r),
     "connect_time": lambda r, _p, _c: _figures.connect_time_figure(r),
     "memory": lambda r, _p, _c: _figures.memory_figure(r),
+    # one lesson each, drawn only for a folder that ran it
+    "crashes": lambda r, _p, _c: _lessons.crash_figure(r),
+    "copy_on_write": lambda r, _p, _c: _lessons.cow_figure(r),
 }
+
+#: The figures of single lessons (:mod:`bench.plots.lessons`): a folder that did not run the lesson has none.
+LESSON_FIGURES = ("crashes", "copy_on_write")
 
 __all__ = [
     "FIGURES",
+    "LESSON_FIGURES",
     "FigureJob",
     "FiguresFailed",
     "add_plot_arguments",

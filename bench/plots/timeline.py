@@ -2,7 +2,7 @@
 
 Five panels share the time axis (seconds since the measured window started;
 the warmup, at negative times, is shaded): throughput and p99 latency as the
-load generator saw them, server memory (PSS and summed RSS), processes and
+load generator saw them, server memory (PSS, summed RSS and USS), processes and
 threads, and the listening socket's accept-queue depth next to the backlog
 it may not exceed. A run that failed, was generator-bound or belongs to an
 unstable point says so in its title, in the flag's legend marker.
@@ -71,9 +71,12 @@ def timeline_figure(results: Results, run_id: str) -> Figure | None:
             ax_lat.set_ylim(bottom=0)
     ax_lat.set_ylabel("p99 latency")
 
-    mib = server[["t_s"]].assign(pss=server["mem_pss_bytes"] / MIB, rss=server["mem_rss_bytes"] / MIB)
+    mib = server[["t_s"]].assign(
+        pss=server["mem_pss_bytes"] / MIB, rss=server["mem_rss_bytes"] / MIB, uss=server["mem_uss_bytes"] / MIB
+    )
     _line(ax_mem, mib, "pss", colour, "PSS")
     _line(ax_mem, mib, "rss", SECOND, "summed RSS", linestyle="--")
+    _line(ax_mem, mib, "uss", colour, "USS (unshared)", linestyle=":")
     ax_mem.set_ylabel("memory (MiB)")
     ax_mem.set_ylim(bottom=0)
 

@@ -44,8 +44,8 @@ from bench.scenario.source import Dumper
 from bench.scenario.sweep import Point, expand, offers
 from bench.thresholds import Threshold, from_entry, parse_threshold
 from bench.units import format_bitrate, format_duration, format_size, parse_bitrate, parse_duration, parse_size
-from servers.config import LOOPS, POOL_OPTIONS, ServerOptions
-from servers.registry import MODELS, unavailable
+from servers.config import CRASH_KINDS, LOOPS, POOL_OPTIONS, PRELOAD_USES, ServerOptions
+from servers.registry import HANDLER_OPTION_MODELS, MODELS, unavailable
 
 #: Key of the validation context under which cross-field problems are
 #: collected (with their paths) instead of raised one at a time.
@@ -127,9 +127,13 @@ Rate = Annotated[
 if TYPE_CHECKING:  # the names are a tuple built at run time: a type checker sees strings
     Service: TypeAlias = str
     Loop: TypeAlias = str
+    CrashKind: TypeAlias = str
+    PreloadUse: TypeAlias = str
 else:
     Service = Literal[SERVICES]
     Loop = Literal[LOOPS]
+    CrashKind = Literal[CRASH_KINDS]
+    PreloadUse = Literal[PRELOAD_USES]
 
 
 def _known_model(name: str) -> str:
@@ -187,6 +191,46 @@ def _server_field(name: str) -> Any:
     return Field(default=getattr(_SERVER_DEFAULTS, name), description=_SERVER_HELP[name])
 
 
+def _values(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _handler_option_issues(s: Any) -> list[tuple[tuple[Any, ...], str]]:
+    """server.crash and server.preload_*: each with what it needs, and only for the models that take them."""
+    issues: list[tuple[tuple[Any, ...], str]] = []
+    crashes = [k for k in _values(s.server.crash) if k != "none"]
+    every = [n for n in _values(s.server.crash_every) if n]
+    if crashes and not every:
+        issues.append(
+            (("server", "crash_every"), "crash needs crash_every: the requests between two crashes, e.g. 100")
+        )
+    if every and not crashes:
+        issues.append(
+            (
+                ("server", "crash"),
+                f"crash_every counts requests between crashes: give crash one of {', '.join(CRASH_KINDS[1:])}",
+            )
+        )
+    preloads = [n for n in _values(s.server.preload_mib) if n]
+    defaults = ServerOptions()
+    if not preloads:
+        for name in ("preload_use", "preload_freeze"):
+            if _values(getattr(s.server, name)) != [getattr(defaults, name)]:
+                issues.append((("server", name), "says how preloaded data is used: add server.preload_mib, e.g. 64"))
+    if crashes or preloads:
+        for i, model in enumerate(s.models):
+            if model not in HANDLER_OPTION_MODELS:
+                what = "crash" if crashes else "preload_mib"
+                issues.append(
+                    (
+                        ("models", i),
+                        f"{model} does not run sockbench's Python handlers, where server.{what} acts: remove it "
+                        f"from models (they take it: {', '.join(HANDLER_OPTION_MODELS)})",
+                    )
+                )
+    return issues
+
+
 class Section(BaseModel):
     # frozen: the points are computed once at validation; a later change
     # to a field would silently disagree with them.
@@ -208,6 +252,11 @@ class ServerSpec(Section):
     cpu_work_us: Sweep[NonNegInt] = _server_field("cpu_work_us")
     cpu_work_iterations: NonNegInt = _server_field("cpu_work_iterations")
     loop: Loop = _server_field("loop")
+    crash: Sweep[CrashKind] = _server_field("crash")
+    crash_every: Sweep[NonNegInt] = _server_field("crash_every")
+    preload_mib: Sweep[NonNegInt] = _server_field("preload_mib")
+    preload_use: Sweep[PreloadUse] = _server_field("preload_use")
+    preload_freeze: Sweep[StrictBool] = _server_field("preload_freeze")
     # Not swept: they bound hostile clients, which the load generator is not;
     # 0 turns one off to show the stdlib's unbounded waiting.
     idle_timeout: Duration = _server_field("idle_timeout")
@@ -489,6 +538,7 @@ def _cross_issues(s: Scenario) -> list[tuple[tuple, str]]:
                     f"server.{name}",
                 )
             )
+    issues += _handler_option_issues(s)
     if s.server.cpu_work_iterations and (isinstance(s.server.cpu_work_us, list) or not s.server.cpu_work_us):
         issues.append(
             (

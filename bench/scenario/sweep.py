@@ -171,6 +171,6 @@ def _point(scenario: Any, v: dict[str, Any], index: int) -> "Point":
     server_values = {name: getattr(scenario.server, name) for name in type(scenario.server).model_fields}
     server_values.update({p.name: v[p.name] for p in _SWEPT_PARAMETERS if p.section == "server"})
     server_values.update({p.name: server_values[p.name] or 0 for p in _SWEPT_PARAMETERS if p.zero_is_default})
-    server = ServerOptions(**server_values)
+    server = ServerOptions(**server_values).effective()  # one point without crashes, not one per crash_every
     models = tuple(m for m in scenario.models if offers(m, service))
     return Point(index=index, service=service, models=models, params={}, server=server, load=load)

@@ -183,8 +183,11 @@ class Supervisor:
 
     # -- the parent's loop -----------------------------------------------------
 
-    def run(self, ready: Callable[[str, int], None]) -> None:
-        """Fork the workers, report ready, supervise until SIGTERM/SIGINT, then stop them."""
+    def run(self, ready: Callable[[str, int], None]) -> dict[str, int]:
+        """Fork the workers, report ready, supervise until SIGTERM/SIGINT, then stop them.
+
+        Returns the facts of the stop line (:func:`servers.cli.main`): how many workers were re-forked.
+        """
         previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, SUPERVISED_SIGNALS)
         try:
             for _ in range(self.workers):
@@ -196,6 +199,7 @@ class Supervisor:
         finally:
             self.stop()
             signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
+        return {"worker_restarts": self.restarts}
 
     def _supervise(self) -> None:
         due = 0  # workers that died and are still to be replaced
@@ -272,13 +276,13 @@ def run_worker(server: SequentialServer) -> None:
             server.shutdown_request(request)
 
 
-def serve(service: str, options: ServerOptions, ready: Callable[[str, int], None]) -> None:
-    """Serve ``service`` with ``--workers`` pre-forked processes until SIGTERM/SIGINT."""
+def serve(service: str, options: ServerOptions, ready: Callable[[str, int], None]) -> dict[str, int]:
+    """Serve ``service`` with ``--workers`` pre-forked processes until SIGTERM/SIGINT; returns the stop facts."""
     service_ = make_service("prefork", service, options)
     handler: type[socketserver.BaseRequestHandler] = HANDLERS[service]
     server = SequentialServer(service_, options, handler)
     try:
-        Supervisor(service_, options.worker_processes(), lambda: run_worker(server), server.socket).run(ready)
+        return Supervisor(service_, options.worker_processes(), lambda: run_worker(server), server.socket).run(ready)
     finally:
         server.server_close()
         service_.log_stop()  # the workers' counts of client closes come through the service's pipe

@@ -133,14 +133,14 @@ class ReuseportWorkers:
             )
 
 
-def serve(service: str, options: ServerOptions, ready: Callable[[str, int], None]) -> None:
-    """Serve ``service`` with ``--workers`` event-loop processes on one port until SIGTERM/SIGINT."""
+def serve(service: str, options: ServerOptions, ready: Callable[[str, int], None]) -> dict[str, int]:
+    """Serve ``service`` with ``--workers`` event-loop processes on one port until SIGTERM/SIGINT; returns the stop facts."""
     check(service, options)
     workers = ReuseportWorkers(
         make_service("reuseport", service, options), options, service, options.worker_processes()
     )
     try:
-        Supervisor(
+        return Supervisor(
             workers.service, workers.workers, workers.run_worker, workers.reserved, before_ready=workers.wait_listening
         ).run(ready)
     finally:
