@@ -18,7 +18,12 @@ request, delivered rate, the corrected p50 (from the due time), the
 uncorrected p50 (from the send), the generator's mean send lag (the batching
 horizon's part of the corrected latency: :mod:`bench.loadgen.schedule`),
 release wake-ups per request and, for the native engine, its loop's sleeps
-per request and how many of them slept through replies.
+per request and how many of them slept through replies. Each round also
+times a bare sleep loop on the generator CPU (the CPU one timed wake-up costs
+there, whatever sleeps), which gives the floor printed beside each rate:
+closed loop's CPU per request plus sleeps per request times that cost (the
+python engine's sleeps counted as its release wake-ups, a lower bound: its
+replies wake it too).
 
     python benchmarks/open_loop_cost.py
     python benchmarks/open_loop_cost.py --rounds 5 --duration 3 --rate 20000 100000
@@ -38,6 +43,7 @@ import argparse
 import os
 import statistics
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +68,25 @@ GOAL_P50_US = 1000
 
 def load_average() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def wake_cost_us(cpu: int, period_s: float = 200e-6, seconds: float = 0.5) -> float:
+    """CPU microseconds one timed sleep and wake-up costs on ``cpu`` now: a bare sleep loop, nothing else.
+
+    The floor under any open loop's cost: a release needs a timer wake-up,
+    and on a virtual machine arming the timer and taking its interrupt cost
+    the sleeping process CPU time of its own. 200 us periods as at 5k/s.
+    """
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpu})
+    try:
+        n = int(seconds / period_s)
+        c0 = time.process_time()
+        for _ in range(n):
+            time.sleep(period_s)
+        return 1e6 * (time.process_time() - c0) / n
+    finally:
+        os.sched_setaffinity(0, before)
 
 
 def measure(engine: str, port: int, args: argparse.Namespace, gen_cpu: int, rate: float | None) -> dict[str, Any]:
@@ -123,6 +148,13 @@ def fmt(r: dict[str, Any]) -> str:
     return s
 
 
+def floor(closed_us: float | None, sleeps_per_req: float | None, wake_us: float) -> str:
+    """The least open loop can cost per request: closed loop's work plus its sleeps' bare wake-up cost."""
+    if closed_us is None or sleeps_per_req is None:
+        return ""
+    return f", floor {closed_us + sleeps_per_req * wake_us:.2f} us/req"
+
+
 def median(xs: list[float | None]) -> float | None:
     vals = [x for x in xs if x is not None]
     return statistics.median(vals) if vals else None
@@ -159,11 +191,14 @@ def main() -> int:
     points: list[tuple[str, float | None]] = [(e, None) for e in args.engine]
     points += [(e, rate) for rate in args.rate for e in args.engine]
     measured: dict[tuple[str, float | None], list[dict[str, Any]]] = {p: [] for p in points}
+    wakes: list[float] = []
     ratios: dict[tuple[str, float], list[float | None]] = {(e, r): [] for e in args.engine for r in args.rate}
     with reference_server(frozenset({server_cpu})) as server:
         for rnd in range(args.rounds):
             order = points if rnd % 2 == 0 else list(reversed(points))
             this: dict[tuple[str, float | None], dict[str, Any]] = {}
+            wakes.append(wake_cost_us(gen_cpu))
+            print(f"round {rnd + 1} a bare timed sleep and wake-up on CPU {gen_cpu}: {wakes[-1]:.1f} us of CPU")
             for engine, rate in order:
                 r = measure(engine, server.port, args, gen_cpu, rate)
                 this[(engine, rate)] = r
@@ -179,7 +214,12 @@ def main() -> int:
                     ratios[(engine, rate)].append(ratio)
                     line.append(f"{rate:,.0f}/s {num(ratio, '.2f')}x")
                 print(f"round {rnd + 1} {engine:>6} open/closed CPU per request: {', '.join(line)}", flush=True)
-    print(f"\nmedians over {args.rounds} rounds (goal: open/closed <= {GOAL_RATIO}x; load average {load_average()})")
+    wake = statistics.median(wakes)
+    print(
+        f"\nmedians over {args.rounds} rounds (goal: open/closed <= {GOAL_RATIO}x; load average {load_average()}); "
+        f"a bare sleep and wake-up costs {wake:.1f} us of CPU, so open loop cannot cost less than closed + "
+        f"sleeps per request x {wake:.1f} us (the floor below)"
+    )
     for engine in args.engine:
         closed = measured[(engine, None)]
         print(
@@ -202,6 +242,7 @@ def main() -> int:
                 f"{num(median([x['send_lag'] for x in o]), '.1f')} us, release wake-ups/req "
                 f"{num(median([x['wakeups'] for x in o]), '.2f')}"
                 + (f", sleeps/req {num(median([x['waits'] for x in o]), '.2f')}" if o[0]["waits"] is not None else "")
+                + floor(median([x["cpu_us"] for x in closed]), median([x["waits"] or x["wakeups"] for x in o]), wake)
                 + extra
             )
     return 0
