@@ -788,6 +788,46 @@ static void release_due(double t) {
 
 /* ------------------------------------------------------------------ replies */
 
+/* Read what has arrived on c into G.buf; *t is when it arrived (monotonic).
+ * With receive timestamps on (G.lazy_fits) that is the kernel's time of the
+ * last segment read (SO_TIMESTAMPNS, CLOCK_REALTIME, moved to the monotonic
+ * clock by G.real_offset_ns), so a reply read at a later wake-up is still
+ * timed when it came; it is kept within [sent, now] (ts_clamped counts the
+ * corrections, which a sane clock never needs). A read without a timestamp
+ * is timed now; after timestamps have been seen it ends reading late for the
+ * run (ts_broken). */
+static ssize_t recv_reply(struct conn *c, double *t) {
+    if (!G.lazy_fits) {
+        ssize_t n = recv(c->fd, G.buf, G.buf_size, 0);
+        *t = now();
+        return n;
+    }
+    union { char buf[CMSG_SPACE(sizeof(struct timespec))]; struct cmsghdr align; } ctl;
+    struct iovec iov = {.iov_base = G.buf, .iov_len = G.buf_size};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof ctl.buf};
+    ssize_t n = recvmsg(c->fd, &msg, 0);
+    double t_now = now();
+    *t = t_now;
+    if (n <= 0) return n;
+    for (struct cmsghdr *cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
+        if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_TIMESTAMPNS) continue;
+        struct timespec ts;
+        memcpy(&ts, CMSG_DATA(cm), sizeof ts);
+        long long mono_ns = (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec - G.real_offset_ns;
+        double arrived = (double)mono_ns * 1e-9;
+        if (arrived > t_now) { arrived = t_now; G.ts_clamped++; }
+        else if (c->state == C_BUSY && arrived < c->t_sent) { arrived = c->t_sent; G.ts_clamped++; }
+        *t = arrived;
+        G.ts_ok = 1;
+        return n;
+    }
+    /* Before the first timestamp the kernel may still be turning them on (it
+     * does so from a work queue): reads are prompt then, timed right by now. */
+    G.ts_missing++;
+    if (G.ts_ok) G.ts_broken = 1;
+    return n;
+}
+
 static void echo_read(struct conn *c, ssize_t n, double t) {
     if (c->state != C_BUSY) { fail_request(c, ERR_CORRUPT, t); return; }  /* bytes nobody asked for */
     if (c->got == 0) c->t_first = t;
@@ -866,46 +906,6 @@ static void file_read(struct conn *c, ssize_t n, double t) {
 #endif
         finish(c, t, c->size);
     }
-}
-
-/* Read what has arrived on c into G.buf; *t is when it arrived (monotonic).
- * With receive timestamps on (G.lazy_fits) that is the kernel's time of the
- * last segment read (SO_TIMESTAMPNS, CLOCK_REALTIME, moved to the monotonic
- * clock by G.real_offset_ns), so a reply read at a later wake-up is still
- * timed when it came; it is kept within [sent, now] (ts_clamped counts the
- * corrections, which a sane clock never needs). A read without a timestamp
- * is timed now; after timestamps have been seen it ends reading late for the
- * run (ts_broken). */
-static ssize_t recv_reply(struct conn *c, double *t) {
-    if (!G.lazy_fits) {
-        ssize_t n = recv(c->fd, G.buf, G.buf_size, 0);
-        *t = now();
-        return n;
-    }
-    union { char buf[CMSG_SPACE(sizeof(struct timespec))]; struct cmsghdr align; } ctl;
-    struct iovec iov = {.iov_base = G.buf, .iov_len = G.buf_size};
-    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof ctl.buf};
-    ssize_t n = recvmsg(c->fd, &msg, 0);
-    double t_now = now();
-    *t = t_now;
-    if (n <= 0) return n;
-    for (struct cmsghdr *cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
-        if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_TIMESTAMPNS) continue;
-        struct timespec ts;
-        memcpy(&ts, CMSG_DATA(cm), sizeof ts);
-        long long mono_ns = (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec - G.real_offset_ns;
-        double arrived = (double)mono_ns * 1e-9;
-        if (arrived > t_now) { arrived = t_now; G.ts_clamped++; }
-        else if (c->state == C_BUSY && arrived < c->t_sent) { arrived = c->t_sent; G.ts_clamped++; }
-        *t = arrived;
-        G.ts_ok = 1;
-        return n;
-    }
-    /* Before the first timestamp the kernel may still be turning them on (it
-     * does so from a work queue): reads are prompt then, timed right by now. */
-    G.ts_missing++;
-    if (G.ts_ok) G.ts_broken = 1;
-    return n;
 }
 
 static void on_event(struct conn *c, uint32_t ev) {
