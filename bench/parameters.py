@@ -319,7 +319,9 @@ PARAMETERS: tuple[Parameter, ...] = (
         "load",
         "rate",
         None,
-        "open loop only: requests per second in total (required for open; bench load: giving it selects the open loop)",
+        "open loop only: requests per second in total (required for open; bench load: giving it selects the open loop); "
+        "requests due within the generator's 75 us batching horizon go out together at one wake-up, so up to 75 us "
+        "of a corrected latency can be the generator's (the uncorrected latency, from the send, leaves it out)",
         sweepable=True,
         column="open loop: total requests/s scheduled (empty for closed loop)",
         applies=("mode", "open"),

@@ -398,6 +398,28 @@ def test_open_loop_warns_of_coarse_timers_only_without_timerfd(server: Callable[
     assert any("no timerfd" in w for w in warnings) == (not have_timerfd), warnings
 
 
+def test_precise_timer_repeats_at_its_period_until_disarmed() -> None:
+    from bench.loadgen.schedule import PreciseTimer
+
+    loop = asyncio.new_event_loop()
+    fired: list[float] = []
+    timer = PreciseTimer(loop, lambda: fired.append(time.monotonic()))
+    try:
+        assert timer.precise  # Linux has timerfd: the open loop's periodic timer needs it
+        start = time.monotonic()
+        timer.arm(start + 0.01, 0.01)  # armed once, fires every 10 ms
+        loop.run_until_complete(asyncio.sleep(0.105))
+        n = len(fired)
+        timer.disarm()
+        loop.run_until_complete(asyncio.sleep(0.05))
+    finally:
+        timer.close()
+        loop.close()
+    # 10 expiries; a busy machine may fold a few into one read, never add any
+    assert 5 <= n <= 10 and fired[0] >= start + 0.01, fired
+    assert len(fired) == n  # disarmed: no more
+
+
 #: A competitor for one CPU: spins until killed, at most 30 s (bounded even if a test dies).
 SPIN_PROGRAM = """
 import os, sys, time

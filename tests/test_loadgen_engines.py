@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from bench import histograms
-from bench.loadgen import FileTarget, LoadGenError, LoadSpec, engines, run_load
+from bench.loadgen import FileTarget, LoadGenError, LoadSpec, engines, run_load, schedule
 from bench.loadgen import spec as specmod
 from servers import native
 
@@ -289,6 +289,76 @@ def test_open_loop_offers_the_scheduled_rate(server: Callable[..., ThreadServer]
     for engine, r in results.items():
         assert 475 <= r.row["requests"] <= 501 and r.row["errors"] == 0, engine
         assert "latency_uncorrected" in r.histograms
+
+
+def test_open_loop_releases_all_requests_due_within_the_horizon_at_one_wake_up() -> None:
+    from servers.config import ServerOptions
+    from servers.launch import run_server
+
+    # 20k/s is a request every 50 us: one wake-up per request would be 20k
+    # a second; one per 75 us horizon at most 13.3k, each releasing all due.
+    rate, duration = 20_000.0, 1.0
+    most = duration / schedule.BATCH_HORIZON_S * 1.05 + 10  # rounding at the window's edges
+    with run_server("c-reference", "echo", ServerOptions()) as srv:
+        for engine in ENGINES:
+            spec = LoadSpec(
+                "echo", "127.0.0.1", srv.port, clients=20, duration_s=duration, workers=1, engine=engine,
+                mode="open", rate=rate, connect_timeout_s=5.0,
+            )  # fmt: skip
+            r = run_load(spec)
+            wakeups = r.schedule["wakeups"]
+            assert 0 < wakeups <= most, (engine, r.schedule)
+            # each wake-up sent what was due: the schedule went out (nearly) whole;
+            # the python engine may fall behind on a busy machine, so less is asked of it
+            share = 0.95 if engine == "native" else 0.5
+            assert r.schedule["started"] >= share * rate * duration, (engine, r.schedule)
+
+
+def test_open_loop_latency_splits_into_the_generators_send_lag_and_the_servers_part(
+    server: Callable[..., ThreadServer],
+) -> None:
+    # per request: corrected = (send - due) + (reply - send); the means over the
+    # window's requests add up the same way, so the horizon is not hidden in it.
+    srv = server(stream_echo_handler)
+    for engine, r in both(srv.port, mode="open", rate=2_000.0, clients=4, duration_s=1.0).items():
+        lag = r.schedule["send_lag_mean_us"]
+        assert lag is not None and lag > 0, (engine, r.schedule)
+        corrected = r.histograms["latency"].get_mean_value()
+        uncorrected = r.histograms["latency_uncorrected"].get_mean_value()
+        # no warmup, so both means are over requests due in the window; they differ
+        # by the few still in flight at its end, and hdrh's 3-digit rounding
+        assert corrected - uncorrected == pytest.approx(lag, rel=0.15, abs=15), (engine, r.schedule)
+
+
+def test_native_open_loop_reads_replies_at_release_wake_ups_timed_by_the_kernel(
+    server: Callable[..., ThreadServer],
+) -> None:
+    # A reply every 3 ms after its request, a request every 10 ms: the native
+    # worker sleeps through each reply and reads it at the next release, 7 ms
+    # later. Timed by the kernel's receive timestamp, its latency is still
+    # ~3 ms (timed at the read it would be ~10 ms), and the loop sleeps about
+    # once per request, not twice (once for the release, once for the reply).
+    srv = server(echo_handler, message_bytes=1024, delay_s=0.003)
+    r = run_load(
+        LoadSpec(
+            "echo",
+            "127.0.0.1",
+            srv.port,
+            clients=2,
+            duration_s=1.0,
+            workers=1,
+            engine="native",
+            mode="open",
+            rate=100.0,
+            request_timeout_s=30.0,
+        )  # fmt: skip
+    )
+    sched, requests = r.schedule, r.row["requests"]
+    assert requests >= 95 and r.row["errors"] == 0, r.warnings
+    assert sched["rx_timestamps"] and sched["lazy_waits"] >= 0.8 * requests, sched
+    assert sched["waits"] <= 1.3 * requests, sched
+    p50 = r.histograms["latency_uncorrected"].get_value_at_percentile(50.0)
+    assert 3_000 <= p50 < 6_000, (p50, sched)
 
 
 # ----------------------------------------------------------------- clean end of run

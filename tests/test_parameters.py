@@ -113,3 +113,12 @@ def test_every_parameter_with_a_list_has_a_column_and_every_kind_is_known() -> N
         assert parameter.kind in KINDS, parameter.name
         assert not parameter.sweepable or parameter.column, parameter.name
         assert not parameter.required or parameter.applies, parameter.name
+
+
+def test_the_rate_help_states_the_batching_horizon_the_open_loop_uses() -> None:
+    from bench.loadgen.schedule import BATCH_HORIZON_S
+
+    (rate,) = [p for p in PARAMETERS if p.name == "rate"]
+    assert f"{BATCH_HORIZON_S * 1e6:.0f} us batching horizon" in rate.help
+    source = (ROOT / "bench" / "loadgen" / "c" / "loadgen.c").read_text()
+    assert f"#define BATCH_HORIZON_S {BATCH_HORIZON_S:.6f}" in source  # the native engine's copy

@@ -225,6 +225,32 @@ def _pcts(h: histograms.HdrHistogram, names: dict[str, float]) -> dict[str, int 
     return {col: values[p] for col, p in names.items()}
 
 
+def schedule_figures(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """The generator's own open-loop figures over all workers (:attr:`LoadResult.schedule`).
+
+    ``wakeups``: release wake-ups in the window; ``started``: requests due in
+    the window that were sent; ``send_lag_mean_us``: their mean send time -
+    due time (the generator's part of the corrected latency,
+    :mod:`bench.loadgen.schedule`);
+    ``wake_lag_max_us``; and where the native engine ran, ``waits`` (its
+    loop's sleeps in the window), ``lazy_waits`` (those that slept through
+    replies) and ``rx_timestamps`` (replies timed by the kernel).
+    """
+    n = sum(r.get("send_lag_n", 0) for r in reports)
+    lag = sum(r.get("send_lag_mean_s", 0.0) * r.get("send_lag_n", 0) for r in reports)
+    out: dict[str, Any] = {
+        "wakeups": sum(r.get("wakeups", 0) for r in reports),
+        "started": n,
+        "send_lag_mean_us": round(1e6 * lag / n, 1) if n else None,
+        "wake_lag_max_us": round(1e6 * max((r.get("wake_lag_max_s", 0.0) for r in reports), default=0.0), 1),
+    }
+    if any("waits" in r for r in reports):
+        out["waits"] = sum(r.get("waits", 0) for r in reports)
+        out["lazy_waits"] = sum(r.get("lazy_waits", 0) for r in reports)
+        out["rx_timestamps"] = all(r.get("rx_timestamps", False) for r in reports)
+    return out
+
+
 def merge_reports(spec: LoadSpec, reports: list[dict[str, Any]], window_start: float) -> LoadResult:
     """Combine worker reports (see :mod:`bench.loadgen.worker`) into a :class:`LoadResult`."""
     hists = merge_histograms(reports)
@@ -288,6 +314,7 @@ def merge_reports(spec: LoadSpec, reports: list[dict[str, Any]], window_start: f
             None if r.get("runq_wait_pct") is None else round(r["runq_wait_pct"], 1) for r in reports
         ],
         loop=",".join(loops),
+        schedule=schedule_figures(reports) if open_loop else {},
         warnings=_warnings(
             spec, reports, _sum_dicts([r["notes"] for r in reports]), _sum_dicts([r["err_replies"] for r in reports])
         )

@@ -22,9 +22,29 @@ due, ``started`` of them have been sent, and request *i* is due at
 ``t0 + i * interval``; so a server that falls behind costs no memory. A single
 timer releases every request that has become due, then sleeps until the
 next one is due, but no less than :data:`BATCH_HORIZON_S`: at high rates one
-wake-up releases a batch instead of one timer per request. The largest
-wake-up lag and the late starts of requests that had a free connection (so
-the generator, not the server, made them late) are reported.
+wake-up releases a batch instead of one timer per request. The timer is
+periodic (one expiry per due request, or one per horizon when requests come
+closer together), so an expiry costs one read and no re-arming. The largest
+wake-up lag, the number of release wake-ups, the mean send lag (send time
+minus due time) and the late starts of requests that had a free connection
+(so the generator, not the server, made them late) are reported.
+
+What the horizon costs
+----------------------
+A request due while the worker sleeps goes out at the next wake-up: up to
+:data:`BATCH_HORIZON_S` after its due time, about half that on average once
+the rate exceeds ``1 / BATCH_HORIZON_S`` (13,333/s per worker); below that
+each request has an expiry of its own at its due time and only the wake-up
+latency remains. The delay is in the corrected latency (it is measured from
+the due time, as a user arriving on schedule would see it) and not in the
+uncorrected one; the report's ``send_lag_mean_s`` gives it, so a reader can
+tell the generator's share from the server's.
+
+Replies still wake the worker one by one here: the loop (asyncio or uvloop)
+watches every socket, and without the kernel's receive timestamps, which
+its transports do not pass on, a reply read later than it came would be
+timed late. The native engine reads replies at its release wake-ups, timed
+by those timestamps (``bench/loadgen/c/loadgen.c``).
 
 Why a timerfd
 -------------
@@ -122,17 +142,36 @@ class PreciseTimer:
         """True when backed by a timerfd."""
         return self.fd >= 0
 
-    def arm(self, when: float) -> None:
-        """Call the callback once at monotonic time ``when`` (at once if it has passed)."""
+    def arm(self, when: float, period: float = 0.0) -> None:
+        """Call the callback at monotonic time ``when`` (at once if it has passed), then every ``period`` s.
+
+        ``period`` 0: once. A period needs the timerfd (see :attr:`precise`);
+        without it the timer fires once and the caller re-arms it. The period
+        is kept to the nanosecond below, so the timer drifts early, never late.
+        """
         if self.fd < 0:
             self.handle = self.loop.call_later(max(0.0, when - monotonic()), self.callback)
             return
         when = max(when, 1e-6)  # 0 would disarm the timerfd
         sec = int(when)
-        self._spec.it_value.tv_sec = sec
-        self._spec.it_value.tv_nsec = int((when - sec) * 1e9)
-        if self._settime(self.fd, _TFD_TIMER_ABSTIME, ctypes.byref(self._spec), None) != 0:
+        spec = self._spec
+        spec.it_value.tv_sec = sec
+        spec.it_value.tv_nsec = int((when - sec) * 1e9)
+        spec.it_interval.tv_sec = int(period)
+        spec.it_interval.tv_nsec = int((period - int(period)) * 1e9)
+        if self._settime(self.fd, _TFD_TIMER_ABSTIME, ctypes.byref(spec), None) != 0:
             raise OSError(ctypes.get_errno(), "timerfd_settime failed")
+
+    def disarm(self) -> None:
+        """Stop the timer (it fires no more until armed again)."""
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
+        if self.fd >= 0:
+            self._spec.it_value.tv_sec = self._spec.it_value.tv_nsec = 0
+            self._spec.it_interval.tv_sec = self._spec.it_interval.tv_nsec = 0
+            if self._settime(self.fd, _TFD_TIMER_ABSTIME, ctypes.byref(self._spec), None) != 0:
+                raise OSError(ctypes.get_errno(), "timerfd_settime failed")
 
     def _fired(self) -> None:
         try:
@@ -181,30 +220,54 @@ class OpenLoop:
         self.started = 0
         self.idle: deque[_Connection] = deque()
         self.timer = PreciseTimer(loop, self._tick)
+        # The timer's period: one expiry per due request, or one per horizon
+        # when requests come closer together than that (a batch each).
+        self.period = max(self.interval, BATCH_HORIZON_S)
         # The generator's own lateness: the largest wake-up lag past a due
-        # time, and late starts of requests that had a free connection waiting.
+        # time, late starts of requests that had a free connection waiting,
+        # and the send lag (send time - due time) of requests due in the
+        # window, the generator's part of their corrected latency.
         self.lag_max = 0.0
         self.late_generator = 0
+        self.wakeups = 0  # wake-ups that released requests
+        self.send_lag_sum = 0.0
+        self.send_lag_n = 0
 
     def start(self) -> None:
         """Release what is due and arm the timer for the rest."""
-        self._tick()
+        self._tick(rearm=True)
 
     def stop(self) -> None:
         """Disarm and release the timer."""
         self.timer.close()
 
-    def _tick(self) -> None:
+    def _tick(self, rearm: bool = False) -> None:
+        """A timer expiry: release what is due by now.
+
+        The timerfd is periodic (:attr:`period`), so an expiry costs a read
+        and no re-arming; it is re-armed only when it fired with nothing due
+        (its period, rounded down, drifted early past the wake-up latency),
+        or on every expiry when there is no timerfd.
+        """
         now = monotonic()
         due_until = min(now, self.t_stop)
         released = int((due_until - self.t0) / self.interval) + 1 if due_until >= self.t0 else 0
+        early = False
         if released > self.released:
+            if self.stats.in_window(now):
+                self.wakeups += 1
             self.lag_max = max(self.lag_max, now - (self.t0 + self.released * self.interval))
             self.released = released
             self._dispatch()
+        elif not rearm:
+            early = True
         next_due = self.t0 + self.released * self.interval
-        if next_due < self.t_stop:
-            self.timer.arm(max(next_due, now + BATCH_HORIZON_S))
+        if next_due >= self.t_stop:
+            self.timer.disarm()  # the schedule is over
+        elif early:
+            self.timer.arm(next_due, self.period)
+        elif rearm or not self.timer.precise:
+            self.timer.arm(max(next_due, now + BATCH_HORIZON_S), self.period)
 
     def _dispatch(self) -> None:
         idle = self.idle
@@ -218,7 +281,12 @@ class OpenLoop:
         intended = self.t0 + self.started * self.interval
         self.started += 1
         conn.start(intended)
-        if conn.t_sent - intended > LATE_TOLERANCE_S and self.stats.in_window(intended):
+        if not self.stats.in_window(intended):
+            return False
+        lag = conn.t_sent - intended
+        self.send_lag_sum += lag
+        self.send_lag_n += 1
+        if lag > LATE_TOLERANCE_S:
             self.stats.late_starts += 1
             return True
         return False

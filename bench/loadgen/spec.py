@@ -301,6 +301,10 @@ class LoadResult:
     ``parent_cpu_pct``
         CPU of the process that called :func:`~bench.loadgen.run_load` (all
         its threads) over the window, percent of one core.
+    ``schedule``
+        open loop: the generator's own figures (release wake-ups, mean send
+        lag, ...: :func:`bench.loadgen.merge.schedule_figures`); empty in
+        closed loop.
     """
 
     row: dict[str, Any]
@@ -313,6 +317,7 @@ class LoadResult:
     worker_runq_wait_pct: list[float | None] = field(default_factory=list)
     parent_cpu_pct: float | None = None
     loop: str = ""
+    schedule: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> str:
@@ -328,6 +333,7 @@ class LoadResult:
             "worker_runq_wait_pct": self.worker_runq_wait_pct,
             "parent_cpu_pct": self.parent_cpu_pct,
             "loop": self.loop,
+            "schedule": self.schedule,
             "warnings": self.warnings,
         }
         return json.dumps(d)

@@ -78,6 +78,17 @@ fields. Times are seconds, latencies integer microseconds, counts integers;
     which engine ran (``python`` or ``native``); open loop: the largest lag of
     a release wake-up past a due time, and the late starts of requests that
     had a free connection waiting (the generator's lateness, not the server's).
+``wakeups``, ``send_lag_mean_s``, ``send_lag_n`` (optional)
+    open loop: wake-ups that released requests (one per batch), and the mean
+    of send time minus due time over the ``send_lag_n`` requests due in the
+    window, the generator's part of their corrected latency
+    (:mod:`bench.loadgen.schedule`, "What the horizon costs").
+``waits``, ``lazy_waits``, ``rx_timestamps``, ``rx_timestamps_missing``, ``rx_timestamps_clamped`` (optional)
+    native engine only: blocking waits of its loop in the window (each a
+    sleep and a wake-up, whatever woke it), those that slept through replies
+    to read them at the next release, whether replies were timed by the
+    kernel's receive timestamps, and reads that came without one or with one
+    outside [sent, read] (kept inside).
 
 The native engine (``bench/loadgen/c/loadgen.c``) writes the same document,
 except that its histograms are ``{counts index: count}`` objects in the same
@@ -275,6 +286,13 @@ async def run_clients(job: dict[str, Any], run_start: float) -> dict[str, Any]:
         unstarted=dispatcher.unstarted(),
         wake_lag_max_s=dispatcher.lag_max if isinstance(dispatcher, OpenLoop) else 0.0,
         late_starts_generator=dispatcher.late_generator if isinstance(dispatcher, OpenLoop) else 0,
+        wakeups=dispatcher.wakeups if isinstance(dispatcher, OpenLoop) else 0,
+        send_lag_mean_s=(
+            dispatcher.send_lag_sum / dispatcher.send_lag_n
+            if isinstance(dispatcher, OpenLoop) and dispatcher.send_lag_n
+            else 0.0
+        ),
+        send_lag_n=dispatcher.send_lag_n if isinstance(dispatcher, OpenLoop) else 0,
         coarse_timer=coarse_timer,
         loop_errors=len(loop_errors),
         loop_error_samples=loop_errors[:MAX_KEPT_ERRORS],

@@ -28,12 +28,29 @@
  * rate costs one wake-up per batch, not per request). The release deadline
  * is the epoll_pwait2 timeout itself (nanoseconds), so a release costs one
  * system call, not three (epoll_wait, then read and timerfd_settime of a
- * timerfd). What remains of a wake-up's fixed cost is the kernel's: going
- * to sleep and being woken, once for the release and once for the reply
- * when the rate is too low for batches. Kernels before 5.11 lack
- * epoll_pwait2: there the timeout is epoll_wait's, rounded up to a
- * millisecond, and the report says so (coarse_timer; late starts then show
- * the coarser schedule).
+ * timerfd). Kernels before 5.11 lack epoll_pwait2: there the timeout is
+ * epoll_wait's, rounded up to a millisecond, and the report says so
+ * (coarse_timer; late starts then show the coarser schedule).
+ *
+ * Echo replies do not get wake-ups of their own in open loop: while every due
+ * request has a connection, the loop sleeps (clock_nanosleep) through
+ * replies to the next release and reads what has arrived then, with a
+ * zero-timeout epoll, before it releases. Each reply is timed by the
+ * kernel's receive timestamp (SO_TIMESTAMPNS), not by when it was read, so
+ * the sleep is in no latency; a request that waits for a connection makes
+ * replies wake the loop again (lazy_ok says when). Without it a wake-up's
+ * fixed cost, the kernel's going to sleep and being woken, came twice per
+ * request at rates too low for batches: once for the release, once for
+ * the reply.
+ *
+ * What the horizon costs: a request due while the loop sleeps goes out at
+ * the next wake-up, up to BATCH_HORIZON_S after its due time (about half
+ * that on average when the rate exceeds 1 / BATCH_HORIZON_S; at lower rates
+ * each request has its own wake-up at its due time and only the wake-up
+ * latency remains). That delay is in the corrected latency (measured from
+ * the due time) and not in the uncorrected one; the report gives its mean
+ * (send_lag_mean_s) and the release wake-ups' lag (wake_lag_*), so a reader
+ * can tell the generator's share from the server's.
  *
  * Every echo byte is compared with the message sent; a file reply must have
  * the header "OK <size>" and exactly size bytes, and a sampled fraction is
@@ -104,6 +121,12 @@
  * wake-ups here: small against any queueing worth studying, and it bounds
  * how late a batched request goes out. */
 #define BATCH_HORIZON_S 0.000075
+/* Open loop: replies are read at the release wake-ups (not at a wake-up of
+ * their own) only if a whole reply fits in the socket's receive window, so a
+ * server never waits on a full window while the worker sleeps. The smallest
+ * receive window Linux opens with is ~64 KiB (tcp_rmem's default 128 KiB
+ * halved); 32 KiB leaves room. */
+#define LAZY_REPLY_MAX (32 * 1024)
 /* End of run: how long replies still in flight may take to arrive before
  * the connections are closed; a healthy server needs microseconds. */
 #define DRAIN_S 0.2
@@ -178,6 +201,12 @@ static struct {
     struct conn *idle_head, *idle_tail;
     long long wakeups, late_starts, late_generator;
     double lag_max, lag_sum;
+    double send_lag_sum; long long send_lag_n;   /* send time - due time, requests due in the window */
+    /* open loop: replies read at release wake-ups (lazy_ok) */
+    int lazy_fits, ts_ok, ts_broken;
+    int n_want_out;               /* connections waiting for EPOLLOUT (connecting, or output pending) */
+    long long waits, lazy_waits, ts_missing, ts_clamped;
+    long long real_offset_ns;     /* CLOCK_REALTIME - CLOCK_MONOTONIC, for kernel receive timestamps */
     /* stats */
     long long payload_bytes, requests;
     long long errors[N_ERR], connects[N_CO];
@@ -456,7 +485,7 @@ static void record_complete(struct conn *c, double t_done, long long nbytes) {
     if (k < 0) k = 0;
     if (k != G.tl_cur) {
         if (k > G.tl_cur) { tl_flush(); G.tl_cur = k; }
-        else k = G.tl_cur;  /* never happens: times only grow */
+        else k = G.tl_cur;  /* read after a later one (kernel-timed replies of one wake-up): its neighbour's interval */
     }
     if (G.tl_counts[idx]++ == 0) G.tl_touched[G.tl_ntouched++] = idx;
     G.tl_n[k]++;
@@ -512,6 +541,7 @@ static void set_events(struct conn *c, int want_out) {
     if (c->want_out == want_out) return;
     struct epoll_event ev = {.events = EPOLLIN | (want_out ? EPOLLOUT : 0), .data.u64 = (uint64_t)(c - G.conns)};
     epoll_ctl(G.ep, EPOLL_CTL_MOD, c->fd, &ev);
+    G.n_want_out += want_out - c->want_out;
     c->want_out = want_out;
 }
 
@@ -545,6 +575,7 @@ static void close_conn(struct conn *c, int abort) {
         c->fd = -1;
     }
     c->state = C_NONE;
+    G.n_want_out -= c->want_out;
     c->want_out = 0;
 }
 
@@ -563,6 +594,8 @@ static void start_connect(struct conn *c) {
     if (fd < 0) { connect_failed(errno); schedule_retry(c); return; }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    /* kernel receive timestamps: what lets replies be read late and timed right (lazy_ok) */
+    if (G.lazy_fits && setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof one) < 0) G.ts_broken = 1;
     int r;
     if (G.v6) {
         struct sockaddr_in6 a = {.sin6_family = AF_INET6, .sin6_port = htons((uint16_t)G.port)};
@@ -582,6 +615,7 @@ static void start_connect(struct conn *c) {
     c->fd = fd;
     c->state = C_CONNECTING;
     c->want_out = 1;
+    G.n_want_out++;
     struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.u64 = (uint64_t)(c - G.conns)};
     if (epoll_ctl(G.ep, EPOLL_CTL_ADD, fd, &ev) < 0) fail_run("epoll_ctl: %s", strerror(errno));
 }
@@ -698,7 +732,11 @@ static void start_next(struct conn *c) {
     double intended = G.t0 + (double)G.started * G.step;
     G.started++;
     send_request(c, intended);
-    if (c->t_sent - intended > LATE_TOLERANCE_S && in_window(intended)) G.late_starts++;
+    if (!in_window(intended)) return;
+    double lag = c->t_sent - intended;  /* the generator's part of this request's corrected latency */
+    G.send_lag_sum += lag;
+    G.send_lag_n++;
+    if (lag > LATE_TOLERANCE_S) G.late_starts++;
 }
 
 /* A connection is free (just connected or just answered). */
@@ -726,10 +764,12 @@ static void release_due(double t) {
     if (released > G.released) {
         double lag = t - (G.t0 + (double)G.released * G.step);
         if (lag < 0) lag = 0;
-        G.wakeups++;
-        G.lag_sum += lag;
         if (lag > G.lag_max) G.lag_max = lag;
-        G.lag_h[us_index(lag)]++;
+        if (in_window(t)) {  /* counted in the window, as the worker's CPU is */
+            G.wakeups++;
+            G.lag_sum += lag;
+            G.lag_h[us_index(lag)]++;
+        }
         G.released = released;
         while (G.started < G.released && G.idle_head) {
             struct conn *c = G.idle_head;
@@ -747,6 +787,46 @@ static void release_due(double t) {
 }
 
 /* ------------------------------------------------------------------ replies */
+
+/* Read what has arrived on c into G.buf; *t is when it arrived (monotonic).
+ * With receive timestamps on (G.lazy_fits) that is the kernel's time of the
+ * last segment read (SO_TIMESTAMPNS, CLOCK_REALTIME, moved to the monotonic
+ * clock by G.real_offset_ns), so a reply read at a later wake-up is still
+ * timed when it came; it is kept within [sent, now] (ts_clamped counts the
+ * corrections, which a sane clock never needs). A read without a timestamp
+ * is timed now; after timestamps have been seen it ends reading late for the
+ * run (ts_broken). */
+static ssize_t recv_reply(struct conn *c, double *t) {
+    if (!G.lazy_fits) {
+        ssize_t n = recv(c->fd, G.buf, G.buf_size, 0);
+        *t = now();
+        return n;
+    }
+    union { char buf[CMSG_SPACE(sizeof(struct timespec))]; struct cmsghdr align; } ctl;
+    struct iovec iov = {.iov_base = G.buf, .iov_len = G.buf_size};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof ctl.buf};
+    ssize_t n = recvmsg(c->fd, &msg, 0);
+    double t_now = now();
+    *t = t_now;
+    if (n <= 0) return n;
+    for (struct cmsghdr *cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
+        if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_TIMESTAMPNS) continue;
+        struct timespec ts;
+        memcpy(&ts, CMSG_DATA(cm), sizeof ts);
+        long long mono_ns = (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec - G.real_offset_ns;
+        double arrived = (double)mono_ns * 1e-9;
+        if (arrived > t_now) { arrived = t_now; G.ts_clamped++; }
+        else if (c->state == C_BUSY && arrived < c->t_sent) { arrived = c->t_sent; G.ts_clamped++; }
+        *t = arrived;
+        G.ts_ok = 1;
+        return n;
+    }
+    /* Before the first timestamp the kernel may still be turning them on (it
+     * does so from a work queue): reads are prompt then, timed right by now. */
+    G.ts_missing++;
+    if (G.ts_ok) G.ts_broken = 1;
+    return n;
+}
 
 static void echo_read(struct conn *c, ssize_t n, double t) {
     if (c->state != C_BUSY) { fail_request(c, ERR_CORRUPT, t); return; }  /* bytes nobody asked for */
@@ -835,9 +915,9 @@ static void on_event(struct conn *c, uint32_t ev) {
     }
     if (c->fd < 0) return;
     if (ev & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
-        ssize_t n = recv(c->fd, G.buf, G.buf_size, 0);
+        double t;
+        ssize_t n = recv_reply(c, &t);
         if (n > 0) {
-            double t = now();
             if (G.echo) echo_read(c, n, t); else file_read(c, n, t);
         } else if (n == 0) {
             lost(c, 0);
@@ -1025,9 +1105,51 @@ static void sweep(double t) {
 static void poll_once(double until) {
     struct epoll_event evs[MAX_EVENTS];
     double t = now();
+    if (until > t && in_window(t)) G.waits++;
     int n = wait_events(evs, MAX_EVENTS, until > t ? until - t : 0.0);
     if (n < 0 && errno != EINTR) fail_run("epoll_wait: %s", strerror(errno));
     for (int i = 0; i < n; i++) on_event(&G.conns[evs[i].data.u64], evs[i].events);
+}
+
+/* The offset that moves kernel receive timestamps (CLOCK_REALTIME) to the
+ * loop's clock; taken at every lazy wake-up, so a step of the wall clock
+ * mistimes at most the replies read at one wake-up. */
+static void clock_offset(void) {
+    struct timespec real, mono;
+    clock_gettime(CLOCK_REALTIME, &real);
+    clock_gettime(CLOCK_MONOTONIC, &mono);
+    G.real_offset_ns = ((long long)real.tv_sec - mono.tv_sec) * 1000000000LL + (real.tv_nsec - mono.tv_nsec);
+}
+
+/* Open loop: may the loop sleep through replies and read them at its next
+ * release wake-up? Only while nothing waits on a reply: every due request
+ * has a connection (a reply would free one for a waiting request: then the
+ * reply must wake the loop), no connect is in progress and no output is
+ * pending (both need EPOLLOUT), the service is echo with replies that fit
+ * in the receive window (LAZY_REPLY_MAX) and the kernel has been seen to
+ * time-stamp them. */
+static inline int lazy_ok(void) {
+    return G.lazy_fits && G.ts_ok && !G.ts_broken && G.started >= G.released && G.n_want_out == 0;
+}
+
+/* Sleep until `until` without waking for socket events, then read what has
+ * arrived (epoll with a zero timeout: one more system call per wake-up, one
+ * wake-up fewer per reply). The replies are timed by the kernel's receive
+ * timestamps (recv_reply), so the sleep is not in their latency. */
+static void lazy_wait(double until) {
+    double t = now();
+    if (until > t) {
+        if (in_window(t)) { G.waits++; G.lazy_waits++; }
+        sleep_until(until);
+    }
+    clock_offset();
+    struct epoll_event evs[MAX_EVENTS];
+    int n;
+    do {
+        n = wait_events(evs, MAX_EVENTS, 0.0);
+        if (n < 0 && errno != EINTR) fail_run("epoll_wait: %s", strerror(errno));
+        for (int i = 0; i < n; i++) on_event(&G.conns[evs[i].data.u64], evs[i].events);
+    } while (n == MAX_EVENTS);
 }
 
 struct end { double cpu_s, wall_s, start_late, pending_oldest; long long connecting, pending, unstarted; };
@@ -1051,6 +1173,12 @@ static struct end run(void) {
         G.step = 1.0 / G.rate;
         G.t0 = G.run_start + G.phase_s;
         G.t_stop = G.window_end;
+        /* Replies read late (lazy_ok): echo only, whose reply is one exchange
+         * of a known size. Other services' replies are not bounded in advance
+         * (an error page, a file of any size), or take several exchanges
+         * each of which would wait for a release. */
+        G.lazy_fits = G.echo && G.message_bytes <= LAZY_REPLY_MAX;
+        clock_offset();
     }
     /* ten checks per timeout (10% detection error), every 10 ms to 1 s */
     double tmo = G.request_timeout < G.connect_timeout ? G.request_timeout : G.connect_timeout;
@@ -1081,7 +1209,7 @@ static struct end run(void) {
         if (!marked && G.window_start < until) until = G.window_start;
         if (G.rq_len && G.retry_at[G.rq_head] < until) until = G.retry_at[G.rq_head];
         if (G.open_loop && G.release_at < until) until = G.release_at;
-        poll_once(until);
+        if (lazy_ok()) lazy_wait(until); else poll_once(until);
     }
     if (!marked) { cpu_mark = cpu_seconds(); wall_mark = G.window_start; }
     double cpu_end = cpu_seconds(), wall_end = now();
@@ -1116,6 +1244,10 @@ static struct end run(void) {
     double drain_end = now() + DRAIN_S;
     while (G.busy > 0 && (t = now()) < drain_end) poll_once(drain_end);
     for (int i = 0; i < G.clients; i++) if (G.conns[i].fd >= 0) close_conn(&G.conns[i], 0);
+    if (G.ts_broken && G.lazy_waits)
+        warn("kernel receive timestamps stopped during the run (%lld reads without one): from then on the open "
+             "loop woke for every reply; the read that found one missing was timed when it was read, up to one "
+             "release interval late", G.ts_missing);
     tl_flush();
     e.wall_s = wall_end - wall_mark > 1e-9 ? wall_end - wall_mark : 1e-9;
     e.cpu_s = cpu_end - cpu_mark;
@@ -1201,6 +1333,10 @@ static void report(struct end *e) {
     outf(&o, ", \"coarse_timer\": %s, \"loop_errors\": 0, \"loop_error_samples\": []", G.open_loop && G.coarse ? "true" : "false");
     outf(&o, ", \"wakeups\": %lld, \"wake_lag_mean_s\": %.6f, \"wake_lag_p99_s\": %.6f, \"wake_lag_max_s\": %.6f",
          G.wakeups, G.wakeups ? G.lag_sum / (double)G.wakeups : 0.0, lag_percentile(99.0), G.lag_max);
+    outf(&o, ", \"waits\": %lld, \"lazy_waits\": %lld, \"send_lag_mean_s\": %.9f, \"send_lag_n\": %lld",
+         G.waits, G.lazy_waits, G.send_lag_n ? G.send_lag_sum / (double)G.send_lag_n : 0.0, G.send_lag_n);
+    outf(&o, ", \"rx_timestamps\": %s, \"rx_timestamps_missing\": %lld, \"rx_timestamps_clamped\": %lld",
+         G.lazy_fits && G.ts_ok ? "true" : "false", G.ts_missing, G.ts_clamped);
     outf(&o, ", \"warnings\": [");
     for (int i = 0; i < G.n_warnings; i++) { if (i) outf(&o, ", "); out_str(&o, G.warnings[i]); }
     outf(&o, "]}");
