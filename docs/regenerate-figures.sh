@@ -95,7 +95,8 @@ take "$dir" throughput.png                     sendfile-throughput.png
 # Round trips per request: echo and timeauth over a 10 ms link (network namespaces: root only)
 if [[ $(id -u) -eq 0 ]]; then
     dir=$(run timeauth-rtt)
-    take "$dir" throughput.png                 timeauth-rtt-throughput.png
+    take "$dir" throughput_echo.png            timeauth-rtt-throughput_echo.png
+    take "$dir" throughput_timeauth.png        timeauth-rtt-throughput_timeauth.png
 else
     echo "skipping timeauth-rtt: its network namespaces need root" >&2
 fi
