@@ -555,6 +555,37 @@ HTTP_CASES = {
     ),
     "no length": (_ok(b"HTTP/1.1 200 OK\r\n\r\n"), "close", {"err_corrupt"}, False),
     "chunked": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "keep", {"err_corrupt"}, False),
+    "chunked 404": (
+        b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nnot \r\n5;x=y\r\nfound\r\n0\r\n\r\n",
+        "keep",
+        {"http_4xx"},
+        False,
+    ),
+    "chunked 200 with its length": (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1024\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + b"300\r\n"
+        + HTTP_BODY[:768]
+        + b"\r\n100 \r\n"
+        + HTTP_BODY[768:]
+        + b"\r\n0\r\nX-Trailer: 1\r\n\r\n",
+        "keep",
+        set(),
+        True,
+    ),
+    "chunked 200 short of the file": (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1024\r\nTransfer-Encoding: chunked\r\n\r\n300\r\n"
+        + HTTP_BODY[:768]
+        + b"\r\n0\r\n\r\n",
+        "keep",
+        {"err_corrupt"},
+        False,
+    ),
+    "chunk without its CRLF": (
+        b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nnot XX0\r\n\r\n",
+        "keep",
+        {"err_corrupt"},
+        False,
+    ),
     "truncated body, then close": (_ok()[:500], "close", {"err_short"}, False),
     "truncated body, then silence": (_ok()[:500], "hold", {"err_timeout"}, False),
     "close before the reply": (b"", "close", {"err_closed_early"}, False),

@@ -74,6 +74,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <math.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -161,6 +162,8 @@ enum cstate { C_NONE, C_RETRY, C_CONNECTING, C_IDLE, C_BUSY, C_CLOSED };
 enum { ERR_RESET, ERR_TIMEOUT, ERR_CLOSED_EARLY, ERR_SHORT, ERR_CORRUPT, ERR_DENIED, ERR_HTTP_3XX, ERR_HTTP_4XX, ERR_HTTP_5XX, N_ERR };
 /* bench/vocabulary.py's REQUEST_ERRORS (http_Nxx: HTTP_FAILURES) */
 static const char *ERR_NAMES[N_ERR] = {"reset", "timeout", "closed_early", "short", "corrupt", "denied", "http_3xx", "http_4xx", "http_5xx"};
+/* http chunked body: a chunk's size line, its data, the CRLF after it, the trailer */
+enum { CH_SIZE, CH_DATA, CH_CRLF, CH_TRAILER };
 /* timeauth: what the next reply byte of a connection belongs to */
 enum { TA_PROMPT, TA_ACK, TA_TIME, TA_ERR };
 enum { CO_OK, CO_REFUSED, CO_RESET, CO_TIMEOUT, CO_EMFILE, CO_EADDRNOTAVAIL, CO_OTHER, N_CO };
@@ -185,6 +188,8 @@ struct conn {
      * failure (an ERR_HTTP_* or -1), its body still to come (-1: until the
      * server closes), and whether the server closes after it */
     char *head; int head_len; int failure; long long body_left; int close_after;
+    /* http, a chunked body: CH_* phase, bytes left of the chunk, of its CRLF matched */
+    int chunked, chunk_phase, crlf_pos; long long chunk_left;
     /* timeauth: TA_*, prompt bytes matched, the request in flight sent its name */
     int ta_expect, ta_matched, ta_named;
 #ifdef HAVE_LIBCRYPTO
@@ -758,6 +763,7 @@ static void send_request(struct conn *c, double t_intended) {
         c->header_len = 0;
         c->failure = -1;
         c->close_after = 0;
+        c->chunked = 0;
 #ifdef HAVE_LIBCRYPTO
         if (f->has_sha && take_sample()) {
             c->sha = EVP_MD_CTX_new();
@@ -960,15 +966,16 @@ static void file_read(struct conn *c, ssize_t n, double t) {
  * status line is "HTTP/d.d ddd[ reason]", header lines are "token:
  * value" (a line starting with a space or tab continues the one before),
  * Content-Length is digits (a comma list or repeated headers must agree),
- * Transfer-Encoding is "chunked" at most once, 1xx heads are skipped, 204
- * and 304 have no body, and a head without either length is a body that
- * ends when the server closes. A 2xx must carry Content-Length equal to the
+ * Transfer-Encoding is "chunked" at most once (and then beats
+ * Content-Length: the body is decoded as h11's ChunkedReader does), 1xx
+ * heads are skipped, 204 and 304 have no body, and a head without either
+ * length is a body that ends when the server closes. A 2xx must carry Content-Length equal to the
  * file's size and exactly that many bytes (hashed on the sampled fraction);
  * 3xx, 4xx and 5xx are failures of their own kind (http_Nxx), their body
  * read and the connection kept; anything else is corrupt. "Connection:
- * close" or HTTP/1.0 ends the connection after the reply. The one rule not
- * followed: a chunked body is not decoded (the servers here never send one),
- * so a chunked reply is corrupt where h11 would read a chunked 4xx whole. */
+ * close" or HTTP/1.0 ends the connection after the reply. */
+
+static int hexval(char ch);
 
 static int lower(int ch) { return ch >= 'A' && ch <= 'Z' ? ch + ('a' - 'A') : ch; }
 
@@ -1101,16 +1108,131 @@ static int http_status(struct conn *c, const struct http_head *h, double t) {
         char want[32];
         snprintf(want, sizeof want, "%lld", c->size);
         /* (a 204 has no body: right only for an empty file) */
-        if (!h->has_length || strcmp(h->length, want) || h->chunked || (h->status == 204 && c->size)) {
+        if (!h->has_length || strcmp(h->length, want) || (h->status == 204 && c->size)) {
             fail_request(c, ERR_CORRUPT, t);
             return -1;
         }
         c->body_left = h->status == 204 ? 0 : c->size;
-        return 0;
+    } else {
+        if (cls < 3 || cls > 5) { fail_request(c, ERR_CORRUPT, t); return -1; }
+        c->failure = ERR_HTTP_3XX + (cls - 3);
+        c->body_left = h->status == 304 ? 0 : h->has_length ? strtoll(h->length, NULL, 10) : -1;
     }
-    if (cls < 3 || cls > 5 || h->chunked) { fail_request(c, ERR_CORRUPT, t); return -1; }
-    c->failure = ERR_HTTP_3XX + (cls - 3);
-    c->body_left = h->status == 304 ? 0 : h->has_length ? strtoll(h->length, NULL, 10) : -1;
+    if (h->chunked && h->status != 204 && h->status != 304) {  /* Transfer-Encoding beats Content-Length */
+        c->chunked = 1;
+        c->chunk_phase = CH_SIZE;
+        c->body_left = -2;  /* neither 0 (done) nor -1 (until close): the chunks say */
+    }
+    return 0;
+}
+
+/* Body bytes [p, p+n) of the reply: counted (a 2xx may not exceed the file's size) and hashed. */
+static int http_body(struct conn *c, const unsigned char *p, size_t n, double t) {
+    c->got += (long long)n;
+    if (c->failure >= 0) return 0;
+    c->left += (long long)n;
+    if (c->left > c->size) { fail_request(c, ERR_CORRUPT, t); return -1; }  /* more bytes than the file has */
+#ifdef HAVE_LIBCRYPTO
+    if (c->sha) EVP_DigestUpdate(c->sha, p, n);
+#endif
+    return 0;
+}
+
+/* Gather bytes of a chunk size line or of the trailer into c->head: up to
+ * and including the first newline (line) or all there is (trailer). Returns
+ * the bytes taken, or -1 if the head bound is exceeded. */
+static long long chunk_gather(struct conn *c, const unsigned char *p, size_t n, int line) {
+    if (!c->head && !(c->head = malloc(MAX_HTTP_HEAD))) fail_run("out of memory");
+    const unsigned char *nl = line ? memchr(p, '\n', n) : NULL;
+    size_t take = nl ? (size_t)(nl - p) + 1 : n;
+    if ((size_t)c->head_len + take > MAX_HTTP_HEAD) return -1;
+    memcpy(c->head + c->head_len, p, take);
+    c->head_len += (int)take;
+    return (long long)take;
+}
+
+/* A chunked body, h11's ChunkedReader: "HEX[;ext][OWS]\r\n", the chunk's
+ * bytes, "\r\n", ..., "0\r\n", trailer lines, a blank line. Consumes
+ * from *p; sets body_left to 0 when the body has ended. Returns -1 if the
+ * request failed. */
+static int http_chunked(struct conn *c, const unsigned char **pp, size_t *np, double t) {
+    const unsigned char *p = *pp;
+    size_t n = *np;
+    while (n && c->body_left) {
+        if (c->chunk_phase == CH_SIZE) {
+            long long take = chunk_gather(c, p, n, 1);
+            if (take < 0) { fail_request(c, ERR_CORRUPT, t); return -1; }
+            c->got += take;
+            p += take; n -= (size_t)take;
+            if (c->head[c->head_len - 1] != '\n') continue;
+            /* h11 ends the line at the first CRLF: a bare LF before it fails its pattern */
+            int len = c->head_len - 1, k = 0;
+            if (len < 1 || c->head[len - 1] != '\r') { fail_request(c, ERR_CORRUPT, t); return -1; }
+            len--;
+            unsigned long long size = 0;
+            while (k < len && k < 21 && hexval(c->head[k]) >= 0) {
+                size = size > (ULLONG_MAX >> 4) ? ULLONG_MAX : size << 4 | (unsigned)hexval(c->head[k]);
+                k++;
+            }
+            int ok = k >= 1 && k <= 20;
+            if (ok && k < len && c->head[k] != ';')
+                for (int i = k; i < len; i++) if (c->head[i] != ' ' && c->head[i] != '\t') { ok = 0; break; }
+            c->head_len = 0;
+            if (!ok) { fail_request(c, ERR_CORRUPT, t); return -1; }
+            if (size == 0) { c->chunk_phase = CH_TRAILER; continue; }
+            c->chunk_left = size > (unsigned long long)LLONG_MAX ? LLONG_MAX : (long long)size;
+            c->chunk_phase = CH_DATA;
+        } else if (c->chunk_phase == CH_DATA) {
+            size_t take = (long long)n < c->chunk_left ? n : (size_t)c->chunk_left;
+            if (http_body(c, p, take, t) < 0) return -1;
+            c->chunk_left -= (long long)take;
+            p += take; n -= take;
+            if (!c->chunk_left) { c->chunk_phase = CH_CRLF; c->crlf_pos = 0; }
+        } else if (c->chunk_phase == CH_CRLF) {
+            if (*p != "\r\n"[c->crlf_pos]) { fail_request(c, ERR_CORRUPT, t); return -1; }  /* malformed chunk footer */
+            p++; n--;
+            c->got++;
+            if (++c->crlf_pos == 2) c->chunk_phase = CH_SIZE;
+        } else {  /* CH_TRAILER: lines up to a blank one, as a head's */
+            int before = c->head_len;
+            long long take = chunk_gather(c, p, n, 0);
+            if (take < 0) { fail_request(c, ERR_CORRUPT, t); return -1; }
+            const char *s = c->head;
+            size_t avail = (size_t)c->head_len, end;
+            if (s[0] == '\n') end = 1;
+            else if (s[0] == '\r' && avail < 2) end = 0;
+            else if (s[0] == '\r' && s[1] == '\n') end = 2;
+            else end = http_head_end(s, avail, before > 2 ? (size_t)before - 2 : 0);
+            if (!end) {  /* all taken; wait for more */
+                c->got += take;
+                p += take; n -= (size_t)take;
+                continue;
+            }
+            if (end > 2) {  /* trailer fields: header lines by the head's rules */
+                struct http_head h;
+                memset(&h, 0, sizeof h);
+                const char *q = s, *stop = s + end;
+                while (q < stop) {
+                    const char *nl = memchr(q, '\n', (size_t)(stop - q));
+                    size_t len = (size_t)(nl - q);
+                    if (len && q[len - 1] == '\r') len--;
+                    if (len && (q[0] == ' ' || q[0] == '\t')) { h.bad = 1; break; }  /* (a folded trailer: refused) */
+                    if (len) http_header(&h, q, len);
+                    if (h.bad) break;
+                    q = nl + 1;
+                }
+                if (h.bad) { fail_request(c, ERR_CORRUPT, t); return -1; }
+            }
+            size_t used = end - (size_t)before;
+            c->got += (long long)used;
+            p += used; n -= used;
+            c->head_len = 0;
+            c->body_left = 0;
+            c->chunked = 0;
+        }
+    }
+    *pp = p;
+    *np = n;
     return 0;
 }
 
@@ -1118,6 +1240,7 @@ static int http_status(struct conn *c, const struct http_head *h, double t) {
  * next request, -1 if it was closed or failed. */
 static int http_end(struct conn *c, double t) {
     if (c->failure < 0) {
+        if (c->left != c->size) { fail_request(c, ERR_CORRUPT, t); return -1; }  /* a chunked body short of the file */
 #ifdef HAVE_LIBCRYPTO
         if (c->sha) {
             unsigned char md[32];
@@ -1184,13 +1307,12 @@ static void http_read(struct conn *c, const unsigned char *p, size_t n, double t
             if (h.status < 200) continue;  /* 1xx: the real reply follows */
             c->in_header = 0;
             if (http_status(c, &h, t) < 0) return;
+        } else if (c->chunked) {
+            if (http_chunked(c, &p, &n, t) < 0) return;
         } else if (c->body_left != 0) {
             size_t take = c->body_left < 0 || (long long)n < c->body_left ? n : (size_t)c->body_left;
-#ifdef HAVE_LIBCRYPTO
-            if (c->failure < 0 && c->sha) EVP_DigestUpdate(c->sha, p, take);
-#endif
+            if (http_body(c, p, take, t) < 0) return;
             if (c->body_left > 0) c->body_left -= (long long)take;
-            c->got += (long long)take;
             p += take; n -= take;
         }
         if (!c->in_header && c->body_left == 0 && http_end(c, t) < 0) return;
