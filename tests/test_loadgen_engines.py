@@ -542,6 +542,12 @@ def _ok(head: bytes = b"HTTP/1.1 200 OK\r\nContent-Length: 1024\r\n\r\n") -> byt
 #: (reply, what the server does after it, the error columns both engines must count, whether requests complete)
 HTTP_CASES = {
     "ok": (_ok(), "keep", set(), True),
+    "wrong bytes, right length": (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1024\r\n\r\n" + bytes(1024),
+        "keep",
+        {"err_corrupt"},
+        False,
+    ),
     "404": (b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\n\r\nnot found", "keep", {"http_4xx"}, False),
     "302 no body": (b"HTTP/1.1 302 Found\r\nLocation: /x\r\nContent-Length: 0\r\n\r\n", "keep", {"http_3xx"}, False),
     "500 chunk list": (b"HTTP/1.1 500 Oops\r\nContent-Length: 2, 2\r\n\r\nno", "keep", {"http_5xx"}, False),
