@@ -924,7 +924,13 @@ static int file_header(struct conn *c, double t) {
     return -1;
 }
 
+static void http_read(struct conn *c, const unsigned char *p, size_t n, double t);
+static void timeauth_read(struct conn *c, const unsigned char *p, size_t n, double t);
+
+/* Reply bytes of a service other than echo: the file service's here, http's and timeauth's below. */
 static void file_read(struct conn *c, ssize_t n, double t) {
+    if (G.http) { http_read(c, G.buf, (size_t)n, t); return; }
+    if (G.timeauth) { timeauth_read(c, G.buf, (size_t)n, t); return; }
     if (c->state != C_BUSY) { fail_request(c, ERR_CORRUPT, t); return; }
     if (c->got == 0) c->t_first = t;
     c->got += n;
@@ -1409,10 +1415,7 @@ static void on_event(struct conn *c, uint32_t ev) {
         double t;
         ssize_t n = recv_reply(c, &t);
         if (n > 0) {
-            if (G.echo) echo_read(c, n, t);
-            else if (G.http) http_read(c, G.buf, (size_t)n, t);
-            else if (G.timeauth) timeauth_read(c, G.buf, (size_t)n, t);
-            else file_read(c, n, t);
+            if (G.echo) echo_read(c, n, t); else file_read(c, n, t);
         } else if (n == 0) {
             lost(c, 0);
         } else if (errno != EAGAIN && errno != EINTR) {
