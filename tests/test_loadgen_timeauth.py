@@ -185,8 +185,9 @@ def test_the_rtt_scenario_runs_timeauth_with_a_login_of_the_runners_own(
     assert scenario.services == ["echo", "timeauth"]
     runs = pd.read_csv(run_scenario(scenario, results_root=tmp_path / "results", plots=False) / "runs.csv")
     assert (runs["status"] == "ok").all(), runs["error"].tolist()
-    by_service = runs.set_index("service")
-    assert by_service.loc["timeauth", "requests"] > 0 and by_service.loc["timeauth", "errors"] == 0
-    assert by_service.loc["timeauth", "err_denied"] == 0 and by_service.loc["echo", "requests"] > 0
+    timeauth, echo = runs[runs["service"] == "timeauth"], runs[runs["service"] == "echo"]
+    assert len(timeauth) == len(echo) == 2  # kept connections and one per request
+    assert (timeauth["requests"] > 0).all() and (timeauth["errors"] == 0).all(), timeauth.to_dict("records")
+    assert (timeauth["err_denied"] == 0).all() and (echo["requests"] > 0).all()
     assert len(set(runs["gen_engine"])) == 1  # the same engine on both sides of the echo/timeauth ratio
     assert not list(temp.glob("sockbench-logins-*"))  # the credentials file is gone with the run
