@@ -481,6 +481,23 @@ def test_native_bad_job_is_a_reported_failure() -> None:
     assert all(p.poll() is not None for p in pool.procs)
 
 
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [({"method": "HEAD"}, "sends GET only, not HEAD"), ({"pipeline": 4}, "does not pipeline")],
+)
+def test_native_refuses_http_it_would_not_honour(extra: dict[str, object], message: str) -> None:
+    from bench.loadgen import driver
+
+    spec = LoadSpec("http", "127.0.0.1", 9, clients=1, duration_s=1.0, workers=1, files=HTTP_FILE)
+    jobs = driver.plan_jobs(spec, "127.0.0.1")
+    jobs[0]["spec"].update(extra)
+    _, command, _ = engines.resolve("native", "http")
+    with driver.WorkerPool(jobs, command) as pool, pytest.raises(LoadGenError, match=message):
+        pool.start()
+        pool.wait_ready(30.0)
+    assert all(p.poll() is not None for p in pool.procs)
+
+
 def test_bench_load_defaults_are_bench_runs() -> None:
     import argparse
 

@@ -1478,6 +1478,15 @@ static void parse_job(struct jnode *job) {
     G.echo = !strcmp(jstr(spec, "service"), "echo");
     G.http = !strcmp(jstr(spec, "service"), "http");
     G.timeauth = !strcmp(jstr(spec, "service"), "timeauth");
+    if (G.http) {
+        /* This engine sends one GET at a time; a spec asking for another method or for
+         * pipelining must not be measured as if it had been honoured. */
+        struct jnode *method = jget(spec, "method");
+        if (method && method->type == J_STR && strcmp(method->str, "GET"))
+            fail_run("the native engine sends GET only, not %s: use engine python", method->str);
+        if (jnum(spec, "pipeline", 0, 1) > 1)
+            fail_run("the native engine does not pipeline http requests: use engine python");
+    }
     if (G.timeauth) {
         /* NAME:PASSWORD, the password all after the first colon; each sent as a line */
         const char *login = jstr(spec, "login"), *colon = strchr(login, ':');
