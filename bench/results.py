@@ -67,7 +67,9 @@ FORMAT_KEY = "format_version"
 #: timeline.csv and the histogram logs is the layout before they carried a
 #: version; summary.json and the calibration had theirs under other keys.
 FORMAT_VERSIONS: dict[str, int] = {
-    "runs.csv": 4,  # 3: the http status columns (http_2xx ... http_5xx); 4: server_died_s, server_restarts
+    # 3: the http status columns (http_2xx ... http_5xx); 4: server_died_s, server_restarts; 5: err_denied
+    # (timeauth)
+    "runs.csv": 5,
     "timeline.csv": 2,
     "summary.json": 2,
     "environment.json": 2,
@@ -158,6 +160,7 @@ RUN_COLUMNS: dict[str, str] = {
     "err_closed_early": "requests the server closed before the first reply byte",
     "err_short": "requests the server closed in the middle of the reply",
     "err_corrupt": "replies with wrong bytes, a wrong size, a bad header, a checksum mismatch or ERR",
+    "err_denied": "timeauth: logins the server refused (its ERR 401 line): the generator's name or password is wrong",
     "http_3xx": "http: replies with a 3xx status (a failed request: the file was not sent)",
     "http_4xx": "http: replies with a 4xx status (403 outside the root, 404 missing ...): failed requests",
     "http_5xx": "http: replies with a 5xx status: failed requests",

@@ -183,6 +183,24 @@ def make_file_root(sizes: list[int], parent: Path | None = None) -> tuple[Path, 
     return root, targets
 
 
+def make_logins(parent: Path | None = None) -> tuple[Path, str]:
+    """Create a temporary timeauth credentials file holding one login; return its path and ``NAME:PASSWORD``.
+
+    The server reads the file (``--credentials``), the load generator logs in
+    with the same pair, so every login of a run is valid and a refused one
+    (``err_denied``) is the server's doing. The password is random per
+    scenario run: the file is removed at the end and nothing reuses it.
+    """
+    import secrets
+
+    folder = Path(tempfile.mkdtemp(prefix="sockbench-logins-", dir=parent))
+    login = f"sockbench:{secrets.token_hex(16)}"
+    path = folder / "logins"
+    path.write_text(login + "\n", encoding="utf-8")
+    path.chmod(0o600)  # a credentials file: readable by the server's user only
+    return path, login
+
+
 # --------------------------------------------------------------------------
 # One run
 
@@ -211,7 +229,13 @@ def plan_runs(scenario: Scenario) -> list[RunPlan]:
 
 
 def _load_spec(
-    scenario: Scenario, plan: RunPlan, host: str, port: int, gen_cpus: set[int] | None, targets: dict[int, FileTarget]
+    scenario: Scenario,
+    plan: RunPlan,
+    host: str,
+    port: int,
+    gen_cpus: set[int] | None,
+    targets: dict[int, FileTarget],
+    login: str = "",
 ) -> LoadSpec:
     """The generator's LoadSpec for one run: every parameter from the point's load or the generator section.
 
@@ -236,6 +260,7 @@ def _load_spec(
         duration_s=scenario.duration_s,
         warmup_s=scenario.warmup_s,
         files=files,
+        login=login if plan.point.service == "timeauth" else "",
         cpus=gen_cpus,
         **values,
     )
@@ -299,8 +324,11 @@ def execute_run(
     targets: dict[int, FileTarget],
     cpu_work: dict[str, Any] | None = None,
     on_phase: PhaseCallback = _no_phase,
+    logins: tuple[Path, str] | None = None,
 ) -> dict[str, Any]:
     """Run one plan and persist it; returns the runs.csv row written.
+
+    ``logins``: timeauth's credentials file and the login in it (:func:`make_logins`).
 
     ``on_phase(plan, phase, info)`` is called as the run enters each of
     :data:`PHASES`; ``warmup`` and ``measuring`` carry the window's
@@ -336,6 +364,8 @@ def execute_run(
     options = plan.point.server.for_model(plan.model)  # a pool size only for the models that have the pool
     if plan.point.service in FILE_SERVICES:
         options = dataclasses.replace(options, root=file_root)
+    if plan.point.service == "timeauth" and logins is not None:
+        options = dataclasses.replace(options, credentials=logins[0])
     options = cpuwork.with_iterations(options, cpu_work)
     stderr_path = writer.logs_dir / f"{plan.run_id}.stderr"
     # From the end of the load until the row is on disk, a stop signal waits
@@ -400,7 +430,9 @@ def execute_run(
 
             on_phase(plan, "starting load generator", {})
             try:
-                spec = _load_spec(scenario, plan, server.host, server.port, gen_cpus, targets)
+                spec = _load_spec(
+                    scenario, plan, server.host, server.port, gen_cpus, targets, logins[1] if logins else ""
+                )
                 # the server host is a namespace of this run's own, not another machine
                 spec = dataclasses.replace(spec, allow_remote=bool(hosts.server_host))
                 result = run_load(spec, on_window=window_scheduled, load_hosts=hosts.client_hosts())
@@ -589,9 +621,20 @@ def _run_plans(
             if sizes:
                 file_root, targets = make_file_root(sizes)
                 stack.callback(shutil.rmtree, file_root, ignore_errors=True)
+            logins = None
+            if any(p.point.service == "timeauth" for p in plans):
+                logins = make_logins()
+                stack.callback(shutil.rmtree, logins[0].parent, ignore_errors=True)
             for done, plan in enumerate(plans, start=1):
                 row = execute_run(
-                    scenario, plan, writer, file_root=file_root, targets=targets, cpu_work=cpu_work, on_phase=on_phase
+                    scenario,
+                    plan,
+                    writer,
+                    file_root=file_root,
+                    targets=targets,
+                    cpu_work=cpu_work,
+                    on_phase=on_phase,
+                    logins=logins,
                 )
                 if on_run:
                     on_run(plan, row, done, len(plans))

@@ -46,7 +46,8 @@ CONN_PENDING = "conn_pending"
 # Request outcomes
 
 #: How a request after connect fails (each failed request in exactly one); runs.csv ``err_<kind>``.
-REQUEST_FAILURES = ("reset", "timeout", "closed_early", "short", "corrupt")
+#: ``denied``: a timeauth login the server refused with its error line (the reply was right, the login wrong).
+REQUEST_FAILURES = ("reset", "timeout", "closed_early", "short", "corrupt", "denied")
 #: HTTP replies by status class (runs.csv columns of the same names). A 2xx is a request that
 #: completed (checked like a file reply); any other class is a request failure of its own kind.
 HTTP_STATUS_CLASSES = ("http_2xx", "http_3xx", "http_4xx", "http_5xx")

@@ -1,14 +1,14 @@
-"""wrk beside sockbench's python engine: req/s, p50 and p99 on the same http servers.
+"""wrk beside sockbench's native and python engines: req/s, p50 and p99 on the same http servers.
 
 Not a test: it prints figures. Against the ``threading`` and ``selectors``
 http servers (a 1 KiB file, the server on the first CPU), closed loop, at 10
 and 100 connections from one generator process (one python worker, one wrk
-thread) on the second CPU, it runs in each round both engines in
-alternating order (the order flips every round, so drift on a shared
-machine falls on both alike), each for ``--duration`` whole seconds after
+thread) on the second CPU, it runs in each round the three engines in
+alternating order (the order reverses every round, so drift on a shared
+machine falls on all alike), each for ``--duration`` whole seconds after
 ``--warmup``. It prints every measurement, then per server and connection
-count the median over rounds and the median of the per-round ratio wrk /
-python for req/s.
+count the median over rounds and the medians of the per-round req/s ratios
+native / python and wrk / native (``--engines`` picks fewer).
 
     python benchmarks/wrk_vs_sockbench.py
     python benchmarks/wrk_vs_sockbench.py --rounds 5 --duration 3
@@ -40,7 +40,7 @@ from servers.launch import run_server  # noqa: E402
 
 MODELS = ("threading", "selectors")
 CONNECTIONS = (10, 100)
-ENGINES = ("python", "wrk")
+ENGINES = ("native", "python", "wrk")
 #: The file served: 1 KiB, so the figures are about request handling, not bandwidth.
 BODY = os.urandom(1024)
 
@@ -73,7 +73,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=int, default=2, help="whole seconds (wrk takes no fractions)")
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument(
+        "--engines", default=",".join(ENGINES), help=f"comma-separated, of {', '.join(ENGINES)} (default all)"
+    )
     args = parser.parse_args()
+    engines = tuple(e for e in args.engines.split(",") if e)
+    if not engines or set(engines) - set(ENGINES):
+        raise SystemExit(f"--engines: give some of {', '.join(ENGINES)}, comma-separated; got {args.engines!r}")
     if len(os.sched_getaffinity(0)) < 2:
         raise SystemExit("needs 2 CPUs: the server on CPU 0, the generator on CPU 1")
     print(f"load average before: {load_average()}")
@@ -84,7 +90,7 @@ def main() -> None:
             with run_server(model, "http", ServerOptions(root=Path(root)), cpus={0}) as srv:
                 for clients in CONNECTIONS:
                     for rnd in range(args.rounds):
-                        order = ENGINES if rnd % 2 == 0 else ENGINES[::-1]
+                        order = engines if rnd % 2 == 0 else engines[::-1]
                         for engine in order:
                             m = one(engine, srv.port, clients, args)
                             results.setdefault((model, clients, engine), []).append(m)
@@ -93,17 +99,20 @@ def main() -> None:
                                 f"p50 {m['lat_p50_us']} us p99 {m['lat_p99_us']} us errors {m['errors']}",
                                 flush=True,
                             )
-    print("\nmedians over rounds (req/s, p50 us, p99 us); ratio = median of per-round wrk/python req/s")
+    print("\nmedians over rounds (req/s, p50 us, p99 us); ratios = medians of the per-round req/s ratios")
     for model in MODELS:
         for clients in CONNECTIONS:
             parts = []
-            for engine in ENGINES:
+            for engine in engines:
                 ms = results[(model, clients, engine)]
                 med = {k: statistics.median(m[k] for m in ms) for k in ("req_per_s", "lat_p50_us", "lat_p99_us")}
                 parts.append(f"{engine} {med['req_per_s']:,.0f} / {med['lat_p50_us']:,.0f} / {med['lat_p99_us']:,.0f}")
-            py, wrk = results[(model, clients, "python")], results[(model, clients, "wrk")]
-            ratio = statistics.median(w["req_per_s"] / p["req_per_s"] for w, p in zip(wrk, py) if p["req_per_s"])
-            print(f"{model:9} c={clients:<3} " + "; ".join(parts) + f"; wrk/python {ratio:.2f}")
+            for a, b in (("native", "python"), ("wrk", "native"), ("wrk", "python")):
+                if a in engines and b in engines:
+                    pairs = zip(results[(model, clients, a)], results[(model, clients, b)])
+                    ratio = statistics.median(x["req_per_s"] / y["req_per_s"] for x, y in pairs if y["req_per_s"])
+                    parts.append(f"{a}/{b} {ratio:.2f}")
+            print(f"{model:9} c={clients:<3} " + "; ".join(parts))
     print(f"load average after: {load_average()}")
 
 

@@ -92,6 +92,15 @@ take "$copy/$(basename "$dir")" latency_spectrum.png backlog-latency_spectrum-5.
 dir=$(run large-files)
 take "$dir" throughput.png                     sendfile-throughput.png
 
+# Round trips per request: echo and timeauth over a 10 ms link (network namespaces: root only)
+if [[ $(id -u) -eq 0 ]]; then
+    dir=$(run timeauth-rtt)
+    take "$dir" throughput_echo.png            timeauth-rtt-throughput_echo.png
+    take "$dir" throughput_timeauth.png        timeauth-rtt-throughput_timeauth.png
+else
+    echo "skipping timeauth-rtt: its network namespaces need root" >&2
+fi
+
 echo "Figures regenerated in $FIGURES; results in $RESULTS_ROOT"
 
 # Lesson "A crashing handler": its single-process servers die on purpose, so

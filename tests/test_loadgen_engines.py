@@ -37,6 +37,7 @@ from thread_servers import (
     echo_handler,
     file_handler,
     hold,
+    raw_http_handler,
     recv_exact,
     reset_handler,
     stream_echo_handler,
@@ -44,7 +45,7 @@ from thread_servers import (
 
 pytestmark = [pytest.mark.needs_cc, pytest.mark.usefixtures("no_leftover_workers")]
 ENGINES = ("python", "native")
-ERR_COLUMNS = ("err_reset", "err_timeout", "err_closed_early", "err_short", "err_corrupt")
+ERR_COLUMNS = ("err_reset", "err_timeout", "err_closed_early", "err_short", "err_corrupt", "err_denied")
 CONN_COLUMNS = (
     "conn_ok",
     "conn_refused",
@@ -480,6 +481,23 @@ def test_native_bad_job_is_a_reported_failure() -> None:
     assert all(p.poll() is not None for p in pool.procs)
 
 
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [({"method": "HEAD"}, "sends GET only, not HEAD"), ({"pipeline": 4}, "does not pipeline")],
+)
+def test_native_refuses_http_it_would_not_honour(extra: dict[str, object], message: str) -> None:
+    from bench.loadgen import driver
+
+    spec = LoadSpec("http", "127.0.0.1", 9, clients=1, duration_s=1.0, workers=1, files=HTTP_FILE)
+    jobs = driver.plan_jobs(spec, "127.0.0.1")
+    jobs[0]["spec"].update(extra)
+    _, command, _ = engines.resolve("native", "http")
+    with driver.WorkerPool(jobs, command) as pool, pytest.raises(LoadGenError, match=message):
+        pool.start()
+        pool.wait_ready(30.0)
+    assert all(p.poll() is not None for p in pool.procs)
+
+
 def test_bench_load_defaults_are_bench_runs() -> None:
     import argparse
 
@@ -526,3 +544,141 @@ def test_late_starts_the_generator_caused_are_named_as_its_own() -> None:
     assert any("50 requests started late although a connection was free" in w and "4.0 ms" in w for w in warnings)
     report["late_starts_generator"] = 0
     assert not any("connection was free" in w for w in merge.merge_reports(s, [report], window_start=0.0).warnings)
+
+
+# ----------------------------------------------------------------- http: the same rules in both engines
+
+HTTP_BODY = os.urandom(1024)
+HTTP_FILE = [FileTarget("f1k", len(HTTP_BODY), hashlib.sha256(HTTP_BODY).hexdigest())]
+
+
+def _ok(head: bytes = b"HTTP/1.1 200 OK\r\nContent-Length: 1024\r\n\r\n") -> bytes:
+    return head + HTTP_BODY
+
+
+#: (reply, what the server does after it, the error columns both engines must count, whether requests complete)
+HTTP_CASES = {
+    "ok": (_ok(), "keep", set(), True),
+    "wrong bytes, right length": (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1024\r\n\r\n" + bytes(1024),
+        "keep",
+        {"err_corrupt"},
+        False,
+    ),
+    "404": (b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\n\r\nnot found", "keep", {"http_4xx"}, False),
+    "302 no body": (b"HTTP/1.1 302 Found\r\nLocation: /x\r\nContent-Length: 0\r\n\r\n", "keep", {"http_3xx"}, False),
+    "500 chunk list": (b"HTTP/1.1 500 Oops\r\nContent-Length: 2, 2\r\n\r\nno", "keep", {"http_5xx"}, False),
+    "503 body until close": (b"HTTP/1.1 503 Busy\r\n\r\nbusy", "close", {"err_short"}, False),
+    "wrong content-length": (_ok(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"), "keep", {"err_corrupt"}, False),
+    "conflicting lengths": (
+        _ok(b"HTTP/1.1 200 OK\r\nContent-Length: 1024\r\nContent-Length: 1000\r\n\r\n"),
+        "keep",
+        {"err_corrupt"},
+        False,
+    ),
+    "no length": (_ok(b"HTTP/1.1 200 OK\r\n\r\n"), "close", {"err_corrupt"}, False),
+    "chunked": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "keep", {"err_corrupt"}, False),
+    "chunked 404": (
+        b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nnot \r\n5;x=y\r\nfound\r\n0\r\n\r\n",
+        "keep",
+        {"http_4xx"},
+        False,
+    ),
+    "chunked 200 with its length": (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1024\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + b"300\r\n"
+        + HTTP_BODY[:768]
+        + b"\r\n100 \r\n"
+        + HTTP_BODY[768:]
+        + b"\r\n0\r\nX-Trailer: 1\r\n\r\n",
+        "keep",
+        set(),
+        True,
+    ),
+    "chunked 200 short of the file": (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1024\r\nTransfer-Encoding: chunked\r\n\r\n300\r\n"
+        + HTTP_BODY[:768]
+        + b"\r\n0\r\n\r\n",
+        "keep",
+        {"err_corrupt"},
+        False,
+    ),
+    "chunk without its CRLF": (
+        b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nnot XX0\r\n\r\n",
+        "keep",
+        {"err_corrupt"},
+        False,
+    ),
+    "truncated body, then close": (_ok()[:500], "close", {"err_short"}, False),
+    "truncated body, then silence": (_ok()[:500], "hold", {"err_timeout"}, False),
+    "close before the reply": (b"", "close", {"err_closed_early"}, False),
+    "garbage status code": (_ok(b"HTTP/1.1 2x0 OK\r\nContent-Length: 1024\r\n\r\n"), "keep", {"err_corrupt"}, False),
+    "not http": (b"hello there\r\n\r\n", "keep", {"err_corrupt"}, False),
+    "status 600": (_ok(b"HTTP/1.1 600 What\r\nContent-Length: 1024\r\n\r\n"), "keep", {"err_corrupt"}, False),
+    "bad header line": (
+        _ok(b"HTTP/1.1 200 OK\r\nno colon here\r\nContent-Length: 1024\r\n\r\n"),
+        "keep",
+        {"err_corrupt"},
+        False,
+    ),
+    "head too long": (b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * 40_000, "hold", {"err_corrupt"}, False),
+    "bytes after the body": (_ok() + b"XX", "keep", {"err_corrupt"}, True),
+    "100 continue first": (b"HTTP/1.1 100 Continue\r\n\r\n" + _ok(), "keep", set(), True),
+    "folded header, bare newlines": (
+        _ok(b"HTTP/1.1 200 OK\nX-Long: a\n  b\nContent-Length: 1024\n\n"),
+        "keep",
+        set(),
+        True,
+    ),
+    "connection close": (
+        _ok(b"HTTP/1.1 200 OK\r\nConnection: keep-alive, close\r\nContent-Length: 1024\r\n\r\n"),
+        "close",
+        set(),
+        True,
+    ),
+    "http/1.0": (_ok(b"HTTP/1.0 200 OK\r\nContent-Length: 1024\r\n\r\n"), "close", set(), True),
+}
+
+
+@pytest.mark.parametrize("case", HTTP_CASES)
+def test_http_replies_are_classified_alike(server: Callable[..., ThreadServer], case: str) -> None:
+    reply, then, errors, completes = HTTP_CASES[case]
+    srv = server(raw_http_handler(reply, then))
+    # a short timeout where one is the expected outcome; elsewhere a long one, so a busy machine adds none
+    timeout = 0.2 if errors == {"err_timeout"} else 10.0
+    results = both(
+        srv.port, service="http", files=HTTP_FILE, checksum_sample=1.0, request_timeout_s=timeout, duration_s=0.6
+    )
+    for engine, r in results.items():
+        row = r.row
+        http = {c for c in ("http_3xx", "http_4xx", "http_5xx") if row[c]}
+        assert classification(row)[0] | http == errors, (engine, row, r.warnings)
+        assert (row["requests"] > 0) == completes, (engine, row)
+        assert row["http_2xx"] == row["requests"], engine
+        if then == "close" and completes:  # the server's close was followed: a new connection per reply
+            assert row["conn_ok"] >= row["requests"], (engine, row)
+
+
+def test_http_budgets_are_counted_exactly_by_both(server: Callable[..., ThreadServer]) -> None:
+    not_found = b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\n\r\nnot found"
+    for engine in ENGINES:
+        for reply, column in ((_ok(), "http_2xx"), (not_found, "http_4xx")):
+            srv = server(raw_http_handler(reply), budget=150)
+            row = run_load(
+                LoadSpec(
+                    "http",
+                    "127.0.0.1",
+                    srv.port,
+                    clients=3,
+                    duration_s=0.5,
+                    workers=1,
+                    files=HTTP_FILE,
+                    checksum_sample=1.0,
+                    request_timeout_s=30.0,
+                    engine=engine,
+                )
+            ).row
+            assert srv.served == 150 and row[column] == 150 and row["conn_ok"] == 3, (engine, column, row)
+            assert row["errors"] == (150 if column == "http_4xx" else 0), (engine, row)
+            assert row["requests"] == (150 if column == "http_2xx" else 0), (engine, row)
+            assert row["mb_per_s"] * row["duration_s"] * 1e6 == pytest.approx(row["requests"] * 1024), engine

@@ -109,11 +109,12 @@ def test_corrupt_body_is_caught_on_the_sampled_fraction(server: Callable[..., Th
     assert row["http_2xx"] == row["requests"]
 
 
-def test_engines_resolve_http_to_python() -> None:
-    engine, _command, note = engines.resolve("auto", "http")
-    assert engine == "python" and "native engine does not drive http" in note
-    with pytest.raises(ValueError, match="engine python"):
-        engines.resolve("native", "http")
+@pytest.mark.needs_cc
+def test_auto_resolves_http_to_the_native_engine() -> None:
+    assert engines.resolve("auto", "http")[0] == "native"
+    assert engines.resolve("native", "http")[0] == "native"
+    with pytest.raises(ValueError, match="its users speak echo and file"):
+        engines.resolve("locust", "http")
 
 
 def test_http_spec_needs_a_path() -> None:
@@ -126,7 +127,7 @@ def test_http_spec_needs_a_path() -> None:
 REPO = Path(__file__).resolve().parent.parent
 
 
-def test_http_scenario_is_valid_and_needs_a_file_size_and_the_python_engine() -> None:
+def test_http_scenario_is_valid_and_needs_a_file_size() -> None:
     from bench.scenario import ScenarioError, parse_scenario
 
     text = (REPO / "scenarios" / "http.yaml").read_text()
@@ -134,11 +135,11 @@ def test_http_scenario_is_valid_and_needs_a_file_size_and_the_python_engine() ->
     assert scenario.services == ["http"] and scenario.load.file_bytes == 1024
     with pytest.raises(ScenarioError, match="file_bytes: required for the file and http services"):
         parse_scenario(text.replace("  file_bytes: 1KiB\n", ""), "http.yaml")
-    with pytest.raises(ScenarioError, match="generator.engine: the native engine does not drive the http"):
-        parse_scenario(text + "generator:\n  engine: native\n", "http.yaml")
+    assert parse_scenario(text + "generator:\n  engine: native\n", "http.yaml").generator.engine == "native"
 
 
-def test_runner_runs_an_http_scenario_on_the_python_engine(tmp_path: Path) -> None:
+@pytest.mark.needs_cc
+def test_runner_runs_an_http_scenario_on_the_native_engine(tmp_path: Path) -> None:
     import pandas as pd
 
     from bench.runner import run_scenario
@@ -163,5 +164,5 @@ def test_runner_runs_an_http_scenario_on_the_python_engine(tmp_path: Path) -> No
     assert (runs["status"] == "ok").all(), runs["error"].tolist()
     row = runs.iloc[0]
     assert row["requests"] > 0 and row["http_2xx"] == row["requests"] and row["errors"] == 0
-    assert row["gen_engine"] == "python" and row["file_bytes"] == 1024
-    assert any("native engine does not drive http" in w for w in warnings)
+    assert row["gen_engine"] == "native" and row["file_bytes"] == 1024
+    assert not any("load engine: python" in w for w in warnings)

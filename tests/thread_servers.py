@@ -202,3 +202,35 @@ def corrupt_http_handler(conn: socket.socket, srv: ThreadServer) -> None:
 
 def closing_http_handler(conn: socket.socket, srv: ThreadServer) -> None:
     http_handler(conn, srv, close=True)
+
+
+def read_http_head(conn: socket.socket) -> bool:
+    """Read one request head (up to its blank line); False at end of stream."""
+    head = bytearray()
+    while not head.endswith(b"\r\n\r\n"):
+        chunk = conn.recv(1)
+        if not chunk:
+            return False
+        head += chunk
+    return True
+
+
+def raw_http_handler(reply: bytes, then: str = "keep") -> Callable[[socket.socket, ThreadServer], None]:
+    """Answer every request head with exactly ``reply`` (any bytes, well-formed or not).
+
+    ``then``: ``keep`` the connection for the next request, ``close`` it, or
+    ``hold`` it open answering nothing more. Each reply sent takes one from the
+    server's budget; once it is spent the connection is held.
+    """
+
+    def handler(conn: socket.socket, srv: ThreadServer) -> None:
+        while read_http_head(conn):
+            if not srv.take(len(reply)):
+                return hold(conn)
+            conn.sendall(reply)
+            if then == "close":
+                return
+            if then == "hold":
+                return hold(conn)
+
+    return handler

@@ -1,4 +1,4 @@
-"""sockbench's load generator: drive an echo, file or http server and measure it honestly.
+"""sockbench's load generator: drive an echo, file, http or timeauth server and measure it honestly.
 
 Public API (others depend on exactly these names)::
 
@@ -13,7 +13,7 @@ Two engines implement the worker (:mod:`bench.loadgen.engines`): ``native``,
 a C epoll program (``c/loadgen.c``), and ``python``
 (:mod:`bench.loadgen.worker`), whose loop is uvloop if installed and whose
 clients are ``asyncio.BufferedProtocol`` connections
-(:mod:`bench.loadgen.clients`; the only engine that speaks HTTP). A third engine, ``locust``
+(:mod:`bench.loadgen.clients`). A third engine, ``locust``
 (:mod:`bench.loadgen.locust_engine`), hands the load to Locust's master and
 workers, possibly over several hosts, and merges their reports the same way. Either way clients are started either as soon as they are free (closed loop) or on a fixed-rate
 schedule (open loop, :mod:`bench.loadgen.schedule`). Workers start together

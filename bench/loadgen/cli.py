@@ -21,8 +21,8 @@ checked; checksums cannot be, since the content is unknown) or from
 DIR, or of every regular file under DIR when no ``--file`` is given. The http
 service takes the same targets (``--path`` is ``--file``): each names a file
 relative to the server's root and is requested as ``GET /NAME``; each client
-goes through them in turn, or at random with ``--path-order random``. The
-native engine speaks no HTTP: ``http`` runs on the python engine.
+goes through them in turn, or at random with ``--path-order random``. Both
+engines speak http, and timeauth, which logs in as ``--login NAME:PASSWORD``.
 
 Error handling: bad input (an unparsable value, a non-loopback target without
 ``--allow-remote``, a missing file) prints one ``bench load: error: ...`` line
@@ -222,6 +222,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="compute sizes and SHA-256 of --file names (or of every file) under DIR",
     )
     parser.add_argument(
+        "--login",
+        default="",
+        metavar="NAME:PASSWORD",
+        help="timeauth: the login every client uses (one of the server's --credentials lines)",
+    )
+    parser.add_argument(
         "--cpus",
         type=parse_cpus,
         metavar="LIST",
@@ -292,6 +298,7 @@ def spec_from_args(args: argparse.Namespace) -> LoadSpec:
         duration_s=args.duration,
         warmup_s=args.warmup,
         files=files,
+        login=args.login,
         mode="open" if args.rate is not None else "closed",
         cpus=args.cpus if args.cpus is not None else placement_cpus(args.placement)[1],
         allow_remote=args.allow_remote,

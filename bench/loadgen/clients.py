@@ -36,6 +36,16 @@ as for the file service. Any other status is a failed request of its own kind
 (``http_3xx``, ``http_4xx``, ``http_5xx``: the server answered, but not with
 the file); its body is read and the connection kept, as a browser would. A
 reply that says ``Connection: close`` ends the connection after it.
+Timeauth (:mod:`servers.timeauth`): a request is one login on a kept
+connection: wait for the ``name?`` prompt (sent on connect and after every
+time line, so on a kept connection it is already there), send the name, read
+the ACK byte, send the password, read ``TIME ...``: two round trips where
+echo needs one, three on a fresh connection counting the connect. Every
+byte of the prompt and the ACK is compared; the time line must start with
+``TIME `` and end within :data:`MAX_HEADER` bytes. The server's ``ERR 401``
+line is a failed request of its own kind, ``denied`` (the server is right,
+the generator's login wrong); any other ``ERR`` is corrupt, its text kept as
+the file service's are.
 
 Error handling
 --------------
@@ -49,6 +59,7 @@ another request) and the client reconnects at once:
 - short: the server closed in the middle of a reply;
 - corrupt: wrong bytes, wrong size, bad header, checksum mismatch, ERR,
   a reply h11 cannot parse;
+- denied: a timeauth login refused (``ERR 401``);
 - timeout: no whole reply within ``request_timeout_s`` (found by the
   worker's sweeper, :meth:`Client.check_timeout`).
 
@@ -161,7 +172,15 @@ class Shared:
         self.path_rng = random.Random(job["seed"]) if spec.get("path_order") == "random" else None
         self.sample = float(spec["checksum_sample"])
         self.sample_acc = 1.0  # so the first reply of each worker is verified
-        self.connection_class = {"echo": EchoConnection, "file": FileConnection, "http": HttpConnection}[self.service]
+        name, _, password = spec.get("login", "").partition(":")
+        self.login_name = name.encode("utf-8") + b"\n"
+        self.login_password = password.encode("utf-8") + b"\n"
+        self.connection_class = {
+            "echo": EchoConnection,
+            "file": FileConnection,
+            "http": HttpConnection,
+            "timeauth": TimeAuthConnection,
+        }[self.service]
 
     def take_sample(self: _Sampling) -> bool:
         """Decide whether the next file reply is hashed: exactly ``sample`` of them, evenly spread."""
@@ -453,6 +472,103 @@ class HttpConnection(_Connection):
         self.served += 1
         self.stats.request_error(self.failure, t)
         self._next()
+
+
+#: What the timeauth server sends (servers.timeauth): the prompt, the ACK byte, the start of a time line.
+TIMEAUTH_PROMPT = b"name?\n"
+TIMEAUTH_ACK = b"\x06"
+TIMEAUTH_TIME = b"TIME "
+#: The start of the server's line for a wrong name or password.
+TIMEAUTH_DENIED = b"ERR 401"
+
+
+class TimeAuthConnection(_Connection):
+    """timeauth: prompt, name, ACK, password, ``TIME ...``; one login per request. See module docstring."""
+
+    __slots__ = ("expect", "matched", "line", "named")
+
+    def __init__(self, client: Client) -> None:
+        super().__init__(client)
+        self.expect = "prompt"  # what the next reply byte belongs to: prompt, ack, time (or an error line: err)
+        self.matched = 0  # bytes of the prompt read so far
+        self.line = bytearray()  # the time or error line so far
+        self.named = False  # the request in flight has sent its name
+
+    def start(self, t_intended: float | None = None) -> None:
+        t = monotonic()
+        self.t_int = t if t_intended is None else t_intended
+        self.t_sent = t
+        self.got = 0
+        self.busy = True
+        self.named = False
+        if self.expect == "ack":  # the prompt is in: send the name at once
+            self._name()
+
+    def _name(self) -> None:
+        self.named = True
+        self.transport.write(self.shared.login_name)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        t = monotonic()
+        data = self.shared.buffer
+        pos = 0
+        while pos < nbytes and not self.dead:
+            if self.expect == "prompt":  # not part of a request's reply: it may come while the client is idle
+                take = min(nbytes - pos, len(TIMEAUTH_PROMPT) - self.matched)
+                if data[pos : pos + take] != TIMEAUTH_PROMPT[self.matched : self.matched + take]:
+                    self.client.fail(self, "corrupt", t)
+                    return
+                pos += take
+                self.matched += take
+                if self.matched == len(TIMEAUTH_PROMPT):
+                    self.matched = 0
+                    self.expect = "ack"  # ready for a name (a request waiting for the prompt sends it now)
+                    if self.busy and not self.named:
+                        self._name()
+                continue
+            if not self.busy or not self.named:
+                self.client.fail(self, "corrupt", t)  # bytes nobody asked for
+                return
+            if self.got == 0:
+                self.t_first = t
+            if self.expect == "ack":
+                if data[pos] == TIMEAUTH_ACK[0]:
+                    pos += 1
+                    self._took(1)
+                    self.expect = "time"
+                    self.transport.write(self.shared.login_password)
+                    continue
+                if data[pos] != TIMEAUTH_DENIED[0]:
+                    self.client.fail(self, "corrupt", t)  # neither the ACK nor an error line
+                    return
+                self.expect = "err"  # not the ACK: the server's error line
+            nl = data.find(b"\n", pos, nbytes)
+            end = nbytes if nl < 0 else nl + 1
+            self.line += data[pos:end]
+            self._took(end - pos)
+            pos = end
+            if len(self.line) > MAX_HEADER:
+                self.client.fail(self, "corrupt", t)
+                return
+            if nl >= 0:
+                self._line_done(t)
+
+    def _took(self, n: int) -> None:
+        self.got += n
+
+    def _line_done(self, t: float) -> None:
+        line = bytes(self.line)
+        self.line.clear()
+        if self.expect == "time" and line.startswith(TIMEAUTH_TIME):
+            self.expect = "prompt"
+            self._finish(t, self.got)
+            return
+        if line.startswith(TIMEAUTH_DENIED):
+            self.client.fail(self, "denied", t)
+            return
+        if line.startswith(b"ERR"):
+            self.stats.err_reply(line.decode("utf-8", "replace").strip()[:80])
+        self.client.fail(self, "corrupt", t)
 
 
 class Client:

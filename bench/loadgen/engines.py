@@ -19,8 +19,10 @@ stdout), so :mod:`bench.loadgen.driver` starts either the same way and
   closed loop, one path; also not of this contract: :func:`resolve` checks
   ``wrk`` is installed and the service is http.
 - ``auto``: native where it builds, python otherwise, with one warning line
-  saying why. The native engine speaks echo and file only: for ``http``
-  ``auto`` is python, with a note saying so (:data:`bench.loadgen.spec.PYTHON_ONLY_SERVICES`).
+  saying why. The native engine speaks every service of the generator
+  (:data:`bench.loadgen.spec.NATIVE_SERVICES`); for a service only the python
+  engine drives (:data:`bench.loadgen.spec.PYTHON_ONLY_SERVICES`) ``auto`` is
+  python, with a note saying so.
 
 The native worker verifies SHA-256 of sampled file replies with libcrypto
 (Debian's libssl-dev). Where its header or library is missing the program is
@@ -43,7 +45,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from bench.loadgen.spec import ENGINES, PYTHON_ONLY_SERVICES
+from bench.loadgen.spec import ENGINES, LOCUST_SERVICES, NATIVE_SERVICES, PYTHON_ONLY_SERVICES
 from servers import native
 
 SOURCE = Path(__file__).with_name("c") / "loadgen.c"
@@ -101,9 +103,9 @@ def resolve(engine: str, service: str = "echo") -> tuple[str, list[str], str]:
     if engine == "locust":
         if not locust_available():
             raise ValueError(LOCUST_MISSING)
-        if service in PYTHON_ONLY_SERVICES:
+        if service not in LOCUST_SERVICES:
             raise ValueError(
-                f"engine 'locust' does not drive the {service} service (its users speak echo and file); "
+                f"engine 'locust' does not drive the {service} service (its users speak {' and '.join(LOCUST_SERVICES)}); "
                 f"use engine python (--engine python, or generator.engine: python) or auto"
             )
         return "locust", [], ""
@@ -120,7 +122,7 @@ def resolve(engine: str, service: str = "echo") -> tuple[str, list[str], str]:
     if service in PYTHON_ONLY_SERVICES:
         if engine == "native":
             raise ValueError(
-                f"engine 'native' does not drive the {service} service (it speaks echo and file); "
+                f"engine 'native' does not drive the {service} service (it speaks {', '.join(NATIVE_SERVICES)}); "
                 f"use engine python (--engine python, or generator.engine: python) or auto"
             )
         return "python", python_worker, f"load engine: python, because the native engine does not drive {service}"

@@ -286,7 +286,7 @@ def merge_reports(spec: LoadSpec, reports: list[dict[str, Any]], window_start: f
         row[f"conn_{outcome}"] = connects[outcome]
     row["conn_pending"] = sum(r["connecting_at_end"] for r in reports)
     row.update(_pcts(hists["connect"], {"connect_p50_us": 50.0, "connect_p99_us": 99.0, "connect_max_us": 100.0}))
-    # A report without a kind (the native engine speaks no HTTP) counted none of it.
+    # A report without a kind (an engine that cannot see it, e.g. locust's users: no http) counted none of it.
     for kind in REQUEST_ERRORS:
         row[error_column(kind)] = errors.get(kind, 0)
     # Every completed HTTP request had a 2xx status (any other is a failure); blank for other services.

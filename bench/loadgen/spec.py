@@ -39,9 +39,13 @@ from bench.results import lower_bound_column  # noqa: F401 - the row's flag colu
 from bench.vocabulary import ERROR_COLUMNS
 
 #: Services the load generator can drive (and so scenarios may name); the servers offer more.
-SERVICES = ("echo", "file", "http")
-#: Services only the python engine drives (the native worker has no HTTP client).
-PYTHON_ONLY_SERVICES = ("http",)
+SERVICES = ("echo", "file", "http", "timeauth")
+#: Services the native (C) engine drives (bench/loadgen/c/loadgen.c).
+NATIVE_SERVICES = ("echo", "file", "http", "timeauth")
+#: Services only the python engine drives.
+PYTHON_ONLY_SERVICES = tuple(service for service in SERVICES if service not in NATIVE_SERVICES)
+#: Services the locust engine's users speak (bench/loadgen/locust_users.py).
+LOCUST_SERVICES = ("echo", "file")
 #: The services that fetch files from the server's root (the spec's ``files``).
 FILE_SERVICES = ("file", "http")
 #: The file protocol caps a request line at 4096 bytes, newline included.
@@ -123,7 +127,7 @@ class LoadSpec:
     :func:`validate` checks them there.
     """
 
-    service: str  # "echo" | "file" | "http"
+    service: str  # "echo" | "file" | "http" | "timeauth"
     host: str
     port: int
     clients: int
@@ -132,6 +136,7 @@ class LoadSpec:
     message_bytes: int = _default("message_bytes")  # echo
     files: list[FileTarget] = field(default_factory=list)  # file, http: the files (paths) requested
     path_order: str = _default("path_order")  # http: how each client goes through ``files``
+    login: str = ""  # timeauth: NAME:PASSWORD the clients log in with (the password: all after the first colon)
     requests_per_connection: int = _default("requests_per_connection")
     mode: str = _default("mode")
     rate: float | None = _default("rate")  # open loop: total requests/s across all clients
@@ -193,6 +198,24 @@ def validate(spec: LoadSpec) -> None:
         _validate_files(spec.files)
     elif spec.service == "http":
         _validate_paths(spec.files)
+    elif spec.service == "timeauth":
+        _validate_login(spec.login)
+
+
+def _validate_login(login: str) -> None:
+    name, colon, password = login.partition(":")
+    _need(
+        bool(colon) and bool(name),
+        f"the timeauth service needs a login NAME:PASSWORD (--login, LoadSpec.login), got {login!r}",
+    )
+    _need(
+        not any(c in login for c in "\n\r\0"),
+        "the timeauth login must not contain a newline, carriage return or NUL (the protocol is one line each)",
+    )
+    _need(
+        max(len(name.encode("utf-8")), len(password.encode("utf-8"))) < MAX_REQUEST_LINE,
+        f"the timeauth name and password must each be under {MAX_REQUEST_LINE} bytes",
+    )
 
 
 def _validate_files(files: list[FileTarget]) -> None:

@@ -36,7 +36,7 @@ from pydantic import (
     model_validator,
 )
 
-from bench.loadgen.spec import PYTHON_ONLY_SERVICES, SERVICES
+from bench.loadgen.spec import NATIVE_SERVICES, PYTHON_ONLY_SERVICES, SERVICES
 from bench.parameters import PARAMETERS, Parameter, in_section
 from bench.scenario.machine import machine_issues
 from bench.scenario.messages import dotted, plain_number, show
@@ -410,7 +410,7 @@ class Scenario(Section):
 
     name: Annotated[str, AfterValidator(_folder_name)] = Field(description="used in the results folder name")
     description: str = Field("", description="teaching text: what to look for, shown in the report")
-    service: Sweep[Service] = Field(description="echo | file | http, or a list to run several")
+    service: Sweep[Service] = Field(description="echo | file | http | timeauth, or a list to run several")
     models: Annotated[list[ModelName], Field(min_length=1), AfterValidator(_distinct)] = Field(
         description="server models to run, in order"
     )
@@ -512,7 +512,7 @@ def _cross_issues(s: Scenario) -> list[tuple[tuple, str]]:
             (
                 ("generator", "engine"),
                 f"the native engine does not drive the {' and '.join(python_only)} "
-                f"service (it speaks echo and file); use engine: python, or auto (python for "
+                f"service (it speaks {', '.join(NATIVE_SERVICES)}); use engine: python, or auto (python for "
                 f"{' and '.join(python_only)})",
             )
         )

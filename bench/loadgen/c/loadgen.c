@@ -54,8 +54,12 @@
  *
  * Every echo byte is compared with the message sent; a file reply must have
  * the header "OK <size>" and exactly size bytes, and a sampled fraction is
- * SHA-256 hashed (libcrypto) and compared. Outcomes use the Python engine's
- * taxonomy (bench/loadgen/clients.py, recording.py).
+ * SHA-256 hashed (libcrypto) and compared. An http client keeps its
+ * connection alive and sends GET after GET; replies are classified by h11's
+ * rules, as the Python engine's h11 parser does (see "http" below). A
+ * timeauth request is one login: prompt, name, ACK, password, time line
+ * (see "timeauth" below). Outcomes
+ * use the Python engine's taxonomy (bench/loadgen/clients.py, recording.py).
  *
  * End of run: at the window's end nothing new is sent; replies in flight
  * get up to DRAIN_S to arrive (so no unread bytes make close() send a
@@ -70,6 +74,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <math.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -110,6 +115,12 @@
 /* A file reply header is "OK <size>\n" or "ERR <code> <reason>\n"; the
  * Python engine's MAX_HEADER. */
 #define MAX_HEADER 512
+/* An HTTP reply head (status line and headers) may take up to 16 KiB: h11's
+ * default max_incomplete_event_size, the Python engine's bound, so both
+ * engines call the same over-long head corrupt. */
+#define MAX_HTTP_HEAD (16 * 1024)
+/* Digits of a Content-Length h11 accepts (CONTENT_LENGTH_MAX_DIGITS). */
+#define MAX_LENGTH_DIGITS 20
 /* Pause before retrying a failed connect, as the Python engine does: a
  * closed port refuses in ~30 us and retrying at once would spin a core. */
 #define RETRY_DELAY_S 0.01
@@ -148,8 +159,13 @@
 #define INITIAL_PAIRS 4096
 
 enum cstate { C_NONE, C_RETRY, C_CONNECTING, C_IDLE, C_BUSY, C_CLOSED };
-enum { ERR_RESET, ERR_TIMEOUT, ERR_CLOSED_EARLY, ERR_SHORT, ERR_CORRUPT, N_ERR };
-static const char *ERR_NAMES[N_ERR] = {"reset", "timeout", "closed_early", "short", "corrupt"};
+enum { ERR_RESET, ERR_TIMEOUT, ERR_CLOSED_EARLY, ERR_SHORT, ERR_CORRUPT, ERR_DENIED, ERR_HTTP_3XX, ERR_HTTP_4XX, ERR_HTTP_5XX, N_ERR };
+/* bench/vocabulary.py's REQUEST_ERRORS (http_Nxx: HTTP_FAILURES) */
+static const char *ERR_NAMES[N_ERR] = {"reset", "timeout", "closed_early", "short", "corrupt", "denied", "http_3xx", "http_4xx", "http_5xx"};
+/* http chunked body: a chunk's size line, its data, the CRLF after it, the trailer */
+enum { CH_SIZE, CH_DATA, CH_CRLF, CH_TRAILER };
+/* timeauth: what the next reply byte of a connection belongs to */
+enum { TA_PROMPT, TA_ACK, TA_TIME, TA_ERR };
 enum { CO_OK, CO_REFUSED, CO_RESET, CO_TIMEOUT, CO_EMFILE, CO_EADDRNOTAVAIL, CO_OTHER, N_CO };
 static const char *CO_NAMES[N_CO] = {"ok", "refused", "reset", "timeout", "emfile", "eaddrnotavail", "other"};
 
@@ -168,6 +184,14 @@ struct conn {
     /* file service */
     int in_header; char header[MAX_HEADER + 1]; int header_len;
     long long size, left; int target;
+    /* http: a head split over reads (allocated only then), the reply's
+     * failure (an ERR_HTTP_* or -1), its body still to come (-1: until the
+     * server closes), and whether the server closes after it */
+    char *head; int head_len; int failure; long long body_left; int close_after;
+    /* http, a chunked body: CH_* phase, bytes left of the chunk, of its CRLF matched */
+    int chunked, chunk_phase, crlf_pos; long long chunk_left;
+    /* timeauth: TA_*, prompt bytes matched, the request in flight sent its name */
+    int ta_expect, ta_matched, ta_named;
 #ifdef HAVE_LIBCRYPTO
     EVP_MD_CTX *sha;
 #endif
@@ -179,7 +203,9 @@ struct named { char name[96]; long long n; };
 
 static struct {
     /* job */
-    int index, clients, client_offset, cpu, echo, open_loop, rpc;
+    int index, clients, client_offset, cpu, echo, http, timeauth, open_loop, rpc, path_random;
+    char *login_name, *login_password; size_t login_name_len, login_password_len;
+    unsigned long long path_rng;
     double rate, phase_s, grace_s, warmup_s, duration_s, connect_timeout, request_timeout, sample, interval;
     long long message_bytes;
     char ip[64]; int port; int v6;
@@ -566,6 +592,7 @@ static void close_conn(struct conn *c, int abort) {
     if (c->state == C_BUSY) G.busy--;
     idle_remove(c);
     free_sha(c);
+    free(c->head); c->head = NULL; c->head_len = 0;
     if (c->fd >= 0) {
         if (abort) {
             struct linger l = {1, 0};
@@ -633,6 +660,8 @@ static void connected(struct conn *c) {
     G.connects[CO_OK]++;
     G.connect_h[us_index(now() - c->t_connect)]++;
     c->served = 0;
+    c->ta_expect = TA_PROMPT;  /* timeauth: the server greets every connection with its prompt */
+    c->ta_matched = 0;
     c->state = C_IDLE;
     set_events(c, 0);
     conn_ready(c);
@@ -664,7 +693,7 @@ static void finish(struct conn *c, double t, long long nbytes) {
     free_sha(c);
     c->served++;
     record_complete(c, t, nbytes);
-    if (G.rpc && c->served >= G.rpc) {
+    if ((G.rpc && c->served >= G.rpc) || c->close_after) {
         close_conn(c, 0);
         start_connect(c);
     } else {
@@ -696,6 +725,16 @@ static int take_sample(void) {
 }
 #endif
 
+/* path_order random: the worker's own generator (xorshift64*, seeded per
+ * worker like the Python engine's random.Random(seed); another sequence
+ * than Python's, the same spread over the paths). */
+static int next_random_path(void) {
+    unsigned long long x = G.path_rng;
+    x ^= x >> 12; x ^= x << 25; x ^= x >> 27;
+    G.path_rng = x;
+    return (int)(((x * 0x2545F4914F6CDD1DULL) >> 33) % (unsigned long long)G.n_files);
+}
+
 static void send_request(struct conn *c, double t_intended) {
     double t = now();
     c->t_int = t_intended < 0 ? t : t_intended;
@@ -706,7 +745,15 @@ static void send_request(struct conn *c, double t_intended) {
     if (G.echo) {
         c->out = G.message;
         c->out_left = (size_t)G.message_bytes;
+    } else if (G.timeauth) {
+        c->ta_named = 0;
+        c->header_len = 0;
+        if (c->ta_expect != TA_ACK) return;  /* the name goes out when the prompt is in */
+        c->ta_named = 1;
+        c->out = G.login_name;
+        c->out_left = G.login_name_len;
     } else {
+        if (G.path_random) c->file_pos = next_random_path();
         struct file_target *f = &G.files[c->file_pos];
         c->target = c->file_pos;
         c->file_pos = (c->file_pos + 1) % G.n_files;
@@ -714,6 +761,9 @@ static void send_request(struct conn *c, double t_intended) {
         c->left = 0;
         c->in_header = 1;
         c->header_len = 0;
+        c->failure = -1;
+        c->close_after = 0;
+        c->chunked = 0;
 #ifdef HAVE_LIBCRYPTO
         if (f->has_sha && take_sample()) {
             c->sha = EVP_MD_CTX_new();
@@ -874,7 +924,13 @@ static int file_header(struct conn *c, double t) {
     return -1;
 }
 
+static void http_read(struct conn *c, const unsigned char *p, size_t n, double t);
+static void timeauth_read(struct conn *c, const unsigned char *p, size_t n, double t);
+
+/* Reply bytes of a service other than echo: the file service's here, http's and timeauth's below. */
 static void file_read(struct conn *c, ssize_t n, double t) {
+    if (G.http) { http_read(c, G.buf, (size_t)n, t); return; }
+    if (G.timeauth) { timeauth_read(c, G.buf, (size_t)n, t); return; }
     if (c->state != C_BUSY) { fail_request(c, ERR_CORRUPT, t); return; }
     if (c->got == 0) c->t_first = t;
     c->got += n;
@@ -905,6 +961,447 @@ static void file_read(struct conn *c, ssize_t n, double t) {
         }
 #endif
         finish(c, t, c->size);
+    }
+}
+
+/* ---------------------------------------------------------------- http
+ * The Python engine's HttpConnection (bench/loadgen/clients.py) parses
+ * replies with h11; these functions follow h11's rules for a reply to GET
+ * so that both engines classify every reply alike: the head ends at the
+ * first blank line ("\n\r?\n"; one "\r" before each "\n" is dropped), the
+ * status line is "HTTP/d.d ddd[ reason]", header lines are "token:
+ * value" (a line starting with a space or tab continues the one before),
+ * Content-Length is digits (a comma list or repeated headers must agree),
+ * Transfer-Encoding is "chunked" at most once (and then beats
+ * Content-Length: the body is decoded as h11's ChunkedReader does), 1xx
+ * heads are skipped, 204 and 304 have no body, and a head without either
+ * length is a body that ends when the server closes. A 2xx must carry Content-Length equal to the
+ * file's size and exactly that many bytes (hashed on the sampled fraction);
+ * 3xx, 4xx and 5xx are failures of their own kind (http_Nxx), their body
+ * read and the connection kept; anything else is corrupt. "Connection:
+ * close" or HTTP/1.0 ends the connection after the reply. */
+
+static int hexval(char ch);
+
+static int lower(int ch) { return ch >= 'A' && ch <= 'Z' ? ch + ('a' - 'A') : ch; }
+
+/* RFC 9110 token characters (h11's header name) */
+static int tchar(unsigned char ch) {
+    return (ch >= '0' && ch <= '9') || (lower(ch) >= 'a' && lower(ch) <= 'z') || (ch && strchr("!#$%&'*+-.^_`|~", ch));
+}
+
+/* h11's vchar_or_obs_text: any byte but NUL and whitespace */
+static int vchar(unsigned char ch) { return ch && !strchr(" \t\n\r\f\v", ch); }
+
+static int name_is(const char *name, size_t len, const char *want) {
+    if (strlen(want) != len) return 0;
+    for (size_t i = 0; i < len; i++) if (lower((unsigned char)name[i]) != want[i]) return 0;
+    return 1;
+}
+
+struct http_head { int status, v11, close, has_length, chunked, bad; char length[MAX_LENGTH_DIGITS + 1]; };
+
+/* One comma-separated element of a header value, trimmed of spaces and tabs: [*p, end) -> [s, s+n) */
+static int next_element(const char **p, const char *end, const char **s, size_t *n) {
+    if (*p > end) return 0;
+    const char *a = *p, *b = memchr(a, ',', (size_t)(end - a));
+    if (!b) b = end;
+    *p = b + 1;
+    while (a < b && (*a == ' ' || *a == '\t')) a++;
+    const char *z = b;
+    while (z > a && (z[-1] == ' ' || z[-1] == '\t')) z--;
+    *s = a; *n = (size_t)(z - a);
+    return 1;
+}
+
+/* One logical header line (folded lines joined by a space). */
+static void http_header(struct http_head *h, const char *line, size_t len) {
+    size_t i = 0;
+    while (i < len && tchar((unsigned char)line[i])) i++;
+    if (i == 0 || i == len || line[i] != ':') { h->bad = 1; return; }
+    const char *name = line;
+    size_t name_len = i++;
+    while (i < len && (line[i] == ' ' || line[i] == '\t')) i++;
+    size_t end = len;
+    while (end > i && (line[end - 1] == ' ' || line[end - 1] == '\t')) end--;
+    for (size_t k = i; k < end; k++)
+        if (!vchar((unsigned char)line[k]) && line[k] != ' ' && line[k] != '\t') { h->bad = 1; return; }
+    const char *v = line + i, *vend = line + end, *s;
+    size_t n;
+    if (name_is(name, name_len, "content-length")) {
+        const char *first = NULL;
+        size_t first_n = 0;
+        for (const char *p = v; next_element(&p, vend, &s, &n);) {
+            if (!first) { first = s; first_n = n; }
+            else if (n != first_n || memcmp(s, first, n)) { h->bad = 1; return; }
+        }
+        if (!first || first_n == 0 || first_n > MAX_LENGTH_DIGITS) { h->bad = 1; return; }
+        for (size_t k = 0; k < first_n; k++) if (first[k] < '0' || first[k] > '9') { h->bad = 1; return; }
+        if (h->has_length && (strlen(h->length) != first_n || memcmp(h->length, first, first_n))) { h->bad = 1; return; }
+        memcpy(h->length, first, first_n);
+        h->length[first_n] = 0;
+        h->has_length = 1;
+    } else if (name_is(name, name_len, "transfer-encoding")) {
+        if (h->chunked || !name_is(v, (size_t)(vend - v), "chunked")) { h->bad = 1; return; }
+        h->chunked = 1;
+    } else if (name_is(name, name_len, "connection")) {
+        for (const char *p = v; next_element(&p, vend, &s, &n);)
+            if (name_is(s, n, "close")) h->close = 1;
+    }
+}
+
+/* Parse a complete head [s, s+len) (its blank line included). */
+static void http_parse_head(struct http_head *h, const char *s, size_t len) {
+    static char logical[MAX_HTTP_HEAD + 1];
+    size_t logical_len = 0;
+    int have_logical = 0, first = 1;
+    memset(h, 0, sizeof *h);
+    const char *p = s, *end = s + len;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t n = (size_t)((nl ? nl : end) - p);
+        const char *line = p;
+        p += n + 1;
+        if (n && line[n - 1] == '\r') n--;
+        if (first) {
+            first = 0;
+            /* HTTP/d.d ddd[ reason] */
+            if (n < 12 || memcmp(line, "HTTP/", 5) || line[5] < '0' || line[5] > '9' || line[6] != '.' ||
+                line[7] < '0' || line[7] > '9' || line[8] != ' ') { h->bad = 1; return; }
+            for (int k = 9; k < 12; k++) if (line[k] < '0' || line[k] > '9') { h->bad = 1; return; }
+            if (n > 12 && line[12] != ' ') { h->bad = 1; return; }
+            for (size_t k = 13; k < n; k++)
+                if (!vchar((unsigned char)line[k]) && line[k] != ' ' && line[k] != '\t') { h->bad = 1; return; }
+            h->status = (line[9] - '0') * 100 + (line[10] - '0') * 10 + (line[11] - '0');
+            h->v11 = line[5] > '1' || (line[5] == '1' && line[7] >= '1');
+            continue;
+        }
+        if (n == 0) break;  /* the blank line */
+        if (line[0] == ' ' || line[0] == '\t') {  /* obs-fold: continues the line before */
+            if (!have_logical) { h->bad = 1; return; }
+            size_t k = 0;
+            while (k < n && (line[k] == ' ' || line[k] == '\t')) k++;
+            logical[logical_len++] = ' ';
+            memcpy(logical + logical_len, line + k, n - k);
+            logical_len += n - k;
+            continue;
+        }
+        if (have_logical) { http_header(h, logical, logical_len); if (h->bad) return; }
+        memcpy(logical, line, n);
+        logical_len = n;
+        have_logical = 1;
+    }
+    if (have_logical) http_header(h, logical, logical_len);
+    if (h->status < 100) h->bad = 1;  /* h11: no status class below 1xx */
+}
+
+/* Where the head in [s, s+len) ends (just past its blank line), searching
+ * from `from`; 0 while it has not ended. */
+static size_t http_head_end(const char *s, size_t len, size_t from) {
+    for (size_t i = from; i < len; i++) {
+        if (s[i] != '\n') continue;
+        if (i + 1 < len && s[i + 1] == '\n') return i + 2;
+        if (i + 2 < len && s[i + 1] == '\r' && s[i + 2] == '\n') return i + 3;
+    }
+    return 0;
+}
+
+/* The reply's status is in: set up the body, or fail. Returns 0 to go on. */
+static int http_status(struct conn *c, const struct http_head *h, double t) {
+    int cls = h->status / 100;
+    c->close_after = h->close || !h->v11;
+    if (cls == 2) {
+        char want[32];
+        snprintf(want, sizeof want, "%lld", c->size);
+        /* (a 204 has no body: right only for an empty file) */
+        if (!h->has_length || strcmp(h->length, want) || (h->status == 204 && c->size)) {
+            fail_request(c, ERR_CORRUPT, t);
+            return -1;
+        }
+        c->body_left = h->status == 204 ? 0 : c->size;
+    } else {
+        if (cls < 3 || cls > 5) { fail_request(c, ERR_CORRUPT, t); return -1; }
+        c->failure = ERR_HTTP_3XX + (cls - 3);
+        c->body_left = h->status == 304 ? 0 : h->has_length ? strtoll(h->length, NULL, 10) : -1;
+    }
+    if (h->chunked && h->status != 204 && h->status != 304) {  /* Transfer-Encoding beats Content-Length */
+        c->chunked = 1;
+        c->chunk_phase = CH_SIZE;
+        c->body_left = -2;  /* neither 0 (done) nor -1 (until close): the chunks say */
+    }
+    return 0;
+}
+
+/* Body bytes [p, p+n) of the reply: counted (a 2xx may not exceed the file's size) and hashed. */
+static int http_body(struct conn *c, const unsigned char *p, size_t n, double t) {
+    c->got += (long long)n;
+    if (c->failure >= 0) return 0;
+    c->left += (long long)n;
+    if (c->left > c->size) { fail_request(c, ERR_CORRUPT, t); return -1; }  /* more bytes than the file has */
+#ifdef HAVE_LIBCRYPTO
+    if (c->sha) EVP_DigestUpdate(c->sha, p, n);
+#endif
+    return 0;
+}
+
+/* Gather bytes of a chunk size line or of the trailer into c->head: up to
+ * and including the first newline (line) or all there is (trailer). Returns
+ * the bytes taken, or -1 if the head bound is exceeded. */
+static long long chunk_gather(struct conn *c, const unsigned char *p, size_t n, int line) {
+    if (!c->head && !(c->head = malloc(MAX_HTTP_HEAD))) fail_run("out of memory");
+    const unsigned char *nl = line ? memchr(p, '\n', n) : NULL;
+    size_t take = nl ? (size_t)(nl - p) + 1 : n;
+    if ((size_t)c->head_len + take > MAX_HTTP_HEAD) return -1;
+    memcpy(c->head + c->head_len, p, take);
+    c->head_len += (int)take;
+    return (long long)take;
+}
+
+/* A chunked body, h11's ChunkedReader: "HEX[;ext][OWS]\r\n", the chunk's
+ * bytes, "\r\n", ..., "0\r\n", trailer lines, a blank line. Consumes
+ * from *p; sets body_left to 0 when the body has ended. Returns -1 if the
+ * request failed. */
+static int http_chunked(struct conn *c, const unsigned char **pp, size_t *np, double t) {
+    const unsigned char *p = *pp;
+    size_t n = *np;
+    while (n && c->body_left) {
+        if (c->chunk_phase == CH_SIZE) {
+            long long take = chunk_gather(c, p, n, 1);
+            if (take < 0) { fail_request(c, ERR_CORRUPT, t); return -1; }
+            c->got += take;
+            p += take; n -= (size_t)take;
+            if (c->head[c->head_len - 1] != '\n') continue;
+            /* h11 ends the line at the first CRLF: a bare LF before it fails its pattern */
+            int len = c->head_len - 1, k = 0;
+            if (len < 1 || c->head[len - 1] != '\r') { fail_request(c, ERR_CORRUPT, t); return -1; }
+            len--;
+            unsigned long long size = 0;
+            while (k < len && k < 21 && hexval(c->head[k]) >= 0) {
+                size = size > (ULLONG_MAX >> 4) ? ULLONG_MAX : size << 4 | (unsigned)hexval(c->head[k]);
+                k++;
+            }
+            int ok = k >= 1 && k <= 20;
+            if (ok && k < len && c->head[k] != ';')
+                for (int i = k; i < len; i++) if (c->head[i] != ' ' && c->head[i] != '\t') { ok = 0; break; }
+            c->head_len = 0;
+            if (!ok) { fail_request(c, ERR_CORRUPT, t); return -1; }
+            if (size == 0) { c->chunk_phase = CH_TRAILER; continue; }
+            c->chunk_left = size > (unsigned long long)LLONG_MAX ? LLONG_MAX : (long long)size;
+            c->chunk_phase = CH_DATA;
+        } else if (c->chunk_phase == CH_DATA) {
+            size_t take = (long long)n < c->chunk_left ? n : (size_t)c->chunk_left;
+            if (http_body(c, p, take, t) < 0) return -1;
+            c->chunk_left -= (long long)take;
+            p += take; n -= take;
+            if (!c->chunk_left) { c->chunk_phase = CH_CRLF; c->crlf_pos = 0; }
+        } else if (c->chunk_phase == CH_CRLF) {
+            if (*p != "\r\n"[c->crlf_pos]) { fail_request(c, ERR_CORRUPT, t); return -1; }  /* malformed chunk footer */
+            p++; n--;
+            c->got++;
+            if (++c->crlf_pos == 2) c->chunk_phase = CH_SIZE;
+        } else {  /* CH_TRAILER: lines up to a blank one, as a head's */
+            int before = c->head_len;
+            long long take = chunk_gather(c, p, n, 0);
+            if (take < 0) { fail_request(c, ERR_CORRUPT, t); return -1; }
+            const char *s = c->head;
+            size_t avail = (size_t)c->head_len, end;
+            if (s[0] == '\n') end = 1;
+            else if (s[0] == '\r' && avail < 2) end = 0;
+            else if (s[0] == '\r' && s[1] == '\n') end = 2;
+            else end = http_head_end(s, avail, before > 2 ? (size_t)before - 2 : 0);
+            if (!end) {  /* all taken; wait for more */
+                c->got += take;
+                p += take; n -= (size_t)take;
+                continue;
+            }
+            if (end > 2) {  /* trailer fields: header lines by the head's rules */
+                struct http_head h;
+                memset(&h, 0, sizeof h);
+                const char *q = s, *stop = s + end;
+                while (q < stop) {
+                    const char *nl = memchr(q, '\n', (size_t)(stop - q));
+                    size_t len = (size_t)(nl - q);
+                    if (len && q[len - 1] == '\r') len--;
+                    if (len && (q[0] == ' ' || q[0] == '\t')) { h.bad = 1; break; }  /* (a folded trailer: refused) */
+                    if (len) http_header(&h, q, len);
+                    if (h.bad) break;
+                    q = nl + 1;
+                }
+                if (h.bad) { fail_request(c, ERR_CORRUPT, t); return -1; }
+            }
+            size_t used = end - (size_t)before;
+            c->got += (long long)used;
+            p += used; n -= used;
+            c->head_len = 0;
+            c->body_left = 0;
+            c->chunked = 0;
+        }
+    }
+    *pp = p;
+    *np = n;
+    return 0;
+}
+
+/* The whole reply is in. Returns 0 if the connection carries on with the
+ * next request, -1 if it was closed or failed. */
+static int http_end(struct conn *c, double t) {
+    if (c->failure < 0) {
+        if (c->left != c->size) { fail_request(c, ERR_CORRUPT, t); return -1; }  /* a chunked body short of the file */
+#ifdef HAVE_LIBCRYPTO
+        if (c->sha) {
+            unsigned char md[32];
+            unsigned int len = 0;
+            EVP_DigestFinal_ex(c->sha, md, &len);
+            if (len != 32 || memcmp(md, G.files[c->target].sha, 32) != 0) { fail_request(c, ERR_CORRUPT, t); return -1; }
+        }
+#endif
+        finish(c, t, c->size);
+    } else {
+        /* the server answered, not with the file: a failure of its own kind, the connection kept */
+        c->state = C_IDLE;
+        G.busy--;
+        free_sha(c);
+        c->served++;
+        if (in_window(t)) G.errors[c->failure]++;
+        if ((G.rpc && c->served >= G.rpc) || c->close_after) { close_conn(c, 0); start_connect(c); }
+        else conn_ready(c);
+    }
+    return c->state == C_BUSY ? 0 : -1;
+}
+
+/* Reply bytes [p, p+n) of an http connection. A read may end one reply and
+ * begin the next (the closed loop sends the next request as soon as one
+ * ends): what is left over is parsed as the next reply, as h11 keeps it. */
+static void http_read(struct conn *c, const unsigned char *p, size_t n, double t) {
+    while (n) {
+        if (c->state != C_BUSY) {
+            /* bytes nobody asked for; after a reply that closed the connection, nobody reads them */
+            if (c->fd >= 0 && c->state == C_IDLE) fail_request(c, ERR_CORRUPT, t);
+            return;
+        }
+        if (c->got == 0) c->t_first = t;
+        if (c->in_header) {
+            const char *s = (const char *)p;
+            size_t avail = n, from = 0;
+            if (c->head_len || (!c->head && !http_head_end(s, n, 0))) {
+                /* the head spans reads: gather it */
+                if (!c->head && !(c->head = malloc(MAX_HTTP_HEAD))) fail_run("out of memory");
+                size_t room = (size_t)(MAX_HTTP_HEAD - c->head_len), take = n < room ? n : room;
+                from = c->head_len > 2 ? (size_t)c->head_len - 2 : 0;
+                memcpy(c->head + c->head_len, p, take);
+                s = c->head;
+                avail = (size_t)c->head_len + take;
+            }
+            if (avail && (s[0] == '\n' || (s[0] == '\r' && avail > 1 && s[1] == '\n') || (unsigned char)s[0] < 0x21)) {
+                fail_request(c, ERR_CORRUPT, t);  /* h11: no status line / an illegal first byte */
+                return;
+            }
+            size_t end = http_head_end(s, avail, from);
+            if (!end) {
+                if (avail >= MAX_HTTP_HEAD) { fail_request(c, ERR_CORRUPT, t); return; }
+                c->got += (long long)n;
+                c->head_len = (int)avail;
+                return;
+            }
+            size_t used = end - (s == c->head ? (size_t)c->head_len : 0);  /* bytes of this read in the head */
+            struct http_head h;
+            http_parse_head(&h, s, end);
+            free(c->head); c->head = NULL; c->head_len = 0;
+            c->got += (long long)used;
+            p += used; n -= used;
+            if (h.bad) { fail_request(c, ERR_CORRUPT, t); return; }
+            if (h.status < 200) continue;  /* 1xx: the real reply follows */
+            c->in_header = 0;
+            if (http_status(c, &h, t) < 0) return;
+        } else if (c->chunked) {
+            if (http_chunked(c, &p, &n, t) < 0) return;
+        } else if (c->body_left != 0) {
+            size_t take = c->body_left < 0 || (long long)n < c->body_left ? n : (size_t)c->body_left;
+            if (http_body(c, p, take, t) < 0) return;
+            if (c->body_left > 0) c->body_left -= (long long)take;
+            p += take; n -= take;
+        }
+        if (!c->in_header && c->body_left == 0 && http_end(c, t) < 0) return;
+    }
+}
+
+/* ---------------------------------------------------------------- timeauth
+ * The Python engine's TimeAuthConnection (bench/loadgen/clients.py): a
+ * request is one login on a kept connection. The "name?" prompt (on
+ * connect, and after every time line) may arrive while the client is idle;
+ * the name goes out once it is in, then the ACK byte is read, the password
+ * sent and the "TIME ..." line read (at most MAX_HEADER bytes). The
+ * server's "ERR 401" line is a refused login (denied), any other reply
+ * corrupt (an ERR line's text kept as the file service's). */
+
+static const char TA_PROMPT_TEXT[] = "name?\n";
+#define TA_PROMPT_LEN (sizeof TA_PROMPT_TEXT - 1)
+#define TA_ACK_BYTE 0x06
+
+static void timeauth_line(struct conn *c, double t) {
+    c->header[c->header_len] = 0;
+    int expect = c->ta_expect;
+    c->header_len = 0;
+    if (expect == TA_TIME && !strncmp(c->header, "TIME ", 5)) {
+        c->ta_expect = TA_PROMPT;
+        finish(c, t, c->got);
+        return;
+    }
+    if (!strncmp(c->header, "ERR 401", 7)) { fail_request(c, ERR_DENIED, t); return; }
+    if (!strncmp(c->header, "ERR", 3)) {
+        char text[81];
+        size_t len = strlen(c->header);
+        while (len && (c->header[len - 1] == '\n' || c->header[len - 1] == '\r' || c->header[len - 1] == ' ')) len--;
+        snprintf(text, sizeof text, "%.*s", (int)(len < 80 ? len : 80), c->header);
+        count_named(G.err_replies, &G.n_err_replies, text);
+    }
+    fail_request(c, ERR_CORRUPT, t);
+}
+
+static void timeauth_read(struct conn *c, const unsigned char *p, size_t n, double t) {
+    while (n) {
+        if (c->fd < 0 || (c->state != C_BUSY && c->state != C_IDLE)) return;  /* closed or recycled */
+        if (c->ta_expect == TA_PROMPT) {  /* not part of a request's reply: it may come while idle */
+            size_t take = TA_PROMPT_LEN - (size_t)c->ta_matched;
+            if (take > n) take = n;
+            if (memcmp(p, TA_PROMPT_TEXT + c->ta_matched, take)) { fail_request(c, ERR_CORRUPT, t); return; }
+            p += take; n -= take;
+            c->ta_matched += (int)take;
+            if ((size_t)c->ta_matched == TA_PROMPT_LEN) {
+                c->ta_matched = 0;
+                c->ta_expect = TA_ACK;
+                if (c->state == C_BUSY && !c->ta_named) {
+                    c->ta_named = 1;
+                    c->out = G.login_name;
+                    c->out_left = G.login_name_len;
+                    flush_out(c);
+                }
+            }
+            continue;
+        }
+        if (c->state != C_BUSY || !c->ta_named) { fail_request(c, ERR_CORRUPT, t); return; }  /* bytes nobody asked for */
+        if (c->got == 0) c->t_first = t;
+        if (c->ta_expect == TA_ACK) {
+            if (*p == TA_ACK_BYTE) {
+                p++; n--;
+                c->got++;
+                c->ta_expect = TA_TIME;
+                c->out = G.login_password;
+                c->out_left = G.login_password_len;
+                flush_out(c);
+                continue;
+            }
+            if (*p != 'E') { fail_request(c, ERR_CORRUPT, t); return; }  /* neither the ACK nor an error line */
+            c->ta_expect = TA_ERR;  /* not the ACK: the server's error line */
+        }
+        const unsigned char *nl = memchr(p, '\n', n);
+        size_t take = nl ? (size_t)(nl - p) + 1 : n;
+        if ((size_t)c->header_len + take > MAX_HEADER) { fail_request(c, ERR_CORRUPT, t); return; }
+        memcpy(c->header + c->header_len, p, take);
+        c->header_len += (int)take;
+        c->got += (long long)take;
+        p += take; n -= take;
+        if (nl) timeauth_line(c, t);
     }
 }
 
@@ -946,6 +1443,24 @@ static void warn(const char *fmt, ...) {
     va_end(ap);
 }
 
+/* The GET of a file named relative to the root, as the Python engine sends
+ * it (h11 writing spec.request_target's path and its two headers): the
+ * name percent-encoded as urllib.parse.quote(name.lstrip("/"),
+ * safe="/~!$&'()*+,;=:@") does. */
+static char *http_request(const char *name) {
+    while (*name == '/') name++;
+    struct out o = {0};
+    outf(&o, "GET /");
+    for (const unsigned char *q = (const unsigned char *)name; *q; q++) {
+        if ((*q >= 'A' && *q <= 'Z') || (*q >= 'a' && *q <= 'z') || (*q >= '0' && *q <= '9') || strchr("_.-~/!$&'()*+,;=:@", *q))
+            outf(&o, "%c", *q);
+        else
+            outf(&o, "%%%02X", *q);
+    }
+    outf(&o, " HTTP/1.1\r\nHost: %s%s%s:%d\r\nUser-Agent: sockbench\r\n\r\n", G.v6 ? "[" : "", G.ip, G.v6 ? "]" : "", G.port);
+    return o.p;
+}
+
 static void parse_job(struct jnode *job) {
     struct jnode *spec = jget(job, "spec");
     if (!spec || spec->type != J_OBJ) fail_run("job: field spec missing");
@@ -961,6 +1476,33 @@ static void parse_job(struct jnode *job) {
     G.v6 = strchr(G.ip, ':') != NULL;
     G.port = (int)jnum(spec, "port", 1, 0);
     G.echo = !strcmp(jstr(spec, "service"), "echo");
+    G.http = !strcmp(jstr(spec, "service"), "http");
+    G.timeauth = !strcmp(jstr(spec, "service"), "timeauth");
+    if (G.http) {
+        /* This engine sends one GET at a time; a spec asking for another method or for
+         * pipelining must not be measured as if it had been honoured. */
+        struct jnode *method = jget(spec, "method");
+        if (method && method->type == J_STR && strcmp(method->str, "GET"))
+            fail_run("the native engine sends GET only, not %s: use engine python", method->str);
+        if (jnum(spec, "pipeline", 0, 1) > 1)
+            fail_run("the native engine does not pipeline http requests: use engine python");
+    }
+    if (G.timeauth) {
+        /* NAME:PASSWORD, the password all after the first colon; each sent as a line */
+        const char *login = jstr(spec, "login"), *colon = strchr(login, ':');
+        if (!colon || colon == login) fail_run("job: the timeauth service needs a login NAME:PASSWORD");
+        G.login_name_len = (size_t)(colon - login) + 1;
+        G.login_password_len = strlen(colon + 1) + 1;
+        G.login_name = malloc(G.login_name_len);
+        G.login_password = malloc(G.login_password_len);
+        if (!G.login_name || !G.login_password) fail_run("out of memory");
+        memcpy(G.login_name, login, G.login_name_len - 1);
+        G.login_name[G.login_name_len - 1] = '\n';
+        memcpy(G.login_password, colon + 1, G.login_password_len - 1);
+        G.login_password[G.login_password_len - 1] = '\n';
+    }
+    struct jnode *order = jget(spec, "path_order");
+    G.path_random = order && order->type == J_STR && !strcmp(order->str, "random");
     G.open_loop = !strcmp(jstr(spec, "mode"), "open");
     G.warmup_s = jnum(spec, "warmup_s", 1, 0);
     G.duration_s = jnum(spec, "duration_s", 1, 0);
@@ -974,7 +1516,7 @@ static void parse_job(struct jnode *job) {
     if (G.interval <= 0) fail_run("job: timeline_interval_s must be > 0");
     if (G.open_loop && G.rate <= 0) fail_run("job: open loop needs a rate > 0");
     if (G.echo && G.message_bytes < 1) fail_run("job: message_bytes must be >= 1");
-    if (!G.echo) {
+    if (!G.echo && !G.timeauth) {
         struct jnode *files = jget(spec, "files");
         if (!files || files->type != J_ARR || !files->child) fail_run("job: the file service needs files");
         for (struct jnode *f = files->child; f; f = f->next) G.n_files++;
@@ -984,11 +1526,16 @@ static void parse_job(struct jnode *job) {
         for (struct jnode *f = files->child; f; f = f->next, i++) {
             const char *name = jstr(f, "name");
             size_t len = strlen(name);
-            G.files[i].line = malloc(len + 2);
-            memcpy(G.files[i].line, name, len);
-            G.files[i].line[len] = '\n';
-            G.files[i].line[len + 1] = 0;
-            G.files[i].line_len = len + 1;
+            if (G.http) {
+                G.files[i].line = http_request(name);
+                G.files[i].line_len = strlen(G.files[i].line);
+            } else {
+                G.files[i].line = malloc(len + 2);
+                memcpy(G.files[i].line, name, len);
+                G.files[i].line[len] = '\n';
+                G.files[i].line[len + 1] = 0;
+                G.files[i].line_len = len + 1;
+            }
             G.files[i].size = (long long)jnum(f, "size", 1, 0);
             const char *sha = jstr(f, "sha256");
             if (strlen(sha) == 64) {
@@ -1033,6 +1580,7 @@ static void setup(void) {
     signal(SIGPIPE, SIG_IGN);
     prctl(PR_SET_TIMERSLACK, TIMER_SLACK_NS, 0, 0, 0);
     G.buf_size = G.echo ? ECHO_BUFFER : FILE_BUFFER;
+    G.path_rng = G.seed * 0x9E3779B97F4A7C15ULL + 0x632BE59BD9B4E019ULL;  /* seeded per worker */
     G.buf = malloc(G.buf_size);
     G.conns = calloc((size_t)G.clients, sizeof *G.conns);
     G.retry_q = calloc((size_t)G.clients, sizeof *G.retry_q);
