@@ -267,3 +267,34 @@ def test_a_locust_run_over_two_client_hosts_is_a_row_of_runs_csv_like_any_other(
     assert row["net_hosts"] == "namespaces" and row["requests"] > 0 and row["clients_served"] == 4
     assert row["lat_p99_us"] > 0 and row["conn_ok"] == 4
     assert not [n for n in ours() if owner_tag() in n and "-selectors-p0-r1-" in n]
+
+
+@needs_root
+def test_locust_workers_on_two_client_hosts_behind_a_swept_delay_each_see_their_point_s_round_trip(tmp_path):
+    from bench.network.hosts import ours, owner_tag
+    from bench.runner import run_scenario
+
+    scenario = parse_scenario(
+        textwrap.dedent("""
+        name: loc-delayed
+        service: echo
+        models: [selectors]
+        load: {clients: 4, message_bytes: 512}
+        duration: 600ms
+        warmup: 200ms
+        repetitions: 1
+        placement: none
+        generator: {engine: locust, workers: 2}
+        monitor: {idle_wait: 1s, idle_threshold_pct: 100}
+        network: {hosts: namespaces, client_hosts: 2, rtt: [4ms, 20ms]}
+        """)
+    )
+    results = run_scenario(scenario, results_root=tmp_path, finish=False)
+    rows = pd.read_csv(results / "runs.csv").sort_values("net_rtt_ms")
+    assert list(rows["status"]) == ["ok", "ok"], list(rows["error"])
+    assert set(rows["gen_engine"]) == {"locust, 2 workers on 2 hosts"}
+    assert list(rows["clients_served"]) == [4, 4]  # both hosts' clients got through the stage
+    assert list(rows["lat_p50_us"] >= rows["net_rtt_ms"] * 1e3) == [True, True]
+    # closed loop: 4 clients can do at most 4 requests per round trip
+    assert (rows["req_per_s"] <= 4 / (rows["net_rtt_ms"] / 1e3)).all(), list(rows["req_per_s"])
+    assert not [n for n in ours() if owner_tag() in n]
