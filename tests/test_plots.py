@@ -272,7 +272,9 @@ def test_a_figure_that_fails_is_named_and_the_others_are_written(tmp_path, monke
             on_figure=lambda done, total, job: seen.append((done, total, job.base)),
         )
     assert caught.value.failures == {"memory": "RuntimeError: no axis today"}
-    assert {p.name for p in caught.value.written} == {f"{n}.png" for n in FIGURES if n != "memory" and n not in LESSON_FIGURES}
+    assert {p.name for p in caught.value.written} == {
+        f"{n}.png" for n in FIGURES if n != "memory" and n not in LESSON_FIGURES
+    }
     assert sorted(d for d, _t, _b in seen) == list(range(1, len(FIGURES) + 1))  # every figure reported once
     assert {t for _d, t, _b in seen} == {len(FIGURES)}
     status = plot_command(argparse.Namespace(results_dir=folder, formats=["png"], timelines=False, point=None))
