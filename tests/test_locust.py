@@ -170,7 +170,7 @@ def test_bench_load_refuses_remote_workers_without_locust_and_a_master_beyond_lo
     assert "would listen on 198.18.7.7, not a loopback address: pass --allow-remote" in capsys.readouterr().err
 
 
-def test_open_loop_and_several_client_hosts_without_locust_are_refused_with_the_fix():
+def test_open_loop_with_locust_and_several_client_hosts_without_a_worker_each_are_refused_with_the_fix():
     base = textwrap.dedent("""
         name: l
         service: echo
@@ -183,8 +183,20 @@ def test_open_loop_and_several_client_hosts_without_locust_are_refused_with_the_
     several = base.replace("mode: open, rate: 100", "mode: closed").replace("engine: locust", "engine: python")
     with pytest.raises(ScenarioError, match="client_hosts.*needs network.hosts: namespaces"):
         parse_scenario(several + "network: {client_hosts: 2}\n")
-    with pytest.raises(ScenarioError, match="needs generator.engine: locust"):
+    with pytest.raises(ScenarioError, match="client_hosts: more than 1 needs generator.workers"):
         parse_scenario(several + "network: {hosts: namespaces, client_hosts: 2}\n")
+    with pytest.raises(ScenarioError, match="generator.workers: 1 worker.*set generator.workers to at least 3"):
+        parse_scenario(
+            several.replace("generator: {engine: python}", "generator: {engine: python, workers: 1}")
+            + "network: {hosts: namespaces, client_hosts: 3}\n"
+        )
+    assert (
+        parse_scenario(
+            several.replace("generator: {engine: python}", "generator: {engine: python, workers: 2}")
+            + "network: {hosts: namespaces, client_hosts: 2}\n"
+        ).network.client_hosts
+        == 2
+    )
 
 
 # --------------------------------------------------------------------------

@@ -240,6 +240,41 @@ def test_a_swept_rtt_gives_each_point_its_own_link_and_removes_every_namespace(t
     assert not [n for n in ours() if nethosts.owner_tag() in n]
 
 
+@needs_root
+def test_native_and_python_workers_start_on_the_client_hosts_in_turn():
+    import functools
+
+    from bench.loadgen.driver import WorkerPool
+    from bench.network import ClientHost
+
+    with namespace_hosts("t-workers", client_hosts=2, measure=False) as made:
+        hosts = [
+            ClientHost(f"client host {k + 1}", nethosts.client_address(k), functools.partial(made.in_client, k))
+            for k in range(2)
+        ]
+        # a program that only waits: where it was started is the point, not the worker contract
+        with WorkerPool([{}, {}, {}], [sys.executable, "-c", "import time; time.sleep(30)"], hosts) as pool:
+            pool.start()
+            started_in = [os.stat(f"/proc/{p.pid}/ns/net").st_ino for p in pool.procs]
+        expected = [os.stat(nethosts.NETNS_DIR / made.names[role]).st_ino for role in ("cli", "cli2", "cli")]
+    assert started_in == expected
+
+
+@needs_root
+def test_a_native_engine_run_from_two_client_hosts_through_the_delay_stage(tmp_path):
+    import pandas as pd
+
+    scenario = parse_scenario(
+        _scenario("generator: {engine: native, workers: 2}\nnetwork: {hosts: namespaces, client_hosts: 2, rtt: 4ms}")
+    )
+    results = run_scenario(scenario, results_root=tmp_path, finish=False)
+    row = pd.read_csv(results / "runs.csv").iloc[0]
+    assert row["status"] == "ok", row["error"]
+    assert row["gen_engine"] == "native, 2 workers on 2 hosts" and row["clients_served"] == 4
+    assert row["lat_p50_us"] >= 4_000
+    assert not [n for n in ours() if nethosts.owner_tag() in n]
+
+
 @pytest.mark.parametrize(
     "text, bits", [("100Mbit", 100_000_000), ("1.5Gbit", 1_500_000_000), ("64kbit", 64_000), (2_000_000, 2_000_000)]
 )

@@ -361,7 +361,8 @@ class _NetworkHosts(Section):
     loss: Annotated[Any, AfterValidator(_loss_refused)] = Field(None, description="not supported (see the error)")
     client_hosts: Count = Field(
         1,
-        description="namespaces: client hosts, load workers spread over them (more than 1: generator.engine locust)",
+        description="namespaces: client hosts, load workers spread over them, worker i on host i mod N "
+        "(more than 1: generator.workers at least that many; not with engine wrk)",
     )
 
 
@@ -573,11 +574,29 @@ def _cross_issues(s: Scenario) -> list[tuple[tuple, str]]:
     if s.network.client_hosts > 1:
         if s.network.hosts != "namespaces":
             issues.append((("network", "client_hosts"), "needs network.hosts: namespaces (loopback is one host)"))
-        if s.generator.engine != "locust":
+        if s.generator.engine == "wrk":
             issues.append(
                 (
                     ("network", "client_hosts"),
-                    "more than 1 needs generator.engine: locust (the engine that runs workers on several hosts)",
+                    "more than 1 needs an engine that runs several workers (native, python or locust); "
+                    "wrk is one process on one host",
+                )
+            )
+        elif s.generator.workers is not None and s.generator.workers < s.network.client_hosts:
+            issues.append(
+                (
+                    ("generator", "workers"),
+                    f"{s.generator.workers} worker(s) cannot reach {s.network.client_hosts} client hosts (worker i "
+                    f"runs on host i mod {s.network.client_hosts}): set generator.workers to at least "
+                    f"{s.network.client_hosts}",
+                )
+            )
+        elif s.generator.workers is None:
+            issues.append(
+                (
+                    ("network", "client_hosts"),
+                    f"more than 1 needs generator.workers (at least {s.network.client_hosts}, one per host): "
+                    "the default, one worker per generator CPU, may leave hosts without load",
                 )
             )
     if importlib.util.find_spec("uvloop") is None:
