@@ -530,6 +530,106 @@ def _unserved(ctx: _Ctx) -> list[Finding]:
     return out[:3]  # why 3: the pattern is clear from a few points; the table flags every one
 
 
+def _run_medians(ctx: _Ctx, column: str) -> pd.Series:
+    """The median of a runs.csv ``column`` over each point's successful runs (all models), by point."""
+    runs = ctx.view.runs
+    if column not in runs:
+        return pd.Series(dtype=float)
+    ok = runs[runs["status"] == "ok"]
+    return pd.to_numeric(ok[column], errors="coerce").groupby(ok["point"]).median().dropna()
+
+
+def _link(ctx: _Ctx) -> list[Finding]:
+    """The link between the hosts: the round trip measured over it beside the one added, per point."""
+    runs = ctx.view.runs
+    if "net_hosts" not in runs or not (runs["net_hosts"] == "namespaces").any():
+        return []
+    base = _run_medians(ctx, "net_base_rtt_us")
+    added = _run_medians(ctx, "net_rtt_ms")
+    parts = []
+    for point, measured in base.items():
+        rtt_ms = _n(added.get(point))
+        if not math.isfinite(rtt_ms):
+            continue
+        over = f"{fmt_time_us(measured - rtt_ms * 1e3)} over the {format_param(rtt_ms)} ms added" if rtt_ms else ""
+        parts.append(f"{fmt_time_us(measured)} at {format_param(rtt_ms)} ms added" + (f" ({over})" if over else ""))
+    if not parts:
+        return []
+    cpu, frames = _run_medians(ctx, "net_stage_cpu_s"), _run_medians(ctx, "net_stage_frames")
+    stage = ""
+    per_frame = [cpu[p] / frames[p] * 1e6 for p in cpu.index if p in frames.index and frames[p] > 0]
+    if per_frame:
+        stage = (
+            f"; the delay stage, a process of its own on the same CPUs, used {min(per_frame):.0f}-"
+            f"{max(per_frame):.0f} µs of CPU per frame it forwarded"
+        )
+    return [
+        Finding(
+            "network",
+            "Round trip between the client and server hosts, measured before each run (median): "
+            + "; ".join(parts)
+            + stage
+            + ".",
+        )
+    ]
+
+
+def _littles_law(ctx: _Ctx) -> list[Finding]:
+    """Open loop with the round trip swept: requests in flight (req/s x mean latency) against rate x RTT."""
+    if ctx.view.x_param != "net_rtt_ms":
+        return []
+    runs = ctx.view.runs
+    ok = runs[(runs["status"] == "ok") & (runs["mode"] == "open")]
+    if ok.empty or ok["rate"].isna().all():
+        return []
+    rate = float(ok["rate"].dropna().iloc[0])
+    in_flight = (ok["req_per_s"] * ok["lat_mean_us"] / 1e6).groupby(ok["net_rtt_ms"]).median().dropna()
+    if len(in_flight) < 2:
+        return []
+    measured = ", ".join(f"{v:.1f}" for v in in_flight.to_numpy())
+    predicted = ", ".join(format_param(round(rate * rtt / 1e3, 1)) for rtt in in_flight.index)
+    rtts = ", ".join(format_param(v) for v in in_flight.index)
+    text = (
+        f"Little's law: at {format_param(rate)} requests/s, the requests in flight (req/s x mean latency, medians "
+        f"over every model's runs) were {measured} at {rtts} ms added round trip; rate x RTT predicts {predicted}."
+    )
+    threading = ctx.line("threading")
+    if not threading.empty and threading["threads_peak_median"].notna().all():
+        held = sorted({int(v) for v in threading["threads_peak_median"]})
+        held_text = "-".join(str(v) for v in (held[0], held[-1])) if len(held) > 1 else str(held[0])
+        text += (
+            f" threading held {held_text} threads at every round trip: a thread per connection, "
+            "whether its connection has a request in flight or not."
+        )
+    return [Finding("network", text)]
+
+
+def _link_counters(ctx: _Ctx) -> list[Finding]:
+    """A rate-limited link: how often tbf held packets back, what it dropped, what the server retransmitted."""
+    runs = ctx.view.runs
+    if "net_tbf_overlimits" not in runs or runs["net_tbf_overlimits"].isna().all():
+        return []
+    ok = runs[runs["status"] == "ok"]
+    held = pd.to_numeric(ok["net_tbf_overlimits"], errors="coerce").median()
+    drops = pd.to_numeric(ok["net_tbf_drops"], errors="coerce").median()
+    retrans = pd.to_numeric(ok["net_retrans_segs"], errors="coerce").median() if "net_retrans_segs" in ok else math.nan
+    rate = pd.to_numeric(ok["net_rate_mbit"], errors="coerce").dropna()
+    if not math.isfinite(_n(held)) or rate.empty:
+        return []
+    text = (
+        f"On the {format_param(rate.iloc[0])} Mbit/s link the rate limit held packets back {_int(held)} times per "
+        f"run (median) and dropped {_int(drops)}"
+    )
+    if math.isfinite(_n(retrans)):
+        text += f"; the server retransmitted {_int(retrans)} segments in the window"
+    if _n(held) > 0 and _n(drops) == 0:
+        text += (
+            ": the link queued instead of dropping, so TCP's window and the server's full send buffer, not "
+            "loss, slowed the server: every client reads at the link's pace, a slow reader"
+        )
+    return [Finding("network", text + ".")]
+
+
 CHECKERS: list[Callable[[_Ctx], list[Finding]]] = [
     _throughput_ranking,
     _ceiling,
@@ -543,6 +643,9 @@ CHECKERS: list[Callable[[_Ctx], list[Finding]]] = [
     _max_children,
     _connection_failures,
     _syn_retries,
+    _link,
+    _littles_law,
+    _link_counters,
 ]
 
 

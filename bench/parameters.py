@@ -30,7 +30,7 @@ Kinds
 ``count`` a whole number >= 1; ``whole`` a whole number >= 0; ``size`` bytes
 (``positive`` for >= 1), written with the units of :mod:`bench.units`;
 ``duration`` seconds, with units (``positive``: > 0); ``rate`` requests per
-second > 0; ``fraction`` a number from 0 to 1; ``choice`` one of
+second > 0; ``bitrate`` bits per second >= 1 (``100Mbit``); ``fraction`` a number from 0 to 1; ``choice`` one of
 ``choices``; ``flag`` true or false. A default of ``None`` makes the value
 optional (absent: the generator chooses, or it does not apply).
 """
@@ -43,7 +43,7 @@ from typing import Any
 
 from servers.config import CRASH_KINDS, PRELOAD_USES, ServerOptions
 
-KINDS = ("count", "whole", "size", "duration", "rate", "fraction", "choice", "flag")
+KINDS = ("count", "whole", "size", "duration", "rate", "bitrate", "fraction", "choice", "flag")
 
 #: Load modes: closed loop (send, wait for the reply, repeat) and open loop (requests start on a schedule).
 MODES = ("closed", "open")
@@ -64,7 +64,7 @@ class Parameter:
 
     #: field name in its section; the runs.csv column name when ``column`` is given
     name: str
-    #: scenario section: "load", "generator" or "server"
+    #: scenario section: "load", "generator", "server" or "network"
     section: str
     #: one of KINDS
     kind: str
@@ -94,6 +94,21 @@ class Parameter:
     flag_required: bool = False
     #: 0 (or absent) means "the model's own default": its column is empty then
     zero_is_default: bool = False
+    #: its field in the scenario section when not ``name`` (``network.rtt`` has the column ``net_rtt_ms``)
+    field: str = ""
+    #: the column holds the value times this (a duration in seconds shown as ms: 1e3); the unit is in the name
+    column_factor: float = 1.0
+
+    @property
+    def field_name(self) -> str:
+        """Its field in its scenario section: ``rtt`` for ``net_rtt_ms``, else ``name``."""
+        return self.field or self.name
+
+    def column_value(self, value: Any) -> Any:
+        """``value`` (in the scenario's units) as its runs.csv column holds it."""
+        if value is None or self.column_factor == 1.0:
+            return value
+        return round(value * self.column_factor, 6)  # 6 places: 0.01 s reads 10.0 ms, not 10.000000000000002
 
     @property
     def spec_name(self) -> str:
@@ -103,7 +118,7 @@ class Parameter:
     @property
     def point_name(self) -> str:
         """Its field in a sweep point's load (:class:`bench.scenario.sweep.LoadPoint`), or in its own section."""
-        return self.spec or self.name
+        return self.spec or self.field_name
 
     @property
     def option(self) -> str:
@@ -160,6 +175,8 @@ class Parameter:
             ok = number and (value > 0 if positive else value >= 0)
             want = "> 0" if positive else ">= 0"
             want += " seconds" if self.kind == "duration" else " requests/s"
+        elif self.kind == "bitrate":
+            ok, want = whole and value >= 1, "an integer >= 1 bit/s"
         elif self.kind == "fraction":
             ok, want = number and 0 <= value <= 1, "within 0..1"
         elif self.kind == "choice":
@@ -313,6 +330,54 @@ PARAMETERS: tuple[Parameter, ...] = (
         sweepable=True,
         column="0 = one connection for the whole run; N = reconnect every N requests",
         axis=("as connections carry more requests", "requests per connection (0 = one connection per client)"),
+    ),
+    # The link between the hosts (network: {hosts: namespaces}, bench.network): the runner builds
+    # each run's hosts with its point's values. Before load.rate, so a figure sweeping both puts
+    # the round trip on the x axis and a line per rate (Little's law reads along the round trip).
+    Parameter(
+        "net_rtt_ms",
+        "network",
+        "duration",
+        0.0,
+        "namespaces: round trip added between the hosts, half each way (the delay stage)",
+        field="rtt",
+        column_factor=1e3,  # seconds in the scenario, ms in the column: the unit link delays are quoted in
+        sweepable=True,
+        column="round trip the scenario added between the hosts (delay stage, half each way), ms",
+        applies=("hosts", "namespaces"),
+        spec="",
+        flag=False,
+        axis=("as the round trip grows", "round trip added by the link (ms)"),
+    ),
+    Parameter(
+        "net_jitter_ms",
+        "network",
+        "duration",
+        0.0,
+        "namespaces: extra delay per packet, uniform in 0..jitter, order kept",
+        field="jitter",
+        column_factor=1e3,
+        sweepable=True,
+        column="extra per-packet delay drawn uniformly from 0..this, each way (order kept), ms",
+        applies=("hosts", "namespaces"),
+        spec="",
+        flag=False,
+        axis=("as the jitter grows", "jitter added by the link (ms)"),
+    ),
+    Parameter(
+        "net_rate_mbit",
+        "network",
+        "bitrate",
+        None,
+        "namespaces: bit rate of each direction (tbf), e.g. 100Mbit; absent = unlimited",
+        field="rate",
+        column_factor=1e-6,  # bit/s in the scenario, Mbit/s in the column
+        sweepable=True,
+        column="bit rate of each direction of the link (tbf on each host's eth0), Mbit/s; empty = unlimited",
+        applies=("hosts", "namespaces"),
+        spec="",
+        flag=False,
+        axis=("as the link gets faster", "link rate (Mbit/s)"),
     ),
     Parameter(
         "rate",

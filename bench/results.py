@@ -172,23 +172,29 @@ RUN_COLUMNS: dict[str, str] = {
     "netns": "own = server and load ran in a network namespace of this run's own, so the k_* counters are "
     "this run's alone; shared = they count the whole namespace (not root)",
     # network: hosts and the link between them (bench.network); empty columns on loopback
+    # (the link's rtt, jitter and rate are parameter columns above: net_rtt_ms, net_jitter_ms, net_rate_mbit)
     "net_hosts": "loopback = server and load on one loopback; namespaces = a server host and a client host "
     "(network namespaces) joined by a link with the conditions below",
-    "net_rtt_ms": "round trip the scenario added between the hosts (delay stage, half each way), ms",
-    "net_jitter_ms": "extra per-packet delay drawn uniformly from 0..this, each way (order kept), ms",
-    "net_rate_mbit": "bit rate of each direction of the link (tbf on each host's eth0), Mbit/s; empty = unlimited",
     "net_links": "each direction's configuration: tbf rate, and bridge or delay stage",
     "net_base_rtt_us": "median of 20 one-byte TCP round trips client host -> server host timed before the run "
     "(includes the added rtt and the delay stage's own cost)",
     "net_base_rtt_min_us": "the fastest of those round trips",
     "net_stage_dropped": "frames the delay stage dropped (its 64 MiB per-direction buffer full, or a send failed)",
     "net_stage_cpu_s": "CPU seconds the delay stage used over the run (taken from the same cores as server and load)",
+    "net_stage_frames": "frames the delay stage forwarded, both directions, over the whole run (with "
+    "net_stage_cpu_s: its CPU per frame)",
     "k_listen_overflows": "TcpExt ListenOverflows delta",
     "k_listen_drops": "TcpExt ListenDrops delta",
     "k_reqq_full_drop": "TcpExt TCPReqQFullDrop delta",
     "k_reqq_full_do_cookies": "TcpExt TCPReqQFullDoCookies delta",
     "k_syncookies_sent": "TcpExt SyncookiesSent delta",
     "accept_queue_max": "largest sampled accept-queue depth of the listening socket",
+    "net_retrans_segs": "Tcp RetransSegs delta over the window in the server's namespace: segments the server "
+    "sent again (lost, or held past its retransmission timer, e.g. in a full queue on the link)",
+    "net_rto_timeouts": "TcpExt TCPTimeouts delta: retransmission timers that expired (no ACK in time at all)",
+    "net_tbf_overlimits": "times the link's tbf held a packet back for lack of tokens, both directions, over the "
+    "whole run (the rate limit at work: the link, not the server, set the pace); empty without a rate",
+    "net_tbf_drops": "packets the link's tbf dropped (its queue full), both directions, over the whole run",
     # server process tree (sampled)
     "mem_rss_peak_bytes": "largest sampled RSS summed over the server's process tree (counts shared pages once per "
     "process: forking overstates)",
@@ -286,6 +292,10 @@ METRIC_COLUMNS: tuple[str, ...] = (
     "k_reqq_full_do_cookies",
     "k_syncookies_sent",
     "accept_queue_max",
+    "net_retrans_segs",
+    "net_rto_timeouts",
+    "net_tbf_overlimits",
+    "net_tbf_drops",
     "mem_rss_peak_bytes",
     "mem_rss_mean_bytes",
     "mem_pss_peak_bytes",
@@ -322,6 +332,8 @@ def column_unit(name: str) -> str:
         ("_per_s", "per second"),
         ("_per_us", "per microsecond"),
         ("_us", "microseconds"),
+        ("_ms", "milliseconds"),
+        ("_mbit", "Mbit/s"),
         ("_s", "seconds"),
         ("_bytes", "bytes"),
         ("_pct", "percent of one CPU"),

@@ -383,14 +383,14 @@ def execute_run(
         idle_wait_s = time.monotonic() - began
         row["idle_busy_pct"] = busy
         on_phase(plan, "starting server", {"idle_busy_pct": busy})
-        network = scenario.network
+        network = plan.point.network  # this point's link: rtt, jitter and rate may be swept
         with (
             runner_pinned(gen_cpus),
             run_hosts(
                 plan.run_id,
                 network.hosts,
-                rtt_s=network.rtt,
-                jitter_s=network.jitter,
+                rtt_s=network.rtt or 0.0,
+                jitter_s=network.jitter or 0.0,
                 rate_bit=network.rate,
                 client_hosts=network.client_hosts,
             ) as hosts,

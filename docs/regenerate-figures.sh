@@ -101,7 +101,19 @@ else
     echo "skipping timeauth-rtt: its network namespaces need root" >&2
 fi
 
-echo "Figures regenerated in $FIGURES; results in $RESULTS_ROOT"
+
+# Lesson 9 (Little's law at 1, 10 and 50 ms; a rate-limited link). Root only: network namespaces.
+if [[ $(id -u) -eq 0 ]]; then
+    dir=$(run littles-law)
+    take "$dir" littles_law.png                    littles-law.png
+    take "$dir" latency.png                        littles-latency.png
+    take "$dir" memory.png                         littles-memory.png
+    take "$dir" timelines/forking-p2-r3.png        littles-forking-timeline-50ms.png
+    dir=$(run rate-limited)
+    take "$dir" latency.png                        littles-ratelimited-latency.png
+else
+    echo "lesson 9 skipped: its scenarios build network namespaces, which needs root" >&2
+fi
 
 # Lesson "A crashing handler": its single-process servers die on purpose, so
 # bench run exits 1; any failed run other than a server that died is an error.
@@ -123,3 +135,5 @@ take "$dir" timelines/prefork-p6-r1.png        crash-prefork-timeline.png
 # Lesson "Copy-on-write"
 dir=$(run copy-on-write)
 take "$dir" copy_on_write.png                  cow-uss.png
+
+echo "Figures regenerated in $FIGURES; results in $RESULTS_ROOT"

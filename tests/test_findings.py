@@ -138,7 +138,13 @@ def test_checker_speaks_only_when_the_data_supports_it(
 
 
 def test_every_checker_has_a_case() -> None:
-    assert {c.__name__ for c in findings.CHECKERS} - {c[0] for c in CASES} == {"_syn_retries"}  # below
+    # below, each on a frame of its own
+    assert {c.__name__ for c in findings.CHECKERS} - {c[0] for c in CASES} == {
+        "_syn_retries",
+        "_link",
+        "_littles_law",
+        "_link_counters",
+    }
 
 
 def test_the_findings_name_the_numbers_they_rest_on(said: list[str]) -> None:
@@ -173,3 +179,51 @@ def test_syn_retries_are_said_only_where_connects_waited_a_second(tmp_path: Path
     roomy = _write(tmp_path / "roomy", models=models, clients=(50,), backlog=100, hlogs=True)
     after = texts(roomy)
     assert after and not [t for t in after if phrase in t]
+
+
+def _over_a_link(runs: pd.DataFrame) -> pd.DataFrame:
+    """The base frame as if measured between two hosts: 1000 requests/s open loop at 1 and 50 ms added.
+
+    ``clients`` 1 and 50 become the round trips (the clients fixed at 64, so the round trip is the sweep),
+    each request taking the round trip plus 0.2 ms, over a 100 Mbit/s link that queued but never dropped.
+    """
+    runs["net_rtt_ms"] = runs["clients"].astype(float)
+    runs["clients"] = 64
+    runs["net_hosts"] = "namespaces"
+    runs["mode"] = "open"
+    runs["rate"] = 1000.0
+    runs["req_per_s"] = 1000.0
+    runs["lat_mean_us"] = runs["net_rtt_ms"] * 1e3 + 200
+    runs["threads_peak"] = runs["model"].map({"threading": 65}).fillna(1)
+    runs["net_base_rtt_us"] = runs["net_rtt_ms"] * 1e3 + 150
+    runs["net_stage_cpu_s"] = 0.5
+    runs["net_stage_frames"] = 12_500
+    runs["net_rate_mbit"] = 100.0
+    runs["net_tbf_overlimits"] = 900
+    runs["net_tbf_drops"] = 0
+    runs["net_retrans_segs"] = 0
+    return runs
+
+
+def test_the_link_finding_gives_the_measured_round_trip_and_the_stage_s_cpu(base: Results) -> None:
+    (said,) = [t for t in texts(base, _over_a_link) if "Round trip between the client and server hosts" in t]
+    assert "1.15 ms at 1 ms added (150 µs over the 1 ms added)" in said, said
+    assert "40 µs of CPU per frame" in said, said  # 0.5 s / 12,500 frames
+    loopback = texts(base, lambda r: _over_a_link(r).assign(net_hosts="loopback"))
+    assert loopback and not [t for t in loopback if "Round trip between" in t]
+
+
+def test_littles_law_is_said_for_an_open_loop_round_trip_sweep_only(base: Results) -> None:
+    (said,) = [t for t in texts(base, _over_a_link) if t.startswith("Little's law")]
+    assert "were 1.2, 50.2 at 1, 50 ms added round trip; rate x RTT predicts 1, 50" in said, said
+    assert "threading held 65 threads at every round trip" in said, said
+    closed = texts(base, lambda r: _over_a_link(r).assign(mode="closed"))
+    assert closed and not [t for t in closed if t.startswith("Little's law")]
+
+
+def test_a_rate_limited_link_that_queued_says_so_and_one_without_a_rate_says_nothing(base: Results) -> None:
+    (said,) = [t for t in texts(base, _over_a_link) if "the rate limit held packets back" in t]
+    assert "On the 100 Mbit/s link the rate limit held packets back 900 times per run (median) and dropped 0" in said
+    assert "the server retransmitted 0 segments" in said and "a slow reader" in said, said
+    unlimited = texts(base, lambda r: _over_a_link(r).assign(net_tbf_overlimits=float("nan")))
+    assert unlimited and not [t for t in unlimited if "the rate limit held packets back" in t]

@@ -170,7 +170,7 @@ def test_bench_load_refuses_remote_workers_without_locust_and_a_master_beyond_lo
     assert "would listen on 198.18.7.7, not a loopback address: pass --allow-remote" in capsys.readouterr().err
 
 
-def test_open_loop_and_several_client_hosts_without_locust_are_refused_with_the_fix():
+def test_open_loop_with_locust_and_several_client_hosts_without_a_worker_each_are_refused_with_the_fix():
     base = textwrap.dedent("""
         name: l
         service: echo
@@ -183,8 +183,20 @@ def test_open_loop_and_several_client_hosts_without_locust_are_refused_with_the_
     several = base.replace("mode: open, rate: 100", "mode: closed").replace("engine: locust", "engine: python")
     with pytest.raises(ScenarioError, match="client_hosts.*needs network.hosts: namespaces"):
         parse_scenario(several + "network: {client_hosts: 2}\n")
-    with pytest.raises(ScenarioError, match="needs generator.engine: locust"):
+    with pytest.raises(ScenarioError, match="client_hosts: more than 1 needs generator.workers"):
         parse_scenario(several + "network: {hosts: namespaces, client_hosts: 2}\n")
+    with pytest.raises(ScenarioError, match="generator.workers: 1 worker.*set generator.workers to at least 3"):
+        parse_scenario(
+            several.replace("generator: {engine: python}", "generator: {engine: python, workers: 1}")
+            + "network: {hosts: namespaces, client_hosts: 3}\n"
+        )
+    assert (
+        parse_scenario(
+            several.replace("generator: {engine: python}", "generator: {engine: python, workers: 2}")
+            + "network: {hosts: namespaces, client_hosts: 2}\n"
+        ).network.client_hosts
+        == 2
+    )
 
 
 # --------------------------------------------------------------------------
@@ -227,14 +239,17 @@ def test_a_master_and_two_workers_on_two_client_hosts_drive_a_server_on_a_third(
 
 
 @needs_root
-def test_several_client_hosts_with_a_delay_are_refused_before_any_namespace_is_made():
-    from bench.network.hosts import NetworkError, namespace_hosts, ours
+def test_several_client_hosts_with_a_delay_each_reach_the_server_through_the_delay_stage():
+    from bench.network.hosts import namespace_hosts, ours
 
-    before = set(ours())
-    with pytest.raises(NetworkError, match="2 client hosts need the bridge"):
-        with namespace_hosts("t-two-delayed", rtt_s=0.002, client_hosts=2):
-            pass
-    assert not [n for n in set(ours()) - before if "-t-two-delayed-" in n]
+    with namespace_hosts("t-two-delayed", rtt_s=0.004, client_hosts=2, measure=False) as made:
+        assert made.staged and made.client_hosts == 2
+        first, second = (made.measure_rtt(samples=5, host=k) for k in range(2))
+    for rtts in (first, second):
+        assert min(rtts) >= 4_000, (first, second)  # both hosts' frames wait in the stage, 2 ms each way
+        assert sorted(rtts)[2] < 4_000 + 15_000, (first, second)  # loose: a Python stage on a shared machine
+    assert made.stage_counters["a_to_b"]["forwarded"] > 0
+    assert not [n for n in ours() if "-t-two-delayed-" in n]
 
 
 @needs_root
@@ -264,3 +279,34 @@ def test_a_locust_run_over_two_client_hosts_is_a_row_of_runs_csv_like_any_other(
     assert row["net_hosts"] == "namespaces" and row["requests"] > 0 and row["clients_served"] == 4
     assert row["lat_p99_us"] > 0 and row["conn_ok"] == 4
     assert not [n for n in ours() if owner_tag() in n and "-selectors-p0-r1-" in n]
+
+
+@needs_root
+def test_locust_workers_on_two_client_hosts_behind_a_swept_delay_each_see_their_point_s_round_trip(tmp_path):
+    from bench.network.hosts import ours, owner_tag
+    from bench.runner import run_scenario
+
+    scenario = parse_scenario(
+        textwrap.dedent("""
+        name: loc-delayed
+        service: echo
+        models: [selectors]
+        load: {clients: 4, message_bytes: 512}
+        duration: 600ms
+        warmup: 200ms
+        repetitions: 1
+        placement: none
+        generator: {engine: locust, workers: 2}
+        monitor: {idle_wait: 1s, idle_threshold_pct: 100}
+        network: {hosts: namespaces, client_hosts: 2, rtt: [4ms, 20ms]}
+        """)
+    )
+    results = run_scenario(scenario, results_root=tmp_path, finish=False)
+    rows = pd.read_csv(results / "runs.csv").sort_values("net_rtt_ms")
+    assert list(rows["status"]) == ["ok", "ok"], list(rows["error"])
+    assert set(rows["gen_engine"]) == {"locust, 2 workers on 2 hosts"}
+    assert list(rows["clients_served"]) == [4, 4]  # both hosts' clients got through the stage
+    assert list(rows["lat_p50_us"] >= rows["net_rtt_ms"] * 1e3) == [True, True]
+    # closed loop: 4 clients can do at most 4 requests per round trip
+    assert (rows["req_per_s"] <= 4 / (rows["net_rtt_ms"] / 1e3)).all(), list(rows["req_per_s"])
+    assert not [n for n in ours() if owner_tag() in n]

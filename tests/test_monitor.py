@@ -611,6 +611,8 @@ def test_kernel_counter_delta_arithmetic():
         "k_reqq_full_drop": 1,
         "k_reqq_full_do_cookies": 0,
         "k_syncookies_sent": None,  # absent from both: unknown, not 0
+        "net_retrans_segs": None,
+        "net_rto_timeouts": None,
     }
     assert set(KernelCounters.delta({}, {}).values()) == {None}
     assert set(KernelCounters.delta({}, {})) <= set(RUN_COLUMNS)

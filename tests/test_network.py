@@ -128,8 +128,12 @@ def test_jitter_lengthens_the_delay_within_its_range():
 def test_the_rate_limit_holds_in_both_directions():
     rate = 20_000_000
     with namespace_hosts("t-rate", rate_bit=rate, measure=False) as hosts:
+        assert hosts.read_tbf() == {"overlimits": 0, "drops": 0}  # nothing sent yet
         up = hosts.measure_bulk(1_500_000, upload=True)
         down = hosts.measure_bulk(1_500_000, upload=False)
+    # the limit held packets back (TCP sends faster than 20 Mbit/s here) and queued rather than dropped
+    assert hosts.tbf_counters["overlimits"] > 0 and hosts.tbf_counters["drops"] == 0, hosts.tbf_counters
+    assert hosts.columns()["net_tbf_overlimits"] == hosts.tbf_counters["overlimits"]
     for measured in (up, down):
         assert measured < rate * 1.1, (up, down)  # tbf's rate (+10% for its bucket and timing)
         assert measured > rate * 0.5, (up, down)  # and the link still carries data near it
@@ -197,6 +201,78 @@ def test_a_run_over_a_delayed_link_records_the_link_and_its_round_trip(tmp_path)
     assert row["requests"] > 0 and row["lat_p50_us"] >= 6_000
     assert row["accept_queue_max"] >= 0  # the monitor found the listener in the server's namespace
     assert not [n for n in ours() if "-selectors-p0-r1-" in n and nethosts.owner_tag() in n]
+
+
+def test_rtt_jitter_and_rate_sweep_like_any_parameter_and_fill_their_columns_in_the_link_s_units():
+    scenario = parse_scenario(
+        _scenario("network: {hosts: namespaces, rtt: [1ms, 50ms], jitter: 500us, rate: [10Mbit, 1Gbit]}")
+    )
+    assert scenario.swept == ["net_rtt_ms", "net_rate_mbit"]
+    columns = [(p.columns()["net_rtt_ms"], p.columns()["net_rate_mbit"]) for p in scenario.points()]
+    assert columns == [(1.0, 10.0), (1.0, 1000.0), (50.0, 10.0), (50.0, 1000.0)]  # ms and Mbit/s
+    assert {p.columns()["net_jitter_ms"] for p in scenario.points()} == {0.5}
+    # the runner builds each point's link from the point, in the scenario's units (s, bit/s)
+    assert [(p.network.rtt, p.network.rate) for p in scenario.points()][1] == (0.001, 1_000_000_000)
+    assert scenario.run_count() == 4
+    assert parse_scenario(scenario.to_yaml()).points() == scenario.points()
+
+
+def test_a_link_sweep_on_loopback_is_refused_and_loopback_leaves_the_link_columns_empty():
+    with pytest.raises(ScenarioError, match="network.rtt: needs network.hosts: namespaces"):
+        parse_scenario(_scenario("network: {rtt: [1ms, 10ms]}"))
+    point = parse_scenario(_scenario("")).points()[0]
+    assert {point.columns()[c] for c in ("net_rtt_ms", "net_jitter_ms", "net_rate_mbit")} == {None}
+
+
+@needs_root
+def test_a_swept_rtt_gives_each_point_its_own_link_and_removes_every_namespace(tmp_path):
+    import pandas as pd
+
+    scenario = parse_scenario(_scenario("network: {hosts: namespaces, rtt: [2ms, 20ms]}"))
+    results = run_scenario(scenario, results_root=tmp_path, finish=False)
+    rows = pd.read_csv(results / "runs.csv").sort_values("net_rtt_ms")
+    assert list(rows["status"]) == ["ok", "ok"], list(rows["error"])
+    assert list(rows["net_rtt_ms"]) == [2.0, 20.0]
+    near, far = rows["net_base_rtt_us"]
+    assert 2_000 <= near < 20_000 <= far  # each run measured its own point's link
+    assert list(rows["lat_p50_us"] >= rows["net_rtt_ms"] * 1e3) == [True, True]
+    assert (rows["net_stage_frames"] > 0).all() and (rows["net_retrans_segs"] >= 0).all()
+    assert not [n for n in ours() if nethosts.owner_tag() in n]
+
+
+@needs_root
+def test_native_and_python_workers_start_on_the_client_hosts_in_turn():
+    import functools
+
+    from bench.loadgen.driver import WorkerPool
+    from bench.network import ClientHost
+
+    with namespace_hosts("t-workers", client_hosts=2, measure=False) as made:
+        hosts = [
+            ClientHost(f"client host {k + 1}", nethosts.client_address(k), functools.partial(made.in_client, k))
+            for k in range(2)
+        ]
+        # a program that only waits: where it was started is the point, not the worker contract
+        with WorkerPool([{}, {}, {}], [sys.executable, "-c", "import time; time.sleep(30)"], hosts) as pool:
+            pool.start()
+            started_in = [os.stat(f"/proc/{p.pid}/ns/net").st_ino for p in pool.procs]
+        expected = [os.stat(nethosts.NETNS_DIR / made.names[role]).st_ino for role in ("cli", "cli2", "cli")]
+    assert started_in == expected
+
+
+@needs_root
+def test_a_native_engine_run_from_two_client_hosts_through_the_delay_stage(tmp_path):
+    import pandas as pd
+
+    scenario = parse_scenario(
+        _scenario("generator: {engine: native, workers: 2}\nnetwork: {hosts: namespaces, client_hosts: 2, rtt: 4ms}")
+    )
+    results = run_scenario(scenario, results_root=tmp_path, finish=False)
+    row = pd.read_csv(results / "runs.csv").iloc[0]
+    assert row["status"] == "ok", row["error"]
+    assert row["gen_engine"] == "native, 2 workers on 2 hosts" and row["clients_served"] == 4
+    assert row["lat_p50_us"] >= 4_000
+    assert not [n for n in ours() if nethosts.owner_tag() in n]
 
 
 @pytest.mark.parametrize(

@@ -272,8 +272,33 @@ def test_a_figure_that_fails_is_named_and_the_others_are_written(tmp_path, monke
             on_figure=lambda done, total, job: seen.append((done, total, job.base)),
         )
     assert caught.value.failures == {"memory": "RuntimeError: no axis today"}
-    assert {p.name for p in caught.value.written} == {f"{n}.png" for n in FIGURES if n != "memory"}
+    assert {p.name for p in caught.value.written} == {
+        f"{n}.png" for n in FIGURES if n != "memory" and n not in LESSON_FIGURES
+    }
     assert sorted(d for d, _t, _b in seen) == list(range(1, len(FIGURES) + 1))  # every figure reported once
     assert {t for _d, t, _b in seen} == {len(FIGURES)}
     status = plot_command(argparse.Namespace(results_dir=folder, formats=["png"], timelines=False, point=None))
     assert status == 1
+
+
+def test_the_littles_law_figure_puts_threads_beside_rate_x_rtt_for_a_round_trip_sweep(tmp_path):
+    import pandas as pd
+
+    from bench.plots.figures import littles_law_figure
+
+    folder = write_fake_results(tmp_path / "r", models=("threading", "selectors"), sweep=("clients", (1, 50)))
+    runs = pd.read_csv(folder / "runs.csv")
+    runs["net_rtt_ms"] = runs["clients"].astype(float)  # the sweep becomes the round trip, as over a link
+    runs["clients"], runs["mode"], runs["rate"] = 64, "open", 1000.0
+    runs["req_per_s"], runs["lat_mean_us"] = 1000.0, runs["net_rtt_ms"] * 1e3
+    runs.to_csv(folder / "runs.csv", index=False)
+    results = load_results(folder, summary=False)
+    assert littles_law_figure(load_results(write_fake_results(tmp_path / "plain"), summary=False)) is None
+    fig = littles_law_figure(results)
+    assert fig is not None
+    left, right = fig.axes[:2]
+    law = [line for line in right.lines if line.get_linestyle() == "--"]
+    assert [list(line.get_ydata()) for line in law] == [[1.0, 50.0]]  # 1000/s x 1 ms, x 50 ms
+    measured = [list(line.get_ydata()) for line in right.lines if line.get_linestyle() == "-"]
+    assert [1.0, 50.0] in measured  # req/s x mean latency of each model
+    assert "rate x RTT (Little's law)" in _legend_texts(fig)

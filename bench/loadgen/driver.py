@@ -60,6 +60,7 @@ parent's hard timeout (:data:`PARENT_GRACE_S`) is longer than the worker's.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -137,8 +138,12 @@ def plan_jobs(spec: LoadSpec, ip: str) -> list[dict[str, Any]]:
 class WorkerPool:
     """Worker processes of one run: start, handshake, collect, and always kill/reap. See module docstring."""
 
-    def __init__(self, jobs: list[dict[str, Any]], command: list[str] | None = None) -> None:
+    def __init__(
+        self, jobs: list[dict[str, Any]], command: list[str] | None = None, hosts: list[Any] | None = None
+    ) -> None:
         self.jobs = jobs
+        # Where worker i starts: inside hosts[i % len(hosts)].enter() (a client host's namespace); none: here.
+        self.hosts = list(hosts or [])
         # The worker program without its READY_FD argument (see bench.loadgen.engines).
         self.command = command or [sys.executable, "-m", "bench.loadgen.worker"]
         self.procs: list[subprocess.Popen[bytes]] = []
@@ -168,15 +173,17 @@ class WorkerPool:
         for i, job in enumerate(self.jobs):
             r, w = os.pipe()
             try:
-                p = subprocess.Popen(
-                    [*self.command, str(w)],
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    pass_fds=(w,),
-                    start_new_session=True,
-                    env=env,
-                )
+                # a process started in a network namespace stays in it
+                with self.hosts[i % len(self.hosts)].enter() if self.hosts else contextlib.nullcontext():
+                    p = subprocess.Popen(
+                        [*self.command, str(w)],
+                        stdin=subprocess.PIPE,
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE,
+                        pass_fds=(w,),
+                        start_new_session=True,
+                        env=env,
+                    )
             except BaseException:
                 os.close(r)
                 raise
@@ -344,9 +351,10 @@ def run_load(
 ) -> LoadResult:
     """Run the load described by ``spec`` and return the merged result.
 
-    ``load_hosts`` (:class:`bench.loadgen.locust_engine.LoadHost`, engine
-    ``locust`` only): where the workers start, worker *i* on host *i* mod H;
-    default: here.
+    ``load_hosts`` (:class:`bench.loadgen.locust_engine.LoadHost`, or any
+    object with an ``enter()`` context manager and a ``label``): where the
+    workers start, worker *i* on host *i* mod H (engines native, python and
+    locust); default: here.
 
     ``on_window(start, end)``, if given, is called once the workers have their
     start time, with the measured window's wall-clock bounds (``time.time()``
@@ -373,7 +381,9 @@ def run_load(
         )
     ip = resolve_target(spec.host, spec.port, spec.allow_remote)
     jobs = plan_jobs(spec, ip)
-    with WorkerPool(jobs, command) as pool:
+    # several client hosts: worker i on host i mod H (each host needs a worker: the scenario checks it)
+    hosts = list(load_hosts or [])[: len(jobs)] if load_hosts and len(load_hosts) > 1 and len(jobs) > 1 else []
+    with WorkerPool(jobs, command, hosts) as pool:
         pool.start()
         pool.wait_ready(READY_TIMEOUT_S)
         start_wall = time.time() + START_MARGIN_S
@@ -388,6 +398,8 @@ def run_load(
             report["runq_wait_s"], report["runq_wait_pct"] = wait if wait is not None else (None, None)
         parent_cpu = pool.parent_cpu_pct("start", "end")
     result = merge_reports(spec, reports, start_wall + spec.warmup_s)
+    if hosts:
+        result.row["gen_engine"] += f", {len(jobs)} workers on {len(hosts)} hosts"
     result.parent_cpu_pct = round(parent_cpu, 1)
     if note:
         result.warnings.insert(0, note)

@@ -69,6 +69,16 @@ COUNTER_COLUMNS: dict[str, str] = {
     "SyncookiesSent": "k_syncookies_sent",
 }
 
+#: How TCP fared on the path, read from the same namespace (``/proc/<pid>/net/snmp`` for the ``Tcp``
+#: MIB, ``netstat`` for ``TcpExt``): (section, counter) -> runs.csv column of its delta. With
+#: ``network: {hosts: namespaces}`` the server host holds the server alone, so these are the server's
+#: segments: a retransmit is a segment the path lost or delayed past the retransmission timer.
+PATH_COUNTER_COLUMNS: dict[tuple[str, str], str] = {
+    ("Tcp", "RetransSegs"): "net_retrans_segs",
+    ("TcpExt", "TCPTimeouts"): "net_rto_timeouts",
+}
+SNMP = "/proc/net/snmp"
+
 #: Sysctl name -> file.
 SYSCTLS: dict[str, str] = {
     "net.core.somaxconn": "/proc/sys/net/core/somaxconn",
@@ -107,7 +117,7 @@ _TCP_SYN_RECV = "03"  # kernels before 4.4 listed pending requests under their l
 
 
 class KernelCounters:
-    """Snapshots and deltas of the TcpExt listen-queue counters."""
+    """Snapshots and deltas of the TcpExt listen-queue counters and the path's (:data:`PATH_COUNTER_COLUMNS`)."""
 
     @staticmethod
     def snapshot(pid: int | None = None) -> dict[str, int]:
@@ -120,15 +130,26 @@ class KernelCounters:
             text = Path(NETSTAT if pid is None else f"/proc/{pid}/net/netstat").read_text()
         except OSError:
             return {}
-        return {name: value for name, value in _parse_netstat(text, "TcpExt").items() if name in COUNTER_COLUMNS}
+        tcpext = _parse_netstat(text, "TcpExt")
+        values = {name: value for name, value in tcpext.items() if name in COUNTER_COLUMNS}
+        try:
+            tcp = _parse_netstat(Path(SNMP if pid is None else f"/proc/{pid}/net/snmp").read_text(), "Tcp")
+        except OSError:
+            tcp = {}
+        sections = {"Tcp": tcp, "TcpExt": tcpext}
+        for section, name in PATH_COUNTER_COLUMNS:
+            if name in sections[section]:
+                values[f"{section}.{name}"] = sections[section][name]
+        return values
 
     @staticmethod
     def delta(before: dict, after: dict) -> dict:
         """``after - before`` per counter under its runs.csv column name;
         None where either snapshot lacks the counter."""
+        names = {**COUNTER_COLUMNS, **{f"{s}.{n}": column for (s, n), column in PATH_COUNTER_COLUMNS.items()}}
         return {
             column: (after[name] - before[name]) if name in before and name in after else None
-            for name, column in COUNTER_COLUMNS.items()
+            for name, column in names.items()
         }
 
 

@@ -37,6 +37,13 @@ What it is, honestly
   TCP round trip 26-29 us over the bridge, 55-74 us through the stage at
   0 ms (min 46-53 us), and 10.3-10.5 ms (min) at a 10 ms setting; one TCP
   stream 1.2-2.1 Gbit/s through the stage against 2.5-2.9 over the bridge.
+  Later, at load average 17-21: fastest round trip 22-23 us through the
+  stage against 7.7-8.3 us over the bridge; 32 closed-loop echo clients
+  15-28k round trips/s through it against 42-65k; 4-6 us of CPU per frame
+  at 0 ms and 20-24 us at 10 ms (a frame per wake-up), 30-49 us in the
+  ``littles-law`` runs: ~20-33k frames/s per core, where 1000 echo
+  requests/s need ~3k (about three frames each). That is why the stage is
+  not written in C: at the lessons' rates it is not what limits them.
 * Loss is not offered: a dropped 64 KiB GSO unit would be dozens of wire
   segments lost at once, which is not the loss rate anyone would configure.
 * At most :data:`MAX_HELD_BYTES` are held; a frame beyond that is dropped

@@ -11,8 +11,14 @@ namespace with one veth link to a hop namespace in the middle::
 
 Several client hosts (``client_hosts``, for load from several hosts, e.g.
 the Locust engine's workers) are joined on the same bridge, each with an
-address of its own; that needs the bridge, so not with a delay stage (which
-forwards between exactly two ends).
+address of its own. With a delay the stage still forwards between exactly
+two ends: the client hosts' veths are then bridged in the hop with one more
+veth pair, ``to-stage`` (a bridge port) and ``stage-cli`` (the stage's
+client-side end), so every client host's frames pass the stage, each with
+the same delay, and the server host stays behind ``to-srv`` alone::
+
+    client host 1 eth0 --- to-cli  \
+    client host 2 eth0 --- to-cli2 -[br0]- to-stage === stage-cli [delay stage] to-srv --- eth0 server host
 
 Without a delay the hop bridges its two ends (a Linux bridge, all in the
 kernel). With ``rtt``/``jitter`` they are not bridged; the delay stage
@@ -82,6 +88,9 @@ ROLES = ("srv", "cli", "hop")
 SERVER_ADDRESS = "198.18.0.1"
 CLIENT_ADDRESS = "198.18.0.2"
 PREFIX_LEN = 24
+#: With a delay and several client hosts, the stage's client-side end: a veth whose peer
+#: (``to-stage``) is a port of the client hosts' bridge in the hop.
+STAGE_CLIENT_END = "stage-cli"
 
 #: The delay stage binds two sockets and prints one line: 10 s is far beyond
 #: its start (~0.1 s) even on a busy machine.
@@ -295,10 +304,17 @@ def _build(names: dict[str, str], links: tuple[Link, Link], *, bridged: bool) ->
             for role in ("srv", *clients):
                 hop.link("add", ifname=f"to-{role}", kind="veth", peer={"ifname": "eth0", "net_ns_fd": fds[role]})
             ends = [hop.link_lookup(ifname=f"to-{role}")[0] for role in ("srv", *clients)]
-            if bridged:
+            # Bridged: every host on one bridge. Staged with several client hosts: the client
+            # hosts on a bridge whose extra port (to-stage) leads to the stage's end (STAGE_CLIENT_END).
+            ports = ends if bridged else (ends[1:] if len(clients) > 1 else [])
+            if len(clients) > 1 and not bridged:
+                hop.link("add", ifname="to-stage", kind="veth", peer={"ifname": STAGE_CLIENT_END})
+                ports = [*ports, hop.link_lookup(ifname="to-stage")[0]]
+                ends = [*ends, hop.link_lookup(ifname=STAGE_CLIENT_END)[0], ports[-1]]
+            if ports:
                 hop.link("add", ifname="br0", kind="bridge")
                 bridge = hop.link_lookup(ifname="br0")[0]
-                for index in ends:
+                for index in ports:
                     hop.link("set", index=index, master=bridge)
                 hop.link("set", index=bridge, state="up")
             for index in ends:
@@ -331,14 +347,14 @@ def _burst_bytes(rate_bit: int) -> int:
     return max(3028, rate_bit // 8 // 1000)
 
 
-def _start_stage(names: dict[str, str], links: tuple[Link, Link]) -> subprocess.Popen[bytes]:
+def _start_stage(names: dict[str, str], links: tuple[Link, Link], client_hosts: int = 1) -> subprocess.Popen[bytes]:
     to_server, to_client = links
     command = [
         sys.executable,
         "-m",
         "bench.network.delay",
         "--a",
-        "to-cli",
+        "to-cli" if client_hosts == 1 else STAGE_CLIENT_END,
         "--b",
         "to-srv",
         "--a-to-b-us",
@@ -407,6 +423,24 @@ class NamespaceHosts:
     stage_cpu_s: float | None = None
     staged: bool = False  # the delay stage forwards between the hosts (else a bridge)
     client_hosts: int = 1
+    #: the tbf qdiscs' ``overlimits`` and ``drops`` summed over every host, read just before removal
+    tbf_counters: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    def read_tbf(self) -> dict[str, int]:
+        """``{"overlimits": n, "drops": n}`` of the tbf qdiscs on every host's eth0, summed; empty without a rate."""
+        if not self.links[0].rate_bit:
+            return {}
+        totals = {"overlimits": 0, "drops": 0}
+        for role in ("srv", *client_roles(self.client_hosts)):
+            with _rtnl(self.names[role]) as ns:
+                eth0 = ns.link_lookup(ifname="eth0")[0]
+                for qdisc in ns.get_qdiscs(index=eth0):
+                    if qdisc.get_attr("TCA_KIND") != "tbf":
+                        continue
+                    stats = qdisc.get_attr("TCA_STATS") or {}  # struct tc_stats: its field is "drop"
+                    totals["overlimits"] += int(stats.get("overlimits", 0))
+                    totals["drops"] += int(stats.get("drop", 0))
+        return totals
 
     def in_server(self) -> contextlib.AbstractContextManager[None]:
         """The block runs on the server host (start the server and its monitor there)."""
@@ -417,20 +451,20 @@ class NamespaceHosts:
         return inside(self.names[client_roles(self.client_hosts)[k]])
 
     @contextlib.contextmanager
-    def connection(self) -> Iterator[tuple[socket.socket, socket.socket]]:
-        """One TCP connection over the link: (the client host's end, the server host's end); closed after."""
+    def connection(self, host: int = 0) -> Iterator[tuple[socket.socket, socket.socket]]:
+        """One TCP connection over the link: (client host ``host``'s end, the server host's end); closed after."""
         with self.in_server():
             listener = socket.create_server((self.server_address, 0))
         with contextlib.ExitStack() as stack:
             stack.enter_context(listener)
-            with self.in_client():
+            with self.in_client(host):
                 client = stack.enter_context(socket.create_connection(listener.getsockname(), timeout=10))
             peer = stack.enter_context(listener.accept()[0])
             yield client, peer
 
-    def measure_rtt(self, samples: int = RTT_SAMPLES) -> list[float]:
-        """Time ``samples`` 1-byte TCP round trips client host -> server host, microseconds each."""
-        with self.connection() as (client, peer):
+    def measure_rtt(self, samples: int = RTT_SAMPLES, host: int = 0) -> list[float]:
+        """Time ``samples`` 1-byte TCP round trips client host ``host`` (0-based) -> server host, microseconds each."""
+        with self.connection(host) as (client, peer):
             echo = threading.Thread(target=_echo_bytes, args=(peer, samples), daemon=True)
             echo.start()
             client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -471,18 +505,19 @@ class NamespaceHosts:
 
     def columns(self) -> dict[str, Any]:
         """The runs.csv cells describing these hosts (see bench.results COLUMN_HELP)."""
-        to_server, to_client = self.links
         cells: dict[str, Any] = {
             "net_hosts": "namespaces",
-            "net_rtt_ms": round((to_server.delay_s + to_client.delay_s) * 1e3, 3),
-            "net_jitter_ms": round(to_server.jitter_s * 1e3, 3),
-            "net_rate_mbit": to_server.rate_bit / 1e6 if to_server.rate_bit else None,
+            # rtt, jitter and rate are the point's parameter columns (bench.parameters): not repeated here
             "net_links": "; ".join(link.describe(self.staged) for link in self.links),
             "net_base_rtt_us": round(statistics.median(self.base_rtt_us), 1) if self.base_rtt_us else None,
             "net_base_rtt_min_us": round(min(self.base_rtt_us), 1) if self.base_rtt_us else None,
         }
         if self.stage_counters:
             cells["net_stage_dropped"] = sum(way.get("dropped", 0) for way in self.stage_counters.values())
+            cells["net_stage_frames"] = sum(way.get("forwarded", 0) for way in self.stage_counters.values())
+        if self.tbf_counters:
+            cells["net_tbf_overlimits"] = self.tbf_counters.get("overlimits")
+            cells["net_tbf_drops"] = self.tbf_counters.get("drops")
         if self.stage_cpu_s is not None:
             cells["net_stage_cpu_s"] = round(self.stage_cpu_s, 3)
         return cells
@@ -527,11 +562,6 @@ def namespace_hosts(
     """
     require_root()
     use_stage = bool(stage or rtt_s or jitter_s)
-    if client_hosts > 1 and use_stage:
-        raise NetworkError(
-            f"{client_hosts} client hosts need the bridge, but a delay (rtt/jitter) puts the delay "
-            "stage between exactly two hosts: use one client host with a delay, or no delay"
-        )
     remove_stale()
     names = namespace_names(run_id, client_hosts=client_hosts)
     hosts = NamespaceHosts(names, links_for(rtt_s, jitter_s, rate_bit), staged=use_stage, client_hosts=client_hosts)
@@ -539,12 +569,14 @@ def namespace_hosts(
     try:
         _build(names, hosts.links, bridged=not use_stage)
         if use_stage:
-            stage_process = _start_stage(names, hosts.links)
+            stage_process = _start_stage(names, hosts.links, client_hosts)
         if measure:
             hosts.base_rtt_us = hosts.measure_rtt()
         yield hosts
     finally:
         try:
+            with contextlib.suppress(Exception):  # counters are a bonus: a failed read leaves them out
+                hosts.tbf_counters = hosts.read_tbf()
             if stage_process is not None:
                 before = os.times()
                 hosts.stage_counters = _stop_stage(stage_process)

@@ -11,6 +11,7 @@
 ``memory``                  PSS beside summed RSS, processes, threads
 ``crashes``                 what survives a crashing handler (``server.crash`` runs only)
 ``copy_on_write``           USS over time per use of preloaded data (``server.preload_mib`` runs only)
+``littles_law``             open loop, round trip swept: threads beside rate x RTT, requests in flight
 ``timelines/<run_id>``      one per run: throughput, p99, memory, tasks, queue
 ==========================  ==================================================
 
@@ -65,10 +66,11 @@ FIGURES: dict[str, Callable[[Results, int | None, Any], Figure | None]] = {
     # one lesson each, drawn only for a folder that ran it
     "crashes": lambda r, _p, _c: _lessons.crash_figure(r),
     "copy_on_write": lambda r, _p, _c: _lessons.cow_figure(r),
+    "littles_law": lambda r, _p, _c: _figures.littles_law_figure(r),  # an open-loop round-trip sweep
 }
 
 #: The figures of single lessons (:mod:`bench.plots.lessons`): a folder that did not run the lesson has none.
-LESSON_FIGURES = ("crashes", "copy_on_write")
+LESSON_FIGURES = ("crashes", "copy_on_write", "littles_law")
 
 __all__ = [
     "FIGURES",

@@ -794,3 +794,85 @@ def memory_figure(results: Results) -> Figure | None:
 def _mem_note(results: Results) -> str:
     notes = [n for n in results.runs["mem_note"].unique() if n]
     return notes[0][:80] if notes else ""
+
+
+# --------------------------------------------------------------------------
+# Little's law: concurrency against the round trip at a fixed offered rate
+
+
+#: The parameter the Little's law figure reads along: the round trip the link adds (bench.parameters).
+RTT_PARAM = "net_rtt_ms"
+
+
+def _in_flight(results: Results) -> pd.DataFrame:
+    """Per model and point, the median over successful runs of req/s x mean latency: requests in flight (L = X W)."""
+    runs = results.runs
+    ok = runs[(runs["status"] == "ok") & runs["lat_mean_us"].notna() & runs["req_per_s"].notna()].copy()
+    ok["in_flight"] = ok["req_per_s"] * ok["lat_mean_us"] / 1e6
+    return ok.groupby(["model", RTT_PARAM], as_index=False)["in_flight"].median()
+
+
+def littles_law_figure(results: Results) -> Figure | None:
+    """How many threads and processes does a fixed offered rate need as the round trip grows?
+
+    Drawn for an open-loop folder whose first swept parameter is the link's
+    round trip: beside each model's peak threads (summed over its process
+    tree, so a forked child counts as its one thread) the line rate x RTT,
+    the requests in flight Little's law predicts, and on the right the
+    requests in flight measured (each run's req/s x mean latency, the
+    latency counted from the scheduled start).
+    """
+    if results.x_param != RTT_PARAM or "rate" not in results.points or results.points["rate"].isna().all():
+        return None
+    if not _has(results, "threads_peak"):
+        return None
+    rate = float(results.points["rate"].dropna().iloc[0])
+    xa = x_axis(results)
+    rtts = np.array(sorted(float(v) for v in xa.values))
+    predicted = rate * rtts / 1e3
+    fig, axes = style.new_figure(1, 2, width=2 * style.PANEL_W + 2.2, sharey=True)
+    counts = _draw_metric(
+        axes[0, 0], results, "threads_peak", flags=lambda row: [f for f in row_flags(row) if f == "failed"]
+    )
+    axes[0, 0].set_title("peak threads in the server's tree", fontsize=10)
+    axes[0, 0].set_ylabel("count (threads, or requests)")
+    measured = _in_flight(results)
+    agg = results.aggregate
+    for slot, model in enumerate(results.models):
+        rows = measured[measured["model"] == model].sort_values(RTT_PARAM)
+        if rows.empty:
+            continue
+        kw = style.model_style(model)
+        xs = [xa.pos(axis_key(v)) for v in rows[RTT_PARAM]]
+        axes[0, 1].plot(xs, rows["in_flight"], zorder=3, **kw)
+        counts += [v for v in rows["in_flight"] if np.isfinite(v) and v > 0]
+        # a generator-bound or unstable point qualifies the latency, so the requests in flight too
+        for x, rtt, value in zip(xs, rows[RTT_PARAM], rows["in_flight"]):
+            point = agg[(agg["model"] == model) & (agg[RTT_PARAM] == rtt)]
+            if len(point):
+                style.draw_flags(axes[0, 1], x, value, row_flags(point.iloc[0]), slot)
+    axes[0, 1].set_title("requests in flight, measured: req/s x mean latency", fontsize=10)
+    xa.apply(axes[0, 1])
+    law = Line2D([], [], color="#000000", linestyle=(0, (5, 3)), linewidth=1.6, label="rate x RTT (Little's law)")
+    for ax in axes.flat:
+        ax.plot(
+            [xa.pos(axis_key(v)) for v in xa.values],
+            predicted,
+            color="#000000",
+            linestyle=(0, (5, 3)),
+            linewidth=1.6,
+            zorder=4,
+        )
+    counts += [float(v) for v in predicted if v > 0]
+    for ax in axes.flat:
+        ax.set_yscale("log")
+        style.count_axis(ax, counts + [1.0])
+    _legend(fig, results, [law])
+    _titles(
+        results,
+        fig,
+        f"How many threads does {format_param(rate)} requests/s need as the round trip grows?",
+        _reps_note(results) + f"; dashed: {format_param(rate)}/s x the added round trip, the requests "
+        "in flight L = rate x time in the system; a thread per connection holds every connection, busy or not",
+    )
+    return fig

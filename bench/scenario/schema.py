@@ -264,6 +264,8 @@ class ServerSpec(Section):
     send_timeout: Duration = _server_field("send_timeout")
 
 
+BitRate = Annotated[int, BeforeValidator(parse_bitrate), Field(ge=1), PlainSerializer(format_bitrate, when_used="json")]
+
 #: The pydantic type of each kind of parameter (bench.parameters.KINDS), before sweep() and Optional.
 _KIND_TYPES: dict[str, Any] = {
     "count": Count,
@@ -271,6 +273,7 @@ _KIND_TYPES: dict[str, Any] = {
     "size": Size,
     "duration": Duration,
     "rate": Rate,
+    "bitrate": BitRate,
     "fraction": Annotated[StrictFloat, Field(ge=0, le=1)],
     "flag": StrictBool,
 }
@@ -298,7 +301,7 @@ def _parameter_field(parameter: Parameter) -> tuple[Any, Any]:
 
 def parameter_section(section: str, doc: str, base: type[BaseModel] = Section) -> type[BaseModel]:
     """The model of a scenario section whose fields are the :data:`~bench.parameters.PARAMETERS` of ``section``."""
-    fields: dict[str, Any] = {p.name: _parameter_field(p) for p in in_section(section)}
+    fields: dict[str, Any] = {p.field_name: _parameter_field(p) for p in in_section(section)}
     model = create_model(f"{section.title()}Spec", __base__=base, __module__=__name__, **fields)
     model.__doc__ = doc
     return model
@@ -337,9 +340,6 @@ class MonitorSpec(Section):
         return float(self.idle_wait)
 
 
-BitRate = Annotated[int, BeforeValidator(parse_bitrate), PlainSerializer(format_bitrate, when_used="json")]
-
-
 def _loss_refused(value: Any) -> Any:
     if value not in (None, 0, "0", "0%"):
         raise ValueError(
@@ -350,24 +350,31 @@ def _loss_refused(value: Any) -> Any:
     return None
 
 
-class NetworkSpec(Section):
-    """``network:``: where server and load run, and the link between them (see :mod:`bench.network`)."""
+class _NetworkHosts(Section):
+    """The fields of ``network:`` that are not parameters: which hosts, how many, and the refused loss."""
 
     hosts: Literal["loopback", "namespaces"] = Field(
         "loopback",
         description="loopback: server and load share one loopback; namespaces: a server host and a "
         "client host (network namespaces, root only) joined by a link with the conditions below",
     )
-    rtt: Duration = Field(
-        0.0, description="namespaces: round trip added between the hosts, half each way (delay stage)"
-    )
-    jitter: Duration = Field(0.0, description="namespaces: extra delay per packet, uniform in 0..jitter, order kept")
-    rate: BitRate | None = Field(None, description="namespaces: bit rate of each direction (tbf), e.g. 100Mbit")
     loss: Annotated[Any, AfterValidator(_loss_refused)] = Field(None, description="not supported (see the error)")
     client_hosts: Count = Field(
         1,
-        description="namespaces: client hosts on the bridge, load workers spread over "
-        "them (more than 1: generator.engine locust, no rtt/jitter)",
+        description="namespaces: client hosts, load workers spread over them, worker i on host i mod N "
+        "(more than 1: generator.workers at least that many; not with engine wrk)",
+    )
+
+
+if TYPE_CHECKING:
+    NetworkSpec: TypeAlias = Any
+else:
+    #: ``network:``: where server and load run, and the link between them (see :mod:`bench.network`);
+    #: ``rtt``, ``jitter`` and ``rate`` are parameters (bench.parameters), sweepable like the load's.
+    NetworkSpec = parameter_section(
+        "network",
+        "``network:``: where server and load run, and the link between them (see bench.network).",
+        base=_NetworkHosts,
     )
 
 
@@ -498,14 +505,14 @@ def _cross_issues(s: Scenario) -> list[tuple[tuple, str]]:
     issues: list[tuple[tuple, str]] = []
     services = s.services
     modes = s.load.mode if isinstance(s.load.mode, list) else [s.load.mode]
-    axes = {"service": services, "mode": modes}
+    axes = {"service": services, "mode": modes, "hosts": [s.network.hosts]}
     for parameter in PARAMETERS:
         # applies None: everywhere
         if parameter.required and (
             parameter.applies is None or set(parameter.applies_values) & set(axes[parameter.applies[0]])
         ):
-            if getattr(getattr(s, parameter.section), parameter.name) is None:
-                issues.append(((parameter.section, parameter.name), parameter.required_reason()))
+            if getattr(getattr(s, parameter.section), parameter.field_name) is None:
+                issues.append(((parameter.section, parameter.field_name), parameter.required_reason()))
     python_only = [service for service in services if service in PYTHON_ONLY_SERVICES]
     if s.generator.engine == "native" and python_only:
         issues.append(
@@ -567,18 +574,29 @@ def _cross_issues(s: Scenario) -> list[tuple[tuple, str]]:
     if s.network.client_hosts > 1:
         if s.network.hosts != "namespaces":
             issues.append((("network", "client_hosts"), "needs network.hosts: namespaces (loopback is one host)"))
-        elif s.network.rtt or s.network.jitter:
+        if s.generator.engine == "wrk":
             issues.append(
                 (
                     ("network", "client_hosts"),
-                    "more than 1 needs a link without rtt/jitter (the delay stage joins exactly two hosts)",
+                    "more than 1 needs an engine that runs several workers (native, python or locust); "
+                    "wrk is one process on one host",
                 )
             )
-        if s.generator.engine != "locust":
+        elif s.generator.workers is not None and s.generator.workers < s.network.client_hosts:
+            issues.append(
+                (
+                    ("generator", "workers"),
+                    f"{s.generator.workers} worker(s) cannot reach {s.network.client_hosts} client hosts (worker i "
+                    f"runs on host i mod {s.network.client_hosts}): set generator.workers to at least "
+                    f"{s.network.client_hosts}",
+                )
+            )
+        elif s.generator.workers is None:
             issues.append(
                 (
                     ("network", "client_hosts"),
-                    "more than 1 needs generator.engine: locust (the engine that runs workers on several hosts)",
+                    f"more than 1 needs generator.workers (at least {s.network.client_hosts}, one per host): "
+                    "the default, one worker per generator CPU, may leave hosts without load",
                 )
             )
     if importlib.util.find_spec("uvloop") is None:

@@ -40,7 +40,7 @@ SWEEP_ORDER: tuple[str, ...] = ("service", *(p.name for p in _SWEPT_PARAMETERS))
 #: Where each sweep axis lives in the file.
 SWEEP_PATHS: dict[str, tuple[str, ...]] = {
     "service": ("service",),
-    **{p.name: (p.section, p.name) for p in _SWEPT_PARAMETERS},
+    **{p.name: (p.section, p.field_name) for p in _SWEPT_PARAMETERS},
 }
 
 _COLUMN_PARAMETERS = [p for p in PARAMETERS if p.column]
@@ -66,6 +66,20 @@ else:
     )
 
 
+#: The network of one sweep point: ``hosts`` and ``client_hosts`` (one value per scenario) and a field per
+#: network parameter (``rtt``, ``jitter``, ``rate``: seconds and bit/s, the scenario's units), each the
+#: point's value; ``None`` on loopback, where they do not apply. The runner builds each run's hosts from it.
+if TYPE_CHECKING:
+    NetworkPoint: TypeAlias = Any
+else:
+    NetworkPoint = dataclasses.make_dataclass(
+        "NetworkPoint",
+        [("hosts", str), ("client_hosts", int), *((p.point_name, Any) for p in in_section("network"))],
+        frozen=True,
+        namespace={"__module__": __name__},
+    )
+
+
 @dataclass(frozen=True, eq=True)
 class Point:
     """One point of the sweep: run every model in ``models`` ``repetitions`` times with these settings.
@@ -81,6 +95,11 @@ class Point:
     params: dict[str, object]
     server: ServerOptions
     load: LoadPoint
+    network: NetworkPoint
+
+    def _where(self) -> dict[str, Any]:
+        """The settings a parameter's ``applies`` names: service, mode, hosts."""
+        return {"service": self.service, "mode": self.load.mode, "hosts": self.network.hosts}
 
     def columns(self) -> dict[str, object]:
         """Every parameter column of ``runs.csv`` (``service`` and PARAMETER_COLUMNS), swept or not.
@@ -88,14 +107,14 @@ class Point:
         A value that does not apply to this point is ``None`` (an empty cell):
         ``sendfile`` for echo, ``rate`` for closed loop, the other service's size.
         """
-        where = {"service": self.service, "mode": self.load.mode}
+        where = self._where()
+        sections = {"load": self.load, "server": self.server, "network": self.network}
         values: dict[str, object] = {"service": self.service}
         for parameter in _COLUMN_PARAMETERS:
-            section = self.load if parameter.section == "load" else self.server
-            value = getattr(section, parameter.point_name)
+            value = getattr(sections[parameter.section], parameter.point_name)
             if parameter.zero_is_default and not value:
                 value = None  # the model's own default: an empty cell
-            values[parameter.name] = value if parameter.applies_at(where) else None
+            values[parameter.name] = parameter.column_value(value) if parameter.applies_at(where) else None
         return values
 
     def label(self) -> str:
@@ -159,7 +178,7 @@ def expand(scenario: Any) -> tuple[list["Point"], list[str], list[tuple[tuple, s
 
 def _point(scenario: Any, v: dict[str, Any], index: int) -> "Point":
     service = v["service"]
-    where = {"service": service, "mode": v["mode"]}
+    where = {"service": service, "mode": v["mode"], "hosts": scenario.network.hosts}
     load = LoadPoint(
         **{
             p.point_name: (v[p.name] if p.sweepable else getattr(scenario.load, p.name))
@@ -172,5 +191,15 @@ def _point(scenario: Any, v: dict[str, Any], index: int) -> "Point":
     server_values.update({p.name: v[p.name] for p in _SWEPT_PARAMETERS if p.section == "server"})
     server_values.update({p.name: server_values[p.name] or 0 for p in _SWEPT_PARAMETERS if p.zero_is_default})
     server = ServerOptions(**server_values).effective()  # one point without crashes, not one per crash_every
+    network = NetworkPoint(
+        hosts=scenario.network.hosts,
+        client_hosts=scenario.network.client_hosts,
+        **{
+            p.point_name: (v[p.name] if p.sweepable else getattr(scenario.network, p.field_name))
+            if p.applies_at(where)
+            else None
+            for p in in_section("network")
+        },
+    )
     models = tuple(m for m in scenario.models if offers(m, service))
-    return Point(index=index, service=service, models=models, params={}, server=server, load=load)
+    return Point(index=index, service=service, models=models, params={}, server=server, load=load, network=network)
