@@ -110,8 +110,9 @@ def test_echo_budget_counted_exactly_by_both(server: Callable[..., ThreadServer]
         assert row["requests"] == 300 and row["errors"] == 0, (engine, result.warnings)
         assert row["mb_per_s"] * row["duration_s"] * 1e6 == pytest.approx(300 * 1024)
         assert row["req_pending"] == 3 and row["conn_ok"] == 3  # the budget spent, each client waits
-        # ...longer than any completed request: censored, and all 3 clients were served
-        assert row["lat_censored"] == 3 and row["clients_served"] == 3, engine
+        # ...longer than any completed request: censored; served = the clients the server answered
+        # (usually 3, but on a loaded machine one client can connect after the others spent the budget)
+        assert row["lat_censored"] == 3 and row["clients_served"] == len(srv.served_conns) >= 1, engine
         assert result.histograms["latency"].get_total_count() == 300
         assert sum(t["req_per_s"] * 0.5 for t in result.timeline if t["t_s"] >= 0) == pytest.approx(300)
 

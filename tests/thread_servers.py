@@ -37,6 +37,7 @@ class ThreadServer:
         self.lock = threading.Lock()
         self.served = 0
         self.bytes_served = 0
+        self.served_conns: set[int] = set()  # fds of the connections that got at least one answer
         self.accepted = 0
         self.paths: list[str] = []  # request targets the http handler was asked for
         self.conns: list[socket.socket] = []
@@ -48,13 +49,15 @@ class ThreadServer:
         self.acceptor = threading.Thread(target=self._accept_loop, daemon=True)
         self.acceptor.start()
 
-    def take(self, nbytes: int) -> bool:
-        """Claim one request from the budget; False once it is spent."""
+    def take(self, nbytes: int, conn: socket.socket | None = None) -> bool:
+        """Claim one request from the budget (for ``conn``, if given); False once it is spent."""
         with self.lock:
             if self.budget is not None and self.served >= self.budget:
                 return False
             self.served += 1
             self.bytes_served += nbytes
+            if conn is not None:
+                self.served_conns.add(conn.fileno())
             return True
 
     def _accept_loop(self) -> None:
@@ -116,7 +119,7 @@ def echo_handler(conn: socket.socket, srv: ThreadServer) -> None:
         msg = recv_exact(conn, srv.message_bytes)
         if msg is None:
             return
-        if not srv.take(len(msg)):
+        if not srv.take(len(msg), conn):
             return hold(conn)
         if srv.delay_s:
             time.sleep(srv.delay_s)
