@@ -252,8 +252,8 @@ PARAMETERS: tuple[Parameter, ...] = (
     _mix_share("slow_reader", "they ask for a large reply and read it at slow_read_rate"),
     _mix_share("slowloris", "they send each request a byte every slowloris_interval"),
     _mix_share("idle", "they connect and send nothing"),
-    # 10 KiB/s: a phone on a poor mobile link; a 1 MiB reply then takes
-    # ~100 s, longer than any run, so each slow reader holds its connection
+    # 10 KiB/s: a phone on a poor mobile link; a 16 MiB reply then takes
+    # ~27 minutes, longer than any run, so each slow reader holds its connection
     # (and, on a blocking model, its thread or process) for the whole run.
     Parameter(
         "slow_read_rate",
@@ -264,13 +264,18 @@ PARAMETERS: tuple[Parameter, ...] = (
         positive=True,
         group="mix",
     ),
-    # 1 MiB: well beyond the socket buffers on both sides (the slow reader
-    # keeps its receive buffer small), so the server is left holding the rest.
+    # 16 MiB: 4x the most a server's send buffer grows to (tcp_wmem's 4 MiB
+    # on Linux; the slow reader keeps its receive buffer small), so the
+    # server is left holding the rest and its handler waits in send. A reply
+    # that fits in the buffers does not hold a blocking handler: it is
+    # written at once, and the handler waits for the next request, which an
+    # idle timeout ends (measured: 1 MiB replies freed a thread pool at
+    # idle_timeout 1 s, 16 MiB ones did not).
     Parameter(
         "slow_reply_bytes",
         "load",
         "size",
-        1024 * 1024,
+        16 * 1024 * 1024,
         "echo: size of the message a slow reader sends and reads back slowly (file: it fetches the clients' file)",
         positive=True,
         group="mix",

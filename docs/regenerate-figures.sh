@@ -117,7 +117,6 @@ fi
 # Slow clients (slow readers swept; then idle clients with the idle timeout swept)
 dir=$(run slow-clients)
 take "$dir" slow_clients.png                   slow-clients.png
-take "$dir" memory.png                         slow-memory.png
 idle_root="$RESULTS_ROOT/slow-idle"
 mkdir -p "$idle_root"
 if ! "${BENCH[@]}" run scenarios/slow-clients.yaml --results "$idle_root" --set load.mix.slow_reader=0 \

@@ -614,7 +614,7 @@ class TimeAuthConnection(_Connection):
 
 
 #: A slow reader's receive buffer (the kernel doubles it): loopback autotunes
-#: buffers up to several MiB, which would swallow a 1 MiB reply at once and
+#: buffers up to several MiB, which would swallow a few MiB of reply at once and
 #: free the server; 16 KiB leaves the reply where a slow link leaves it, in
 #: the server, which must keep sending (a thread, a process, or buffered
 #: bytes in an event loop) for as long as the client takes to read.

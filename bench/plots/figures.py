@@ -932,7 +932,7 @@ def slow_clients_figure(results: Results) -> Figure | None:
     closed = _draw_metric(axes[1, 1], view, "slow_closed")
     # whole connections, linear (0 is the telling value): integer ticks, and an axis up to 1 at least when none was ended
     axes[1, 1].yaxis.set_major_locator(MaxNLocator(integer=True))
-    axes[1, 1].set_ylim(0, max(1.0, *[v for v in closed if np.isfinite(v)]) * 1.05)
+    axes[1, 1].set_ylim(0, max([1.0, *(v for v in closed if np.isfinite(v))]) * 1.05)
     axes[1, 1].set_title("slow clients' connections the server ended", fontsize=10)
     _titles(
         view,
