@@ -536,10 +536,6 @@ class Scenario(Section):
         return "# scenario as run: every default filled in\n" + body
 
 
-def _values(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [value]
-
-
 def mix_has_slow(load: Any) -> bool:
     """Whether a scenario's ``load`` (or a sweep point's) has slow clients at some point."""
     mix = getattr(load, "mix", load)
