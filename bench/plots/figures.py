@@ -878,8 +878,10 @@ def littles_law_figure(results: Results) -> Figure | None:
         _reps_note(results) + f"; dashed: {format_param(rate)}/s x the added round trip, the requests "
         "in flight L = rate x time in the system; a thread per connection holds every connection, busy or not",
     )
+    return fig
 
 
+# --------------------------------------------------------------------------
 # Slow clients (load.mix)
 
 #: The per-run numbers the slow-clients figure adds to the medians: the share of the fast clients
