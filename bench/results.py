@@ -77,7 +77,8 @@ FORMAT_KEY = "format_version"
 #: version; summary.json and the calibration had theirs under other keys.
 FORMAT_VERSIONS: dict[str, int] = {
     # 3: the http status columns (http_2xx ... http_5xx); 4: server_died_s, server_restarts; 5: err_denied
-    # (timeauth); 6: net_stage_frames, net_retrans_segs, net_rto_timeouts, net_tbf_overlimits, net_tbf_drops; 7: load.mix's columns
+    # (timeauth); 6: net_stage_frames, net_retrans_segs, net_rto_timeouts, net_tbf_overlimits, net_tbf_drops;
+    # 7: load.mix's columns
     "runs.csv": 7,
     "timeline.csv": 2,
     "summary.json": 2,
