@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.format import fmt_bytes, fmt_time_us, fmt_whole
+from bench.parameters import fast_clients
 from bench.thresholds import EXIT_CROSSED
 from bench.units import plural
 from bench.vocabulary import BUSY, CONN_FAILURES, CONN_PENDING, FAILED, GENERATOR_BOUND, UNSTABLE, point_flags
@@ -121,9 +122,9 @@ def run_line(plan: Any, row: dict[str, Any]) -> str:
         parts.append(
             f"{plural(int(row.get('req_pending') or 0), 'request')} unanswered at the end (oldest {oldest:.1f} s)"
         )
-    served, clients = row.get("clients_served"), row.get("clients")
+    served, clients = row.get("clients_served"), fast_clients(row)
     if served is not None and clients and served < clients:
-        parts.append(f"served {served}/{clients} clients")
+        parts.append(f"served {served}/{clients} {'fast ' if clients < row['clients'] else ''}clients")
     if row.get("generator_bound"):
         parts.append("[GENERATOR-BOUND]")
     return f"{head}  " + "  ".join(parts)

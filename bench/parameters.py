@@ -110,6 +110,14 @@ class Parameter:
             return value
         return round(value * self.column_factor, 6)  # 6 places: 0.01 s reads 10.0 ms, not 10.000000000000002
 
+    #: a subsection of its section the field lives in (``"mix"``: ``load.mix.slow_reader``); "" = none
+    group: str = ""
+
+    @property
+    def path(self) -> tuple[str, ...]:
+        """Where it lives in a scenario file: ``("load", "clients")``, ``("load", "mix", "slow_reader")``."""
+        return (self.section, self.group, self.field_name) if self.group else (self.section, self.field_name)
+
     @property
     def spec_name(self) -> str:
         """The LoadSpec field, or "" when it has none."""
@@ -202,6 +210,29 @@ def _server(name: str, kind: str, **facts: Any) -> Parameter:
     )
 
 
+#: The kinds of client of ``load.mix`` (see :mod:`bench.loadgen.clients`): ``fast`` is the normal
+#: client of ``mode`` (closed or open loop), the others are slow clients, each a share of
+#: ``load.clients`` (:func:`mix_counts`); the fast clients are the rest.
+SLOW_KINDS = ("slow_reader", "slowloris", "idle")
+MIX_KINDS = ("fast", *SLOW_KINDS)
+#: The services the slow kinds speak (a slow reader must know where a reply ends without a parser).
+MIX_SERVICES = ("echo", "file")
+
+
+def _mix_share(kind: str, doing: str) -> Parameter:
+    return Parameter(
+        kind,
+        "load",
+        "fraction",
+        0.0,
+        f"share of load.clients that are {kind} clients ({doing}): from 0 to 1, as 0.1 or as a percentage",
+        sweepable=True,
+        group="mix",
+        column=f"load.mix.{kind}: share of the clients that were {kind} clients ({doing})",
+        axis=(f"as {kind} clients are added", f"{kind} clients (share of all clients)"),
+    )
+
+
 #: Every parameter, in the order of the runs.csv parameter columns (the order
 #: figures prefer an x axis in, and the sweep's order: the first varies slowest).
 PARAMETERS: tuple[Parameter, ...] = (
@@ -217,6 +248,50 @@ PARAMETERS: tuple[Parameter, ...] = (
         column="concurrent client connections",
         flag_required=True,
         axis=("as clients grow", "concurrent clients (connections)"),
+    ),
+    _mix_share("slow_reader", "they ask for a large reply and read it at slow_read_rate"),
+    _mix_share("slowloris", "they send each request a byte every slowloris_interval"),
+    _mix_share("idle", "they connect and send nothing"),
+    # 10 KiB/s: a phone on a poor mobile link; a 16 MiB reply then takes
+    # ~27 minutes, longer than any run, so each slow reader holds its connection
+    # (and, on a blocking model, its thread or process) for the whole run.
+    Parameter(
+        "slow_read_rate",
+        "load",
+        "size",
+        10 * 1024,
+        "slow readers read this many bytes per second of their reply",
+        positive=True,
+        group="mix",
+    ),
+    # 16 MiB: 4x the most a server's send buffer grows to (tcp_wmem's 4 MiB
+    # on Linux; the slow reader keeps its receive buffer small), so the
+    # server is left holding the rest and its handler waits in send. A reply
+    # that fits in the buffers does not hold a blocking handler: it is
+    # written at once, and the handler waits for the next request, which an
+    # idle timeout ends (measured: 1 MiB replies freed a thread pool at
+    # idle_timeout 1 s, 16 MiB ones did not).
+    Parameter(
+        "slow_reply_bytes",
+        "load",
+        "size",
+        16 * 1024 * 1024,
+        "echo: size of the message a slow reader sends and reads back slowly (file: it fetches the clients' file)",
+        positive=True,
+        group="mix",
+        applies=("service", "echo"),
+    ),
+    # 1 s: the classic slowloris pace, well inside every idle timeout, so
+    # only a request timeout (file service) ends its connection.
+    Parameter(
+        "slowloris_interval",
+        "load",
+        "duration",
+        1.0,
+        "slowloris clients send one byte of their request this often",
+        positive=True,
+        group="mix",
+        spec="slowloris_interval_s",
     ),
     # 1 KiB: a typical small request; bench load's default (a scenario must say it).
     Parameter(
@@ -311,6 +386,12 @@ PARAMETERS: tuple[Parameter, ...] = (
         "flag",
         column="server.preload_freeze: True if gc.freeze() ran once the data was built, before any fork",
         axis=("with and without gc.freeze()", "gc.freeze() before fork"),
+    ),
+    _server(
+        "idle_timeout",
+        "duration",
+        column="server.idle_timeout: seconds a server waits for a byte before closing the connection (0 = never)",
+        axis=("as the idle timeout changes", "server idle timeout (s)"),
     ),
     Parameter(
         "path_order",
@@ -469,6 +550,39 @@ PARAMETERS: tuple[Parameter, ...] = (
         "fraction of file and http replies whose checksum is verified (the size is always checked)",
     ),
 )
+
+
+def mix_counts(clients: int, shares: dict[str, float]) -> dict[str, int]:
+    """Clients of each kind of :data:`MIX_KINDS` for ``clients`` connections and the slow ``shares``.
+
+    Each slow kind gets its share of ``clients`` rounded to the nearest
+    whole client (largest remainders first, so 3 kinds of 1/3 of 10 give
+    4, 3, 3 and never 11); ``fast`` gets the rest. Shares summing above 1 are
+    refused by the scenario and by :func:`bench.loadgen.spec.validate`.
+    """
+    exact = {kind: shares.get(kind, 0.0) * clients for kind in SLOW_KINDS}
+    counts = {kind: int(value) for kind, value in exact.items()}
+    wanted = min(clients, int(sum(exact.values()) + 0.5))
+    for kind in sorted(SLOW_KINDS, key=lambda k: counts[k] - exact[k]):
+        if sum(counts.values()) >= wanted:
+            break
+        counts[kind] += 1
+    return {"fast": clients - sum(counts.values()), **counts}
+
+
+def fast_clients(row: Any) -> int | None:
+    """The fast clients of a runs.csv row or aggregated point (``clients`` less load.mix's slow ones), or None.
+
+    A share missing from the row (a folder older than load.mix) or empty counts as 0.
+    """
+    clients = row.get("clients")
+    if clients is None or clients != clients:  # NaN: not known
+        return None
+    shares = {}
+    for kind in SLOW_KINDS:
+        share = row.get(kind)
+        shares[kind] = float(share) if share is not None and share == share else 0.0
+    return mix_counts(int(clients), shares)["fast"]
 
 
 def by_name() -> dict[str, Parameter]:

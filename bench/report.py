@@ -78,6 +78,8 @@ FIGURE_CAPTIONS = {
     "the kernel dropped and the client sent again; a curve that ends below 100% never connected.",
     "memory": "PSS splits each shared page between the processes that map it: the honest total for a process "
     "tree. Summed RSS counts a shared page once per process, so it overstates forking.",
+    "slow_clients": "The fast clients only (the slow ones of load.mix hold connections and are counted apart): "
+    "a model that keeps serving them keeps its throughput, its p99 and its share served as slow clients are added.",
 }
 
 _TOPIC_TITLES = {

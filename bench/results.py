@@ -51,8 +51,17 @@ from pathlib import Path
 from typing import IO, Any
 
 from bench.histograms import decode, merge_histograms
-from bench.parameters import PARAMETERS
-from bench.vocabulary import CONN_OUTCOMES, CONN_PENDING, ERROR_COLUMNS, GENERATOR_BOUND_RULE
+from bench.parameters import MIX_KINDS, PARAMETERS, SLOW_KINDS
+from bench.vocabulary import (
+    CONN_OUTCOMES,
+    CONN_PENDING,
+    ERROR_COLUMNS,
+    GENERATOR_BOUND_RULE,
+    MIX_COLUMNS,
+    SLOW_OUTCOMES,
+    clients_column,
+    slow_column,
+)
 
 #: The one name under which every file of a results folder, and a saved
 #: calibration, carries its format version: a key of the JSON files, a column
@@ -68,8 +77,9 @@ FORMAT_KEY = "format_version"
 #: version; summary.json and the calibration had theirs under other keys.
 FORMAT_VERSIONS: dict[str, int] = {
     # 3: the http status columns (http_2xx ... http_5xx); 4: server_died_s, server_restarts; 5: err_denied
-    # (timeauth); 6: net_stage_frames, net_retrans_segs, net_rto_timeouts, net_tbf_overlimits, net_tbf_drops
-    "runs.csv": 6,
+    # (timeauth); 6: net_stage_frames, net_retrans_segs, net_rto_timeouts, net_tbf_overlimits, net_tbf_drops;
+    # 7: load.mix's columns
+    "runs.csv": 7,
     "timeline.csv": 2,
     "summary.json": 2,
     "environment.json": 2,
@@ -94,6 +104,14 @@ def load_stored_calibration(results_dir: Path) -> dict[str, Any] | None:
     return read_calibration(Path(results_dir) / CALIBRATION_FILE)
 
 
+#: What each of :data:`~bench.vocabulary.SLOW_OUTCOMES` counts.
+_SLOW_OUTCOME_TEXT = {
+    "connected": "connections made",
+    "connect_failed": "connection attempts that failed (refused, timed out, reset ...)",
+    "closed": "connections the server ended (FIN or reset) while the client held them",
+    "completed": "slow requests completed (slow_reader: whole replies read; slowloris: whole requests sent)",
+}
+
 #: Columns of runs.csv, in order, with their meaning. Readers must look
 #: columns up by name; missing values are empty cells (NaN in pandas).
 RUN_COLUMNS: dict[str, str] = {
@@ -115,7 +133,8 @@ RUN_COLUMNS: dict[str, str] = {
     "duration_s": "length of the measured window as scheduled (the scenario's duration): requests are counted "
     "by completion time inside [window start, window start + duration_s)",
     # throughput
-    "requests": "requests completed successfully in the measured window",
+    "requests": "requests completed successfully in the measured window (by the fast clients: load.mix's slow "
+    "clients have columns of their own, as have their connections, which conn_* leave out)",
     "errors": "requests that failed in the window (sum of the err_* and http_3xx/4xx/5xx columns)",
     "req_per_s": "requests / duration_s",
     "mb_per_s": "payload bytes received by clients / duration_s / 1e6",
@@ -214,9 +233,19 @@ RUN_COLUMNS: dict[str, str] = {
     "ctx_switches": "voluntary + involuntary, summed over the tree",
     "server_runq_wait_pct": "time the server's threads were runnable but waiting for a CPU, summed over the tree, "
     "percent of the window (100 = one thread always waiting)",
+    # load.mix: the kinds of client; the columns above count the fast clients only
+    **{
+        clients_column(kind): f"{kind} clients of the run (load.mix shares of clients; fast: the rest)"
+        for kind in MIX_KINDS
+    },
+    **{
+        slow_column(kind, outcome): f"{kind} clients, whole run: {_SLOW_OUTCOME_TEXT[outcome]}"
+        for kind in SLOW_KINDS
+        for outcome in SLOW_OUTCOMES
+    },
     # generator and machine
     "gen_workers": "load generator worker processes",
-    "clients_served": "clients that completed at least one request in the window (of `clients`)",
+    "clients_served": "clients that completed at least one request in the window (of `fast_clients`)",
     "gen_cpu_pct_max": "busiest generator worker, percent of one core",
     "gen_runq_wait_pct_max": "longest a generator worker waited on a run queue (runnable, no CPU), percent of the window",
     "generator_bound": f"True if a generator worker was short of CPU: {GENERATOR_BOUND_RULE}",
@@ -286,6 +315,7 @@ METRIC_COLUMNS: tuple[str, ...] = (
     "http_2xx",
     "req_pending",
     "req_pending_oldest_s",
+    *MIX_COLUMNS,
     "k_listen_overflows",
     "k_listen_drops",
     "k_reqq_full_drop",

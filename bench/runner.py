@@ -548,8 +548,12 @@ def run_scenario(
         plans = [p for p in plans if p.model not in compiled]
         warn(f"{', '.join(compiled)} left out: {native.why_unavailable()}")
     from bench.loadgen import engines
+    from bench.scenario.schema import mix_has_slow
 
-    notes = {engines.resolve(scenario.generator.engine, service)[2] for service in {p.point.service for p in plans}}
+    notes = {
+        engines.resolve(scenario.generator.engine, service, slow)[2]
+        for service, slow in {(p.point.service, mix_has_slow(p.point.load)) for p in plans}
+    }
     for note in sorted(notes - {""}):  # auto fell back to the python engine: said once here, and in each run's warnings
         warn(note)
     ensure_fd_limit(max(p.point.load.clients for p in plans) if plans else 0)

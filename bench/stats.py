@@ -56,7 +56,7 @@ import pandas as pd
 
 from bench.format import format_param
 from bench.histograms import merge_histograms
-from bench.parameters import PARAMETERS
+from bench.parameters import PARAMETERS, fast_clients
 from bench.results import (
     CPU_BUSY_COLUMN,
     PARAMETER_COLUMNS,
@@ -406,7 +406,7 @@ def bound_mark(row: Mapping[str, Any], metric: str, mark: str = ">= ") -> str:
 
 def served_phrase(row: Mapping[str, Any]) -> str:
     """``"served 1/20"`` when fewer clients than offered completed a request (median over repetitions), else ""."""
-    served, clients = row.get("clients_served_median"), row.get("clients")
+    served, clients = row.get("clients_served_median"), fast_clients(row)
     if served is None or clients is None or _is_missing(served) or _is_missing(clients) or served >= clients:
         return ""
     return f"served {served:.0f}/{clients:.0f}"

@@ -207,6 +207,27 @@ def parse_duration(value: object) -> float:
     return float(amount)
 
 
+def parse_fraction(value: object) -> object:
+    """A share from ``0.1``, ``"0.1"`` or ``"10%"``; a whole ``0`` or ``1`` is ``0.0`` or ``1.0``.
+
+    Anything else (``true``, a list) is returned as it is, for the caller's
+    type check to name; the range (0..1) is the caller's to check too.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    percent = text.endswith("%")
+    try:
+        number = float(text.removesuffix("%").strip())
+    except ValueError:
+        raise UnitError(f"expected a share such as 0.1 or 10%, got {_short(value)}") from None
+    if number != number or number in (float("inf"), float("-inf")):
+        raise UnitError(f"expected a finite share such as 0.1 or 10%, got {_short(value)}")
+    return number / 100 if percent else number
+
+
 def parse_bitrate(value: object) -> int:
     """Bits per second from ``"100Mbit"``, ``"1.5Gbit"``, ``"64kbit"`` or a bare number (bit/s).
 

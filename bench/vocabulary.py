@@ -29,6 +29,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from bench.parameters import MIX_KINDS, SLOW_KINDS
+
 # --------------------------------------------------------------------------
 # Connection outcomes
 
@@ -64,6 +66,33 @@ def error_column(kind: str) -> str:
 
 #: The runs.csv columns of :data:`REQUEST_ERRORS`, in the same order (they sum to ``errors``).
 ERROR_COLUMNS = tuple(error_column(kind) for kind in REQUEST_ERRORS)
+
+# --------------------------------------------------------------------------
+# Slow clients (load.mix)
+
+#: What happens to the connections of the slow kinds of client (bench.parameters.SLOW_KINDS), counted
+#: over the whole run per kind: connections made, connects that failed, connections the server ended
+#: (a FIN or a reset while the client still held it: a timeout, or a server out of patience), and
+#: slow requests completed (a slow reader read its whole reply; a slowloris sent its whole request).
+SLOW_OUTCOMES = ("connected", "connect_failed", "closed", "completed")
+
+
+def slow_column(kind: str, outcome: str) -> str:
+    """The runs.csv column counting ``outcome`` of the slow clients of ``kind``: ``slow_reader_closed``."""
+    return f"{kind}_{outcome}"
+
+
+def clients_column(kind: str) -> str:
+    """The runs.csv column with the number of clients of ``kind`` (``fast_clients``, ``idle_clients``)."""
+    return f"{kind}_clients"
+
+
+#: The runs.csv columns of load.mix, in order: the clients of each kind, then each slow kind's outcomes.
+MIX_COLUMNS = (
+    *(clients_column(kind) for kind in MIX_KINDS),
+    *(slow_column(kind, outcome) for kind in SLOW_KINDS for outcome in SLOW_OUTCOMES),
+)
+
 
 # --------------------------------------------------------------------------
 # Thresholds

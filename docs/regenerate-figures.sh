@@ -114,6 +114,19 @@ if [[ $(id -u) -eq 0 ]]; then
 else
     echo "lesson 9 skipped: its scenarios build network namespaces, which needs root" >&2
 fi
+# Slow clients (slow readers swept; then idle clients with the idle timeout swept)
+dir=$(run slow-clients)
+take "$dir" slow_clients.png                   slow-clients.png
+idle_root="$RESULTS_ROOT/slow-idle"
+mkdir -p "$idle_root"
+if ! "${BENCH[@]}" run scenarios/slow-clients.yaml --results "$idle_root" --set load.mix.slow_reader=0 \
+    --set load.mix.idle=0.5 --set 'server.idle_timeout=[30s, 1s]' --set repetitions=1 >&2; then
+    echo "error: the idle-timeout run of scenarios/slow-clients.yaml failed; see its output above" >&2
+    exit 1
+fi
+take "$(echo "$idle_root"/*-slow-clients)" slow_clients.png slow-idle-timeout.png
+
+echo "Figures regenerated in $FIGURES; results in $RESULTS_ROOT"
 
 # Lesson "A crashing handler": its single-process servers die on purpose, so
 # bench run exits 1; any failed run other than a server that died is an error.

@@ -302,3 +302,20 @@ def test_the_littles_law_figure_puts_threads_beside_rate_x_rtt_for_a_round_trip_
     measured = [list(line.get_ydata()) for line in right.lines if line.get_linestyle() == "-"]
     assert [1.0, 50.0] in measured  # req/s x mean latency of each model
     assert "rate x RTT (Little's law)" in _legend_texts(fig)
+
+
+def test_the_slow_clients_figure_is_drawn_only_for_a_folder_with_slow_clients(tmp_path, figures):
+    assert "slow_clients" not in figures
+    fake = write_fake_results(
+        tmp_path / "r",
+        models=("threading", "selectors"),
+        sweep=("slow_reader", (0.0, 0.1, 0.5)),
+        repetitions=2,
+        hlogs=False,
+        timeline=False,
+    )
+    fig = build_figures(load_results(fake))["slow_clients"]
+    titles = [ax.get_title() for ax in fig.axes]
+    assert "fast clients served in the window (%)" in titles and "fast clients' p99 latency (log scale)" in titles
+    assert {"threading", "selectors"} <= set(_legend_texts(fig))
+    assert fig.axes[0].get_xlabel() == "slow_reader clients (share of all clients)"

@@ -105,7 +105,7 @@ _KIND_PARSERS: dict[str, Callable[[str], Any]] = {
     "size": units.parse_size,
     "duration": units.parse_duration,
     "rate": _number,
-    "fraction": _number,
+    "fraction": lambda text: float(units.parse_fraction(text)),  # type: ignore[arg-type]  # a str gives a float
     "choice": str,
 }
 #: How --help shows each kind's value.
@@ -342,7 +342,7 @@ def print_table(spec: LoadSpec, result: LoadResult) -> None:
     rows = [
         ("requests in window", f"{r['requests']:,} in {r['duration_s']:g} s"),
         ("throughput", f"{r['req_per_s']:,.0f} req/s, {mb_per_s} MB/s"),
-        ("clients served", f"{_fmt(r['clients_served'])} / {spec.clients:,}"),
+        ("clients served", f"{_fmt(r['clients_served'])} / {spec.mix()['fast']:,}"),
         ("latency p50 / p90 / p99", f"{_lat(r, 'lat_p50_us')} / {_lat(r, 'lat_p90_us')} / {_lat(r, 'lat_p99_us')} us"),
         ("latency p99.9 / max", f"{_lat(r, 'lat_p999_us')} / {_lat(r, 'lat_max_us')} us"),
         ("requests never completed", f"{_fmt(r['lat_censored'])} (in the percentiles at their wait so far)"),

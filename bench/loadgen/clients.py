@@ -66,6 +66,37 @@ another request) and the client reconnects at once:
 A connection lost while idle (open loop between requests) is no request
 failure; it is noted and reported as a warning.
 
+Slow clients (``load.mix``)
+---------------------------
+Besides the clients above (the *fast* ones, whose requests every latency
+and throughput column counts), a run may hold slow clients, each a
+:class:`SlowClient` with one connection at a time, which it keeps until the
+server ends it. A slow reader or a slowloris then connects again (after
+:data:`RETRY_DELAY_S`), as a download retries or an attack goes on, so
+their share of the clients stays what the scenario says all run long; an
+idle client does not, as a browser's idle keep-alive connection that the
+server closed stays closed until there is something to ask (which is what
+an idle timeout is for):
+
+- ``slow_reader`` asks for a large reply (echo: a ``slow_reply_bytes``
+  message; file: the clients' file) and reads it at ``slow_read_rate``
+  bytes per second, in reads of a tenth of a second's worth, pausing the
+  transport in between; its receive buffer is kept small
+  (:data:`SLOW_READER_RCVBUF`), so the reply waits in the server as it would
+  behind a slow link. Whole reply read: it asks again.
+- ``slowloris`` sends its request (echo: the clients' message; file: the
+  request line) one byte every ``slowloris_interval``, reads and discards
+  whatever comes back, and starts again once the whole request is out.
+- ``idle`` connects and sends nothing: an idle keep-alive connection.
+
+Their replies are counted, not checked (the fast clients check every
+reply). What happens to them is counted per kind over the whole run
+(:data:`bench.vocabulary.SLOW_OUTCOMES`): connections made, connects that
+failed, connections the server ended, slow requests completed. Each slow
+client's loop ends with the run (the worker cancels it) and is bounded in
+count too: at most one connection per :data:`RETRY_DELAY_S` of the run, one
+byte per ``slowloris_interval``.
+
 Resource handling
 -----------------
 A connection is closed exactly once: retiring it (:meth:`Client._retire`)
@@ -91,7 +122,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import h11
 
-from bench.loadgen.spec import request_target
+from bench.loadgen.spec import SLOW_KINDS, request_target
+from bench.vocabulary import SLOW_OUTCOMES
 
 if TYPE_CHECKING:  # pragma: no cover
     from bench.loadgen.recording import WorkerStats
@@ -181,6 +213,16 @@ class Shared:
             "http": HttpConnection,
             "timeauth": TimeAuthConnection,
         }[self.service]
+        # load.mix: how the slow clients behave, and what happened to them (per kind, whole run).
+        self.slow_read_rate = int(spec.get("slow_read_rate") or 1)
+        self.slowloris_interval = float(spec.get("slowloris_interval_s") or 1.0)
+        slow = job.get("mix") or {}
+        self.slow_message = (
+            random.Random(job["seed"]).randbytes(spec["slow_reply_bytes"])
+            if self.service == "echo" and slow.get("slow_reader")
+            else b""
+        )
+        self.slow_counts = {kind: dict.fromkeys(SLOW_OUTCOMES, 0) for kind in SLOW_KINDS}
 
     def take_sample(self: _Sampling) -> bool:
         """Decide whether the next file reply is hashed: exactly ``sample`` of them, evenly spread."""
@@ -569,6 +611,161 @@ class TimeAuthConnection(_Connection):
         if line.startswith(b"ERR"):
             self.stats.err_reply(line.decode("utf-8", "replace").strip()[:80])
         self.client.fail(self, "corrupt", t)
+
+
+#: A slow reader's receive buffer (the kernel doubles it): loopback autotunes
+#: buffers up to several MiB, which would swallow a few MiB of reply at once and
+#: free the server; 16 KiB leaves the reply where a slow link leaves it, in
+#: the server, which must keep sending (a thread, a process, or buffered
+#: bytes in an event loop) for as long as the client takes to read.
+SLOW_READER_RCVBUF = 16 * 1024
+#: Most bytes a slow reader's read takes: it reads a tenth of a second's
+#: worth at a time (so its rate is smooth at any slow_read_rate), never more
+#: than this, whatever the rate.
+SLOW_READ_CHUNK_MAX = 64 * 1024
+
+
+class SlowConnection(asyncio.BufferedProtocol):
+    """The connection of a :class:`SlowClient`: reads into its own small buffer and tells its client."""
+
+    def __init__(self, client: SlowClient) -> None:
+        self.client = client
+        self.transport: Any = None
+        self.lost: asyncio.Future[Exception | None] = client.shared.loop.create_future()
+        self.view = memoryview(bytearray(client.chunk))
+        self.resume: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.client.received(self, nbytes)
+
+    def eof_received(self) -> bool:
+        return False  # the server ended it: let the transport close; connection_lost tells the client
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.resume is not None:
+            self.resume.cancel()
+        if not self.lost.done():
+            self.lost.set_result(exc)
+
+    def close(self) -> None:
+        """End of run: abort (a slow reader's socket has unread bytes, so a FIN would be a reset anyway)."""
+        if self.resume is not None:
+            self.resume.cancel()
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class SlowClient:
+    """One slow client of ``load.mix`` (``slow_reader``, ``slowloris`` or ``idle``). See the module docstring."""
+
+    def __init__(self, shared: Shared, kind: str, run_s: float) -> None:
+        self.shared = shared
+        self.kind = kind
+        self.counts = shared.slow_counts[kind]
+        self.task: asyncio.Task[None] | None = None
+        self.conn: SlowConnection | None = None
+        # Bounded in count as well as by the run: one connect per retry pause at most.
+        self.run_s = run_s
+        self.max_connects = int(run_s / RETRY_DELAY_S) + 2
+        self.rate = max(1, shared.slow_read_rate)
+        self.chunk = max(1, min(SLOW_READ_CHUNK_MAX, self.rate // 10)) if kind == "slow_reader" else 4096
+        self.got = 0
+        if kind == "slow_reader" and shared.service == "echo":
+            self.request, self.reply_bytes = shared.slow_message, len(shared.slow_message)
+        elif shared.service == "echo":
+            self.request, self.reply_bytes = shared.message, len(shared.message)
+        else:
+            line, size, _sha = shared.files[0]
+            self.request, self.reply_bytes = line, len(b"OK %d\n" % size) + size
+
+    def start(self) -> None:
+        self.task = self.shared.loop.create_task(self._run())
+
+    async def _run(self) -> None:
+        sh = self.shared
+        for _ in range(self.max_connects):
+            if sh.stopping:
+                return
+            try:
+                conn = await self._connect()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - a failed connect is counted, then retried
+                self.counts["connect_failed"] += 1
+                await asyncio.sleep(RETRY_DELAY_S)
+                continue
+            self.counts["connected"] += 1
+            self.conn, self.got = conn, 0
+            if self.kind == "slow_reader":
+                conn.transport.write(self.request)
+            elif self.kind == "slowloris":
+                await self._trickle(conn)
+            await conn.lost  # cancelled at the end of the run
+            self.conn = None
+            self.counts["closed"] += 1
+            if self.kind == "idle":
+                return  # a keep-alive connection the server closed stays closed (see the module docstring)
+            await asyncio.sleep(RETRY_DELAY_S)
+
+    async def _connect(self) -> SlowConnection:
+        sh = self.shared
+        sock = socket.socket(socket.AF_INET6 if ":" in sh.ip else socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            if self.kind == "slow_reader":
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SLOW_READER_RCVBUF)
+            async with asyncio.timeout(sh.connect_timeout):
+                await sh.loop.sock_connect(sock, (sh.ip, sh.port))
+            _, conn = await sh.loop.create_connection(lambda: SlowConnection(self), sock=sock)
+        except BaseException:
+            sock.close()
+            raise
+        return conn
+
+    async def _trickle(self, conn: SlowConnection) -> None:
+        """Slowloris: the request a byte at a time, again and again, until the server ends the connection."""
+        interval = self.shared.slowloris_interval
+        # Bounded in count: a whole request takes len(request) intervals, so no more fit in the run.
+        for _ in range(int(self.run_s / (interval * max(1, len(self.request)))) + 1):
+            for i in range(len(self.request)):
+                if conn.lost.done() or self.shared.stopping:
+                    return
+                conn.transport.write(self.request[i : i + 1])
+                await asyncio.sleep(interval)
+            self.counts["completed"] += 1
+
+    def received(self, conn: SlowConnection, nbytes: int) -> None:
+        """Bytes arrived on ``conn``: a slow reader counts them and pauses to keep to its rate; others discard them."""
+        if self.kind != "slow_reader" or conn.transport is None:
+            return
+        self.got += nbytes
+        if self.got >= self.reply_bytes:
+            self.got -= self.reply_bytes
+            self.counts["completed"] += 1
+            if not self.shared.stopping:
+                conn.transport.write(self.request)
+        conn.transport.pause_reading()
+        conn.resume = self.shared.loop.call_later(nbytes / self.rate, self._resume, conn)
+
+    @staticmethod
+    def _resume(conn: SlowConnection) -> None:
+        conn.resume = None
+        if conn.transport is not None and not conn.transport.is_closing():
+            conn.transport.resume_reading()
+
+    def stop(self) -> None:
+        """End of run: stop the loop and drop the connection."""
+        if self.task is not None:
+            self.task.cancel()
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
 
 
 class Client:

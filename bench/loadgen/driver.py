@@ -109,22 +109,43 @@ def worker_count(spec: LoadSpec) -> int:
     return max(1, min(n, spec.clients))
 
 
+def _split(counts: dict[str, int], n: int) -> list[dict[str, int]]:
+    """Each kind's clients spread over ``n`` workers as evenly as possible, the totals too.
+
+    Kind by kind, each worker gets its whole share and the leftovers go one
+    each to the workers after the last one that took one, so 3 fast and 3
+    slow clients on 2 workers give 2+1 and 1+2, not 2+2 and 1+1.
+    """
+    out: list[dict[str, int]] = [{} for _ in range(n)]
+    turn = 0
+    for kind, count in counts.items():
+        base, extra = divmod(count, n)
+        for i in range(n):
+            out[i][kind] = base
+        for j in range(extra):
+            out[(turn + j) % n][kind] += 1
+        turn = (turn + extra) % n
+    return out
+
+
 def plan_jobs(spec: LoadSpec, ip: str) -> list[dict[str, Any]]:
-    """One job (the worker's stdin line 1) per worker."""
+    """One job (the worker's stdin line 1) per worker: its fast clients, and its slow ones by kind (``mix``)."""
     n = worker_count(spec)
     cpus = sorted(spec.cpus) if spec.cpus else None
-    base, extra = divmod(spec.clients, n)
+    kinds = spec.mix()
+    fast = kinds.pop("fast")
     jobs, offset = [], 0
-    for i in range(n):
-        clients = base + (1 if i < extra else 0)
+    for i, share in enumerate(_split({"fast": fast, **kinds}, n)):
+        clients = share.pop("fast")
         jobs.append(
             {
                 "index": i,
                 "spec": spec.to_dict(),
                 "ip": ip,
                 "clients": clients,
+                "mix": {kind: k for kind, k in share.items() if k},
                 "client_offset": offset,
-                "rate": spec.rate * clients / spec.clients if spec.rate else None,
+                "rate": spec.rate * clients / fast if spec.rate and fast else None,
                 "phase_s": i / spec.rate if spec.rate else 0.0,
                 "cpu": cpus[i % len(cpus)] if cpus else None,
                 "seed": i + 1,
@@ -366,7 +387,7 @@ def run_load(
     raises (KeyboardInterrupt included).
     """
     validate(spec)
-    engine, command, note = engines.resolve(spec.engine, spec.service)
+    engine, command, note = engines.resolve(spec.engine, spec.service, spec.has_slow())
     if engine == "locust":
         from bench.loadgen.locust_engine import run_locust
 

@@ -19,7 +19,8 @@ stdout), so :mod:`bench.loadgen.driver` starts either the same way and
   closed loop, one path; also not of this contract: :func:`resolve` checks
   ``wrk`` is installed and the service is http.
 - ``auto``: native where it builds, python otherwise, with one warning line
-  saying why. The native engine speaks every service of the generator
+  saying why; python too when the load has slow clients (``load.mix``),
+  which only the python engine runs. The native engine speaks every service of the generator
   (:data:`bench.loadgen.spec.NATIVE_SERVICES`); for a service only the python
   engine drives (:data:`bench.loadgen.spec.PYTHON_ONLY_SERVICES`) ``auto`` is
   python, with a note saying so.
@@ -91,15 +92,28 @@ def wrk_program() -> str | None:
     return shutil.which("wrk")
 
 
-def resolve(engine: str, service: str = "echo") -> tuple[str, list[str], str]:
+def resolve(engine: str, service: str = "echo", slow: bool = False) -> tuple[str, list[str], str]:
     """``(engine that runs, worker command without READY_FD, note)`` for ``auto|native|python|locust|wrk``.
 
     The note is empty unless ``auto`` fell back to python; then it says why.
     ``native`` for a service of :data:`~bench.loadgen.spec.PYTHON_ONLY_SERVICES` raises :class:`ValueError`.
+    ``slow``: the load has slow clients (``load.mix``), which only the python
+    engine runs: ``auto`` is python then, any other engine raises :class:`ValueError`.
     """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     python_worker = [sys.executable, "-m", "bench.loadgen.worker"]
+    if slow and engine not in ("auto", "python"):
+        raise ValueError(
+            f"engine '{engine}' has no slow clients (load.mix: slow_reader, slowloris, idle); use engine python "
+            f"(--engine python, or generator.engine: python) or auto (python when there are slow clients)"
+        )
+    if slow and engine == "auto":
+        return (
+            "python",
+            python_worker,
+            "load engine: python, because only the python engine runs slow clients (load.mix)",
+        )
     if engine == "locust":
         if not locust_available():
             raise ValueError(LOCUST_MISSING)

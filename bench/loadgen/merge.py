@@ -26,13 +26,17 @@ from typing import Any
 
 from bench import histograms
 from bench.loadgen.spec import ROW_COLUMNS, LoadResult, LoadSpec, lower_bound_column
+from bench.parameters import SLOW_KINDS
 from bench.vocabulary import (
     CONNECT_OUTCOMES,
     GENERATOR_BOUND_PCT,
     GENERATOR_BOUND_RULE,
     REQUEST_ERRORS,
     RUNQ_WAIT_BOUND_PCT,
+    SLOW_OUTCOMES,
+    clients_column,
     error_column,
+    slow_column,
 )
 
 #: Workers starting later than this after the shared start make the windows
@@ -130,13 +134,15 @@ def _censoring_warnings(spec: LoadSpec, row: dict[str, Any]) -> list[str]:
             + "); printed as '>='"
         )
     served = row["clients_served"]
-    if 0 < served < spec.clients:
+    fast = spec.mix()["fast"]
+    which = " fast" if fast < spec.clients else ""  # load.mix: the slow clients are not served this way
+    if 0 < served < fast:
         out.append(
-            f"served {served}/{spec.clients} clients: the others completed no request in the window; "
+            f"served {served}/{fast}{which} clients: the others completed no request in the window; "
             f"the completed latencies are those of the {served} served"
         )
-    elif not served:
-        out.append(f"served 0/{spec.clients} clients: no client completed a request in the window")
+    elif not served and fast:
+        out.append(f"served 0/{fast}{which} clients: no client completed a request in the window")
     return out
 
 
@@ -144,7 +150,7 @@ def _warnings(
     spec: LoadSpec, reports: list[dict[str, Any]], notes: dict[str, int], err_replies: dict[str, int]
 ) -> list[str]:
     out: list[str] = []
-    if not sum(r["requests"] for r in reports):
+    if not sum(r["requests"] for r in reports) and spec.mix()["fast"]:
         out.append("no request completed in the measured window: see the connect outcomes and errors")
     for r in reports:
         out.extend(r.get("warnings", []))
@@ -201,6 +207,15 @@ def _warnings(
     if unknown:
         out.append(f"checksums not verified for {len(unknown)} file(s) with unknown SHA-256 (size still checked)")
     return out
+
+
+def _mix_columns(spec: LoadSpec, reports: list[dict[str, Any]]) -> dict[str, int]:
+    """load.mix's columns: the clients of each kind, and each slow kind's outcomes summed over the workers."""
+    row = {clients_column(kind): n for kind, n in spec.mix().items()}
+    for kind in SLOW_KINDS:
+        for outcome in SLOW_OUTCOMES:
+            row[slow_column(kind, outcome)] = sum(r.get("mix", {}).get(kind, {}).get(outcome, 0) for r in reports)
+    return row
 
 
 def censored_percentiles(
@@ -294,6 +309,7 @@ def merge_reports(spec: LoadSpec, reports: list[dict[str, Any]], window_start: f
     row["req_pending"] = sum(r.get("pending_requests", 0) for r in reports)
     row["req_pending_oldest_s"] = round(max((r.get("pending_oldest_s", 0.0) for r in reports), default=0.0), 3)
     row["clients_served"] = sum(r["clients_served"] for r in reports)
+    row.update(_mix_columns(spec, reports))
     row["gen_workers"] = len(reports)
     row["gen_cpu_pct_max"] = max(cpu) if cpu else None
     waits = [r["runq_wait_pct"] for r in reports if r.get("runq_wait_pct") is not None]

@@ -33,10 +33,10 @@ from typing import Any
 from hdrh.histogram import HdrHistogram
 
 from bench import histograms
-from bench.parameters import ENGINES, MODES, load_spec_parameters  # noqa: F401  (ENGINES: re-exported)
+from bench.parameters import ENGINES, MIX_SERVICES, MODES, SLOW_KINDS, load_spec_parameters, mix_counts  # noqa: F401
 from bench.parameters import GENERATOR_LOOPS as LOOPS  # noqa: F401  (re-exported)
 from bench.results import lower_bound_column  # noqa: F401 - the row's flag columns, named by results
-from bench.vocabulary import ERROR_COLUMNS
+from bench.vocabulary import ERROR_COLUMNS, MIX_COLUMNS
 
 #: Services the load generator can drive (and so scenarios may name); the servers offer more.
 SERVICES = ("echo", "file", "http", "timeauth")
@@ -89,6 +89,7 @@ ROW_COLUMNS = (
     "req_pending",
     "req_pending_oldest_s",
     "clients_served",
+    *MIX_COLUMNS,
     "gen_workers",
     "gen_cpu_pct_max",
     "gen_runq_wait_pct_max",
@@ -147,8 +148,23 @@ class LoadSpec:
     checksum_sample: float = _default("checksum_sample")
     loop: str = _default("loop")
     engine: str = _default("engine")
+    # load.mix: shares of ``clients`` that are slow clients, and how those behave (see bench.loadgen.clients)
+    slow_reader: float = _default("slow_reader")
+    slowloris: float = _default("slowloris")
+    idle: float = _default("idle")
+    slow_read_rate: int = _default("slow_read_rate")
+    slow_reply_bytes: int = _default("slow_reply_bytes")  # echo
+    slowloris_interval_s: float = _default("slowloris_interval_s")
     timeline_interval_s: float = 0.5
     allow_remote: bool = False
+
+    def mix(self) -> dict[str, int]:
+        """Clients of each kind (``fast`` first, then :data:`~bench.parameters.SLOW_KINDS`)."""
+        return mix_counts(self.clients, {kind: getattr(self, kind) for kind in SLOW_KINDS})
+
+    def has_slow(self) -> bool:
+        """Whether any client is of a slow kind."""
+        return any(n for kind, n in self.mix().items() if kind != "fast")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (``cpus`` as a sorted list)."""
@@ -188,6 +204,18 @@ def validate(spec: LoadSpec) -> None:
         "engine 'locust' runs closed loop only (each Locust user sends as soon as it is free): "
         "use mode closed, or engine native/python for open loop",
     )
+    shares = sum(getattr(spec, kind) for kind in SLOW_KINDS)
+    _need(
+        shares <= 1 + 1e-9,  # why 1e-9: shares such as 0.7 + 0.2 + 0.1 add up to a hair above 1 in floats
+        f"the slow clients' shares ({', '.join(f'{k} {getattr(spec, k):g}' for k in SLOW_KINDS)}) add up to "
+        f"{shares:g}; together at most 1 (all of the clients)",
+    )
+    if spec.has_slow():
+        _need(
+            spec.service in MIX_SERVICES,
+            f"slow clients ({', '.join(SLOW_KINDS)}) speak the {' and '.join(MIX_SERVICES)} services only, "
+            f"not {spec.service}",
+        )
     _need(spec.timeline_interval_s > 0, f"timeline interval must be > 0 seconds, got {spec.timeline_interval_s!r}")
     if spec.cpus is not None:
         allowed = os.sched_getaffinity(0)

@@ -5,7 +5,8 @@ One worker runs one event loop driving its share of the clients. The parent
 
 1. parent -> stdin, line 1: the *job* as JSON (the :class:`~bench.loadgen.spec.LoadSpec`
    as a dict, plus this worker's client count, first client index, rate
-   share, CPU, the resolved address and the seed of the echo message);
+   share, CPU, the resolved address and the seed of the echo message, and
+   ``mix``: its slow clients of each kind, besides ``clients`` fast ones);
 2. the worker sets itself up (CPU affinity, open-files limit, event loop)
    and writes one byte to ``READY_FD``, a pipe inherited from the parent;
 3. parent -> stdin, line 2: ``{"start_wall": T}``, a ``time.time()`` shared
@@ -62,6 +63,10 @@ fields. Times are seconds, latencies integer microseconds, counts integers;
     the window that went out more than 1 ms after their due time.
 ``connecting_at_end``
     connects still in progress at the end.
+``mix`` (optional)
+    the slow clients of ``load.mix``: ``{kind: {outcome: n}}`` over the whole
+    run (:data:`bench.parameters.SLOW_KINDS`, :data:`bench.vocabulary.SLOW_OUTCOMES`);
+    every other field counts the fast clients only.
 ``cpu_pct``, ``cpu_s``, ``window_wall_s``
     the worker's own CPU over the window, in percent of one core.
 ``start_late_s``
@@ -131,7 +136,7 @@ from collections.abc import Callable
 from time import monotonic
 from typing import Any
 
-from bench.loadgen.clients import Client, Shared
+from bench.loadgen.clients import Client, Shared, SlowClient
 from bench.loadgen.recording import WorkerStats
 from bench.loadgen.schedule import ClosedLoop, OpenLoop
 
@@ -207,12 +212,15 @@ async def run_clients(job: dict[str, Any], run_start: float) -> dict[str, Any]:
     loop.set_exception_handler(on_error)
     window_start = run_start + spec["warmup_s"]
     window_end = window_start + spec["duration_s"]
-    open_loop = spec["mode"] == "open"
+    # A worker whose clients are all slow ones (load.mix) has no schedule to keep.
+    open_loop = spec["mode"] == "open" and job["clients"] > 0
     stats = WorkerStats(run_start, window_start, window_end, spec["timeline_interval_s"], open_loop)
     shared = Shared(
         loop, stats, job["ip"], spec["port"], job, ECHO_BUFFER if spec["service"] == "echo" else FILE_BUFFER
     )
     clients = [Client(shared, job["client_offset"] + i) for i in range(job["clients"])]
+    run_s = spec["warmup_s"] + spec["duration_s"]
+    slow = [SlowClient(shared, kind, run_s) for kind, n in (job.get("mix") or {}).items() for _ in range(n)]
     dispatcher: ClosedLoop | OpenLoop
     if open_loop:
         dispatcher = OpenLoop(loop, stats, job["rate"], run_start + job["phase_s"], window_end)
@@ -233,6 +241,8 @@ async def run_clients(job: dict[str, Any], run_start: float) -> dict[str, Any]:
         mark_window_start()
     for c in clients:
         c.start()
+    for sc in slow:
+        sc.start()
     if isinstance(dispatcher, OpenLoop):
         dispatcher.start()
     # Check timeouts ten times per timeout (10% detection error), between
@@ -268,8 +278,11 @@ async def run_clients(job: dict[str, Any], run_start: float) -> dict[str, Any]:
         await asyncio.sleep(DRAIN_POLL_S)
     for c in clients:
         c.stop()
+    for sc in slow:
+        sc.stop()
     sweeper.cancel()
-    await asyncio.gather(sweeper, *(c.task for c in clients if c.task is not None), return_exceptions=True)
+    tasks = [c.task for c in clients if c.task is not None] + [c.task for c in slow if c.task is not None]
+    await asyncio.gather(sweeper, *tasks, return_exceptions=True)
     await asyncio.sleep(0)  # let closed transports deliver connection_lost
 
     wall = max(1e-9, wall_end - cpu_mark["wall"])
@@ -294,6 +307,7 @@ async def run_clients(job: dict[str, Any], run_start: float) -> dict[str, Any]:
         ),
         send_lag_n=dispatcher.send_lag_n if isinstance(dispatcher, OpenLoop) else 0,
         coarse_timer=coarse_timer,
+        mix=shared.slow_counts,
         loop_errors=len(loop_errors),
         loop_error_samples=loop_errors[:MAX_KEPT_ERRORS],
     )
@@ -306,7 +320,7 @@ def run_job(job: dict[str, Any], ready_fd: int | None) -> dict[str, Any]:
     warnings: list[str] = []
     if job.get("cpu") is not None:
         os.sched_setaffinity(0, {job["cpu"]})
-    raise_nofile(job["clients"] + FD_SLACK, warnings)
+    raise_nofile(job["clients"] + sum((job.get("mix") or {}).values()) + FD_SLACK, warnings)
     loop_name, factory = pick_loop(spec["loop"])
     if ready_fd is not None:
         os.write(ready_fd, b"r")

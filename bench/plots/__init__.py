@@ -12,6 +12,7 @@
 ``crashes``                 what survives a crashing handler (``server.crash`` runs only)
 ``copy_on_write``           USS over time per use of preloaded data (``server.preload_mib`` runs only)
 ``littles_law``             open loop, round trip swept: threads beside rate x RTT, requests in flight
+``slow_clients``            load.mix: fast clients' throughput, p99 and share served, slow connections ended
 ``timelines/<run_id>``      one per run: throughput, p99, memory, tasks, queue
 ==========================  ==================================================
 
@@ -67,10 +68,12 @@ FIGURES: dict[str, Callable[[Results, int | None, Any], Figure | None]] = {
     "crashes": lambda r, _p, _c: _lessons.crash_figure(r),
     "copy_on_write": lambda r, _p, _c: _lessons.cow_figure(r),
     "littles_law": lambda r, _p, _c: _figures.littles_law_figure(r),  # an open-loop round-trip sweep
+    "slow_clients": lambda r, _p, _c: _figures.slow_clients_figure(r),
 }
 
-#: The figures of single lessons (:mod:`bench.plots.lessons`): a folder that did not run the lesson has none.
-LESSON_FIGURES = ("crashes", "copy_on_write", "littles_law")
+#: The figures of single lessons (:mod:`bench.plots.lessons`; littles_law and slow_clients:
+#: :mod:`bench.plots.figures`): a folder that did not run the lesson has none.
+LESSON_FIGURES = ("crashes", "copy_on_write", "littles_law", "slow_clients")
 
 __all__ = [
     "FIGURES",

@@ -20,6 +20,7 @@ Reading the data:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,15 +35,17 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullForm
 
 from bench.format import fmt_bytes, format_param
 from bench.histograms import merge_histograms
-from bench.parameters import axis_text
+from bench.parameters import SLOW_KINDS, axis_text, fast_clients
 from bench.plots import style
 from bench.stats import (
+    DEFAULT_METRICS,
     LOWER_BOUNDED_METRICS,
     Results,
+    aggregate,
     is_lower_bound,
     served_phrase,
 )
-from bench.vocabulary import FAILED, GENERATOR_BOUND, UNSTABLE, point_flags, syn_retry_times
+from bench.vocabulary import FAILED, GENERATOR_BOUND, UNSTABLE, point_flags, slow_column, syn_retry_times
 from servers import registry
 
 #: Words for the swept parameter, used in titles ("as clients grow") and x labels (from bench.parameters).
@@ -875,4 +878,71 @@ def littles_law_figure(results: Results) -> Figure | None:
         _reps_note(results) + f"; dashed: {format_param(rate)}/s x the added round trip, the requests "
         "in flight L = rate x time in the system; a thread per connection holds every connection, busy or not",
     )
+    return fig
+
+
+# --------------------------------------------------------------------------
+# Slow clients (load.mix)
+
+#: The per-run numbers the slow-clients figure adds to the medians: the share of the fast clients
+#: served, and the slow clients' connections the server ended (see :func:`slow_clients_figure`).
+_MIX_METRICS = ("fast_served_pct", "slow_closed")
+
+
+def _has_slow_clients(results: Results) -> bool:
+    runs = results.runs
+    return any(kind in runs.columns and runs[kind].fillna(0).astype(float).gt(0).any() for kind in SLOW_KINDS)
+
+
+def _mix_view(results: Results) -> Results:
+    """``results`` with :data:`_MIX_METRICS` computed per run and their medians in the aggregate."""
+    runs = results.runs.copy()
+    fast = pd.Series([fast_clients(row) for row in runs.to_dict("records")], index=runs.index, dtype=float)
+    runs["fast_served_pct"] = 100.0 * runs["clients_served"].astype(float) / fast.where(fast > 0)
+    closed = [slow_column(kind, "closed") for kind in SLOW_KINDS if slow_column(kind, "closed") in runs.columns]
+    runs["slow_closed"] = runs[closed].astype(float).sum(axis=1, min_count=1) if closed else np.nan
+    view = dataclasses.replace(results, runs=runs)
+    # Seeded into the cached property: the medians of the usual metrics and of these two.
+    view.__dict__["aggregate"] = aggregate(runs, [*DEFAULT_METRICS, *_MIX_METRICS])
+    return view
+
+
+def slow_clients_figure(results: Results) -> Figure | None:
+    """Do the fast clients keep being served as slow clients (load.mix) take a share of the connections?
+
+    Four panels over the slow share (or whatever is swept): the fast
+    clients' throughput and p99 latency (the usual columns, which count the
+    fast clients only), the share of the fast clients that completed a request
+    in the window, and the slow clients' connections the server ended (an
+    idle or request timeout, or a server out of patience). Drawn only for a
+    folder with slow clients.
+    """
+    if results.aggregate.empty or not _has_slow_clients(results):
+        return None
+    view = _mix_view(results)
+    fig, axes = style.new_figure(2, 2, width=2 * style.PANEL_W + 2.4)
+    throughput = _draw_metric(axes[0, 0], view, "req_per_s")
+    style.count_axis(axes[0, 0], throughput)
+    axes[0, 0].set_ylim(bottom=0)
+    axes[0, 0].set_title("fast clients' throughput (requests/s)", fontsize=10)
+    latency = _draw_metric(axes[0, 1], view, "lat_p99_us")
+    style.time_axis(axes[0, 1], "y", latency)
+    axes[0, 1].set_title("fast clients' p99 latency (log scale)", fontsize=10)
+    _draw_metric(axes[1, 0], view, "fast_served_pct")
+    axes[1, 0].set_ylim(-5, 105)
+    axes[1, 0].set_title("fast clients served in the window (%)", fontsize=10)
+    closed = _draw_metric(axes[1, 1], view, "slow_closed")
+    # whole connections, linear (0 is the telling value): integer ticks, and an axis up to 1 at least when none was ended
+    axes[1, 1].yaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[1, 1].set_ylim(0, max([1.0, *(v for v in closed if np.isfinite(v))]) * 1.05)
+    axes[1, 1].set_title("slow clients' connections the server ended", fontsize=10)
+    _titles(
+        view,
+        fig,
+        _question(view, "Do the fast clients keep being served {}?", "Are the fast clients served {}?"),
+        _reps_note(view) + "; fast clients: the closed/open-loop clients, every reply checked; "
+        "slow ones: load.mix (slow readers, slowloris, idle)",
+    )
+    lower = any(is_lower_bound(r, "lat_p99_us") for _, r in view.aggregate.iterrows())
+    _legend(fig, view, style.flag_handles({"lower-bound"}) if lower else [])
     return fig

@@ -13,10 +13,12 @@ Sweeps
 Every parameter that has a column in ``runs.csv`` (``bench/results.py``) may
 be a list instead of a single value; a list sweeps that parameter, and several
 lists sweep their cartesian product. The sweepable fields are ``service``,
-``server.{backlog, max_children, threads, workers, sendfile, cpu_work_us}`` and
-``load.{clients, message_bytes, file_bytes, requests_per_connection, mode,
-rate}`` and, with ``hosts: namespaces``, ``network.{rtt, jitter, rate}`` (each
-run builds its hosts with its point's link). Timeouts, durations and the like are deliberately single values: a
+``server.{backlog, max_children, threads, workers, sendfile, cpu_work_us,
+idle_timeout}``, ``load.{clients, message_bytes, file_bytes,
+requests_per_connection, mode, rate}``, the slow clients' shares
+``load.mix.{slow_reader, slowloris, idle}`` and, with ``hosts: namespaces``,
+``network.{rtt, jitter, rate}`` (each run builds its hosts with its point's
+link). Timeouts, durations and the like are deliberately single values: a
 run's settings must be recoverable from its row, and they have no column.
 
 :meth:`Scenario.points` expands the product in a fixed order (``service``

@@ -186,7 +186,8 @@ def _unknown_field(path: tuple, root: type[BaseModel]) -> str:
     close = difflib.get_close_matches(name, allowed, n=1)
     hint = f" (did you mean {close[0]}?)" if close else ""
     where = f"in {dotted(path[:-1])}" if path[:-1] else "at the top level"
-    return f"unknown field {name!r}{hint}; allowed {where}: {', '.join(allowed)}"
+    extra = getattr(section, "unknown_hint", "")
+    return f"unknown field {name!r}{hint}; allowed {where}: {', '.join(allowed)}" + (f" ({extra})" if extra else "")
 
 
 def _section_at(path: tuple, root: type[BaseModel]) -> type[BaseModel] | None:

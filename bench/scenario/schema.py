@@ -15,7 +15,7 @@ import dataclasses
 import difflib
 import importlib.util
 import re
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Optional, TypeAlias, TypeVar
 
 import yaml
 from pydantic import (
@@ -37,13 +37,21 @@ from pydantic import (
 )
 
 from bench.loadgen.spec import NATIVE_SERVICES, PYTHON_ONLY_SERVICES, SERVICES
-from bench.parameters import PARAMETERS, Parameter, in_section
+from bench.parameters import MIX_KINDS, MIX_SERVICES, PARAMETERS, SLOW_KINDS, Parameter, in_section
 from bench.scenario.machine import machine_issues
 from bench.scenario.messages import dotted, plain_number, show
 from bench.scenario.source import Dumper
 from bench.scenario.sweep import Point, expand, offers
 from bench.thresholds import Threshold, from_entry, parse_threshold
-from bench.units import format_bitrate, format_duration, format_size, parse_bitrate, parse_duration, parse_size
+from bench.units import (
+    format_bitrate,
+    format_duration,
+    format_size,
+    parse_bitrate,
+    parse_duration,
+    parse_fraction,
+    parse_size,
+)
 from servers.config import CRASH_KINDS, LOOPS, POOL_OPTIONS, PRELOAD_USES, ServerOptions
 from servers.registry import HANDLER_OPTION_MODELS, MODELS, unavailable
 
@@ -257,9 +265,10 @@ class ServerSpec(Section):
     preload_mib: Sweep[NonNegInt] = _server_field("preload_mib")
     preload_use: Sweep[PreloadUse] = _server_field("preload_use")
     preload_freeze: Sweep[StrictBool] = _server_field("preload_freeze")
-    # Not swept: they bound hostile clients, which the load generator is not;
-    # 0 turns one off to show the stdlib's unbounded waiting.
-    idle_timeout: Duration = _server_field("idle_timeout")
+    # 0 turns one off to show the stdlib's unbounded waiting. The idle
+    # timeout is swept (load.mix's idle clients show what it changes); the
+    # other two bound clients the load generator does not imitate as a sweep.
+    idle_timeout: Sweep[Duration] = _server_field("idle_timeout")
     request_timeout: Duration = _server_field("request_timeout")
     send_timeout: Duration = _server_field("send_timeout")
 
@@ -274,7 +283,7 @@ _KIND_TYPES: dict[str, Any] = {
     "duration": Duration,
     "rate": Rate,
     "bitrate": BitRate,
-    "fraction": Annotated[StrictFloat, Field(ge=0, le=1)],
+    "fraction": Annotated[StrictFloat, BeforeValidator(parse_fraction), Field(ge=0, le=1)],
     "flag": StrictBool,
 }
 #: ... of a size or duration that must be positive (Parameter.positive).
@@ -299,9 +308,36 @@ def _parameter_field(parameter: Parameter) -> tuple[Any, Any]:
     return kind, Field(default, description=parameter.help)
 
 
+#: What each subsection of a parameter section holds (:attr:`~bench.parameters.Parameter.group`), for its help.
+_GROUP_DOCS = {
+    "mix": "``load.mix:``: the slow kinds of client and their share of load.clients (the fast clients are the "
+    f"rest), and how the slow ones behave; kinds: {', '.join(SLOW_KINDS)} (fields: bench.parameters)",
+}
+
+
+class MixSection(Section):
+    """Base of ``load.mix``: an unknown field there is most likely a kind of client, so its message says the kinds."""
+
+    unknown_hint: ClassVar[str] = (
+        f"the kinds of client are {', '.join(MIX_KINDS)}: give {', '.join(SLOW_KINDS)} a share of load.clients "
+        "(0.1 or 10%); fast clients are the rest"
+    )
+
+
 def parameter_section(section: str, doc: str, base: type[BaseModel] = Section) -> type[BaseModel]:
-    """The model of a scenario section whose fields are the :data:`~bench.parameters.PARAMETERS` of ``section``."""
-    fields: dict[str, Any] = {p.field_name: _parameter_field(p) for p in in_section(section)}
+    """The model of a scenario section whose fields are the :data:`~bench.parameters.PARAMETERS` of ``section``.
+
+    Parameters with a ``group`` become the fields of a subsection of that name (``load.mix``).
+    """
+    fields: dict[str, Any] = {p.field_name: _parameter_field(p) for p in in_section(section) if not p.group}
+    for group in dict.fromkeys(p.group for p in in_section(section) if p.group):
+        group_fields: dict[str, Any] = {
+            p.field_name: _parameter_field(p) for p in in_section(section) if p.group == group
+        }
+        group_base: type[Section] = MixSection if group == "mix" else Section
+        sub = create_model(f"{group.title()}Spec", __base__=group_base, __module__=__name__, **group_fields)
+        sub.__doc__ = _GROUP_DOCS.get(group, "")
+        fields[group] = (sub, Field(default_factory=sub, description=_GROUP_DOCS.get(group, "")))
     model = create_model(f"{section.title()}Spec", __base__=base, __module__=__name__, **fields)
     model.__doc__ = doc
     return model
@@ -500,6 +536,50 @@ class Scenario(Section):
         return "# scenario as run: every default filled in\n" + body
 
 
+def mix_has_slow(load: Any) -> bool:
+    """Whether a scenario's ``load`` (or a sweep point's) has slow clients at some point."""
+    mix = getattr(load, "mix", load)
+    return any(share for kind in SLOW_KINDS for share in _values(getattr(mix, kind)))
+
+
+def _mix_issues(s: Scenario, services: list[str]) -> list[tuple[tuple, str]]:
+    """``load.mix``: the shares fit in the clients, the service and the engine speak the slow kinds."""
+    mix = s.load.mix
+    issues: list[tuple[tuple, str]] = []
+    most = sum(max(_values(getattr(mix, kind))) for kind in SLOW_KINDS)
+    if most > 1 + 1e-9:  # why 1e-9: 0.7 + 0.2 + 0.1 adds up to 1.0000000000000002 in floats
+        issues.append(
+            (
+                ("load", "mix"),
+                f"the slow kinds take up to {most:.0%} of load.clients ("
+                + ", ".join(
+                    f"{k} {max(_values(getattr(mix, k))):.0%}" for k in SLOW_KINDS if any(_values(getattr(mix, k)))
+                )
+                + "); together at most 100%: lower a share",
+            )
+        )
+    if not mix_has_slow(s.load):
+        return issues
+    other = [service for service in services if service not in MIX_SERVICES]
+    if other:
+        issues.append(
+            (
+                ("load", "mix"),
+                f"slow clients speak the {' and '.join(MIX_SERVICES)} services only, not {' and '.join(other)}: "
+                f"remove {' and '.join(other)} from service or set the shares of {', '.join(SLOW_KINDS)} to 0",
+            )
+        )
+    if s.generator.engine in ("native", "locust", "wrk"):
+        issues.append(
+            (
+                ("generator", "engine"),
+                f"the {s.generator.engine} engine has no slow clients (load.mix): use engine python, or auto "
+                "(python when load.mix has slow clients)",
+            )
+        )
+    return issues
+
+
 def _cross_issues(s: Scenario) -> list[tuple[tuple, str]]:
     """Problems that involve more than one field, each with the path to point at."""
     issues: list[tuple[tuple, str]] = []
@@ -512,7 +592,7 @@ def _cross_issues(s: Scenario) -> list[tuple[tuple, str]]:
             parameter.applies is None or set(parameter.applies_values) & set(axes[parameter.applies[0]])
         ):
             if getattr(getattr(s, parameter.section), parameter.field_name) is None:
-                issues.append(((parameter.section, parameter.field_name), parameter.required_reason()))
+                issues.append((parameter.path, parameter.required_reason()))
     python_only = [service for service in services if service in PYTHON_ONLY_SERVICES]
     if s.generator.engine == "native" and python_only:
         issues.append(
@@ -523,6 +603,7 @@ def _cross_issues(s: Scenario) -> list[tuple[tuple, str]]:
                 f"{' and '.join(python_only)})",
             )
         )
+    issues += _mix_issues(s, services)
     if "open" not in modes and s.load.rate is not None:
         issues.append((("load", "rate"), "only used when mode is open; remove it or set mode: open"))
     for i, model in enumerate(s.models):

@@ -40,7 +40,7 @@ SWEEP_ORDER: tuple[str, ...] = ("service", *(p.name for p in _SWEPT_PARAMETERS))
 #: Where each sweep axis lives in the file.
 SWEEP_PATHS: dict[str, tuple[str, ...]] = {
     "service": ("service",),
-    **{p.name: (p.section, p.field_name) for p in _SWEPT_PARAMETERS},
+    **{p.name: p.path for p in _SWEPT_PARAMETERS},
 }
 
 _COLUMN_PARAMETERS = [p for p in PARAMETERS if p.column]
@@ -134,13 +134,19 @@ def why_inert(name: str) -> str:
     return _BY_NAME[name].inert_reason() if name in _BY_NAME else "every value gives the same runs"
 
 
+def _at(scenario: Any, path: tuple[str, ...]) -> Any:
+    """The scenario's field at ``path`` (``("load", "mix", "idle")``)."""
+    value: Any = scenario
+    for part in path:
+        value = getattr(value, part)
+    return value
+
+
 def _axes(scenario: Any) -> dict[str, list]:
     """Every sweep axis as a list of its values (a scalar is a one-value list)."""
     values: dict[str, list] = {}
     for name, path in SWEEP_PATHS.items():
-        value: Any = scenario
-        for part in path:
-            value = getattr(value, part)
+        value = _at(scenario, path)
         values[name] = value if isinstance(value, list) else [value]
     return values
 
@@ -181,9 +187,7 @@ def _point(scenario: Any, v: dict[str, Any], index: int) -> "Point":
     where = {"service": service, "mode": v["mode"], "hosts": scenario.network.hosts}
     load = LoadPoint(
         **{
-            p.point_name: (v[p.name] if p.sweepable else getattr(scenario.load, p.name))
-            if p.applies_at(where)
-            else None
+            p.point_name: (v[p.name] if p.sweepable else _at(scenario, p.path)) if p.applies_at(where) else None
             for p in in_section("load")
         }
     )
