@@ -126,7 +126,6 @@ if ! "${BENCH[@]}" run scenarios/slow-clients.yaml --results "$idle_root" --set 
 fi
 take "$(echo "$idle_root"/*-slow-clients)" slow_clients.png slow-idle-timeout.png
 
-echo "Figures regenerated in $FIGURES; results in $RESULTS_ROOT"
 
 # Lesson "A crashing handler": its single-process servers die on purpose, so
 # bench run exits 1; any failed run other than a server that died is an error.
