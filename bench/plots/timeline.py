@@ -54,7 +54,8 @@ def timeline_figure(results: Results, run_id: str) -> Figure | None:
     server = tl[tl["source"] == "server"].sort_values("t_s")
     model = str(run.get("model", ""))
     colour = style.model_colour(model)
-    fig, axes = style.new_figure(5, 1, width=style.PANEL_W + 3.0, height=9.0, sharex=True)
+    # a fixed layout (style.fixed_layout): the panels are always these five, one under the other
+    fig, axes = style.new_figure(5, 1, width=style.PANEL_W + 3.0, height=9.0, sharex=True, layout=None)
     ax_x, ax_lat, ax_mem, ax_proc, ax_q = axes[:, 0]
 
     _line(ax_x, load, "req_per_s", colour, "throughput")
@@ -124,6 +125,7 @@ def timeline_figure(results: Results, run_id: str) -> Figure | None:
     elif flags:
         subtitle += " - " + ", ".join(flags)
     style.titles(fig, f"What happened during run {run_id}?", subtitle)
+    style.fixed_layout(fig, list(axes[:, 0]))
     return fig
 
 
