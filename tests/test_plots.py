@@ -368,3 +368,28 @@ def test_a_timeline_laid_out_once_keeps_every_label_inside_and_apart(fake):
     for upper, lower in zip(fig.axes, fig.axes[1:]):
         # a panel's highest tick label stays under the panel above it
         assert lower.yaxis.get_tightbbox(renderer).y1 < upper.bbox.y0
+
+
+def test_a_timeline_drawn_over_another_is_the_same_image_as_a_new_one(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from bench.plots import save_figure
+    from bench.plots.timeline import timeline_figure
+
+    folder = write_fake_results(tmp_path / "r", models=("sequential", "threading", "c-reference"), repetitions=2)
+    results = load_results(folder)
+    # generator-bound, unstable and plain runs of three models at four points, each with its own limits
+    run_ids = [r for r in results.runs["run_id"] if (results.timeline["run_id"] == r).any()]
+
+    def pixels(fig, name):
+        path = save_figure(fig, tmp_path / name, ("png",), tight=False)[0]
+        return np.asarray(Image.open(path).convert("RGB"), dtype=int)
+
+    fresh = {run_id: pixels(timeline_figure(results, run_id), f"new-{run_id}") for run_id in run_ids}
+    fig = None
+    for run_id in run_ids[::-1] + run_ids:  # each drawn over a different predecessor
+        fig = timeline_figure(results, run_id, into=fig)
+        # anything left over from the run before (a line, a legend, a log axis, a limit) would differ by far
+        # more than the one level of anti-aliasing that float rounding of the panels' positions can make
+        assert np.abs(pixels(fig, f"over-{run_id}") - fresh[run_id]).max() <= 1, run_id

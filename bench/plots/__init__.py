@@ -216,6 +216,10 @@ def figure_jobs(results: Results, timelines: bool | Iterable[str] = True) -> lis
 _SOURCE: dict[str, tuple[Results, Any, dict[str, Results]]] = {}
 
 
+#: The timeline figure this process draws the next timeline over (at most one), dropped with _SOURCE.
+_TIMELINE: list[Figure] = []
+
+
 def _source(results_dir: Path) -> tuple[Results, Any, dict[str, Results]]:
     """(results, calibration, {facet: view}) of the folder, each view's statistics computed once."""
     from bench.findings import load_calibration
@@ -247,7 +251,12 @@ def draw_job(
     results, calibration, views = _source(results_dir)
     with style.settings():
         if job.run_id:
-            fig = timeline_figure(results, job.run_id)
+            try:  # drawn over the last timeline this process drew: see timeline_figure
+                fig = timeline_figure(results, job.run_id, into=_TIMELINE[0] if _TIMELINE else None)
+            except BaseException:
+                _TIMELINE.clear()  # half drawn over: the next one starts afresh
+                raise
+            _TIMELINE[:] = [fig] if fig is not None else _TIMELINE
         else:
             fig = FIGURES[job.name](views[job.facet], spectrum_point, calibration)
         if fig is None:
@@ -298,12 +307,14 @@ def plot_results(
     results_dir = Path(results_dir)
     formats = None if formats is None else tuple(formats)
     _SOURCE.clear()
+    _TIMELINE.clear()
     try:
         results = _source(results_dir)[0]  # loaded before the workers fork
         todo = list(jobs) if jobs is not None else figure_jobs(results, timelines)
         return _draw_all(results_dir, todo, formats, spectrum_point, workers, on_figure)
     finally:
         _SOURCE.clear()  # the next call reads the folder afresh
+        _TIMELINE.clear()
 
 
 def _draw_all(

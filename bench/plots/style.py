@@ -223,16 +223,16 @@ def fixed_layout(fig: Figure, column: Sequence[Axes], pad_in: float = LAYOUT_PAD
     legends = [legend for legend in (ax.get_legend() for ax in column) if legend is not None]
     # a legend anchored just right of its panel: its width is the room needed there, wherever the panel ends
     legend_in = max((legend.get_window_extent(renderer).width / dpi for legend in legends), default=0.0)
-    left_in = max(_left_of(ax, renderer) for ax in column) / dpi
     bottom_in = _below(column[-1], renderer) / dpi
     top = (title_bottom - pad_in) / height
     bottom = (bottom_in + pad_in) / height
-    right = 1.0 - (legend_in + 2 * pad_in) / width
-    left = (left_in + pad_in) / width
     # between panels: a panel's top tick label stands half a line above its frame, then the pad
     gap_in = 2 * pad_in
     panel_h = ((top - bottom) * height - gap_in * (len(column) - 1)) / len(column)
-    fig.subplots_adjust(left=left, right=right, top=top, bottom=bottom, hspace=gap_in / max(panel_h, 1e-6))
+    fig.subplots_adjust(top=top, bottom=bottom, hspace=gap_in / max(panel_h, 1e-6))
+    # the y ticks depend on the panels' height, now final: only then are their labels measured
+    left_in = max(_left_of(ax, renderer) for ax in column) / dpi
+    fig.subplots_adjust(left=(left_in + pad_in) / width, right=1.0 - (legend_in + 2 * pad_in) / width)
 
 
 def _left_of(ax: Axes, renderer: Any) -> float:
