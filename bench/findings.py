@@ -24,6 +24,7 @@ from typing import Any
 import pandas as pd
 
 from bench.format import fmt_bytes, fmt_rate, fmt_time_us, format_param
+from bench.histograms import recorded
 from bench.results import load_stored_calibration
 from bench.stats import Results, bound_mark, lower_bound_names, served_phrase, unresolved_connects
 from bench.vocabulary import BUSY_THRESHOLD_PCT, CONN_OUTCOMES, CONN_PENDING, syn_retry_times
@@ -458,11 +459,7 @@ def _syn_retries(ctx: _Ctx) -> list[Finding]:
         if hist is None:
             continue
         total = hist.get_total_count()
-        slow = sum(
-            it.count_added_in_this_iter_step
-            for it in hist.get_recorded_iterator()
-            if it.value_iterated_to >= SYN_RETRY_US
-        )
+        slow = sum(count for value, count in recorded(hist) if value >= SYN_RETRY_US)
         if slow:
             items.append((slow / total, row, slow, total, hist.get_max_value()))
     items.sort(key=lambda t: -t[0])

@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
 from hdrh.histogram import HdrHistogram
 
 #: 1 us is the clock resolution that matters here; loopback round trips are >= 10 us.
@@ -165,3 +166,19 @@ def merge_histograms(hists: Iterable[Any]) -> Any | None:
     for h in hists:
         total.add(h)
     return total
+
+
+def recorded(hist: Any) -> list[tuple[int, int]]:
+    """``(value, count)`` of every bucket of ``hist`` holding a count, lowest value first.
+
+    The same pairs as hdrh's ``get_recorded_iterator()`` (``value_iterated_to``,
+    the highest value the bucket stands for, and ``count_added_in_this_iter_step``),
+    found without its walk: that iterator steps through every bucket up to
+    the largest value in Python, ~190,000 steps for a connect histogram that
+    reaches a 3 s SYN retry, however few buckets hold anything.
+    """
+    counts = np.ctypeslib.as_array(hist.counts)
+    return [
+        (int(hist.get_highest_equivalent_value(hist.get_value_from_index(int(i)))), int(counts[i]))
+        for i in np.flatnonzero(counts)
+    ]

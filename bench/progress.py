@@ -6,9 +6,18 @@ terminal it keeps two live lines under the printed run lines, redrawn four
 times a second so nothing stays still for more than a second::
 
     quick  ━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━   5/22 runs  1 min 10 s, about 55 s left
-      threading service=echo r1: measuring 1.2 s of 2.0 s
+      threading service=echo r1: measuring 1.2 s of 2.0 s, ~41.3 MB/s on the wire so far
 
 then, after the last run, the finish stage (summary, each figure, report).
+
+The live figure is what can honestly be known while a run goes on: the
+generator's workers report their requests only at the end, so the line shows
+the bytes through the server's network namespace (:mod:`bench.monitor.wire`:
+every packet once, headers and ACKs included), as a rate over the measured
+window so far (over the warmup so far while warming up), read at most once a
+second. It is shown only where the run has a namespace of its own, where
+those bytes are the run's alone, and labelled what it is: ``MB/s on the
+wire``, not ``req/s``.
 Written to a file or a pipe, only the lines of finished runs are printed:
 one line per run. The time left comes from :mod:`bench.estimate`, from what
 the runs of this machine really cost, and each finished run and finish
@@ -34,12 +43,50 @@ from rich.table import Table
 from rich.text import Text
 
 from bench.estimate import Estimate, History, estimate, fmt_duration
+from bench.format import fmt_mb_per_s
+from bench.monitor.wire import namespace_bytes
 from bench.runner import PHASES
 
 PHASE_IDLE = PHASES[0]
 
 #: Redraws per second of the live lines: a figure that moves every 250 ms never looks stuck.
 REFRESH_PER_S = 4
+
+#: The live figure is read at most this often: often enough to move, seldom enough to stay readable.
+WIRE_EVERY_S = 1.0
+
+
+class WireRate:
+    """The bytes-on-the-wire rate of one phase of a run: since the phase began, re-read at most once a second.
+
+    ``read`` returns the bytes so far (:func:`bench.monitor.wire.namespace_bytes`
+    of the server's pid), or None when they cannot be read.
+    """
+
+    def __init__(self, read: Callable[[], int | None], now: float, every_s: float = WIRE_EVERY_S):
+        self.read = read
+        self.every_s = every_s
+        self.first = read()
+        self.began = self.last = now
+        self.rate: float | None = None  # bytes per second, once a reading a second after the first is in
+
+    def update(self, now: float) -> float | None:
+        """The rate (bytes per second) so far, reading the counters if a second has passed."""
+        if self.first is None or now - self.last < self.every_s:
+            return self.rate
+        value = self.read()
+        self.last = now
+        if value is None:
+            self.rate = None  # the server is gone: no figure rather than a stale one
+            self.first = None
+        elif now > self.began:
+            self.rate = max(0, value - self.first) / (now - self.began)
+        return self.rate
+
+    def text(self, now: float) -> str:
+        """``~41.3 MB/s on the wire so far``, or "" before there is a figure."""
+        rate = self.update(now)
+        return "" if rate is None else f"~{fmt_mb_per_s(rate / 1e6)} MB/s on the wire so far"
 
 
 class RunProgress:
@@ -67,6 +114,7 @@ class RunProgress:
         self._phase = ""
         self._info: dict[str, Any] = {}
         self._phase_began = time.monotonic()
+        self._wire: WireRate | None = None
 
         self._idle_end: float | None = None
         self._finish_began: float | None = None
@@ -106,6 +154,8 @@ class RunProgress:
             if plan is None and self._finish_began is None:
                 self._finish_began = now
             self._plan, self._phase, self._info, self._phase_began = plan, phase, dict(info), now
+            pid = info.get("wire_pid") if phase in ("warmup", "measuring") else None
+            self._wire = WireRate(lambda: namespace_bytes(pid), now) if pid and self.console.is_terminal else None
         if phase == "done" and plan is not None:
             self.history.record_run(plan.model, info["overhead_s"], info["idle_wait_s"])
         elif phase == "finished" and info.get("plots"):
@@ -176,7 +226,9 @@ class RunProgress:
 
     def _now_text(self, now: float) -> str:
         with self._lock:
-            plan, phase, info, since = self._plan, self._phase, self._info, self._phase_began
+            plan, phase, info, since, meter = self._plan, self._phase, self._info, self._phase_began, self._wire
+        wire_text = meter.text(now) if meter is not None else ""
+        wire = f", {wire_text}" if wire_text else ""
         if plan is None:
             if not phase:
                 return "preparing the runs"
@@ -188,9 +240,11 @@ class RunProgress:
         if phase in ("warmup", "measuring") and info.get("window_start"):
             wall = time.time()
             if phase == "warmup" or wall < info["window_start"]:
-                return head + f"warmup, the measured window opens in {max(0.0, info['window_start'] - wall):.1f} s"
+                return (
+                    head + f"warmup, the measured window opens in {max(0.0, info['window_start'] - wall):.1f} s" + wire
+                )
             length = info["window_end"] - info["window_start"]
-            return head + f"measuring {min(wall - info['window_start'], length):.1f} s of {length:.1f} s"
+            return head + f"measuring {min(wall - info['window_start'], length):.1f} s of {length:.1f} s" + wire
         if phase == PHASE_IDLE:
             return head + (
                 f"waiting for an idle machine {now - since:.0f} s (at most {fmt_duration(info.get('max_wait_s', 0))})"

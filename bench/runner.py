@@ -333,8 +333,10 @@ def execute_run(
     ``on_phase(plan, phase, info)`` is called as the run enters each of
     :data:`PHASES`; ``warmup`` and ``measuring`` carry the window's
     wall-clock bounds (``window_start``, ``window_end``, ``time.time()``
-    seconds), ``measuring`` is called from the thread that opens the window,
-    and ``done`` carries what the run cost: ``idle_wait_s`` and
+    seconds) and, where the run has a network namespace of its own, the
+    server's pid as ``wire_pid`` (its traffic can be read live, see
+    :mod:`bench.monitor.wire`); ``measuring`` is called from the thread that
+    opens the window, and ``done`` carries what the run cost: ``idle_wait_s`` and
     ``overhead_s`` (the rest beyond warmup + duration), once the row is on disk.
 
     A stop signal (KeyboardInterrupt, :class:`Stopped`) during the load is
@@ -425,6 +427,8 @@ def execute_run(
 
             def window_scheduled(start: float, end: float) -> None:
                 window.update(window_start=start, window_end=end)
+                if row.get("netns") == "own":  # the server's namespace counts this run's traffic alone
+                    window["wire_pid"] = server.pid  # bench.monitor.wire reads its bytes on the wire
                 probe.schedule(start, end)
                 on_phase(plan, "warmup", window)
 

@@ -7,8 +7,13 @@ process each, with a timings history of its own (a temporary
 what was learned from the rounds before. Printed per round: the estimate the
 run announced, the measured wall time of the whole command (finish stage
 included), the error in percent, and the load average, since waits for an
-idle machine grow with other work. The goal on an idle machine: within 20%.
+idle machine grow with other work, and whether the estimate was a first
+guess or learned from the rounds before (the scenarios share one history, so
+a later scenario learns from the earlier ones too); at the end, per scenario,
+the error of its last round, the learned one. The goal on an idle machine:
+within 20%.
 
+    python benchmarks/estimate_error.py          # quick and small-backlog, 2 rounds each
     python benchmarks/estimate_error.py scenarios/quick.yaml scenarios/small-backlog.yaml
     python benchmarks/estimate_error.py scenarios/quick.yaml --set duration=1s --rounds 3
 
@@ -47,7 +52,13 @@ def announced_seconds(text: str) -> float | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("scenarios", nargs="+", type=Path)
+    parser.add_argument(
+        "scenarios",
+        nargs="*",
+        type=Path,
+        default=[HERE / "scenarios" / "quick.yaml", HERE / "scenarios" / "small-backlog.yaml"],
+        help="scenarios to run (default: quick and small-backlog)",
+    )
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per bench run before SIGKILL")
@@ -60,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="sockbench-estimate-") as tmp:
         env = dict(os.environ, PYTHONPATH=str(HERE), XDG_CACHE_HOME=str(Path(tmp) / "cache"))
+        last: dict[str, str] = {}
         for scenario in args.scenarios:
             for round_no in range(1, args.rounds + 1):
                 results = args.keep or Path(tmp) / "r"
@@ -80,13 +92,20 @@ def main(argv: list[str] | None = None) -> int:
                     os.killpg(proc.pid, signal.SIGKILL)
                     out, _ = proc.communicate()
                 took = time.monotonic() - began
-                said = announced_seconds(" ".join(out.split()))
+                text = " ".join(out.split())
+                said = announced_seconds(text)
                 load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
                 error = f"{(said - took) / took:+.0%}" if said else "no estimate printed"
+                source = "learned" if "from the last runs" in text else "first guess"
                 print(
-                    f"{scenario.name:<22} round {round_no}: estimated {said or '-':>5} s, took {took:6.1f} s, "
-                    f"error {error}  (exit {proc.returncode}, load average {load})"
+                    f"{scenario.name:<22} round {round_no}: estimated {said or '-':>5} s ({source}), "
+                    f"took {took:6.1f} s, error {error}  (exit {proc.returncode}, load average {load})",
+                    flush=True,
                 )
+                if said:
+                    last[scenario.name] = f"estimated {said:.0f} s ({source}), took {took:.1f} s, error {error}"
+        for name, line in last.items():
+            print(f"{name:<22} last round: {line}")
     return 0
 
 

@@ -319,3 +319,77 @@ def test_the_slow_clients_figure_is_drawn_only_for_a_folder_with_slow_clients(tm
     assert "fast clients served in the window (%)" in titles and "fast clients' p99 latency (log scale)" in titles
     assert {"threading", "selectors"} <= set(_legend_texts(fig))
     assert fig.axes[0].get_xlabel() == "slow_reader clients (share of all clients)"
+
+
+def test_each_format_is_one_drawing_after_one_layout(fake, tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+    from matplotlib.layout_engine import ConstrainedLayoutEngine
+
+    from bench.plots import save_figure
+    from bench.plots.timeline import timeline_figure
+
+    results = load_results(fake)
+    draws: list[str] = []
+    layouts: list[str] = []
+    real_draw, real_layout = Figure.draw, ConstrainedLayoutEngine.execute
+    monkeypatch.setattr(Figure, "draw", lambda self, renderer: (draws.append(""), real_draw(self, renderer))[1])
+    monkeypatch.setattr(
+        ConstrainedLayoutEngine, "execute", lambda self, fig: (layouts.append(""), real_layout(self, fig))[1]
+    )
+    fig = build_figures(results)["throughput"]
+    paths = save_figure(fig, tmp_path / "throughput", ("png", "svg"))
+    assert [p.suffix for p in paths] == [".png", ".svg"]
+    assert (len(draws), len(layouts)) == (2, 1)  # left to savefig: 4 (a dry run for layout and margins per format)
+    draws.clear(), layouts.clear()
+    run_id = results.runs.loc[results.runs["status"] == "ok", "run_id"].iloc[0]
+    save_figure(timeline_figure(results, run_id), tmp_path / "timeline", ("png",), tight=False)
+    assert (len(draws), len(layouts)) == (1, 0)
+
+
+def test_a_timeline_laid_out_once_keeps_every_label_inside_and_apart(fake):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from bench.plots.timeline import timeline_figure
+
+    results = load_results(fake)
+    runs = results.runs
+    # the generator-bound run: the longest legend label, beside the top panel
+    run_id = runs.loc[runs["generator_bound"] == True, "run_id"].iloc[0]  # noqa: E712
+    fig = timeline_figure(results, run_id)
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    width, height = fig.bbox.width, fig.bbox.height
+    drawn = fig.get_tightbbox(renderer).transformed(fig.dpi_scale_trans)  # inches to pixels
+    assert drawn.x0 >= 0 and drawn.y0 >= 0 and drawn.x1 <= width and drawn.y1 <= height  # nothing cut off
+    legend = max((ax.get_legend().get_window_extent(renderer) for ax in fig.axes), key=lambda b: b.width)
+    assert legend.x1 <= width
+    titles = min(t.get_window_extent(renderer).y0 for t in fig.texts if t.get_text().strip())
+    assert fig.axes[0].get_tightbbox(renderer).y1 < titles  # the top panel below the titles
+    for upper, lower in zip(fig.axes, fig.axes[1:]):
+        # a panel's highest tick label stays under the panel above it
+        assert lower.yaxis.get_tightbbox(renderer).y1 < upper.bbox.y0
+
+
+def test_a_timeline_drawn_over_another_is_the_same_image_as_a_new_one(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from bench.plots import save_figure
+    from bench.plots.timeline import timeline_figure
+
+    folder = write_fake_results(tmp_path / "r", models=("sequential", "threading", "c-reference"), repetitions=2)
+    results = load_results(folder)
+    # generator-bound, unstable and plain runs of three models at four points, each with its own limits
+    run_ids = [r for r in results.runs["run_id"] if (results.timeline["run_id"] == r).any()]
+
+    def pixels(fig, name):
+        path = save_figure(fig, tmp_path / name, ("png",), tight=False)[0]
+        return np.asarray(Image.open(path).convert("RGB"), dtype=int)
+
+    fresh = {run_id: pixels(timeline_figure(results, run_id), f"new-{run_id}") for run_id in run_ids}
+    fig = None
+    for run_id in run_ids[::-1] + run_ids:  # each drawn over a different predecessor
+        fig = timeline_figure(results, run_id, into=fig)
+        # anything left over from the run before (a line, a legend, a log axis, a limit) would differ by far
+        # more than the one level of anti-aliasing that float rounding of the panels' positions can make
+        assert np.abs(pixels(fig, f"over-{run_id}") - fresh[run_id]).max() <= 1, run_id

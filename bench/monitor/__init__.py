@@ -13,6 +13,8 @@ One module per thing measured:
   :class:`CpuBusy` per CPU during it (one runs.csv column each), :class:`WindowProbe`
   (snapshots when the measured window opens and closes).
 * :mod:`bench.monitor.procfs` -- the cheap /proc readers underneath.
+* :mod:`bench.monitor.wire` -- bytes through the server's network namespace
+  so far: the live figure of ``bench run``'s progress line.
 
 A typical point::
 

@@ -47,6 +47,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from bench.plots import figures as _figures
@@ -90,6 +91,9 @@ __all__ = [
 ]
 
 
+#: The margin (inches) kept around what a question figure draws, when its margins are trimmed.
+TIGHT_PAD_IN = 0.15
+
 #: The formats of the question figures unless others are asked for.
 FIGURE_FORMATS = ("png", "svg")
 #: The formats of the per-run timelines unless others are asked for: PNG only (see the module docstring).
@@ -118,9 +122,12 @@ def build_figures(results: Results, spectrum_point: int | None = None, calibrati
 def save_figure(fig: Figure, base: Path, formats: Iterable[str], *, tight: bool = True) -> list[Path]:
     """Save ``fig`` as ``base.<fmt>`` for each format; returns the paths written.
 
-    The layout is computed for the first format and frozen for the others
-    (it is the slow part of saving). ``tight=False`` skips trimming the
-    margins, which costs one more draw: used for the many timelines.
+    The layout and, with ``tight``, the trimmed margins are computed once,
+    before the first format, and frozen for every format: each is then a
+    single drawing. (Left to ``savefig``, a laid-out figure is drawn once
+    for the layout and once more for the margins before it is drawn, for
+    each format.) ``tight=False`` keeps the figure's own size: for figures
+    placed by :func:`bench.plots.style.fixed_layout`, the many timelines.
 
     Error handling: each file is written whole or not at all
     (:func:`bench.results.atomic_file`); a full disk raises
@@ -129,14 +136,20 @@ def save_figure(fig: Figure, base: Path, formats: Iterable[str], *, tight: bool 
     paths = []
     base.parent.mkdir(parents=True, exist_ok=True)
     with style.settings():
-        for i, fmt in enumerate(formats):
+        extra: dict[str, Any] = {}
+        canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+        engine = fig.get_layout_engine()
+        if engine is not None:
+            engine.execute(fig)  # the layout, once
+            # None, not "none": "none" leaves a placeholder engine, for which savefig lays out again
+            fig.set_layout_engine(None)
+        if tight:
+            extra["bbox_inches"] = fig.get_tightbbox(canvas.get_renderer()).padded(TIGHT_PAD_IN)
+        for fmt in formats:
             path = base.with_suffix(f".{fmt}")
-            extra: dict[str, Any] = {"bbox_inches": "tight", "pad_inches": 0.15} if tight else {}
             # temp + rename: a full disk or Ctrl-C never leaves a truncated figure
             with atomic_file(path, "wb") as fh:
                 fig.savefig(fh, format=fmt, metadata=_metadata(fmt, fig), **extra)
-            if i == 0:
-                fig.set_layout_engine("none")  # positions stay as laid out for the first format
             paths.append(path)
     return paths
 
@@ -203,6 +216,10 @@ def figure_jobs(results: Results, timelines: bool | Iterable[str] = True) -> lis
 _SOURCE: dict[str, tuple[Results, Any, dict[str, Results]]] = {}
 
 
+#: The timeline figure this process draws the next timeline over (at most one), dropped with _SOURCE.
+_TIMELINE: list[Figure] = []
+
+
 def _source(results_dir: Path) -> tuple[Results, Any, dict[str, Results]]:
     """(results, calibration, {facet: view}) of the folder, each view's statistics computed once."""
     from bench.findings import load_calibration
@@ -234,7 +251,12 @@ def draw_job(
     results, calibration, views = _source(results_dir)
     with style.settings():
         if job.run_id:
-            fig = timeline_figure(results, job.run_id)
+            try:  # drawn over the last timeline this process drew: see timeline_figure
+                fig = timeline_figure(results, job.run_id, into=_TIMELINE[0] if _TIMELINE else None)
+            except BaseException:
+                _TIMELINE.clear()  # half drawn over: the next one starts afresh
+                raise
+            _TIMELINE[:] = [fig] if fig is not None else _TIMELINE
         else:
             fig = FIGURES[job.name](views[job.facet], spectrum_point, calibration)
         if fig is None:
@@ -285,12 +307,14 @@ def plot_results(
     results_dir = Path(results_dir)
     formats = None if formats is None else tuple(formats)
     _SOURCE.clear()
+    _TIMELINE.clear()
     try:
         results = _source(results_dir)[0]  # loaded before the workers fork
         todo = list(jobs) if jobs is not None else figure_jobs(results, timelines)
         return _draw_all(results_dir, todo, formats, spectrum_point, workers, on_figure)
     finally:
         _SOURCE.clear()  # the next call reads the folder afresh
+        _TIMELINE.clear()
 
 
 def _draw_all(

@@ -34,7 +34,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter, NullLocator
 
 from bench.format import fmt_bytes, format_param
-from bench.histograms import merge_histograms
+from bench.histograms import merge_histograms, recorded
 from bench.parameters import SLOW_KINDS, axis_text, fast_clients
 from bench.plots import style
 from bench.stats import (
@@ -736,9 +736,9 @@ def connect_time_figure(results: Results) -> Figure | None:
 def _cdf(hist: Any, attempts: float) -> tuple[np.ndarray, np.ndarray]:
     """Connect-time CDF as a share of all attempts (timeouts keep it below 100%)."""
     xs, counts = [], []
-    for item in hist.get_recorded_iterator():
-        xs.append(max(1.0, float(item.value_iterated_to)))
-        counts.append(item.count_added_in_this_iter_step)
+    for value, count in recorded(hist):
+        xs.append(max(1.0, float(value)))
+        counts.append(count)
     total = hist.get_total_count()
     reached = total / attempts if attempts and attempts >= total else 1.0
     cum = np.cumsum(counts) / total * 100.0 * reached

@@ -33,6 +33,7 @@ matplotlib.use("Agg")  # never a GUI backend, even if pyplot gets imported elsew
 
 import numpy as np
 from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, MultipleLocator, NullFormatter
@@ -48,7 +49,14 @@ if TYPE_CHECKING:
 #: and bench compare's). SVG ids are salted with a constant so the same data
 #: gives the same file (diffable, cacheable); text as paths so an SVG looks
 #: the same without the fonts; 9 pt fits the axis labels in a 6.4 in figure.
-RC: dict[RcKeyType, Any] = {"svg.hashsalt": "sockbench", "svg.fonttype": "path", "font.size": 9}
+#: Each figure chooses its own layout (constrained, or style.fixed_layout), whatever a matplotlibrc says.
+RC: dict[RcKeyType, Any] = {
+    "svg.hashsalt": "sockbench",
+    "svg.fonttype": "path",
+    "font.size": 9,
+    "figure.autolayout": False,
+    "figure.constrained_layout.use": False,
+}
 
 
 @contextlib.contextmanager
@@ -151,9 +159,14 @@ def new_figure(
     sharex: bool | Literal["none", "all", "row", "col"] = False,
     sharey: bool | Literal["none", "all", "row", "col"] = False,
     height_ratios: Sequence[float] | None = None,
+    layout: Literal["constrained"] | None = "constrained",
 ) -> tuple[Figure, np.ndarray]:
-    """A Figure and a 2-D array of Axes (always 2-D, so callers index ``axes[r, c]``)."""
-    fig = Figure(figsize=(width or PANEL_W * ncols, height or PANEL_H * nrows), dpi=DPI, layout="constrained")
+    """A Figure and a 2-D array of Axes (always 2-D, so callers index ``axes[r, c]``).
+
+    ``layout`` None leaves the axes where the caller puts them (:func:`fixed_layout`):
+    no layout pass when the figure is saved.
+    """
+    fig = Figure(figsize=(width or PANEL_W * ncols, height or PANEL_H * nrows), dpi=DPI, layout=layout)
     gs_kw = {"height_ratios": height_ratios} if height_ratios else None
     axes = fig.subplots(nrows, ncols, sharex=sharex, sharey=sharey, squeeze=False, gridspec_kw=gs_kw)
     for ax in axes.flat:
@@ -178,6 +191,60 @@ def titles(fig: Figure, question: str, subtitle: str = "") -> None:
         fig.text(
             0.5, top - first_line, "\n".join(lines), ha="center", va="top", fontsize=9, color="#444444", linespacing=1.3
         )
+
+
+#: Space (inches) :func:`fixed_layout` leaves between what it measured and the figure's edge,
+#: and between two panels of a column: about one line of 9 pt text.
+LAYOUT_PAD_IN = 0.12
+
+
+def fixed_layout(fig: Figure, column: Sequence[Axes], pad_in: float = LAYOUT_PAD_IN) -> None:
+    """Place a column of panels in one pass, instead of a constrained layout at every save.
+
+    For a figure whose panels sit under each other, share the x axis and have
+    their legends outside on the right (a run's timeline): the axes get the
+    room the figure's titles take at the top (:func:`titles`, measured), the
+    widest legend on the right, the widest y tick labels and y label on the
+    left and the bottom panel's x axis at the bottom, each measured once with
+    the text as it will be drawn, plus ``pad_in``. Call it when everything
+    is drawn on the axes; save without ``bbox_inches="tight"``.
+
+    Why: a constrained layout measures every panel's ticks and labels in two
+    passes each time a figure is saved, which was half of a timeline's cost;
+    here the few things that can change size are measured, once.
+    """
+    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+    renderer = canvas.get_renderer()
+    dpi = fig.dpi
+    width, height = fig.get_figwidth(), fig.get_figheight()
+    texts = [t for t in fig.texts if t.get_text().strip()]  # the suptitle is one of them
+    # the titles hang from the top: the axes begin under the lowest of them
+    title_bottom = min((t.get_window_extent(renderer).y0 / dpi for t in texts), default=height)
+    legends = [legend for legend in (ax.get_legend() for ax in column) if legend is not None]
+    # a legend anchored just right of its panel: its width is the room needed there, wherever the panel ends
+    legend_in = max((legend.get_window_extent(renderer).width / dpi for legend in legends), default=0.0)
+    bottom_in = _below(column[-1], renderer) / dpi
+    top = (title_bottom - pad_in) / height
+    bottom = (bottom_in + pad_in) / height
+    # between panels: a panel's top tick label stands half a line above its frame, then the pad
+    gap_in = 2 * pad_in
+    panel_h = ((top - bottom) * height - gap_in * (len(column) - 1)) / len(column)
+    fig.subplots_adjust(top=top, bottom=bottom, hspace=gap_in / max(panel_h, 1e-6))
+    # the y ticks depend on the panels' height, now final: only then are their labels measured
+    left_in = max(_left_of(ax, renderer) for ax in column) / dpi
+    fig.subplots_adjust(left=(left_in + pad_in) / width, right=1.0 - (legend_in + 2 * pad_in) / width)
+
+
+def _left_of(ax: Axes, renderer: Any) -> float:
+    """Pixels the y axis (tick labels and label) reaches left of the panel's frame."""
+    box = ax.yaxis.get_tightbbox(renderer)
+    return max(0.0, ax.bbox.x0 - box.x0) if box is not None else 0.0
+
+
+def _below(ax: Axes, renderer: Any) -> float:
+    """Pixels the x axis (tick labels and label) reaches below the panel's frame."""
+    box = ax.xaxis.get_tightbbox(renderer)
+    return max(0.0, ax.bbox.y0 - box.y0) if box is not None else 0.0
 
 
 def flag_handles(flags: Iterable[str]) -> list[Line2D]:

@@ -26,6 +26,8 @@ from bench.stats import Results, first_line, where_phrase
 from bench.vocabulary import FAILED, FAILED_STATUSES, GENERATOR_BOUND, UNSTABLE
 
 MIB = 2**20
+#: The panels of a timeline, one under the other: throughput, p99, memory, processes and threads, accept queue.
+PANELS = 5
 #: Second line of a panel (summed RSS, threads): dark grey, so it never passes for another model.
 SECOND = "#555555"
 
@@ -43,8 +45,15 @@ def run_flags(results: Results, run: pd.Series) -> list[str]:
     return flags
 
 
-def timeline_figure(results: Results, run_id: str) -> Figure | None:
-    """The timeline of ``run_id``, or None when the run left no timeline samples."""
+def timeline_figure(results: Results, run_id: str, into: Figure | None = None) -> Figure | None:
+    """The timeline of ``run_id``, or None when the run left no timeline samples.
+
+    ``into``, a figure an earlier call returned, is drawn over instead of
+    making a new one: its panels and their ticks are kept and everything
+    drawn on them is replaced (:func:`_wipe`), giving the same image as a
+    new figure. Making five panels and their ticks costs about as much as
+    drawing them, and a scenario has a timeline per run.
+    """
     tl = results.timeline[results.timeline["run_id"] == run_id]
     if tl.empty:
         return None
@@ -54,7 +63,13 @@ def timeline_figure(results: Results, run_id: str) -> Figure | None:
     server = tl[tl["source"] == "server"].sort_values("t_s")
     model = str(run.get("model", ""))
     colour = style.model_colour(model)
-    fig, axes = style.new_figure(5, 1, width=style.PANEL_W + 3.0, height=9.0, sharex=True)
+    # a fixed layout (style.fixed_layout): the panels are always these five, one under the other
+    if into is not None:
+        fig = into
+        _wipe(fig)
+        axes = np.array(fig.axes).reshape(PANELS, 1)
+    else:
+        fig, axes = style.new_figure(PANELS, 1, width=style.PANEL_W + 3.0, height=9.0, sharex=True, layout=None)
     ax_x, ax_lat, ax_mem, ax_proc, ax_q = axes[:, 0]
 
     _line(ax_x, load, "req_per_s", colour, "throughput")
@@ -124,7 +139,25 @@ def timeline_figure(results: Results, run_id: str) -> Figure | None:
     elif flags:
         subtitle += " - " + ", ".join(flags)
     style.titles(fig, f"What happened during run {run_id}?", subtitle)
+    style.fixed_layout(fig, list(axes[:, 0]))
     return fig
+
+
+def _wipe(fig: Figure) -> None:
+    """Take off ``fig`` everything :func:`timeline_figure` draws, leaving the panels as a new figure has them."""
+    title = fig.get_suptitle()
+    for text in list(fig.texts):
+        if text.get_text() != title:  # the suptitle is set again, in place; the subtitle goes
+            text.remove()
+    for ax in fig.axes:
+        for artist in [*ax.lines, *ax.patches, *ax.collections, *ax.texts]:
+            artist.remove()
+        legend = ax.get_legend()
+        if legend is not None:
+            legend.remove()
+        ax.set_yscale("linear")  # the default locator and formatter back, as each panel sets its own
+        ax.relim()  # no data left: the next run's limits are its own
+        ax.set_autoscale_on(True)  # set_ylim(bottom=0) turned the y autoscaling off
 
 
 def _at_bucket_middle(load: pd.DataFrame) -> pd.DataFrame:
