@@ -355,7 +355,7 @@ def test_a_killed_forking_server_is_recorded_as_died_and_bench_run_exits_1(tmp_p
     (folder,) = (tmp_path / "out").iterdir()
     runs = pd.read_csv(folder / "runs.csv")
     assert runs["status"].tolist() == ["failed"]
-    assert runs["error"][0].startswith("server died during the run (signal 9, SIGKILL)"), runs["error"][0]
+    assert runs["error"][0].startswith("server died during the run (signal 9, SIGKILL, "), runs["error"][0]
 
 
 @pytest.mark.slow
