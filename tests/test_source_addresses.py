@@ -120,3 +120,49 @@ def test_only_ipv4_loopback_targets_get_several_source_addresses():
     assert len(source_addresses("127.1.2.3")) == LOOPBACK_SOURCE_ADDRS
     assert source_addresses("::1") == []
     assert source_addresses("10.0.0.2") == []
+
+
+def test_a_connection_closed_while_handed_to_uvloop_does_not_close_its_fd_twice(server):
+    """uvloop attaches the bound socket only after ``connection_made``: one closed by then must not close a reused fd."""
+    import asyncio
+    import gc
+    import os
+
+    from bench.loadgen.clients import Shared
+
+    uvloop = pytest.importorskip("uvloop")
+    srv = server(echo_handler, message_bytes=64)
+
+    class ClosesAtOnce(asyncio.Protocol):
+        def connection_made(self, transport) -> None:  # type: ignore[no-untyped-def, override]
+            transport.close()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        job = {
+            "spec": {
+                "connect_timeout_s": 2.0,
+                "request_timeout_s": 2.0,
+                "requests_per_connection": 1,
+                "service": "echo",
+                "message_bytes": 1,
+                "files": [],
+                "checksum_sample": 0.0,
+            },
+            "seed": 1,
+            "source_ips": ["127.0.0.2"],
+            "index": 0,
+        }
+        shared = Shared(loop, None, "127.0.0.1", srv.port, job, 1024)  # type: ignore[arg-type]
+        conn = await shared.open_connection(ClosesAtOnce)  # type: ignore[arg-type]
+        for _ in range(5):
+            await asyncio.sleep(0.01)  # libuv closes the connection's fd
+        reused = os.open(os.devnull, os.O_RDONLY)  # the lowest free number: likely the one just closed
+        try:
+            del conn
+            gc.collect()  # drops the transport and with it the socket object
+            os.fstat(reused)  # EBADF if the socket object closed its old number again
+        finally:
+            os.close(reused)
+
+    uvloop.run(main())

@@ -163,6 +163,11 @@ def classify_connect_error(exc: BaseException) -> tuple[str, str | None]:
     return "other", type(exc).__name__
 
 
+def _is_uvloop(loop: asyncio.AbstractEventLoop) -> bool:
+    """True for a uvloop event loop (its transports own a socket object differently from asyncio's)."""
+    return type(loop).__module__.startswith("uvloop")
+
+
 class _Sampling(Protocol):
     """What the checksum-sampling rule reads and updates (a worker's shared state, in either engine)."""
 
@@ -252,10 +257,17 @@ class Shared:
             sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
             sock.bind((source, 0))
             await self.loop.sock_connect(sock, (self.ip, self.port))
-            _, conn = await self.loop.create_connection(factory, sock=sock)
+            transport, conn = await self.loop.create_connection(factory, sock=sock)
         except BaseException:
-            sock.close()
+            sock.close()  # a no-op where the loop has taken the fd (uvloop detaches it on failure)
             raise
+        if transport.is_closing() and _is_uvloop(self.loop):
+            # uvloop attaches the socket object to the transport only after
+            # connection_made: one closed by then is never detached, and the
+            # object would close its fd number again when collected, perhaps
+            # another connection's. libuv closes the fd; the object lets go.
+            # (asyncio's transport closes this same object itself: leave it.)
+            sock.detach()
         return conn
 
     def take_sample(self: _Sampling) -> bool:
