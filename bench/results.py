@@ -78,8 +78,8 @@ FORMAT_KEY = "format_version"
 FORMAT_VERSIONS: dict[str, int] = {
     # 3: the http status columns (http_2xx ... http_5xx); 4: server_died_s, server_restarts; 5: err_denied
     # (timeauth); 6: net_stage_frames, net_retrans_segs, net_rto_timeouts, net_tbf_overlimits, net_tbf_drops;
-    # 7: load.mix's columns
-    "runs.csv": 7,
+    # 7: load.mix's columns; 8: gen_source_addrs
+    "runs.csv": 8,
     "timeline.csv": 2,
     "summary.json": 2,
     "environment.json": 2,
@@ -245,6 +245,8 @@ RUN_COLUMNS: dict[str, str] = {
     },
     # generator and machine
     "gen_workers": "load generator worker processes",
+    "gen_source_addrs": "local addresses the generator's connections came from (16 to a 127.0.0.0/8 target so one "
+    "address's ephemeral ports do not cap connections/s; 1 otherwise)",
     "clients_served": "clients that completed at least one request in the window (of `fast_clients`)",
     "gen_cpu_pct_max": "busiest generator worker, percent of one core",
     "gen_runq_wait_pct_max": "longest a generator worker waited on a run queue (runnable, no CPU), percent of the window",

@@ -28,6 +28,7 @@ class ThreadServer:
         message_bytes: int = 0,
         files: dict[str, bytes] | None = None,
         delay_s: float = 0.0,
+        host: str = "127.0.0.1",
     ) -> None:
         self.handler = handler
         self.budget = budget
@@ -43,7 +44,7 @@ class ThreadServer:
         self.conns: list[socket.socket] = []
         self.threads: list[threading.Thread] = []
         self.stopping = False
-        self.sock = socket.create_server(("127.0.0.1", 0), backlog=128)
+        self.sock = socket.create_server((host, 0), backlog=128)
         self.sock.settimeout(0.05)
         self.port = self.sock.getsockname()[1]
         self.acceptor = threading.Thread(target=self._accept_loop, daemon=True)

@@ -365,6 +365,7 @@ def print_table(spec: LoadSpec, result: LoadResult) -> None:
             else "none",
         ),
         ("generator engine, workers, loop", f"{r['gen_engine']}, {r['gen_workers']}, {result.loop}"),
+        ("source addresses", f"{r['gen_source_addrs']}"),
         (
             "generator CPU, run-queue wait",
             f"{_fmt(r['gen_cpu_pct_max'], '%')} of a core, "

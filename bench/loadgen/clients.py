@@ -117,6 +117,7 @@ import errno
 import hashlib
 import random
 import socket
+from collections.abc import Callable
 from time import monotonic
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -128,6 +129,9 @@ from bench.vocabulary import SLOW_OUTCOMES
 if TYPE_CHECKING:  # pragma: no cover
     from bench.loadgen.recording import WorkerStats
 
+#: Linux's IP_BIND_ADDRESS_NO_PORT (include/uapi/linux/in.h); the socket
+#: module names it from Python 3.12 on.
+IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 #: Pause before retrying a failed connect: a closed port refuses in ~30 us,
 #: so retrying at once would spin a core measuring nothing; 10 ms keeps load
 #: offered within a blink while costing nothing.
@@ -157,6 +161,11 @@ def classify_connect_error(exc: BaseException) -> tuple[str, str | None]:
     if code is not None:
         return "other", errno.errorcode.get(code, str(code))
     return "other", type(exc).__name__
+
+
+def _is_uvloop(loop: asyncio.AbstractEventLoop) -> bool:
+    """True for a uvloop event loop (its transports own a socket object differently from asyncio's)."""
+    return type(loop).__module__.startswith("uvloop")
 
 
 class _Sampling(Protocol):
@@ -223,6 +232,43 @@ class Shared:
             else b""
         )
         self.slow_counts = {kind: dict.fromkeys(SLOW_OUTCOMES, 0) for kind in SLOW_KINDS}
+        # Source addresses to take turns over, one per connect (bench.loadgen.spec.source_addresses);
+        # empty: the kernel chooses. Worker i starts at address i so workers do not move in step.
+        self.sources: list[str] = list(job.get("source_ips") or [])
+        self.source_next = job.get("index", 0)
+
+    async def open_connection(self, factory: Callable[[], _Connection]) -> _Connection:
+        """Connect one client: from the next source address when there are several, else as the kernel chooses.
+
+        ``create_connection(local_addr=...)`` binds without
+        ``IP_BIND_ADDRESS_NO_PORT``, so the kernel would reserve a port per
+        source address at ``bind()`` for any destination, far fewer than it
+        finds per 4-tuple at connect time; so the socket is made, bound and
+        connected here and handed over with ``sock=``.
+        """
+        if not self.sources:
+            _, conn = await self.loop.create_connection(factory, self.ip, self.port)
+            return conn
+        source = self.sources[self.source_next % len(self.sources)]
+        self.source_next += 1
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+            sock.bind((source, 0))
+            await self.loop.sock_connect(sock, (self.ip, self.port))
+            transport, conn = await self.loop.create_connection(factory, sock=sock)
+        except BaseException:
+            sock.close()  # a no-op where the loop has taken the fd (uvloop detaches it on failure)
+            raise
+        if transport.is_closing() and _is_uvloop(self.loop):
+            # uvloop attaches the socket object to the transport only after
+            # connection_made: one closed by then is never detached, and the
+            # object would close its fd number again when collected, perhaps
+            # another connection's. libuv closes the fd; the object lets go.
+            # (asyncio's transport closes this same object itself: leave it.)
+            sock.detach()
+        return conn
 
     def take_sample(self: _Sampling) -> bool:
         """Decide whether the next file reply is hashed: exactly ``sample`` of them, evenly spread."""
@@ -793,7 +839,7 @@ class Client:
             self.connecting = True
             try:
                 async with asyncio.timeout(sh.connect_timeout):
-                    _, conn = await sh.loop.create_connection(lambda: cls(self), sh.ip, sh.port)
+                    conn = await sh.open_connection(lambda: cls(self))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - every connect failure is data, classified

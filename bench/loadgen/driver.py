@@ -77,7 +77,7 @@ from typing import Any
 from bench.loadgen import engines
 from bench.loadgen.errors import LoadGenError
 from bench.loadgen.merge import merge_reports
-from bench.loadgen.spec import LoadResult, LoadSpec, resolve_target, validate
+from bench.loadgen.spec import LoadResult, LoadSpec, resolve_target, source_addresses, validate
 from bench.monitor.procfs import ProcessGone, read_schedstat
 from servers.processes import close_pipes, kill
 
@@ -134,6 +134,7 @@ def plan_jobs(spec: LoadSpec, ip: str) -> list[dict[str, Any]]:
     cpus = sorted(spec.cpus) if spec.cpus else None
     kinds = spec.mix()
     fast = kinds.pop("fast")
+    sources = source_addresses(ip)
     jobs, offset = [], 0
     for i, share in enumerate(_split({"fast": fast, **kinds}, n)):
         clients = share.pop("fast")
@@ -142,6 +143,7 @@ def plan_jobs(spec: LoadSpec, ip: str) -> list[dict[str, Any]]:
                 "index": i,
                 "spec": spec.to_dict(),
                 "ip": ip,
+                "source_ips": sources,
                 "clients": clients,
                 "mix": {kind: k for kind, k in share.items() if k},
                 "client_offset": offset,

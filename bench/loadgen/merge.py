@@ -311,6 +311,7 @@ def merge_reports(spec: LoadSpec, reports: list[dict[str, Any]], window_start: f
     row["clients_served"] = sum(r["clients_served"] for r in reports)
     row.update(_mix_columns(spec, reports))
     row["gen_workers"] = len(reports)
+    row["gen_source_addrs"] = max((r.get("source_addrs", 1) for r in reports), default=1)
     row["gen_cpu_pct_max"] = max(cpu) if cpu else None
     waits = [r["runq_wait_pct"] for r in reports if r.get("runq_wait_pct") is not None]
     row["gen_runq_wait_pct_max"] = round(max(waits), 1) if waits else None

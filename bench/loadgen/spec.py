@@ -91,6 +91,7 @@ ROW_COLUMNS = (
     "clients_served",
     *MIX_COLUMNS,
     "gen_workers",
+    "gen_source_addrs",
     "gen_cpu_pct_max",
     "gen_runq_wait_pct_max",
     "generator_bound",
@@ -313,6 +314,46 @@ def resolve_target(host: str, port: int, allow_remote: bool) -> str:
                 f"pass --allow-remote (LoadSpec.allow_remote=True)."
             )
     return chosen
+
+
+#: Source addresses the generator spreads its connections over when the
+#: target is on 127.0.0.0/8 (see :func:`source_addresses`). Why 16: one source
+#: address gives the kernel 28,232 ephemeral ports (the default
+#: ip_local_port_range 32768-60999) per server address:port, and a closed
+#: port sits in TIME-WAIT about a second before loopback reuses it, which
+#: capped connection churn at ~14k/s; 16 x 28k ports is ~450k connections/s,
+#: ten times what a 2-4 core machine reaches (c-reference made 32k/s with the
+#: range widened 2.3x), so the port space is never the limit, while 16
+#: addresses keep the round robin and the server's view of its peers small.
+LOOPBACK_SOURCE_ADDRS = 16
+
+
+def source_addresses(ip: str) -> list[str]:
+    """Local addresses the clients bind before connecting to ``ip``; empty: let the kernel choose.
+
+    The kernel picks a connection's source port among ``ip_local_port_range``
+    for each (source address, destination address:port): from one source
+    address that is ~28k ports, and with the client closing first every port
+    waits in TIME-WAIT before it can be used again, so one address caps
+    new connections/s far below what a server can accept. Real servers see
+    clients from many addresses. Every 127.0.0.0/8 address is local on
+    Linux's ``lo`` (the kernel's local route for 127.0.0.0/8, also in a run's
+    own namespace once ``lo`` is up), so for a loopback IPv4 target the
+    clients take turns over 127.0.0.1 .. 127.0.0.K (K =
+    :data:`LOOPBACK_SOURCE_ADDRS`), each socket bound with
+    ``IP_BIND_ADDRESS_NO_PORT`` so the port is still chosen at connect time
+    per 4-tuple rather than reserved per address at bind time.
+
+    Any other target keeps one source address, the kernel's choice: ``::1``
+    is the only IPv6 loopback address, a server on a namespace's veth
+    address (namespaces mode) or a remote machine (``allow_remote``) is
+    reached through one interface address, and binding another would change
+    the route the run measures.
+    """
+    addr = ipaddress.ip_address(ip.split("%")[0])
+    if addr.version != 4 or not addr.is_loopback:
+        return []
+    return [f"127.0.0.{i}" for i in range(1, LOOPBACK_SOURCE_ADDRS + 1)]
 
 
 # ---------------------------------------------------------------- results

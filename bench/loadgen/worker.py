@@ -48,6 +48,9 @@ fields. Times are seconds, latencies integer microseconds, counts integers;
     ``latency_uncorrected`` (from the actual send).
 ``clients_served``
     clients with at least one request completed in the window.
+``source_addrs``
+    local addresses the connections came from (the job's ``source_ips``, or
+    1: the kernel's choice).
 ``errors``
     ``{reset, timeout, closed_early, short, corrupt, http_3xx, http_4xx,
     http_5xx}`` in the window (:data:`bench.vocabulary.REQUEST_ERRORS`; a
@@ -294,6 +297,7 @@ async def run_clients(job: dict[str, Any], run_start: float) -> dict[str, Any]:
         start_late_s=start_late,
         connecting_at_end=connecting,
         clients_served=served,
+        source_addrs=max(1, len(shared.sources)),
         pending_requests=len(waiting),
         pending_oldest_s=max(waiting, default=0.0),
         unstarted=dispatcher.unstarted(),

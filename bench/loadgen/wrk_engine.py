@@ -186,6 +186,7 @@ def row_from(spec: LoadSpec, parsed: dict[str, Any], engine_note: str) -> dict[s
     if row["duration_s"] is None:
         row["duration_s"] = spec.duration_s
     row["gen_workers"] = threads(spec)
+    row["gen_source_addrs"] = 1  # wrk connects from the kernel's choice of address
     row["gen_engine"] = engine_note
     return row
 

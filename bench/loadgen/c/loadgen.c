@@ -78,6 +78,9 @@
 #include <math.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#ifndef IP_BIND_ADDRESS_NO_PORT
+#define IP_BIND_ADDRESS_NO_PORT 24  /* include/uapi/linux/in.h, for older libc headers */
+#endif
 #include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -209,6 +212,8 @@ static struct {
     double rate, phase_s, grace_s, warmup_s, duration_s, connect_timeout, request_timeout, sample, interval;
     long long message_bytes;
     char ip[64]; int port; int v6;
+    /* source addresses taken in turn, one per connect (job "source_ips"); none: the kernel's choice */
+    struct in_addr *sources; int n_sources; unsigned next_source;
     struct file_target *files; int n_files;
     unsigned long long seed;
     /* run */
@@ -623,6 +628,18 @@ static void start_connect(struct conn *c) {
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     /* kernel receive timestamps: what lets replies be read late and timed right (lazy_ok) */
     if (G.lazy_fits && setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof one) < 0) G.ts_broken = 1;
+    if (G.n_sources && !G.v6) {
+        /* Bind the source address only: IP_BIND_ADDRESS_NO_PORT leaves the port to
+         * connect(), which picks it per 4-tuple instead of reserving one per address. */
+        struct sockaddr_in src = {.sin_family = AF_INET, .sin_addr = G.sources[G.next_source++ % (unsigned)G.n_sources]};
+        if (setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one) < 0 ||
+            bind(fd, (struct sockaddr *)&src, sizeof src) < 0) {
+            connect_failed(errno);
+            close(fd);
+            schedule_retry(c);
+            return;
+        }
+    }
     int r;
     if (G.v6) {
         struct sockaddr_in6 a = {.sin6_family = AF_INET6, .sin6_port = htons((uint16_t)G.port)};
@@ -1461,6 +1478,21 @@ static char *http_request(const char *name) {
     return o.p;
 }
 
+/* The job's source addresses (bench.loadgen.spec.source_addresses): IPv4 only, as given there. */
+static void parse_sources(struct jnode *list) {
+    if (!list) return;
+    if (list->type != J_ARR) fail_run("job: field source_ips must be a list of IPv4 addresses");
+    for (struct jnode *a = list->child; a; a = a->next) G.n_sources++;
+    if (!G.n_sources) return;
+    G.sources = calloc((size_t)G.n_sources, sizeof *G.sources);
+    if (!G.sources) fail_run("out of memory");
+    int i = 0;
+    for (struct jnode *a = list->child; a; a = a->next, i++)
+        if (a->type != J_STR || inet_pton(AF_INET, a->str, &G.sources[i]) != 1)
+            fail_run("job: source_ips[%d] is not an IPv4 address", i);
+    G.next_source = (unsigned)G.index;  /* worker i starts at address i, so workers do not move in step */
+}
+
 static void parse_job(struct jnode *job) {
     struct jnode *spec = jget(job, "spec");
     if (!spec || spec->type != J_OBJ) fail_run("job: field spec missing");
@@ -1475,6 +1507,7 @@ static void parse_job(struct jnode *job) {
     snprintf(G.ip, sizeof G.ip, "%s", jstr(job, "ip"));
     G.v6 = strchr(G.ip, ':') != NULL;
     G.port = (int)jnum(spec, "port", 1, 0);
+    parse_sources(jget(job, "source_ips"));
     G.echo = !strcmp(jstr(spec, "service"), "echo");
     G.http = !strcmp(jstr(spec, "service"), "http");
     G.timeauth = !strcmp(jstr(spec, "service"), "timeauth");
@@ -1877,6 +1910,7 @@ static void report(struct end *e) {
     outf(&o, ", \"cpu_s\": %.6f, \"window_wall_s\": %.6f, \"cpu_pct\": %.3f", e->cpu_s, e->wall_s, 100.0 * e->cpu_s / e->wall_s);
     outf(&o, ", \"start_late_s\": %.6f, \"connecting_at_end\": %lld", e->start_late, e->connecting);
     outf(&o, ", \"clients_served\": %lld", G.clients_served);
+    outf(&o, ", \"source_addrs\": %d", G.n_sources > 1 ? G.n_sources : 1);
     outf(&o, ", \"pending_requests\": %lld, \"pending_oldest_s\": %.6f, \"unstarted\": %lld", e->pending, e->pending_oldest, e->unstarted);
     outf(&o, ", \"coarse_timer\": %s, \"loop_errors\": 0, \"loop_error_samples\": []", G.open_loop && G.coarse ? "true" : "false");
     outf(&o, ", \"wakeups\": %lld, \"wake_lag_mean_s\": %.6f, \"wake_lag_p99_s\": %.6f, \"wake_lag_max_s\": %.6f",
