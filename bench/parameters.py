@@ -528,7 +528,7 @@ PARAMETERS: tuple[Parameter, ...] = (
         "choice",
         "auto",
         "load engine: native (C, epoll), python (asyncio/uvloop), or locust (Locust's master and workers, "
-        "closed loop, for load from several hosts), or wrk (Debian's wrk, http, closed loop, one path); "
+        "echo/file/http, for load from several hosts), or wrk (Debian's wrk, http, closed loop, one path); "
         "auto = native where it builds",
         choices=ENGINES,
     ),

@@ -113,8 +113,9 @@ def test_corrupt_body_is_caught_on_the_sampled_fraction(server: Callable[..., Th
 def test_auto_resolves_http_to_the_native_engine() -> None:
     assert engines.resolve("auto", "http")[0] == "native"
     assert engines.resolve("native", "http")[0] == "native"
-    with pytest.raises(ValueError, match="its users speak echo and file"):
-        engines.resolve("locust", "http")
+    assert engines.resolve("locust", "http")[0] == "locust"
+    with pytest.raises(ValueError, match=r"the timeauth service \(its users speak echo, file, http\)"):
+        engines.resolve("locust", "timeauth")
 
 
 def test_http_spec_needs_a_path() -> None:

@@ -143,7 +143,7 @@ def test_a_login_is_required_and_auto_picks_the_native_engine() -> None:
     with pytest.raises(ValueError, match="must not contain a newline"):
         run_load(timeauth_spec(9, login="alice:a\nb"))
     assert engines.resolve("auto", "timeauth")[0] == "native"
-    with pytest.raises(ValueError, match="its users speak echo and file"):
+    with pytest.raises(ValueError, match="its users speak echo, file, http"):
         engines.resolve("locust", "timeauth")
 
 

@@ -20,7 +20,15 @@ from bench.loadgen import FileTarget, LoadGenError, LoadSpec, engines, locust_en
 from bench.loadgen.locust_engine import run_locust
 from bench.scenario import ScenarioError, parse_scenario
 
-from thread_servers import corrupt_echo_handler, corrupt_file_handler, echo_handler, file_handler
+from thread_servers import (
+    closing_http_handler,
+    corrupt_echo_handler,
+    corrupt_file_handler,
+    corrupt_http_handler,
+    echo_handler,
+    file_handler,
+    http_handler,
+)
 
 pytestmark = [
     pytest.mark.skipif(
@@ -170,7 +178,7 @@ def test_bench_load_refuses_remote_workers_without_locust_and_a_master_beyond_lo
     assert "would listen on 198.18.7.7, not a loopback address: pass --allow-remote" in capsys.readouterr().err
 
 
-def test_open_loop_with_locust_and_several_client_hosts_without_a_worker_each_are_refused_with_the_fix():
+def test_several_client_hosts_without_namespaces_or_a_worker_each_are_refused_with_the_fix():
     base = textwrap.dedent("""
         name: l
         service: echo
@@ -178,8 +186,6 @@ def test_open_loop_with_locust_and_several_client_hosts_without_a_worker_each_ar
         load: {clients: 2, message_bytes: 64, mode: open, rate: 100}
         generator: {engine: locust}
         """)
-    with pytest.raises(ScenarioError, match="locust runs closed loop only"):
-        parse_scenario(base)
     several = base.replace("mode: open, rate: 100", "mode: closed").replace("engine: locust", "engine: python")
     with pytest.raises(ScenarioError, match="client_hosts.*needs network.hosts: namespaces"):
         parse_scenario(several + "network: {client_hosts: 2}\n")
@@ -310,3 +316,128 @@ def test_locust_workers_on_two_client_hosts_behind_a_swept_delay_each_see_their_
     # closed loop: 4 clients can do at most 4 requests per round trip
     assert (rows["req_per_s"] <= 4 / (rows["net_rtt_ms"] / 1e3)).all(), list(rows["req_per_s"])
     assert not [n for n in ours() if owner_tag() in n]
+
+
+# --------------------------------------------------------------------------
+# http
+
+
+#: 4 KiB: several reads' worth of headers and body, small enough for thousands of requests a second.
+HTTP_BODY = os.urandom(4096)
+HTTP_TARGET = FileTarget("f4k", len(HTTP_BODY), hashlib.sha256(HTTP_BODY).hexdigest())
+
+
+def http_locust_spec(port: int, files: list[FileTarget], **kw: object) -> LoadSpec:
+    base: dict[str, object] = dict(
+        service="http", files=files, workers=1, clients=3, warmup_s=0.0, duration_s=0.6, checksum_sample=1.0
+    )
+    base.update(kw)
+    return locust_spec(port, **base)
+
+
+@pytest.mark.parametrize("model", ["threading", "selectors"])
+def test_http_on_a_project_server_is_all_2xx_over_one_keep_alive_connection_per_user(model, tmp_path):
+    from servers.config import ServerOptions
+    from servers.launch import run_server
+
+    (tmp_path / "f4k").write_bytes(HTTP_BODY)
+    with run_server(model, "http", ServerOptions(root=tmp_path)) as srv:
+        out = run_locust(http_locust_spec(srv.port, [HTTP_TARGET], host=srv.host))
+    row = out.result.row
+    assert row["requests"] > 20, row
+    assert row["http_2xx"] == row["requests"] and row["errors"] == 0, row
+    assert (row["http_3xx"], row["http_4xx"], row["http_5xx"]) == (0, 0, 0)
+    assert row["conn_ok"] == 3, row  # keep-alive: one connection per user for the whole run
+    assert row["mb_per_s"] == pytest.approx(row["requests"] * len(HTTP_BODY) / 0.6 / 1e6)
+    fired = sum(r["locust_events"]["ok"] + r["locust_events"]["failed"] for r in out.reports)
+    assert out.locust_totals["requests"] == fired >= row["requests"] and out.locust_totals["failures"] == 0
+
+
+def test_every_http_answer_the_server_gave_is_counted_once(server):
+    # 200 answers, then the server holds every connection: whatever is counted beyond 200 was made up.
+    srv = server(http_handler, budget=200, files={"a": HTTP_BODY, "b": HTTP_BODY[:100]})
+    files = [FileTarget("a", len(HTTP_BODY), HTTP_TARGET.sha256), FileTarget("b", 100, "")]
+    out = run_locust(http_locust_spec(srv.port, files, clients=2))
+    row = out.result.row
+    assert srv.served == 200
+    assert row["requests"] == row["http_2xx"] == 200 == out.locust_totals["requests"]
+    assert out.result.histograms["latency"].get_total_count() == 200
+    assert srv.accepted == 2 and row["req_pending"] == 2  # one connection each; each waits on a held answer
+    assert abs(srv.paths.count("/a") - srv.paths.count("/b")) <= 2  # in turn, each user from its own start
+
+
+def test_a_missing_path_is_http_4xx_and_the_connection_is_kept(server):
+    srv = server(http_handler, files={"a": HTTP_BODY})
+    out = run_locust(http_locust_spec(srv.port, [FileTarget("missing", 10, "")], clients=2))
+    row = out.result.row
+    assert row["requests"] == 0 and row["http_2xx"] == 0
+    assert row["http_4xx"] > 10 and row["errors"] == row["http_4xx"], row
+    assert row["err_corrupt"] == 0 and row["err_reset"] == 0
+    assert srv.accepted == 2  # a 404 is an answer: the connection carries the next request
+    assert out.locust_totals["failures"] == out.locust_totals["requests"] >= row["http_4xx"]
+
+
+def test_a_corrupt_http_body_is_corrupt_and_a_closing_server_is_followed(server):
+    srv = server(corrupt_http_handler, files={"a": HTTP_BODY})
+    target = FileTarget("a", len(HTTP_BODY), HTTP_TARGET.sha256)
+    row = run_locust(http_locust_spec(srv.port, [target], checksum_sample=0.5)).result.row
+    total = row["requests"] + row["err_corrupt"]
+    assert total > 20, row
+    # every 2nd reply is hashed; the others have the right length, so they pass unhashed
+    assert 0.35 < row["err_corrupt"] / total < 0.65, row
+    assert row["errors"] == row["err_corrupt"]
+
+    closing = server(closing_http_handler, files={"a": HTTP_BODY})
+    row = run_locust(http_locust_spec(closing.port, [target], clients=2)).result.row
+    assert row["requests"] > 10 and row["errors"] == 0, row
+    assert closing.accepted >= row["requests"]  # one connection per reply, each ended by the server
+
+
+def test_open_loop_offers_the_rate_and_counts_latency_from_the_intended_send_time(server):
+    srv = server(echo_handler, message_bytes=256)
+    out = run_locust(locust_spec(srv.port, mode="open", rate=200.0, clients=4, duration_s=1.0))
+    row = out.result.row
+    # 200/s over 1 s, spread over 4 users on 2 workers: every due request sent and answered
+    assert 180 <= row["requests"] <= 220 and row["errors"] == 0, row
+    assert sum(r["unstarted"] for r in out.reports) == 0, row
+    assert "latency_uncorrected" in out.result.histograms
+    # gevent's millisecond timers: sends go out up to ~1 ms late, said and counted as the generator's
+    assert any("millisecond timers" in w for w in out.result.warnings)
+    assert out.result.schedule["started"] == 200 and 0 < out.result.schedule["send_lag_mean_us"] < 5000
+
+    # One user at 100/s (due every 10 ms) on a server that takes 30 ms: requests queue behind each
+    # other, so latency from the due time grows past the 30 ms a reply takes, starts are late, and
+    # what never went out by the end is counted as unstarted.
+    slow = server(echo_handler, message_bytes=256, delay_s=0.03)
+    out = run_locust(locust_spec(slow.port, mode="open", rate=100.0, clients=1, workers=1, duration_s=1.0))
+    row = out.result.row
+    corrected = out.result.histograms["latency"]
+    uncorrected = out.result.histograms["latency_uncorrected"]
+    assert 20 <= row["requests"] <= 40, row  # ~33/s is what one connection gets through
+    assert uncorrected.get_value_at_percentile(50) < 60_000  # us: the server's 30 ms, plus a busy machine
+    assert corrected.get_value_at_percentile(50) > 150_000  # us: the queue behind the schedule
+    unstarted = sum(r["unstarted"] for r in out.reports)
+    assert row["late_starts"] > 10 and unstarted > 40 and row["lat_censored"] >= unstarted, row
+    assert any("never got a free connection" in w for w in out.result.warnings)
+
+
+def test_open_loop_on_locust_is_accepted_by_the_scenario_and_http_resolves_to_locust():
+    scenario = parse_scenario(
+        textwrap.dedent("""
+        name: l
+        service: echo
+        models: [selectors]
+        load: {clients: 2, message_bytes: 64, mode: open, rate: 100}
+        generator: {engine: locust}
+        """)
+    )
+    assert scenario.generator.engine == "locust"
+    assert engines.resolve("locust", "http")[0] == "locust"
+
+
+def test_a_service_the_locust_users_do_not_speak_is_refused_naming_the_ones_they_do():
+    message = r"engine 'locust' does not drive the timeauth service \(its users speak echo, file, http\); use engine"
+    with pytest.raises(ValueError, match=message):
+        engines.resolve("locust", "timeauth")
+    with pytest.raises(ValueError, match=message):
+        run_locust(locust_spec(9, service="timeauth", login="alice:secret"))

@@ -186,7 +186,8 @@ def http_handler(conn: socket.socket, srv: ThreadServer, corrupt: bool = False, 
             if data is None:
                 out = http.send(h11.Response(status_code=404, headers=[("Content-Length", "0")]))
             else:
-                srv.take(len(data))
+                if not srv.take(len(data)):
+                    return hold(conn)  # budget spent (only with a budget)
                 body = bytes(len(data)) if corrupt else data
                 headers = [("Content-Length", str(len(data)))] + ([("Connection", "close")] if close else [])
                 out = http.send(h11.Response(status_code=200, headers=headers))

@@ -13,7 +13,7 @@ stdout), so :mod:`bench.loadgen.driver` starts either the same way and
   a round trip on about half the CPU the Python engine needs, so it is the
   engine that keeps the generator from capping the fastest servers.
 - ``locust``: Locust's master and workers (:mod:`bench.loadgen.locust_engine`),
-  for load from several hosts; not a worker program of this contract, so
+  for load from several hosts, echo, file and http, closed and open loop; not a worker program of this contract, so
   :func:`resolve` only checks Locust is installed.
 - ``wrk``: Debian's ``wrk`` (:mod:`bench.loadgen.wrk_engine`), http only,
   closed loop, one path; also not of this contract: :func:`resolve` checks
@@ -82,6 +82,14 @@ def native_program() -> tuple[Path | None, str]:
     return native.build("loadgen", SOURCE, WITHOUT_CRYPTO), ""
 
 
+def locust_refuses(service: str) -> str:
+    """Why the locust engine does not drive ``service``, naming the services it does and what to use instead."""
+    return (
+        f"engine 'locust' does not drive the {service} service (its users speak {', '.join(LOCUST_SERVICES)}); "
+        f"use engine python (--engine python, or generator.engine: python) or auto"
+    )
+
+
 def locust_available() -> bool:
     """True if Locust (the ``locust`` engine's library) can be imported here."""
     return importlib.util.find_spec("locust") is not None
@@ -118,10 +126,7 @@ def resolve(engine: str, service: str = "echo", slow: bool = False) -> tuple[str
         if not locust_available():
             raise ValueError(LOCUST_MISSING)
         if service not in LOCUST_SERVICES:
-            raise ValueError(
-                f"engine 'locust' does not drive the {service} service (its users speak {' and '.join(LOCUST_SERVICES)}); "
-                f"use engine python (--engine python, or generator.engine: python) or auto"
-            )
+            raise ValueError(locust_refuses(service))
         return "locust", [], ""
     if engine == "wrk":
         if wrk_program() is None:

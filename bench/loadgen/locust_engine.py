@@ -6,7 +6,35 @@ many load hosts, instead of sockbench's own worker processes. It is for
 scale-out, not per-core speed: a Locust worker is one gevent process with
 Locust's per-request bookkeeping on top, and does fewer round trips per
 core than the native or python engine (``benchmarks/locust_engine.py``
-measures by how much). Closed loop only.
+measures by how much). Services echo, file and http
+(:mod:`bench.loadgen.locust_users`); closed loop and open loop.
+
+Open loop
+---------
+Locust's own pacing (``constant_pacing``, ``constant_throughput``) times
+each user's next request from the start of its previous one and never
+catches up: a reply slower than the interval pushes back every request
+behind it, nothing is ever late or missed in Locust's eyes, and latency from
+the actual send hides the queueing an open loop exists to show (coordinated
+omission). So the users do not use it (their ``wait_time`` is 0); each keeps
+a schedule of its own instead: with rate R over N users in all, user *u*'s
+request *i* is due at ``start + phase_u + i * N / R`` (the users' phases
+interleaved over the workers), whatever the server does. A user sleeps until
+its next due time if it is free, or sends at once if that time has passed
+while it waited on a reply. As in the other engines, latency counts from the
+due time (``latency``) and from the actual send (``latency_uncorrected``); a
+send more than :data:`bench.loadgen.schedule.LATE_TOLERANCE_S` after its due
+time is a late start; what was due before the window's end and never sent is
+``unstarted``, censored at the time it had waited; the mean send lag is
+reported.
+
+Unlike the python and native engines, a due request waits for *its* user's
+connection, not for any free one (one schedule per connection, as wrk2
+does): with uneven replies a python-engine run can move a request to an idle
+connection where this one queues it. gevent's timers wake in whole
+milliseconds, so sends go out up to ~1 ms after their due time; that delay
+is in the corrected latency, and the result says so (``coarse_timer``, and
+the late starts of users that were free, ``late_starts_generator``).
 
 How a run goes
 --------------
@@ -74,7 +102,7 @@ from bench.loadgen import engines
 from bench.loadgen.engines import LOCUST_MISSING as MISSING
 from bench.loadgen.errors import LoadGenError
 from bench.loadgen.merge import merge_reports
-from bench.loadgen.spec import LoadResult, LoadSpec, resolve_target, validate
+from bench.loadgen.spec import LOCUST_SERVICES, LoadResult, LoadSpec, resolve_target, validate
 from bench.monitor.procfs import ProcessGone, read_schedstat
 
 LOCUSTFILE = Path(__file__).with_name("locust_users.py")
@@ -229,7 +257,7 @@ class LocustRun:
             self.port = probe.getsockname()[1]
         # The master's own backstop: the test ends this long after it starts even if a report never comes.
         run_time = math.ceil(1.0 + spec.warmup_s + spec.duration_s + REPORT_GRACE_S)
-        user_class = "EchoUser" if spec.service == "echo" else "FileUser"
+        user_class = {"echo": "EchoUser", "file": "FileUser", "http": "HttpUser"}[spec.service]
         command = [
             sys.executable,
             "-m",
@@ -431,6 +459,8 @@ def run_locust(
     """
     validate(spec)
     require()
+    if spec.service not in LOCUST_SERVICES:
+        raise ValueError(engines.locust_refuses(spec.service))
     hosts = hosts or [LoadHost("loopback")]
     ip = resolve_target(spec.host, spec.port, spec.allow_remote)
     if master_bind is not None and not spec.allow_remote:

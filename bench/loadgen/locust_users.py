@@ -1,4 +1,4 @@
-"""The locustfile of the ``locust`` load engine: sockbench's User classes for echo and file.
+"""The locustfile of the ``locust`` load engine: sockbench's User classes for echo, file and http.
 
 Run only by Locust itself (``locust -f bench/loadgen/locust_users.py ...``,
 started by :mod:`bench.loadgen.locust_engine` or by hand on another host):
@@ -9,18 +9,22 @@ What a worker does
 ------------------
 Each Locust *user* is one sockbench client: it keeps one TCP connection
 (gevent sockets, reconnecting after ``requests_per_connection`` requests or
-after a failure) and sends one request at a time, closed loop, with no wait
-between requests. Replies are checked with the rules of the other engines
+after a failure) and sends one request at a time: closed loop, with no wait
+between requests, or open loop, each request at its due time on the user's
+own schedule (see "Open loop" in :mod:`bench.loadgen.locust_engine`).
+Replies are checked with the rules of the other engines
 (:mod:`bench.loadgen.clients`): echo bytes equal to what was sent, no byte
 more; file header ``OK <size>``, exactly ``size`` bytes, and the SHA-256 of
-the sampled fraction.
+the sampled fraction; http keep-alive ``GET`` parsed with h11, a 2xx with the
+path's ``Content-Length`` and body, other statuses counted by class
+(:class:`HttpUser`).
 
 Every outcome goes two ways:
 
-- through Locust's ``request`` event (request type ``echo`` or ``file``;
-  a failed request carries a :class:`RequestFailed` whose text is the
-  sockbench outcome: ``reset``, ``timeout``, ``closed_early``, ``short``,
-  ``corrupt``), so Locust's own statistics and tools see the load;
+- through Locust's ``request`` event (request type ``echo``, ``file`` or
+  ``http``; a failed request carries a :class:`RequestFailed` whose text is
+  the sockbench outcome: ``reset``, ``timeout``, ``closed_early``, ``short``,
+  ``corrupt``, ``http_3xx`` .. ``http_5xx``), so Locust's own statistics and tools see the load;
 - into sockbench's :class:`~bench.loadgen.recording.WorkerStats`: the same
   HdrHistograms, timeline, censoring and window rules as every other engine.
 
@@ -50,6 +54,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import random
 import socket as stdlib_socket
@@ -59,6 +64,7 @@ from time import monotonic
 from typing import Any
 
 import gevent
+import h11
 from gevent import socket
 from locust import User, events, task
 from locust.runners import MasterRunner, WorkerRunner
@@ -71,6 +77,8 @@ from bench.loadgen.clients import (
 )
 from bench.loadgen.locust_engine import HOST_ENV, JOB_ENV, NAME_ENV, STATUS_FD_ENV
 from bench.loadgen.recording import WorkerStats
+from bench.loadgen.schedule import LATE_TOLERANCE_S
+from bench.loadgen.spec import request_target
 from bench.loadgen.worker import (
     DRAIN_POLL_S,
     DRAIN_S,
@@ -88,15 +96,20 @@ START_MARGIN_S = 0.5
 
 
 class RequestFailed(Exception):
-    """A request's sockbench outcome (its text: reset, timeout, closed_early, short, corrupt)."""
+    """A request's sockbench outcome (its text: reset, timeout, closed_early, short, corrupt, http_3xx..http_5xx)."""
 
 
 class Failure(Exception):
-    """Raised inside a request when the reply is wrong or missing; carries the outcome."""
+    """Raised inside a request when the reply is wrong or missing; carries the outcome.
 
-    def __init__(self, kind: str):
+    ``keep``: the reply arrived whole and well-formed, only not the one asked
+    for (an http status other than 2xx), so the connection carries the next request.
+    """
+
+    def __init__(self, kind: str, keep: bool = False):
         super().__init__(kind)
         self.kind = kind
+        self.keep = keep
 
 
 # --------------------------------------------------------------------------
@@ -113,12 +126,29 @@ class WorkerState:
         self.run_start = monotonic() + (start_wall - time.time())
         self.window_start = self.run_start + spec["warmup_s"]
         self.window_end = self.window_start + spec["duration_s"]
-        self.stats = WorkerStats(self.run_start, self.window_start, self.window_end, spec["timeline_interval_s"], False)
+        self.open_loop = spec["mode"] == "open"
+        self.stats = WorkerStats(
+            self.run_start, self.window_start, self.window_end, spec["timeline_interval_s"], self.open_loop
+        )
         self.index = environment.runner.worker_index
+        self.workers = int(job["workers"])
+        # Open loop: each user's own schedule, rate/clients per user (see "Open loop" in the module docstring).
+        self.user_interval = spec["clients"] / spec["rate"] if self.open_loop else 0.0
+        self.send_lag_sum = 0.0
+        self.send_lag_n = 0
+        self.late_generator = 0  # late starts of requests whose user was free before they were due
+        self.wake_lag_max = 0.0
         self.ip = job["ip"]
         self.service = spec["service"]
         self.message = random.Random(self.index + 1).randbytes(spec["message_bytes"]) if self.service == "echo" else b""
-        self.files = [(f["name"].encode("utf-8") + b"\n", f["size"], f["sha256"], f["name"]) for f in spec["files"]]
+        if self.service == "http":
+            self.files = [(request_target(f["name"]), f["size"], f["sha256"], f["name"]) for f in spec["files"]]
+        else:
+            self.files = [(f["name"].encode("utf-8") + b"\n", f["size"], f["sha256"], f["name"]) for f in spec["files"]]
+        host = f"[{self.ip}]" if ":" in self.ip else self.ip
+        self.http_headers = [("Host", f"{host}:{spec['port']}"), ("User-Agent", "sockbench")]
+        # Seeded per worker as in the python engine, so a run with path_order: random asks for the same paths again.
+        self.path_rng = random.Random(self.index + 1) if spec.get("path_order") == "random" else None
         self.sample = float(spec["checksum_sample"])
         self.sample_acc = 1.0  # so the first reply of each worker is verified
         # One read buffer for all users: each chunk is checked right after its
@@ -151,6 +181,12 @@ class WorkerState:
         for u in busy:
             self.stats.censor_in_flight(u.t_int)
         connecting = sum(1 for u in self.users if u.connecting)
+        unstarted = 0
+        if self.open_loop:  # due before the window's end and never sent: censored from their due time
+            for u in self.users:
+                for i in range(u.next_i, u.due_count(self.window_end)):
+                    self.stats.censor_unstarted(u.t0 + i * self.user_interval)
+                    unstarted += 1
         served = sum(1 for u in self.users if u.completed)
         drain_end = now + DRAIN_S
         while monotonic() < drain_end and any(u.busy for u in self.users):
@@ -176,8 +212,13 @@ class WorkerState:
             clients_served=served,
             pending_requests=len(waiting),
             pending_oldest_s=max(waiting, default=0.0),
-            unstarted=0,
-            coarse_timer=False,
+            unstarted=unstarted,
+            send_lag_n=self.send_lag_n,
+            send_lag_mean_s=self.send_lag_sum / self.send_lag_n if self.send_lag_n else 0.0,
+            # gevent's timers (libev) wake in whole milliseconds: open-loop sends go out up to ~1 ms late
+            coarse_timer=self.open_loop,
+            late_starts_generator=self.late_generator,
+            wake_lag_max_s=self.wake_lag_max,
             warnings=[],
             loop_errors=len(self.loop_errors),
             loop_error_samples=self.loop_errors[:MAX_KEPT_ERRORS],
@@ -206,7 +247,7 @@ class SockbenchUser(User):
     service = ""
 
     def wait_time(self) -> float:
-        return 0.0  # closed loop: the next request as soon as the reply is in
+        return 0.0  # closed loop: the next request as soon as the reply is in; open loop waits in the task
 
     def __init__(self, environment: Any) -> None:
         super().__init__(environment)
@@ -218,6 +259,12 @@ class SockbenchUser(User):
         self.t_int = self.t_sent = 0.0
         self.state: WorkerState | None = None
         self.file_pos = 0
+        self.close_after = False  # the server said this reply is the connection's last
+        # Open loop: request i of this user is due at t0 + i * interval; next_i is the next one not yet sent.
+        self.t0 = 0.0
+        self.next_i = 0
+        self.t_due: float | None = None
+        self.waited = False
 
     def on_start(self) -> None:
         state = STATE
@@ -226,6 +273,10 @@ class SockbenchUser(User):
         self.state = state
         self.file_pos = len(state.users) % len(state.files) if state.files else 0
         state.users.append(self)
+        if state.open_loop:
+            # Users interleaved over the workers: local user k of worker w starts at (k * W + w) / rate.
+            k = len(state.users) - 1
+            self.t0 = state.run_start + (k * state.workers + state.index) / state.spec["rate"]
         wait = state.run_start - monotonic()
         if wait > 0:
             gevent.sleep(wait)
@@ -248,7 +299,23 @@ class SockbenchUser(User):
             gevent.sleep(1.0)  # the run is over: idle until Locust stops the user
             return
         try:
-            if self.sock is None and not self.connect(state):
+            if state.open_loop:
+                due = self.t0 + self.next_i * state.user_interval
+                if due >= state.window_end:  # the schedule is over: idle until the run stops
+                    gevent.sleep(min(1.0, max(0.001, state.window_end - monotonic() + 0.01)))
+                    return
+                ahead = due - monotonic()
+                self.waited = ahead > 0  # free before it was due: any lateness is the generator's
+                gevent.sleep(max(0.0, ahead))
+                if self.waited and state.stats.in_window(due):
+                    state.wake_lag_max = max(state.wake_lag_max, monotonic() - due)
+                if state.stopping:
+                    return  # woke past the window's end: this one stays unstarted
+                if self.sock is None and not self.connect(state):
+                    return  # still due: sent (late) once a connection is up, or censored as unstarted
+                self.next_i += 1
+                self.t_due = due
+            elif self.sock is None and not self.connect(state):
                 return
             self.request(state)
         except Exception as exc:  # noqa: BLE001 - a generator bug is reported, never silently dropped
@@ -274,27 +341,47 @@ class SockbenchUser(User):
             return False
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         state.local_addresses.add(sock.getsockname()[0])
-        self.sock, self.served_on_conn = sock, 0
+        self.sock, self.served_on_conn, self.close_after = sock, 0, False
+        self.connected()
         return True
+
+    def connected(self) -> None:
+        """A new connection is up: per-connection state of the service starts afresh here."""
 
     def request(self, state: WorkerState) -> None:
         raise NotImplementedError
+
+    def due_count(self, t: float) -> int:
+        """How many of this user's open-loop requests are due before ``t``."""
+        interval = self.state.user_interval if self.state is not None else 0.0
+        if not interval or t <= self.t0:
+            return 0
+        return math.ceil((t - self.t0) / interval)
 
     def run_one(self, state: WorkerState, payload: bytes, name: str, receive: Any) -> None:
         """Send ``payload``, let ``receive(deadline)`` read and check the reply; record the outcome both ways."""
         sock = self.sock
         t = monotonic()
-        self.t_int = self.t_sent = t
+        intended = t if self.t_due is None else self.t_due
+        self.t_int, self.t_sent = intended, t
+        if self.t_due is not None and state.stats.in_window(intended):
+            lag = t - intended
+            state.send_lag_sum += lag
+            state.send_lag_n += 1
+            if lag > LATE_TOLERANCE_S:
+                state.stats.late_starts += 1
+                state.late_generator += self.waited
         self.busy = True
         deadline = t + state.spec["request_timeout_s"]
         kind = None
+        keep = False
         first = t
         nbytes = 0
         try:
             sock.sendall(payload)
             first, nbytes = receive(sock, deadline)
         except Failure as exc:
-            kind = exc.kind
+            kind, keep = exc.kind, exc.keep
         except TimeoutError:
             kind = "timeout"
         except OSError:
@@ -302,31 +389,32 @@ class SockbenchUser(User):
         done = monotonic()
         self.busy = False
         if kind is None:
-            self.completed += state.stats.complete(t, t, first, done, nbytes)
+            self.completed += state.stats.complete(intended, t, first, done, nbytes)
             state.fired["ok"] += 1
             exc_obj = None
         elif self.sock is None and state.stopping:
             return  # closed by the end of the run while waiting: censored at the window end, no outcome
         else:
             if kind == "timeout":
-                state.stats.timed_out(t, done)
+                state.stats.timed_out(intended, done)
             else:
                 state.stats.request_error(kind, done)
             state.fired["failed"] += 1
             exc_obj = RequestFailed(kind)
-            self.close()  # a stream in an unknown state cannot carry another request
+            if not keep:
+                self.close()  # a stream in an unknown state cannot carry another request
         self.environment.events.request.fire(
             request_type=self.service,
             name=name,
-            response_time=(done - t) * 1000.0,
+            response_time=(done - intended) * 1000.0,
             response_length=nbytes,
             exception=exc_obj,
             context={},
         )
-        if kind is None:
+        if kind is None or keep:
             self.served_on_conn += 1
             rpc = state.spec["requests_per_connection"]
-            if rpc and self.served_on_conn >= rpc:
+            if (rpc and self.served_on_conn >= rpc) or self.close_after:
                 self.close()
 
 
@@ -419,6 +507,93 @@ class FileUser(SockbenchUser):
             return first, size
 
         self.run_one(state, line, name, receive)
+
+
+class HttpUser(SockbenchUser):
+    """HTTP/1.1 keep-alive ``GET <path>``, parsed with h11, checked by the python engine's rules.
+
+    The rules are those of :class:`bench.loadgen.clients.HttpConnection`: a
+    2xx must carry one ``Content-Length`` equal to the path's size and exactly
+    that many body bytes, SHA-256 hashed on the sampled fraction; a byte past
+    the reply, a reply h11 cannot parse, or a wrong length or hash is
+    ``corrupt``. Any other status is a failed request of its class
+    (``http_3xx``, ``http_4xx``, ``http_5xx``, the names of
+    :data:`bench.vocabulary.HTTP_STATUS_CLASSES`): its body is read and the
+    connection kept. A reply that ends the connection (``Connection: close``)
+    is followed by a new connection, not counted as an error. Paths are asked
+    for in turn from each user's own start, or at random (``path_order``).
+    Not Locust's own ``HttpUser``: requests would parse and accept what
+    sockbench counts as corrupt.
+    """
+
+    service = "http"
+
+    def connected(self) -> None:
+        self.h11 = h11.Connection(h11.CLIENT)
+
+    def request(self, state: WorkerState) -> None:
+        if state.path_rng is not None:
+            target, size, sha, name = state.files[state.path_rng.randrange(len(state.files))]
+        else:
+            target, size, sha, name = state.files[self.file_pos]
+            self.file_pos = (self.file_pos + 1) % len(state.files)
+        hasher = hashlib.sha256() if sha and state.take_sample() else None
+        conn = self.h11
+        payload = conn.send(h11.Request(method="GET", target=target, headers=state.http_headers))
+        payload += conn.send(h11.EndOfMessage())
+        view = memoryview(state.buffer)
+
+        def receive(sock: Any, deadline: float) -> tuple[float, int]:
+            got, first, body = 0, 0.0, 0
+            failure: str | None = None
+            try:
+                while True:
+                    event = conn.next_event()
+                    if event is h11.NEED_DATA:
+                        n = _recv_into(sock, view, deadline)
+                        if not n:
+                            raise Failure("short" if got else "closed_early")
+                        if not got:
+                            first = monotonic()
+                        got += n
+                        conn.receive_data(bytes(view[:n]))
+                    elif isinstance(event, h11.Response):
+                        status_class = event.status_code // 100
+                        if status_class != 2:
+                            if not 3 <= status_class <= 5:
+                                raise Failure("corrupt")
+                            failure = f"http_{status_class}xx"
+                        else:
+                            lengths = [v for k, v in event.headers if k == b"content-length"]
+                            if lengths != [str(size).encode("ascii")]:
+                                raise Failure("corrupt")
+                    elif isinstance(event, h11.Data):
+                        body += len(event.data)
+                        if failure is None:
+                            if body > size:
+                                raise Failure("corrupt")  # more bytes than the file has
+                            if hasher is not None:
+                                hasher.update(event.data)
+                    elif isinstance(event, h11.EndOfMessage):
+                        break
+                    elif isinstance(event, h11.ConnectionClosed):
+                        raise Failure("short" if got else "closed_early")
+                    # InformationalResponse (1xx): the real reply follows.
+            except h11.RemoteProtocolError:
+                raise Failure("corrupt") from None
+            if conn.trailing_data[0]:
+                raise Failure("corrupt")  # bytes nobody asked for, after the reply
+            if failure is None and (body != size or (hasher is not None and hasher.hexdigest() != sha)):
+                raise Failure("corrupt")
+            if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
+                conn.start_next_cycle()
+            else:
+                self.close_after = True  # the server closes after this reply: connect anew
+            if failure is not None:
+                raise Failure(failure, keep=True)
+            return first, size
+
+        self.run_one(state, payload, name, receive)
 
 
 # --------------------------------------------------------------------------

@@ -45,7 +45,7 @@ NATIVE_SERVICES = ("echo", "file", "http", "timeauth")
 #: Services only the python engine drives.
 PYTHON_ONLY_SERVICES = tuple(service for service in SERVICES if service not in NATIVE_SERVICES)
 #: Services the locust engine's users speak (bench/loadgen/locust_users.py).
-LOCUST_SERVICES = ("echo", "file")
+LOCUST_SERVICES = ("echo", "file", "http")
 #: The services that fetch files from the server's root (the spec's ``files``).
 FILE_SERVICES = ("file", "http")
 #: The file protocol caps a request line at 4096 bytes, newline included.
@@ -200,11 +200,6 @@ def validate(spec: LoadSpec) -> None:
         if parameter.applies_at(where):
             problem = parameter.problem(getattr(spec, name), required=bool(parameter.required))
             _need(problem is None, str(problem))
-    _need(
-        spec.engine != "locust" or spec.mode == "closed",
-        "engine 'locust' runs closed loop only (each Locust user sends as soon as it is free): "
-        "use mode closed, or engine native/python for open loop",
-    )
     shares = sum(getattr(spec, kind) for kind in SLOW_KINDS)
     _need(
         shares <= 1 + 1e-9,  # why 1e-9: shares such as 0.7 + 0.2 + 0.1 add up to a hair above 1 in floats

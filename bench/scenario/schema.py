@@ -644,14 +644,6 @@ def _cross_issues(s: Scenario) -> list[tuple[tuple, str]]:
         for field in ("rtt", "jitter", "rate"):
             if getattr(s.network, field):
                 issues.append((("network", field), "needs network.hosts: namespaces (loopback has no link to shape)"))
-    if s.generator.engine == "locust" and "open" in (s.load.mode if isinstance(s.load.mode, list) else [s.load.mode]):
-        issues.append(
-            (
-                ("generator", "engine"),
-                "locust runs closed loop only (each Locust user sends as soon as it "
-                "is free): use load.mode closed, or engine native/python for open loop",
-            )
-        )
     if s.network.client_hosts > 1:
         if s.network.hosts != "namespaces":
             issues.append((("network", "client_hosts"), "needs network.hosts: namespaces (loopback is one host)"))
