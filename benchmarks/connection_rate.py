@@ -14,7 +14,7 @@ It prints every measurement (connections/s, generator CPU, failed connects
 with the EADDRNOTAVAIL ones apart), then per point the medians and the
 median of the many/one ratio measured in the same round. The one-address
 side is the generator's own plan with its source addresses taken away
-(``bench.loadgen.driver.source_addresses`` replaced for that run), so both
+(``bench.loadgen.driver.source_addresses`` replaced for each run), so both
 sides are the same code but for the bind.
 
     python benchmarks/connection_rate.py
@@ -55,10 +55,15 @@ def load_average() -> str:
 
 
 @contextlib.contextmanager
-def one_source_address() -> Iterator[None]:
-    """Plan the run with no source addresses (the kernel picks 127.0.0.1), as the generator did before."""
+def source_plan(many: bool) -> Iterator[None]:
+    """Plan the run from 16 source addresses (``many``, whatever the engine) or from none (the kernel picks 127.0.0.1).
+
+    Both sides are forced, so the python engine, which the generator keeps on
+    one address (:data:`bench.loadgen.spec.SPREADING_ENGINES`), is measured
+    both ways too: that measurement is why it is kept there.
+    """
     saved = driver.source_addresses
-    driver.source_addresses = lambda ip: []  # type: ignore[assignment]
+    driver.source_addresses = (lambda ip, _engine="native": saved(ip)) if many else (lambda ip, _engine="native": [])  # type: ignore[assignment]
     try:
         yield
     finally:
@@ -80,7 +85,7 @@ def churn(engine: str, side: str, port: int, clients: int, args: argparse.Namesp
         engine=engine,
         connect_timeout_s=10.0,
     )
-    with one_source_address() if side == "one" else contextlib.nullcontext():
+    with source_plan(many=side != "one"):
         row = run_load(spec).row
     failed = sum(row[c] for c in row if c.startswith("conn_") and c not in ("conn_ok", "conn_pending"))
     return {

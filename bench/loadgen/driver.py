@@ -128,13 +128,13 @@ def _split(counts: dict[str, int], n: int) -> list[dict[str, int]]:
     return out
 
 
-def plan_jobs(spec: LoadSpec, ip: str) -> list[dict[str, Any]]:
+def plan_jobs(spec: LoadSpec, ip: str, engine: str = "native") -> list[dict[str, Any]]:
     """One job (the worker's stdin line 1) per worker: its fast clients, and its slow ones by kind (``mix``)."""
     n = worker_count(spec)
     cpus = sorted(spec.cpus) if spec.cpus else None
     kinds = spec.mix()
     fast = kinds.pop("fast")
-    sources = source_addresses(ip)
+    sources = source_addresses(ip, engine)
     jobs, offset = [], 0
     for i, share in enumerate(_split({"fast": fast, **kinds}, n)):
         clients = share.pop("fast")
@@ -403,7 +403,7 @@ def run_load(
             "loop 'uvloop' asked for but uvloop is not installed: pip install uvloop, or use --loop asyncio"
         )
     ip = resolve_target(spec.host, spec.port, spec.allow_remote)
-    jobs = plan_jobs(spec, ip)
+    jobs = plan_jobs(spec, ip, engine)
     # several client hosts: worker i on host i mod H (each host needs a worker: the scenario checks it)
     hosts = list(load_hosts or [])[: len(jobs)] if load_hosts and len(load_hosts) > 1 and len(jobs) > 1 else []
     with WorkerPool(jobs, command, hosts) as pool:
