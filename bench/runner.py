@@ -363,7 +363,8 @@ def execute_run(
     }
     timeline: list[dict[str, Any]] = []
     histograms: dict[str, Any] = {}
-    options = plan.point.server.for_model(plan.model)  # a pool size only for the models that have the pool
+    # a pool size only for the models that have the pool, the event loop only for those that have one
+    options = registry.model(plan.model).options_for(plan.point.server)
     if plan.point.service in FILE_SERVICES:
         options = dataclasses.replace(options, root=file_root)
     if plan.point.service == "timeauth" and logins is not None:
@@ -545,6 +546,8 @@ def run_scenario(
     signal. A full disk raises :class:`bench.results.DiskFull`.
     """
     plans = plan_runs(scenario)
+    if scenario.loop_note():
+        warn(scenario.loop_note())
     compiled = sorted({p.model for p in plans if registry.model(p.model).native}, key=registry.order_key)
     if compiled and not native.available():
         # The ceiling is a bonus, not a requirement: without a C compiler its

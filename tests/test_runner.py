@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -20,7 +21,7 @@ from bench.results import TIMELINE_COLUMNS, run_columns
 from bench.runner import plan_runs, run_scenario, runner_pinned
 from bench.scenario import parse_scenario
 from bench.summary import write_summary
-from servers import native
+from servers import native, registry
 
 from conftest import fill_disk
 
@@ -443,3 +444,16 @@ def test_each_run_reports_its_phases_in_order_and_what_it_cost(tmp_path):
     # the run's wall time splits into the idle wait, the load and the overhead, none negative
     assert done["wall_s"] == pytest.approx(done["idle_wait_s"] + 0.2 + 0.5 + done["overhead_s"])
     assert 0 <= done["idle_wait_s"] and 0 < done["overhead_s"] < done["wall_s"]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("uvloop") is None, reason="uvloop is not installed")
+def test_server_loop_reaches_the_event_loop_models_alone(tmp_path):
+    """server.loop: uvloop runs asyncio on uvloop, and selectors, which has no event loop, as always."""
+    scenario = parse_scenario(tiny_scenario(models="[selectors, asyncio]", server="{loop: uvloop}"))
+    warned: list[str] = []
+    runs = pd.read_csv(run_scenario(scenario, results_root=tmp_path, plots=False, warn=warned.append) / "runs.csv")
+    assert (runs["status"] == "ok").all(), runs["error"].tolist()
+    assert warned == ["server.loop uvloop applies to asyncio only: selectors has no event loop and runs without it"]
+    assert (runs["requests"] > 0).all()
+    server = scenario.points()[0].server
+    assert [registry.model(m).options_for(server).loop for m in ("selectors", "asyncio")] == ["asyncio", "uvloop"]
