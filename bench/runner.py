@@ -67,6 +67,7 @@ from bench.loadgen.spec import FILE_SERVICES
 from bench.placement import placement_cpus
 from bench.results import DISK_FULL_ERRNOS, DiskFull, ResultsWriter, cpu_busy_column, new_results_dir
 from bench.stopping import deferred_stop, signal_name, signum_of, stop_signals
+from bench.vocabulary import limit_columns
 from servers import native, registry
 
 if TYPE_CHECKING:
@@ -454,6 +455,7 @@ def execute_run(
             row.update(result.row)
             row["runner_cpu_pct"] = result.parent_cpu_pct
             row.update(monitor.summary(result.window_start, result.window_end))
+            row.update(limit_columns(row))  # where the generator's CPU and the server's meet
             row.update(KernelCounters.delta(kernel.get("before", {}), kernel.get("after", {})))
             row.update(cpuwork.check_row(row, server.ready, cpu_work))
             row.update({cpu_busy_column(cpu): share for cpu, share in cpu_busy_pct.items()})
