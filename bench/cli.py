@@ -33,7 +33,17 @@ from bench.format import fmt_bytes, fmt_time_us, fmt_whole
 from bench.parameters import fast_clients
 from bench.thresholds import EXIT_CROSSED
 from bench.units import plural
-from bench.vocabulary import BUSY, CONN_FAILURES, CONN_PENDING, FAILED, GENERATOR_BOUND, UNSTABLE, point_flags
+from bench.vocabulary import (
+    BOTH_SATURATED,
+    BUSY,
+    CONN_FAILURES,
+    CONN_PENDING,
+    FAILED,
+    GENERATOR_BOUND,
+    UNSTABLE,
+    point_flags,
+    run_generator_limit,
+)
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -125,8 +135,11 @@ def run_line(plan: Any, row: dict[str, Any]) -> str:
     served, clients = row.get("clients_served"), fast_clients(row)
     if served is not None and clients and served < clients:
         parts.append(f"served {served}/{clients} {'fast ' if clients < row['clients'] else ''}clients")
-    if row.get("generator_bound"):
+    limit = run_generator_limit(row)
+    if limit == GENERATOR_BOUND:
         parts.append("[GENERATOR-BOUND]")
+    elif limit == BOTH_SATURATED:
+        parts.append("[BOTH SATURATED]")
     return f"{head}  " + "  ".join(parts)
 
 
@@ -161,6 +174,8 @@ def _summary_rows(results_dir: Path) -> list[dict[str, str]]:
             flags.append(f"{row['n_failed'] + row['n_interrupted']} failed")
         if GENERATOR_BOUND in point:
             flags.append(GENERATOR_BOUND)
+        if BOTH_SATURATED in point:
+            flags.append("both saturated")
         if UNSTABLE in point:
             flags.append(f"unstable ({row['unstable_metrics']})")
         if BUSY in point:

@@ -7,7 +7,8 @@ repetitions, and a sentence appears **only when the data supports it**: no
 memory sentence without both PSS and RSS, no SYN-retry sentence unless
 connects really took a second or more, no ranking with a single model.
 Flagged points are named as such inside the sentence (a generator-bound
-ceiling is "at least" that high; an unstable median is said to be unstable).
+ceiling is "at least" that high, a both-saturated one a joint limit; an
+unstable median is said to be unstable).
 
 Each checker is a small function ``(view, ctx) -> list[Finding]`` over one
 service of the folder; :func:`compute_findings` runs them all. Checkers never
@@ -147,6 +148,8 @@ def _flag_note(row: pd.Series) -> str:
     notes = []
     if row.get("n_generator_bound", 0):
         notes.append("generator-bound")
+    if row.get("n_both_saturated", 0):
+        notes.append("generator and server both saturated")
     if row.get("unstable", False):
         notes.append("unstable")
     if served_phrase(row):
@@ -201,6 +204,12 @@ def _ceiling(ctx: _Ctx) -> list[Finding]:
             f"{ref['model']} served {fmt_rate(c, ctx.unit)} {ctx.where(ctx.largest)}, but the load generator "
             f"was saturated in {int(ref['n_generator_bound'])} of its runs, so the machine's ceiling is at "
             f"least that; as a share of it"
+        )
+    elif ref.get("n_both_saturated", 0):
+        lead = (
+            f"{ref['model']} served {fmt_rate(c, ctx.unit)} {ctx.where(ctx.largest)}, with the load generator "
+            f"and the server both saturated in {int(ref['n_both_saturated'])} of its runs: a joint limit of the "
+            f"two, the machine's ceiling for this generator; as a share of it"
         )
     else:
         lead = f"{ref['model']}, the machine's ceiling, served {fmt_rate(c, ctx.unit)} {ctx.where(ctx.largest)}; as a share of it"

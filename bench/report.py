@@ -60,7 +60,16 @@ from bench.stats import (
     unresolved_connects,
 )
 from bench.summary import summary_warnings, threshold_results
-from bench.vocabulary import BUSY, CV_THRESHOLD, FAILED, FAILED_STATUSES, GENERATOR_BOUND, UNSTABLE, point_flags
+from bench.vocabulary import (
+    BOTH_SATURATED,
+    BUSY,
+    CV_THRESHOLD,
+    FAILED,
+    FAILED_STATUSES,
+    GENERATOR_BOUND,
+    UNSTABLE,
+    point_flags,
+)
 
 #: At most this many run timelines are embedded (the rest are in figures/timelines/).
 MAX_TIMELINES = 12
@@ -322,7 +331,8 @@ def _flags_html(row: pd.Series) -> str:
 
 
 def _flag_tags(row: pd.Series) -> list[tuple[str, str]]:
-    """(kind, text) of each flag of an aggregate row: failed, generator-bound, unstable, busy machine, served, bounds."""
+    """(kind, text) of each flag of an aggregate row: failed, generator-bound, both saturated, unstable, busy machine,
+    served, bounds."""
     tags = []
     flags = point_flags(row)
     if FAILED in flags:
@@ -330,6 +340,8 @@ def _flag_tags(row: pd.Series) -> list[tuple[str, str]]:
         tags.append((FAILED, f"failed {bad}/{int(row['n_runs'])}"))
     if GENERATOR_BOUND in flags:
         tags.append((GENERATOR_BOUND, f"generator-bound {int(row['n_generator_bound'])}/{int(row['n_runs'])}"))
+    if BOTH_SATURATED in flags:
+        tags.append((BOTH_SATURATED, f"both saturated {int(row['n_both_saturated'])}/{int(row['n_runs'])}"))
     if UNSTABLE in flags:
         cvs = [f"{METRIC_LABELS.get(m, m)} CV {row[f'{m}_cv']:.0%}" for m in row["unstable_metrics"].split(",") if m]
         tags.append((UNSTABLE, "unstable: " + ", ".join(cvs)))
@@ -520,7 +532,8 @@ def _figures_html(results: Results, files: dict[str, Path], note: str = "") -> s
     out = [
         "<h2 id='figures'>Figures</h2>",
         "<p class='note'>The same figures are in <code>figures/</code> as PNG and SVG. Markers: hollow square = "
-        f"generator-bound, pink circle = unstable (CV &gt; {CV_THRESHOLD:.0%}), X = failed run.</p>",
+        "generator-bound, hollow diamond = generator and server both saturated, "
+        f"pink circle = unstable (CV &gt; {CV_THRESHOLD:.0%}), X = failed run.</p>",
     ]
     if note:
         out.append(f"<p class='note'>Some figures could not be drawn: {_e(note)}</p>")
@@ -547,7 +560,11 @@ def _chosen_timelines(results: Results) -> list[str]:
     runs = results.runs
     with_tl = set(results.timeline["run_id"])
     chosen: list[str] = []
-    flagged = runs[(runs["generator_bound"] == True) | runs["status"].isin(FAILED_STATUSES)]  # noqa: E712
+    flagged = runs[
+        (runs["generator_bound"] == True)  # noqa: E712
+        | (runs["both_saturated"] == True)  # noqa: E712
+        | runs["status"].isin(FAILED_STATUSES)
+    ]
     chosen += [r for r in flagged["run_id"] if r in with_tl]
     for view in results.facets():
         if view.points.empty:

@@ -53,6 +53,7 @@ from typing import IO, Any
 from bench.histograms import decode, merge_histograms
 from bench.parameters import MIX_KINDS, PARAMETERS, SLOW_KINDS
 from bench.vocabulary import (
+    BOTH_SATURATED_RULE,
     CONN_OUTCOMES,
     CONN_PENDING,
     ERROR_COLUMNS,
@@ -78,10 +79,11 @@ FORMAT_KEY = "format_version"
 FORMAT_VERSIONS: dict[str, int] = {
     # 3: the http status columns (http_2xx ... http_5xx); 4: server_died_s, server_restarts; 5: err_denied
     # (timeauth); 6: net_stage_frames, net_retrans_segs, net_rto_timeouts, net_tbf_overlimits, net_tbf_drops;
-    # 7: load.mix's columns; 8: gen_source_addrs
-    "runs.csv": 8,
+    # 7: load.mix's columns; 8: gen_source_addrs; 9: generator_bound needs the server's CPU too
+    # (gen_busy_pct_max, both_saturated)
+    "runs.csv": 9,
     "timeline.csv": 2,
-    "summary.json": 2,
+    "summary.json": 3,  # 3: both_saturated beside generator_bound, which needs the server's CPU too
     "environment.json": 2,
     "calibration": 2,
     "histogram": 2,
@@ -250,7 +252,11 @@ RUN_COLUMNS: dict[str, str] = {
     "clients_served": "clients that completed at least one request in the window (of `fast_clients`)",
     "gen_cpu_pct_max": "busiest generator worker, percent of one core",
     "gen_runq_wait_pct_max": "longest a generator worker waited on a run queue (runnable, no CPU), percent of the window",
-    "generator_bound": f"True if a generator worker was short of CPU: {GENERATOR_BOUND_RULE}",
+    "gen_busy_pct_max": "busiest generator worker's CPU + run-queue wait, percent of the window",
+    "generator_bound": f"True if the generator set the figures: {GENERATOR_BOUND_RULE} (decided from the "
+    "gen_* and server_* columns, again whenever the folder is read)",
+    "both_saturated": f"True if generator and server set the figures together: {BOTH_SATURATED_RULE} (decided "
+    "like generator_bound)",
     "gen_engine": "load engine that measured: native (C, epoll), python (asyncio/uvloop), or locust with its "
     "workers and hosts (e.g. 'locust, 2 workers on 2 hosts')",
     "runner_cpu_pct": "CPU of the runner process (its server monitor included) over the window, percent of one core; "
@@ -344,6 +350,7 @@ METRIC_COLUMNS: tuple[str, ...] = (
     "ctx_switches",
     "gen_cpu_pct_max",
     "gen_runq_wait_pct_max",
+    "gen_busy_pct_max",
     "runner_cpu_pct",
 )
 

@@ -67,6 +67,7 @@ from bench.loadgen.spec import FILE_SERVICES
 from bench.placement import placement_cpus
 from bench.results import DISK_FULL_ERRNOS, DiskFull, ResultsWriter, cpu_busy_column, new_results_dir
 from bench.stopping import deferred_stop, signal_name, signum_of, stop_signals
+from bench.vocabulary import limit_columns
 from servers import native, registry
 
 if TYPE_CHECKING:
@@ -363,7 +364,8 @@ def execute_run(
     }
     timeline: list[dict[str, Any]] = []
     histograms: dict[str, Any] = {}
-    options = plan.point.server.for_model(plan.model)  # a pool size only for the models that have the pool
+    # a pool size only for the models that have the pool, the event loop only for those that have one
+    options = registry.model(plan.model).options_for(plan.point.server)
     if plan.point.service in FILE_SERVICES:
         options = dataclasses.replace(options, root=file_root)
     if plan.point.service == "timeauth" and logins is not None:
@@ -453,6 +455,7 @@ def execute_run(
             row.update(result.row)
             row["runner_cpu_pct"] = result.parent_cpu_pct
             row.update(monitor.summary(result.window_start, result.window_end))
+            row.update(limit_columns(row))  # where the generator's CPU and the server's meet
             row.update(KernelCounters.delta(kernel.get("before", {}), kernel.get("after", {})))
             row.update(cpuwork.check_row(row, server.ready, cpu_work))
             row.update({cpu_busy_column(cpu): share for cpu, share in cpu_busy_pct.items()})
@@ -545,6 +548,8 @@ def run_scenario(
     signal. A full disk raises :class:`bench.results.DiskFull`.
     """
     plans = plan_runs(scenario)
+    if scenario.loop_note():
+        warn(scenario.loop_note())
     compiled = sorted({p.model for p in plans if registry.model(p.model).native}, key=registry.order_key)
     if compiled and not native.available():
         # The ceiling is a bonus, not a requirement: without a C compiler its

@@ -26,8 +26,13 @@ module reduces those repetitions to what a reader can trust:
   the noise. Tail latency (p99) is not checked: it legitimately varies more.
 
 Failed and interrupted runs never enter the statistics; they are counted and
-reported. A run flagged ``generator_bound`` is kept (its numbers are real
-numbers about the generator) but the point is marked everywhere it is shown.
+reported. A run flagged ``generator_bound`` (or ``both_saturated``) is kept
+(its numbers are real numbers about the generator, or about the pair) but the
+point is marked everywhere it is shown. Both flags are decided again whenever
+a folder is read (:func:`normalize_runs`), from the generator's and the
+server's CPU columns, by :func:`bench.vocabulary.generator_limit`: the
+generator alone cannot tell whether it was the limit, and a changed threshold
+applies to every folder read after it.
 
 :func:`load_results` is the one reader of a results folder (see
 :mod:`bench.results` for the contract); it returns a :class:`Results` that the
@@ -68,7 +73,7 @@ from bench.results import (
     read_summary,
     read_timeline,
 )
-from bench.vocabulary import BUSY_THRESHOLD_PCT, CONN_OUTCOMES, CONN_PENDING, CV_THRESHOLD
+from bench.vocabulary import BUSY_THRESHOLD_PCT, CONN_OUTCOMES, CONN_PENDING, CV_THRESHOLD, LIMIT_FACTS, limit_columns
 from servers import registry
 
 #: Metrics aggregated by default: the headline ones and what the report table shows.
@@ -106,6 +111,7 @@ DEFAULT_METRICS: tuple[str, ...] = (
     "lat_censored",
     "clients_served",
     "gen_runq_wait_pct_max",
+    "gen_busy_pct_max",
     "server_runq_wait_pct",
     "runner_cpu_pct",
 )
@@ -132,7 +138,7 @@ _N_FOR_TARGET = 6
 #: Stats columns produced per metric by :func:`aggregate`.
 STAT_FIELDS = ("n", "median", "min", "max", "ci_low", "ci_high", "ci_level", "cv", "unstable")
 
-_BOOL_COLUMNS = ("generator_bound", "sendfile", "cpu_work_short") + tuple(
+_BOOL_COLUMNS = ("generator_bound", "both_saturated", "sendfile", "cpu_work_short") + tuple(
     c for c in RUN_COLUMNS if c.endswith("_is_lower_bound")
 )
 # The parameters' own kinds: a flag is a bool column, a choice a text one (server.crash, preload_use ...).
@@ -268,7 +274,13 @@ def median_is_lower_bound(values: Sequence[float], lower: Sequence[Any]) -> bool
 
 
 def normalize_runs(runs: pd.DataFrame) -> pd.DataFrame:
-    """Give a runs table every RUN_COLUMNS column with sane dtypes (booleans as bool, text as str)."""
+    """Give a runs table every RUN_COLUMNS column with sane dtypes (booleans as bool, text as str).
+
+    ``generator_bound`` and ``both_saturated`` are decided again
+    (:func:`bench.vocabulary.limit_columns`) on every row that has the
+    generator's CPU figures (``gen_busy_pct_max``); a row without them (an
+    engine that does not measure its CPU) keeps what was written.
+    """
     missing = [col for col in RUN_COLUMNS if col not in runs.columns]
     # added at once: one insert per column fragments the frame (pandas warns past 100)
     runs = (
@@ -285,6 +297,12 @@ def normalize_runs(runs: pd.DataFrame) -> pd.DataFrame:
     if len(runs):
         runs["point"] = runs["point"].fillna(-1).astype(int)
         runs["repetition"] = runs["repetition"].fillna(0).astype(int)
+        measured = runs["gen_busy_pct_max"].notna()
+        if measured.any():
+            decided = [limit_columns(row) for row in runs.loc[measured, list(LIMIT_FACTS)].to_dict("records")]
+            for col in ("generator_bound", "both_saturated"):
+                runs[col] = runs[col].astype(object)
+                runs.loc[measured, col] = [d[col] for d in decided]
     return runs
 
 
@@ -334,7 +352,7 @@ def aggregate(runs: pd.DataFrame, metrics: Iterable[str] = DEFAULT_METRICS) -> p
     """One row per model x point: parameters, run counts, and per metric the stats columns.
 
     Columns: ``model, point, service``, every parameter column, ``label``,
-    ``n_runs, n_ok, n_failed, n_interrupted, n_generator_bound, n_busy``,
+    ``n_runs, n_ok, n_failed, n_interrupted, n_generator_bound, n_both_saturated, n_busy``,
     ``unstable`` (any of :data:`STABILITY_METRICS` has CV above :data:`~bench.vocabulary.CV_THRESHOLD`),
     ``unstable_metrics`` (comma-separated), ``errors`` (list of error strings
     of failed runs), and ``<metric>_<stat>`` for stat in :data:`STAT_FIELDS`;
@@ -359,6 +377,7 @@ def aggregate(runs: pd.DataFrame, metrics: Iterable[str] = DEFAULT_METRICS) -> p
             n_failed=int((group["status"] == "failed").sum()),
             n_interrupted=int((group["status"] == "interrupted").sum()),
             n_generator_bound=int(group["generator_bound"].fillna(False).astype(bool).sum()),
+            n_both_saturated=int(group["both_saturated"].fillna(False).astype(bool).sum()),
             n_busy=int((group["idle_busy_pct"] > BUSY_THRESHOLD_PCT).sum()),
             errors=[e for e in group.loc[group["status"] != "ok", "error"] if e],
         )

@@ -7,7 +7,7 @@ write for a folder that lacks one (:func:`ensure_summary`):
 
 * the points with their statistics, the run counts and the thresholds'
   verdicts (:func:`threshold_results`, see :mod:`bench.thresholds`);
-* the **warnings**, one paragraph per kind (generator-bound, latency lower
+* the **warnings**, one paragraph per kind (generator-bound, both saturated, latency lower
   bounds, unserved clients, unstable points, failed runs, a busy machine),
   each naming the runs or points it is about and what to do about it
   (:func:`summary_warnings`); the report and ``bench run`` show them first.
@@ -49,7 +49,13 @@ from bench.stats import (
     where_phrase,
 )
 from bench.units import plural
-from bench.vocabulary import BUSY_THRESHOLD_PCT, CV_THRESHOLD, FAILED_STATUSES, GENERATOR_BOUND_RULE
+from bench.vocabulary import (
+    BOTH_SATURATED_RULE,
+    BUSY_THRESHOLD_PCT,
+    CV_THRESHOLD,
+    FAILED_STATUSES,
+    GENERATOR_BOUND_RULE,
+)
 
 #: Metrics always present in summary.json points, measured or not.
 HEADLINE_METRICS = ("req_per_s", "mb_per_s", "lat_p50_us", "lat_p99_us")
@@ -60,17 +66,18 @@ def build_summary(results_dir: Path) -> dict[str, Any]:
 
     Shape::
 
-        {"format_version": 2, "generated_at": ISO time,
+        {"format_version": 3, "generated_at": ISO time,
          "scenario": {"name", "description", "service"},
          "swept": [parameter, ...], "x": first swept parameter or null,
          "models": [...], "metrics": [...], "cv_threshold": 0.1,
-         "runs": {"total", "ok", "failed", "interrupted", "generator_bound", "busy"},
+         "runs": {"total", "ok", "failed", "interrupted", "generator_bound", "both_saturated", "busy"},
          "points": [{"model", "point", "label", "parameters": {...},
-                     "runs", "ok", "failed", "interrupted", "generator_bound", "busy",
+                     "runs", "ok", "failed", "interrupted", "generator_bound", "both_saturated", "busy",
                      "unstable": bool, "unstable_metrics": [...], "errors": [...],
                      "metrics": {metric: {n, median, min, max, ci_low, ci_high, cv, unstable, note,
                                           lower_bound (latency percentiles only)}}}],
-         "warnings": ["generator-bound: ...", "unstable: ...", "failed: ...", "busy machine: ..."],
+         "warnings": ["generator-bound: ...", "both saturated: ...", "unstable: ...", "failed: ...",
+                      "busy machine: ..."],
          "thresholds": [{"threshold", "model", "statistic", "passed", "checked", "failed",
                          "value", "value_text", "where", "failures": [...]}]}  (see bench.thresholds.check)
     """
@@ -103,6 +110,7 @@ def summary_of(results: Results) -> dict[str, Any]:
                 "failed": int(row["n_failed"]),
                 "interrupted": int(row["n_interrupted"]),
                 "generator_bound": int(row["n_generator_bound"]),
+                "both_saturated": int(row["n_both_saturated"]),
                 "busy": int(row["n_busy"]),
                 "unstable": bool(row["unstable"]),
                 "unstable_metrics": [m for m in row["unstable_metrics"].split(",") if m],
@@ -111,6 +119,7 @@ def summary_of(results: Results) -> dict[str, Any]:
             }
         )
     gb = runs["generator_bound"].fillna(False).astype(bool) if len(runs) else pd.Series([], dtype=bool)
+    both = runs["both_saturated"].fillna(False).astype(bool) if len(runs) else pd.Series([], dtype=bool)
     return {
         FORMAT_KEY: FORMAT_VERSIONS["summary.json"],
         "generated_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
@@ -131,6 +140,7 @@ def summary_of(results: Results) -> dict[str, Any]:
             "failed": int((runs["status"] == "failed").sum()),
             "interrupted": int((runs["status"] == "interrupted").sum()),
             "generator_bound": int(gb.sum()),
+            "both_saturated": int(both.sum()),
             "busy": int((runs["idle_busy_pct"] > BUSY_THRESHOLD_PCT).sum()),
         },
         "points": points,
@@ -194,10 +204,10 @@ def _metric_note(row: pd.Series, metric: str) -> str:
 
 
 def summary_warnings(results: Results) -> list[str]:
-    """Plain-language warnings: generator-bound, unstable, failed/interrupted, busy machine, thin CIs."""
+    """Plain-language warnings: generator-bound, both saturated, unstable, failed/interrupted, busy machine, thin CIs."""
     agg, runs = results.aggregate, results.runs
     out: list[str] = []
-    bound, unstable, lower, unserved = [], [], [], []
+    bound, joint, unstable, lower, unserved = [], [], [], [], []
     for _, row in agg.iterrows():
         where = f"{row['model']} {where_phrase(row['label'], row['service'])}"
         names = lower_bound_names(row)
@@ -207,6 +217,8 @@ def summary_warnings(results: Results) -> list[str]:
             unserved.append(f"{where} ({served_phrase(row)})")
         if row["n_generator_bound"]:
             bound.append(f"{where} ({row['n_generator_bound']} of {plural(row['n_runs'], 'run')})")
+        if row["n_both_saturated"]:
+            joint.append(f"{where} ({row['n_both_saturated']} of {plural(row['n_runs'], 'run')})")
         if row["unstable"]:
             parts = [
                 f"{METRIC_LABELS.get(m, m)} {row[f'{m}_cv'] * 100:.0f}%"
@@ -216,9 +228,15 @@ def summary_warnings(results: Results) -> list[str]:
             unstable.append(f"{where} ({', '.join(parts)} over {plural(row['n_ok'], 'repetition')})")
     if bound:
         out.append(
-            f"generator-bound: {'; '.join(bound)}: a load generator worker was short of CPU "
-            f"({GENERATOR_BOUND_RULE}), so these figures may measure the generator, not the server; add generator workers "
-            "(generator.workers) or give the generator its own CPU"
+            f"generator-bound: {'; '.join(bound)}: {GENERATOR_BOUND_RULE}, so these figures measure the "
+            "generator, not the server, whose limit lies higher; add generator workers (generator.workers), "
+            "give the generator CPUs of its own, or use the native engine (generator.engine: native)"
+        )
+    if joint:
+        out.append(
+            f"both saturated: {'; '.join(joint)}: {BOTH_SATURATED_RULE}, so these figures are a joint limit "
+            "of generator and server: the server was at its limit too, and a faster generator may or may not "
+            "raise them; compare with the native engine, or with the generator on CPUs of its own"
         )
     if lower:
         out.append(

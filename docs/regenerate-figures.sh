@@ -127,6 +127,43 @@ fi
 take "$(echo "$idle_root"/*-slow-clients)" slow_clients.png slow-idle-timeout.png
 
 
+# How many workers (prefork and reuseport workers; then threadpool threads, a pass of its own)
+dir=$(run how-many-workers)
+take "$dir" throughput.png                     workers-throughput.png
+take "$dir" latency.png                        workers-latency.png
+take "$dir" memory.png                         workers-memory.png
+take "$dir" timelines/prefork-p0-r1.png        workers-prefork-timeline-1.png
+pool_root=$(mktemp -d)
+trap 'rm -rf "$copy" "$pool_root"' EXIT
+if ! "${BENCH[@]}" run scenarios/how-many-workers.yaml --results "$pool_root" --set 'models=[threadpool]' \
+    --set server.workers=null --set 'server.threads=[1, 2, 4, 8]' >&2; then
+    echo "error: the threadpool pass of scenarios/how-many-workers.yaml failed; see its output above" >&2
+    exit 1
+fi
+mv "$pool_root"/*-how-many-workers "$RESULTS_ROOT/how-many-workers-threadpool"
+dir=$RESULTS_ROOT/how-many-workers-threadpool
+take "$dir" throughput.png                     workers-threadpool-throughput.png
+take "$dir" latency.png                        workers-threadpool-latency.png
+
+# The deployed models
+dir=$(run deployed)
+take "$dir" throughput_echo.png                deployed-throughput_echo.png
+take "$dir" latency_echo.png                   deployed-latency_echo.png
+take "$dir" memory_echo.png                    deployed-memory_echo.png
+take "$dir" throughput_file.png                deployed-throughput_file.png
+# ... and the event-loop models on uvloop (server.loop reaches them alone), a pass of its own
+loop_root=$(mktemp -d)
+trap 'rm -rf "$copy" "$pool_root" "$loop_root"' EXIT
+if ! "${BENCH[@]}" run scenarios/deployed.yaml --results "$loop_root" --set service=echo \
+    --set 'models=[asyncio, asyncio-protocol, reuseport, c-reference]' --set server.loop=uvloop >&2; then
+    echo "error: the uvloop pass of scenarios/deployed.yaml failed; see its output above" >&2
+    exit 1
+fi
+mv "$loop_root"/*-deployed "$RESULTS_ROOT/deployed-uvloop"
+take "$RESULTS_ROOT/deployed-uvloop" throughput.png deployed-uvloop-throughput.png
+
+echo "Figures regenerated in $FIGURES; results in $RESULTS_ROOT"
+
 # Lesson "A crashing handler": its single-process servers die on purpose, so
 # bench run exits 1; any failed run other than a server that died is an error.
 if ! "${BENCH[@]}" run scenarios/crashes.yaml --results "$RESULTS_ROOT" >&2; then

@@ -43,6 +43,8 @@ LOOPS = ("asyncio", "uvloop")
 CRASH_KINDS = ("none", "raise", "exit", "segfault")
 #: ``--preload-use``: how each request uses the ``--preload-mib`` structure (see :mod:`servers.preload`).
 PRELOAD_USES = ("read", "iterate", "collect")
+#: The loop a model runs without ``--loop``; a model without an event loop has only this value.
+DEFAULT_LOOP = LOOPS[0]
 
 #: Options that size one model's pool, and the models that have that pool.
 #: Any other model has none: ``python -m servers`` refuses the option there,
@@ -120,7 +122,7 @@ class ServerOptions:
         },
     )
     loop: str = field(
-        default="asyncio",
+        default=DEFAULT_LOOP,
         metadata={"help": "asyncio, asyncio-protocol and reuseport only: event loop, asyncio or uvloop"},
     )
     idle_timeout: float = field(

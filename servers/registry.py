@@ -79,12 +79,14 @@ Error handling
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Literal
 
+from servers.config import DEFAULT_LOOP
 from servers.service import SetupError
 
 if TYPE_CHECKING:
@@ -155,6 +157,19 @@ class Model:
             f"the {self.name} model needs the optional extra {self.extra!r}, not installed here: "
             f"pip install -e '.[{self.extra}]'"
         )
+
+    def options_for(self, options: ServerOptions) -> ServerOptions:
+        """``options`` as this model takes them: a pool size only where it has the pool, ``loop`` only where it has one.
+
+        A scenario gives the same ``server:`` settings to every model it runs.
+        Pool sizes go to the models with that pool
+        (:meth:`ServerOptions.for_model`); ``loop`` goes to the event-loop
+        models only (the ``loop`` fact): the others run as they always do, with
+        ``loop`` at its default, where ``--loop uvloop`` would make them refuse
+        to start (:meth:`check`).
+        """
+        taken = options.for_model(self.name)
+        return taken if self.loop else dataclasses.replace(taken, loop=DEFAULT_LOOP)
 
     def load(self) -> ModuleType:
         """Import and return the module implementing this model; :class:`ModelUnavailable` without its extra."""

@@ -28,6 +28,7 @@ from bench import histograms
 from bench.loadgen import FileTarget, LoadGenError, LoadSpec, cli, driver, merge, run_load
 from bench.loadgen import spec as specmod
 from bench.loadgen.recording import WorkerStats
+from bench.vocabulary import RUNQ_WAIT_BOUND_PCT, generator_short_of_cpu
 
 from thread_servers import (
     ThreadServer,
@@ -159,14 +160,17 @@ def test_censored_requests_make_percentiles_lower_bounds() -> None:
     assert row["clients_served"] == 1
 
 
-def test_run_queue_wait_counts_toward_generator_bound() -> None:
+def test_run_queue_wait_counts_toward_a_generator_short_of_cpu() -> None:
     s = LoadSpec(service="echo", host="127.0.0.1", port=1, clients=2, duration_s=1.0)
-    for wait, bound in ((35.0, True), (25.0, True), (10.0, False), (None, False)):
-        reports = [_report(_window_stats([1000]), 0, 60.0 if wait != 25.0 else 10.0, runq_wait_pct=wait)]
+    for wait, short in ((35.0, True), (25.0, True), (10.0, False), (None, False)):
+        cpu = 60.0 if wait != 25.0 else 10.0
+        reports = [_report(_window_stats([1000]), 0, cpu, runq_wait_pct=wait)]
         result = merge.merge_reports(s, reports, window_start=1000.0)
-        assert result.row["generator_bound"] is bound
-        assert result.row["gen_runq_wait_pct_max"] == wait and result.worker_runq_wait_pct == [wait]
-        assert any(f"waited {wait or 0:.0f}% of the window for a CPU" in w for w in result.warnings) is bound
+        row = result.row
+        assert row["gen_busy_pct_max"] == cpu + (wait or 0.0)
+        assert generator_short_of_cpu(row["gen_busy_pct_max"], row["gen_runq_wait_pct_max"]) is short
+        assert row["gen_runq_wait_pct_max"] == wait and result.worker_runq_wait_pct == [wait]
+        assert any(f"waited {wait or 0:.0f}% of the window for a CPU" in w for w in result.warnings) is short
 
 
 def test_merge_of_two_workers_gives_exact_counts_and_percentiles() -> None:
@@ -193,8 +197,8 @@ def test_merge_of_two_workers_gives_exact_counts_and_percentiles() -> None:
     assert row["mb_per_s"] == pytest.approx(2000 * 100 / 1e6)
     assert row["err_reset"] == 2 and row["errors"] == 2
     assert row["conn_ok"] == 2 and row["conn_other"] == 2 and result.conn_other_errnos == {"EHOSTUNREACH": 2}
-    assert row["generator_bound"] is True and row["gen_cpu_pct_max"] == 95.0
-    assert any("generator-bound" in w for w in result.warnings)
+    assert row["gen_busy_pct_max"] == 95.0 and row["gen_cpu_pct_max"] == 95.0  # the busiest worker, B
+    assert any("generator short of CPU: load worker 1" in w for w in result.warnings)
     assert sum(t["req_per_s"] * 0.5 for t in result.timeline) == pytest.approx(2000)
     assert result.window_end - result.window_start == pytest.approx(1.0)
     again = specmod.LoadResult.from_json(result.to_json())
@@ -432,7 +436,7 @@ while time.monotonic() < end:
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs a CPU for the server and one for the worker")
-def test_worker_waiting_for_its_cpu_is_generator_bound() -> None:
+def test_worker_waiting_for_its_cpu_is_short_of_cpu() -> None:
     """A worker sharing its CPU with spinning processes waits for it; the parent sees that in schedstat.
 
     The server (selectors model) has a CPU of its own and outpaces a worker
@@ -456,8 +460,9 @@ def test_worker_waiting_for_its_cpu_is_generator_bound() -> None:
             p.wait()
             p.stdout.close()  # type: ignore[union-attr]
     row = result.row
-    assert row["gen_runq_wait_pct_max"] > merge.RUNQ_WAIT_BOUND_PCT, row
-    assert row["gen_cpu_pct_max"] < 60.0 and row["generator_bound"], row  # CPU alone would not have flagged it
+    assert row["gen_runq_wait_pct_max"] > RUNQ_WAIT_BOUND_PCT, row
+    assert row["gen_cpu_pct_max"] < 60.0, row  # CPU alone would not have flagged it
+    assert generator_short_of_cpu(row["gen_busy_pct_max"], row["gen_runq_wait_pct_max"]), row
     assert any("for a CPU" in w for w in result.warnings)
 
 

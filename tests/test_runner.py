@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -20,7 +21,7 @@ from bench.results import TIMELINE_COLUMNS, run_columns
 from bench.runner import plan_runs, run_scenario, runner_pinned
 from bench.scenario import parse_scenario
 from bench.summary import write_summary
-from servers import native
+from servers import native, registry
 
 from conftest import fill_disk
 
@@ -443,3 +444,47 @@ def test_each_run_reports_its_phases_in_order_and_what_it_cost(tmp_path):
     # the run's wall time splits into the idle wait, the load and the overhead, none negative
     assert done["wall_s"] == pytest.approx(done["idle_wait_s"] + 0.2 + 0.5 + done["overhead_s"])
     assert 0 <= done["idle_wait_s"] and 0 < done["overhead_s"] < done["wall_s"]
+
+
+@pytest.mark.slow
+def test_a_generator_starved_by_a_saturated_server_is_not_called_generator_bound(tmp_path):
+    """Server and generator pinned to one CPU (placement shared): each runs while the other waits.
+
+    32 clients keep requests queued at the selectors server and replies
+    queued at the (python) generator, so both are always runnable on the
+    CPU they share: the generator is short of CPU, and so is the server.
+    Before the server's CPU was taken into account this run was called
+    generator-bound; it is both saturated: the figures are the one CPU's.
+    """
+    from bench import vocabulary
+
+    scenario = parse_scenario(
+        tiny_scenario(models="[selectors]", placement="shared", generator="{engine: python}").replace(
+            "clients: 4", "clients: 32"
+        )
+    )
+    results = run_scenario(scenario, results_root=tmp_path, plots=False)
+    row = pd.read_csv(results / "runs.csv").iloc[0]
+    assert row["status"] == "ok", row["error"]
+    facts = row[list(vocabulary.LIMIT_FACTS)].to_dict()
+    assert str(row["server_cpus"]) == str(row["gen_cpus"]), facts  # one CPU for both
+    # the generator was short of CPU (the old rule's generator-bound); how busy the server looks
+    # depends on what else runs on that CPU, and the decision does not: they shared it
+    assert vocabulary.generator_short_of_cpu(row["gen_busy_pct_max"], row["gen_runq_wait_pct_max"]), facts
+    assert not row["generator_bound"] and row["both_saturated"], facts
+    summary = json.loads((results / "summary.json").read_text())
+    assert summary["runs"]["both_saturated"] == 1 and summary["runs"]["generator_bound"] == 0
+    assert any(w.startswith("both saturated: selectors") for w in summary["warnings"]), summary["warnings"]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("uvloop") is None, reason="uvloop is not installed")
+def test_server_loop_reaches_the_event_loop_models_alone(tmp_path):
+    """server.loop: uvloop runs asyncio on uvloop, and selectors, which has no event loop, as always."""
+    scenario = parse_scenario(tiny_scenario(models="[selectors, asyncio]", server="{loop: uvloop}"))
+    warned: list[str] = []
+    runs = pd.read_csv(run_scenario(scenario, results_root=tmp_path, plots=False, warn=warned.append) / "runs.csv")
+    assert (runs["status"] == "ok").all(), runs["error"].tolist()
+    assert warned == ["server.loop uvloop applies to asyncio only: selectors has no event loop and runs without it"]
+    assert (runs["requests"] > 0).all()
+    server = scenario.points()[0].server
+    assert [registry.model(m).options_for(server).loop for m in ("selectors", "asyncio")] == ["asyncio", "uvloop"]

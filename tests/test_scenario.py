@@ -531,3 +531,18 @@ def test_parse_size_is_bounded(value, words):
     with pytest.raises(UnitError, match=words):
         parse_size(value)
     assert parse_size(2**63 - 1) == 2**63 - 1
+
+
+def test_server_loop_with_no_event_loop_model_is_refused(tmp_path):
+    message = str(error_of(tmp_path, MINIMAL + "server:\n  loop: uvloop\n"))
+    assert "server.loop" in message and "asyncio, asyncio-protocol, reuseport only" in message
+    assert "(threading)" in message and "remove server.loop" in message
+
+
+def test_server_loop_names_the_models_that_run_without_it(tmp_path):
+    text = MINIMAL.replace("[threading]", "[threading, forking, asyncio-protocol]") + "server:\n  loop: uvloop\n"
+    s = load_scenario(write(tmp_path, text))
+    assert s.loop_note() == (
+        "server.loop uvloop applies to asyncio-protocol only: threading, forking have no event loop and run without it"
+    )
+    assert load_scenario(write(tmp_path, MINIMAL)).loop_note() == ""

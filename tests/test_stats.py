@@ -265,3 +265,58 @@ def test_lower_bounds_and_unserved_clients_reach_the_aggregate_and_summary(tmp_p
     text = " ".join(summary_warnings(results))
     assert "latency lower bounds: sequential at clients=100 (p999, max); asyncio at clients=100 (p99)" in text
     assert "clients not served: sequential" in text and "served 1/100" in text
+
+
+def _with_limit_facts(folder, **facts):
+    """Give the generator-bound run of a fake folder (c-reference at the last point, repetition 1) these facts."""
+    path = folder / "runs.csv"
+    runs = pd.read_csv(path)
+    runs["server_cpus"] = runs["server_cpus"].astype(object)
+    runs["gen_cpus"] = runs["gen_cpus"].astype(object)
+    bound = runs["generator_bound"] == True  # noqa: E712
+    assert bound.sum() == 1
+    for col, value in facts.items():
+        runs.loc[bound, col] = value
+    runs.to_csv(path, index=False)
+    return runs.loc[bound, "run_id"].iloc[0]
+
+
+def test_generator_bound_and_both_saturated_are_decided_again_on_load(tmp_path, monkeypatch):
+    """runs.csv says generator-bound; its facts say the server was flat out too: the folder reads both saturated."""
+    from bench import vocabulary
+    from bench.cli import _summary_rows
+    from bench.findings import compute_findings
+    from bench.report import _flag_tags
+
+    folder = write_fake_results(tmp_path / "r", models=MODELS, sweep=("clients", (1, 10, 50)), hlogs=False)
+    facts = dict(gen_busy_pct_max=97.0, gen_runq_wait_pct_max=2.0, server_cpu_pct=95.0, server_runq_wait_pct=1.0)
+    run_id = _with_limit_facts(folder, **facts, server_cpus="0", gen_cpus="1")
+    results = load_results(folder)
+    run = results.runs.set_index("run_id").loc[run_id]
+    assert run["both_saturated"] is True and run["generator_bound"] is False
+    ref = _row(results.aggregate, "c-reference", 2)
+    assert (ref["n_both_saturated"], ref["n_generator_bound"]) == (1, 0)
+    summary = summary_of(results)
+    assert summary["runs"]["both_saturated"] == 1 and summary["runs"]["generator_bound"] == 0
+    joint = [w for w in summary["warnings"] if w.startswith("both saturated:")]
+    assert len(joint) == 1 and "c-reference at clients=50 (1 of 3 runs)" in joint[0]
+    assert not any(w.startswith("generator-bound:") for w in summary["warnings"])
+    assert (vocabulary.BOTH_SATURATED, "both saturated 1/3") in _flag_tags(ref)
+    cells = next(r for r in _summary_rows(folder) if r["model"] == "c-reference" and r["point"] == "clients=50")
+    assert "both saturated" in cells["flags"] and "generator-bound" not in cells["flags"]
+    said = " ".join(f.text for f in compute_findings(results))
+    assert "both saturated in 1 of its runs: a joint limit" in said, said
+
+    # the same facts under another threshold: the rule is applied when the folder is read, not when it was written
+    monkeypatch.setattr(vocabulary, "SERVER_SATURATED_PCT", 99.0)
+    again = load_results(folder).runs.set_index("run_id").loc[run_id]
+    assert again["generator_bound"] is True and again["both_saturated"] is False
+
+
+def test_a_server_with_cpu_to_spare_leaves_the_run_generator_bound(tmp_path):
+    folder = write_fake_results(tmp_path / "r", models=MODELS, sweep=("clients", (1, 10, 50)), hlogs=False)
+    run_id = _with_limit_facts(
+        folder, gen_busy_pct_max=97.0, gen_runq_wait_pct_max=2.0, server_cpu_pct=45.0, server_cpus="0", gen_cpus="1"
+    )
+    run = load_results(folder).runs.set_index("run_id").loc[run_id]
+    assert run["generator_bound"] is True and run["both_saturated"] is False

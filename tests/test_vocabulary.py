@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bench import vocabulary
 from bench.plots import figures
 from bench.results import RUN_COLUMNS
@@ -26,6 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 _LABELS = """
 import json, sys
 from pathlib import Path
+
+import pytest
 from bench import vocabulary
 from bench.plots.style import FLAGS
 from bench.results import RUN_COLUMNS
@@ -96,3 +100,68 @@ def test_point_flags():
     assert vocabulary.point_flags(row) == [vocabulary.FAILED, vocabulary.GENERATOR_BOUND, vocabulary.UNSTABLE]
     assert vocabulary.point_flags({"n_busy": 1, "n_failed": float("nan")}) == [vocabulary.BUSY]
     assert figures.row_flags(row) == [vocabulary.GENERATOR_BOUND, vocabulary.UNSTABLE, vocabulary.FAILED]
+    joint = {"n_both_saturated": 2, "unstable": True}
+    assert vocabulary.point_flags(joint) == [vocabulary.BOTH_SATURATED, vocabulary.UNSTABLE]
+    assert figures.row_flags(joint) == [vocabulary.BOTH_SATURATED, vocabulary.UNSTABLE]
+
+
+def _run_row(**overrides):
+    """A runs.csv row of a split placement (server on CPU 0, generator on CPU 1), nobody short of CPU."""
+    row = {
+        "gen_busy_pct_max": 40.0,
+        "gen_runq_wait_pct_max": 1.0,
+        "server_cpu_pct": 50.0,
+        "server_runq_wait_pct": 2.0,
+        "server_cpus": "0",
+        "gen_cpus": "1",
+    }
+    row.update(overrides)
+    return row
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        ({}, None),  # nobody short of CPU
+        ({"gen_busy_pct_max": 97.0}, vocabulary.GENERATOR_BOUND),  # the generator flat out, the server idling
+        ({"gen_busy_pct_max": 60.0, "gen_runq_wait_pct_max": 35.0}, vocabulary.GENERATOR_BOUND),  # kept off its CPU
+        ({"gen_busy_pct_max": 97.0, "server_cpu_pct": 99.0}, vocabulary.BOTH_SATURATED),  # both flat out
+        # the server waited for its CPU (another process on it): it had none to spare either
+        ({"gen_busy_pct_max": 97.0, "server_cpu_pct": 60.0, "server_runq_wait_pct": 35.0}, vocabulary.BOTH_SATURATED),
+        ({"gen_busy_pct_max": 97.0, "server_cpus": "0,1"}, vocabulary.BOTH_SATURATED),  # CPUs overlap
+        # a server on two CPUs of its own is saturated at 90% of both, not of one
+        (
+            {"gen_busy_pct_max": 97.0, "server_cpu_pct": 150.0, "server_cpus": "0,1", "gen_cpus": "2,3"},
+            vocabulary.GENERATOR_BOUND,
+        ),
+        (
+            {"gen_busy_pct_max": 97.0, "server_cpu_pct": 185.0, "server_cpus": "0,1", "gen_cpus": "2,3"},
+            vocabulary.BOTH_SATURATED,
+        ),
+        ({"gen_busy_pct_max": 97.0, "server_cpus": "0", "gen_cpus": "0"}, vocabulary.BOTH_SATURATED),  # shared
+        ({"gen_busy_pct_max": 97.0, "server_cpus": "", "gen_cpus": ""}, vocabulary.BOTH_SATURATED),  # unpinned
+        ({"gen_busy_pct_max": 97.0, "server_cpu_pct": None}, vocabulary.GENERATOR_BOUND),  # server not measured
+        ({"gen_busy_pct_max": None}, None),  # an engine that does not measure its CPU
+        ({"gen_busy_pct_max": 97.0, "server_cpus": 0.0, "gen_cpus": 1}, vocabulary.GENERATOR_BOUND),  # CSV numbers
+    ],
+)
+def test_generator_limit_decides_from_both_sides(overrides, expected):
+    row = _run_row(**overrides)
+    assert vocabulary.run_generator_limit(row) == expected
+    columns = vocabulary.limit_columns(row)
+    assert columns == {
+        "generator_bound": expected == vocabulary.GENERATOR_BOUND,
+        "both_saturated": expected == vocabulary.BOTH_SATURATED,
+    }
+
+
+def test_the_thresholds_sit_at_their_edges():
+    edge = vocabulary.GENERATOR_BOUND_PCT
+    assert not vocabulary.generator_short_of_cpu(edge, 0.0) and vocabulary.generator_short_of_cpu(edge + 0.1, 0.0)
+    wait = vocabulary.RUNQ_WAIT_BOUND_PCT
+    assert not vocabulary.generator_short_of_cpu(wait, wait) and vocabulary.generator_short_of_cpu(wait + 1, wait + 1)
+    server = vocabulary.SERVER_SATURATED_PCT
+    assert vocabulary.server_saturated(server, 0.0, 1) and not vocabulary.server_saturated(server - 0.1, 0.0, 1)
+    assert vocabulary.server_saturated(float("nan"), 0.0, 1) is None
+    assert "both saturated" in vocabulary.FLAG_LABELS[vocabulary.BOTH_SATURATED]
+    assert vocabulary.point_flags({"n_both_saturated": 1}) == [vocabulary.BOTH_SATURATED]

@@ -30,7 +30,7 @@ from typing import Any
 from bench.calibration.persist import save
 from bench.placement import can_split, placement_cpus
 from bench.results import FORMAT_KEY, FORMAT_VERSIONS
-from bench.vocabulary import BUSY_THRESHOLD_PCT, GENERATOR_BOUND_PCT
+from bench.vocabulary import BUSY_THRESHOLD_PCT, GENERATOR_BOUND_PCT, generator_short_of_cpu
 from servers import native
 from servers.processes import popen_killer
 
@@ -231,7 +231,8 @@ def run_generator(
         "errors": row["errors"],
         "gen_workers": row["gen_workers"],
         "gen_cpu_pct_max": row["gen_cpu_pct_max"],
-        "generator_bound": bool(row["generator_bound"]),
+        # the generator is what calibrate measures: short of CPU is what makes its figure its own limit
+        "generator_bound": generator_short_of_cpu(row["gen_busy_pct_max"], row["gen_runq_wait_pct_max"]),
         "engine": row["gen_engine"],  # auto: native where it builds (bench.loadgen.engines)
         "loop": result.loop,
         "warnings": list(result.warnings),

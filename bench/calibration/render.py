@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench.calibration.measure import CONNECT_SLOTS, GOAL_P50_RATIO, GOAL_RT_RATIO, fmt_value
-from bench.vocabulary import GENERATOR_BOUND_RULE
+from bench.vocabulary import GENERATOR_SHORT_RULE
 
 
 def _generator_table(cal: dict[str, Any], key: str) -> Any:
@@ -22,7 +22,7 @@ def _generator_table(cal: dict[str, Any], key: str) -> Any:
         f"{rounds} round{'s' if rounds != 1 else ''}",
         caption=f"generator event loop: {', '.join(loops) or '-'}; gen/C: median of the rounds' ratios (C "
         "client and generator alternate who goes first); gen CPU: its busiest worker, % of a "
-        f"core; * generator-bound ({GENERATOR_BOUND_RULE}): the generator, not the "
+        f"core; * generator-bound (short of CPU: {GENERATOR_SHORT_RULE}): the generator, not the "
         "server, set that figure",
         box=box.SIMPLE_HEAD,
         show_edge=False,

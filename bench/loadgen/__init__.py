@@ -23,7 +23,10 @@ measured window, record latencies into HdrHistogram buckets
 one JSON document each; the parent merges them (:mod:`bench.loadgen.merge`)
 into a :class:`LoadResult` whose ``row`` holds runs.csv columns. Each worker
 measures its own CPU and the parent reads each worker's run-queue wait; one
-short of CPU (``bench.vocabulary.GENERATOR_BOUND_RULE``) marks the run generator-bound.
+short of CPU (``bench.vocabulary.GENERATOR_SHORT_RULE``) gets a warning, and the
+row keeps the busiest worker's figures (``gen_busy_pct_max``) so that the run can be
+called generator-bound where the server's CPU is known too
+(``bench.vocabulary.generator_limit``): the generator alone cannot tell.
 ``bench load`` is :mod:`bench.loadgen.cli`.
 """
 

@@ -59,7 +59,7 @@ from bench.thresholds import (
     print_results,
 )
 from bench.units import plural
-from bench.vocabulary import ERROR_COLUMNS
+from bench.vocabulary import ERROR_COLUMNS, generator_short_of_cpu
 
 #: Bytes hashed per read when computing file checksums: 1 MiB keeps the
 #: number of reads low without holding a large file in memory.
@@ -370,7 +370,11 @@ def print_table(spec: LoadSpec, result: LoadResult) -> None:
             "generator CPU, run-queue wait",
             f"{_fmt(r['gen_cpu_pct_max'], '%')} of a core, "
             f"{_fmt(r['gen_runq_wait_pct_max'], '%')} of the window (busiest worker)"
-            + (" GENERATOR-BOUND" if r["generator_bound"] else ""),
+            + (
+                " SHORT OF CPU (the server's CPU is not measured here: see the warning)"
+                if generator_short_of_cpu(r["gen_busy_pct_max"], r["gen_runq_wait_pct_max"])
+                else ""
+            ),
         ),
     ]
     for name, value in rows:

@@ -14,7 +14,9 @@ That makes each percentile a lower bound of the true one; it is *marked* as
 one (``lat_pNN_is_lower_bound``) by :data:`LOWER_BOUND_RULE`.
 
 Everything a reader should know but cannot see in the numbers becomes a
-warning string: a generator worker short of CPU (:data:`GENERATOR_BOUND_RULE`), percentiles that are lower bounds,
+warning string: a generator worker short of CPU (:data:`GENERATOR_SHORT_RULE`; whether
+that made the run generator-bound is decided where the server's CPU is known too,
+:func:`bench.vocabulary.generator_limit`), percentiles that are lower bounds,
 clients never served, workers that started late, connects or scheduled requests left over at
 the end, ERR replies, files whose checksum could not be verified, and errors
 inside the generator itself.
@@ -29,13 +31,12 @@ from bench.loadgen.spec import ROW_COLUMNS, LoadResult, LoadSpec, lower_bound_co
 from bench.parameters import SLOW_KINDS
 from bench.vocabulary import (
     CONNECT_OUTCOMES,
-    GENERATOR_BOUND_PCT,
-    GENERATOR_BOUND_RULE,
+    GENERATOR_SHORT_RULE,
     REQUEST_ERRORS,
-    RUNQ_WAIT_BOUND_PCT,
     SLOW_OUTCOMES,
     clients_column,
     error_column,
+    generator_short_of_cpu,
     slow_column,
 )
 
@@ -115,10 +116,14 @@ def merge_timeline(
     return rows
 
 
-def _generator_bound(report: dict[str, Any]) -> bool:
-    """:data:`GENERATOR_BOUND_RULE` for one worker's report (wait 0 where not measured)."""
-    wait = report.get("runq_wait_pct") or 0.0
-    return report["cpu_pct"] + wait > GENERATOR_BOUND_PCT or wait > RUNQ_WAIT_BOUND_PCT
+def _busy_pct(report: dict[str, Any]) -> float:
+    """One worker's CPU + run-queue wait, percent of the window (wait 0 where not measured)."""
+    return report["cpu_pct"] + (report.get("runq_wait_pct") or 0.0)
+
+
+def _short_of_cpu(report: dict[str, Any]) -> bool:
+    """:data:`GENERATOR_SHORT_RULE` for one worker's report."""
+    return generator_short_of_cpu(_busy_pct(report), report.get("runq_wait_pct"))
 
 
 def _censoring_warnings(spec: LoadSpec, row: dict[str, Any]) -> list[str]:
@@ -154,12 +159,13 @@ def _warnings(
         out.append("no request completed in the measured window: see the connect outcomes and errors")
     for r in reports:
         out.extend(r.get("warnings", []))
-        if _generator_bound(r):
+        if _short_of_cpu(r):
             wait = r.get("runq_wait_pct")
             out.append(
-                f"generator-bound: load worker {r['index']} used {r['cpu_pct']:.0f}% of a core"
+                f"generator short of CPU: load worker {r['index']} used {r['cpu_pct']:.0f}% of a core"
                 + (f" and waited {wait:.0f}% of the window for a CPU" if wait is not None else "")
-                + f" ({GENERATOR_BOUND_RULE}); the figures may show the generator's limit, not the server's. "
+                + f" ({GENERATOR_SHORT_RULE}); unless the server was saturated too, the figures show the "
+                f"generator's limit, not the server's. "
                 f"Give the generator more CPUs of its own (--workers/--cpus) or fewer clients per worker"
             )
         if r["start_late_s"] > START_LATE_WARN_S:
@@ -315,7 +321,7 @@ def merge_reports(spec: LoadSpec, reports: list[dict[str, Any]], window_start: f
     row["gen_cpu_pct_max"] = max(cpu) if cpu else None
     waits = [r["runq_wait_pct"] for r in reports if r.get("runq_wait_pct") is not None]
     row["gen_runq_wait_pct_max"] = round(max(waits), 1) if waits else None
-    row["generator_bound"] = any(_generator_bound(r) for r in reports)
+    row["gen_busy_pct_max"] = round(max(_busy_pct(r) for r in reports), 1) if cpu else None
     row["gen_engine"] = ",".join(sorted({r.get("engine", "python") for r in reports}))
     assert tuple(row) == ROW_COLUMNS, "row columns drifted from ROW_COLUMNS"
     loops = sorted({r["loop"] for r in reports})

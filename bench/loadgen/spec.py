@@ -94,7 +94,7 @@ ROW_COLUMNS = (
     "gen_source_addrs",
     "gen_cpu_pct_max",
     "gen_runq_wait_pct_max",
-    "generator_bound",
+    "gen_busy_pct_max",
     "gen_engine",
 )
 

@@ -111,8 +111,10 @@ CPU
 ---
 The worker measures its own CPU over the measured window:
 ``time.process_time()`` delta / wall-time delta, in percent of one core. A
-worker with no idle time is the bottleneck, not the server; the parent flags
-it, counting run-queue wait too (:data:`bench.vocabulary.GENERATOR_BOUND_RULE`).
+worker with no idle time is short of CPU; the parent says so, counting
+run-queue wait too (:data:`bench.vocabulary.GENERATOR_SHORT_RULE`), and the
+runner, which knows the server's CPU as well, decides whether the generator
+or both set the figures (:func:`bench.vocabulary.generator_limit`).
 
 Resource handling
 -----------------

@@ -45,7 +45,15 @@ from bench.stats import (
     is_lower_bound,
     served_phrase,
 )
-from bench.vocabulary import FAILED, GENERATOR_BOUND, UNSTABLE, point_flags, slow_column, syn_retry_times
+from bench.vocabulary import (
+    BOTH_SATURATED,
+    FAILED,
+    GENERATOR_BOUND,
+    UNSTABLE,
+    point_flags,
+    slow_column,
+    syn_retry_times,
+)
 from servers import registry
 
 #: Words for the swept parameter, used in titles ("as clients grow") and x labels (from bench.parameters).
@@ -195,7 +203,7 @@ def series(results: Results) -> list[Series]:
 def row_flags(row: pd.Series) -> list[str]:
     """The point's flags a figure marks, in drawing order (a busy machine is said in the warnings, not drawn)."""
     flags = point_flags(row)
-    return [flag for flag in (GENERATOR_BOUND, UNSTABLE, FAILED) if flag in flags]
+    return [flag for flag in (GENERATOR_BOUND, BOTH_SATURATED, UNSTABLE, FAILED) if flag in flags]
 
 
 def all_flags(results: Results) -> set[str]:

@@ -11,6 +11,7 @@ Flagged points are drawn over the data with shapes no model uses at that
 size, and each flag gets its own legend entry:
 
 * generator-bound: a large hollow square;
+* generator and server both saturated: a large hollow grey diamond;
 * unstable (CV above :data:`bench.vocabulary.CV_THRESHOLD`): a large hollow circle;
 * failed: a black X (at the bottom of the axes when no repetition succeeded).
 
@@ -39,7 +40,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, MultipleLocator, NullFormatter
 
 from bench.format import fmt_bytes, fmt_count, fmt_time_us
-from bench.vocabulary import FAILED, FLAG_LABELS, GENERATOR_BOUND, UNSTABLE
+from bench.vocabulary import BOTH_SATURATED, FAILED, FLAG_LABELS, GENERATOR_BOUND, UNSTABLE
 from servers import registry
 
 if TYPE_CHECKING:
@@ -82,6 +83,17 @@ FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
             markersize=14,
             markerfacecolor="none",
             markeredgecolor="black",
+            markeredgewidth=1.6,
+            linestyle="none",
+        ),
+    ),
+    BOTH_SATURATED: (
+        FLAG_LABELS[BOTH_SATURATED],
+        dict(
+            marker="D",
+            markersize=13,
+            markerfacecolor="none",
+            markeredgecolor="#555555",
             markeredgewidth=1.6,
             linestyle="none",
         ),

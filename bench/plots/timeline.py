@@ -23,7 +23,7 @@ from matplotlib.ticker import MaxNLocator
 from bench.format import format_param
 from bench.plots import style
 from bench.stats import Results, first_line, where_phrase
-from bench.vocabulary import FAILED, FAILED_STATUSES, GENERATOR_BOUND, UNSTABLE
+from bench.vocabulary import BOTH_SATURATED, FAILED, FAILED_STATUSES, GENERATOR_BOUND, UNSTABLE
 
 MIB = 2**20
 #: The panels of a timeline, one under the other: throughput, p99, memory, processes and threads, accept queue.
@@ -36,6 +36,8 @@ def run_flags(results: Results, run: pd.Series) -> list[str]:
     flags = []
     if run.get("generator_bound") is True:
         flags.append(GENERATOR_BOUND)
+    if run.get("both_saturated") is True:
+        flags.append(BOTH_SATURATED)
     agg = results.aggregate
     row = agg[(agg["model"] == run["model"]) & (agg["point"] == run["point"])]
     if len(row) and bool(row["unstable"].iloc[0]):

@@ -56,8 +56,9 @@ def summary_line(file: str | Path, scenario: Scenario) -> str:
         note = (
             f" ({', '.join(partial)} {'runs' if len(partial) == 1 else 'run'} the {' and '.join(offered)} points only)"
         )
+    loop = scenario.loop_note()
     return (
         f"ok: {file}: {plural(n_models, 'model')} x {plural(n_points, 'point')} x {plural(reps, 'repetition')} = "
         f"{plural(runs, 'run')}, "
-        f"about {scenario.estimate_s():.0f} s{note}"
+        f"about {scenario.estimate_s():.0f} s{note}" + (f"; {loop}" if loop else "")
     )

@@ -52,8 +52,8 @@ from bench.units import (
     parse_fraction,
     parse_size,
 )
-from servers.config import CRASH_KINDS, LOOPS, POOL_OPTIONS, PRELOAD_USES, ServerOptions
-from servers.registry import HANDLER_OPTION_MODELS, MODELS, unavailable
+from servers.config import CRASH_KINDS, DEFAULT_LOOP, LOOPS, POOL_OPTIONS, PRELOAD_USES, ServerOptions
+from servers.registry import HANDLER_OPTION_MODELS, LOOP_MODELS, MODELS, unavailable
 
 #: Key of the validation context under which cross-field problems are
 #: collected (with their paths) instead of raised one at a time.
@@ -526,6 +526,26 @@ class Scenario(Section):
         """Rough wall time of the whole scenario, for the user's planning only."""
         return self.run_count() * (self.warmup_s + self.duration_s + RUN_OVERHEAD_S)
 
+    def loop_note(self) -> str:
+        """What ``server.loop`` leaves out: ``""``, or a sentence naming the models that run without it.
+
+        ``server.loop`` is the event loop of the models that have one
+        (:data:`servers.registry.LOOP_MODELS`); the others have none to
+        replace and run as always (:meth:`servers.registry.Model.options_for`).
+        A scenario where no model has a loop is refused instead (``_cross_issues``).
+        """
+        if self.server.loop == DEFAULT_LOOP:
+            return ""
+        without = [m for m in self.models if not MODELS[m].loop]
+        if not without:
+            return ""
+        with_loop = [m for m in self.models if MODELS[m].loop]
+        return (
+            f"server.loop {self.server.loop} applies to {', '.join(with_loop)} only: "
+            f"{', '.join(without)} {'has' if len(without) == 1 else 'have'} no event loop and "
+            f"{'runs' if len(without) == 1 else 'run'} without it"
+        )
+
     def threshold_checks(self) -> list[Threshold]:
         """The ``thresholds:`` parsed, in file order (a model-specific one carries its model)."""
         return [from_entry(e if isinstance(e, str) else e.model_dump()) for e in self.thresholds]
@@ -627,6 +647,15 @@ def _cross_issues(s: Scenario) -> list[tuple[tuple, str]]:
                 )
             )
     issues += _handler_option_issues(s)
+    if s.server.loop != DEFAULT_LOOP and not any(MODELS[m].loop for m in s.models):
+        issues.append(
+            (
+                ("server", "loop"),
+                f"{s.server.loop} is the event loop of {', '.join(LOOP_MODELS)} only, and none of this "
+                f"scenario's models ({', '.join(s.models)}) has an event loop: add one of them to models or "
+                f"remove server.loop",
+            )
+        )
     if s.server.cpu_work_iterations and (isinstance(s.server.cpu_work_us, list) or not s.server.cpu_work_us):
         issues.append(
             (
