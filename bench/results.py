@@ -251,8 +251,8 @@ RUN_COLUMNS: dict[str, str] = {
     "gen_cpu_pct_max": "busiest generator worker, percent of one core",
     "gen_runq_wait_pct_max": "longest a generator worker waited on a run queue (runnable, no CPU), percent of the window",
     "generator_bound": f"True if a generator worker was short of CPU: {GENERATOR_BOUND_RULE}",
-    "gen_engine": "load engine that measured: native (C, epoll), python (asyncio/uvloop), or locust with its "
-    "workers and hosts (e.g. 'locust, 2 workers on 2 hosts')",
+    "gen_engine": "load engine that measured: native (C, epoll), python (asyncio/uvloop), locust with its "
+    "workers and hosts (e.g. 'locust, 2 workers on 2 hosts'), or wrk with what its latency leaves out",
     "runner_cpu_pct": "CPU of the runner process (its server monitor included) over the window, percent of one core; "
     "it runs on the generator's CPUs",
     "idle_busy_pct": "machine busy percent measured just before the run",
