@@ -127,12 +127,6 @@ fi
 take "$(echo "$idle_root"/*-slow-clients)" slow_clients.png slow-idle-timeout.png
 
 
-# http.server and the concurrency choice (the http service on every model)
-dir=$(run http-models)
-take "$dir" throughput.png                     http-throughput.png
-take "$dir" latency.png                        http-latency.png
-take "$dir" timelines/threading-p3-r1.png      http-threading-timeline-1000.png
-
 # Lesson "A crashing handler": its single-process servers die on purpose, so
 # bench run exits 1; any failed run other than a server that died is an error.
 if ! "${BENCH[@]}" run scenarios/crashes.yaml --results "$RESULTS_ROOT" >&2; then
@@ -153,5 +147,11 @@ take "$dir" timelines/prefork-p6-r1.png        crash-prefork-timeline.png
 # Lesson "Copy-on-write"
 dir=$(run copy-on-write)
 take "$dir" copy_on_write.png                  cow-uss.png
+
+# http.server and the concurrency choice (the http service on every model)
+dir=$(run http-models)
+take "$dir" throughput.png                     http-throughput.png
+take "$dir" latency.png                        http-latency.png
+take "$dir" timelines/threading-p3-r1.png      http-threading-timeline-1000.png
 
 echo "Figures regenerated in $FIGURES; results in $RESULTS_ROOT"
