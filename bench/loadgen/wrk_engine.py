@@ -78,8 +78,10 @@ What goes into the row (:func:`parse`)
   population that is not the requests it counts, and its req/s comes from
   the count. Why, in wrk 4.1.0's code, was not found. Adding the histogram
   up from Lua costs a scan of the buckets per distinct value, too slow to do
-  on every run, so only the gross case is caught: a mean beyond Little's law
-  carries a warning (:func:`little_excess`). A pipelined wrk (``pipeline.lua``) would record
+  on every run, so what is caught is its symptom: a mean more than 10%
+  beyond Little's law carries a warning (:func:`little_excess`; it fired,
+  for one, on a fresh selectors server at 4 connections with a list of
+  paths: 1.4x). A pipelined wrk (``pipeline.lua``) would record
   one latency per batch, which is why ``pipeline`` above 1 is refused.
 - ``Socket errors: connect, read, write, timeout``: ``timeout`` means what
   ``err_timeout`` means (no reply within the request timeout) and goes there;
