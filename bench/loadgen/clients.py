@@ -33,8 +33,9 @@ carries ``GET <path>`` after ``GET <path>`` (``method: HEAD``: ``HEAD``); the
 replies are parsed with h11 (no parser of our own). A 2xx must carry
 ``Content-Length`` equal to the file's size and, for GET, exactly that many
 body bytes, hashed on the sampled fraction as for the file service; for HEAD
-no body at all (a byte after the head, when nothing more was asked for, is
-corrupt; when more was, h11 reads it as the next reply and fails it). Any
+no body at all (bytes after the head are, to h11, the start of the next
+reply, which then fails as corrupt: the reply before them counts, as for any
+bytes past a reply, in either engine). Any
 other status is a failed request of its own kind (``http_3xx``,
 ``http_4xx``, ``http_5xx``: the server answered, but not with the file); its
 body is read and the connection kept, as a browser would. A reply that says
@@ -598,9 +599,6 @@ class HttpConnection(_Connection):
         keep = conn.our_state is h11.DONE and conn.their_state is h11.DONE
         if keep:
             conn.start_next_cycle()
-        if not queue and conn.trailing_data[0]:
-            self.client.fail(self, "corrupt", t)  # bytes past the last reply asked for (a body after HEAD, say)
-            return False
         self.served += 1
         if self.failure is None:
             self.client.completed += self.stats.complete(self.t_int, self.t_sent, self.t_first, t, expected)
