@@ -195,16 +195,18 @@ def test_engines_lacking_a_setting_are_named() -> None:
     assert engines.lacking("native", {"method": "HEAD", "pipeline": 1}) == ["method HEAD"]
     assert engines.lacking("wrk", {"method": "GET", "pipeline": 8}) == ["pipeline 8"]
     assert engines.lacking("python", {"method": "HEAD", "pipeline": 8}) == []
-    assert engines.resolve("python", "http", {"method": "HEAD", "pipeline": 8})[0] == "python"
+    assert engines.resolve("python", "http", values={"method": "HEAD", "pipeline": 8})[0] == "python"
 
 
 @pytest.mark.needs_cc
 def test_auto_falls_back_to_python_for_a_setting_the_native_engine_lacks() -> None:
-    engine, _command, note = engines.resolve("auto", "http", {"pipeline": 4})
+    engine, _command, note = engines.resolve("auto", "http", values={"pipeline": 4})
     assert engine == "python" and note == "load engine: python, because the native engine does not implement pipeline 4"
-    assert engines.resolve("auto", "http", {"method": "GET", "pipeline": 1})[0] == "native"  # defaults: nothing lacking
+    assert (
+        engines.resolve("auto", "http", values={"method": "GET", "pipeline": 1})[0] == "native"
+    )  # defaults: nothing lacking
     with pytest.raises(ValueError, match="engine 'native' does not implement method HEAD"):
-        engines.resolve("native", "http", {"method": "HEAD"})
+        engines.resolve("native", "http", values={"method": "HEAD"})
 
 
 @pytest.mark.needs_cc

@@ -152,7 +152,9 @@ def program() -> str | None:
 
 def check(spec: LoadSpec) -> None:
     """Raise :class:`ValueError` if the wrk engine cannot run ``spec`` (before anything starts)."""
-    engines.resolve("wrk", spec.service, engines.spec_values(spec))  # wrk installed, service http, GET, no pipelining
+    engines.resolve(
+        "wrk", spec.service, values=engines.spec_values(spec)
+    )  # wrk installed, service http, GET, no pipelining
     if spec.mode != "closed":
         raise ValueError(
             "engine 'wrk' runs closed loop only (wrk has no request rate; --rate is for open loop): "
