@@ -56,6 +56,8 @@ ENGINES = ("auto", "native", "python", "locust", "wrk")
 #: How an http client goes through its paths: in turn (each client starting at its own), or at random
 #: (seeded per worker, so a run is repeatable).
 PATH_ORDERS = ("round-robin", "random")
+#: The methods an http client sends: GET (the file follows) or HEAD (the same head, no body).
+HTTP_METHODS = ("GET", "HEAD")
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,10 @@ class Parameter:
     field: str = ""
     #: the column holds the value times this (a duration in seconds shown as ms: 1e3); the unit is in the name
     column_factor: float = 1.0
+    #: the load engines that act on a value other than the default; empty = every engine. Asked
+    #: for another value, another engine refuses it and auto picks one of these, saying why
+    #: (:func:`bench.loadgen.engines.resolve`)
+    engines: tuple[str, ...] = ()
 
     @property
     def field_name(self) -> str:
@@ -117,6 +123,10 @@ class Parameter:
     def path(self) -> tuple[str, ...]:
         """Where it lives in a scenario file: ``("load", "clients")``, ``("load", "mix", "slow_reader")``."""
         return (self.section, self.group, self.field_name) if self.group else (self.section, self.field_name)
+
+    def engine_lacks(self, engine: str, value: Any) -> bool:
+        """Whether ``engine`` cannot run ``value`` of this parameter (a value other than the default it lacks)."""
+        return bool(self.engines) and engine not in self.engines and value is not None and value != self.default
 
     @property
     def spec_name(self) -> str:
@@ -403,6 +413,34 @@ PARAMETERS: tuple[Parameter, ...] = (
         applies=("service", "http"),
     ),
     Parameter(
+        "method",
+        "load",
+        "choice",
+        "GET",
+        "http: GET (the file's bytes follow) or HEAD (the same head and Content-Length, no body: "
+        "what parsing and answering cost without the copy)",
+        choices=HTTP_METHODS,
+        sweepable=True,
+        column="http request method: GET, or HEAD (the head only; mb_per_s is 0)",
+        applies=("service", "http"),
+        axis=("with GET and HEAD", "http request method"),
+        engines=("python",),
+    ),
+    # 1: one request in flight per connection, as browsers and most clients send.
+    Parameter(
+        "pipeline",
+        "load",
+        "count",
+        1,
+        "http, closed loop: requests each connection sends before it reads the replies (HTTP/1.1 "
+        "pipelining; the replies must come back in order); 1 = one at a time",
+        sweepable=True,
+        column="http pipeline depth: requests sent on a connection before reading their replies (1 = none)",
+        applies=("service", "http"),
+        axis=("as requests are pipelined deeper", "pipeline depth (requests per connection in flight)"),
+        engines=("python",),
+    ),
+    Parameter(
         "requests_per_connection",
         "load",
         "whole",
@@ -528,7 +566,7 @@ PARAMETERS: tuple[Parameter, ...] = (
         "choice",
         "auto",
         "load engine: native (C, epoll), python (asyncio/uvloop), or locust (Locust's master and workers, "
-        "echo/file/http, for load from several hosts), or wrk (Debian's wrk, http, closed loop, one path); "
+        "echo/file/http, for load from several hosts), or wrk (Debian's wrk, http, closed loop, GET, no pipelining); "
         "auto = native where it builds",
         choices=ENGINES,
     ),

@@ -257,8 +257,8 @@ RUN_COLUMNS: dict[str, str] = {
     "gen_* and server_* columns, again whenever the folder is read)",
     "both_saturated": f"True if generator and server set the figures together: {BOTH_SATURATED_RULE} (decided "
     "like generator_bound)",
-    "gen_engine": "load engine that measured: native (C, epoll), python (asyncio/uvloop), or locust with its "
-    "workers and hosts (e.g. 'locust, 2 workers on 2 hosts')",
+    "gen_engine": "load engine that measured: native (C, epoll), python (asyncio/uvloop), locust with its "
+    "workers and hosts (e.g. 'locust, 2 workers on 2 hosts'), or wrk with what its latency leaves out",
     "runner_cpu_pct": "CPU of the runner process (its server monitor included) over the window, percent of one core; "
     "it runs on the generator's CPUs",
     "idle_busy_pct": "machine busy percent measured just before the run",

@@ -267,6 +267,18 @@ def _load_spec(
     )
 
 
+def _engine_values(point: Point) -> dict[str, Any]:
+    """The point's settings that only some load engines act on (see :func:`bench.loadgen.engines.resolve`)."""
+    from bench.parameters import load_spec_parameters
+
+    where = {"service": point.service, "mode": point.load.mode}
+    return {
+        p.name: getattr(point.load, p.point_name)
+        for p in load_spec_parameters()
+        if p.engines and p.section == "load" and p.applies_at(where)
+    }
+
+
 def _exit_text(status: int | None) -> str:
     """``-9`` -> ``"signal 9, SIGKILL"``; ``1`` -> ``"exit status 1"`` (Popen.returncode convention)."""
     if status is None:
@@ -560,8 +572,10 @@ def run_scenario(
     from bench.scenario.schema import mix_has_slow
 
     notes = {
-        engines.resolve(scenario.generator.engine, service, slow)[2]
-        for service, slow in {(p.point.service, mix_has_slow(p.point.load)) for p in plans}
+        engines.resolve(
+            scenario.generator.engine, p.point.service, mix_has_slow(p.point.load), _engine_values(p.point)
+        )[2]
+        for p in plans
     }
     for note in sorted(notes - {""}):  # auto fell back to the python engine: said once here, and in each run's warnings
         warn(note)

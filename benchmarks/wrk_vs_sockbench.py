@@ -1,7 +1,8 @@
 """wrk beside sockbench's native and python engines: req/s, p50 and p99 on the same http servers.
 
 Not a test: it prints figures. Against the ``threading`` and ``selectors``
-http servers (a 1 KiB file, the server on the first CPU), closed loop, at 10
+http servers (a 1 KiB file, the server on the first CPU, a listen backlog of
+1024), closed loop, at 10
 and 100 connections from one generator process (one python worker, one wrk
 thread) on the second CPU, it runs in each round the three engines in
 alternating order (the order reverses every round, so drift on a shared
@@ -16,6 +17,15 @@ native / python and wrk / native (``--engines`` picks fewer).
 The load average is printed first and last: the machine may be shared. wrk's
 warm-up is a separate run (new connections in the window, see
 :mod:`bench.loadgen.wrk_engine`); its percentiles have three significant figures.
+
+Each line also prints the mean latency and Little's law for a closed loop,
+clients / req/s: the mean latency when every client always has a request in
+flight. A mean well below it says connections were not all there (waiting
+to connect, for instance). That is why the servers get a backlog of 1024:
+with socketserver's default of 5, 100 new connections mostly wait for
+accept, and wrk, whose measured connections are new (its warm-up is a
+separate run), measured the few that got in (p50 4.9-15.8 ms against the
+python engine's 19-32 ms, where clients / req/s was 50-80 ms).
 
 Resource handling: each server runs through :func:`servers.launch.run_server`
 (stopped and reaped on exit); each engine reaps its own processes.
@@ -43,6 +53,9 @@ CONNECTIONS = (10, 100)
 ENGINES = ("native", "python", "wrk")
 #: The file served: 1 KiB, so the figures are about request handling, not bandwidth.
 BODY = os.urandom(1024)
+#: Listen backlog: above the largest connection count, so every connection is accepted at once
+#: and both engines measure all of them (see the module docstring).
+BACKLOG = 1024
 
 
 def load_average() -> str:
@@ -65,7 +78,7 @@ def one(engine: str, port: int, clients: int, args: argparse.Namespace) -> dict[
             connect_timeout_s=10.0,
         )
     ).row
-    return {k: row[k] for k in ("req_per_s", "lat_p50_us", "lat_p99_us", "errors")}
+    return {k: row[k] for k in ("req_per_s", "lat_p50_us", "lat_p99_us", "lat_mean_us", "errors")}
 
 
 def main() -> None:
@@ -87,16 +100,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as root:
         (Path(root) / "f1k").write_bytes(BODY)
         for model in MODELS:
-            with run_server(model, "http", ServerOptions(root=Path(root)), cpus={0}) as srv:
+            with run_server(model, "http", ServerOptions(root=Path(root), backlog=BACKLOG), cpus={0}) as srv:
                 for clients in CONNECTIONS:
                     for rnd in range(args.rounds):
                         order = engines if rnd % 2 == 0 else engines[::-1]
                         for engine in order:
                             m = one(engine, srv.port, clients, args)
                             results.setdefault((model, clients, engine), []).append(m)
+                            little = clients / m["req_per_s"] * 1e6 if m["req_per_s"] else float("nan")
                             print(
                                 f"{model:9} c={clients:<3} round {rnd} {engine:6} {m['req_per_s']:9,.0f} req/s "
-                                f"p50 {m['lat_p50_us']} us p99 {m['lat_p99_us']} us errors {m['errors']}",
+                                f"p50 {m['lat_p50_us']} us p99 {m['lat_p99_us']} us mean {m['lat_mean_us']} us "
+                                f"(C/X {little:,.0f} us) errors {m['errors']}",
                                 flush=True,
                             )
     print("\nmedians over rounds (req/s, p50 us, p99 us); ratios = medians of the per-round req/s ratios")

@@ -185,4 +185,10 @@ take "$dir" timelines/prefork-p6-r1.png        crash-prefork-timeline.png
 dir=$(run copy-on-write)
 take "$dir" copy_on_write.png                  cow-uss.png
 
+# http.server and the concurrency choice (the http service on every model)
+dir=$(run http-models)
+take "$dir" throughput.png                     http-throughput.png
+take "$dir" latency.png                        http-latency.png
+take "$dir" timelines/threading-p3-r1.png      http-threading-timeline-1000.png
+
 echo "Figures regenerated in $FIGURES; results in $RESULTS_ROOT"

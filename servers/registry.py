@@ -96,7 +96,7 @@ Family = Literal["textbook", "ceiling", "deployed"]
 #: What a handler that ends its own process takes down (see ``process_crash`` above).
 CrashScope = Literal["connection", "worker", "server"]
 
-#: The services the Python models offer (the C ceiling serves echo only; gevent echo and file).
+#: The services the Python models offer (the C ceiling serves echo only).
 PYTHON_SERVICES = ("echo", "file", "http", "timeauth")
 
 
@@ -311,11 +311,12 @@ MODELS: dict[str, Model] = _models(
         "gevent",
         "servers.models.gevent_server",
         "deployed",
-        ("echo", "file"),
+        PYTHON_SERVICES,
         "#332288",
         "gevent's StreamServer, a greenlet per connection, no monkey-patching; one thread, bounded by "
-        "descriptors; its --sendfile is os.sendfile (gevent's own socket.sendfile is an 8 KiB read/send "
-        "loop); needs pip install -e '.[gevent]'",
+        "descriptors; http and timeauth are the event loops' sans-IO sessions over gevent's sockets; "
+        "its --sendfile is os.sendfile (gevent's own socket.sendfile is an 8 KiB read/send loop); "
+        "needs pip install -e '.[gevent]'",
         extra="gevent",
     ),
 )

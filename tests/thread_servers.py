@@ -239,3 +239,45 @@ def raw_http_handler(reply: bytes, then: str = "keep") -> Callable[[socket.socke
                 return hold(conn)
 
     return handler
+
+
+def pipelining_http_handler(
+    conn: socket.socket, srv: ThreadServer, *, batch: int = 1, swap: bool = False, head_body: bool = False
+) -> None:
+    """HTTP/1.1 on raw bytes, for what h11 would not let a server do: wait for ``batch`` whole requests
+    before answering any, answer each batch in reverse order (``swap``), send a body after a HEAD
+    (``head_body``). Requests have no body (the load generator sends none): each ends at an empty line.
+    """
+    buf = b""
+    while True:
+        while buf.count(b"\r\n\r\n") < batch:
+            data = conn.recv(65536)
+            if not data:
+                return
+            buf += data
+        requests = []
+        for _ in range(batch):
+            head, buf = buf.split(b"\r\n\r\n", 1)
+            method, target, _version = head.split(b"\r\n", 1)[0].split(b" ")
+            srv.paths.append(target.decode())
+            requests.append((method, target.decode()))
+        out = b""
+        for method, target in reversed(requests) if swap else requests:
+            data = srv.files[target.lstrip("/")]
+            srv.take(len(data))
+            out += b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(data)
+            if method == b"GET" or head_body:
+                out += data
+        conn.sendall(out)
+
+
+def batch3_http_handler(conn: socket.socket, srv: ThreadServer) -> None:
+    pipelining_http_handler(conn, srv, batch=3)
+
+
+def swapping_http_handler(conn: socket.socket, srv: ThreadServer) -> None:
+    pipelining_http_handler(conn, srv, batch=2, swap=True)
+
+
+def head_body_http_handler(conn: socket.socket, srv: ThreadServer) -> None:
+    pipelining_http_handler(conn, srv, head_body=True)

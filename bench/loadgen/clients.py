@@ -29,13 +29,17 @@ be ``OK <size>`` with the expected size, then exactly ``size`` bytes; a
 sampled fraction of replies is SHA-256 hashed and compared. ``ERR`` replies
 are counted as corrupt (the target exists, so the server answered wrongly)
 and their text is kept for the warnings. HTTP: one keep-alive connection
-carries ``GET <path>`` after ``GET <path>``; the replies are parsed with h11
-(no parser of our own). A 2xx must carry ``Content-Length`` equal to the
-file's size and exactly that many body bytes, hashed on the sampled fraction
-as for the file service. Any other status is a failed request of its own kind
-(``http_3xx``, ``http_4xx``, ``http_5xx``: the server answered, but not with
-the file); its body is read and the connection kept, as a browser would. A
-reply that says ``Connection: close`` ends the connection after it.
+carries ``GET <path>`` after ``GET <path>`` (``method: HEAD``: ``HEAD``); the
+replies are parsed with h11 (no parser of our own). A 2xx must carry
+``Content-Length`` equal to the file's size and, for GET, exactly that many
+body bytes, hashed on the sampled fraction as for the file service; for HEAD
+no body at all (bytes after the head are, to h11, the start of the next
+reply, which then fails as corrupt: the reply before them counts, as for any
+bytes past a reply, in either engine). Any
+other status is a failed request of its own kind (``http_3xx``,
+``http_4xx``, ``http_5xx``: the server answered, but not with the file); its
+body is read and the connection kept, as a browser would. A reply that says
+``Connection: close`` ends the connection after it.
 Timeauth (:mod:`servers.timeauth`): a request is one login on a kept
 connection: wait for the ``name?`` prompt (sent on connect and after every
 time line, so on a kept connection it is already there), send the name, read
@@ -46,6 +50,19 @@ byte of the prompt and the ACK is compared; the time line must start with
 line is a failed request of its own kind, ``denied`` (the server is right,
 the generator's login wrong); any other ``ERR`` is corrupt, its text kept as
 the file service's are.
+
+Pipelining (``pipeline: N``, closed loop): a free connection writes N
+requests in one ``write`` (each request's bytes as h11 formats it, made once
+per path) and reads the N replies in order; h11 is told of each request just
+before its reply is read, so its framing (HEAD has no body) follows the
+request it answers. Every reply is a request of its own: its latency runs
+from the batch's write to its own last byte, so the k-th reply of a batch
+includes the k-1 before it, as it does for the client that pipelines. The
+connection is free again once the last reply is in. A server that closes
+with requests of a batch unanswered (after a ``Connection: close`` reply)
+counts each of them as ``closed_early``; a failure of any other kind ends
+the connection as for one request, and the requests behind the failed one
+go with it, uncounted (one timeout per connection, for its oldest request).
 
 Error handling
 --------------
@@ -117,6 +134,7 @@ import errno
 import hashlib
 import random
 import socket
+from collections import deque
 from collections.abc import Callable
 from time import monotonic
 from typing import TYPE_CHECKING, Any, Protocol
@@ -209,6 +227,13 @@ class Shared:
             self.files = [(f["name"].encode("utf-8") + b"\n", f["size"], f["sha256"]) for f in spec["files"]]
         host = f"[{ip}]" if ":" in ip else ip
         self.http_headers = [("Host", f"{host}:{port}"), ("User-Agent", "sockbench")]
+        self.method = spec.get("method", "GET").encode("ascii")
+        self.head = self.method == b"HEAD"
+        self.pipeline = int(spec.get("pipeline", 1))
+        # Each target's request as h11 writes it, made once: a pipelined batch is several of them in one write.
+        self.request_bytes = (
+            {target: self._request_bytes(target) for target, _, _ in self.files} if self.service == "http" else {}
+        )
         # Seeded per worker, so a run with path_order: random asks for the same paths again.
         self.path_rng = random.Random(job["seed"]) if spec.get("path_order") == "random" else None
         self.sample = float(spec["checksum_sample"])
@@ -269,6 +294,11 @@ class Shared:
             # (asyncio's transport closes this same object itself: leave it.)
             sock.detach()
         return conn
+
+    def _request_bytes(self, target: bytes) -> bytes:
+        writer = h11.Connection(h11.CLIENT)
+        request = writer.send(h11.Request(method=self.method, target=target, headers=self.http_headers))
+        return (request or b"") + (writer.send(h11.EndOfMessage()) or b"")
 
     def take_sample(self: _Sampling) -> bool:
         """Decide whether the next file reply is hashed: exactly ``sample`` of them, evenly spread."""
@@ -476,9 +506,9 @@ class FileConnection(_Connection):
 
 
 class HttpConnection(_Connection):
-    """HTTP/1.1 keep-alive: ``GET <path>``, parsed with h11; a 2xx must carry exactly the file. See module docstring."""
+    """HTTP/1.1 keep-alive: ``GET``/``HEAD <path>``, pipelined or not, parsed with h11. See module docstring."""
 
-    __slots__ = ("h11", "size", "sha", "hasher", "body", "failure")
+    __slots__ = ("h11", "size", "sha", "hasher", "body", "failure", "queue")
 
     def __init__(self, client: Client) -> None:
         super().__init__(client)
@@ -487,16 +517,30 @@ class HttpConnection(_Connection):
         self.sha = ""
         self.hasher: Any = None
         self.failure: str | None = None  # the status class of a non-2xx reply being read
+        self.queue: deque[tuple[bytes, int, str]] = deque()  # the requests sent whose replies are due, in order
 
     def start(self, t_intended: float | None = None) -> None:
-        target, size, sha = self.client.next_file()
-        self.size = size
-        self.sha = sha
-        self.hasher = hashlib.sha256() if sha and self.shared.take_sample() else None
+        shared = self.shared
+        depth = shared.pipeline
+        if self.recycle_after:
+            depth = min(depth, self.recycle_after - self.served)
+        queue = self.queue
+        queue.clear()
+        for _ in range(depth):
+            queue.append(self.client.next_file())
+        self._expect(queue[0])
+        wire = shared.request_bytes
+        self._send(wire[queue[0][0]] if depth == 1 else b"".join(wire[target] for target, _, _ in queue), t_intended)
+
+    def _expect(self, item: tuple[bytes, int, str]) -> None:
+        """Make ``item`` the reply being read: h11 is told of its request (the bytes are already on the wire)."""
+        target, self.size, self.sha = item
+        shared = self.shared
+        self.hasher = hashlib.sha256() if self.sha and not shared.head and shared.take_sample() else None
         self.body = 0
         self.failure = None
-        request = self.h11.send(h11.Request(method="GET", target=target, headers=self.shared.http_headers))
-        self._send(request + self.h11.send(h11.EndOfMessage()), t_intended)
+        self.h11.send(h11.Request(method=shared.method, target=target, headers=shared.http_headers))
+        self.h11.send(h11.EndOfMessage())
 
     def buffer_updated(self, nbytes: int) -> None:
         t = monotonic()
@@ -526,8 +570,8 @@ class HttpConnection(_Connection):
                         self.client.fail(self, "corrupt", t)
                         return
                 elif isinstance(event, h11.EndOfMessage):
-                    self._end(t)
-                    return
+                    if not self._end(t):
+                        return
                 # InformationalResponse (1xx): the real reply follows.
         except h11.RemoteProtocolError:
             self.client.fail(self, "corrupt", t)
@@ -539,27 +583,42 @@ class HttpConnection(_Connection):
             self.failure = f"http_{status_class}xx"
             return 3 <= status_class <= 5
         lengths = [value for name, value in response.headers if name == b"content-length"]
-        return lengths == [str(self.size).encode("ascii")]
+        return lengths == [str(self.size).encode("ascii")]  # HEAD too: the length the GET would have
 
-    def _end(self, t: float) -> None:
-        """The whole reply is in: count it, then keep the connection if both sides allow."""
+    def _end(self, t: float) -> bool:
+        """A whole reply is in: count it; True if the next pipelined reply is to be read from what is buffered."""
         conn = self.h11
+        queue = self.queue
+        queue.popleft()
+        expected = 0 if self.shared.head else self.size  # h11 reads no body after a HEAD: one would be the next reply
         if self.failure is None and (
-            self.body != self.size or (self.hasher is not None and self.hasher.hexdigest() != self.sha)
+            self.body != expected or (self.hasher is not None and self.hasher.hexdigest() != self.sha)
         ):
             self.client.fail(self, "corrupt", t)
-            return
-        if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
+            return False
+        keep = conn.our_state is h11.DONE and conn.their_state is h11.DONE
+        if keep:
             conn.start_next_cycle()
-        else:
-            self.recycle_after = self.served + 1  # the server closes after this reply: connect anew
-        if self.failure is None:
-            self._finish(t, self.size)
-            return
-        self.busy = False
         self.served += 1
-        self.stats.request_error(self.failure, t)
+        if self.failure is None:
+            self.client.completed += self.stats.complete(self.t_int, self.t_sent, self.t_first, t, expected)
+        else:
+            self.stats.request_error(self.failure, t)
+        if queue and keep:
+            self._expect(queue[0])  # its reply may be buffered already: the loop goes on reading it
+            self.got = len(conn.trailing_data[0])
+            if self.got:
+                self.t_first = t  # its first byte came with this read
+            return True
+        if queue:  # the server ends the connection with pipelined requests unanswered
+            for _ in queue:
+                self.stats.request_error("closed_early", t)
+            queue.clear()
+        if not keep:
+            self.recycle_after = self.served  # the server closes after this reply: connect anew
+        self.busy = False
         self._next()
+        return False
 
 
 #: What the timeauth server sends (servers.timeauth): the prompt, the ACK byte, the start of a time line.

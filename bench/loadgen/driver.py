@@ -389,7 +389,7 @@ def run_load(
     raises (KeyboardInterrupt included).
     """
     validate(spec)
-    engine, command, note = engines.resolve(spec.engine, spec.service, spec.has_slow())
+    engine, command, note = engines.resolve(spec.engine, spec.service, spec.has_slow(), engines.spec_values(spec))
     if engine == "locust":
         from bench.loadgen.locust_engine import run_locust
 

@@ -25,6 +25,12 @@ stdout), so :mod:`bench.loadgen.driver` starts either the same way and
   engine drives (:data:`bench.loadgen.spec.PYTHON_ONLY_SERVICES`) ``auto`` is
   python, with a note saying so.
 
+Some settings only some engines act on: a :class:`~bench.parameters.Parameter`
+with ``engines`` (http's ``method: HEAD``, ``pipeline`` above 1) names them.
+Asked for such a value, another engine is refused with the parameter, the
+value and the engines that take it, and ``auto`` runs python with a note
+saying which setting made it (:func:`lacking`).
+
 The native worker verifies SHA-256 of sampled file replies with libcrypto
 (Debian's libssl-dev). Where its header or library is missing the program is
 built without it and says so in its report: header and size are still
@@ -44,10 +50,16 @@ import functools
 import importlib.util
 import shutil
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from bench.loadgen.spec import ENGINES, LOCUST_SERVICES, NATIVE_SERVICES, PYTHON_ONLY_SERVICES
+from bench.parameters import by_name, load_spec_parameters
 from servers import native
+
+if TYPE_CHECKING:
+    from bench.loadgen.spec import LoadSpec
 
 SOURCE = Path(__file__).with_name("c") / "loadgen.c"
 #: Compiler arguments after the source: with libcrypto for SHA-256, and
@@ -100,11 +112,44 @@ def wrk_program() -> str | None:
     return shutil.which("wrk")
 
 
-def resolve(engine: str, service: str = "echo", slow: bool = False) -> tuple[str, list[str], str]:
+def spec_values(spec: LoadSpec) -> dict[str, Any]:
+    """The settings of ``spec`` that only some engines act on, by parameter name (for :func:`resolve`)."""
+    where = {"service": spec.service, "mode": spec.mode}
+    return {p.name: getattr(spec, p.spec_name) for p in load_spec_parameters() if p.engines and p.applies_at(where)}
+
+
+def _lacking(engine: str, values: Mapping[str, Any] | None) -> list[tuple[str, Any]]:
+    table = by_name()
+    return [
+        (name, value)
+        for name, value in (values or {}).items()
+        if name in table and table[name].engine_lacks(engine, value)
+    ]
+
+
+def lacking(engine: str, values: Mapping[str, Any] | None) -> list[str]:
+    """Of ``values`` (parameter name -> value), the settings ``engine`` does not act on, as ``"name value"``."""
+    return [f"{name} {value}" for name, value in _lacking(engine, values)]
+
+
+def _refuse_lacking(engine: str, values: Mapping[str, Any] | None) -> None:
+    missing = _lacking(engine, values)
+    if missing:
+        table = by_name()
+        takers = sorted(set.intersection(*(set(table[name].engines) for name, _ in missing)))
+        use = f"use engine {' or '.join(takers)} (--engine {takers[0]}) or auto" if takers else "use auto"
+        raise ValueError(f"engine {engine!r} does not implement {', '.join(f'{n} {v}' for n, v in missing)}; {use}")
+
+
+def resolve(
+    engine: str, service: str = "echo", slow: bool = False, values: Mapping[str, Any] | None = None
+) -> tuple[str, list[str], str]:
     """``(engine that runs, worker command without READY_FD, note)`` for ``auto|native|python|locust|wrk``.
 
+    ``values``: the run's settings that only some engines act on (:func:`spec_values`).
     The note is empty unless ``auto`` fell back to python; then it says why.
-    ``native`` for a service of :data:`~bench.loadgen.spec.PYTHON_ONLY_SERVICES` raises :class:`ValueError`.
+    ``native`` for a service of :data:`~bench.loadgen.spec.PYTHON_ONLY_SERVICES`, or any engine
+    asked for a setting it lacks (:func:`lacking`), raises :class:`ValueError`.
     ``slow``: the load has slow clients (``load.mix``), which only the python
     engine runs: ``auto`` is python then, any other engine raises :class:`ValueError`.
     """
@@ -127,6 +172,7 @@ def resolve(engine: str, service: str = "echo", slow: bool = False) -> tuple[str
             raise ValueError(LOCUST_MISSING)
         if service not in LOCUST_SERVICES:
             raise ValueError(locust_refuses(service))
+        _refuse_lacking(engine, values)
         return "locust", [], ""
     if engine == "wrk":
         if wrk_program() is None:
@@ -135,8 +181,10 @@ def resolve(engine: str, service: str = "echo", slow: bool = False) -> tuple[str
             raise ValueError(
                 f"engine 'wrk' drives the http service only, not {service}; use engine python or native (or auto)"
             )
+        _refuse_lacking(engine, values)
         return "wrk", [], ""
     if engine == "python":
+        _refuse_lacking(engine, values)
         return "python", python_worker, ""
     if service in PYTHON_ONLY_SERVICES:
         if engine == "native":
@@ -145,6 +193,15 @@ def resolve(engine: str, service: str = "echo", slow: bool = False) -> tuple[str
                 f"use engine python (--engine python, or generator.engine: python) or auto"
             )
         return "python", python_worker, f"load engine: python, because the native engine does not drive {service}"
+    if engine == "native":
+        _refuse_lacking(engine, values)
+    missing = lacking("native", values)
+    if missing:
+        return (
+            "python",
+            python_worker,
+            f"load engine: python, because the native engine does not implement {', '.join(missing)}",
+        )
     try:
         path, why = native_program()
     except native.NativeBuildError as exc:

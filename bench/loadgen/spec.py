@@ -139,6 +139,8 @@ class LoadSpec:
     files: list[FileTarget] = field(default_factory=list)  # file, http: the files (paths) requested
     path_order: str = _default("path_order")  # http: how each client goes through ``files``
     login: str = ""  # timeauth: NAME:PASSWORD the clients log in with (the password: all after the first colon)
+    method: str = _default("method")  # http: GET or HEAD
+    pipeline: int = _default("pipeline")  # http, closed loop: requests sent before reading their replies
     requests_per_connection: int = _default("requests_per_connection")
     mode: str = _default("mode")
     rate: float | None = _default("rate")  # open loop: total requests/s across all clients
@@ -200,6 +202,11 @@ def validate(spec: LoadSpec) -> None:
         if parameter.applies_at(where):
             problem = parameter.problem(getattr(spec, name), required=bool(parameter.required))
             _need(problem is None, str(problem))
+    _need(
+        spec.service != "http" or spec.pipeline == 1 or spec.mode == "closed",
+        f"pipeline {spec.pipeline} needs the closed loop (an open loop starts each request on its own schedule); "
+        "use pipeline 1 for open loop, or mode closed",
+    )
     shares = sum(getattr(spec, kind) for kind in SLOW_KINDS)
     _need(
         shares <= 1 + 1e-9,  # why 1e-9: shares such as 0.7 + 0.2 + 0.1 add up to a hair above 1 in floats

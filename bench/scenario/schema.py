@@ -624,6 +624,28 @@ def _cross_issues(s: Scenario) -> list[tuple[tuple, str]]:
             )
         )
     issues += _mix_issues(s, services)
+    for parameter in PARAMETERS:  # settings only some engines act on (http's method HEAD, pipeline > 1)
+        values = getattr(getattr(s, parameter.section), parameter.name, None) if parameter.engines else None
+        for value in values if isinstance(values, list) else [values]:
+            if s.generator.engine != "auto" and parameter.engine_lacks(s.generator.engine, value):
+                issues.append(
+                    (
+                        (parameter.section, parameter.name),
+                        f"{value} needs engine {' or '.join(parameter.engines)}; generator.engine "
+                        f"{s.generator.engine} does not implement it (use generator.engine: auto or "
+                        f"{parameter.engines[0]})",
+                    )
+                )
+                break
+    pipelines = s.load.pipeline if isinstance(s.load.pipeline, list) else [s.load.pipeline]
+    if "http" in services and "open" in modes and any(depth != 1 for depth in pipelines):
+        issues.append(
+            (
+                ("load", "pipeline"),
+                "a depth above 1 needs mode closed (an open loop starts each request on its own schedule): "
+                "use pipeline: 1 with mode open",
+            )
+        )
     if "open" not in modes and s.load.rate is not None:
         issues.append((("load", "rate"), "only used when mode is open; remove it or set mode: open"))
     for i, model in enumerate(s.models):

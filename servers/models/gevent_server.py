@@ -31,6 +31,23 @@ timeout for *some* progress, so a slow but reading client is never cut off.
 (``sendall``'s timeout in gevent bounds the whole reply, which would cut off
 a large file to a slow client; :func:`send_all` bounds each step instead.)
 
+HTTP (and timeauth)
+-------------------
+The ``http`` service is h11 over gevent's sockets: each connection's
+greenlet feeds what it receives to the same sans-IO session the event-loop
+models run (:class:`servers.http_service.HTTPSession`, see
+:mod:`servers.exchange`) and sends each answer's head and file as the file
+service sends its replies, so its wire behaviour (statuses, limits,
+keep-alive, pipelining) is theirs by construction; ``timeauth`` is its
+session (:class:`servers.timeauth.TimeAuthSession`) in the same loop. That is the faithful
+choice here, not ``http.server.BaseHTTPRequestHandler`` under the
+``StreamServer``: the handler reads through ``makefile`` with the kernel
+timeouts its rfile relies on, which never fire on gevent's non-blocking
+sockets, and without monkey-patching (which this model refuses, above) it
+would block the hub. gevent's own HTTP server, ``gevent.pywsgi``, is a WSGI
+server with its own parser; measuring it would measure WSGI and that parser,
+not the concurrency model beside the others.
+
 File bodies
 -----------
 gevent's ``socket.sendfile`` is not ``sendfile(2)``: it is a read/send loop
@@ -88,9 +105,17 @@ from gevent.server import StreamServer
 
 from servers import protocol
 from servers.config import ServerOptions
-from servers.handlers import linger, send_file
-from servers.limits import AcceptBackoff, IdleTimeout, RequestTimeout, SendTimeout, out_of_resources
-from servers.service import Service, accepted, listening_socket, make_service
+from servers.handlers import linger, send_body, send_file
+from servers.limits import (
+    AcceptBackoff,
+    ConnectionTimeout,
+    IdleTimeout,
+    RequestTimeout,
+    SendTimeout,
+    out_of_resources,
+)
+from servers.service import MSG_MORE, Service, accepted, listening_socket, make_service
+from servers.sessions import new_session
 
 #: How long the stop waits for killed greenlets to finish: a killed greenlet
 #: ends at its next switch, within milliseconds; 2 s keeps the stop within
@@ -140,7 +165,7 @@ class GeventServer(StreamServer):
         self.backoff = AcceptBackoff(lambda line: service.log_error("listener", line))
         self._resume: gevent.Greenlet | None = None
         self.connections = gevent.pool.Pool(None)  # None: unbounded, StreamServer's default
-        handle = {"echo": self.serve_echo, "file": self.serve_file}[service.name]
+        handle = {"echo": self.serve_echo, "file": self.serve_file}.get(service.name, self.serve_session)
         super().__init__(listener, handle=self.guarded(handle), spawn=self.connections)
 
     # -- accepting -------------------------------------------------------------
@@ -228,6 +253,64 @@ class GeventServer(StreamServer):
                     send=send_all,
                     sendfile=sendfile_cooperative,
                 )
+
+    def serve_session(self, sock: gevent.socket.socket) -> None:
+        """A session service (http, timeauth; see :mod:`servers.exchange`): it parses, this greenlet reads and sends.
+
+        Each ``recv`` waits at most the idle timeout, or, once part of a
+        request is buffered, what is left of the request timeout from its
+        first byte; answers go out in request order, a pipelined request
+        already buffered being answered before the next ``recv``.
+        """
+        service = self.service
+        session = new_session(service)
+        timeouts = service.timeouts
+        idle, request, send = timeouts.idle, timeouts.request, timeouts.send
+        started: float | None = None  # first byte of the request being read
+        error: type[ConnectionTimeout]
+        if greeting := session.greeting():
+            send_all(sock, greeting, send)
+        while True:
+            answer = session.next_answer()
+            if answer is None:
+                wait, error = idle, IdleTimeout
+                if started is not None and request is not None:
+                    left = started + request - time.monotonic()
+                    if left <= 0:
+                        raise RequestTimeout(request)
+                    if wait is None or left <= wait:
+                        wait, error = left, RequestTimeout
+                sock.settimeout(wait)
+                try:
+                    data = sock.recv(protocol.CHUNK_SIZE)
+                except TimeoutError:
+                    raise error((request if error is RequestTimeout else idle) or 0) from None
+                if not data:
+                    return  # end of stream, possibly mid-request: nothing to answer
+                if not session.buffered():
+                    started = time.monotonic()
+                session.feed(data)
+                continue
+            started = time.monotonic() if session.buffered() else None
+            service.work()
+            if answer.file is None:
+                send_all(sock, answer.head, send)
+            else:
+                with answer.file:
+                    # MSG_MORE: the head and the body's first bytes share a segment
+                    send_all(sock, answer.head, send, MSG_MORE)
+                    send_body(
+                        sock,
+                        answer.file,
+                        answer.size,
+                        use_sendfile=service.sendfile,
+                        timeout=send,
+                        send=send_all,
+                        sendfile=sendfile_cooperative,
+                    )
+            if answer.close:
+                linger(sock)
+                return
 
     def read_line(self, sock: gevent.socket.socket, pending: bytearray) -> bytes | None:
         """The next request line from ``pending`` and the socket, within the timeouts; None at end of stream.
