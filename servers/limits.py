@@ -135,6 +135,27 @@ def next_expiry(
     return min(found, key=lambda expiry: expiry[0], default=None)
 
 
+def read_wait(
+    timeouts: Timeouts, request_started: float | None, now: float
+) -> tuple[float | None, type[ConnectionTimeout]]:
+    """How long the next read of a blocking or streams model may wait, and which timeout ends it.
+
+    The idle timeout bounds each read; the request timeout, counted from
+    ``request_started`` (the first byte of an incomplete request, None when
+    there is none), bounds them all and wins when it ends first. Raises
+    :class:`RequestTimeout` when it has already ended. ``None``: wait for ever.
+    """
+    wait: float | None = timeouts.idle
+    error: type[ConnectionTimeout] = IdleTimeout
+    if request_started is not None and timeouts.request is not None:
+        left = request_started + timeouts.request - now
+        if left <= 0:
+            raise RequestTimeout(timeouts.request)
+        if wait is None or left <= wait:
+            wait, error = left, RequestTimeout
+    return wait, error
+
+
 #: ``accept`` errnos that mean "out of descriptors or memory", not "this one connection failed".
 OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 

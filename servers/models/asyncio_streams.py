@@ -70,7 +70,7 @@ from typing import Any
 
 from servers import protocol
 from servers.config import ServerOptions
-from servers.limits import AcceptBackoff, ConnectionTimeout, IdleTimeout, RequestTimeout, SendTimeout
+from servers.limits import AcceptBackoff, ConnectionTimeout, IdleTimeout, SendTimeout, read_wait
 from servers.protocol import FileShrankError
 from servers.service import Service, SetupError, listen_error, make_service
 from servers.sessions import new_session
@@ -233,24 +233,17 @@ class AsyncServer:
         after the line stay in ``pending`` for the next request. Raises the
         :func:`protocol.too_long` error for an over-long line.
         """
-        idle, request = self.service.timeouts.idle, self.service.timeouts.request
+        timeouts = self.service.timeouts
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + request if pending and request is not None else None
-        error: type[ConnectionTimeout]
+        started = loop.time() if pending else None  # the line's first byte
         while (line := protocol.split_line(pending)) is None:
-            wait, error = idle, IdleTimeout
-            if deadline is not None:
-                left = deadline - loop.time()
-                if left <= 0:
-                    raise RequestTimeout(request or 0)
-                if wait is None or left <= wait:
-                    wait, error = left, RequestTimeout
+            wait, error = read_wait(timeouts, started, loop.time())
             watch.arm(wait, error, loop.time())
             data = await reader.read(protocol.CHUNK_SIZE)
             if not data:
                 return b""
-            if deadline is None and request is not None:
-                deadline = loop.time() + request
+            if started is None:
+                started = loop.time()
             pending += data
         return line
 
@@ -283,23 +276,15 @@ class AsyncServer:
     async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, watch: Watch) -> None:
         """A session service (http, timeauth; see :mod:`servers.exchange`): answers sent as the file service's."""
         session = new_session(self.service)
-        idle, request = self.service.timeouts.idle, self.service.timeouts.request
         loop = asyncio.get_running_loop()
         started: float | None = None  # first byte of the request being read
-        error: type[ConnectionTimeout]
         if greeting := session.greeting():
             writer.write(greeting)
             await self._drain(writer, watch)
         while True:
             answer = session.next_answer()
             if answer is None:
-                wait, error = idle, IdleTimeout
-                if started is not None and request is not None:
-                    left = started + request - loop.time()
-                    if left <= 0:
-                        raise RequestTimeout(request)
-                    if wait is None or left <= wait:
-                        wait, error = left, RequestTimeout
+                wait, error = read_wait(self.service.timeouts, started, loop.time())
                 watch.arm(wait, error, loop.time())
                 data = await reader.read(protocol.CHUNK_SIZE)
                 if not data:

@@ -108,11 +108,11 @@ from servers.config import ServerOptions
 from servers.handlers import linger, send_body, send_file
 from servers.limits import (
     AcceptBackoff,
-    ConnectionTimeout,
     IdleTimeout,
     RequestTimeout,
     SendTimeout,
     out_of_resources,
+    read_wait,
 )
 from servers.service import MSG_MORE, Service, accepted, listening_socket, make_service
 from servers.sessions import new_session
@@ -267,19 +267,12 @@ class GeventServer(StreamServer):
         timeouts = service.timeouts
         idle, request, send = timeouts.idle, timeouts.request, timeouts.send
         started: float | None = None  # first byte of the request being read
-        error: type[ConnectionTimeout]
         if greeting := session.greeting():
             send_all(sock, greeting, send)
         while True:
             answer = session.next_answer()
             if answer is None:
-                wait, error = idle, IdleTimeout
-                if started is not None and request is not None:
-                    left = started + request - time.monotonic()
-                    if left <= 0:
-                        raise RequestTimeout(request)
-                    if wait is None or left <= wait:
-                        wait, error = left, RequestTimeout
+                wait, error = read_wait(timeouts, started, time.monotonic())
                 sock.settimeout(wait)
                 try:
                     data = sock.recv(protocol.CHUNK_SIZE)
@@ -320,24 +313,16 @@ class GeventServer(StreamServer):
         whole line gets at most the request timeout.
         """
         timeouts = self.service.timeouts
-        idle, request = timeouts.idle, timeouts.request
-        deadline = None
+        started: float | None = None  # the line's first byte
         while (line := protocol.split_line(pending)) is None:
-            wait = idle
-            if pending and request is not None:
-                if deadline is None:
-                    deadline = time.monotonic() + request
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise RequestTimeout(request)
-                wait = left if idle is None else min(idle, left)
+            if pending and started is None:
+                started = time.monotonic()
+            wait, error = read_wait(timeouts, started, time.monotonic())
             sock.settimeout(wait)
             try:
                 data = sock.recv(protocol.CHUNK_SIZE)
             except TimeoutError:
-                if deadline is not None and deadline <= time.monotonic():
-                    raise RequestTimeout(request or 0) from None
-                raise IdleTimeout(idle or 0) from None
+                raise error((timeouts.request if error is RequestTimeout else timeouts.idle) or 0) from None
             if not data:
                 return None
             pending += data
