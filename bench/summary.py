@@ -226,17 +226,20 @@ def summary_warnings(results: Results) -> list[str]:
                 if m
             ]
             unstable.append(f"{where} ({', '.join(parts)} over {plural(row['n_ok'], 'repetition')})")
+    # advise the native engine only where it did not already measure
+    engines = set(runs["gen_engine"].dropna().astype(str).str.split(",").str[0]) if "gen_engine" in runs else set()
+    native_too = "" if engines == {"native"} else ", or use the native engine (generator.engine: native)"
     if bound:
         out.append(
             f"generator-bound: {'; '.join(bound)}: {GENERATOR_BOUND_RULE}, so these figures measure the "
-            "generator, not the server, whose limit lies higher; add generator workers (generator.workers), "
-            "give the generator CPUs of its own, or use the native engine (generator.engine: native)"
+            "generator, not the server, whose limit lies higher; add generator workers (generator.workers) "
+            f"or give the generator CPUs of its own{native_too}"
         )
     if joint:
         out.append(
             f"both saturated: {'; '.join(joint)}: {BOTH_SATURATED_RULE}, so these figures are a joint limit "
             "of generator and server: the server was at its limit too, and a faster generator may or may not "
-            "raise them; compare with the native engine, or with the generator on CPUs of its own"
+            f"raise them; compare with the generator on CPUs of its own{native_too}"
         )
     if lower:
         out.append(

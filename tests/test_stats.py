@@ -320,3 +320,17 @@ def test_a_server_with_cpu_to_spare_leaves_the_run_generator_bound(tmp_path):
     )
     run = load_results(folder).runs.set_index("run_id").loc[run_id]
     assert run["generator_bound"] is True and run["both_saturated"] is False
+
+
+@pytest.mark.parametrize(("engine", "advised"), [("native", False), ("python", True)])
+def test_the_limit_warnings_advise_the_native_engine_only_where_it_did_not_measure(tmp_path, engine, advised):
+    folder = write_fake_results(tmp_path / "r", models=MODELS, sweep=("clients", (1, 10, 50)), hlogs=False)
+    _with_limit_facts(
+        folder, gen_busy_pct_max=97.0, gen_runq_wait_pct_max=2.0, server_cpu_pct=95.0, server_runq_wait_pct=1.0
+    )
+    path = folder / "runs.csv"
+    runs = pd.read_csv(path)
+    runs["gen_engine"] = engine
+    runs.to_csv(path, index=False)
+    (joint,) = [w for w in summary_warnings(load_results(folder)) if w.startswith("both saturated:")]
+    assert ("native engine" in joint) is advised, joint
