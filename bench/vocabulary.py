@@ -271,8 +271,9 @@ POINT_FLAGS = (FAILED, GENERATOR_BOUND, BOTH_SATURATED, UNSTABLE, BUSY)
 #: What each flag means, for legends and notes; the numbers are the constants above.
 FLAG_LABELS = {
     FAILED: "failed run (see report)",
-    GENERATOR_BOUND: "generator-bound (load generator short of CPU, server not saturated)",
-    BOTH_SATURATED: "both saturated (load generator short of CPU, server saturated too: a joint limit)",
+    # short: a legend label wider than ~55 characters squeezes a one-panel figure's plot to a third
+    GENERATOR_BOUND: "generator-bound (load generator short of CPU)",
+    BOTH_SATURATED: "both saturated (generator and server at their limits)",
     UNSTABLE: f"unstable (CV > {CV_THRESHOLD:.0%} across repetitions)",
     BUSY: f"busy machine (over {BUSY_THRESHOLD_PCT:g}% busy before a run)",
 }
