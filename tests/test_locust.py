@@ -399,7 +399,9 @@ def test_open_loop_offers_the_rate_and_counts_latency_from_the_intended_send_tim
     row = out.result.row
     # 200/s over 1 s, spread over 4 users on 2 workers: every due request sent and answered
     assert 180 <= row["requests"] <= 220 and row["errors"] == 0, row
-    assert sum(r["unstarted"] for r in out.reports) == 0, row
+    # ...but one due in the window's last millisecond can miss it: gevent's timers wake up to ~1 ms
+    # late (below), and a send after the window's end is not a send in it (one in 200 here)
+    assert sum(r["unstarted"] for r in out.reports) <= 1, row
     assert "latency_uncorrected" in out.result.histograms
     # gevent's millisecond timers: sends go out up to ~1 ms late, said and counted as the generator's
     assert any("millisecond timers" in w for w in out.result.warnings)
