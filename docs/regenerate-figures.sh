@@ -31,6 +31,11 @@ else
     BENCH=(python3 -m bench)
 fi
 
+# Temporary folders of the blocks that run, removed on every exit (a block that
+# does not run leaves its entry empty).
+copy="" pool_root="" loop_root=""
+trap 'rm -rf ${copy:+"$copy"} ${pool_root:+"$pool_root"} ${loop_root:+"$loop_root"}' EXIT
+
 # want NAME: true when NAME was asked for on the command line, or nothing was.
 want() {
     [[ ${#SELECTED[@]} -eq 0 ]] && return 0
@@ -115,7 +120,6 @@ if want small-backlog; then
     # The spectrum at backlog 5 (point 1): re-plot a copy, so the results folder
     # keeps its default figures.
     copy=$(mktemp -d)
-    trap 'rm -rf "$copy"' EXIT
     cp -r "$dir" "$copy/"
     "${BENCH[@]}" plot "$copy/$(basename "$dir")" --point 1 --no-timelines --format png >&2
     take "$copy/$(basename "$dir")" latency_spectrum.png backlog-latency_spectrum-5.png
@@ -175,7 +179,6 @@ if want how-many-workers; then
     take "$dir" memory.png                         workers-memory.png
     take "$dir" timelines/prefork-p0-r1.png        workers-prefork-timeline-1.png
     pool_root=$(mktemp -d)
-    trap 'rm -rf "$copy" "$pool_root"' EXIT
     if ! "${BENCH[@]}" run scenarios/how-many-workers.yaml --results "$pool_root" --set 'models=[threadpool]' \
         --set server.workers=null --set 'server.threads=[1, 2, 4, 8]' >&2; then
         echo "error: the threadpool pass of scenarios/how-many-workers.yaml failed; see its output above" >&2
@@ -196,7 +199,6 @@ if want deployed; then
     take "$dir" throughput_file.png                deployed-throughput_file.png
     # ... and the event-loop models on uvloop (server.loop reaches them alone), a pass of its own
     loop_root=$(mktemp -d)
-    trap 'rm -rf "$copy" "$pool_root" "$loop_root"' EXIT
     if ! "${BENCH[@]}" run scenarios/deployed.yaml --results "$loop_root" --set service=echo \
         --set 'models=[asyncio, asyncio-protocol, reuseport, c-reference]' --set server.loop=uvloop >&2; then
         echo "error: the uvloop pass of scenarios/deployed.yaml failed; see its output above" >&2
