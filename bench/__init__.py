@@ -24,7 +24,7 @@ run must reach to pass. Nothing has run yet.
 *Measure.* For each run, :mod:`bench.runner` starts the server (:mod:`servers.launch`),
 drives it with the load generator (:mod:`bench.loadgen`: worker processes,
 one JSON result back, as pyperf does) while :mod:`bench.monitor` samples the
-server's process tree and the kernel's counters. :mod:`bench.calibrate`
+server's process tree and the kernel's counters. :mod:`bench.calibration`
 measures the machine's own ceiling with C programs, so a Python figure can
 be read against what the machine can do at all.
 

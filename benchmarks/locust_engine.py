@@ -36,7 +36,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.calibrate import reference_server  # noqa: E402
+from bench.calibration.measure import reference_server  # noqa: E402
 from bench.loadgen import (  # noqa: E402
     LoadSpec,
     locust_engine,  # noqa: E402
