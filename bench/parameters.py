@@ -585,7 +585,10 @@ PARAMETERS: tuple[Parameter, ...] = (
         "generator",
         "fraction",
         0.05,
-        "fraction of file and http replies whose checksum is verified (the size is always checked)",
+        (
+            "fraction of file and http replies whose checksum is verified (the size is always checked; "
+            "the native engine has the kernel drop the other file-service bodies uncopied)"
+        ),
     ),
 )
 

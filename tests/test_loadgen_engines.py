@@ -37,6 +37,7 @@ from thread_servers import (
     echo_handler,
     file_handler,
     hold,
+    overlong_file_handler,
     raw_http_handler,
     recv_exact,
     reset_handler,
@@ -210,6 +211,27 @@ def test_corrupt_file_body_and_err_reply(server: Callable[..., ThreadServer]) ->
         assert any("ERR 404 not found" in w for w in result.warnings), engine
 
 
+def test_unhashed_file_bodies_are_counted_and_what_follows_them_still_judged(
+    server: Callable[..., ThreadServer],
+) -> None:
+    # With no body sampled for hashing, only the header and the size are checked (the native
+    # engine then has the kernel drop the body's bytes instead of copying them): a wrong body
+    # of the right length passes in both engines alike, every byte is counted, and a byte
+    # after the body, which the size says is not part of it, is still corrupt.
+    body = os.urandom(300_000)  # several reads per body
+    target = [FileTarget("f", len(body), hashlib.sha256(body).hexdigest())]
+    srv = server(corrupt_file_handler, files={"f": body})
+    results = both(srv.port, service="file", files=target, checksum_sample=0.0)
+    assert_same_classification(results, set(), {"conn_ok"})
+    for engine, result in results.items():
+        row = result.row
+        assert row["requests"] > 0, engine
+        assert row["mb_per_s"] * row["duration_s"] * 1e6 == pytest.approx(row["requests"] * len(body)), engine
+    srv = server(overlong_file_handler, files={"f": body})
+    results = both(srv.port, service="file", files=target, checksum_sample=0.0)
+    assert_same_classification(results, {"err_corrupt"}, {"conn_ok"})
+
+
 def test_close_early(server: Callable[..., ThreadServer]) -> None:
     srv = server(close_early_handler, message_bytes=1024)
     assert_same_classification(both(srv.port), {"err_closed_early"}, {"conn_ok"})
@@ -301,7 +323,9 @@ def test_open_loop_releases_all_requests_due_within_the_horizon_at_one_wake_up()
     # a second; one per 75 us horizon at most 13.3k, each releasing all due.
     rate, duration = 20_000.0, 1.0
     most = duration / schedule.BATCH_HORIZON_S * 1.05 + 10  # rounding at the window's edges
-    with run_server("c-reference", "echo", ServerOptions()) as srv:
+    # A backlog above the clients: with the default 5, a burst of 20 connects can leave some in
+    # SYN retries for the whole second, and a connect in progress keeps the loop waking for it.
+    with run_server("c-reference", "echo", ServerOptions(backlog=128)) as srv:
         for engine in ENGINES:
             spec = LoadSpec(
                 "echo", "127.0.0.1", srv.port, clients=20, duration_s=duration, workers=1, engine=engine,

@@ -146,7 +146,8 @@ def reset_handler(conn: socket.socket, srv: ThreadServer) -> None:
     conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close() sends RST
 
 
-def file_handler(conn: socket.socket, srv: ThreadServer, corrupt: bool = False) -> None:
+def file_handler(conn: socket.socket, srv: ThreadServer, corrupt: bool = False, extra: bytes = b"") -> None:
+    """The file service over ``srv.files``; ``corrupt`` sends zeros of the right length, ``extra`` follows each body."""
     f = conn.makefile("rb")
     while line := f.readline(4097):
         name = line.rstrip(b"\n").decode()
@@ -157,11 +158,15 @@ def file_handler(conn: socket.socket, srv: ThreadServer, corrupt: bool = False) 
         if not srv.take(len(data)):
             return hold(conn)
         body = bytes(len(data)) if corrupt else data
-        conn.sendall(b"OK %d\n" % len(data) + body)
+        conn.sendall(b"OK %d\n" % len(data) + body + extra)
 
 
 def corrupt_file_handler(conn: socket.socket, srv: ThreadServer) -> None:
     file_handler(conn, srv, corrupt=True)
+
+
+def overlong_file_handler(conn: socket.socket, srv: ThreadServer) -> None:
+    file_handler(conn, srv, extra=b"X")
 
 
 def http_handler(conn: socket.socket, srv: ThreadServer, corrupt: bool = False, close: bool = False) -> None:
