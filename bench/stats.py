@@ -538,10 +538,16 @@ class Results:
         )
 
     def facets(self) -> list[Results]:
-        """One view per service when the folder holds several, else just this one."""
-        if len(self.services) <= 1:
-            return [self]
-        return [self.subset(s) for s in self.services]
+        """One view per service when the folder holds several, else just this one.
+
+        The views are made once and kept, so their statistics (``aggregate``) are
+        computed once however many figures, findings and tables read them.
+        """
+        views = self.__dict__.get("_facets")
+        if views is None:
+            views = [self] if len(self.services) <= 1 else [self.subset(s) for s in self.services]
+            self.__dict__["_facets"] = views
+        return list(views)
 
     @cached_property
     def swept(self) -> list[str]:
