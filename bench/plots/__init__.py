@@ -47,7 +47,6 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from bench.plots import figures as _figures
@@ -137,7 +136,7 @@ def save_figure(fig: Figure, base: Path, formats: Iterable[str], *, tight: bool 
     base.parent.mkdir(parents=True, exist_ok=True)
     with style.settings():
         extra: dict[str, Any] = {}
-        canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+        canvas = style.canvas(fig)  # PNGs of opaque figures in RGB
         engine = fig.get_layout_engine()
         if engine is not None:
             engine.execute(fig)  # the layout, once
