@@ -520,7 +520,7 @@ def draw_missing_figures(results: Results) -> tuple[dict[str, Path], str]:
     note = ""
     if missing:
         try:
-            plot_results(results.path, jobs=missing)
+            plot_results(results.path, jobs=missing, results=results)
         except FiguresFailed as exc:
             note = "; ".join(f"{base}: {error}" for base, error in exc.failures.items())
     return {job.base: path for job, path in wanted.items() if path.is_file()}, note
@@ -733,13 +733,14 @@ def render_report(
     )
 
 
-def write_report(results_dir: Path) -> Path:
+def write_report(results_dir: Path, results: Results | None = None) -> Path:
     """Write ``results_dir/report.html`` (atomically) and return its path.
 
     The figures are embedded from ``figures/``; those not drawn yet are drawn first.
+    ``results``, the folder already read (with its summary.json), is used instead of reading it again.
     """
     results_dir = Path(results_dir)
-    results = load_results(results_dir)
+    results = results if results is not None else load_results(results_dir)
     figures, note = draw_missing_figures(results)
     text = render_report(results, load_calibration(results.path), figures, note)
     target = results_dir / "report.html"

@@ -723,17 +723,27 @@ def _finish(
         return
     from bench.plots import plot_results
     from bench.report import write_report
+    from bench.stats import Results, load_results
+
+    loaded: list[Results] = []
+
+    def results_of(folder: Path) -> Results:
+        # read once, summary.json included, for the figures and the report: their statistics computed once
+        if not loaded:
+            loaded.append(load_results(folder))
+        return loaded[0]
 
     def draw(folder: Path) -> None:
         on_phase(None, "drawing figures", {"done": 0, "total": None})
         plot_results(
             folder,
             on_figure=lambda done, total, _job: on_phase(None, "drawing figures", {"done": done, "total": total}),
+            results=results_of(folder),
         )
 
     def report(folder: Path) -> None:
         on_phase(None, "writing report", {})
-        write_report(folder)
+        write_report(folder, results_of(folder))
 
     for step, what in ((draw, "figures"), (report, "report")):
         try:

@@ -393,3 +393,46 @@ def test_a_timeline_drawn_over_another_is_the_same_image_as_a_new_one(tmp_path):
         # anything left over from the run before (a line, a legend, a log axis, a limit) would differ by far
         # more than the one level of anti-aliasing that float rounding of the panels' positions can make
         assert np.abs(pixels(fig, f"over-{run_id}") - fresh[run_id]).max() <= 1, run_id
+
+
+def test_an_opaque_figure_is_written_as_an_rgb_png_of_the_same_image(fake, tmp_path):
+    import io
+
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from PIL import Image
+
+    from bench.plots import save_figure
+
+    fig = build_figures(load_results(fake))["throughput"]
+    path = save_figure(fig, tmp_path / "throughput", ("png",), tight=False)[0]
+    with Image.open(path) as ours:
+        assert ours.mode == "RGB"
+        assert ours.info["Title"] == fig.get_suptitle().split("\n")[0] and ours.info["Software"] == "sockbench"
+        rgb = np.asarray(ours)
+    theirs = io.BytesIO()  # matplotlib's own PNG of the same figure: RGBA, every pixel opaque
+    FigureCanvasAgg(fig).print_png(theirs)
+    with Image.open(theirs) as image:
+        rgba = np.asarray(image)
+    assert rgba.shape[2] == 4 and rgba[..., 3].min() == 255
+    assert np.array_equal(rgb, rgba[..., :3])
+    fig.patch.set_alpha(0.0)  # a transparent figure keeps its alpha channel
+    with Image.open(save_figure(fig, tmp_path / "clear", ("png",), tight=False)[0]) as clear:
+        assert clear.mode == "RGBA"
+
+
+def test_plot_results_draws_from_a_folder_already_read(fake, tmp_path, monkeypatch):
+    import shutil
+
+    import bench.plots
+
+    folder = tmp_path / "r"
+    shutil.copytree(fake, folder, ignore=shutil.ignore_patterns("figures"))
+    results = load_results(folder)
+
+    def read_again(_path):
+        raise AssertionError("the folder was read again")
+
+    monkeypatch.setattr(bench.plots, "load_results", read_again)
+    paths = plot_results(folder, ("png",), timelines=False, workers=1, results=results)
+    assert {p.name for p in paths} >= {"throughput.png", "latency.png", "memory.png"}

@@ -47,7 +47,6 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from bench.plots import figures as _figures
@@ -137,7 +136,7 @@ def save_figure(fig: Figure, base: Path, formats: Iterable[str], *, tight: bool 
     base.parent.mkdir(parents=True, exist_ok=True)
     with style.settings():
         extra: dict[str, Any] = {}
-        canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+        canvas = style.canvas(fig)  # PNGs of opaque figures in RGB
         engine = fig.get_layout_engine()
         if engine is not None:
             engine.execute(fig)  # the layout, once
@@ -220,14 +219,14 @@ _SOURCE: dict[str, tuple[Results, Any, dict[str, Results]]] = {}
 _TIMELINE: list[Figure] = []
 
 
-def _source(results_dir: Path) -> tuple[Results, Any, dict[str, Results]]:
-    """(results, calibration, {facet: view}) of the folder, each view's statistics computed once."""
+def _source(results_dir: Path, loaded: Results | None = None) -> tuple[Results, Any, dict[str, Results]]:
+    """(results, calibration, {facet: view}) of the folder (``loaded``: already read), each view's statistics computed once."""
     from bench.findings import load_calibration
 
     key = str(results_dir)
     if key not in _SOURCE:  # in plot_results, or in a worker that was not forked from it
         _SOURCE.clear()
-        results = load_results(results_dir)
+        results = loaded if loaded is not None else load_results(results_dir)
         views = {view.facet: view for view in results.facets()}
         for view in views.values():
             view.aggregate  # noqa: B018 - computed before the workers fork, so each inherits it
@@ -285,6 +284,7 @@ def plot_results(
     jobs: Sequence[FigureJob] | None = None,
     workers: int | None = None,
     on_figure: Callable[[int, int, FigureJob], None] | None = None,
+    results: Results | None = None,
 ) -> list[Path]:
     """Write every figure of ``results_dir`` into ``results_dir/figures/``; return the files written.
 
@@ -296,6 +296,8 @@ def plot_results(
     instead (see :func:`figure_jobs`). The figures are drawn by
     :func:`plot_workers` processes at once (``workers`` overrides it; 1 draws
     in this process); ``on_figure(done, total, job)`` is called as each ends.
+    ``results``, the folder already read (:func:`bench.stats.load_results`),
+    is drawn from instead of reading it again, its statistics included.
 
     Error handling: a figure that fails is reported, not lost: the others are
     drawn, then :class:`FiguresFailed` names each failed one and its error. A
@@ -309,7 +311,7 @@ def plot_results(
     _SOURCE.clear()
     _TIMELINE.clear()
     try:
-        results = _source(results_dir)[0]  # loaded before the workers fork
+        results = _source(results_dir, results)[0]  # loaded before the workers fork
         todo = list(jobs) if jobs is not None else figure_jobs(results, timelines)
         return _draw_all(results_dir, todo, formats, spectrum_point, workers, on_figure)
     finally:

@@ -39,8 +39,9 @@ def run_flags(results: Results, run: pd.Series) -> list[str]:
     if run.get("both_saturated") is True:
         flags.append(BOTH_SATURATED)
     agg = results.aggregate
-    row = agg[(agg["model"] == run["model"]) & (agg["point"] == run["point"])]
-    if len(row) and bool(row["unstable"].iloc[0]):
+    # the one column looked up: selecting the whole rows copies every statistic's column
+    unstable = agg.loc[(agg["model"] == run["model"]) & (agg["point"] == run["point"]), "unstable"]
+    if len(unstable) and bool(unstable.iloc[0]):
         flags.append(UNSTABLE)
     if run.get("status") in FAILED_STATUSES:
         flags.append(FAILED)
@@ -116,7 +117,8 @@ def timeline_figure(results: Results, run_id: str, into: Figure | None = None) -
     ax_q.set_xlabel("time since the measured window started (s)")
 
     t_min = float(tl["t_s"].min())
-    flag_handles = style.flag_handles(run_flags(results, run))
+    flags = run_flags(results, run)
+    flag_handles = style.flag_handles(flags)
     for i, ax in enumerate(axes[:, 0]):
         if t_min < 0:
             ax.axvspan(t_min, 0, color="#eeeeee", zorder=0)
@@ -134,7 +136,6 @@ def timeline_figure(results: Results, run_id: str, into: Figure | None = None) -
         color="#777777",
     )
 
-    flags = run_flags(results, run)
     subtitle = f"{model} {_point_text(results, run)}, repetition {run.get('repetition', '?')}"
     if "failed" in flags:
         subtitle += f" - {run.get('status', 'failed').upper()}: {first_line(run.get('error', ''))[:90]}"
