@@ -379,8 +379,12 @@ def test_a_timeline_drawn_over_another_is_the_same_image_as_a_new_one(tmp_path):
 
     folder = write_fake_results(tmp_path / "r", models=("sequential", "threading", "c-reference"), repetitions=2)
     results = load_results(folder)
-    # generator-bound, unstable and plain runs of three models at four points, each with its own limits
-    run_ids = [r for r in results.runs["run_id"] if (results.timeline["run_id"] == r).any()]
+    # generator-bound, unstable and plain runs of three models at four points, each with its own limits.
+    # The first repetition has every one of them (the unstable flag needs the second repetition in the
+    # folder, not drawn); the second repeats the same kinds with other noise and doubled the drawing.
+    first = results.runs[results.runs["repetition"] == 1]["run_id"]
+    run_ids = [r for r in first if (results.timeline["run_id"] == r).any()]
+    assert len(run_ids) == 12 and {"c-reference-p3-r1", "threading-p2-r1"} <= set(run_ids)
 
     def pixels(fig, name):
         path = save_figure(fig, tmp_path / name, ("png",), tight=False)[0]

@@ -89,12 +89,14 @@ monitor:
 """
 
 
-def _bench_run(tmp_path: Path, *, tty: bool) -> str:
-    """Run ``bench run`` on SCENARIO with its standard output on a pseudo-terminal (``tty``) or a pipe."""
+def _bench_run(tmp_path: Path, *, tty: bool, settings: tuple[str, ...] = ()) -> str:
+    """Run ``bench run`` on SCENARIO (``settings``: ``--set`` values) with its standard output on a
+    pseudo-terminal (``tty``) or a pipe."""
     tmp_path.mkdir()
     scenario = tmp_path / "live.yaml"
     scenario.write_text(SCENARIO)
     command = [sys.executable, "-m", "bench", "run", str(scenario), "--no-plots", "--results", str(tmp_path / "r")]
+    command += [arg for value in settings for arg in ("--set", value)]
     env = dict(os.environ, PYTHONPATH=str(REPO), XDG_CACHE_HOME=str(tmp_path / "cache"), TERM="xterm")
     env.pop("COLUMNS", None)
     if not tty:
@@ -134,7 +136,8 @@ def test_bench_run_shows_the_live_figure_on_a_terminal_and_one_line_per_run_else
     with run_namespace() as ns:
         if not ns.own:
             pytest.skip(f"the figure is shown only in a namespace of the run's own: {ns.why_not}")
-    shown = _bench_run(tmp_path / "tty", tty=True)
+    # one repetition is enough to see the figure: each measured phase of 3 s shows it (once a second)
+    shown = _bench_run(tmp_path / "tty", tty=True, settings=("repetitions=1",))
     assert "MB/s on the wire so far" in shown, shown[-2000:]
     figures = [float(t.split("~")[-1].replace(",", "")) for t in shown.split(" MB/s on the wire")[:-1]]
     assert figures and all(f > 0 for f in figures)  # 4 clients echoing 16 KiB move bytes every second
