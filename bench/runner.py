@@ -48,6 +48,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import hashlib
 import os
 import resource
@@ -723,15 +724,10 @@ def _finish(
         return
     from bench.plots import plot_results
     from bench.report import write_report
-    from bench.stats import Results, load_results
+    from bench.stats import load_results
 
-    loaded: list[Results] = []
-
-    def results_of(folder: Path) -> Results:
-        # read once, summary.json included, for the figures and the report: their statistics computed once
-        if not loaded:
-            loaded.append(load_results(folder))
-        return loaded[0]
+    # the folder read once, summary.json included, for the figures and the report: statistics computed once
+    results_of = functools.cache(load_results)
 
     def draw(folder: Path) -> None:
         on_phase(None, "drawing figures", {"done": 0, "total": None})

@@ -545,11 +545,11 @@ class Results:
         The views are made once and kept, so their statistics (``aggregate``) are
         computed once however many figures, findings and tables read them.
         """
-        views = self.__dict__.get("_facets")
-        if views is None:
-            views = [self] if len(self.services) <= 1 else [self.subset(s) for s in self.services]
-            self.__dict__["_facets"] = views
-        return list(views)
+        return list(self._facet_views)
+
+    @cached_property
+    def _facet_views(self) -> tuple[Results, ...]:
+        return (self,) if len(self.services) <= 1 else tuple(self.subset(s) for s in self.services)
 
     @cached_property
     def swept(self) -> list[str]:
